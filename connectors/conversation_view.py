@@ -1,0 +1,115 @@
+"""What the ingress shows of conversations: messages, replies and escalations, as they happen.
+
+Fed from `sf.messages`, `sf.outbound` and `sf.escalations`; deduplicated by record id, so a
+reply replayed after a worker crash is shown (and delivered) once. In memory and bounded: the
+durable conversation store is Postgres (the data-layer issue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from schemas import Escalation, Message, OutboundMessage
+
+Kind = Literal["message", "reply", "escalation"]
+
+
+@dataclass(frozen=True)
+class ViewItem:
+    kind: Kind
+    id: str
+    conversation_id: str
+    in_reply_to: str | None
+    record: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "id": self.id, "in_reply_to": self.in_reply_to, **self.record}
+
+
+@dataclass
+class _Conversation:
+    items: list[ViewItem] = field(default_factory=list)
+    subscribers: set[asyncio.Queue[ViewItem]] = field(default_factory=set)
+
+
+class ConversationView:
+    def __init__(self, max_conversations: int = 10_000, max_items: int = 200) -> None:
+        self._conversations: OrderedDict[str, _Conversation] = OrderedDict()
+        self._answers: OrderedDict[str, ViewItem] = OrderedDict()
+        self._waiters: dict[str, list[asyncio.Future[ViewItem]]] = {}
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self.max_conversations, self.max_items = max_conversations, max_items
+        self.duplicates_ignored = 0
+
+    def add(self, item: ViewItem) -> bool:
+        """Record an item once; return False for a duplicate id."""
+        if item.id in self._seen:
+            self.duplicates_ignored += 1
+            return False
+        self._remember(self._seen, item.id, None, self.max_conversations * 10)
+        conversation = self._conversations.get(item.conversation_id) or _Conversation()
+        self._remember(self._conversations, item.conversation_id, conversation, self.max_conversations)
+        conversation.items = [*conversation.items, item][-self.max_items :]
+        for queue in conversation.subscribers:
+            queue.put_nowait(item)
+        if item.in_reply_to and item.kind != "message":
+            self._remember(self._answers, item.in_reply_to, item, self.max_conversations * 10)
+            for waiter in self._waiters.pop(item.in_reply_to, []):
+                if not waiter.done():
+                    waiter.set_result(item)
+        return True
+
+    def add_record(self, record: Message | OutboundMessage | Escalation) -> bool:
+        data = record.model_dump(mode="json")
+        if isinstance(record, Message):
+            return self.add(ViewItem("message", record.message_id, record.conversation_id, None, data))
+        if isinstance(record, OutboundMessage):
+            return self.add(ViewItem("reply", record.reply_id, record.conversation_id, record.in_reply_to, data))
+        return self.add(ViewItem("escalation", record.escalation_id, record.conversation_id, record.message_id, data))
+
+    def conversation(self, conversation_id: str) -> list[ViewItem] | None:
+        found = self._conversations.get(conversation_id)
+        return list(found.items) if found else None
+
+    async def answer(self, message_id: str, timeout_s: float) -> ViewItem | None:
+        """The reply or escalation for a message, waiting up to `timeout_s` for it."""
+        if message_id in self._answers:
+            return self._answers[message_id]
+        if timeout_s <= 0:
+            return None
+        waiter: asyncio.Future[ViewItem] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(message_id, []).append(waiter)
+        try:
+            return await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            return None
+        finally:
+            waiters = self._waiters.get(message_id)
+            if waiters and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[message_id]
+
+    def subscribe(self, conversation_id: str) -> asyncio.Queue[ViewItem]:
+        conversation = self._conversations.get(conversation_id)
+        if conversation is None:
+            conversation = _Conversation()
+            self._remember(self._conversations, conversation_id, conversation, self.max_conversations)
+        queue: asyncio.Queue[ViewItem] = asyncio.Queue()
+        conversation.subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, conversation_id: str, queue: asyncio.Queue[ViewItem]) -> None:
+        conversation = self._conversations.get(conversation_id)
+        if conversation:
+            conversation.subscribers.discard(queue)
+
+    @staticmethod
+    def _remember(store: OrderedDict[str, Any], key: str, value: Any, limit: int) -> None:
+        store[key] = value
+        store.move_to_end(key)
+        while len(store) > limit:
+            store.popitem(last=False)

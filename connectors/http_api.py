@@ -1,0 +1,188 @@
+"""The HTTP ingress: accept a message for any channel, publish it raw, read replies back.
+
+It authenticates nothing yet and does no AI work: it validates, publishes to `sf.ingress`, and
+answers. A rejected request is answered with a clear 4xx and also kept on the dead-letter
+topic with its reason, so nothing a client sent is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from connectors.conversation_view import ConversationView
+from schemas import Channel, DeadLetter, RawInbound
+
+Publish = Callable[[str, str | None, bytes], Awaitable[None]]
+
+__all__ = ["IngressLimits", "InboundRequest", "create_app"]
+
+
+class InboundRequest(BaseModel):
+    """The body of `POST /v1/messages`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Channel
+    sender: str = Field(min_length=1, max_length=320, description="the customer's address on that channel")
+    text: str
+    customer_id: str | None = Field(default=None, max_length=200)
+    message_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._:@-]{1,200}$", description="your idempotency key; generated if absent"
+    )
+    provider_message_id: str | None = Field(default=None, max_length=200)
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IngressLimits:
+    ingress_topic: str = "sf.ingress"
+    dead_letter_topic: str = "sf.dlq"
+    max_text_chars: int = 4000
+    max_body_bytes: int = 64_000
+    max_wait_s: float = 30.0
+
+
+def _error(status: int, message: str, details: Sequence[Any] = ()) -> JSONResponse:
+    return JSONResponse({"error": message, "details": list(details)}, status_code=status)
+
+
+def create_app(
+    publish: Publish,
+    view: ConversationView,
+    limits: IngressLimits,
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+) -> Starlette:
+    async def reject(body: bytes, status: int, message: str, details: Sequence[Any] = ()) -> JSONResponse:
+        letter = DeadLetter(
+            dead_letter_id="d-" + uuid.uuid4().hex[:24],
+            stage="ingress",
+            operator="http",
+            error_type=f"HTTP {status}",
+            error=message + (f": {'; '.join(str(d) for d in details)}" if details else ""),
+            source_topic="http:/v1/messages",
+            original=body.decode("utf-8", "replace"),
+            original_b64=base64.b64encode(body).decode("ascii"),
+        )
+        await publish(limits.dead_letter_topic, None, letter.to_bytes())
+        return _error(status, message, details)
+
+    async def post_message(request: Request) -> Response:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
+            return _error(413, f"body is {declared} bytes; the limit is {limits.max_body_bytes}")
+        body = await request.body()
+        if len(body) > limits.max_body_bytes:
+            return await reject(body[: limits.max_body_bytes], 413, f"body exceeds {limits.max_body_bytes} bytes")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return await reject(body, 400, f"body is not valid UTF-8 (byte {exc.start})")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return await reject(body, 400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+        try:
+            inbound = InboundRequest.model_validate(data)
+        except ValidationError as exc:
+            details = [
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
+            ]
+            return await reject(body, 422, "invalid message", details)
+        if len(inbound.text) > limits.max_text_chars:
+            return await reject(
+                body, 413, f"text is {len(inbound.text)} characters; the limit is {limits.max_text_chars}"
+            )
+        message_id = inbound.message_id or _new_message_id(inbound)
+        raw = RawInbound(
+            message_id=message_id,
+            channel=inbound.channel,
+            sender=inbound.sender,
+            text=inbound.text,
+            customer_id=inbound.customer_id,
+            provider_message_id=inbound.provider_message_id,
+            payload=inbound.payload,
+        )
+        await publish(limits.ingress_topic, raw.partition_key(), raw.to_bytes())
+        return JSONResponse(
+            {
+                "message_id": message_id,
+                "status_url": f"/v1/messages/{message_id}",
+                "received_at": raw.received_at.isoformat(),
+            },
+            status_code=202,
+        )
+
+    async def get_message(request: Request) -> Response:
+        message_id = request.path_params["message_id"]
+        try:
+            wait = min(float(request.query_params.get("wait", "0")), limits.max_wait_s)
+        except ValueError:
+            return _error(400, "wait must be a number of seconds")
+        answer = await view.answer(message_id, wait)
+        if answer is None:
+            return JSONResponse({"message_id": message_id, "status": "pending"})
+        status = "replied" if answer.kind == "reply" else "escalated"
+        return JSONResponse({"message_id": message_id, "status": status, "answer": answer.as_json()})
+
+    async def get_conversation(request: Request) -> Response:
+        conversation_id = request.path_params["conversation_id"]
+        items = view.conversation(conversation_id)
+        if items is None:
+            return _error(404, f"no conversation {conversation_id!r} seen by this ingress")
+        return JSONResponse({"conversation_id": conversation_id, "items": [i.as_json() for i in items]})
+
+    async def stream_conversation(request: Request) -> Response:
+        conversation_id = request.path_params["conversation_id"]
+        queue = view.subscribe(conversation_id)
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                yield ": connected\n\n"
+                while True:
+                    try:
+                        item = await asyncio.wait_for(queue.get(), timeout=15)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    yield f"event: {item.kind}\nid: {item.id}\ndata: {json.dumps(item.as_json())}\n\n"
+            finally:
+                view.unsubscribe(conversation_id, queue)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    async def health(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(
+        routes=[
+            Route("/v1/messages", post_message, methods=["POST"]),
+            Route("/v1/messages/{message_id}", get_message, methods=["GET"]),
+            Route("/v1/conversations/{conversation_id}/messages", get_conversation, methods=["GET"]),
+            Route("/v1/conversations/{conversation_id}/stream", stream_conversation, methods=["GET"]),
+            Route("/healthz", health, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def _new_message_id(_: InboundRequest) -> str:
+    """A fresh id per request; provider retries are recognised by `provider_message_id` in normalize."""
+    return f"m-{uuid.uuid4().hex}"

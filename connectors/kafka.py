@@ -1,0 +1,216 @@
+"""Kafka clients (confluent-kafka): topic administration, producers and reply readers.
+
+Producers use the murmur2 partitioner, the one Java clients and aiokafka (inside faust) use,
+so a record keyed here lands in the partition whose faust table holds that key's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AsyncProducer", "BackgroundReader", "KafkaRecord", "TopicPlan", "consume_all", "create_topics", "make_producer", "make_reader", "wait_for_broker"]
+
+
+@dataclass(frozen=True)
+class TopicPlan:
+    name: str
+    partitions: int
+    replication_factor: int = 1
+    config: dict[str, str] | None = None
+
+
+def wait_for_broker(conf: dict[str, Any], timeout_s: float = 30.0) -> None:
+    """Block until the cluster answers a metadata request, or raise with the last error."""
+    admin = AdminClient(conf)
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=2)
+            return
+        except KafkaException as exc:
+            last = exc
+            time.sleep(0.2)
+    raise TimeoutError(f"Kafka at {conf.get('bootstrap.servers')} did not answer within {timeout_s:.0f}s: {last}")
+
+
+def create_topics(conf: dict[str, Any], topics: Iterable[TopicPlan], timeout_s: float = 30.0) -> list[str]:
+    """Create missing topics with their partition counts; report existing ones with other counts.
+
+    Brokers may auto-create an unknown topic with a default partition count on first use, which
+    would silently break co-partitioning with the state tables; so topics are made up front.
+    """
+    admin = AdminClient(conf)
+    existing = admin.list_topics(timeout=timeout_s).topics
+    wanted = list(topics)
+    created: list[str] = []
+    new = [
+        NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication_factor, config=t.config or {})
+        for t in wanted
+        if t.name not in existing
+    ]
+    if new:
+        for name, future in admin.create_topics(new, operation_timeout=timeout_s).items():
+            try:
+                future.result(timeout=timeout_s)
+                created.append(name)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+    for plan in wanted:
+        if plan.name in existing and len(existing[plan.name].partitions) != plan.partitions:
+            raise RuntimeError(
+                f"topic {plan.name} has {len(existing[plan.name].partitions)} partitions; the topology says {plan.partitions}"
+            )
+    return created
+
+
+def make_producer(conf: dict[str, Any], exact_offsets: bool = False, **extra: Any) -> Producer:
+    """A producer that keys like faust does; `exact_offsets` sends one record per batch (tansu)."""
+    settings = {
+        **conf,
+        "log.connection.close": False,
+        "partitioner": "murmur2_random",
+        "linger.ms": 2,
+        "acks": "all",
+        "enable.idempotence": False,
+        **extra,
+    }
+    if exact_offsets:
+        settings["batch.num.messages"] = 1
+    return Producer(settings)
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+def make_reader(conf: dict[str, Any], topics: Iterable[str], from_beginning: bool) -> Consumer:
+    """A consumer with no group: assigned every partition directly, so it starts reading at once.
+
+    Group membership would cost a join (seconds on tansu) and is not wanted by tools and views
+    that read a whole topic.
+    """
+    consumer = Consumer(
+        {**conf, "group.id": "supportflow-reader", "enable.auto.commit": False, "log.connection.close": False}
+    )
+    metadata = consumer.list_topics(timeout=10)
+    start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+    assignment = [
+        TopicPartition(topic, p, start) for topic in topics for p in metadata.topics[topic].partitions
+    ]
+    consumer.assign(assignment)
+    return consumer
+
+
+def consume_all(consumer: Consumer, idle_s: float, max_s: float) -> Iterator[KafkaRecord]:
+    """Yield records until none arrives for `idle_s` (or `max_s` passes)."""
+    deadline = time.monotonic() + max_s
+    last = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - last < idle_s:
+        msg = consumer.poll(0.1)
+        if msg is None:
+            continue
+        if msg.error():
+            if msg.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("kafka read error: %s", msg.error())
+            continue
+        last = time.monotonic()
+        yield KafkaRecord(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), msg.timestamp()[1])
+
+
+class AsyncProducer:
+    """confluent-kafka's producer for asyncio code: `send` resolves once the broker has the record.
+
+    A daemon thread serves delivery callbacks, so the event loop never blocks on the client.
+    """
+
+    def __init__(self, conf: dict[str, Any], exact_offsets: bool = False) -> None:
+        self._producer = make_producer(conf, exact_offsets=exact_offsets)
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="kafka-delivery", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.05)
+
+    async def send(self, topic: str, key: str | None, value: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+            if err is None:
+                loop.call_soon_threadsafe(_resolve, done, None)
+            else:
+                loop.call_soon_threadsafe(_resolve, done, KafkaException(err))
+
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                await asyncio.sleep(0.01)
+        await done
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._producer.flush(timeout_s)
+        self._closed.set()
+        self._poller.join(timeout=1)
+
+
+def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+class BackgroundReader:
+    """Reads topics from their end in a thread and hands each record to a callback on the loop."""
+
+    def __init__(self, conf: dict[str, Any], topics: list[str], on_record: Callable[[KafkaRecord], None]) -> None:
+        self._consumer = make_reader(conf, topics, from_beginning=False)
+        self._on_record = on_record
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run, name="kafka-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self._loop is not None
+        while not self._closed.is_set():
+            msg = self._consumer.poll(0.1)
+            if msg is None or msg.error():
+                continue
+            record = KafkaRecord(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), msg.timestamp()[1])
+            self._loop.call_soon_threadsafe(self._on_record, record)
+        self._consumer.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._thread:
+            self._thread.join(timeout=2)

@@ -1,0 +1,69 @@
+"""Shared by `emit` and `escalate`: the analytics event of a turn, built one way."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from schemas import (
+    ConversationEvent,
+    EventAction,
+    EventEntity,
+    EventMessage,
+    EventMetadata,
+    EventNlu,
+    EventResponse,
+    EventSentiment,
+    HistoryTurn,
+    NluTurn,
+    SessionContext,
+)
+
+HISTORY_KEPT = 20
+
+
+def event_id_for(message_id: str, event_type: str) -> str:
+    return "e-" + hashlib.sha256(f"{event_type}:{message_id}".encode()).hexdigest()[:24]
+
+
+def turn_event(
+    turn: NluTurn,
+    event_type: str,
+    now: datetime,
+    action: EventAction | None = None,
+    response: EventResponse | None = None,
+) -> ConversationEvent:
+    message, nlu = turn.message, turn.nlu
+    return ConversationEvent(
+        event_id=event_id_for(message.message_id, event_type),
+        event_type=event_type,  # type: ignore[arg-type]
+        timestamp=now,
+        conversation_id=message.conversation_id,
+        session_id=turn.session.session_id,
+        customer_id=message.customer_id,
+        channel=message.channel,
+        message=EventMessage(id=message.message_id, content=message.text, type=message.content_type),
+        nlu=EventNlu(
+            intent=nlu.intent,
+            confidence=nlu.confidence,
+            entities=[EventEntity(type=e.type, value=e.value, confidence=e.confidence) for e in nlu.entities],
+            sentiment=EventSentiment(label=nlu.sentiment.label, score=nlu.sentiment.score),
+        ),
+        action=action,
+        response=response,
+        metadata=EventMetadata(
+            latency_ms=max(0.0, (now - message.received_at).total_seconds() * 1000.0),
+            model_used=nlu.model_used,
+        ),
+    )
+
+
+def session_after_turn(turn: NluTurn, role: str, text: str, now: datetime) -> SessionContext:
+    """The session as it stands once the turn is answered or handed over."""
+    session = turn.session.model_copy(deep=True)
+    session.last_intent = turn.nlu.intent
+    session.history = [
+        *session.history,
+        HistoryTurn(role=role, text=text, at=now, message_id=turn.message.message_id),  # type: ignore[arg-type]
+    ][-HISTORY_KEPT:]
+    return session

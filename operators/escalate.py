@@ -1,0 +1,59 @@
+"""escalate: hand the turn to a human with the context they need to pick it up."""
+
+from __future__ import annotations
+
+import hashlib
+
+from operators.base import Operator
+from operators._events import session_after_turn, turn_event
+from operators.protocols import OperatorContext
+from schemas import ConversationEvent, Emitted, Escalation, EventAction, GuardedTurn, RoutedTurn
+
+PRIORITY_BY_REASON = {
+    "keyword_trigger": "high",
+    "negative_sentiment": "high",
+    "customer_requested_human": "normal",
+    "policy_block": "high",
+    "repeated_failure": "high",
+}
+
+
+class Escalate(Operator[RoutedTurn, Emitted]):
+    """Package history, slots and NLU onto `sf.escalations`, and log the hand-over as an event."""
+
+    name = "escalate"
+    input_type = RoutedTurn
+    output_type = Emitted
+    emits = (Escalation, ConversationEvent)
+
+    async def run(self, record: RoutedTurn, ctx: OperatorContext) -> Emitted:
+        now = ctx.clock.now()
+        reason, detail = record.route.reason, record.route.detail
+        if isinstance(record, GuardedTurn) and record.guard.branch == "block":
+            reason, detail = "policy_block", record.guard.reason
+        message = record.message
+        session = session_after_turn(record, "agent", f"[handed to a human: {reason}]", now)
+        session.escalated = True
+        escalation = Escalation(
+            escalation_id="x-" + hashlib.sha256(f"escalation:{message.message_id}".encode()).hexdigest()[:24],
+            message_id=message.message_id,
+            conversation_id=message.conversation_id,
+            customer_id=message.customer_id,
+            session_id=record.session.session_id,
+            channel=message.channel,
+            recipient=message.sender,
+            text=message.text,
+            reason=reason,
+            detail=detail,
+            priority=PRIORITY_BY_REASON.get(reason, "normal"),  # type: ignore[arg-type]
+            nlu=record.nlu,
+            history=record.session.history,
+            slots=record.session.slots,
+            recommended_actions=[f"answer intent {record.nlu.intent}"] if record.nlu.intent != "out_of_scope" else [],
+            created_at=now,
+        )
+        event = turn_event(
+            record, "escalated", now, action=EventAction(type="escalation", name=reason, status="queued", result={})
+        )
+        ctx.table("sessions").set(message.customer_id, session)
+        return Emitted(records=[escalation, event])

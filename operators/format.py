@@ -1,0 +1,87 @@
+"""format: shape the reply for the customer's channel (length, segments, markup)."""
+
+from __future__ import annotations
+
+import hashlib
+import textwrap
+from typing import ClassVar
+
+from pydantic import Field
+
+from operators.base import Operator, OperatorConfig
+from operators.protocols import OperatorContext
+from schemas import FormattedTurn, GuardedTurn, OutboundMessage
+
+GSM7_SEGMENT = 153
+UCS2_SEGMENT = 67
+GSM7_CHARS = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿"
+    "abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+
+
+def reply_id_for(message_id: str) -> str:
+    """Derived from the inbound id, so a replayed turn yields the same reply id and is sent once."""
+    return "r-" + hashlib.sha256(f"reply:{message_id}".encode()).hexdigest()[:24]
+
+
+def split_segments(text: str, limit: int) -> list[str]:
+    """Split on word boundaries into parts of at most `limit` characters."""
+    if len(text) <= limit:
+        return [text]
+    return textwrap.wrap(text, width=limit, break_long_words=True, break_on_hyphens=False)
+
+
+def sms_segment_size(text: str) -> int:
+    return GSM7_SEGMENT if set(text) <= GSM7_CHARS else UCS2_SEGMENT
+
+
+class FormatConfig(OperatorConfig):
+    email_signature: str = Field(default="— The support team")
+    whatsapp_limit: int = Field(default=4096, gt=0)
+    slack_limit: int = Field(default=3000, gt=0)
+    voice_limit: int = Field(default=600, gt=0, description="long speech loses callers; the rest goes by text")
+
+
+class Format(Operator[GuardedTurn, FormattedTurn]):
+    """Build the OutboundMessage: SMS segments, WhatsApp/Slack limits, an email with a subject."""
+
+    name = "format"
+    input_type = GuardedTurn
+    output_type = FormattedTurn
+    Config: ClassVar[type[OperatorConfig]] = FormatConfig
+
+    async def run(self, record: GuardedTurn, ctx: OperatorContext) -> FormattedTurn:
+        cfg: FormatConfig = self.config  # type: ignore[assignment]
+        message = record.message
+        text = record.reply.text.strip()
+        subject: str | None = None
+        content_format = "text"
+        match message.channel:
+            case "sms":
+                parts = split_segments(text, sms_segment_size(text))
+            case "whatsapp":
+                parts = split_segments(text, cfg.whatsapp_limit)
+            case "slack":
+                parts, content_format = split_segments(text, cfg.slack_limit), "markdown"
+            case "voice":
+                parts = split_segments(text, cfg.voice_limit)[:1]
+            case "email":
+                text = f"Hello,\n\n{text}\n\n{cfg.email_signature}"
+                parts, subject = [text], "Re: your message to support"
+            case _:
+                parts, content_format = [text], "markdown"
+        outbound = OutboundMessage(
+            reply_id=reply_id_for(message.message_id),
+            in_reply_to=message.message_id,
+            conversation_id=message.conversation_id,
+            customer_id=message.customer_id,
+            channel=message.channel,
+            recipient=message.sender,
+            text=text,
+            parts=parts,
+            content_format=content_format,  # type: ignore[arg-type]
+            subject=subject,
+            created_at=ctx.clock.now(),
+        )
+        return FormattedTurn(**dict(record), outbound=outbound)

@@ -1,0 +1,73 @@
+"""normalize: turn a channel-native record into the unified Message, resolving who wrote it."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import ClassVar
+
+from pydantic import Field
+
+from operators.base import Operator, OperatorConfig
+from operators.protocols import OperatorContext
+from schemas import Message, RawInbound
+
+SEEN_PROVIDER_IDS_KEPT = 500
+
+
+class NormalizeConfig(OperatorConfig):
+    max_text_chars: int = Field(default=4000, gt=0, description="longer messages are dead-lettered, not truncated")
+
+
+def customer_id_for_address(address_key: str) -> str:
+    """A stable id for a sender nobody has identified yet, so a replayed record maps to the same customer."""
+    return "c-" + hashlib.sha256(address_key.encode("utf-8")).hexdigest()[:16]
+
+
+class Normalize(Operator[RawInbound, Message]):
+    """Validate the text, drop provider retries, and resolve the channel address to a customer.
+
+    Identity: an authenticated `customer_id` on the record wins and is remembered for the address;
+    otherwise the identity map answers; otherwise a stable id derived from the address is used.
+    Provider retries (same provider message id, new ingress message id) are dropped here; a replay
+    of the very same record (same message id) after a crash is not a retry and passes.
+    """
+
+    name = "normalize"
+    input_type = RawInbound
+    output_type = Message
+    Config: ClassVar[type[OperatorConfig]] = NormalizeConfig
+
+    async def run(self, record: RawInbound, ctx: OperatorContext) -> Message | None:
+        config: NormalizeConfig = self.config  # type: ignore[assignment]
+        text = " ".join(record.text.split())
+        if len(text) > config.max_text_chars:
+            raise ValueError(f"text is {len(text)} characters; the limit is {config.max_text_chars}")
+        address_key = record.partition_key()
+
+        if record.provider_message_id:
+            seen = ctx.table("seen")
+            seen_ids: dict[str, str] = dict(seen.get(address_key) or {})
+            first_message_id = seen_ids.get(record.provider_message_id)
+            if first_message_id is not None and first_message_id != record.message_id:
+                return None
+            seen_ids[record.provider_message_id] = record.message_id
+            seen.set(address_key, dict(list(seen_ids.items())[-SEEN_PROVIDER_IDS_KEPT:]))
+
+        identities = ctx.table("identities")
+        known = identities.get(address_key)
+        customer_id = record.customer_id or known or customer_id_for_address(address_key)
+        if customer_id != known:
+            identities.set(address_key, customer_id)
+
+        return Message(
+            message_id=record.message_id,
+            conversation_id=f"conv-{customer_id}",
+            customer_id=customer_id,
+            channel=record.channel,
+            sender=record.sender,
+            text=text,
+            content_type="text" if text else "empty",
+            provider_message_id=record.provider_message_id,
+            received_at=record.received_at,
+            normalized_at=ctx.clock.now(),
+        )

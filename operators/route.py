@@ -1,0 +1,74 @@
+"""route: decide whether the agent answers or a human takes over, and record why."""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+from pydantic import Field
+
+from operators.base import Operator, OperatorConfig
+from operators.protocols import OperatorContext
+from schemas import NluTurn, RouteDecision, RoutedTurn
+
+
+class RouteConfig(OperatorConfig):
+    confidence_threshold: float = Field(default=0.85, ge=0.0, le=1.0)
+    per_intent_threshold: dict[str, float] = Field(default_factory=dict)
+    human_intents: list[str] = Field(default_factory=lambda: ["contact_human_agent"])
+    keyword_triggers: list[str] = Field(
+        default_factory=lambda: ["lawyer", "legal action", "sue you", "chargeback", "fraud"],
+        description="phrases that always go to a human",
+    )
+    negative_sentiment_below: float = Field(default=-0.6, ge=-1.0, le=1.0)
+    falling_trend_turns: int = Field(default=3, ge=2, description="this many falling, negative scores in a row escalate")
+    max_failed_turns: int = Field(default=2, ge=1)
+
+
+class Route(Operator[NluTurn, RoutedTurn]):
+    """Send the turn to `auto` or `human`; the first rule that fires gives the reason."""
+
+    name = "route"
+    input_type = NluTurn
+    output_type = RoutedTurn
+    branches = ("auto", "human")
+    Config: ClassVar[type[OperatorConfig]] = RouteConfig
+
+    def __init__(self, config: OperatorConfig | None = None) -> None:
+        super().__init__(config)
+        cfg: RouteConfig = self.config  # type: ignore[assignment]
+        self._triggers = [re.compile(rf"\b{re.escape(t.lower())}\b") for t in cfg.keyword_triggers]
+
+    def choose_branch(self, output: RoutedTurn) -> str:
+        return output.route.branch
+
+    async def run(self, record: NluTurn, ctx: OperatorContext) -> RoutedTurn:
+        decision = self.decide(record)
+        return RoutedTurn(**dict(record), route=decision)
+
+    def decide(self, turn: NluTurn) -> RouteDecision:
+        cfg: RouteConfig = self.config  # type: ignore[assignment]
+        nlu = turn.nlu
+        text = turn.message.text.lower()
+        if nlu.intent in cfg.human_intents:
+            return RouteDecision(branch="human", reason="customer_requested_human", detail=f"intent {nlu.intent}")
+        for trigger in self._triggers:
+            if trigger.search(text):
+                return RouteDecision(branch="human", reason="keyword_trigger", detail=trigger.pattern)
+        if nlu.intent == "out_of_scope":
+            return RouteDecision(branch="human", reason="out_of_scope", detail="no known intent matched")
+        threshold = cfg.per_intent_threshold.get(nlu.intent, cfg.confidence_threshold)
+        if nlu.confidence < threshold:
+            return RouteDecision(
+                branch="human", reason="low_confidence", detail=f"{nlu.intent} at {nlu.confidence:.2f} < {threshold:.2f}"
+            )
+        if nlu.sentiment.score <= cfg.negative_sentiment_below:
+            return RouteDecision(branch="human", reason="negative_sentiment", detail=f"score {nlu.sentiment.score:.2f}")
+        trend = turn.session.sentiment_trend[-cfg.falling_trend_turns :]
+        if len(trend) == cfg.falling_trend_turns and all(b < a for a, b in zip(trend, trend[1:])) and trend[-1] < 0:
+            return RouteDecision(branch="human", reason="negative_sentiment", detail="sentiment falling over the session")
+        if turn.session.failed_turns >= cfg.max_failed_turns:
+            return RouteDecision(
+                branch="human", reason="repeated_failure", detail=f"{turn.session.failed_turns} turns without progress"
+            )
+        return RouteDecision(branch="auto", reason="confident", detail=f"{nlu.intent} at {nlu.confidence:.2f}")

@@ -1,0 +1,262 @@
+"""The `supportflow` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from pipelines.settings import Settings, load_settings
+
+console = Console()
+err = Console(stderr=True)
+
+app = typer.Typer(
+    help=(
+        "supportflow: an AI customer-support agent as a streaming dataflow on Kafka.\n\n"
+        "`supportflow run` starts everything on this machine (embedded broker, workers, HTTP ingress); "
+        "set KAFKA_BOOTSTRAP_SERVERS to use a real cluster instead."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+topology_app = typer.Typer(help="Validate and draw topology.yaml.", no_args_is_help=True)
+schemas_app = typer.Typer(help="The record schemas that flow between operators.", no_args_is_help=True)
+config_app = typer.Typer(help="The effective configuration.", no_args_is_help=True)
+app.add_typer(topology_app, name="topology")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(config_app, name="config")
+
+_state: dict[str, Path | None] = {"config": None}
+
+
+@app.callback()
+def main(
+    config: Annotated[
+        Optional[Path], typer.Option("--config", "-c", help="YAML file of settings (see `config show`).")
+    ] = None,
+) -> None:
+    _state["config"] = config
+
+
+def settings(**overrides: object) -> Settings:
+    """Validated settings, or a clear error and exit code 2."""
+    try:
+        return load_settings(_state["config"], **overrides)
+    except (ValidationError, FileNotFoundError) as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def run(
+    workers: Annotated[Optional[int], typer.Option(help="Stream worker processes (default: settings.workers).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="HTTP ingress port (default: settings.http_port).")] = None,
+) -> None:
+    """Run the whole pipeline here until Ctrl-C: broker (embedded unless configured), topics, workers, HTTP ingress."""
+    import uvicorn
+
+    from pipelines.ingress import build_ingress
+    from pipelines.stack import Stack
+
+    s = settings()
+    _logging(s.log_level)
+    stack = Stack(s, workers=workers)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        with console.status("starting broker, topics and workers…"):
+            stack.start(with_ingress=False)
+        http_port = port if port is not None else s.http_port
+        where = "embedded tansu" if s.embedded else "Kafka"
+        console.print(f"[green]supportflow is running[/green] — {where} at {stack.bootstrap}, {len(stack.workers)} worker(s)")
+        console.print(f"  HTTP ingress   http://{s.http_host}:{http_port}/v1/messages  (POST a message)")
+        console.print(f"  replies        http://{s.http_host}:{http_port}/v1/conversations/<id>/messages")
+        console.print(f"  metrics        http://{s.http_host}:{http_port}/metrics")
+        console.print(f"  terminal chat  supportflow chat     logs: {stack.log_dir}")
+        console.print("Ctrl-C stops everything.")
+        state = stack.data_dir / "stack.json"
+        state.write_text(json.dumps({"ingress_url": f"http://{s.http_host}:{http_port}", "bootstrap": stack.bootstrap}))
+        uvicorn.run(build_ingress(stack.settings, stack.topology), host=s.http_host, port=http_port, log_level="warning")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        (stack.data_dir / "stack.json").unlink(missing_ok=True)
+        with console.status("stopping…"):
+            stack.stop()
+        console.print("stopped.")
+
+
+@app.command()
+def worker(
+    stage: Annotated[Optional[list[str]], typer.Option(help="Run only these stages (repeatable); default all.")] = None,
+    ready_file: Annotated[Optional[Path], typer.Option(help="Written once the worker processes records.")] = None,
+) -> None:
+    """Run one stream worker against KAFKA_BOOTSTRAP_SERVERS (start as many as you need)."""
+    from pipelines.worker import run_worker
+
+    s = settings()
+    if s.embedded:
+        err.print("[red]worker needs KAFKA_BOOTSTRAP_SERVERS[/red] (or use `supportflow run` for the embedded stack)")
+        raise typer.Exit(2)
+    _logging(s.log_level)
+    run_worker(s, stage or None, ready_file)
+
+
+@app.command()
+def chat(
+    say: Annotated[Optional[str], typer.Option(help="Send this one message, print the answer and exit.")] = None,
+    customer: Annotated[str, typer.Option(help="Customer id the messages come from.")] = "cli-customer",
+    channel: Annotated[str, typer.Option(help="Channel to write on: webchat, email, sms, whatsapp, voice, slack, api.")] = "webchat",
+    url: Annotated[Optional[str], typer.Option(help="Ingress URL; default: the running stack, else start one.")] = None,
+) -> None:
+    """Talk to the agent from the terminal (starts the embedded stack if none is running)."""
+    from pipelines.client import IngressClient
+    from pipelines.stack import Stack, running_ingress_url
+    from schemas import CHANNELS
+
+    if channel not in CHANNELS:
+        err.print(f"[red]unknown channel {channel!r}[/red]; choose one of {', '.join(CHANNELS)}")
+        raise typer.Exit(2)
+    s = settings()
+    stack: Stack | None = None
+    target = url or running_ingress_url(s)
+    if target is None:
+        stack = Stack(s)
+        with console.status("no running stack found; starting the embedded one…"):
+            stack.start(ingress_port=0)
+        assert stack.ingress is not None
+        target = stack.ingress.url
+    client = IngressClient(target)
+    sender = f"{customer}@{channel}"
+    try:
+        if say is not None:
+            answer = client.ask(say, sender, channel, customer)
+            console.print(answer.text if answer.status != "pending" else "[yellow]no answer yet (still pending)[/yellow]")
+            raise typer.Exit(0 if answer.status != "pending" else 1)
+        console.print(f"chatting as {customer} on {channel} via {target} — empty line or Ctrl-D to quit")
+        while True:
+            try:
+                line = console.input("[bold]you>[/bold] ").strip()
+            except (EOFError, KeyboardInterrupt):
+                break
+            if not line:
+                break
+            answer = client.ask(line, sender, channel, customer)
+            style = "cyan" if answer.status == "replied" else "magenta"
+            console.print(f"[{style}]agent>[/{style}] {answer.text}")
+    finally:
+        client.close()
+        if stack is not None:
+            stack.stop()
+
+
+@app.command()
+def demo(
+    as_json: Annotated[bool, typer.Option("--json", help="Print only the summary, as JSON.")] = False,
+) -> None:
+    """Start the embedded stack, play scripted conversations across customers and channels, summarise."""
+    from pipelines.demo import play_demo
+
+    summary = play_demo(settings(), console=None if as_json else console)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+
+
+@app.command()
+def bench(
+    messages: Annotated[int, typer.Option(min=1, help="Messages to send.")] = 10_000,
+    conversations: Annotated[int, typer.Option(min=1, help="Distinct customers they come from.")] = 1_000,
+    rate: Annotated[Optional[float], typer.Option(help="Messages/s to offer; default: as fast as possible.")] = None,
+    latency_run: Annotated[
+        bool, typer.Option(help="After the throughput run, run again at half the measured rate for latency.")
+    ] = True,
+    out: Annotated[Path, typer.Option(help="Where to write the JSON results.")] = Path("bench/results.json"),
+) -> None:
+    """Measure throughput and ingress→reply latency through the embedded stack."""
+    from pipelines.bench import run_bench
+
+    results = run_bench(settings(), messages, conversations, rate, latency_run, console)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    console.print(f"results written to {out}")
+
+
+@topology_app.command("check")
+def topology_check(
+    file: Annotated[Optional[Path], typer.Argument(help="Topology file (default: settings.topology_file).")] = None,
+) -> None:
+    """Validate a topology: operators, record types between them, topics, tables, cycles."""
+    from pipelines.topology import TopologyInvalid, load_topology
+
+    path = file or settings().topology_file
+    try:
+        topology = load_topology(path)
+    except TopologyInvalid as exc:
+        for issue in exc.issues:
+            err.print(str(issue), markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    operators = sum(len(stage.root.walk()) for stage in topology.stages.values())
+    console.print(f"{path}: ok — {len(topology.stages)} stages, {operators} operators, {len(topology.spec.topics)} topics")
+
+
+@topology_app.command("show")
+def topology_show(
+    file: Annotated[Optional[Path], typer.Argument(help="Topology file (default: settings.topology_file).")] = None,
+    mermaid: Annotated[bool, typer.Option("--mermaid", help="Print a Mermaid flowchart instead of text.")] = False,
+) -> None:
+    """Print the dataflow graph."""
+    from pipelines.topology import TopologyInvalid, load_topology, render_mermaid, render_text
+
+    try:
+        topology = load_topology(file or settings().topology_file)
+    except TopologyInvalid as exc:
+        for issue in exc.issues:
+            err.print(str(issue), markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    print(render_mermaid(topology) if mermaid else render_text(topology))
+
+
+@schemas_app.command("export")
+def schemas_export(directory: Annotated[Path, typer.Argument(help="Folder to write <Record>.schema.json files into.")]) -> None:
+    """Write a JSON Schema for every record."""
+    from schemas import record_types
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, record_type in sorted(record_types().items()):
+        schema = record_type.model_json_schema()
+        schema["$id"] = f"supportflow/{name}/v{record_type.SCHEMA_VERSION}"
+        (directory / f"{name}.schema.json").write_text(json.dumps(schema, indent=2) + "\n")
+    console.print(f"wrote {len(record_types())} schemas to {directory}")
+
+
+@config_app.command("show")
+def config_show(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print the effective settings (environment, config file, defaults) with secrets masked."""
+    values = settings().masked()
+    if as_json:
+        print(json.dumps(values, indent=2, default=str))
+        return
+    for name, value in values.items():
+        console.print(f"{name:<28} {value}", markup=False, highlight=False)
+
+
+def entrypoint() -> None:
+    app(prog_name="supportflow")
+
+
+if __name__ == "__main__":
+    sys.exit(entrypoint())

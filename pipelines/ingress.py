@@ -1,0 +1,54 @@
+"""Wire the HTTP ingress to Kafka: a producer for `sf.ingress`, a reader for the replies."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+
+from connectors.conversation_view import ConversationView
+from connectors.http_api import IngressLimits, create_app
+from connectors.kafka import AsyncProducer, BackgroundReader, KafkaRecord
+from pipelines.settings import Settings
+from pipelines.topology import Topology
+from schemas import Escalation, Message, OutboundMessage, RawInbound
+
+
+def build_ingress(settings: Settings, topology: Topology) -> Starlette:
+    conf = settings.kafka_client_config()
+    view = ConversationView()
+    shown = {t: topology.topic_for(t) for t in (Message, OutboundMessage, Escalation)}
+    by_topic = {topic: record_type for record_type, topic in shown.items() if topic}
+    ingress_topic = topology.topic_for(RawInbound) or "sf.ingress"
+    limits = IngressLimits(
+        ingress_topic=ingress_topic,
+        dead_letter_topic=topology.spec.dead_letter_topic,
+        max_text_chars=settings.http_max_text_chars,
+        max_body_bytes=settings.http_max_body_bytes,
+    )
+    producer = AsyncProducer(conf, exact_offsets=settings.exact_offsets)
+
+    def on_record(record: KafkaRecord) -> None:
+        record_type = by_topic.get(record.topic)
+        if record_type is None or record.value is None:
+            return
+        try:
+            view.add_record(record_type.model_validate_json(record.value))
+        except ValueError:
+            return  # a malformed record is the dead-letter path's business, not the view's
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        reader = BackgroundReader(conf, list(by_topic), on_record)
+        reader.start(asyncio.get_running_loop())
+        try:
+            yield
+        finally:
+            reader.close()
+            producer.close()
+
+    app = create_app(producer.send, view, limits, lifespan=lifespan)
+    app.state.view = view
+    return app

@@ -1,0 +1,25 @@
+"""Prometheus metrics of the stream workers and the ingress."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+RECORDS = Counter(
+    "supportflow_records_total",
+    "Records a stage finished, by outcome (emitted, dropped, dead_lettered).",
+    ["stage", "outcome"],
+)
+OPERATOR_SECONDS = Histogram(
+    "supportflow_operator_seconds", "Time spent in one operator's run per record.", ["operator"], buckets=LATENCY_BUCKETS
+)
+STAGE_SECONDS = Histogram(
+    "supportflow_stage_seconds",
+    "Time from a record's arrival in a stage to its outputs being delivered.",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge("supportflow_in_flight", "Records queued or running in a stage's lanes.", ["stage"])
+DELIVERY_RETRIES = Counter("supportflow_delivery_retries_total", "Output deliveries retried after a Kafka error.", ["stage"])
+INGRESS_REQUESTS = Counter("supportflow_ingress_requests_total", "HTTP ingress requests by outcome.", ["channel", "status"])

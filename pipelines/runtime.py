@@ -1,0 +1,232 @@
+"""Build the faust app from the topology: one agent per stage, Kafka-backed tables, the reaper.
+
+faust owns consumption, offsets, changelogs and rebalancing; each agent hands its records to
+keyed lanes (order per key, concurrency across keys) and acks a record only once its outputs
+and state are delivered. faust commits the highest contiguous acked offset, so a record still
+in flight holds back the commit of every later offset in its partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.types import EventT, StreamT
+
+from pipelines.lanes import KeyedLanes
+from pipelines.metrics import IN_FLIGHT
+from pipelines.settings import Settings
+from pipelines.stage import StageProcessor, SystemClock
+from pipelines.topology import Stage, Topology
+from schemas import ConversationEvent, EventMetadata, Record, SessionContext, record_types
+
+log = logging.getLogger(__name__)
+
+
+class RecordTable:
+    """A faust table seen as a StateTable: JSON in the changelog, pydantic records in code."""
+
+    def __init__(self, table: faust.Table, record_type: type[Record] | None) -> None:
+        self.table = table
+        self.record_type = record_type
+
+    def get(self, key: str) -> Any:
+        value = self.table.get(key)
+        if value is None or self.record_type is None:
+            return value
+        return self.record_type.model_validate(value)
+
+    def set(self, key: str, value: Any) -> None:
+        self.table[key] = value.model_dump(mode="json") if isinstance(value, Record) else value
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(k, self.get(k)) for k in list(self.table.keys())]
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    return f"{app_id}-{table}-changelog"
+
+
+def table_partitions(topology: Topology) -> dict[str, int]:
+    """A table lives beside its stage's source topic, partition for partition."""
+    counts: dict[str, int] = {}
+    for stage in topology.stages.values():
+        for table in stage.tables:
+            counts[table] = topology.spec.topics[stage.source].partitions or 1
+    return counts
+
+
+def build_app(settings: Settings, topology: Topology, stage_names: list[str] | None = None) -> faust.App:
+    """A faust app running the named stages (all by default) against `settings`' Kafka."""
+    assert settings.kafka_bootstrap_servers, "the broker address is known before workers start"
+    spec = topology.spec
+    datadir = Path(tempfile.mkdtemp(prefix="supportflow-worker-"))
+    app = faust.App(
+        spec.app_id,
+        broker=[f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")],
+        store="memory://",
+        datadir=str(datadir),
+        web_enabled=False,
+        table_standby_replicas=0,
+        topic_allow_declare=True,
+        topic_disable_leader=True,
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.0,
+        broker_commit_interval=0.5,
+        consumer_auto_offset_reset="earliest",
+        producer_max_batch_size=1 if settings.exact_offsets else 16384,
+        producer_linger=0.0 if settings.exact_offsets else 0.002,
+        stream_wait_empty=True,
+        broker_credentials=_credentials(settings),
+    )
+    partitions = table_partitions(topology)
+    wanted = stage_names or list(topology.stages)
+    unknown = sorted(set(wanted) - set(topology.stages))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; the topology has {', '.join(topology.stages)}")
+
+    raw_tables: dict[str, RecordTable] = {}
+    for name in {t for s in wanted for t in topology.stages[s].tables}:
+        record_name = spec.tables[name].record
+        faust_table = app.Table(
+            name,
+            default=None,
+            partitions=partitions[name],
+            schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
+            use_partitioner=True,
+        )
+        raw_tables[name] = RecordTable(faust_table, record_types()[record_name] if record_name else None)
+
+    topics = {
+        name: app.topic(name, partitions=t.partitions, key_serializer="raw", value_serializer="raw")
+        for name, t in spec.topics.items()
+    }
+
+    async def send(topic: str, key: str | None, value: bytes) -> None:
+        fut = await topics[topic].send(key=key.encode("utf-8") if key is not None else None, value=value)
+        await fut
+
+    for stage_name in wanted:
+        stage = topology.stages[stage_name]
+        processor = StageProcessor(
+            stage=stage,
+            source_type=topology.source_type(stage),
+            topic_for=topology.topic_for,
+            dead_letter_topic=spec.dead_letter_topic,
+            tables={t: raw_tables[t] for t in stage.tables},
+            send=send,
+            settings=settings,
+        )
+        processor.warm_up()  # fail at start, with the operator's own error, not on the first record
+        lanes = KeyedLanes(stage.max_in_flight)
+        _install_stage(app, topics[stage.source], stage, processor, lanes)
+        if "sessions" in stage.tables:
+            _install_session_reaper(app, raw_tables["sessions"], lanes, send, topology, settings)
+    return app
+
+
+def _credentials(settings: Settings) -> Any:
+    if not settings.kafka_sasl_mechanism:
+        return None
+    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username or "", password=password, mechanism=settings.kafka_sasl_mechanism
+    )
+
+
+def _install_stage(app: faust.App, topic: faust.TopicT, stage: Stage, processor: StageProcessor, lanes: KeyedLanes) -> None:
+    async def consume(stream: StreamT) -> None:
+        manual = stream.noack()
+        async for event in manual.events():
+            await lanes.submit(_lane_key(event), _job(manual, event, processor, lanes, stage.name))
+            IN_FLIGHT.labels(stage.name).set(lanes.in_flight)
+
+    consume.__name__ = f"stage_{stage.name}"
+    app.agent(topic, name=f"supportflow.stage.{stage.name}")(consume)
+
+
+def _lane_key(event: EventT) -> str:
+    key = event.key
+    if key:
+        return key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+    return f"partition:{event.message.partition}"
+
+
+def _job(stream: StreamT, event: EventT, processor: StageProcessor, lanes: KeyedLanes, stage: str) -> Any:
+    async def job() -> None:
+        message = event.message
+        try:
+            await processor.process(message.value, message.key, message.topic, message.partition, message.offset)
+        finally:
+            await stream.ack(event)
+            IN_FLIGHT.labels(stage).set(lanes.in_flight - 1)
+
+    return job
+
+
+def _install_session_reaper(
+    app: faust.App, sessions: RecordTable, lanes: KeyedLanes, send: Any, topology: Topology, settings: Settings
+) -> None:
+    """Close sessions idle past their stage's limit and emit a session_closed event for each."""
+    idle_minutes = 30.0
+    for stage in topology.stages.values():
+        for node in stage.root.walk():
+            if node.operator.name == "enrich_context":
+                idle_minutes = node.operator.config.session_idle_minutes  # type: ignore[attr-defined]
+    events_topic = topology.topic_for(ConversationEvent)
+    clock = SystemClock()
+
+    @app.timer(settings.session_reaper_interval_s)
+    async def reap_idle_sessions() -> None:
+        now = clock.now()
+        for customer_id, session in sessions.items():
+            if not isinstance(session, SessionContext) or session.closed or lanes.busy(customer_id):
+                continue
+            if now - session.last_activity_at <= timedelta(minutes=idle_minutes):
+                continue
+            event = ConversationEvent(
+                event_id=f"e-closed-{session.session_id}",
+                event_type="session_closed",
+                timestamp=now,
+                conversation_id=session.conversation_id,
+                session_id=session.session_id,
+                customer_id=customer_id,
+                channel=session.last_channel or "",
+                metadata=EventMetadata(
+                    latency_ms=0.0,
+                    model_used="",
+                ),
+            )
+            if events_topic:
+                await send(events_topic, customer_id, event.to_bytes())
+            session.closed = True
+            sessions.set(customer_id, session)
+
+
+def topic_plans(topology: Topology) -> list[Any]:
+    """Every topic the topology needs, changelogs included, with partition counts."""
+    from connectors.kafka import TopicPlan
+
+    spec = topology.spec
+    plans = [
+        TopicPlan(name, t.partitions or 1, t.replication_factor, {"retention.ms": str(t.retention_ms)} if t.retention_ms else None)
+        for name, t in spec.topics.items()
+    ]
+    plans += [
+        TopicPlan(changelog_topic(spec.app_id, table), count, 1, {"cleanup.policy": "compact"})
+        for table, count in table_partitions(topology).items()
+    ]
+    return plans
+
+
+def ensure_topics(settings: Settings, topology: Topology) -> list[str]:
+    """Create the topology's topics before any worker starts; return the ones created."""
+    from connectors.kafka import create_topics, wait_for_broker
+
+    conf = settings.kafka_client_config()
+    wait_for_broker(conf)
+    return create_topics(conf, topic_plans(topology))

@@ -1,0 +1,113 @@
+"""Configuration: environment variables and/or a YAML file, validated once at start."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+CONFIG_ENV = "SUPPORTFLOW_CONFIG"
+
+
+class Settings(BaseSettings):
+    """Every setting has a working embedded default; set a server's address to use the real one.
+
+    Environment variables are `SUPPORTFLOW_<NAME>` (and `KAFKA_BOOTSTRAP_SERVERS`); a YAML file
+    named by `--config` or `SUPPORTFLOW_CONFIG` may hold the same names in lower case.
+    Environment wins over the file.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SUPPORTFLOW_", extra="forbid", validate_default=True)
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "SUPPORTFLOW_KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
+        description="host:port[,host:port]; unset runs the embedded tansu broker",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_exact_offsets: bool | None = Field(
+        default=None,
+        description="one record per producer batch; needed on tansu for exact table recovery (auto: on for embedded)",
+    )
+    topology_file: Path = Field(default=PROJECT_DIR / "topology.yaml")
+    data_dir: Path = Field(default=Path(".supportflow"), description="worker state and embedded servers' files")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    http_max_text_chars: int = Field(default=4000, gt=0)
+    http_max_body_bytes: int = Field(default=64_000, gt=0)
+    embedded_broker_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+    workers: int = Field(default=1, ge=1, le=16, description="stream workers started by `supportflow run`")
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port per worker; 0: off")
+    session_reaper_interval_s: float = Field(default=30.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _servers_look_like_addresses(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port], got {server.strip()!r}")
+        return value.strip()
+
+    @property
+    def embedded(self) -> bool:
+        return self.kafka_bootstrap_servers is None
+
+    @property
+    def exact_offsets(self) -> bool:
+        return self.embedded if self.kafka_exact_offsets is None else self.kafka_exact_offsets
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """librdkafka settings shared by every confluent-kafka client."""
+        assert self.kafka_bootstrap_servers, "bootstrap servers are set once the broker is known"
+        conf: dict[str, Any] = {"bootstrap.servers": self.kafka_bootstrap_servers, "security.protocol": self.kafka_security_protocol}
+        if self.kafka_sasl_mechanism:
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+            conf["sasl.username"] = self.kafka_sasl_username or ""
+            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
+        return conf
+
+    def masked(self) -> dict[str, Any]:
+        """The effective values for `config show`: secrets as '**********'."""
+        out: dict[str, Any] = {}
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                value = "**********"
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        return out
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = os.environ.get(CONFIG_ENV)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from the environment, an optional YAML file, and explicit overrides."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise FileNotFoundError(f"config file {config_file} does not exist")
+        os.environ[CONFIG_ENV] = str(config_file)
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

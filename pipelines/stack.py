@@ -1,0 +1,171 @@
+"""The whole pipeline on one machine: broker, topics, stream workers and the HTTP ingress.
+
+With no `KAFKA_BOOTSTRAP_SERVERS` the broker is an embedded tansu; with one, the same workers
+and ingress run against that cluster. Every child process dies with this one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from pipelines.embedded import EmbeddedBroker, free_port, spawn, stop
+from pipelines.ingress import build_ingress
+from pipelines.runtime import ensure_topics
+from pipelines.settings import Settings
+from pipelines.topology import Topology, load_topology
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "stack.json"
+
+
+@dataclass
+class WorkerProcess:
+    index: int
+    process: subprocess.Popen[bytes]
+    ready_file: Path
+    log_file: Path
+
+
+class IngressServer:
+    """uvicorn in a thread, for commands that drive the stack from the same process."""
+
+    def __init__(self, settings: Settings, topology: Topology, port: int) -> None:
+        config = uvicorn.Config(
+            build_ingress(settings, topology), host=settings.http_host, port=port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.url = f"http://{settings.http_host}:{port}"
+        self._thread = threading.Thread(target=self.server.run, name="ingress", daemon=True)
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the HTTP ingress did not start on {self.url}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+class Stack:
+    def __init__(self, settings: Settings, workers: int | None = None) -> None:
+        self.settings = settings
+        self.worker_count = workers or settings.workers
+        self.data_dir = settings.data_dir.resolve()
+        self.log_dir = self.data_dir / "logs"
+        self.broker: EmbeddedBroker | None = None
+        self.workers: list[WorkerProcess] = []
+        self.ingress: IngressServer | None = None
+        self.topology: Topology = load_topology(settings.topology_file)
+
+    @property
+    def bootstrap(self) -> str:
+        assert self.settings.kafka_bootstrap_servers
+        return self.settings.kafka_bootstrap_servers
+
+    def start(self, ingress_port: int | None = None, with_ingress: bool = True) -> Stack:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.settings.embedded:
+            self.broker = EmbeddedBroker(self.settings.embedded_broker_port, self.log_dir / "tansu.log").start()
+            self.settings = self.settings.model_copy(
+                update={"kafka_bootstrap_servers": self.broker.bootstrap, "kafka_exact_offsets": True}
+            )
+        try:
+            ensure_topics(self.settings, self.topology)
+            for index in range(self.worker_count):
+                self.start_worker(index)
+            self.wait_ready()
+            if with_ingress:
+                port = ingress_port if ingress_port is not None else (self.settings.http_port or free_port())
+                self.ingress = IngressServer(self.settings, self.topology, port)
+                self.ingress.start()
+                self._write_state()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def worker_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTFLOW_") or k == "SUPPORTFLOW_CONFIG"}
+        env.update(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+                "SUPPORTFLOW_KAFKA_EXACT_OFFSETS": str(self.settings.exact_offsets).lower(),
+                "SUPPORTFLOW_TOPOLOGY_FILE": str(Path(self.settings.topology_file).resolve()),
+                "SUPPORTFLOW_LOG_LEVEL": self.settings.log_level,
+                "SUPPORTFLOW_SESSION_REAPER_INTERVAL_S": str(self.settings.session_reaper_interval_s),
+            }
+        )
+        if self.settings.kafka_sasl_password is not None:
+            env["SUPPORTFLOW_KAFKA_SASL_PASSWORD"] = self.settings.kafka_sasl_password.get_secret_value()
+        return env
+
+    def start_worker(self, index: int) -> WorkerProcess:
+        ready_file = self.data_dir / "run" / f"worker-{index}.ready"
+        ready_file.unlink(missing_ok=True)
+        log_file = self.log_dir / f"worker-{index}.log"
+        argv = [sys.executable, "-m", "pipelines.cli", "worker", "--ready-file", str(ready_file)]
+        process = spawn(argv, log_file, env=self.worker_env())
+        worker = WorkerProcess(index, process, ready_file, log_file)
+        self.workers.append(worker)
+        return worker
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        for worker in self.workers:
+            while not worker.ready_file.exists():
+                if worker.process.poll() is not None:
+                    raise RuntimeError(f"worker {worker.index} exited with {worker.process.returncode}; see {worker.log_file}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"worker {worker.index} not ready after {timeout_s:.0f}s; see {worker.log_file}")
+                time.sleep(0.1)
+
+    def _write_state(self) -> None:
+        assert self.ingress is not None
+        state = {"pid": os.getpid(), "ingress_url": self.ingress.url, "bootstrap": self.bootstrap}
+        (self.data_dir / STATE_FILE).write_text(json.dumps(state))
+
+    def stop(self) -> None:
+        if self.ingress is not None:
+            self.ingress.stop()
+            self.ingress = None
+            (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+        for worker in self.workers:
+            stop(worker.process, timeout_s=15)
+        self.workers.clear()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def running_ingress_url(settings: Settings) -> str | None:
+    """The ingress of a `supportflow run` already serving from this data dir, if it answers."""
+    import httpx
+
+    state_file = settings.data_dir.resolve() / STATE_FILE
+    try:
+        url = json.loads(state_file.read_text())["ingress_url"]
+        httpx.get(f"{url}/healthz", timeout=1.0).raise_for_status()
+        return str(url)
+    except (OSError, ValueError, KeyError, httpx.HTTPError):
+        return None

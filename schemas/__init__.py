@@ -1,0 +1,84 @@
+"""The records that flow between supportflow's operators and topics: the contract of the system."""
+
+from __future__ import annotations
+
+from schemas._base import Record
+from schemas.agent import ActionCall, ActionResult, GuardVerdict, Plan, Reply, RouteDecision, RouteReason
+from schemas.inbound import CHANNELS, Channel, Message, RawInbound, utcnow
+from schemas.nlu import Entity, NluResult, Sentiment
+from schemas.outbound import (
+    ConversationEvent,
+    DeadLetter,
+    Escalation,
+    EventAction,
+    EventEntity,
+    EventMessage,
+    EventMetadata,
+    EventNlu,
+    EventResponse,
+    EventSentiment,
+    Feedback,
+    OutboundMessage,
+)
+from schemas.session import HistoryTurn, SessionContext
+from schemas.turn import (
+    ContextTurn,
+    Emitted,
+    ExecutedTurn,
+    FormattedTurn,
+    GuardedTurn,
+    NluTurn,
+    PlannedTurn,
+    RoutedTurn,
+)
+
+__all__ = [
+    "CHANNELS",
+    "ActionCall",
+    "ActionResult",
+    "Channel",
+    "ContextTurn",
+    "ConversationEvent",
+    "DeadLetter",
+    "Emitted",
+    "Entity",
+    "Escalation",
+    "EventAction",
+    "EventEntity",
+    "EventMessage",
+    "EventMetadata",
+    "EventNlu",
+    "EventResponse",
+    "EventSentiment",
+    "ExecutedTurn",
+    "Feedback",
+    "FormattedTurn",
+    "GuardVerdict",
+    "GuardedTurn",
+    "HistoryTurn",
+    "Message",
+    "NluResult",
+    "NluTurn",
+    "OutboundMessage",
+    "Plan",
+    "PlannedTurn",
+    "RawInbound",
+    "Record",
+    "Reply",
+    "RouteDecision",
+    "RouteReason",
+    "RoutedTurn",
+    "Sentiment",
+    "SessionContext",
+    "record_types",
+    "utcnow",
+]
+
+
+def record_types() -> dict[str, type[Record]]:
+    """Every record class by name: what topology.yaml may name and `schemas export` writes."""
+    return {
+        name: obj
+        for name, obj in globals().items()
+        if isinstance(obj, type) and issubclass(obj, Record) and obj is not Record
+    }

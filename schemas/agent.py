@@ -1,0 +1,61 @@
+"""The agent's decisions: route, plan, action results, the reply and the guard's verdict."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from schemas._base import Record
+
+RouteReason = Literal[
+    "confident",
+    "low_confidence",
+    "out_of_scope",
+    "customer_requested_human",
+    "negative_sentiment",
+    "keyword_trigger",
+    "repeated_failure",
+    "policy_block",
+]
+
+
+class RouteDecision(Record):
+    branch: Literal["auto", "human"]
+    reason: RouteReason
+    detail: str = ""
+
+
+class ActionCall(Record):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str
+    writes: bool = False
+
+
+class Plan(Record):
+    """A plan is data: the steps to run and the reply to give, whoever (playbook or LLM) made it."""
+
+    planner: str
+    intent: str
+    steps: list[ActionCall] = Field(default_factory=list)
+    reply_template: str
+    reply_variables: dict[str, str] = Field(default_factory=dict)
+
+
+class ActionResult(Record):
+    name: str
+    idempotency_key: str
+    status: Literal["succeeded", "failed", "skipped"]
+    result: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class Reply(Record):
+    text: str
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+class GuardVerdict(Record):
+    branch: Literal["pass", "block"]
+    reason: str = ""

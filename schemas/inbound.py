@@ -1,0 +1,54 @@
+"""What arrives: the channel-native record the ingress publishes and the normalized Message."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from schemas._base import Record
+
+Channel = Literal["webchat", "mobile", "email", "sms", "whatsapp", "voice", "slack", "api"]
+CHANNELS: tuple[str, ...] = Channel.__args__  # type: ignore[attr-defined]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class RawInbound(Record):
+    """A message as a channel adapter received it, before any AI work (topic `sf.ingress`).
+
+    Keyed by channel address so one sender's messages stay in order before identity is known.
+    """
+
+    message_id: str = Field(min_length=1, max_length=200)
+    channel: Channel
+    sender: str = Field(min_length=1, max_length=320, description="channel address: email, phone, session id")
+    text: str
+    customer_id: str | None = Field(default=None, max_length=200, description="set when the channel authenticated the customer")
+    provider_message_id: str | None = Field(default=None, max_length=200)
+    received_at: datetime = Field(default_factory=utcnow)
+    payload: dict[str, Any] = Field(default_factory=dict, description="channel-native extras, kept for audit")
+
+    def partition_key(self) -> str:
+        return f"{self.channel}:{self.sender}"
+
+
+class Message(Record):
+    """The unified message every later operator sees, keyed by customer (topic `sf.messages`)."""
+
+    message_id: str
+    conversation_id: str
+    customer_id: str
+    channel: Channel
+    sender: str
+    text: str
+    content_type: Literal["text", "empty"] = "text"
+    provider_message_id: str | None = None
+    received_at: datetime
+    normalized_at: datetime = Field(default_factory=utcnow)
+
+    def partition_key(self) -> str:
+        return self.customer_id

@@ -1,0 +1,166 @@
+"""What leaves: replies to the customer, escalations to humans, dead letters, feedback."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas._base import Record
+from schemas.inbound import Channel, utcnow
+from schemas.nlu import NluResult
+from schemas.session import HistoryTurn
+
+
+class OutboundMessage(Record):
+    """A reply ready for a channel sender (topic `sf.outbound`).
+
+    `reply_id` is derived from the inbound message id, so a replayed turn produces the same
+    id and senders deliver it once.
+    """
+
+    reply_id: str
+    in_reply_to: str
+    conversation_id: str
+    customer_id: str
+    channel: Channel
+    recipient: str
+    text: str
+    parts: list[str] = Field(default_factory=list, description="channel-sized segments of text, in order")
+    content_format: Literal["text", "markdown", "html"] = "text"
+    subject: str | None = None
+    author: Literal["agent", "human"] = "agent"
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def partition_key(self) -> str:
+        return self.customer_id
+
+
+class Escalation(Record):
+    """A turn handed to a human, with the context they need (topic `sf.escalations`)."""
+
+    escalation_id: str
+    message_id: str
+    conversation_id: str
+    customer_id: str
+    session_id: str
+    channel: Channel
+    recipient: str
+    text: str
+    reason: str
+    detail: str = ""
+    priority: Literal["low", "normal", "high", "urgent"] = "normal"
+    nlu: NluResult | None = None
+    history: list[HistoryTurn] = Field(default_factory=list)
+    slots: dict[str, str] = Field(default_factory=dict)
+    recommended_actions: list[str] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def partition_key(self) -> str:
+        return self.customer_id
+
+
+class DeadLetter(Record):
+    """A record no operator could handle, kept whole with the reason (topic `sf.dlq`)."""
+
+    dead_letter_id: str
+    stage: str
+    operator: str
+    error_type: str
+    error: str
+    source_topic: str
+    partition: int | None = None
+    offset: int | None = None
+    key: str | None = None
+    original: str = Field(description="the original bytes decoded as UTF-8 with replacement characters")
+    original_b64: str = Field(description="the original bytes, exactly, base64-encoded")
+    at: datetime = Field(default_factory=utcnow)
+
+    def partition_key(self) -> str | None:
+        return self.key
+
+
+class Feedback(Record):
+    """A human's correction or rating of an agent turn (topic `sf.feedback`)."""
+
+    feedback_id: str
+    conversation_id: str
+    message_id: str
+    kind: Literal["correction", "rating"]
+    corrected_intent: str | None = None
+    rating: int | None = Field(default=None, ge=1, le=5)
+    comment: str = ""
+    author: str = ""
+    at: datetime = Field(default_factory=utcnow)
+
+    def partition_key(self) -> str:
+        return self.conversation_id
+
+
+class _Part(BaseModel):
+    """A nested part of a record; versioned with the record that holds it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class EventMessage(_Part):
+    id: str
+    content: str
+    type: str
+
+
+class EventEntity(_Part):
+    type: str
+    value: str
+    confidence: float
+
+
+class EventSentiment(_Part):
+    label: str
+    score: float
+
+
+class EventNlu(_Part):
+    intent: str
+    confidence: float
+    entities: list[EventEntity] = Field(default_factory=list)
+    sentiment: EventSentiment
+
+
+class EventAction(_Part):
+    type: str
+    name: str
+    status: str
+    result: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventResponse(_Part):
+    content: str
+    confidence: float
+
+
+class EventMetadata(_Part):
+    latency_ms: float
+    model_used: str
+    cost_usd: float = 0.0
+
+
+class ConversationEvent(Record):
+    """One processed turn (or session boundary) for analysts (topic `sf.events`), per the design's event schema."""
+
+    event_id: str
+    event_type: Literal["turn_processed", "escalated", "session_closed"]
+    timestamp: datetime = Field(default_factory=utcnow)
+    conversation_id: str
+    session_id: str
+    customer_id: str
+    channel: str
+    message: EventMessage | None = None
+    nlu: EventNlu | None = None
+    action: EventAction | None = None
+    response: EventResponse | None = None
+    metadata: EventMetadata
+
+    def partition_key(self) -> str:
+        return self.customer_id

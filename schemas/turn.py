@@ -1,0 +1,54 @@
+"""A turn grows as it flows: each operator's output extends its input's record.
+
+Because every later record is a subclass of the earlier ones, an operator that accepts a
+`RoutedTurn` (like `escalate`) can follow `route` or `guard` alike, and the topology checker
+can prove consecutive operators fit with a plain subclass test.
+"""
+
+from __future__ import annotations
+
+from schemas._base import Record
+from schemas.agent import ActionResult, GuardVerdict, Plan, Reply, RouteDecision
+from schemas.inbound import Message
+from schemas.nlu import NluResult
+from schemas.outbound import ConversationEvent, Escalation, OutboundMessage
+from schemas.session import SessionContext
+
+
+class ContextTurn(Record):
+    message: Message
+    session: SessionContext
+
+    def partition_key(self) -> str:
+        return self.message.customer_id
+
+
+class NluTurn(ContextTurn):
+    nlu: NluResult
+
+
+class RoutedTurn(NluTurn):
+    route: RouteDecision
+
+
+class PlannedTurn(RoutedTurn):
+    plan: Plan
+
+
+class ExecutedTurn(PlannedTurn):
+    results: list[ActionResult]
+    reply: Reply
+
+
+class GuardedTurn(ExecutedTurn):
+    guard: GuardVerdict
+
+
+class FormattedTurn(GuardedTurn):
+    outbound: OutboundMessage
+
+
+class Emitted(Record):
+    """The end of a chain: records for the stage's sink topics, each routed by its type."""
+
+    records: list[OutboundMessage | Escalation | ConversationEvent | Message]

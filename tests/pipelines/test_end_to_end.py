@@ -1,0 +1,66 @@
+"""The default topology end to end on a real tansu broker and a real worker process."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+from tests.pipelines.conversations import conversation_traffic
+from tests.support import answered_ids, produce_messages, read_topics
+
+
+def test_every_message_gets_exactly_one_answer_in_conversation_order(broker, workers):
+    workers.start()
+    messages = conversation_traffic(conversations=40, per_conversation=5)
+    assert len(messages) == 200 and len({m["channel"] for m in messages}) == 3
+    produce_messages(broker.bootstrap, messages)
+
+    wanted = {m["message_id"] for m in messages}
+    records = read_topics(
+        broker.bootstrap,
+        ["sf.outbound", "sf.escalations"],
+        until=lambda rs: wanted <= set(answered_ids(rs)),
+        timeout_s=90,
+    )
+    answers = answered_ids(records)
+    assert set(answers) == wanted, f"unanswered: {sorted(wanted - set(answers))[:5]}"
+    assert len(answers) == len(wanted), "a message was answered twice"
+
+    by_conversation: dict[str, list[str]] = defaultdict(list)
+    for message_id in answers:
+        by_conversation[message_id.rsplit("-", 1)[0]].append(message_id)
+    for conversation, ids in by_conversation.items():
+        turns = [int(i.rsplit("-", 1)[1]) for i in ids]
+        assert turns == sorted(turns), f"{conversation} answered out of order: {turns}"
+
+    replies = [json.loads(r.value) for r in records if r.topic == "sf.outbound"]
+    escalations = [json.loads(r.value) for r in records if r.topic == "sf.escalations"]
+    assert replies and escalations, "the scripted traffic has both answerable and human-only messages"
+    assert {e["reason"] for e in escalations} >= {"customer_requested_human", "out_of_scope"}
+    sms = [r for r in replies if r["channel"] == "sms"]
+    assert sms and all(len(part) <= 153 for r in sms for part in r["parts"])
+
+
+def test_every_turn_emits_one_event_with_the_design_schema(broker, workers):
+    workers.start()
+    messages = conversation_traffic(conversations=4, per_conversation=3, prefix="ev")
+    produce_messages(broker.bootstrap, messages)
+    wanted = {m["message_id"] for m in messages}
+
+    def events_seen(rs):
+        return {json.loads(r.value)["message"]["id"] for r in rs if json.loads(r.value).get("message")}
+
+    records = read_topics(broker.bootstrap, ["sf.events"], until=lambda rs: wanted <= events_seen(rs))
+    events = [json.loads(r.value) for r in records]
+    assert sorted(e["message"]["id"] for e in events) == sorted(wanted)
+    for event in events:
+        assert event["event_type"] in {"turn_processed", "escalated"}
+        assert set(event) >= {
+            "event_type", "timestamp", "conversation_id", "session_id", "customer_id", "channel",
+            "message", "nlu", "action", "response", "metadata",
+        }  # fmt: skip
+        assert set(event["nlu"]) >= {"intent", "confidence", "entities", "sentiment"}
+        assert set(event["metadata"]) >= {"latency_ms", "model_used", "cost_usd"}
+        assert event["metadata"]["latency_ms"] >= 0
+    sessions = {e["customer_id"]: e["session_id"] for e in events}
+    assert len(sessions) == 4, "one session per customer"
