@@ -102,14 +102,22 @@ class KafkaRecord:
     timestamp_ms: int
 
 
-def make_reader(conf: dict[str, Any], topics: Iterable[str], from_beginning: bool) -> Consumer:
+def make_reader(
+    conf: dict[str, Any], topics: Iterable[str], from_beginning: bool, fetch_max_wait_ms: int = 10
+) -> Consumer:
     """A consumer with no group: assigned every partition directly, so it starts reading at once.
 
     Group membership would cost a join (seconds on tansu) and is not wanted by tools and views
     that read a whole topic.
     """
     consumer = Consumer(
-        {**conf, "group.id": "supportflow-reader", "enable.auto.commit": False, "log.connection.close": False}
+        {
+            **conf,
+            "group.id": "supportflow-reader",
+            "enable.auto.commit": False,
+            "log.connection.close": False,
+            "fetch.wait.max.ms": fetch_max_wait_ms,
+        }
     )
     metadata = consumer.list_topics(timeout=10)
     start = OFFSET_BEGINNING if from_beginning else OFFSET_END
@@ -188,8 +196,14 @@ def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
 class BackgroundReader:
     """Reads topics from their end in a thread and hands each record to a callback on the loop."""
 
-    def __init__(self, conf: dict[str, Any], topics: list[str], on_record: Callable[[KafkaRecord], None]) -> None:
-        self._consumer = make_reader(conf, topics, from_beginning=False)
+    def __init__(
+        self,
+        conf: dict[str, Any],
+        topics: list[str],
+        on_record: Callable[[KafkaRecord], None],
+        fetch_max_wait_ms: int = 10,
+    ) -> None:
+        self._consumer = make_reader(conf, topics, from_beginning=False, fetch_max_wait_ms=fetch_max_wait_ms)
         self._on_record = on_record
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None

@@ -21,7 +21,8 @@ from schemas.nlu import Entity, Sentiment
 DEFAULT_KEYWORDS_PATH: Path = Path(__file__).resolve().parent / "data" / "intent_keywords.yaml"
 OUT_OF_SCOPE: str = "out_of_scope"
 
-_TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_TOKEN_RE = re.compile(r"[a-z]+(?:'[a-z]+)?|[0-9]+")
+"""Letters and digits form separate tokens, so "order113542617735902" still reads as "order" + a number."""
 _GAP = ".."
 _MAX_GAP = 3
 _NUMBER_WORD = "#"
@@ -30,9 +31,12 @@ _FUZZY_MIN_STEM = 6
 """Short stems are too promiscuous to fuzz: "remov*" one typo away would swallow "recovering"."""
 _SPLIT_MIN_LEN = 6
 _GLUE_WORDS: frozenset[str] = frozenset(
-    "i u a an the my me is of for with in on at and can do how what which wanna want need help your ur you it this "
-    "that where when see get to".split()
-)
+    {
+        "i", "u", "a", "an", "the", "my", "me", "is", "of", "for", "with", "in", "on", "at", "and", "can", "do", "how",
+        "what", "which", "wanna", "want", "need", "help", "your", "ur", "you", "it", "this", "that", "where", "when",
+        "see", "get", "to",
+    }
+)  # fmt: skip
 """Function words people glue onto the next word ("tocancel", "withpayment"); known to the compound splitter."""
 
 # How the classifier turns rule scores into a confidence (see `KeywordIntentClassifier._confidence`).
@@ -69,7 +73,8 @@ def _one_typo_apart(a: str, b: str) -> bool:
         diffs = [i for i in range(la) if a[i] != b[i]]
         if len(diffs) == 1:
             return True
-        return len(diffs) == 2 and diffs[1] == diffs[0] + 1 and a[diffs[0]] == b[diffs[1]] and a[diffs[1]] == b[diffs[0]]
+        i, j = diffs if len(diffs) == 2 else (0, 0)
+        return len(diffs) == 2 and j == i + 1 and a[i] == b[j] and a[j] == b[i]
     if la > lb:
         a, b = b, a
     # b is one longer than a: deleting one char of b must give a.
@@ -152,6 +157,7 @@ class KeywordIntentClassifier:
         self._stems = tuple(sorted(stems))
 
     def _known(self, word: str) -> bool:
+        """Whether the rules (or the glue-word list) know this word, exactly or by a stem."""
         return word in self._literals or any(word.startswith(stem) for stem in self._stems)
 
     def _plain_word(self, word: str) -> bool:
@@ -253,9 +259,10 @@ _PHONE_RE = re.compile(
     r"(?<![\w#])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,4}(?!\w)"
     r"|(?<![\w#])\+\d{8,15}(?!\w)"
 )
-_PHONE_CUE_RE = re.compile(r"(?:phone|tel|telephone|mobile|cell|call me|reach me|number)\W*(?:\w+\W+){0,2}$", re.I)
+_PHONE_CUE_RE = re.compile(r"\b(?:phone|tel|telephone|mobile|cell|call me|reach me|text me)\b\W*(?:\w+\W+){0,2}$", re.I)
+_DATE_RE = re.compile(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}$|^\d{1,2}[-./]\d{1,2}[-./]\d{2,4}$")
 _INVOICE_RE = re.compile(
-    r"\b(?:bill|invoice)s?\b(?:\s+(?:number|no\.?|nr\.?|num|id)\b)?\s*(?::\s*)?"
+    r"\b(?:bills?|bil|biull|invoic\w*|invoce)\b(?:\s+(?:number|no\.?|nr\.?|num|id)\b)?\s*(?::\s*)?"
     r"(?P<value>#?(?:inv-?)?\d{3,}|inv-?\d{3,})\b",
     re.I,
 )
@@ -265,7 +272,8 @@ _AMOUNT_RE = re.compile(
     rf"|\b{_NUMBER}\s?(?:[$€£]|{_CURRENCY_WORDS}\b))",
     re.I,
 )
-_ORDER_RE = re.compile(r"(?<![\w$€£.,])#?\d{5,}(?![\w.,]\d)")
+_ORDER_RE = re.compile(r"(?:(?<=order)|(?<=purchase)|(?<![\w$€£.,]))#?\d{5,}(?![\w.,]\d)", re.I)
+"""5+ digits, optionally after #; also when glued to "order"/"purchase" ("order113542617735902")."""
 
 
 def _phone_spans(text: str) -> list[tuple[int, int]]:
@@ -277,7 +285,7 @@ def _phone_spans(text: str) -> list[tuple[int, int]]:
     spans = []
     for m in _PHONE_RE.finditer(text):
         digits = sum(c.isdigit() for c in m.group())
-        if 7 <= digits <= 15:
+        if 7 <= digits <= 15 and not _DATE_RE.match(m.group()):
             spans.append((m.start(), m.end()))
     for m in re.finditer(r"(?<![\w#])\d{7,15}(?!\w)", text):
         if _PHONE_CUE_RE.search(text[: m.start()]):
@@ -340,9 +348,12 @@ _INTENSIFIERS: dict[str, float] = {
 }  # fmt: skip
 _DAMPENERS: dict[str, float] = {"slightly": 0.6, "somewhat": 0.7, "kinda": 0.7, "bit": 0.7, "little": 0.7}
 _NEGATIONS: frozenset[str] = frozenset(
-    "not no never none nothing nobody neither nor without hardly barely cannot cant dont doesnt didnt isnt wasnt "
-    "arent werent wont wouldnt shouldnt couldnt aint havent hasnt".split()
-)
+    {
+        "not", "no", "never", "none", "nothing", "nobody", "neither", "nor", "without", "hardly", "barely", "cannot",
+        "cant", "dont", "doesnt", "didnt", "isnt", "wasnt", "arent", "werent", "wont", "wouldnt", "shouldnt",
+        "couldnt", "aint", "havent", "hasnt",
+    }
+)  # fmt: skip
 _NEGATION_SCOPE = 3
 _NEGATION_FACTOR = -0.74
 _NORMALIZE_ALPHA = 15.0

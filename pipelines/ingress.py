@@ -41,7 +41,7 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        reader = BackgroundReader(conf, list(by_topic), on_record)
+        reader = BackgroundReader(conf, list(by_topic), on_record, settings.fetch_max_wait_ms)
         reader.start(asyncio.get_running_loop())
         try:
             yield

@@ -60,10 +60,33 @@ def table_partitions(topology: Topology) -> dict[str, int]:
     return counts
 
 
+def _use_fetch_max_wait(milliseconds: int) -> None:
+    """faust fixes aiokafka's fetch wait at 1500 ms; tansu holds a multi-partition fetch that long.
+
+    aiokafka reads `_fetch_max_wait_ms` when its fetcher starts, so setting it on the freshly
+    built consumer is enough. Against Apache Kafka a fetch returns as soon as data arrives and
+    this only bounds idle polling.
+    """
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    create = AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(create, "_supportflow_wait_ms", None) == milliseconds:
+        return
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = milliseconds
+        return consumer
+
+    create_worker_consumer._supportflow_wait_ms = milliseconds  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+
+
 def build_app(settings: Settings, topology: Topology, stage_names: list[str] | None = None) -> faust.App:
     """A faust app running the named stages (all by default) against `settings`' Kafka."""
     assert settings.kafka_bootstrap_servers, "the broker address is known before workers start"
     spec = topology.spec
+    _use_fetch_max_wait(settings.fetch_max_wait_ms)
     datadir = Path(tempfile.mkdtemp(prefix="supportflow-worker-"))
     app = faust.App(
         spec.app_id,

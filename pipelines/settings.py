@@ -36,6 +36,13 @@ class Settings(BaseSettings):
         default=None,
         description="one record per producer batch; needed on tansu for exact table recovery (auto: on for embedded)",
     )
+    kafka_fetch_max_wait_ms: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="longest a fetch waits for data; tansu answers a multi-partition fetch only at this deadline "
+        "(auto: 10 for embedded, 500 otherwise)",
+    )
     topology_file: Path = Field(default=PROJECT_DIR / "topology.yaml")
     data_dir: Path = Field(default=Path(".supportflow"), description="worker state and embedded servers' files")
     http_host: str = "127.0.0.1"
@@ -66,6 +73,12 @@ class Settings(BaseSettings):
     @property
     def exact_offsets(self) -> bool:
         return self.embedded if self.kafka_exact_offsets is None else self.kafka_exact_offsets
+
+    @property
+    def fetch_max_wait_ms(self) -> int:
+        if self.kafka_fetch_max_wait_ms is not None:
+            return self.kafka_fetch_max_wait_ms
+        return 10 if self.exact_offsets else 500
 
     def kafka_client_config(self) -> dict[str, Any]:
         """librdkafka settings shared by every confluent-kafka client."""

@@ -105,6 +105,7 @@ class Stack:
             {
                 "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
                 "SUPPORTFLOW_KAFKA_EXACT_OFFSETS": str(self.settings.exact_offsets).lower(),
+                "SUPPORTFLOW_KAFKA_FETCH_MAX_WAIT_MS": str(self.settings.fetch_max_wait_ms),
                 "SUPPORTFLOW_TOPOLOGY_FILE": str(Path(self.settings.topology_file).resolve()),
                 "SUPPORTFLOW_LOG_LEVEL": self.settings.log_level,
                 "SUPPORTFLOW_SESSION_REAPER_INTERVAL_S": str(self.settings.session_reaper_interval_s),

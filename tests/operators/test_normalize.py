@@ -1,0 +1,49 @@
+"""normalize: validation, identity resolution and provider-retry deduplication."""
+
+from __future__ import annotations
+
+import pytest
+
+from operators.normalize import Normalize, NormalizeConfig, customer_id_for_address
+from tests.operators.helpers import context, raw
+
+
+async def test_unidentified_sender_gets_a_stable_customer_id_from_the_address():
+    ctx = context()
+    first = await Normalize().run(raw(), ctx)
+    again = await Normalize().run(raw(message_id="m-2"), ctx)
+    assert first is not None and again is not None
+    assert first.customer_id == again.customer_id == customer_id_for_address("webchat:web-1")
+    assert first.conversation_id == f"conv-{first.customer_id}"
+
+
+async def test_authenticated_customer_id_wins_and_is_remembered_for_the_address():
+    ctx = context()
+    await Normalize().run(raw(customer_id="alice"), ctx)
+    later = await Normalize().run(raw(message_id="m-2"), ctx)
+    assert later is not None and later.customer_id == "alice"
+
+
+async def test_whitespace_is_collapsed_and_empty_text_is_marked():
+    ctx = context()
+    out = await Normalize().run(raw("  hello \n\n  there  "), ctx)
+    assert out is not None and out.text == "hello there" and out.content_type == "text"
+    empty = await Normalize().run(raw("   ", message_id="m-9"), ctx)
+    assert empty is not None and empty.content_type == "empty"
+
+
+async def test_oversized_text_is_refused_with_the_limit_in_the_reason():
+    with pytest.raises(ValueError, match="text is 11 characters; the limit is 10"):
+        await Normalize(NormalizeConfig(max_text_chars=10)).run(raw("x" * 11), context())
+
+
+async def test_provider_retry_with_a_new_message_id_is_dropped():
+    ctx = context()
+    assert await Normalize().run(raw(provider_message_id="SM123"), ctx) is not None
+    assert await Normalize().run(raw(message_id="m-retry", provider_message_id="SM123"), ctx) is None
+
+
+async def test_replay_of_the_same_record_passes_so_a_crash_loses_nothing():
+    ctx = context()
+    assert await Normalize().run(raw(provider_message_id="SM123"), ctx) is not None
+    assert await Normalize().run(raw(provider_message_id="SM123"), ctx) is not None

@@ -1,0 +1,52 @@
+"""route: every rule sends the turn where it should, with its reason."""
+
+from __future__ import annotations
+
+from operators.route import Route, RouteConfig
+from tests.operators.helpers import nlu_turn
+
+
+async def decide(**kwargs):
+    config = kwargs.pop("config", None)
+    out = await Route(config).run(nlu_turn(**kwargs), None)  # type: ignore[arg-type]
+    return out.route
+
+
+async def test_confident_known_intent_goes_to_the_agent():
+    route = await decide()
+    assert (route.branch, route.reason) == ("auto", "confident")
+
+
+async def test_low_confidence_escalates_with_the_threshold_in_the_detail():
+    route = await decide(confidence=0.6)
+    assert (route.branch, route.reason) == ("human", "low_confidence") and "0.60 < 0.85" in route.detail
+
+
+async def test_per_intent_threshold_overrides_the_default():
+    route = await decide(confidence=0.9, config=RouteConfig(per_intent_threshold={"track_order": 0.95}))
+    assert route.reason == "low_confidence"
+
+
+async def test_out_of_scope_escalates():
+    assert (await decide(intent="out_of_scope", confidence=0.0)).reason == "out_of_scope"
+
+
+async def test_asking_for_a_human_escalates():
+    assert (await decide(intent="contact_human_agent")).reason == "customer_requested_human"
+
+
+async def test_keyword_trigger_escalates():
+    assert (await decide(text="I will call my lawyer about this order")).reason == "keyword_trigger"
+
+
+async def test_very_negative_sentiment_escalates():
+    assert (await decide(score=-0.8)).reason == "negative_sentiment"
+
+
+async def test_falling_sentiment_over_the_session_escalates():
+    route = await decide(score=-0.2, sentiment_trend=[0.2, -0.1, -0.2])
+    assert (route.branch, route.reason) == ("human", "negative_sentiment")
+
+
+async def test_repeated_failure_escalates():
+    assert (await decide(failed_turns=2)).reason == "repeated_failure"
