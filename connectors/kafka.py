@@ -150,8 +150,8 @@ class AsyncProducer:
     A daemon thread serves delivery callbacks, so the event loop never blocks on the client.
     """
 
-    def __init__(self, conf: dict[str, Any], exact_offsets: bool = False) -> None:
-        self._producer = make_producer(conf, exact_offsets=exact_offsets)
+    def __init__(self, conf: dict[str, Any], exact_offsets: bool = False, **extra: Any) -> None:
+        self._producer = make_producer(conf, exact_offsets=exact_offsets, **extra)
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="kafka-delivery", daemon=True)
         self._poller.start()

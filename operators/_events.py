@@ -60,7 +60,7 @@ def turn_event(
 
 def session_after_turn(turn: NluTurn, role: str, text: str, now: datetime) -> SessionContext:
     """The session as it stands once the turn is answered or handed over."""
-    session = turn.session.model_copy(deep=True)
+    session = turn.session.model_copy()  # shallow: the lists it changes are replaced, not mutated
     session.last_intent = turn.nlu.intent
     session.history = [
         *session.history,

@@ -126,7 +126,12 @@ class _Rule:
     def matches(self, tokens: list[str], lowered: str) -> bool:
         if self.regex is not None:
             return self.regex.search(lowered) is not None
-        return any(self._match_at(tokens, start, 0) for start in range(len(tokens)))
+        # Most rules fail on their first word; testing it through the cached word matcher before
+        # entering the backtracking search keeps classification cheap on the per-message hot path.
+        first = self.words[0]
+        return any(
+            self._match_at(tokens, start + 1, 1) for start, token in enumerate(tokens) if _word_matches(first, token)
+        )
 
     def _match_at(self, tokens: list[str], pos: int, widx: int) -> bool:
         """Backtracking match of self.words[widx:] starting at tokens[pos]; `..` skips 0-3 tokens."""

@@ -46,13 +46,13 @@ class EnrichContext(Operator[Message, ContextTurn]):
             session = self._new_session(record, number=previous.session_number + 1)
             session.recent_message_ids = list(previous.recent_message_ids)
         else:
-            session = previous.model_copy(deep=True)
+            session = previous.model_copy()  # shallow: every list below is replaced, never mutated
 
         session.turn_count += 1
         session.last_activity_at = now
         session.last_channel = record.channel
         if record.channel not in session.channels:
-            session.channels.append(record.channel)
+            session.channels = [*session.channels, record.channel]
         session.history = [
             *session.history,
             HistoryTurn(role="customer", text=record.text, at=record.received_at, message_id=record.message_id),

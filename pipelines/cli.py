@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from pipelines.settings import Settings, load_settings
 
@@ -143,7 +144,10 @@ def chat(
     try:
         if say is not None:
             answer = client.ask(say, sender, channel, customer)
-            console.print(answer.text if answer.status != "pending" else "[yellow]no answer yet (still pending)[/yellow]")
+            if answer.status == "pending":
+                console.print("[yellow]no answer yet (still pending)[/yellow]")
+            else:
+                console.print(answer.text, markup=False, highlight=False)
             raise typer.Exit(0 if answer.status != "pending" else 1)
         console.print(f"chatting as {customer} on {channel} via {target} — empty line or Ctrl-D to quit")
         while True:
@@ -155,7 +159,7 @@ def chat(
                 break
             answer = client.ask(line, sender, channel, customer)
             style = "cyan" if answer.status == "replied" else "magenta"
-            console.print(f"[{style}]agent>[/{style}] {answer.text}")
+            console.print(f"[{style}]agent>[/{style}] {escape(answer.text)}")
     finally:
         client.close()
         if stack is not None:

@@ -48,8 +48,13 @@ class IngressClient:
             text = answer.get("text", "")
         return Answer(message_id, data["status"], text, answer, (time.perf_counter() - started) * 1000.0)
 
-    def ask(self, text: str, sender: str, channel: str = "webchat", customer_id: str | None = None, wait_s: float = 15.0) -> Answer:
-        return self.answer(self.send(text, sender, channel, customer_id), wait_s)
+    def ask(
+        self, text: str, sender: str, channel: str = "webchat", customer_id: str | None = None, wait_s: float = 15.0
+    ) -> Answer:
+        """Send and wait for the answer; `latency_ms` covers the whole round trip."""
+        started = time.perf_counter()
+        answer = self.answer(self.send(text, sender, channel, customer_id), wait_s)
+        return Answer(answer.message_id, answer.status, answer.text, answer.detail, (time.perf_counter() - started) * 1000)
 
     def post_raw(self, content: bytes, content_type: str = "application/json") -> httpx.Response:
         return self._http.post("/v1/messages", content=content, headers={"content-type": content_type})

@@ -26,16 +26,19 @@ class KeyedLanes:
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._queued = 0
 
     def busy(self, key: str) -> bool:
         return key in self._lanes
 
     @property
     def in_flight(self) -> int:
-        return sum(len(q) for q in self._lanes.values())
+        """Jobs queued or running."""
+        return self._queued
 
     async def submit(self, key: str, job: Job) -> None:
         await self._slots.acquire()
+        self._queued += 1
         lane = self._lanes.get(key)
         if lane is not None:
             lane.append(job)
@@ -56,6 +59,7 @@ class KeyedLanes:
                     log.exception("job for key %r failed", key)
                 finally:
                     lane.popleft()
+                    self._queued -= 1
                     self._slots.release()
         finally:
             del self._lanes[key]

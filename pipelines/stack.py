@@ -90,7 +90,8 @@ class Stack:
                 self.start_worker(index)
             self.wait_ready()
             if with_ingress:
-                port = ingress_port if ingress_port is not None else (self.settings.http_port or free_port())
+                port = self.settings.http_port if ingress_port is None else ingress_port
+                port = port or free_port()
                 self.ingress = IngressServer(self.settings, self.topology, port)
                 self.ingress.start()
                 self._write_state()
@@ -120,7 +121,10 @@ class Stack:
         ready_file.unlink(missing_ok=True)
         log_file = self.log_dir / f"worker-{index}.log"
         argv = [sys.executable, "-m", "pipelines.cli", "worker", "--ready-file", str(ready_file)]
-        process = spawn(argv, log_file, env=self.worker_env())
+        env = self.worker_env()
+        if self.settings.worker_metrics_port:
+            env["SUPPORTFLOW_WORKER_METRICS_PORT"] = str(self.settings.worker_metrics_port + index)
+        process = spawn(argv, log_file, env=env)
         worker = WorkerProcess(index, process, ready_file, log_file)
         self.workers.append(worker)
         return worker

@@ -138,12 +138,18 @@ class StageProcessor:
         return outcome
 
     async def deliver(self, outputs: list[Record]) -> None:
-        """Send every output and wait until the broker has them; retry Kafka errors with backoff."""
+        """Send every output and wait until the broker has them all; retry Kafka errors with backoff.
+
+        A record's outputs go to different topics, so they are sent together; order within a
+        topic and key holds because the lane sends the next record's outputs only after these.
+        """
+        sends = []
         for record in outputs:
             topic = self.topic_for(type(record))
             if topic is None:
                 raise RuntimeError(f"no topic carries {type(record).__name__}; `topology check` should have said so")
-            await self._send_with_retry(topic, record.partition_key(), record.to_bytes())
+            sends.append(self._send_with_retry(topic, record.partition_key(), record.to_bytes()))
+        await asyncio.gather(*sends)
 
     async def _send_with_retry(self, topic: str, key: str | None, value: bytes) -> None:
         delay = 0.1

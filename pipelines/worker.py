@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -35,6 +36,10 @@ def run_worker(settings: Settings, stages: list[str] | None = None, ready_file: 
     app = build_app(settings, topology, stages)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
+    # The tables keep many small long-lived objects; freezing what start-up built and collecting
+    # the oldest generation less often keeps full collections from stalling every lane at once.
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 50)
     worker = SupportflowWorker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     worker.ready_file = ready_file
     worker.execute_from_commandline()

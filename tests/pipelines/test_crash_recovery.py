@@ -16,12 +16,13 @@ from tests.support import answered_ids, produce_messages, read_topics
 def test_killed_worker_is_replaced_without_loss_or_double_replies(broker, workers):
     first = workers.start()
     messages = conversation_traffic(conversations=40, per_conversation=5, prefix="k")
-    producer = threading.Thread(target=produce_messages, args=(broker.bootstrap, messages, 0.02))
+    producer = threading.Thread(target=produce_messages, args=(broker.bootstrap, messages, 0.03))
     producer.start()
 
     # kill once the stream is well under way: some answers out, many messages still to come
-    read_topics(broker.bootstrap, ["sf.outbound", "sf.escalations"], until=lambda rs: len(rs) >= 40, timeout_s=60)
+    so_far = read_topics(broker.bootstrap, ["sf.outbound", "sf.escalations"], until=lambda rs: len(rs) >= 40)
     workers.kill(first)
+    assert 40 <= len(set(answered_ids(so_far))) < len(messages), "the kill landed mid-stream"
     killed_at = time.monotonic()
     workers.start()
     producer.join()
