@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,7 +28,11 @@ from schemas import Channel, DeadLetter, RawInbound
 
 Publish = Callable[[str, str | None, bytes], Awaitable[None]]
 
-__all__ = ["IngressLimits", "InboundRequest", "create_app"]
+__all__ = ["InboundRequest", "IngressLimits", "create_app"]
+
+REQUESTS = Counter(
+    "supportflow_ingress_requests_total", "POST /v1/messages by channel and status.", ["channel", "status"]
+)
 
 
 class InboundRequest(BaseModel):
@@ -81,6 +85,11 @@ def create_app(
         return _error(status, message, details)
 
     async def post_message(request: Request) -> Response:
+        response = await accept(request)
+        REQUESTS.labels(getattr(request.state, "channel", "unknown"), str(response.status_code)).inc()
+        return response
+
+    async def accept(request: Request) -> Response:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
             return _error(413, f"body is {declared} bytes; the limit is {limits.max_body_bytes}")
@@ -106,6 +115,7 @@ def create_app(
             return await reject(
                 body, 413, f"text is {len(inbound.text)} characters; the limit is {limits.max_text_chars}"
             )
+        request.state.channel = inbound.channel
         message_id = inbound.message_id or _new_message_id(inbound)
         raw = RawInbound(
             message_id=message_id,

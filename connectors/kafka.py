@@ -19,7 +19,17 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AsyncProducer", "BackgroundReader", "KafkaRecord", "TopicPlan", "consume_all", "create_topics", "make_producer", "make_reader", "wait_for_broker"]
+__all__ = [
+    "AsyncProducer",
+    "BackgroundReader",
+    "KafkaRecord",
+    "TopicPlan",
+    "consume_all",
+    "create_topics",
+    "make_producer",
+    "make_reader",
+    "wait_for_broker",
+]
 
 
 @dataclass(frozen=True)
@@ -69,10 +79,9 @@ def create_topics(conf: dict[str, Any], topics: Iterable[TopicPlan], timeout_s: 
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
     for plan in wanted:
-        if plan.name in existing and len(existing[plan.name].partitions) != plan.partitions:
-            raise RuntimeError(
-                f"topic {plan.name} has {len(existing[plan.name].partitions)} partitions; the topology says {plan.partitions}"
-            )
+        found = len(existing[plan.name].partitions) if plan.name in existing else plan.partitions
+        if found != plan.partitions:
+            raise RuntimeError(f"topic {plan.name} has {found} partitions; the topology says {plan.partitions}")
     return created
 
 
@@ -121,9 +130,7 @@ def make_reader(
     )
     metadata = consumer.list_topics(timeout=10)
     start = OFFSET_BEGINNING if from_beginning else OFFSET_END
-    assignment = [
-        TopicPartition(topic, p, start) for topic in topics for p in metadata.topics[topic].partitions
-    ]
+    assignment = [TopicPartition(topic, p, start) for topic in topics for p in metadata.topics[topic].partitions]
     consumer.assign(assignment)
     return consumer
 

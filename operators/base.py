@@ -40,7 +40,7 @@ class Operator(Generic[In, Out]):
     def __init__(self, config: OperatorConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()
 
-    def warm_up(self, ctx: OperatorContext) -> None:  # noqa: B027 - optional hook
+    def warm_up(self, ctx: OperatorContext) -> None:
         """Load models or templates once, before the first record. Keep `__init__` light."""
 
     def choose_branch(self, output: Out) -> str:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from operators.base import Operator
 from operators._events import session_after_turn, turn_event
+from operators.base import Operator
 from operators.protocols import OperatorContext
 from schemas import ConversationEvent, Emitted, EventAction, EventResponse, FormattedTurn, OutboundMessage
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from operators.base import Operator
 from operators._events import session_after_turn, turn_event
+from operators.base import Operator
 from operators.protocols import OperatorContext
 from schemas import ConversationEvent, Emitted, Escalation, EventAction, GuardedTurn, RoutedTurn
 

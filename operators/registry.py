@@ -21,7 +21,10 @@ def _operator_in(module_name: str) -> type[Operator] | None:
     found = [
         obj
         for obj in vars(module).values()
-        if inspect.isclass(obj) and issubclass(obj, Operator) and obj is not Operator and obj.__module__ == module.__name__
+        if inspect.isclass(obj)
+        and issubclass(obj, Operator)
+        and obj is not Operator
+        and obj.__module__ == module.__name__
     ]
     return found[0] if len(found) == 1 else None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import ClassVar
 
@@ -21,7 +22,9 @@ class RouteConfig(OperatorConfig):
         description="phrases that always go to a human",
     )
     negative_sentiment_below: float = Field(default=-0.6, ge=-1.0, le=1.0)
-    falling_trend_turns: int = Field(default=3, ge=2, description="this many falling, negative scores in a row escalate")
+    falling_trend_turns: int = Field(
+        default=3, ge=2, description="this many falling, negative scores in a row escalate"
+    )
     max_failed_turns: int = Field(default=2, ge=1)
 
 
@@ -60,13 +63,17 @@ class Route(Operator[NluTurn, RoutedTurn]):
         threshold = cfg.per_intent_threshold.get(nlu.intent, cfg.confidence_threshold)
         if nlu.confidence < threshold:
             return RouteDecision(
-                branch="human", reason="low_confidence", detail=f"{nlu.intent} at {nlu.confidence:.2f} < {threshold:.2f}"
+                branch="human",
+                reason="low_confidence",
+                detail=f"{nlu.intent} at {nlu.confidence:.2f} < {threshold:.2f}",
             )
         if nlu.sentiment.score <= cfg.negative_sentiment_below:
             return RouteDecision(branch="human", reason="negative_sentiment", detail=f"score {nlu.sentiment.score:.2f}")
         trend = turn.session.sentiment_trend[-cfg.falling_trend_turns :]
-        if len(trend) == cfg.falling_trend_turns and all(b < a for a, b in zip(trend, trend[1:])) and trend[-1] < 0:
-            return RouteDecision(branch="human", reason="negative_sentiment", detail="sentiment falling over the session")
+        if len(trend) == cfg.falling_trend_turns and all(b < a for a, b in itertools.pairwise(trend)) and trend[-1] < 0:
+            return RouteDecision(
+                branch="human", reason="negative_sentiment", detail="sentiment falling over the session"
+            )
         if turn.session.failed_turns >= cfg.max_failed_turns:
             return RouteDecision(
                 branch="human", reason="repeated_failure", detail=f"{turn.session.failed_turns} turns without progress"

@@ -59,7 +59,13 @@ def _pct(values: list[float], q: int) -> float:
 
 
 def drive(
-    conf: dict[str, Any], reader: Consumer, count: int, conversations: int, rate: float | None, label: str, console: Console
+    conf: dict[str, Any],
+    reader: Consumer,
+    count: int,
+    conversations: int,
+    rate: float | None,
+    label: str,
+    console: Console,
 ) -> dict[str, Any]:
     """Send `count` messages (paced at `rate`/s if given) and wait for every answer."""
     run = f"b{uuid.uuid4().hex[:8]}"
@@ -140,7 +146,9 @@ def run_bench(
         results["throughput"] = drive(conf, reader, count, conversations, rate, "throughput", console)
         if latency_run and rate is None:
             half = results["throughput"]["throughput_per_s"] / 2
-            results["latency_at_half_rate"] = drive(conf, reader, count, conversations, half, f"at {half:.0f}/s", console)
+            results["latency_at_half_rate"] = drive(
+                conf, reader, count, conversations, half, f"at {half:.0f}/s", console
+            )
         reader.close()
     finally:
         stack.stop()

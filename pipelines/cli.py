@@ -17,7 +17,7 @@ from rich.markup import escape
 from pipelines.settings import Settings, load_settings
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 app = typer.Typer(
     help=(
@@ -81,7 +81,9 @@ def run(
             stack.start(with_ingress=False)
         http_port = port if port is not None else s.http_port
         where = "embedded tansu" if s.embedded else "Kafka"
-        console.print(f"[green]supportflow is running[/green] — {where} at {stack.bootstrap}, {len(stack.workers)} worker(s)")
+        console.print(
+            f"[green]supportflow is running[/green] — {where} at {stack.bootstrap}, {len(stack.workers)} worker(s)"
+        )
         console.print(f"  HTTP ingress   http://{s.http_host}:{http_port}/v1/messages  (POST a message)")
         console.print(f"  replies        http://{s.http_host}:{http_port}/v1/conversations/<id>/messages")
         console.print(f"  metrics        http://{s.http_host}:{http_port}/metrics")
@@ -89,7 +91,9 @@ def run(
         console.print("Ctrl-C stops everything.")
         state = stack.data_dir / "stack.json"
         state.write_text(json.dumps({"ingress_url": f"http://{s.http_host}:{http_port}", "bootstrap": stack.bootstrap}))
-        uvicorn.run(build_ingress(stack.settings, stack.topology), host=s.http_host, port=http_port, log_level="warning")
+        uvicorn.run(
+            build_ingress(stack.settings, stack.topology), host=s.http_host, port=http_port, log_level="warning"
+        )
     except KeyboardInterrupt:
         pass
     finally:
@@ -119,7 +123,9 @@ def worker(
 def chat(
     say: Annotated[Optional[str], typer.Option(help="Send this one message, print the answer and exit.")] = None,
     customer: Annotated[str, typer.Option(help="Customer id the messages come from.")] = "cli-customer",
-    channel: Annotated[str, typer.Option(help="Channel to write on: webchat, email, sms, whatsapp, voice, slack, api.")] = "webchat",
+    channel: Annotated[
+        str, typer.Option(help="Channel to write on: webchat, email, sms, whatsapp, voice, slack, api.")
+    ] = "webchat",
     url: Annotated[Optional[str], typer.Option(help="Ingress URL; default: the running stack, else start one.")] = None,
 ) -> None:
     """Talk to the agent from the terminal (starts the embedded stack if none is running)."""
@@ -212,7 +218,9 @@ def topology_check(
             err.print(str(issue), markup=False, highlight=False)
         raise typer.Exit(1) from None
     operators = sum(len(stage.root.walk()) for stage in topology.stages.values())
-    console.print(f"{path}: ok — {len(topology.stages)} stages, {operators} operators, {len(topology.spec.topics)} topics")
+    console.print(
+        f"{path}: ok — {len(topology.stages)} stages, {operators} operators, {len(topology.spec.topics)} topics"
+    )
 
 
 @topology_app.command("show")
@@ -233,7 +241,9 @@ def topology_show(
 
 
 @schemas_app.command("export")
-def schemas_export(directory: Annotated[Path, typer.Argument(help="Folder to write <Record>.schema.json files into.")]) -> None:
+def schemas_export(
+    directory: Annotated[Path, typer.Argument(help="Folder to write <Record>.schema.json files into.")],
+) -> None:
     """Write a JSON Schema for every record."""
     from schemas import record_types
 

@@ -38,7 +38,9 @@ class IngressClient:
         data: dict[str, Any] = {"status": "pending"}
         while time.monotonic() < deadline:
             remaining = max(0.1, min(10.0, deadline - time.monotonic()))
-            data = self._http.get(f"/v1/messages/{message_id}", params={"wait": remaining}, timeout=remaining + 5).json()
+            data = self._http.get(
+                f"/v1/messages/{message_id}", params={"wait": remaining}, timeout=remaining + 5
+            ).json()
             if data["status"] != "pending":
                 break
         answer = data.get("answer") or {}
@@ -54,7 +56,9 @@ class IngressClient:
         """Send and wait for the answer; `latency_ms` covers the whole round trip."""
         started = time.perf_counter()
         answer = self.answer(self.send(text, sender, channel, customer_id), wait_s)
-        return Answer(answer.message_id, answer.status, answer.text, answer.detail, (time.perf_counter() - started) * 1000)
+        return Answer(
+            answer.message_id, answer.status, answer.text, answer.detail, (time.perf_counter() - started) * 1000
+        )
 
     def post_raw(self, content: bytes, content_type: str = "application/json") -> httpx.Response:
         return self._http.post("/v1/messages", content=content, headers={"content-type": content_type})

@@ -59,7 +59,10 @@ def play_demo(settings: Settings, console: Console | None) -> dict[str, Any]:
             latencies.append(answer.latency_ms)
             style = "cyan" if answer.status == "replied" else "magenta"
             say(f"[bold]{customer}[/bold] via {channel}: {escape(text)}", highlight=False)
-            say(f"  [{style}]{answer.status}[/{style}] in {answer.latency_ms:.0f} ms: {escape(answer.text)}", highlight=False)
+            say(
+                f"  [{style}]{answer.status}[/{style}] in {answer.latency_ms:.0f} ms: {escape(answer.text)}",
+                highlight=False,
+            )
         customer, channel, sender, text = OVERSIZED
         try:
             client.send(text, sender, channel, customer)

@@ -12,7 +12,10 @@ RECORDS = Counter(
     ["stage", "outcome"],
 )
 OPERATOR_SECONDS = Histogram(
-    "supportflow_operator_seconds", "Time spent in one operator's run per record.", ["operator"], buckets=LATENCY_BUCKETS
+    "supportflow_operator_seconds",
+    "Time spent in one operator's run per record.",
+    ["operator"],
+    buckets=LATENCY_BUCKETS,
 )
 STAGE_SECONDS = Histogram(
     "supportflow_stage_seconds",
@@ -21,5 +24,6 @@ STAGE_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 IN_FLIGHT = Gauge("supportflow_in_flight", "Records queued or running in a stage's lanes.", ["stage"])
-DELIVERY_RETRIES = Counter("supportflow_delivery_retries_total", "Output deliveries retried after a Kafka error.", ["stage"])
-INGRESS_REQUESTS = Counter("supportflow_ingress_requests_total", "HTTP ingress requests by outcome.", ["channel", "status"])
+DELIVERY_RETRIES = Counter(
+    "supportflow_delivery_retries_total", "Output deliveries retried after a Kafka error.", ["stage"]
+)

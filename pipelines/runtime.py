@@ -140,9 +140,7 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
             name,
             default=None,
             partitions=partitions[name],
-            schema=faust.Schema(
-                key_type=str, key_serializer="raw", value_serializer="raw" if record_name else "json"
-            ),
+            schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="raw" if record_name else "json"),
             use_partitioner=True,
         )
         raw_tables[name] = RecordTable(faust_table, record_types()[record_name] if record_name else None)
@@ -190,7 +188,9 @@ def _credentials(settings: Settings) -> Any:
     )
 
 
-def _install_stage(app: faust.App, topic: faust.TopicT, stage: Stage, processor: StageProcessor, lanes: KeyedLanes) -> None:
+def _install_stage(
+    app: faust.App, topic: faust.TopicT, stage: Stage, processor: StageProcessor, lanes: KeyedLanes
+) -> None:
     in_flight = IN_FLIGHT.labels(stage.name)
 
     async def consume(stream: StreamT) -> None:
@@ -266,7 +266,12 @@ def topic_plans(topology: Topology) -> list[Any]:
 
     spec = topology.spec
     plans = [
-        TopicPlan(name, t.partitions or 1, t.replication_factor, {"retention.ms": str(t.retention_ms)} if t.retention_ms else None)
+        TopicPlan(
+            name,
+            t.partitions or 1,
+            t.replication_factor,
+            {"retention.ms": str(t.retention_ms)} if t.retention_ms else None,
+        )
         for name, t in spec.topics.items()
     ]
     plans += [

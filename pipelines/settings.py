@@ -10,22 +10,26 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-CONFIG_ENV = "SUPPORTFLOW_CONFIG"
+CONFIG_ENV = "SUPPORTFLOW_CONFIG_FILE"
 
 
 class Settings(BaseSettings):
     """Every setting has a working embedded default; set a server's address to use the real one.
 
     Environment variables are `SUPPORTFLOW_<NAME>` (and `KAFKA_BOOTSTRAP_SERVERS`); a YAML file
-    named by `--config` or `SUPPORTFLOW_CONFIG` may hold the same names in lower case.
+    named by `--config` or `SUPPORTFLOW_CONFIG_FILE` may hold the same names in lower case.
     Environment wins over the file.
     """
+
+    config_file: Path | None = Field(default=None, description="the YAML file these settings were read from")
 
     model_config = SettingsConfigDict(env_prefix="SUPPORTFLOW_", extra="forbid", validate_default=True)
 
     kafka_bootstrap_servers: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "SUPPORTFLOW_KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "SUPPORTFLOW_KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"
+        ),
         description="host:port[,host:port]; unset runs the embedded tansu broker",
     )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -83,7 +87,10 @@ class Settings(BaseSettings):
     def kafka_client_config(self) -> dict[str, Any]:
         """librdkafka settings shared by every confluent-kafka client."""
         assert self.kafka_bootstrap_servers, "bootstrap servers are set once the broker is known"
-        conf: dict[str, Any] = {"bootstrap.servers": self.kafka_bootstrap_servers, "security.protocol": self.kafka_security_protocol}
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
         if self.kafka_sasl_mechanism:
             conf["sasl.mechanism"] = self.kafka_sasl_mechanism
             conf["sasl.username"] = self.kafka_sasl_username or ""
@@ -110,7 +117,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        config_file = os.environ.get(CONFIG_ENV)
+        config_file = settings_cls.model_config.get("yaml_file") or os.environ.get(CONFIG_ENV)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if config_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
@@ -119,8 +126,14 @@ class Settings(BaseSettings):
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings from the environment, an optional YAML file, and explicit overrides."""
-    if config_file is not None:
-        if not config_file.is_file():
-            raise FileNotFoundError(f"config file {config_file} does not exist")
-        os.environ[CONFIG_ENV] = str(config_file)
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if config_file is None:
+        return Settings(**values)
+    if not config_file.is_file():
+        raise FileNotFoundError(f"config file {config_file} does not exist")
+    from_file = type(
+        "Settings",
+        (Settings,),
+        {"model_config": SettingsConfigDict(**{**Settings.model_config, "yaml_file": config_file})},
+    )
+    return from_file(config_file=config_file.resolve(), **values)

@@ -101,7 +101,7 @@ class Stack:
         return self
 
     def worker_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTFLOW_") or k == "SUPPORTFLOW_CONFIG"}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTFLOW_")}
         env.update(
             {
                 "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
@@ -112,6 +112,8 @@ class Stack:
                 "SUPPORTFLOW_SESSION_REAPER_INTERVAL_S": str(self.settings.session_reaper_interval_s),
             }
         )
+        if self.settings.config_file is not None:
+            env["SUPPORTFLOW_CONFIG_FILE"] = str(self.settings.config_file)
         if self.settings.kafka_sasl_password is not None:
             env["SUPPORTFLOW_KAFKA_SASL_PASSWORD"] = self.settings.kafka_sasl_password.get_secret_value()
         return env
@@ -134,7 +136,9 @@ class Stack:
         for worker in self.workers:
             while not worker.ready_file.exists():
                 if worker.process.poll() is not None:
-                    raise RuntimeError(f"worker {worker.index} exited with {worker.process.returncode}; see {worker.log_file}")
+                    raise RuntimeError(
+                        f"worker {worker.index} exited with {worker.process.returncode}; see {worker.log_file}"
+                    )
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"worker {worker.index} not ready after {timeout_s:.0f}s; see {worker.log_file}")
                 time.sleep(0.1)

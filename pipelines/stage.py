@@ -126,7 +126,9 @@ class StageProcessor:
         try:
             outputs = await run_chain(self.stage.root, record, ctx)
         except OperatorFailed as failed:
-            log.warning("stage %s: record %s/%s@%s dead-lettered: %s", self.stage.name, topic, partition, offset, failed)
+            log.warning(
+                "stage %s: record %s/%s@%s dead-lettered: %s", self.stage.name, topic, partition, offset, failed
+            )
             await self.dead_letter(value, key, topic, partition, offset, failed.operator, failed.error)
             return "dead_lettered"
         await self.deliver(outputs)
@@ -159,7 +161,9 @@ class StageProcessor:
                 return
             except Exception as exc:  # the broker is away: keep the record, never drop it
                 DELIVERY_RETRIES.labels(self.stage.name).inc()
-                log.warning("stage %s: delivery to %s failed (%s); retrying in %.1fs", self.stage.name, topic, exc, delay)
+                log.warning(
+                    "stage %s: delivery to %s failed (%s); retrying in %.1fs", self.stage.name, topic, exc, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

@@ -6,6 +6,7 @@ of them at once, so a data engineer fixes a topology in one pass.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,12 +122,12 @@ def _line_index(text: str) -> dict[Path_, int]:
         index[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
-                key = path + (key_node.value,)
+                key = (*path, key_node.value)
                 visit(value_node, key)
                 index[key] = key_node.start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
-                visit(item, path + (i,))
+                visit(item, (*path, i))
 
     root = yaml.compose(text)
     if root is not None:
@@ -172,7 +173,9 @@ class _Compiler:
             self.record(("tables", name, "record"), table.record)
         dlq = spec.topics.get(spec.dead_letter_topic)
         if dlq is None or dlq.record != "DeadLetter":
-            self.issue(("dead_letter_topic",), f"{spec.dead_letter_topic!r} must be a topic carrying DeadLetter records")
+            self.issue(
+                ("dead_letter_topic",), f"{spec.dead_letter_topic!r} must be a topic carrying DeadLetter records"
+            )
 
         stages: dict[str, Stage] = {}
         for name, stage_spec in spec.stages.items():
@@ -186,13 +189,13 @@ class _Compiler:
         base: Path_ = ("stages", name)
         source = spec.topics.get(stage_spec.source)
         if source is None:
-            self.issue(base + ("source",), f"unknown topic {stage_spec.source!r}")
+            self.issue((*base, "source"), f"unknown topic {stage_spec.source!r}")
         for i, table in enumerate(stage_spec.tables):
             if table not in spec.tables:
-                self.issue(base + ("tables", i), f"unknown table {table!r} (declare it under `tables:`)")
+                self.issue((*base, "tables", i), f"unknown table {table!r} (declare it under `tables:`)")
         source_type = self.record((), source.record) if source else None
         sinks: list[str] = []
-        root = self.chain(spec, stage_spec.operators, base + ("operators",), source_type, sinks)
+        root = self.chain(spec, stage_spec.operators, (*base, "operators"), source_type, sinks)
         if root is None:
             return None
         return Stage(name, stage_spec.source, stage_spec.tables, stage_spec.max_in_flight, root, sorted(set(sinks)))
@@ -207,7 +210,7 @@ class _Compiler:
         previous: Node | None = None
         previous_name = "the source topic"
         for i, entry in enumerate(entries):
-            here = path + (i,)
+            here = (*path, i)
             node = self.node(spec, entry, here, given, previous_name, sinks, last=i == len(entries) - 1)
             if node is None:
                 return None
@@ -235,7 +238,7 @@ class _Compiler:
         elif isinstance(entry, dict) and len(entry) == 1:
             name, options = next(iter(entry.items()))
             options = options or {}
-            path = path + (name,)
+            path = (*path, name)
         else:
             self.issue(path, "an operator entry is a name, or a one-key mapping `name: {config: ..., branches: ...}`")
             return None
@@ -258,26 +261,29 @@ class _Compiler:
         except ValidationError as exc:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"])
-            self.issue(path + ("config",), f"{name!r} config: {loc}: {first['msg']}")
+            self.issue((*path, "config"), f"{name!r} config: {loc}: {first['msg']}")
             return None
         node = Node(operator=cls(config), place=_place(path))
         branches = options.get("branches") or {}
         if cls.branches or branches:
             if not cls.branches:
-                self.issue(path + ("branches",), f"{name!r} does not branch")
+                self.issue((*path, "branches"), f"{name!r} does not branch")
                 return None
             if not isinstance(branches, dict):
-                self.issue(path + ("branches",), "expected a mapping of branch label to operators")
+                self.issue((*path, "branches"), "expected a mapping of branch label to operators")
                 return None
             for label in branches:
                 if label not in cls.branches:
-                    self.issue(path + ("branches", label), f"{name!r} has no branch {label!r} (it has {', '.join(cls.branches)})")
+                    self.issue(
+                        (*path, "branches", label),
+                        f"{name!r} has no branch {label!r} (it has {', '.join(cls.branches)})",
+                    )
             missing = [label for label in cls.branches if label not in branches]
             if missing:
                 self.issue(path, f"{name!r} branch(es) not wired: {', '.join(missing)}")
             for label, entries in branches.items():
                 if label in cls.branches:
-                    child = self.chain(spec, entries, path + ("branches", label), cls.output_type, sinks)
+                    child = self.chain(spec, entries, (*path, "branches", label), cls.output_type, sinks)
                     if child is not None:
                         node.branches[label] = child
         elif last:
@@ -386,17 +392,7 @@ def render_mermaid(topology: Topology) -> str:
     for stage in topology.stages.values():
         out.append(f"    subgraph {stage.name}")
         edges: list[str] = []
-
-        def walk(node: Node, stage_name: str = stage.name) -> None:
-            here = nid(node, stage_name)
-            if node.next:
-                edges.append(f"    {here} --> {nid(node.next, stage_name)}")
-                walk(node.next)
-            for label, child in node.branches.items():
-                edges.append(f"    {here} -->|{label}| {nid(child, stage_name)}")
-                walk(child)
-
-        walk(stage.root)
+        _mermaid_edges(stage.root, lambda node, name=stage.name: nid(node, name), edges)
         out.append("    end")
         out.extend(edges)
         out.append(f"    {topic_id(stage.source)} --> {ids[id(stage.root)]}")
@@ -409,3 +405,13 @@ def render_mermaid(topology: Topology) -> str:
                     if topic:
                         out.append(f"    {ids[id(node)]} --> {topic_id(topic)}")
     return "\n".join(out)
+
+
+def _mermaid_edges(node: Node, nid: Callable[[Node], str], edges: list[str]) -> None:
+    here = nid(node)
+    if node.next:
+        edges.append(f"    {here} --> {nid(node.next)}")
+        _mermaid_edges(node.next, nid, edges)
+    for label, child in node.branches.items():
+        edges.append(f"    {here} -->|{label}| {nid(child)}")
+        _mermaid_edges(child, nid, edges)

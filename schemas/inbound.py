@@ -27,7 +27,9 @@ class RawInbound(Record):
     channel: Channel
     sender: str = Field(min_length=1, max_length=320, description="channel address: email, phone, session id")
     text: str
-    customer_id: str | None = Field(default=None, max_length=200, description="set when the channel authenticated the customer")
+    customer_id: str | None = Field(
+        default=None, max_length=200, description="set when the channel authenticated the customer"
+    )
     provider_message_id: str | None = Field(default=None, max_length=200)
     received_at: datetime = Field(default_factory=utcnow)
     payload: dict[str, Any] = Field(default_factory=dict, description="channel-native extras, kept for audit")

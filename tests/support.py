@@ -58,7 +58,9 @@ class WorkerPool:
         if wait:
             deadline = time.monotonic() + 90
             while not ready.exists():
-                assert process.poll() is None, f"worker exited with {process.returncode}:\n{log_file.read_text()[-3000:]}"
+                assert process.poll() is None, (
+                    f"worker exited with {process.returncode}:\n{log_file.read_text()[-3000:]}"
+                )
                 assert time.monotonic() < deadline, f"worker not ready:\n{log_file.read_text()[-3000:]}"
                 time.sleep(0.1)
         return process
@@ -75,7 +77,9 @@ class WorkerPool:
             stop(process, timeout_s=15)
 
 
-def raw_message(message_id: str, channel: str, sender: str, text: str, customer_id: str | None = None) -> dict[str, Any]:
+def raw_message(
+    message_id: str, channel: str, sender: str, text: str, customer_id: str | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {"message_id": message_id, "channel": channel, "sender": sender, "text": text}
     if customer_id is not None:
         body["customer_id"] = customer_id

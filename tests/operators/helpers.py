@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from operators.protocols import DictTable, OperatorContext
-from schemas import ContextTurn, Message, NluResult, NluTurn, RawInbound, RouteDecision, RoutedTurn, Sentiment, SessionContext
+from schemas import (
+    ContextTurn,
+    Message,
+    NluResult,
+    NluTurn,
+    RawInbound,
+    RouteDecision,
+    RoutedTurn,
+    Sentiment,
+    SessionContext,
+)
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -54,13 +64,19 @@ def session(**fields: object) -> SessionContext:
 
 
 def nlu_turn(
-    intent: str = "track_order", confidence: float = 0.95, score: float = 0.0, text: str = "where is my order?", **s: object
+    intent: str = "track_order",
+    confidence: float = 0.95,
+    score: float = 0.0,
+    text: str = "where is my order?",
+    **s: object,
 ) -> NluTurn:
     label = "negative" if score <= -0.3 else "positive" if score >= 0.3 else "neutral"
     return NluTurn(
         message=message(text),
         session=session(**s),
-        nlu=NluResult(intent=intent, confidence=confidence, sentiment=Sentiment(label=label, score=score), model_used="test"),
+        nlu=NluResult(
+            intent=intent, confidence=confidence, sentiment=Sentiment(label=label, score=score), model_used="test"
+        ),
     )
 
 

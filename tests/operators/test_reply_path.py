@@ -39,7 +39,7 @@ async def test_unknown_intent_falls_back_to_the_out_of_scope_template():
 
 
 async def test_emit_sends_reply_and_event_and_stages_the_session():
-    ctx, _, guarded, formatted, emitted = await reply_for()
+    ctx, _, guarded, _formatted, emitted = await reply_for()
     assert guarded.guard.branch == "pass"
     outbound, event = emitted.records
     assert isinstance(outbound, OutboundMessage) and isinstance(event, ConversationEvent)
@@ -97,6 +97,8 @@ async def test_escalation_after_a_guard_block_says_policy_block():
     ctx = context()
     planned = await PlanFromTemplates().run(routed_turn(), ctx)
     executed = await ExecuteTemplates().run(planned, ctx)
-    blocked = (await Guard().run(executed, ctx)).model_copy(update={"guard": GuardVerdict(branch="block", reason="test")})
+    blocked = (await Guard().run(executed, ctx)).model_copy(
+        update={"guard": GuardVerdict(branch="block", reason="test")}
+    )
     escalation, _ = (await Escalate().run(blocked, ctx)).records
     assert (escalation.reason, escalation.detail, escalation.priority) == ("policy_block", "test", "high")

@@ -38,7 +38,10 @@ def conversation_traffic(conversations: int, per_conversation: int, prefix: str 
             text = UTTERANCES[(conversation + turn) % len(UTTERANCES)]
             messages.append(
                 raw_message(
-                    f"{prefix}-{conversation}-{turn}", channel, sender_for(conversation, channel), f"{text} (turn {turn})"
+                    f"{prefix}-{conversation}-{turn}",
+                    channel,
+                    sender_for(conversation, channel),
+                    f"{text} (turn {turn})",
                 )
             )
     return messages

@@ -30,9 +30,13 @@ def test_a_sleeping_conversation_does_not_hold_up_the_rest(broker, workers, tmp_
     produce_messages(broker.bootstrap, slow[:1] + fast + slow[1:])
     wanted = {m["message_id"] for m in fast + slow}
     records = read_topics(
-        broker.bootstrap, ["sf.outbound", "sf.escalations"], until=lambda rs: wanted <= set(answered_ids(rs)), timeout_s=60
+        broker.bootstrap,
+        ["sf.outbound", "sf.escalations"],
+        until=lambda rs: wanted <= set(answered_ids(rs)),
+        timeout_s=60,
     )
-    answered_at = {answer: record.timestamp_ms - started_ms for answer, record in zip(answered_ids(records), records)}
+    answers = answered_ids(records)
+    answered_at = {a: r.timestamp_ms - started_ms for a, r in zip(answers, records, strict=True)}
     assert set(answered_at) == wanted
     last_fast = max(answered_at[m["message_id"]] for m in fast)
     assert last_fast < SLOW_SECONDS * 1000 / 2, f"the fast conversations waited for the slow one ({last_fast:.0f} ms)"

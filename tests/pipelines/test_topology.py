@@ -50,57 +50,74 @@ def test_the_shipped_topology_is_valid():
 
 
 def test_unknown_operator_is_named_with_its_line(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
     stages:
       ingest:
         source: sf.ingress
         tables: [identities, seen]
         operators:
           - normalise
-    """)
+    """,
+    )
     line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "- normalise" in text)
     [issue] = issues(path)
     assert issue.startswith(f"{path}:{line}: stages.ingest.operators[0]: unknown operator 'normalise'")
 
 
 def test_mismatched_record_types_between_operators(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
     stages:
       agent:
         source: sf.messages
         tables: [sessions]
         operators: [enrich_context, route]
-    """)
+    """,
+    )
     [issue] = issues(path)
     assert "stages.agent.operators[1]: 'route' takes NluTurn but 'enrich_context' gives ContextTurn" in issue
 
 
 def test_source_topic_record_must_fit_the_first_operator(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
     stages:
       agent:
         source: sf.ingress
         tables: [sessions]
         operators: [enrich_context]
-    """)
+    """,
+    )
     assert any("'enrich_context' takes Message but the source topic gives RawInbound" in i for i in issues(path))
 
 
 def test_topic_without_partition_count(tmp_path):
-    header = HEADER.replace("sf.events:   {partitions: 2, record: ConversationEvent}", "sf.events: {record: ConversationEvent}")
-    path = write(tmp_path, """
+    header = HEADER.replace(
+        "sf.events:   {partitions: 2, record: ConversationEvent}", "sf.events: {record: ConversationEvent}"
+    )
+    path = write(
+        tmp_path,
+        """
     stages:
       ingest:
         source: sf.ingress
         tables: [identities, seen]
         operators: [normalize]
-    """, header=header)
+    """,
+        header=header,
+    )
     assert any("topics.sf.events: topic has no partition count" in i for i in issues(path))
 
 
 def test_cycle_between_stages(tmp_path):
     header = HEADER + "  loop: {}\n"
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
     stages:
       first:
         source: sf.ingress
@@ -109,12 +126,16 @@ def test_cycle_between_stages(tmp_path):
       second:
         source: sf.messages
         operators: ["tests.pipelines.loop_operator:MessageToRaw"]
-    """, header=header)
+    """,
+        header=header,
+    )
     assert any("cycle between stages: first -> second -> first" in i for i in issues(path))
 
 
 def test_branches_must_all_be_wired_and_known(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
     stages:
       agent:
         source: sf.messages
@@ -126,7 +147,8 @@ def test_branches_must_all_be_wired_and_known(tmp_path):
               branches:
                 auto: [plan, execute, guard]
                 humans: [escalate]
-    """)
+    """,
+    )
     found = issues(path)
     assert any("'route' has no branch 'humans' (it has auto, human)" in i for i in found)
     assert any("'route' branch(es) not wired: human" in i for i in found)
@@ -134,37 +156,46 @@ def test_branches_must_all_be_wired_and_known(tmp_path):
 
 
 def test_chain_end_without_a_topic_for_its_record(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
     stages:
       agent:
         source: sf.messages
         tables: [sessions]
         operators: [enrich_context, nlu]
-    """)
+    """,
+    )
     assert any("'nlu' ends the chain with NluTurn but no topic carries it" in i for i in issues(path))
 
 
 def test_bad_operator_config_names_the_field(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
     stages:
       ingest:
         source: sf.ingress
         tables: [identities, seen]
         operators:
           - normalize: {config: {max_text_chars: -5}}
-    """)
+    """,
+    )
     [issue] = issues(path)
     assert "stages.ingest.operators[0].normalize.config: 'normalize' config: max_text_chars:" in issue
 
 
 def test_unknown_table_and_topic(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
     stages:
       ingest:
         source: sf.nowhere
         tables: [ghosts]
         operators: [normalize]
-    """)
+    """,
+    )
     found = issues(path)
     assert any("stages.ingest.source: unknown topic 'sf.nowhere'" in i for i in found)
     assert any("stages.ingest.tables[0]: unknown table 'ghosts'" in i for i in found)
@@ -178,13 +209,16 @@ def test_yaml_syntax_error_points_at_the_line(tmp_path):
 
 
 def test_check_command_exits_non_zero_with_one_line_per_error(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
     stages:
       ingest:
         source: sf.ingress
         tables: [identities, seen]
         operators: [normalise, nlx]
-    """)
+    """,
+    )
     result = CliRunner().invoke(app, ["topology", "check", str(path)])
     assert result.exit_code == 1
     assert "unknown operator 'normalise'" in result.output

@@ -14,7 +14,10 @@ def test_stopping_one_of_two_workers_moves_its_conversations_without_loss(broker
     produce_messages(broker.bootstrap, messages[:half])
     before = {m["message_id"] for m in messages[:half]}
     read_topics(
-        broker.bootstrap, ["sf.outbound", "sf.escalations"], until=lambda rs: before <= set(answered_ids(rs)), timeout_s=90
+        broker.bootstrap,
+        ["sf.outbound", "sf.escalations"],
+        until=lambda rs: before <= set(answered_ids(rs)),
+        timeout_s=90,
     )
     for log_file in workers.tmp_path.glob("worker-*.log"):
         assert "Traceback" not in log_file.read_text()
@@ -23,7 +26,10 @@ def test_stopping_one_of_two_workers_moves_its_conversations_without_loss(broker
     produce_messages(broker.bootstrap, messages[half:])
     wanted = {m["message_id"] for m in messages}
     records = read_topics(
-        broker.bootstrap, ["sf.outbound", "sf.escalations"], until=lambda rs: wanted <= set(answered_ids(rs)), timeout_s=120
+        broker.bootstrap,
+        ["sf.outbound", "sf.escalations"],
+        until=lambda rs: wanted <= set(answered_ids(rs)),
+        timeout_s=120,
     )
     answers = answered_ids(records)
     assert set(answers) == wanted, f"lost: {sorted(wanted - set(answers))[:5]}"

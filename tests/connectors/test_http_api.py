@@ -1,0 +1,124 @@
+"""The HTTP ingress against the real embedded stack: accept, answer, stream, refuse clearly."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from connectors.kafka import consume_all, make_reader
+from pipelines.settings import Settings
+from pipelines.stack import Stack
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    data_dir: Path = tmp_path_factory.mktemp("stack")
+    with Stack(Settings(data_dir=data_dir, http_port=0)) as running:
+        yield running
+
+
+@pytest.fixture
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    assert stack.ingress is not None
+    with httpx.Client(base_url=stack.ingress.url, timeout=20) as client:
+        yield client
+
+
+def dead_letters(stack: Stack) -> list[dict]:
+    reader = make_reader(stack.settings.kafka_client_config(), ["sf.dlq"], from_beginning=True)
+    try:
+        return [json.loads(r.value) for r in consume_all(reader, idle_s=1.0, max_s=5.0)]
+    finally:
+        reader.close()
+
+
+def test_a_posted_message_is_answered_and_readable_back(http):
+    body = {"channel": "webchat", "sender": "web-h1", "customer_id": "h1", "text": "where is my order 1234567?"}
+    accepted = http.post("/v1/messages", json=body)
+    assert accepted.status_code == 202
+    message_id = accepted.json()["message_id"]
+
+    status = http.get(f"/v1/messages/{message_id}", params={"wait": 15}).json()
+    assert status["status"] == "replied"
+    assert "1234567" in status["answer"]["text"] and status["answer"]["in_reply_to"] == message_id
+
+    conversation = http.get("/v1/conversations/conv-h1/messages").json()
+    kinds = [(i["kind"], i.get("in_reply_to")) for i in conversation["items"]]
+    assert kinds == [("message", None), ("reply", message_id)]
+
+
+def test_unknown_message_is_pending_and_unknown_conversation_is_404(http):
+    assert http.get("/v1/messages/m-nope").json() == {"message_id": "m-nope", "status": "pending"}
+    missing = http.get("/v1/conversations/conv-nobody/messages")
+    assert missing.status_code == 404 and "conv-nobody" in missing.json()["error"]
+
+
+def test_server_sent_events_stream_the_reply(http, stack):
+    events: list[str] = []
+    connected = threading.Event()
+
+    def listen() -> None:
+        with httpx.stream("GET", f"{stack.ingress.url}/v1/conversations/conv-h2/stream", timeout=20) as response:
+            for line in response.iter_lines():
+                connected.set()
+                if line.startswith("event: "):
+                    events.append(line.removeprefix("event: "))
+                if "reply" in events:
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert connected.wait(10)
+    body = {"channel": "sms", "sender": "+15550009999", "customer_id": "h2", "text": "how do I get a refund?"}
+    assert http.post("/v1/messages", json=body).status_code == 202
+    listener.join(20)
+    assert events[:2] == ["message", "reply"]
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "error"),
+    [
+        (b'{"channel": "sms", ', 400, "malformed JSON"),
+        (b'{"channel": "sms", "sender": "+1", "text": "\xff\xfe"}', 400, "not valid UTF-8"),
+        (json.dumps({"channel": "pigeon", "sender": "a", "text": "hi"}).encode(), 422, "invalid message"),
+        (json.dumps({"channel": "sms", "sender": 5, "text": ["x"]}).encode(), 422, "invalid message"),
+        (
+            json.dumps({"channel": "sms", "sender": "+1", "text": "hi", "colour": "red"}).encode(),
+            422,
+            "invalid message",
+        ),
+        (json.dumps({"channel": "sms", "sender": "+1", "text": "x" * 4001}).encode(), 413, "the limit is 4000"),
+    ],
+    ids=["malformed-json", "invalid-utf8", "unknown-channel", "wrong-types", "unknown-field", "oversized-text"],
+)
+def test_bad_requests_get_a_clear_error_and_a_dead_letter(http, stack, content, status, error):
+    response = http.post("/v1/messages", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == status
+    assert error in response.json()["error"]
+    letters = [d for d in dead_letters(stack) if base64.b64decode(d["original_b64"]) == content]
+    assert len(letters) == 1
+    assert letters[0]["stage"] == "ingress" and error in letters[0]["error"]
+
+
+def test_validation_errors_name_the_fields(http):
+    response = http.post("/v1/messages", json={"channel": "sms", "sender": 5, "text": ["x"]})
+    details = response.json()["details"]
+    assert any(d.startswith("sender:") for d in details) and any(d.startswith("text:") for d in details)
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(http):
+    response = http.post("/v1/messages", content=b"x" * 70_000, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_health_and_metrics(http):
+    http.post("/v1/messages", json={"channel": "webchat", "sender": "w-m", "text": "hello"})
+    assert http.get("/healthz").json() == {"status": "ok"}
+    metrics = http.get("/metrics").text
+    assert 'supportflow_ingress_requests_total{channel="webchat",status="202"}' in metrics

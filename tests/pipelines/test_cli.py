@@ -1,0 +1,169 @@
+"""The `supportflow` command line: configuration, schemas, and the one-command stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from pipelines.embedded import free_port
+from schemas import record_types
+
+runner = CliRunner()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTFLOW_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env.update(extra)
+    return env
+
+
+def test_config_show_masks_secrets(monkeypatch):
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1:9092,kafka-2:9092")
+    monkeypatch.setenv("SUPPORTFLOW_KAFKA_SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("SUPPORTFLOW_KAFKA_SASL_PASSWORD", "hunter2")
+    result = runner.invoke(app, ["config", "show", "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["kafka_bootstrap_servers"] == "kafka-1:9092,kafka-2:9092"
+    assert shown["kafka_sasl_password"] == "**********" and "hunter2" not in result.output
+
+
+def test_config_file_is_read_and_environment_wins(tmp_path, monkeypatch):
+    config = tmp_path / "supportflow.yaml"
+    config.write_text("http_port: 9001\nworkers: 3\n")
+    monkeypatch.setenv("SUPPORTFLOW_WORKERS", "2")
+    result = runner.invoke(app, ["--config", str(config), "config", "show", "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert (shown["http_port"], shown["workers"]) == (9001, 2)
+    assert shown["config_file"] == str(config)
+
+
+def test_bad_configuration_is_a_clear_error_with_exit_code_2(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "no-port-here")
+    result = runner.invoke(app, ["config", "show"])
+    assert result.exit_code == 2 and "expected host:port" in result.output
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS")
+
+    config = tmp_path / "bad.yaml"
+    config.write_text("http_prot: 9001\n")
+    result = runner.invoke(app, ["--config", str(config), "config", "show"])
+    assert result.exit_code == 2 and "http_prot" in result.output
+
+    result = runner.invoke(app, ["--config", str(tmp_path / "missing.yaml"), "config", "show"])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_schemas_export_writes_a_json_schema_per_record(tmp_path):
+    result = runner.invoke(app, ["schemas", "export", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    written = {p.name.removesuffix(".schema.json") for p in tmp_path.glob("*.schema.json")}
+    assert written == set(record_types())
+    event = json.loads((tmp_path / "ConversationEvent.schema.json").read_text())
+    assert event["$id"] == "supportflow/ConversationEvent/v1"
+    assert {"event_type", "conversation_id", "message", "nlu", "action", "response", "metadata"} <= set(
+        event["properties"]
+    )
+
+
+def test_worker_refuses_to_start_without_a_broker_address():
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "worker"], env=clean_env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "KAFKA_BOOTSTRAP_SERVERS" in result.stderr
+
+
+def test_help_explains_every_command():
+    result = runner.invoke(app, ["--help"])
+    for command in ("run", "worker", "chat", "demo", "bench", "topology", "schemas", "config"):
+        assert command in result.output
+
+
+def test_demo_plays_the_script_and_prints_a_json_summary(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "demo", "--json"],
+        env=clean_env(SUPPORTFLOW_DATA_DIR=str(tmp_path), SUPPORTFLOW_HTTP_PORT="0"),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    assert summary["sent"] == 12 and summary["unanswered"] == 0
+    assert summary["replied"] >= 5 and summary["escalated"] >= 3
+    assert summary["replied"] + summary["escalated"] == 11 and summary["dead_lettered"] == 1
+    assert 0 < summary["latency_ms_p50"] <= summary["latency_ms_p99"]
+
+
+def descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        out = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split()
+        children = {int(c) for c in out}
+        found |= children
+        frontier.extend(children)
+    return found
+
+
+def test_run_serves_chat_and_ctrl_c_leaves_no_process_behind(tmp_path):
+    port = free_port()
+    env = clean_env(SUPPORTFLOW_DATA_DIR=str(tmp_path), SUPPORTFLOW_HTTP_PORT=str(port))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert time.monotonic() < deadline, "run did not come up"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        children = descendants(process.pid)
+        assert len(children) >= 2, "a broker and a worker run as children"
+
+        said = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipelines.cli",
+                "chat",
+                "--say",
+                "where is my order 1234567?",
+                "--customer",
+                "cli-1",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert said.returncode == 0, said.stdout + said.stderr
+        assert "1234567" in said.stdout
+
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+        assert process.returncode == 0, output[-2000:]
+        assert "supportflow is running" in output and "stopped." in output
+        time.sleep(0.5)
+        alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+        assert not alive, f"left behind: {alive}"
+    finally:
+        if process.poll() is None:
+            process.kill()

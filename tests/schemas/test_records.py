@@ -1,0 +1,44 @@
+"""Records are the contract: strict, versioned, and round-trip through JSON unchanged."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from schemas import Entity, Message, RawInbound, record_types
+
+
+def test_every_record_carries_a_schema_version():
+    for name, record_type in record_types().items():
+        assert "schema_version" in record_type.model_fields, name
+        assert record_type.SCHEMA_VERSION >= 1
+
+
+def test_unknown_fields_are_refused_so_typos_surface():
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        RawInbound.model_validate({"message_id": "m", "channel": "sms", "sender": "+1", "text": "hi", "txt": "x"})
+
+
+def test_unknown_channel_is_refused_with_the_allowed_ones_named():
+    with pytest.raises(ValidationError, match="Input should be 'webchat', 'mobile', 'email'"):
+        RawInbound.model_validate({"message_id": "m", "channel": "pigeon", "sender": "a", "text": "hi"})
+
+
+def test_entity_spans_must_be_ordered():
+    with pytest.raises(ValidationError, match="precedes start"):
+        Entity(type="order_number", value="1", start=5, end=2, confidence=0.5)
+
+
+def test_records_round_trip_through_json():
+    raw = RawInbound(message_id="m", channel="email", sender="a@b.c", text="héllo", payload={"subject": "Re: x"})
+    assert RawInbound.model_validate_json(raw.to_bytes()) == raw
+
+
+def test_keys_follow_identity_once_it_is_known():
+    raw = RawInbound(message_id="m", channel="sms", sender="+1555", text="hi")
+    assert raw.partition_key() == "sms:+1555"
+    message = Message(
+        message_id="m", conversation_id="conv-c", customer_id="c", channel="sms", sender="+1555", text="hi",
+        received_at=raw.received_at,
+    )  # fmt: skip
+    assert message.partition_key() == "c"
