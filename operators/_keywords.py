@@ -30,6 +30,7 @@ _FUZZY_MIN_LEN = 5
 _FUZZY_MIN_STEM = 6
 """Short stems are too promiscuous to fuzz: "remov*" one typo away would swallow "recovering"."""
 _SPLIT_MIN_LEN = 6
+_TOKEN_CACHE_SIZE = 50_000
 _GLUE_WORDS: frozenset[str] = frozenset(
     {
         "i", "u", "a", "an", "the", "my", "me", "is", "of", "for", "with", "in", "on", "at", "and", "can", "do", "how",
@@ -160,6 +161,18 @@ class KeywordIntentClassifier:
                     literals.add(alt)
         self._literals = frozenset(literals)
         self._stems = tuple(sorted(stems))
+        # Index rules by their first word: per message, a token's list of first words that accept it
+        # (cached per token) names the few rules worth the backtracking match at that position.
+        self._rules_by_first: dict[str, list[tuple[str, _Rule]]] = {}
+        self._regex_rules: list[tuple[str, _Rule]] = []
+        for intent, intent_rules in rules.items():
+            for rule in intent_rules:
+                if rule.regex is not None:
+                    self._regex_rules.append((intent, rule))
+                else:
+                    self._rules_by_first.setdefault(rule.words[0], []).append((intent, rule))
+        self._split_cache: dict[str, tuple[str, ...]] = {}
+        self._first_cache: dict[str, tuple[str, ...]] = {}
 
     def _known(self, word: str) -> bool:
         """Whether the rules (or the glue-word list) know this word, exactly or by a stem."""
@@ -169,24 +182,41 @@ class KeywordIntentClassifier:
         """A vocabulary word, or a stem plus an ordinary suffix (-ing, -ment): never split."""
         return word in self._literals or any(word.startswith(st) and len(word) - len(st) <= 4 for st in self._stems)
 
-    def _split_glued(self, tokens: list[str]) -> list[str]:
-        """Split run-together words ("deliveryaddress", "whatsituations") when both halves are rule vocabulary.
+    def _split_token(self, tok: str) -> tuple[str, ...]:
+        """Split a run-together word ("deliveryaddress", "whatsituations") when both halves are rule vocabulary.
 
         Only tokens the rules do not already know are split, so real words are left alone.
         """
-        out: list[str] = []
+        if len(tok) >= _SPLIT_MIN_LEN and tok.isalpha() and not self._plain_word(tok):
+            for cut in range(1, len(tok) - 1):
+                left, right = tok[:cut], tok[cut:]
+                if (len(left) > 1 or left in _GLUE_WORDS) and self._known(left) and self._known(right):
+                    return (left, right)
+        return (tok,)
+
+    def _split_glued(self, tokens: list[str]) -> list[str]:
+        parts: list[str] = []
         for tok in tokens:
-            if len(tok) >= _SPLIT_MIN_LEN and tok.isalpha() and not self._plain_word(tok):
-                for cut in range(1, len(tok) - 1):
-                    left, right = tok[:cut], tok[cut:]
-                    if (len(left) > 1 or left in _GLUE_WORDS) and self._known(left) and self._known(right):
-                        out.extend((left, right))
-                        break
-                else:
-                    out.append(tok)
-            else:
-                out.append(tok)
-        return out
+            split = self._split_cache.get(tok)
+            if split is None:
+                split = self._remember(self._split_cache, tok, self._split_token(tok))
+            parts.extend(split)
+        return parts
+
+    def _first_words(self, token: str) -> tuple[str, ...]:
+        """The rule first-words this token satisfies: only their rules can start matching here."""
+        words = self._first_cache.get(token)
+        if words is None:
+            found = tuple(w for w in self._rules_by_first if _word_matches(w, token))
+            words = self._remember(self._first_cache, token, found)
+        return words
+
+    @staticmethod
+    def _remember(cache: dict[str, tuple[str, ...]], key: str, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(cache) >= _TOKEN_CACHE_SIZE:
+            cache.clear()
+        cache[key] = value
+        return value
 
     @classmethod
     def load(cls, path: Path | None = None) -> KeywordIntentClassifier:
@@ -209,12 +239,18 @@ class KeywordIntentClassifier:
         """Raw per-intent scores (only intents scoring above zero); useful when tuning the rule file."""
         lowered = " ".join(text.lower().replace("\u2019", "'").split())
         tokens = self._split_glued(_tokenize(lowered))
-        out: dict[str, float] = {}
-        for intent, rules in self.rules.items():
-            score = sum(rule.weight for rule in rules if rule.matches(tokens, lowered))
-            if score > 0:
-                out[intent] = score
-        return out
+        totals: dict[str, float] = {}
+        matched: set[int] = set()
+        for pos, tok in enumerate(tokens):
+            for word in self._first_words(tok):
+                for intent, rule in self._rules_by_first[word]:
+                    if id(rule) not in matched and rule._match_at(tokens, pos + 1, 1):
+                        matched.add(id(rule))
+                        totals[intent] = totals.get(intent, 0.0) + rule.weight
+        for intent, rule in self._regex_rules:
+            if rule.matches(tokens, lowered):
+                totals[intent] = totals.get(intent, 0.0) + rule.weight
+        return {intent: score for intent, score in totals.items() if score > 0}
 
     @staticmethod
     def _confidence(score: float, best_other: float) -> float:
