@@ -120,6 +120,27 @@ def worker(
 
 
 @app.command()
+def ingress(
+    port: Annotated[Optional[int], typer.Option(help="HTTP port (default: settings.http_port).")] = None,
+) -> None:
+    """Run only the HTTP ingress against KAFKA_BOOTSTRAP_SERVERS (stateless: run as many as you like)."""
+    import uvicorn
+
+    from pipelines.ingress import build_ingress
+    from pipelines.runtime import ensure_topics
+    from pipelines.topology import load_topology
+
+    s = settings()
+    if s.embedded:
+        err.print("[red]ingress needs KAFKA_BOOTSTRAP_SERVERS[/red] (or use `supportflow run` for the embedded stack)")
+        raise typer.Exit(2)
+    _logging(s.log_level)
+    topology = load_topology(s.topology_file)
+    ensure_topics(s, topology)
+    uvicorn.run(build_ingress(s, topology), host=s.http_host, port=port or s.http_port, log_level="info")
+
+
+@app.command()
 def chat(
     say: Annotated[Optional[str], typer.Option(help="Send this one message, print the answer and exit.")] = None,
     customer: Annotated[str, typer.Option(help="Customer id the messages come from.")] = "cli-customer",

@@ -75,16 +75,21 @@ def test_schemas_export_writes_a_json_schema_per_record(tmp_path):
     )
 
 
-def test_worker_refuses_to_start_without_a_broker_address():
-    result = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "worker"], env=clean_env(), capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 2 and "KAFKA_BOOTSTRAP_SERVERS" in result.stderr
+def test_worker_and_ingress_refuse_to_start_without_a_broker_address():
+    for command in ("worker", "ingress"):
+        result = subprocess.run(
+            [sys.executable, "-m", "pipelines.cli", command],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2 and "KAFKA_BOOTSTRAP_SERVERS" in result.stderr, command
 
 
 def test_help_explains_every_command():
     result = runner.invoke(app, ["--help"])
-    for command in ("run", "worker", "chat", "demo", "bench", "topology", "schemas", "config"):
+    for command in ("run", "worker", "ingress", "chat", "demo", "bench", "topology", "schemas", "config"):
         assert command in result.output
 
 
@@ -167,3 +172,29 @@ def test_run_serves_chat_and_ctrl_c_leaves_no_process_behind(tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_ingress_command_publishes_to_a_configured_cluster(broker, tmp_path):
+    from tests.support import read_topics
+
+    port = free_port()
+    env = clean_env(KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, SUPPORTFLOW_HTTP_PORT=str(port))
+    process = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "ingress"], env=env, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, "ingress did not come up"
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        body = {"channel": "email", "sender": "ana@example.com", "text": "where is my invoice?"}
+        message_id = httpx.post(f"http://127.0.0.1:{port}/v1/messages", json=body).json()["message_id"]
+        records = read_topics(broker.bootstrap, ["sf.ingress"], until=lambda rs: len(rs) >= 1, timeout_s=20)
+        [record] = records
+        assert record.key == b"email:ana@example.com"
+        assert json.loads(record.value)["message_id"] == message_id
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
