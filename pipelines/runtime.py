@@ -145,9 +145,14 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
         )
         raw_tables[name] = RecordTable(faust_table, record_types()[record_name] if record_name else None)
 
-    topics = {
-        name: app.topic(name, partitions=t.partitions, key_serializer="raw", value_serializer="raw")
-        for name, t in spec.topics.items()
+    sources = {
+        topology.stages[name].source: app.topic(
+            topology.stages[name].source,
+            partitions=spec.topics[topology.stages[name].source].partitions,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        for name in wanted
     }
 
     # Stage outputs go through librdkafka with batching: it partitions keys like faust (murmur2),
@@ -173,7 +178,7 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
         )
         processor.warm_up()  # fail at start, with the operator's own error, not on the first record
         lanes = KeyedLanes(stage.max_in_flight)
-        _install_stage(app, topics[stage.source], stage, processor, lanes)
+        _install_stage(app, sources[stage.source], stage, processor, lanes)
         if "sessions" in stage.tables:
             _install_session_reaper(app, raw_tables["sessions"], lanes, send, topology, settings)
     return app
