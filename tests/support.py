@@ -135,3 +135,13 @@ def answered_ids(records: list[KafkaRecord]) -> list[str]:
         elif record.topic == "sf.escalations":
             out.append(data["message_id"])
     return out
+
+
+def read_answers(bootstrap: str, wanted: set[str], timeout_s: float = 90.0) -> list[KafkaRecord]:
+    """Replies and escalations, read until every message in `wanted` has one (or the timeout)."""
+    return read_topics(
+        bootstrap,
+        ["sf.outbound", "sf.escalations"],
+        until=lambda records: wanted <= set(answered_ids(records)),
+        timeout_s=timeout_s,
+    )

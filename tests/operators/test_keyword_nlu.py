@@ -18,9 +18,7 @@ from operators._keywords import (
     simple_sentiment,
 )
 
-BITEXT_CSV = (
-    Path(__file__).resolve().parents[3] / "shared/datasets/bitext-customer-support/bitext_customer_support_4514.csv"
-)
+BITEXT_CSV = Path(__file__).resolve().parents[2] / "datasets/bitext-customer-support/bitext_customer_support_4514.csv"
 REPLIES_PATH = DEFAULT_KEYWORDS_PATH.parent / "replies.yaml"
 ALLOWED_PLACEHOLDERS = {"order_number", "invoice_number", "email", "amount"}
 
@@ -32,8 +30,6 @@ MIN_CONFIDENT_AND_CORRECT = 0.95
 MIN_PER_INTENT_ACCURACY = 0.93
 MIN_ORDER_RECALL = 0.97
 MIN_INVOICE_RECALL = 0.95
-
-needs_bitext = pytest.mark.skipif(not BITEXT_CSV.exists(), reason=f"Bitext data set not found at {BITEXT_CSV}")
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +63,11 @@ def _placeholders(template: str) -> set[str]:
 # --- intent classification ---------------------------------------------------------------------------------------
 
 
-@needs_bitext
 def test_classifier_accuracy_over_whole_bitext_csv_is_high(bitext_predictions: list[tuple[str, str, float]]) -> None:
     accuracy = sum(gold == pred for gold, pred, _ in bitext_predictions) / len(bitext_predictions)
     assert accuracy >= MIN_ACCURACY, f"accuracy {accuracy:.3f}"
 
 
-@needs_bitext
 def test_most_bitext_utterances_are_classified_correctly_with_confidence_above_escalation_threshold(
     bitext_predictions: list[tuple[str, str, float]],
 ) -> None:
@@ -81,7 +75,6 @@ def test_most_bitext_utterances_are_classified_correctly_with_confidence_above_e
     assert confident_and_correct / len(bitext_predictions) >= MIN_CONFIDENT_AND_CORRECT
 
 
-@needs_bitext
 def test_confident_predictions_on_bitext_are_almost_always_right(
     bitext_predictions: list[tuple[str, str, float]],
 ) -> None:
@@ -90,7 +83,6 @@ def test_confident_predictions_on_bitext_are_almost_always_right(
     assert precision >= 0.99, f"precision above 0.85 confidence {precision:.4f}"
 
 
-@needs_bitext
 def test_every_bitext_intent_is_recognised_on_its_own_utterances(
     bitext_predictions: list[tuple[str, str, float]],
 ) -> None:
@@ -104,7 +96,6 @@ def test_every_bitext_intent_is_recognised_on_its_own_utterances(
     assert not weak, f"intents below {MIN_PER_INTENT_ACCURACY}: {weak}"
 
 
-@needs_bitext
 def test_keyword_file_has_rules_for_exactly_the_bitext_intents(
     classifier: KeywordIntentClassifier, bitext_rows: list[dict[str, str]]
 ) -> None:
@@ -234,7 +225,6 @@ def test_emails_are_trusted_more_than_bare_order_numbers() -> None:
     assert by_type["email"] > by_type["order_number"]
 
 
-@needs_bitext
 def test_entity_extraction_finds_the_bitext_order_numbers(bitext_rows: list[dict[str, str]]) -> None:
     rows = [row for row in bitext_rows if row["entity_type"] == "order_id"]
     found = 0
@@ -244,7 +234,6 @@ def test_entity_extraction_finds_the_bitext_order_numbers(bitext_rows: list[dict
     assert found / len(rows) >= MIN_ORDER_RECALL, f"order-number recall {found}/{len(rows)}"
 
 
-@needs_bitext
 def test_entity_extraction_finds_the_bitext_invoice_numbers(bitext_rows: list[dict[str, str]]) -> None:
     rows = [row for row in bitext_rows if row["entity_type"] == "invoice_id"]
     found = sum(
@@ -254,7 +243,6 @@ def test_entity_extraction_finds_the_bitext_invoice_numbers(bitext_rows: list[di
     assert found / len(rows) >= MIN_INVOICE_RECALL, f"invoice-number recall {found}/{len(rows)}"
 
 
-@needs_bitext
 def test_entity_spans_slice_every_bitext_utterance_exactly(bitext_rows: list[dict[str, str]]) -> None:
     for row in bitext_rows:
         text = row["instruction"]
@@ -294,7 +282,6 @@ def test_sentiment_intensifier_strengthens_and_score_stays_in_range() -> None:
 # --- reply templates ---------------------------------------------------------------------------------------------
 
 
-@needs_bitext
 def test_every_bitext_intent_and_out_of_scope_has_a_reply(
     replies: dict[str, dict], bitext_rows: list[dict[str, str]]
 ) -> None:

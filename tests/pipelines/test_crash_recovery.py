@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 from connectors.conversation_view import ConversationView
 from schemas import Escalation, OutboundMessage
 from tests.pipelines.conversations import conversation_traffic
-from tests.support import answered_ids, produce_messages, read_topics
+from tests.support import answered_ids, produce_messages, read_answers, read_topics
 
 
 def test_killed_worker_is_replaced_without_loss_or_double_replies(broker, workers):
@@ -29,12 +29,7 @@ def test_killed_worker_is_replaced_without_loss_or_double_replies(broker, worker
     assert time.monotonic() - killed_at < 90
 
     wanted = {m["message_id"] for m in messages}
-    records = read_topics(
-        broker.bootstrap,
-        ["sf.outbound", "sf.escalations"],
-        until=lambda rs: wanted <= set(answered_ids(rs)),
-        timeout_s=120,
-    )
+    records = read_answers(broker.bootstrap, wanted, timeout_s=120)
     answers = answered_ids(records)
     assert set(answers) == wanted, f"lost: {sorted(wanted - set(answers))[:5]}"
 

@@ -6,7 +6,7 @@ import json
 from collections import defaultdict
 
 from tests.pipelines.conversations import conversation_traffic
-from tests.support import answered_ids, produce_messages, read_topics
+from tests.support import answered_ids, produce_messages, read_answers, read_topics
 
 
 def test_every_message_gets_exactly_one_answer_in_conversation_order(broker, workers):
@@ -16,12 +16,7 @@ def test_every_message_gets_exactly_one_answer_in_conversation_order(broker, wor
     produce_messages(broker.bootstrap, messages)
 
     wanted = {m["message_id"] for m in messages}
-    records = read_topics(
-        broker.bootstrap,
-        ["sf.outbound", "sf.escalations"],
-        until=lambda rs: wanted <= set(answered_ids(rs)),
-        timeout_s=90,
-    )
+    records = read_answers(broker.bootstrap, wanted, timeout_s=90)
     answers = answered_ids(records)
     assert set(answers) == wanted, f"unanswered: {sorted(wanted - set(answers))[:5]}"
     assert len(answers) == len(wanted), "a message was answered twice"

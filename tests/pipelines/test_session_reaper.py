@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from pipelines.settings import PROJECT_DIR
-from tests.support import answered_ids, produce_messages, raw_message, read_topics
+from tests.support import answered_ids, produce_messages, raw_message, read_answers, read_topics
 
 
 def test_idle_session_closes_with_an_event_and_the_next_turn_starts_session_two(broker, workers, tmp_path):
@@ -36,9 +36,5 @@ def test_idle_session_closes_with_an_event_and_the_next_turn_starts_session_two(
     turn = next(json.loads(r.value) for r in events if (json.loads(r.value).get("message") or {}).get("id") == "idle-2")
     assert turn["session_id"] == "idle-s2"
     assert len(closed(events)) >= 1
-    answers = read_topics(
-        broker.bootstrap,
-        ["sf.outbound", "sf.escalations"],
-        until=lambda rs: {"idle-1", "idle-2"} <= set(answered_ids(rs)),
-    )
+    answers = read_answers(broker.bootstrap, {"idle-1", "idle-2"})
     assert sorted(answered_ids(answers)) == ["idle-1", "idle-2"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from pipelines.settings import PROJECT_DIR
-from tests.support import answered_ids, produce_messages, raw_message, read_topics
+from tests.support import answered_ids, produce_messages, raw_message, read_answers
 
 SLOW_SECONDS = 4.0
 
@@ -29,12 +29,7 @@ def test_a_sleeping_conversation_does_not_hold_up_the_rest(broker, workers, tmp_
     started_ms = time.time() * 1000
     produce_messages(broker.bootstrap, slow[:1] + fast + slow[1:])
     wanted = {m["message_id"] for m in fast + slow}
-    records = read_topics(
-        broker.bootstrap,
-        ["sf.outbound", "sf.escalations"],
-        until=lambda rs: wanted <= set(answered_ids(rs)),
-        timeout_s=60,
-    )
+    records = read_answers(broker.bootstrap, wanted, timeout_s=60)
     answers = answered_ids(records)
     answered_at = {a: r.timestamp_ms - started_ms for a, r in zip(answers, records, strict=True)}
     assert set(answered_at) == wanted

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.pipelines.conversations import conversation_traffic
-from tests.support import answered_ids, produce_messages, read_topics
+from tests.support import answered_ids, produce_messages, read_answers
 
 
 def test_stopping_one_of_two_workers_moves_its_conversations_without_loss(broker, workers):
@@ -13,24 +13,14 @@ def test_stopping_one_of_two_workers_moves_its_conversations_without_loss(broker
     half = len(messages) // 2
     produce_messages(broker.bootstrap, messages[:half])
     before = {m["message_id"] for m in messages[:half]}
-    read_topics(
-        broker.bootstrap,
-        ["sf.outbound", "sf.escalations"],
-        until=lambda rs: before <= set(answered_ids(rs)),
-        timeout_s=90,
-    )
+    read_answers(broker.bootstrap, before, timeout_s=90)
     for log_file in workers.tmp_path.glob("worker-*.log"):
         assert "Traceback" not in log_file.read_text()
 
     workers.stop(first)
     produce_messages(broker.bootstrap, messages[half:])
     wanted = {m["message_id"] for m in messages}
-    records = read_topics(
-        broker.bootstrap,
-        ["sf.outbound", "sf.escalations"],
-        until=lambda rs: wanted <= set(answered_ids(rs)),
-        timeout_s=120,
-    )
+    records = read_answers(broker.bootstrap, wanted, timeout_s=120)
     answers = answered_ids(records)
     assert set(answers) == wanted, f"lost: {sorted(wanted - set(answers))[:5]}"
     assert len(answers) == len(wanted), "a graceful hand-over replays nothing"
