@@ -29,11 +29,13 @@ log = logging.getLogger(__name__)
 
 
 class RecordTable:
-    """A faust table seen as a StateTable: records are stored as their JSON bytes.
+    """A faust table seen as a StateTable: str keys, pydantic records stored as their JSON bytes.
 
-    pydantic's Rust (de)serializer does the JSON work, and the parsed record is kept beside the
-    bytes it came from, so a session read on every turn is parsed once per change.
-    Plain values (no record type) are stored as JSON by faust.
+    Keys go to the changelog as their raw UTF-8 bytes, exactly like the source topic's keys, so
+    the producer's partitioner puts a key's state in the partition of the key's records (faust
+    would JSON-encode a str key, and `"alice"` hashes elsewhere than `alice`). pydantic's Rust
+    (de)serializer does the JSON work, and the parsed record is kept beside the bytes it came
+    from, so a session read on every turn is parsed once per change.
     """
 
     def __init__(self, table: faust.Table, record_type: type[Record] | None) -> None:
@@ -42,30 +44,27 @@ class RecordTable:
         self._parsed: dict[str, tuple[Any, Record]] = {}
 
     def get(self, key: str) -> Any:
-        value = self.table.get(key)
+        value = self.table.get(key.encode("utf-8"))
         if value is None or self.record_type is None:
             return value
         cached = self._parsed.get(key)
         if cached is not None and cached[0] is value:
             return cached[1]
-        # written as bytes; faust's recovery hands changelog values back JSON-decoded
-        if isinstance(value, bytes | str):
-            record = self.record_type.model_validate_json(value)
-        else:
-            record = self.record_type.model_validate(value)
+        record = self.record_type.model_validate_json(value)
         self._parsed[key] = (value, record)
         return record
 
     def set(self, key: str, value: Any) -> None:
         if self.record_type is not None and isinstance(value, Record):
             stored = value.model_dump_json().encode("utf-8")
-            self.table[key] = stored
+            self.table[key.encode("utf-8")] = stored
             self._parsed[key] = (stored, value)
         else:
-            self.table[key] = value
+            self.table[key.encode("utf-8")] = value
 
     def items(self) -> list[tuple[str, Any]]:
-        return [(k, self.get(k)) for k in list(self.table.keys())]
+        keys = [k.decode("utf-8") if isinstance(k, bytes) else str(k) for k in list(self.table.keys())]
+        return [(k, self.get(k)) for k in keys]
 
 
 def changelog_topic(app_id: str, table: str) -> str:
@@ -140,7 +139,8 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
             name,
             default=None,
             partitions=partitions[name],
-            schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="raw" if record_name else "json"),
+            key_type=bytes,  # raw: see RecordTable
+            value_type=bytes if record_name else None,
             use_partitioner=True,
         )
         raw_tables[name] = RecordTable(faust_table, record_types()[record_name] if record_name else None)

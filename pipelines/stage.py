@@ -59,15 +59,22 @@ class StagedTable:
         self._writes.clear()
 
 
-async def run_chain(root: Node, record: Record, ctx: OperatorContext) -> list[Record]:
-    """Walk the operators from `root`; return the records the chain ends with (none if dropped)."""
+async def run_chain(root: Node, record: Record, ctx: OperatorContext, timeout_s: float = 30.0) -> list[Record]:
+    """Walk the operators from `root`; return the records the chain ends with (none if dropped).
+
+    Each operator gets `timeout_s`: a hung call would otherwise hold its conversation's lane,
+    and every later offset of its partition, forever.
+    """
     node: Node | None = root
     current: Record = record
     while node is not None:
         operator = node.operator
         started = time.perf_counter()
         try:
-            output = await operator.run(current, ctx)
+            async with asyncio.timeout(timeout_s):
+                output = await operator.run(current, ctx)
+        except TimeoutError:
+            raise OperatorFailed(operator.name, TimeoutError(f"no result within {timeout_s:g}s")) from None
         except Exception as exc:
             raise OperatorFailed(operator.name, exc) from exc
         finally:
@@ -124,7 +131,7 @@ class StageProcessor:
         staged = {name: StagedTable(table) for name, table in self.tables.items()}
         ctx = OperatorContext(tables=staged, clock=self.clock, settings=self.settings)
         try:
-            outputs = await run_chain(self.stage.root, record, ctx)
+            outputs = await run_chain(self.stage.root, record, ctx, self.stage.operator_timeout_s)
         except OperatorFailed as failed:
             log.warning(
                 "stage %s: record %s/%s@%s dead-lettered: %s", self.stage.name, topic, partition, offset, failed

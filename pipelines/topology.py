@@ -40,6 +40,7 @@ class StageSpec(_Spec):
     source: str
     tables: list[str] = Field(default_factory=list)
     max_in_flight: int = Field(default=2000, ge=1, description="records being processed at once in one worker")
+    operator_timeout_s: float = Field(default=30.0, gt=0, description="a slower operator dead-letters the record")
     operators: list[Any]
 
 
@@ -94,6 +95,7 @@ class Stage:
     source: str
     tables: list[str]
     max_in_flight: int
+    operator_timeout_s: float
     root: Node
     sinks: list[str]
 
@@ -198,7 +200,15 @@ class _Compiler:
         root = self.chain(spec, stage_spec.operators, (*base, "operators"), source_type, sinks)
         if root is None:
             return None
-        return Stage(name, stage_spec.source, stage_spec.tables, stage_spec.max_in_flight, root, sorted(set(sinks)))
+        return Stage(
+            name,
+            stage_spec.source,
+            stage_spec.tables,
+            stage_spec.max_in_flight,
+            stage_spec.operator_timeout_s,
+            root,
+            sorted(set(sinks)),
+        )
 
     def chain(
         self, spec: TopologySpec, entries: Any, path: Path_, given: type[Record] | None, sinks: list[str]

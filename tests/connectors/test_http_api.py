@@ -12,15 +12,22 @@ import httpx
 import pytest
 
 from connectors.kafka import consume_all, make_reader
+from pipelines.embedded import EmbeddedBroker
 from pipelines.settings import Settings
 from pipelines.stack import Stack
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Workers and ingress against a configured cluster (a tansu the test starts), not the embedded one."""
     data_dir: Path = tmp_path_factory.mktemp("stack")
-    with Stack(Settings(data_dir=data_dir, http_port=0)) as running:
-        yield running
+    with EmbeddedBroker(log_file=data_dir / "tansu.log") as broker:
+        settings = Settings(
+            data_dir=data_dir, http_port=0, kafka_bootstrap_servers=broker.bootstrap, kafka_exact_offsets=True
+        )
+        with Stack(settings) as running:
+            assert running.broker is None, "the stack used the configured cluster"
+            yield running
 
 
 @pytest.fixture

@@ -162,6 +162,18 @@ def test_run_serves_chat_and_ctrl_c_leaves_no_process_behind(tmp_path):
         assert said.returncode == 0, said.stdout + said.stderr
         assert "1234567" in said.stdout
 
+        chatted = subprocess.run(
+            [sys.executable, "-m", "pipelines.cli", "chat", "--customer", "cli-2", "--channel", "sms"],
+            env=env,
+            input="how do I get a refund?\n\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert chatted.returncode == 0, chatted.stdout + chatted.stderr
+        assert f"via http://127.0.0.1:{port}" in chatted.stdout, "chat found the running stack"
+        assert "agent>" in chatted.stdout and "refund" in chatted.stdout.split("agent>", 1)[1].lower()
+
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
         assert process.returncode == 0, output[-2000:]

@@ -6,7 +6,7 @@ import json
 from collections import defaultdict
 
 from tests.pipelines.conversations import conversation_traffic
-from tests.support import answered_ids, produce_messages, read_answers, read_topics
+from tests.support import answered_ids, produce_messages, raw_message, read_answers, read_topics
 
 
 def test_every_message_gets_exactly_one_answer_in_conversation_order(broker, workers):
@@ -59,3 +59,31 @@ def test_every_turn_emits_one_event_with_the_design_schema(broker, workers):
         assert event["metadata"]["latency_ms"] >= 0
     sessions = {e["customer_id"]: e["session_id"] for e in events}
     assert len(sessions) == 4, "one session per customer"
+
+
+def test_one_customer_keeps_one_session_across_channels(broker, workers):
+    workers.start()
+    turns = [
+        raw_message("omni-1", "webchat", "web-alice", "where is my order 1234567?", customer_id="alice"),
+        raw_message("omni-2", "sms", "+15550001111", "when will order 1234567 arrive?", customer_id="alice"),
+        raw_message("omni-3", "sms", "+15550001111", "how do I get a refund?"),  # no id: the phone is known now
+    ]
+    for turn in turns:  # one after another: across channels there is no order to keep otherwise
+        produce_messages(broker.bootstrap, [turn])
+        read_answers(broker.bootstrap, {turn["message_id"]})
+
+    events = read_topics(broker.bootstrap, ["sf.events"], until=lambda rs: len(rs) >= 3)
+    by_message = {json.loads(r.value)["message"]["id"]: json.loads(r.value) for r in events}
+    assert {e["customer_id"] for e in by_message.values()} == {"alice"}
+    assert {e["session_id"] for e in by_message.values()} == {"alice-s1"}
+    assert [by_message[f"omni-{i}"]["channel"] for i in (1, 2, 3)] == ["webchat", "sms", "sms"]
+
+    changelog = read_topics(broker.bootstrap, ["supportflow-sessions-changelog"], until=lambda rs: False, timeout_s=3)
+    writes = [r for r in changelog if r.key == b"alice"]
+    session = json.loads(writes[-1].value)
+    assert session["turn_count"] == 3 and session["channels"] == ["webchat", "sms"]
+
+    # the state lives in the partition of the customer's messages, so whichever worker owns
+    # those messages also recovers the customer's session
+    messages = read_topics(broker.bootstrap, ["sf.messages"], until=lambda rs: len(rs) >= 3)
+    assert {r.partition for r in messages} == {r.partition for r in writes}

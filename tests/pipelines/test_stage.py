@@ -1,0 +1,98 @@
+"""StageProcessor on its own: outputs before state, dead letters with reasons, timeouts.
+
+`send` here is a list that records what would go to Kafka; the Kafka path itself is covered by
+the end-to-end tests against a real broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from operators.base import Operator
+from operators.protocols import DictTable, OperatorContext
+from pipelines.stage import StageProcessor
+from pipelines.topology import load_topology
+from schemas import RawInbound
+
+
+class HangOnHang(Operator[RawInbound, RawInbound]):
+    """Never answers for the text 'hang': stands in for a stuck backend call."""
+
+    name = "hang_on_hang"
+    input_type = RawInbound
+    output_type = RawInbound
+
+    async def run(self, record: RawInbound, ctx: OperatorContext) -> RawInbound:
+        if record.text == "hang":
+            await asyncio.sleep(3600)
+        return record
+
+
+TOPOLOGY = """
+version: 1
+topics:
+  sf.ingress:  {partitions: 1, record: RawInbound}
+  sf.messages: {partitions: 1, record: Message}
+  sf.outbound: {partitions: 1, record: OutboundMessage}
+  sf.escalations: {partitions: 1, record: Escalation}
+  sf.events:   {partitions: 1, record: ConversationEvent}
+  sf.dlq:      {partitions: 1, record: DeadLetter}
+tables:
+  identities: {}
+  seen: {}
+  sessions: {record: SessionContext}
+stages:
+  ingest:
+    source: sf.ingress
+    tables: [identities, seen]
+    operator_timeout_s: 0.2
+    operators:
+      - tests.pipelines.test_stage:HangOnHang
+      - normalize
+"""
+
+
+class Sent(list):
+    async def __call__(self, topic: str, key: str | None, value: bytes) -> None:
+        self.append((topic, key, json.loads(value)))
+
+
+def processor(tmp_path: Path) -> tuple[StageProcessor, Sent, dict[str, DictTable]]:
+    path = tmp_path / "topology.yaml"
+    path.write_text(TOPOLOGY)
+    topology = load_topology(path)
+    stage = topology.stages["ingest"]
+    sent = Sent()
+    tables = {"identities": DictTable(), "seen": DictTable()}
+    return StageProcessor(stage, RawInbound, topology.topic_for, "sf.dlq", tables, sent), sent, tables
+
+
+def raw(text: str) -> bytes:
+    return RawInbound(message_id="m-1", channel="sms", sender="+1555", text=text).to_bytes()
+
+
+async def test_outputs_are_sent_and_then_state_is_written(tmp_path):
+    stage, sent, tables = processor(tmp_path)
+    assert await stage.process(raw("hello"), b"sms:+1555", "sf.ingress", 0, 7) == "emitted"
+    [(topic, key, message)] = sent
+    assert topic == "sf.messages" and key == message["customer_id"]
+    assert tables["identities"]["sms:+1555"] == message["customer_id"]
+
+
+async def test_a_hung_operator_is_dead_lettered_after_the_stage_timeout(tmp_path):
+    stage, sent, tables = processor(tmp_path)
+    outcome = await asyncio.wait_for(stage.process(raw("hang"), b"k", "sf.ingress", 0, 8), 5)
+    assert outcome == "dead_lettered"
+    [(topic, _, letter)] = sent
+    assert topic == "sf.dlq" and letter["operator"] == "hang_on_hang"
+    assert letter["error_type"] == "TimeoutError" and "no result within 0.2s" in letter["error"]
+    assert not tables["identities"], "a failed record writes no state"
+
+
+async def test_undecodable_record_is_dead_lettered_at_decode(tmp_path):
+    stage, sent, _ = processor(tmp_path)
+    assert await stage.process(b"\xff{", None, "sf.ingress", 0, 9) == "dead_lettered"
+    [(_, _, letter)] = sent
+    assert letter["operator"] == "decode" and letter["offset"] == 9
