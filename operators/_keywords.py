@@ -124,26 +124,16 @@ class _Rule:
             raise ValueError(f"keyword rule {source!r}: empty, or starts/ends with a gap")
         return cls(source, weight, words=words)
 
-    def matches(self, tokens: list[str], lowered: str) -> bool:
-        if self.regex is not None:
-            return self.regex.search(lowered) is not None
-        # Most rules fail on their first word; testing it through the cached word matcher before
-        # entering the backtracking search keeps classification cheap on the per-message hot path.
-        first = self.words[0]
-        return any(
-            self._match_at(tokens, start + 1, 1) for start, token in enumerate(tokens) if _word_matches(first, token)
-        )
-
-    def _match_at(self, tokens: list[str], pos: int, widx: int) -> bool:
+    def match_from(self, tokens: list[str], pos: int, widx: int) -> bool:
         """Backtracking match of self.words[widx:] starting at tokens[pos]; `..` skips 0-3 tokens."""
         if widx == len(self.words):
             return True
         word = self.words[widx]
         if word == _GAP:
-            return any(self._match_at(tokens, pos + skip, widx + 1) for skip in range(_MAX_GAP + 1))
+            return any(self.match_from(tokens, pos + skip, widx + 1) for skip in range(_MAX_GAP + 1))
         if pos >= len(tokens) or not _word_matches(word, tokens[pos]):
             return False
-        return self._match_at(tokens, pos + 1, widx + 1)
+        return self.match_from(tokens, pos + 1, widx + 1)
 
 
 class KeywordIntentClassifier:
@@ -244,11 +234,11 @@ class KeywordIntentClassifier:
         for pos, tok in enumerate(tokens):
             for word in self._first_words(tok):
                 for intent, rule in self._rules_by_first[word]:
-                    if id(rule) not in matched and rule._match_at(tokens, pos + 1, 1):
+                    if id(rule) not in matched and rule.match_from(tokens, pos + 1, 1):
                         matched.add(id(rule))
                         totals[intent] = totals.get(intent, 0.0) + rule.weight
         for intent, rule in self._regex_rules:
-            if rule.matches(tokens, lowered):
+            if rule.regex is not None and rule.regex.search(lowered):
                 totals[intent] = totals.get(intent, 0.0) + rule.weight
         return {intent: score for intent, score in totals.items() if score > 0}
 
