@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "AsyncProducer",
     "BackgroundReader",
+    "DeliveryRejected",
     "KafkaRecord",
     "TopicPlan",
     "consume_all",
@@ -151,6 +152,28 @@ def consume_all(consumer: Consumer, idle_s: float, max_s: float) -> Iterator[Kaf
         yield KafkaRecord(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), msg.timestamp()[1])
 
 
+PERMANENT_ERRORS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError._INVALID_ARG,
+    }
+)
+"""Errors no retry can cure. Everything else (a broker away, a timeout) is retried, never dropped."""
+
+
+class DeliveryRejected(Exception):
+    """The cluster will never accept this record as it is."""
+
+
+def _as_exception(error: KafkaError) -> Exception:
+    if error.code() in PERMANENT_ERRORS:
+        return DeliveryRejected(error.str())
+    return KafkaException(error)
+
+
 class AsyncProducer:
     """confluent-kafka's producer for asyncio code: `send` resolves once the broker has the record.
 
@@ -186,6 +209,8 @@ class AsyncProducer:
                 break
             except BufferError:  # local queue full: let deliveries drain
                 await asyncio.sleep(0.01)
+            except KafkaException as exc:  # refused before it left, e.g. larger than message.max.bytes
+                raise _as_exception(exc.args[0]) from None
         await done
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -204,7 +229,7 @@ def _resolve_all(batch: list[tuple[asyncio.Future[None], KafkaError | None]]) ->
         if error is None:
             future.set_result(None)
         else:
-            future.set_exception(KafkaException(error))
+            future.set_exception(_as_exception(error))
 
 
 class BackgroundReader:

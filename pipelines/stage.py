@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from connectors.kafka import DeliveryRejected
 from operators.protocols import OperatorContext, StateTable
 from pipelines.metrics import DELIVERY_RETRIES, OPERATOR_SECONDS, RECORDS, STAGE_SECONDS
 from pipelines.topology import Node, Stage
@@ -138,7 +139,14 @@ class StageProcessor:
             )
             await self.dead_letter(value, key, topic, partition, offset, failed.operator, failed.error)
             return "dead_lettered"
-        await self.deliver(outputs)
+        try:
+            await self.deliver(outputs)
+        except DeliveryRejected as rejected:
+            log.warning(
+                "stage %s: output of %s/%s@%s rejected: %s", self.stage.name, topic, partition, offset, rejected
+            )
+            await self.dead_letter(value, key, topic, partition, offset, "deliver", rejected)
+            return "dead_lettered"
         for table in staged.values():
             table.commit()
         outcome = "emitted" if outputs else "dropped"
@@ -161,11 +169,14 @@ class StageProcessor:
         await asyncio.gather(*sends)
 
     async def _send_with_retry(self, topic: str, key: str | None, value: bytes) -> None:
+        """Retry until the broker has it; only a record the cluster will never take is given up on."""
         delay = 0.1
         while True:
             try:
                 await self.send(topic, key, value)
                 return
+            except DeliveryRejected:
+                raise
             except Exception as exc:  # the broker is away: keep the record, never drop it
                 DELIVERY_RETRIES.labels(self.stage.name).inc()
                 log.warning(
@@ -199,7 +210,19 @@ class StageProcessor:
             original=original.decode("utf-8", "replace"),
             original_b64=base64.b64encode(original).decode("ascii"),
         )
-        await self._send_with_retry(self.dead_letter_topic, text_key, letter.to_bytes())
+        try:
+            await self._send_with_retry(self.dead_letter_topic, text_key, letter.to_bytes())
+        except DeliveryRejected:
+            # Too large even as a dead letter: keep the reason and where the original still is.
+            slim = letter.model_copy(
+                update={
+                    "original": "",
+                    "original_b64": "",
+                    "error": f"{letter.error} (original {len(original)} bytes left out; "
+                    f"it stays at {topic}/{partition}@{offset})",
+                }
+            )
+            await self._send_with_retry(self.dead_letter_topic, text_key, slim.to_bytes())
         RECORDS.labels(self.stage.name, "dead_lettered").inc()
 
 

@@ -1,7 +1,7 @@
 """StageProcessor on its own: outputs before state, dead letters with reasons, timeouts.
 
-`send` here is a list that records what would go to Kafka; the Kafka path itself is covered by
-the end-to-end tests against a real broker.
+Most tests give the stage a `send` that records what would go to Kafka (the Kafka path itself is
+covered end to end against a real broker); the rejected-output test uses a real producer and broker.
 """
 
 from __future__ import annotations
@@ -96,3 +96,25 @@ async def test_undecodable_record_is_dead_lettered_at_decode(tmp_path):
     assert await stage.process(b"\xff{", None, "sf.ingress", 0, 9) == "dead_lettered"
     [(_, _, letter)] = sent
     assert letter["operator"] == "decode" and letter["offset"] == 9
+
+
+async def test_an_output_the_cluster_will_never_take_is_dead_lettered_not_retried_forever(broker, tmp_path):
+    from connectors.kafka import AsyncProducer, TopicPlan, create_topics
+    from tests.support import read_topics
+
+    conf = {"bootstrap.servers": broker.bootstrap}
+    create_topics(conf, [TopicPlan("sf.messages", 1), TopicPlan("sf.dlq", 1)])
+    stage, _, tables = processor(tmp_path)
+    producer = AsyncProducer(conf, **{"message.max.bytes": 1500})  # a small limit stands in for the broker's
+    stage.send = producer.send
+    try:
+        outcome = await asyncio.wait_for(stage.process(raw("x" * 1400), b"k", "sf.ingress", 0, 11), 30)
+    finally:
+        producer.close()
+    assert outcome == "dead_lettered"
+    [letter] = [json.loads(r.value) for r in read_topics(broker.bootstrap, ["sf.dlq"], until=lambda rs: bool(rs))]
+    assert letter["operator"] == "deliver" and "too large" in letter["error"].lower()
+    assert "stays at sf.ingress/0@11" in letter["error"], (
+        "the letter itself was too large: it says where the original is"
+    )
+    assert not tables["identities"], "a rejected record writes no state"
