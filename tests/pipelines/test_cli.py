@@ -210,3 +210,32 @@ def test_ingress_command_publishes_to_a_configured_cluster(broker, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_bench_measures_both_phases_and_writes_json(tmp_path):
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "bench",
+            "--messages",
+            "60",
+            "--conversations",
+            "12",
+            "--out",
+            str(out),
+        ],
+        env=clean_env(SUPPORTFLOW_DATA_DIR=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    results = json.loads(out.read_text())
+    throughput, latency = results["throughput"], results["latency_at_half_rate"]
+    assert throughput["answered"] == throughput["messages"] == 60 and throughput["throughput_per_s"] > 0
+    assert latency["answered"] == 60
+    assert latency["offered_rate_per_s"] == throughput["throughput_per_s"] / 2
+    assert 0 < latency["latency_ms"]["p50"] <= latency["latency_ms"]["p99"]
