@@ -116,7 +116,7 @@ def create_app(
                 body, 413, f"text is {len(inbound.text)} characters; the limit is {limits.max_text_chars}"
             )
         request.state.channel = inbound.channel
-        message_id = inbound.message_id or _new_message_id(inbound)
+        message_id = inbound.message_id or f"m-{uuid.uuid4().hex}"
         raw = RawInbound(
             message_id=message_id,
             channel=inbound.channel,
@@ -191,8 +191,3 @@ def create_app(
         ],
         lifespan=lifespan,
     )
-
-
-def _new_message_id(_: InboundRequest) -> str:
-    """A fresh id per request; provider retries are recognised by `provider_message_id` in normalize."""
-    return f"m-{uuid.uuid4().hex}"

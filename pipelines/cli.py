@@ -57,6 +57,18 @@ def settings(**overrides: object) -> Settings:
         raise typer.Exit(2) from None
 
 
+def cluster_settings(command: str) -> Settings:
+    """Settings for a command that joins an existing cluster rather than starting the embedded one."""
+    s = settings()
+    if s.embedded:
+        err.print(
+            f"[red]{command} needs KAFKA_BOOTSTRAP_SERVERS[/red] (or use `supportflow run` for the embedded stack)"
+        )
+        raise typer.Exit(2)
+    _logging(s.log_level)
+    return s
+
+
 def _logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -111,11 +123,7 @@ def worker(
     """Run one stream worker against KAFKA_BOOTSTRAP_SERVERS (start as many as you need)."""
     from pipelines.worker import run_worker
 
-    s = settings()
-    if s.embedded:
-        err.print("[red]worker needs KAFKA_BOOTSTRAP_SERVERS[/red] (or use `supportflow run` for the embedded stack)")
-        raise typer.Exit(2)
-    _logging(s.log_level)
+    s = cluster_settings("worker")
     run_worker(s, stage or None, ready_file)
 
 
@@ -130,11 +138,7 @@ def ingress(
     from pipelines.runtime import ensure_topics
     from pipelines.topology import load_topology
 
-    s = settings()
-    if s.embedded:
-        err.print("[red]ingress needs KAFKA_BOOTSTRAP_SERVERS[/red] (or use `supportflow run` for the embedded stack)")
-        raise typer.Exit(2)
-    _logging(s.log_level)
+    s = cluster_settings("ingress")
     topology = load_topology(s.topology_file)
     ensure_topics(s, topology)
     uvicorn.run(build_ingress(s, topology), host=s.http_host, port=port or s.http_port, log_level="info")
