@@ -239,3 +239,19 @@ def test_bench_measures_both_phases_and_writes_json(tmp_path):
     assert latency["answered"] == 60
     assert latency["offered_rate_per_s"] == throughput["throughput_per_s"] / 2
     assert 0 < latency["latency_ms"]["p50"] <= latency["latency_ms"]["p99"]
+
+
+def test_chat_starts_the_embedded_stack_when_none_is_running(tmp_path):
+    env = clean_env(SUPPORTFLOW_DATA_DIR=str(tmp_path), SUPPORTFLOW_HTTP_PORT="0")
+    said = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "chat", "--say", "I want to talk to a human", "--customer", "solo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert said.returncode == 0, said.stdout + said.stderr
+    assert "handed to a human agent: customer_requested_human" in said.stdout
+    assert not (tmp_path / "stack.json").exists(), "the stack it started is gone again"
+    leftovers = subprocess.run(["pgrep", "-f", f"tansu|{tmp_path}"], capture_output=True, text=True).stdout.split()
+    assert not leftovers, f"left behind: {leftovers}"
