@@ -5,7 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test demo bench lint clean
+# Servers the test suite starts itself, from Debian packages (the Kafka broker comes in a wheel).
+TEST_SERVERS := redis-server
+
+.PHONY: run test demo bench clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("supportflow needs Python 3.11+" if sys.version_info < (3, 11) else 0)'
@@ -17,7 +20,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/supportflow run
 
-test: $(STAMP)
+system-deps:
+	@missing=""; for b in $(TEST_SERVERS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (Debian packages the tests start)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest

@@ -1,8 +1,9 @@
 """The HTTP ingress: accept a message for any channel, publish it raw, read replies back.
 
-It authenticates nothing yet and does no AI work: it validates, publishes to `sf.ingress`, and
-answers. A rejected request is answered with a clear 4xx and also kept on the dead-letter
-topic with its reason, so nothing a client sent is lost.
+It authenticates nothing yet and does no AI work: it validates, rate-limits per channel and
+sender, publishes to `sf.ingress`, and answers. A rejected request is answered with a clear 4xx
+and also kept on the dead-letter topic with its reason, so nothing a client sent is lost; a
+rate-limited one gets 429 with Retry-After, for the client (or provider) to send again.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from connectors.conversation_view import ConversationView
+from connectors.rate_limit import InProcessRateLimiter, RateLimiter, retry_after_header
 from schemas import Channel, DeadLetter, RawInbound
 
 Publish = Callable[[str, str | None, bytes], Awaitable[None]]
@@ -69,7 +71,10 @@ def create_app(
     view: ConversationView,
     limits: IngressLimits,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+    rate_limiter: RateLimiter | None = None,
 ) -> Starlette:
+    limiter = rate_limiter or InProcessRateLimiter()
+
     async def reject(body: bytes, status: int, message: str, details: Sequence[Any] = ()) -> JSONResponse:
         letter = DeadLetter(
             dead_letter_id="d-" + uuid.uuid4().hex[:24],
@@ -116,6 +121,13 @@ def create_app(
                 body, 413, f"text is {len(inbound.text)} characters; the limit is {limits.max_text_chars}"
             )
         request.state.channel = inbound.channel
+        decision = await limiter.allow(inbound.channel, inbound.sender)
+        if not decision.allowed:
+            response = _error(
+                429, f"too many {inbound.channel} messages from this sender; retry in {decision.retry_after_s:.0f}s"
+            )
+            response.headers["Retry-After"] = retry_after_header(decision)
+            return response
         message_id = inbound.message_id or f"m-{uuid.uuid4().hex}"
         raw = RawInbound(
             message_id=message_id,

@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from connectors.conversation_view import ConversationView
 from connectors.http_api import IngressLimits, create_app
 from connectors.kafka import AsyncProducer, BackgroundReader, KafkaRecord
+from connectors.rate_limit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
 from pipelines.settings import Settings
 from pipelines.topology import Topology
 from schemas import Escalation, Message, OutboundMessage, RawInbound
@@ -27,6 +28,11 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
         dead_letter_topic=topology.spec.dead_letter_topic,
         max_text_chars=settings.http_max_text_chars,
         max_body_bytes=settings.http_max_body_bytes,
+    )
+    limiter: RateLimiter = (
+        RedisRateLimiter(settings.redis_url, settings.rate_limits)
+        if settings.redis_url
+        else InProcessRateLimiter(settings.rate_limits)
     )
     producer = AsyncProducer(conf)  # no changelog is written here, so batching is safe even on tansu
 
@@ -48,7 +54,8 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
         finally:
             reader.close()
             producer.close()
+            await limiter.close()
 
-    app = create_app(producer.send, view, limits, lifespan=lifespan)
+    app = create_app(producer.send, view, limits, lifespan=lifespan, rate_limiter=limiter)
     app.state.view = view
     return app

@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from connectors.rate_limit import DEFAULT_LIMITS, RateLimit
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 CONFIG_ENV = "SUPPORTFLOW_CONFIG_FILE"
 
@@ -53,6 +55,12 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     http_max_text_chars: int = Field(default=4000, gt=0)
     http_max_body_bytes: int = Field(default=64_000, gt=0)
+    redis_url: str | None = Field(
+        default=None, description="redis://host:port/db for rate limits shared by ingress replicas; unset: in process"
+    )
+    rate_limits: dict[str, RateLimit] = Field(
+        default_factory=lambda: dict(DEFAULT_LIMITS), description="per channel: {requests: N, per_seconds: S}"
+    )
     embedded_broker_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
     workers: int = Field(default=1, ge=1, le=16, description="stream workers started by `supportflow run`")
     worker_metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port per worker; 0: off")
@@ -105,6 +113,10 @@ class Settings(BaseSettings):
                 value = "**********"
             elif isinstance(value, Path):
                 value = str(value)
+            elif name == "redis_url" and value and "@" in value:
+                value = "redis://**********@" + value.rsplit("@", 1)[1]
+            elif name == "rate_limits":
+                value = {channel: limit.model_dump() for channel, limit in value.items()}
             out[name] = value
         return out
 

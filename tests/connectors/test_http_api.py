@@ -18,12 +18,16 @@ from pipelines.stack import Stack
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Workers and ingress against a configured cluster (a tansu the test starts), not the embedded one."""
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
+    """Workers and ingress against configured servers (a tansu and a Redis the tests start), not embedded ones."""
     data_dir: Path = tmp_path_factory.mktemp("stack")
     with EmbeddedBroker(log_file=data_dir / "tansu.log") as broker:
         settings = Settings(
-            data_dir=data_dir, http_port=0, kafka_bootstrap_servers=broker.bootstrap, kafka_exact_offsets=True
+            data_dir=data_dir,
+            http_port=0,
+            kafka_bootstrap_servers=broker.bootstrap,
+            kafka_exact_offsets=True,
+            redis_url=redis_url,
         )
         with Stack(settings) as running:
             assert running.broker is None, "the stack used the configured cluster"
@@ -129,3 +133,14 @@ def test_health_and_metrics(http):
     assert http.get("/healthz").json() == {"status": "ok"}
     metrics = http.get("/metrics").text
     assert 'supportflow_ingress_requests_total{channel="webchat",status="202"}' in metrics
+
+
+def test_a_sender_over_the_channel_limit_gets_429_with_retry_after(http):
+    body = {"channel": "sms", "sender": "+15557770000", "text": "where is my order 1234567?"}
+    statuses = [http.post("/v1/messages", json=body).status_code for _ in range(11)]
+    assert statuses == [202] * 10 + [429], "SMS allows 10 a minute per sender"
+    refused = http.post("/v1/messages", json=body)
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 6
+    assert "too many sms messages" in refused.json()["error"]
+    other = http.post("/v1/messages", json={**body, "sender": "+15557770001"})
+    assert other.status_code == 202, "another sender is not affected"

@@ -30,9 +30,13 @@ def test_config_show_masks_secrets(monkeypatch):
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1:9092,kafka-2:9092")
     monkeypatch.setenv("SUPPORTFLOW_KAFKA_SASL_MECHANISM", "PLAIN")
     monkeypatch.setenv("SUPPORTFLOW_KAFKA_SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("SUPPORTFLOW_REDIS_URL", "redis://:s3cret@cache:6379/0")
+    monkeypatch.setenv("SUPPORTFLOW_RATE_LIMITS", '{"sms": {"requests": 5, "per_seconds": 60}}')
     result = runner.invoke(app, ["config", "show", "--json"])
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)
+    assert shown["redis_url"] == "redis://**********@cache:6379/0" and "s3cret" not in result.output
+    assert shown["rate_limits"] == {"sms": {"requests": 5, "per_seconds": 60.0}}
     assert shown["kafka_bootstrap_servers"] == "kafka-1:9092,kafka-2:9092"
     assert shown["kafka_sasl_password"] == "**********" and "hunter2" not in result.output
 
