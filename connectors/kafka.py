@@ -43,7 +43,7 @@ class TopicPlan:
 
 def wait_for_broker(conf: dict[str, Any], timeout_s: float = 30.0) -> None:
     """Block until the cluster answers a metadata request, or raise with the last error."""
-    admin = AdminClient(conf)
+    admin = AdminClient({**conf, "logger": log})
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -62,7 +62,7 @@ def create_topics(conf: dict[str, Any], topics: Iterable[TopicPlan], timeout_s: 
     Brokers may auto-create an unknown topic with a default partition count on first use, which
     would silently break co-partitioning with the state tables; so topics are made up front.
     """
-    admin = AdminClient(conf)
+    admin = AdminClient({**conf, "logger": log})
     existing = admin.list_topics(timeout=timeout_s).topics
     wanted = list(topics)
     created: list[str] = []
@@ -90,6 +90,7 @@ def make_producer(conf: dict[str, Any], exact_offsets: bool = False, **extra: An
     """A producer that keys like faust does; `exact_offsets` sends one record per batch (tansu)."""
     settings = {
         **conf,
+        "logger": log,  # librdkafka's messages go through logging, not straight to stderr
         "log.connection.close": False,
         "partitioner": "murmur2_random",
         "linger.ms": 2,
@@ -124,6 +125,7 @@ def make_reader(
         {
             **conf,
             "group.id": "supportflow-reader",
+            "logger": log,
             "enable.auto.commit": False,
             "log.connection.close": False,
             "fetch.wait.max.ms": fetch_max_wait_ms,
