@@ -113,6 +113,15 @@ def test_demo_plays_the_script_and_prints_a_json_summary(tmp_path):
     assert 0 < summary["latency_ms_p50"] <= summary["latency_ms_p99"]
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting for its new parent to reap it."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in status
+
+
 def descendants(pid: int) -> set[int]:
     found: set[int] = set()
     frontier = [pid]
@@ -183,7 +192,7 @@ def test_run_serves_chat_and_ctrl_c_leaves_no_process_behind(tmp_path):
         assert process.returncode == 0, output[-2000:]
         assert "supportflow is running" in output and "stopped." in output
         time.sleep(0.5)
-        alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+        alive = [pid for pid in children if running(pid)]
         assert not alive, f"left behind: {alive}"
     finally:
         if process.poll() is None:
@@ -259,3 +268,28 @@ def test_chat_starts_the_embedded_stack_when_none_is_running(tmp_path):
     assert not (tmp_path / "stack.json").exists(), "the stack it started is gone again"
     leftovers = subprocess.run(["pgrep", "-f", f"tansu|{tmp_path}"], capture_output=True, text=True).stdout.split()
     assert not leftovers, f"left behind: {leftovers}"
+
+
+def test_children_die_with_run_even_when_it_is_killed(tmp_path):
+    port = free_port()
+    env = clean_env(SUPPORTFLOW_DATA_DIR=str(tmp_path), SUPPORTFLOW_HTTP_PORT=str(port))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        assert process.poll() is None and time.monotonic() < deadline, "run did not come up"
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).raise_for_status()
+            break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    children = descendants(process.pid)
+    assert len(children) >= 2
+    process.kill()
+    process.wait(timeout=10)
+    deadline = time.monotonic() + 20
+    while any(running(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = [pid for pid in children if running(pid)]
+    assert not alive, f"left behind after SIGKILL: {alive}"
