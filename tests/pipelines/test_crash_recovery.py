@@ -31,7 +31,7 @@ def test_killed_worker_is_replaced_without_loss_or_double_replies(broker, worker
     wanted = {m["message_id"] for m in messages}
     records = read_answers(broker.bootstrap, wanted, timeout_s=120)
     answers = answered_ids(records)
-    assert set(answers) == wanted, f"lost: {sorted(wanted - set(answers))[:5]}"
+    assert set(answers) == wanted, where_lost(broker.bootstrap, sorted(wanted - set(answers)))
 
     # a replayed turn may reach the topic again, but always under the same derived id ...
     ids_per_message: dict[str, set[str]] = defaultdict(set)
@@ -56,3 +56,17 @@ def test_killed_worker_is_replaced_without_loss_or_double_replies(broker, worker
         latest[record.key.decode()] = json.loads(record.value)
     assert len(latest) == 40
     assert {s["turn_count"] for s in latest.values()} == {5}, "turn counts survived the crash, none counted twice"
+
+
+def where_lost(bootstrap: str, lost: list[str]) -> str:
+    """Say how far each unanswered message got, so a failure points at the stage that dropped it."""
+    topics = ["sf.messages", "sf.dlq", "supportflow-sessions-changelog"]
+    records = read_topics(bootstrap, topics, until=lambda rs: False, timeout_s=3)
+    normalized = {json.loads(r.value)["message_id"] for r in records if r.topic == "sf.messages"}
+    dead = [r.value.decode(errors="replace")[:200] for r in records if r.topic == "sf.dlq"]
+    remembered = set()
+    for r in records:
+        if r.topic == "supportflow-sessions-changelog":
+            remembered |= set(json.loads(r.value)["recent_message_ids"])
+    lines = [f"{m}: on sf.messages={m in normalized}, in a session's answered ids={m in remembered}" for m in lost[:5]]
+    return "unanswered messages:\n" + "\n".join(lines) + f"\ndead letters: {dead[:3]}"
