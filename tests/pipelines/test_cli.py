@@ -113,6 +113,19 @@ def test_demo_plays_the_script_and_prints_a_json_summary(tmp_path):
     assert 0 < summary["latency_ms_p50"] <= summary["latency_ms_p99"]
 
 
+def wait_until_healthy(process: subprocess.Popen, port: int, timeout_s: float = 120) -> None:
+    """Until the HTTP ingress the process serves answers /healthz; fail if the process dies first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert process.poll() is None, f"exited with {process.returncode} before serving"
+        assert time.monotonic() < deadline, f"nothing answered on port {port} within {timeout_s:.0f}s"
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).raise_for_status()
+            return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+
+
 def running(pid: int) -> bool:
     """Alive and not a zombie waiting for its new parent to reap it."""
     try:
@@ -145,14 +158,7 @@ def test_run_serves_chat_and_ctrl_c_leaves_no_process_behind(tmp_path):
         text=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert time.monotonic() < deadline, "run did not come up"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
+        wait_until_healthy(process, port)
         children = descendants(process.pid)
         assert len(children) >= 2, "a broker and a worker run as children"
 
@@ -206,14 +212,7 @@ def test_ingress_command_publishes_to_a_configured_cluster(broker, tmp_path):
     env = clean_env(KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, SUPPORTFLOW_HTTP_PORT=str(port))
     process = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "ingress"], env=env, stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None and time.monotonic() < deadline, "ingress did not come up"
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_until_healthy(process, port)
         body = {"channel": "email", "sender": "ana@example.com", "text": "where is my invoice?"}
         message_id = httpx.post(f"http://127.0.0.1:{port}/v1/messages", json=body).json()["message_id"]
         records = read_topics(broker.bootstrap, ["sf.ingress"], until=lambda rs: len(rs) >= 1, timeout_s=20)
@@ -276,14 +275,7 @@ def test_children_die_with_run_even_when_it_is_killed(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None and time.monotonic() < deadline, "run did not come up"
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).raise_for_status()
-            break
-        except httpx.HTTPError:
-            time.sleep(0.3)
+    wait_until_healthy(process, port)
     children = descendants(process.pid)
     assert len(children) >= 2
     process.kill()
