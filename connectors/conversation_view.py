@@ -42,12 +42,10 @@ class ConversationView:
         self._waiters: dict[str, list[asyncio.Future[ViewItem]]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.max_conversations, self.max_items = max_conversations, max_items
-        self.duplicates_ignored = 0
 
     def add(self, item: ViewItem) -> bool:
         """Record an item once; return False for a duplicate id."""
         if item.id in self._seen:
-            self.duplicates_ignored += 1
             return False
         self._remember(self._seen, item.id, None, self.max_conversations * 10)
         conversation = self._conversations.get(item.conversation_id) or _Conversation()

@@ -10,7 +10,7 @@ the dead-letter topic with the operator's name and the error; the stream goes on
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -49,14 +49,3 @@ class Operator(Generic[In, Out]):
 
     async def run(self, record: In, ctx: OperatorContext) -> Out | None:
         raise NotImplementedError
-
-    @classmethod
-    def describe(cls) -> dict[str, Any]:
-        return {
-            "name": cls.name,
-            "input": cls.input_type.__name__,
-            "output": cls.output_type.__name__,
-            "branches": list(cls.branches),
-            "emits": [t.__name__ for t in cls.emits],
-            "doc": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
-        }

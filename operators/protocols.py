@@ -7,7 +7,7 @@ faust table in production and tests, a dict in unit tests) and passes them in th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -46,7 +46,6 @@ class OperatorContext:
     tables: Mapping[str, StateTable[Any]]
     clock: Clock
     settings: Any = None
-    resources: dict[str, Any] = field(default_factory=dict)
 
     def table(self, name: str) -> StateTable[Any]:
         try:

@@ -60,8 +60,5 @@ class IngressClient:
             answer.message_id, answer.status, answer.text, answer.detail, (time.perf_counter() - started) * 1000
         )
 
-    def post_raw(self, content: bytes, content_type: str = "application/json") -> httpx.Response:
-        return self._http.post("/v1/messages", content=content, headers={"content-type": content_type})
-
     def close(self) -> None:
         self._http.close()
