@@ -31,6 +31,6 @@ class Emit(Operator[FormattedTurn, Emitted]):
             response=EventResponse(content=record.outbound.text, confidence=record.reply.confidence),
         )
         session = session_after_turn(record, "agent", record.outbound.text, now)
-        session.failed_turns = 0 if record.nlu.intent != "out_of_scope" else session.failed_turns + 1
+        session.failed_turns = 0  # an answered turn is progress; the playbook planner will count turns without it
         ctx.table("sessions").set(record.message.customer_id, session)
         return Emitted(records=[record.outbound, event])

@@ -51,7 +51,9 @@ class Normalize(Operator[RawInbound, Message]):
             if first_message_id is not None and first_message_id != record.message_id:
                 return None
             seen_ids[record.provider_message_id] = record.message_id
-            seen.set(address_key, dict(list(seen_ids.items())[-SEEN_PROVIDER_IDS_KEPT:]))
+            if len(seen_ids) > SEEN_PROVIDER_IDS_KEPT:  # oldest first: dicts keep insertion order
+                del seen_ids[next(iter(seen_ids))]
+            seen.set(address_key, seen_ids)
 
         identities = ctx.table("identities")
         known = identities.get(address_key)
