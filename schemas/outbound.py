@@ -164,3 +164,11 @@ class ConversationEvent(Record):
 
     def partition_key(self) -> str:
         return self.customer_id
+
+
+class RawConversationEvent(ConversationEvent):
+    """A turn's event before PII redaction (internal topic `sf.events.raw`).
+
+    Only the `redact_pii` operator reads it; analysts get the redacted `ConversationEvent` on
+    `sf.events`, so raw customer text stays in the internal topics and the conversation store.
+    """
