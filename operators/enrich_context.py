@@ -20,7 +20,10 @@ class EnrichContextConfig(OperatorConfig):
 
 
 class EnrichContext(Operator[Message, ContextTurn]):
-    """Read the session from the Kafka-backed `sessions` table and count this turn.
+    """Read the session from the Kafka-backed `sessions` table, count this turn, attach the profile.
+
+    The profile comes from the `profiles` table, a mirror of `sf.profiles` in memory, when the
+    stage lists it: never a database query per message.
 
     The table is written only when the turn's outputs are delivered (by `emit`/`escalate`), so
     a message already in `recent_message_ids` was fully answered before a crash: it is dropped
@@ -58,7 +61,9 @@ class EnrichContext(Operator[Message, ContextTurn]):
             HistoryTurn(role="customer", text=record.text, at=record.received_at, message_id=record.message_id),
         ][-HISTORY_KEPT:]
         session.recent_message_ids = [*session.recent_message_ids, record.message_id][-MESSAGE_IDS_KEPT:]
-        return ContextTurn(message=record, session=session)
+        profiles = ctx.tables.get("profiles")
+        profile = profiles.get(record.customer_id) if profiles is not None else None
+        return ContextTurn(message=record, session=session, profile=profile)
 
     @staticmethod
     def _new_session(record: Message, number: int) -> SessionContext:

@@ -45,9 +45,10 @@ class Escalate(Operator[RoutedTurn, Emitted]):
             text=message.text,
             reason=reason,
             detail=detail,
-            priority=PRIORITY_BY_REASON.get(reason, "normal"),  # type: ignore[arg-type]
+            priority=_priority(reason, record),
             nlu=record.nlu,
             history=record.session.history,
+            profile=record.profile,
             slots=record.session.slots,
             recommended_actions=[f"answer intent {record.nlu.intent}"] if record.nlu.intent != "out_of_scope" else [],
             created_at=now,
@@ -57,3 +58,11 @@ class Escalate(Operator[RoutedTurn, Emitted]):
         )
         ctx.table("sessions").set(message.customer_id, session)
         return Emitted(records=[escalation, event])
+
+
+def _priority(reason: str, record: RoutedTurn) -> str:
+    """The reason's priority, one step higher for gold and platinum customers."""
+    priority = PRIORITY_BY_REASON.get(reason, "normal")
+    if record.profile is not None and record.profile.vip_tier in ("gold", "platinum"):
+        priority = {"low": "normal", "normal": "high"}.get(priority, priority)
+    return priority

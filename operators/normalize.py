@@ -9,7 +9,7 @@ from pydantic import Field
 
 from operators.base import Operator, OperatorConfig
 from operators.protocols import OperatorContext
-from schemas import Message, RawInbound
+from schemas import Message, RawInbound, contact_key
 
 SEEN_PROVIDER_IDS_KEPT = 500
 
@@ -27,7 +27,8 @@ class Normalize(Operator[RawInbound, Message]):
     """Validate the text, drop provider retries, and resolve the channel address to a customer.
 
     Identity: an authenticated `customer_id` on the record wins and is remembered for the address;
-    otherwise the identity map answers; otherwise a stable id derived from the address is used.
+    otherwise a customer profile listing the address (the `profiles` table, when configured);
+    otherwise the identity map; otherwise a stable id derived from the address.
     Provider retries (same provider message id, new ingress message id) are dropped here; a replay
     of the very same record (same message id) after a crash is not a retry and passes.
     """
@@ -57,7 +58,15 @@ class Normalize(Operator[RawInbound, Message]):
 
         identities = ctx.table("identities")
         known = identities.get(address_key)
-        customer_id = record.customer_id or known or customer_id_for_address(address_key)
+        profile = (
+            ctx.tables["profiles"].get(contact_key(record.channel, record.sender)) if "profiles" in ctx.tables else None
+        )
+        customer_id = (
+            record.customer_id
+            or (profile.customer_id if profile is not None else None)
+            or known
+            or customer_id_for_address(address_key)
+        )
         if customer_id != known:
             identities.set(address_key, customer_id)
 

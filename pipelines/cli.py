@@ -6,8 +6,9 @@ import json
 import logging
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from pydantic import ValidationError
@@ -32,9 +33,13 @@ app = typer.Typer(
 topology_app = typer.Typer(help="Validate and draw topology.yaml.", no_args_is_help=True)
 schemas_app = typer.Typer(help="The record schemas that flow between operators.", no_args_is_help=True)
 config_app = typer.Typer(help="The effective configuration.", no_args_is_help=True)
+profiles_app = typer.Typer(
+    help="Customer profiles: published to sf.profiles, stored by the sink.", no_args_is_help=True
+)
 app.add_typer(topology_app, name="topology")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(config_app, name="config")
+app.add_typer(profiles_app, name="profiles")
 
 _state: dict[str, Path | None] = {"config": None}
 
@@ -226,6 +231,160 @@ def bench(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     console.print(f"results written to {out}")
+
+
+def broker_settings(command: str) -> Settings:
+    """Settings for a tool that talks to Kafka: the configured cluster, else the running embedded stack."""
+    from pipelines.stack import running_stack_state
+
+    s = settings()
+    if s.embedded:
+        state = running_stack_state(s)
+        if state is None:
+            err.print(
+                f"[red]{command} needs a broker[/red]: start `supportflow run` (embedded) in this directory, "
+                "or set KAFKA_BOOTSTRAP_SERVERS"
+            )
+            raise typer.Exit(2)
+        s = s.model_copy(update={"kafka_bootstrap_servers": str(state["bootstrap"]), "kafka_exact_offsets": True})
+    _logging("WARNING")
+    return s
+
+
+SinkChoice = Literal["postgres", "clickhouse"]
+
+
+@app.command()
+def sink(
+    to: Annotated[
+        Optional[list[str]], typer.Option(help="Store to write: postgres, clickhouse (repeatable; default both).")
+    ] = None,
+    migrate: Annotated[bool, typer.Option(help="Apply pending schema migrations before starting.")] = False,
+    ready_file: Annotated[Optional[Path], typer.Option(help="Written once every sink consumes.")] = None,
+) -> None:
+    """Write topics into the stores: messages, replies, escalations, events, profiles → Postgres; events → ClickHouse.
+
+    Stores come from DATABASE_URL / CLICKHOUSE_URL, else the embedded defaults in the data dir.
+    """
+    from pipelines.sink_service import serve_sinks
+
+    targets = _sink_targets(to)
+    s = cluster_settings("sink")
+    serve_sinks(s, targets, migrate, ready_file)
+
+
+def _sink_targets(names: list[str] | None) -> list[SinkChoice]:
+    chosen = names or ["postgres", "clickhouse"]
+    unknown = [n for n in chosen if n not in ("postgres", "clickhouse")]
+    if unknown:
+        err.print(f"[red]unknown store {', '.join(unknown)}[/red]; choose postgres or clickhouse")
+        raise typer.Exit(2)
+    return list(dict.fromkeys(chosen))  # type: ignore[arg-type]
+
+
+@app.command()
+def replay(
+    since: Annotated[str, typer.Option("--from", help="Start here: ISO timestamp (UTC if no zone) or 30m/24h/7d ago.")],
+    to: Annotated[str, typer.Option(help="Store to re-materialize: clickhouse or postgres.")],
+    topic: Annotated[str, typer.Option(help="Topic to read (its record type decides what is written).")] = "sf.events",
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Records per store write.")] = 5000,
+) -> None:
+    """Re-materialize a store from a retained topic, idempotently (replaying twice changes nothing)."""
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pipelines.replay import replay_topic
+    from pipelines.sink_service import open_writer
+    from pipelines.sinks import SINK_RECORDS_BY_TARGET
+    from pipelines.topology import load_topology
+    from schemas import record_types
+
+    (target,) = _sink_targets([to])
+    start = _parse_since(since)
+    s = broker_settings("replay")
+    topology = load_topology(s.topology_file)
+    if topic not in topology.spec.topics:
+        err.print(f"[red]unknown topic {topic!r}[/red]; the topology has {', '.join(topology.spec.topics)}")
+        raise typer.Exit(2)
+    record_type = record_types()[topology.spec.topics[topic].record]
+    if record_type not in SINK_RECORDS_BY_TARGET[target]:
+        stored = ", ".join(t.__name__ for t in SINK_RECORDS_BY_TARGET[target])
+        err.print(f"[red]{target} does not store {record_type.__name__}[/red] (it stores {stored})")
+        raise typer.Exit(2)
+
+    async def main() -> object:
+        columns = (TextColumn(f"{topic} → {target}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=err) as progress:
+            task = progress.add_task("replay", total=None)
+            async with open_writer(s, target, migrate=True) as write:
+                return await replay_topic(
+                    s,
+                    topic,
+                    record_type,
+                    start,
+                    write,
+                    batch_size,
+                    on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+                )
+
+    try:
+        result = asyncio.run(main())
+    except LookupError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"replayed {topic} from {start.isoformat()} into {target}: {result}")
+
+
+def _parse_since(text: str) -> datetime:
+    """An ISO timestamp (UTC when it has no zone) or a span back from now: 90s, 30m, 24h, 7d."""
+    text = text.strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        err.print(f"[red]--from {text!r} is neither an ISO timestamp nor a span like 30m, 24h, 7d[/red]")
+        raise typer.Exit(2) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@profiles_app.command("import")
+def profiles_import(
+    file: Annotated[Path, typer.Argument(help="JSON Lines: one CustomerProfile per line (see `schemas export`).")],
+) -> None:
+    """Validate a file of profiles, then publish them to sf.profiles (the latest per customer wins)."""
+    from rich.progress import Progress
+
+    from pipelines.profiles import publish_profiles, read_profiles
+    from pipelines.topology import load_topology
+    from schemas import CustomerProfile
+
+    if not file.is_file():
+        err.print(f"[red]{file} does not exist[/red]")
+        raise typer.Exit(2)
+    profiles, problems = read_profiles(file)
+    if problems:
+        for problem in problems[:20]:
+            err.print(f"[red]{file}:{problem.line}[/red] {escape(problem.message)}")
+        err.print(f"{len(problems)} invalid profile(s); nothing was published")
+        raise typer.Exit(1)
+    s = broker_settings("profiles import")
+    topic = load_topology(s.topology_file).topic_for(CustomerProfile)
+    if topic is None:
+        err.print("[red]the topology has no topic carrying CustomerProfile records[/red]")
+        raise typer.Exit(2)
+    with Progress(console=err) as progress:
+        task = progress.add_task(f"publishing to {topic}", total=len(profiles))
+        count = publish_profiles(
+            s.kafka_client_config(),
+            topic,
+            profiles,
+            s.exact_offsets,
+            on_published=lambda n: progress.advance(task, n),
+        )
+    console.print(f"published {count} profile(s) to {topic}")
 
 
 @topology_app.command("check")

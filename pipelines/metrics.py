@@ -1,4 +1,4 @@
-"""Prometheus metrics of the stream workers and the ingress."""
+"""Prometheus metrics of the stream workers, the sinks and the ingress."""
 
 from __future__ import annotations
 
@@ -26,4 +26,11 @@ STAGE_SECONDS = Histogram(
 IN_FLIGHT = Gauge("supportflow_in_flight", "Records queued or running in a stage's lanes.", ["stage"])
 DELIVERY_RETRIES = Counter(
     "supportflow_delivery_retries_total", "Output deliveries retried after a Kafka error.", ["stage"]
+)
+SINK_RECORDS = Counter("supportflow_sink_records_total", "Records a sink wrote, by source topic.", ["sink", "topic"])
+SINK_BATCH_SECONDS = Histogram(
+    "supportflow_sink_batch_seconds", "Time to write one batch to a sink's store.", ["sink"], buckets=LATENCY_BUCKETS
+)
+SINK_WRITE_FAILURES = Counter(
+    "supportflow_sink_write_failures_total", "Batch writes that failed and were retried.", ["sink"]
 )

@@ -18,6 +18,7 @@ import faust
 from faust.types import EventT, StreamT
 
 from connectors.kafka import AsyncProducer
+from connectors.topic_table import TopicTable
 from pipelines.lanes import KeyedLanes
 from pipelines.metrics import IN_FLIGHT
 from pipelines.settings import Settings
@@ -76,7 +77,8 @@ def table_partitions(topology: Topology) -> dict[str, int]:
     counts: dict[str, int] = {}
     for stage in topology.stages.values():
         for table in stage.tables:
-            counts[table] = topology.spec.topics[stage.source].partitions or 1
+            if topology.spec.tables[table].topic is None:  # a topic mirror has no changelog
+                counts[table] = topology.spec.topics[stage.source].partitions or 1
     return counts
 
 
@@ -102,13 +104,19 @@ def _use_fetch_max_wait(milliseconds: int) -> None:
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
-def build_app(settings: Settings, topology: Topology, stage_names: list[str] | None = None) -> faust.App:
+class SupportflowApp(faust.App):
+    """The faust app plus the topic mirrors its stages read, which the worker loads before consuming."""
+
+    topic_mirrors: list[TopicTable]
+
+
+def build_app(settings: Settings, topology: Topology, stage_names: list[str] | None = None) -> SupportflowApp:
     """A faust app running the named stages (all by default) against `settings`' Kafka."""
     assert settings.kafka_bootstrap_servers, "the broker address is known before workers start"
     spec = topology.spec
     _use_fetch_max_wait(settings.fetch_max_wait_ms)
     datadir = Path(tempfile.mkdtemp(prefix="supportflow-worker-"))
-    app = faust.App(
+    app = SupportflowApp(
         spec.app_id,
         broker=[f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")],
         store="memory://",
@@ -126,15 +134,26 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
         stream_wait_empty=True,
         broker_credentials=_credentials(settings),
     )
+    app.topic_mirrors = []
     partitions = table_partitions(topology)
     wanted = stage_names or list(topology.stages)
     unknown = sorted(set(wanted) - set(topology.stages))
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; the topology has {', '.join(topology.stages)}")
 
-    raw_tables: dict[str, RecordTable] = {}
+    raw_tables: dict[str, RecordTable | TopicTable] = {}
     for name in {t for s in wanted for t in topology.stages[s].tables}:
         record_name = spec.tables[name].record
+        mirrored = spec.tables[name].topic
+        if mirrored is not None:
+            assert record_name is not None, "the topology checker requires a mirror's record type"
+            mirror = TopicTable(
+                settings.kafka_client_config(), mirrored, record_types()[record_name], settings.fetch_max_wait_ms
+            )
+            raw_tables[name] = mirror
+            app.topic_mirrors.append(mirror)
+            _install_topic_table(app, mirror)
+            continue
         faust_table = app.Table(
             name,
             default=None,
@@ -182,6 +201,12 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
         if "sessions" in stage.tables:
             _install_session_reaper(app, raw_tables["sessions"], lanes, send, topology, settings)
     return app
+
+
+def _install_topic_table(app: faust.App, table: TopicTable) -> None:
+    @app.on_before_shutdown.connect
+    async def close_mirror(app: faust.App, **_: Any) -> None:
+        table.close()
 
 
 def _credentials(settings: Settings) -> Any:
@@ -275,7 +300,7 @@ def topic_plans(topology: Topology) -> list[Any]:
             name,
             t.partitions or 1,
             t.replication_factor,
-            {"retention.ms": str(t.retention_ms)} if t.retention_ms else None,
+            _topic_config(t),
         )
         for name, t in spec.topics.items()
     ]
@@ -284,6 +309,15 @@ def topic_plans(topology: Topology) -> list[Any]:
         for table, count in table_partitions(topology).items()
     ]
     return plans
+
+
+def _topic_config(topic: Any) -> dict[str, str] | None:
+    config: dict[str, str] = {}
+    if topic.retention_ms:
+        config["retention.ms"] = str(topic.retention_ms)
+    if topic.compacted:
+        config["cleanup.policy"] = "compact"
+    return config or None
 
 
 def ensure_topics(settings: Settings, topology: Topology) -> list[str]:

@@ -167,6 +167,18 @@ class Stack:
         self.stop()
 
 
+def running_stack_state(settings: Settings) -> dict[str, object] | None:
+    """What a `supportflow run` serving from this data dir wrote about itself, if it is alive."""
+    state_file = settings.data_dir.resolve() / STATE_FILE
+    try:
+        state = json.loads(state_file.read_text())
+        pid = int(state["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
 def running_ingress_url(settings: Settings) -> str | None:
     """The ingress of a `supportflow run` already serving from this data dir, if it answers."""
     import httpx

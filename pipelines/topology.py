@@ -30,10 +30,16 @@ class TopicSpec(_Spec):
     record: str
     replication_factor: int = Field(default=1, ge=1)
     retention_ms: int | None = None
+    compacted: bool = Field(default=False, description="keep the latest record per key (cleanup.policy=compact)")
 
 
 class TableSpec(_Spec):
     record: str | None = Field(default=None, description="a record name, or none for plain JSON values")
+    topic: str | None = Field(
+        default=None,
+        description="mirror this topic, read-only, in every worker (reference data such as profiles); "
+        "unset: a partitioned table of the stage, backed by a changelog",
+    )
 
 
 class StageSpec(_Spec):
@@ -173,6 +179,15 @@ class _Compiler:
             self.record(("topics", name, "record"), topic.record)
         for name, table in spec.tables.items():
             self.record(("tables", name, "record"), table.record)
+            if table.topic is not None:
+                mirrored = spec.topics.get(table.topic)
+                if mirrored is None:
+                    self.issue(("tables", name, "topic"), f"unknown topic {table.topic!r}")
+                elif table.record is None or mirrored.record != table.record:
+                    self.issue(
+                        ("tables", name, "record"),
+                        f"a table mirroring {table.topic!r} holds its records: set `record: {mirrored.record}`",
+                    )
         dlq = spec.topics.get(spec.dead_letter_topic)
         if dlq is None or dlq.record != "DeadLetter":
             self.issue(

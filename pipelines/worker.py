@@ -34,6 +34,8 @@ def run_worker(settings: Settings, stages: list[str] | None = None, ready_file: 
     topology = load_topology(settings.topology_file)
     ensure_topics(settings, topology)
     app = build_app(settings, topology, stages)
+    for mirror in app.topic_mirrors:  # reference data complete before the first record
+        mirror.start()
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
     # The tables keep many small long-lived objects; freezing what start-up built and collecting

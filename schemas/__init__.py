@@ -21,7 +21,7 @@ from schemas.outbound import (
     OutboundMessage,
     RawConversationEvent,
 )
-from schemas.profile import ContactAddress, CustomerProfile, LifetimeSummary
+from schemas.profile import ContactAddress, CustomerProfile, LifetimeSummary, contact_key
 from schemas.session import HistoryTurn, SessionContext
 from schemas.turn import (
     ContextTurn,
@@ -76,6 +76,7 @@ __all__ = [
     "RoutedTurn",
     "Sentiment",
     "SessionContext",
+    "contact_key",
     "record_types",
     "utcnow",
 ]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas._base import Record
 from schemas.inbound import Channel, utcnow
 from schemas.nlu import NluResult
+from schemas.profile import CustomerProfile
 from schemas.session import HistoryTurn
 
 
@@ -53,6 +54,7 @@ class Escalation(Record):
     priority: Literal["low", "normal", "high", "urgent"] = "normal"
     nlu: NluResult | None = None
     history: list[HistoryTurn] = Field(default_factory=list)
+    profile: CustomerProfile | None = None
     slots: dict[str, str] = Field(default_factory=dict)
     recommended_actions: list[str] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)

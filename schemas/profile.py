@@ -16,6 +16,14 @@ from schemas._base import Record
 from schemas.inbound import Channel, utcnow
 
 
+def contact_key(channel: str, address: str) -> str:
+    """How a channel address is looked up: the ingress's `channel:sender`, emails case-folded."""
+    address = address.strip()
+    if channel == "email":
+        address = address.lower()
+    return f"{channel}:{address}"
+
+
 class ContactAddress(BaseModel):
     """An address a customer writes from: an email, a phone number, a chat or Slack user id."""
 
@@ -50,3 +58,7 @@ class CustomerProfile(Record):
 
     def partition_key(self) -> str:
         return self.customer_id
+
+    def index_keys(self) -> list[str]:
+        """The contact addresses this customer is found under (identity across channels)."""
+        return [contact_key(c.channel, c.address) for c in self.contacts]

@@ -12,12 +12,14 @@ from schemas.agent import ActionResult, GuardVerdict, Plan, Reply, RouteDecision
 from schemas.inbound import Message
 from schemas.nlu import NluResult
 from schemas.outbound import ConversationEvent, Escalation, OutboundMessage
+from schemas.profile import CustomerProfile
 from schemas.session import SessionContext
 
 
 class ContextTurn(Record):
     message: Message
     session: SessionContext
+    profile: CustomerProfile | None = None
 
     def partition_key(self) -> str:
         return self.message.customer_id
