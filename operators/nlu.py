@@ -55,4 +55,4 @@ class Nlu(Operator[ContextTurn, NluTurn]):
             model_used="keywords-v1",
             alternatives=alternatives,
         )
-        return NluTurn(message=record.message, session=session, nlu=nlu)
+        return NluTurn(**{**dict(record), "session": session}, nlu=nlu)
