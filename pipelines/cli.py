@@ -106,8 +106,7 @@ def run(
         console.print(f"  metrics        http://{s.http_host}:{http_port}/metrics")
         console.print(f"  terminal chat  supportflow chat     logs: {stack.log_dir}")
         console.print("Ctrl-C stops everything.")
-        state = stack.data_dir / "stack.json"
-        state.write_text(json.dumps({"ingress_url": f"http://{s.http_host}:{http_port}", "bootstrap": stack.bootstrap}))
+        stack.write_state(f"http://{s.http_host}:{http_port}")
         uvicorn.run(
             build_ingress(stack.settings, stack.topology), host=s.http_host, port=http_port, log_level="warning"
         )

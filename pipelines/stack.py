@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from connectors.postgres import EmbeddedPostgres
+from pydantic import SecretStr
 
 from pipelines.embedded import EmbeddedBroker, free_port, spawn, stop
 from pipelines.ingress import build_ingress
@@ -35,6 +37,10 @@ class WorkerProcess:
     process: subprocess.Popen[bytes]
     ready_file: Path
     log_file: Path
+
+    @property
+    def name(self) -> str:
+        return "the sink process" if self.index < 0 else f"worker {self.index}"
 
 
 class IngressServer:
@@ -62,8 +68,16 @@ class IngressServer:
 
 
 class Stack:
-    def __init__(self, settings: Settings, workers: int | None = None) -> None:
+    """Broker, topics, stream workers, the sink process (with its stores) and the HTTP ingress.
+
+    `with_sinks=False` leaves the stores out, for runs that measure the stream alone.
+    """
+
+    def __init__(self, settings: Settings, workers: int | None = None, with_sinks: bool = True) -> None:
         self.settings = settings
+        self.with_sinks = with_sinks
+        self.postgres: EmbeddedPostgres | None = None
+        self.sink: WorkerProcess | None = None
         self.worker_count = workers or settings.workers
         self.data_dir = settings.data_dir.resolve()
         self.log_dir = self.data_dir / "logs"
@@ -86,8 +100,12 @@ class Stack:
             )
         try:
             ensure_topics(self.settings, self.topology)
+            if self.with_sinks:
+                self.start_stores()
             for index in range(self.worker_count):
                 self.start_worker(index)
+            if self.with_sinks:
+                self.sink = self.start_sink()
             self.wait_ready()
             if with_ingress:
                 port = self.settings.http_port if ingress_port is None else ingress_port
@@ -118,6 +136,29 @@ class Stack:
             env["SUPPORTFLOW_KAFKA_SASL_PASSWORD"] = self.settings.kafka_sasl_password.get_secret_value()
         return env
 
+    def start_stores(self) -> None:
+        """The embedded Postgres when no DATABASE_URL is set; chdb needs no server (the sink opens it)."""
+        if self.settings.database_url is None:
+            self.postgres = EmbeddedPostgres(self.data_dir / "postgres", self.log_dir / "postgres.log")
+            dsn = self.postgres.start()
+            self.settings = self.settings.model_copy(update={"database_url": SecretStr(dsn)})
+
+    def store_env(self) -> dict[str, str]:
+        env = {"SUPPORTFLOW_DATA_DIR": str(self.data_dir)}
+        if self.settings.database_url is not None:
+            env["DATABASE_URL"] = self.settings.database_url.get_secret_value()
+        if self.settings.clickhouse_url is not None:
+            env["CLICKHOUSE_URL"] = self.settings.clickhouse_url.get_secret_value()
+        return env
+
+    def start_sink(self) -> WorkerProcess:
+        ready_file = self.data_dir / "run" / "sink.ready"
+        ready_file.unlink(missing_ok=True)
+        log_file = self.log_dir / "sink.log"
+        argv = [sys.executable, "-m", "pipelines.cli", "sink", "--migrate", "--ready-file", str(ready_file)]
+        process = spawn(argv, log_file, env={**self.worker_env(), **self.store_env()})
+        return WorkerProcess(-1, process, ready_file, log_file)
+
     def start_worker(self, index: int) -> WorkerProcess:
         ready_file = self.data_dir / "run" / f"worker-{index}.ready"
         ready_file.unlink(missing_ok=True)
@@ -133,19 +174,21 @@ class Stack:
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         deadline = time.monotonic() + timeout_s
-        for worker in self.workers:
+        for worker in [*self.workers, *([self.sink] if self.sink else [])]:
             while not worker.ready_file.exists():
                 if worker.process.poll() is not None:
-                    raise RuntimeError(
-                        f"worker {worker.index} exited with {worker.process.returncode}; see {worker.log_file}"
-                    )
+                    raise RuntimeError(f"{worker.name} exited with {worker.process.returncode}; see {worker.log_file}")
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"worker {worker.index} not ready after {timeout_s:.0f}s; see {worker.log_file}")
+                    raise TimeoutError(f"{worker.name} not ready after {timeout_s:.0f}s; see {worker.log_file}")
                 time.sleep(0.1)
 
     def _write_state(self) -> None:
         assert self.ingress is not None
-        state = {"pid": os.getpid(), "ingress_url": self.ingress.url, "bootstrap": self.bootstrap}
+        self.write_state(self.ingress.url)
+
+    def write_state(self, ingress_url: str) -> None:
+        """Tell later commands (chat, replay, profiles import) where this stack serves."""
+        state = {"pid": os.getpid(), "ingress_url": ingress_url, "bootstrap": self.bootstrap}
         (self.data_dir / STATE_FILE).write_text(json.dumps(state))
 
     def stop(self) -> None:
@@ -156,6 +199,12 @@ class Stack:
         for worker in self.workers:
             stop(worker.process, timeout_s=15)
         self.workers.clear()
+        if self.sink is not None:
+            stop(self.sink.process, timeout_s=15)  # finishes and commits the batch in hand
+            self.sink = None
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
         if self.broker is not None:
             self.broker.stop()
             self.broker = None
