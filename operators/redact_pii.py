@@ -38,6 +38,31 @@ _PII_ENTITY_WORDS: dict[str, str] = {
 """A word in an NLU entity's type that makes its whole value PII (`phone_number`, `person_name`)."""
 
 
+_PLACEHOLDER = re.compile(r"<([A-Z_]+)>")
+_MIN_PROPAGATED = 3
+"""Shorter found values ("Al") are not replaced across fields: they would hit ordinary words."""
+
+
+def found_values(original: str, redacted: str) -> dict[str, str]:
+    """The values the redactor replaced in `original`, by placeholder, read back from `redacted`.
+
+    The redactor only swaps spans for `<TYPE>`, so the redacted text with each placeholder made a
+    wildcard matches the original; the wildcards capture what was removed.
+    """
+    parts = _PLACEHOLDER.split(redacted)  # literal, TYPE, literal, TYPE, ..., literal
+    if len(parts) == 1:
+        return {}
+    pattern = "".join(re.escape(part) if i % 2 == 0 else "(.+?)" for i, part in enumerate(parts))
+    match = re.fullmatch(pattern, original, re.DOTALL)
+    if match is None:
+        return {}
+    return {
+        value: f"<{kind}>"
+        for value, kind in zip(match.groups(), parts[1::2], strict=True)
+        if len(value.strip()) >= _MIN_PROPAGATED
+    }
+
+
 def placeholder_for_entity_type(entity_type: str) -> str | None:
     """`<PHONE_NUMBER>` for an NLU entity of type `phone_number`; None for a type that is not PII."""
     for word in re.split(r"[^a-z0-9]+", entity_type.lower()):
@@ -57,7 +82,8 @@ class RedactPii(Operator[RawConversationEvent, ConversationEvent]):
     """Redact the customer's text, the reply, PII-typed entity values and action results.
 
     Entities whose type names PII (email, phone, name, card...) are replaced whole, without
-    analysis: the NLU already said what they are. Every other text goes through the redactor.
+    analysis: the NLU already said what they are. Every other text goes through the redactor, and
+    a value found in one field is replaced in all of them.
     """
 
     name = "redact_pii"
@@ -92,8 +118,22 @@ class RedactPii(Operator[RawConversationEvent, ConversationEvent]):
         batcher = self._batcher_for_this_loop()
         redacted = dict(zip(unique, await asyncio.gather(*(batcher.submit(t) for t in unique)), strict=True))
 
+        # What was found in one field is PII in every field: spaCy may see "Jane Doe" in the
+        # customer's sentence and miss it in the reply, and the NLU's regexes know some values too.
+        known: dict[str, str] = {}
+        for original, result in redacted.items():
+            known.update(found_values(original, result))
+        for entity in entities:
+            placeholder = placeholder_for_entity_type(entity["type"])
+            if placeholder and len(entity["value"].strip()) >= _MIN_PROPAGATED:
+                known[entity["value"]] = placeholder
+        by_length = sorted(known.items(), key=lambda kv: len(kv[0]), reverse=True)
+
         def clean(text: str) -> str:
-            return redacted.get(text, text)
+            out = redacted.get(text, text)
+            for value, placeholder in by_length:
+                out = out.replace(value, placeholder)
+            return out
 
         if data.get("message"):
             data["message"]["content"] = clean(data["message"]["content"])

@@ -58,7 +58,7 @@ def redacted(redactor: PresidioRedactor) -> list[str]:
 
 @pytest.mark.parametrize("index", range(len(FIXTURE)))
 def test_pii_is_replaced_by_typed_placeholders_and_the_rest_survives(redacted, index):
-    text, pii, kept = FIXTURE[index]
+    _text, pii, kept = FIXTURE[index]
     out = redacted[index]
     for value in pii:
         assert value not in out, f"{value!r} survived in {out!r}"
