@@ -1,4 +1,8 @@
-"""Shared by `emit` and `escalate`: the analytics event of a turn, built one way."""
+"""Shared by `emit` and `escalate`: the analytics event of a turn, built one way.
+
+The event carries the raw text (`RawConversationEvent`, topic `sf.events.raw`); the `analytics`
+stage redacts it before it reaches `sf.events`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import hashlib
 from datetime import datetime
 
 from schemas import (
-    ConversationEvent,
     EventAction,
     EventEntity,
     EventMessage,
@@ -16,6 +19,7 @@ from schemas import (
     EventSentiment,
     HistoryTurn,
     NluTurn,
+    RawConversationEvent,
     SessionContext,
 )
 
@@ -32,9 +36,9 @@ def turn_event(
     now: datetime,
     action: EventAction | None = None,
     response: EventResponse | None = None,
-) -> ConversationEvent:
+) -> RawConversationEvent:
     message, nlu = turn.message, turn.nlu
-    return ConversationEvent(
+    return RawConversationEvent(
         event_id=event_id_for(message.message_id, event_type),
         event_type=event_type,  # type: ignore[arg-type]
         timestamp=now,

@@ -5,11 +5,13 @@ from __future__ import annotations
 from operators._events import session_after_turn, turn_event
 from operators.base import Operator
 from operators.protocols import OperatorContext
-from schemas import ConversationEvent, Emitted, EventAction, EventResponse, FormattedTurn, OutboundMessage
+from schemas import Emitted, EventAction, EventResponse, FormattedTurn, OutboundMessage, RawConversationEvent
 
 
 class Emit(Operator[FormattedTurn, Emitted]):
-    """Emit the reply to `sf.outbound` and the turn to `sf.events`; stage the session write.
+    """Emit the reply to `sf.outbound` and the raw turn event to `sf.events.raw`; stage the session write.
+
+    The event is redacted by the `analytics` stage on its way to `sf.events`.
 
     The runtime applies the session write only after both records are delivered, so a crash in
     between replays the turn (same derived ids) rather than forgetting it.
@@ -18,7 +20,7 @@ class Emit(Operator[FormattedTurn, Emitted]):
     name = "emit"
     input_type = FormattedTurn
     output_type = Emitted
-    emits = (OutboundMessage, ConversationEvent)
+    emits = (OutboundMessage, RawConversationEvent)
 
     async def run(self, record: FormattedTurn, ctx: OperatorContext) -> Emitted:
         now = ctx.clock.now()

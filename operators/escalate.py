@@ -7,7 +7,7 @@ import hashlib
 from operators._events import session_after_turn, turn_event
 from operators.base import Operator
 from operators.protocols import OperatorContext
-from schemas import ConversationEvent, Emitted, Escalation, EventAction, GuardedTurn, RoutedTurn
+from schemas import Emitted, Escalation, EventAction, GuardedTurn, RawConversationEvent, RoutedTurn
 
 PRIORITY_BY_REASON = {
     "keyword_trigger": "high",
@@ -19,12 +19,12 @@ PRIORITY_BY_REASON = {
 
 
 class Escalate(Operator[RoutedTurn, Emitted]):
-    """Package history, slots and NLU onto `sf.escalations`, and log the hand-over as an event."""
+    """Package history, slots and NLU onto `sf.escalations`, and log the hand-over as a (raw) event."""
 
     name = "escalate"
     input_type = RoutedTurn
     output_type = Emitted
-    emits = (Escalation, ConversationEvent)
+    emits = (Escalation, RawConversationEvent)
 
     async def run(self, record: RoutedTurn, ctx: OperatorContext) -> Emitted:
         now = ctx.clock.now()

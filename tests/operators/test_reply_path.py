@@ -8,7 +8,7 @@ from operators.execute import ExecuteTemplates
 from operators.format import Format, reply_id_for, split_segments
 from operators.guard import Guard
 from operators.plan import PlanFromTemplates
-from schemas import ConversationEvent, Entity, Escalation, GuardVerdict, OutboundMessage, Reply
+from schemas import Entity, Escalation, GuardVerdict, OutboundMessage, RawConversationEvent, Reply
 from tests.operators.helpers import context, routed_turn
 
 
@@ -42,7 +42,7 @@ async def test_emit_sends_reply_and_event_and_stages_the_session():
     ctx, _, guarded, _formatted, emitted = await reply_for()
     assert guarded.guard.branch == "pass"
     outbound, event = emitted.records
-    assert isinstance(outbound, OutboundMessage) and isinstance(event, ConversationEvent)
+    assert isinstance(outbound, OutboundMessage) and isinstance(event, RawConversationEvent)
     assert outbound.reply_id == reply_id_for("m-1") and outbound.in_reply_to == "m-1"
     assert event.event_type == "turn_processed" and event.response is not None
     assert event.response.content == outbound.text
@@ -88,6 +88,7 @@ async def test_escalate_packages_context_and_reason():
     emitted = await Escalate().run(turn, ctx)
     escalation, event = emitted.records
     assert isinstance(escalation, Escalation) and event.event_type == "escalated"
+    assert type(event) is RawConversationEvent, "raw events go to sf.events.raw, to be redacted"
     assert escalation.reason == turn.route.reason, "escalate keeps the reason route gave"
     assert [h.text for h in escalation.history] == ["a person please"] and escalation.nlu is not None
     assert ctx.table("sessions").get("c1").escalated

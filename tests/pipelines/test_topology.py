@@ -19,6 +19,7 @@ topics:
   sf.messages: {partitions: 2, record: Message}
   sf.outbound: {partitions: 2, record: OutboundMessage}
   sf.escalations: {partitions: 2, record: Escalation}
+  sf.events.raw: {partitions: 2, record: RawConversationEvent}
   sf.events:   {partitions: 2, record: ConversationEvent}
   sf.dlq:      {partitions: 1, record: DeadLetter}
 tables:
@@ -42,11 +43,22 @@ def issues(path: Path) -> list[str]:
 
 def test_the_shipped_topology_is_valid():
     topology = load_topology(PROJECT_DIR / "topology.yaml")
-    assert set(topology.stages) == {"ingest", "agent"}
+    assert set(topology.stages) == {"ingest", "agent", "analytics"}
     names = {node.operator.name for stage in topology.stages.values() for node in stage.root.walk()}
     assert names == {
         "normalize", "enrich_context", "nlu", "route", "plan", "execute", "guard", "format", "emit", "escalate",
+        "redact_pii",
     }  # fmt: skip
+
+
+def test_only_the_redacting_stage_writes_the_analytics_topic():
+    """Raw turn events go to the internal topic; `sf.events` is fed by `redact_pii` alone."""
+    topology = load_topology(PROJECT_DIR / "topology.yaml")
+    writers = {name for name, stage in topology.stages.items() if "sf.events" in stage.sinks}
+    assert writers == {"analytics"}
+    assert "sf.events.raw" in topology.stages["agent"].sinks
+    analytics = topology.stages["analytics"]
+    assert analytics.source == "sf.events.raw" and analytics.root.operator.name == "redact_pii"
 
 
 def test_unknown_operator_is_named_with_its_line(tmp_path):
@@ -227,13 +239,14 @@ def test_check_command_exits_non_zero_with_one_line_per_error(tmp_path):
 def test_check_command_accepts_the_shipped_topology():
     result = CliRunner().invoke(app, ["topology", "check", str(PROJECT_DIR / "topology.yaml")])
     assert result.exit_code == 0, result.output
-    assert "ok — 2 stages, 11 operators, 7 topics" in result.output
+    assert "ok — 3 stages, 12 operators, 8 topics" in result.output
 
 
 def test_show_renders_text_and_mermaid():
     topology = load_topology(PROJECT_DIR / "topology.yaml")
     text = render_text(topology)
-    assert "stage agent: sf.messages -> sf.escalations, sf.events, sf.outbound" in text
+    assert "stage agent: sf.messages -> sf.escalations, sf.events.raw, sf.outbound" in text
+    assert "stage analytics: sf.events.raw -> sf.events" in text
     assert "route: NluTurn -> RoutedTurn" in text
     mermaid = render_mermaid(topology)
     assert mermaid.startswith("flowchart LR")

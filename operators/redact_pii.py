@@ -1,0 +1,183 @@
+"""redact_pii: turn a raw turn event into the analytics event, with PII replaced by placeholders.
+
+It runs in its own stage (`analytics`, source `sf.events.raw`), off the customer's reply path,
+so the NER it needs never delays a reply and the stage scales on its own. The stage processes
+many conversations at once; their texts meet in a `MicroBatcher` and go through spaCy together,
+which costs a fraction of one text at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from connectors.pii import DEFAULT_ENTITIES, DEFAULT_SCORE_THRESHOLD, PresidioRedactor
+from connectors.protocols import Redactor
+from operators.base import Operator, OperatorConfig
+from operators.protocols import OperatorContext
+from pipelines.batching import MicroBatcher
+from schemas import ConversationEvent, RawConversationEvent
+
+_PII_ENTITY_WORDS: dict[str, str] = {
+    "email": "EMAIL_ADDRESS",
+    "mail": "EMAIL_ADDRESS",
+    "phone": "PHONE_NUMBER",
+    "mobile": "PHONE_NUMBER",
+    "tel": "PHONE_NUMBER",
+    "name": "PERSON",
+    "person": "PERSON",
+    "card": "CREDIT_CARD",
+    "iban": "IBAN_CODE",
+    "ssn": "US_SSN",
+    "ip": "IP_ADDRESS",
+    "address": "ADDRESS",
+}
+"""A word in an NLU entity's type that makes its whole value PII (`phone_number`, `person_name`)."""
+
+
+_PLACEHOLDER = re.compile(r"<([A-Z_]+)>")
+_MIN_PROPAGATED = 3
+"""Shorter found values ("Al") are not replaced across fields: they would hit ordinary words."""
+
+
+def found_values(original: str, redacted: str) -> dict[str, str]:
+    """The values the redactor replaced in `original`, by placeholder, read back from `redacted`.
+
+    The redactor only swaps spans for `<TYPE>`, so the redacted text with each placeholder made a
+    wildcard matches the original; the wildcards capture what was removed.
+    """
+    parts = _PLACEHOLDER.split(redacted)  # literal, TYPE, literal, TYPE, ..., literal
+    if len(parts) == 1:
+        return {}
+    pattern = "".join(re.escape(part) if i % 2 == 0 else "(.+?)" for i, part in enumerate(parts))
+    match = re.fullmatch(pattern, original, re.DOTALL)
+    if match is None:
+        return {}
+    return {
+        value: f"<{kind}>"
+        for value, kind in zip(match.groups(), parts[1::2], strict=True)
+        if len(value.strip()) >= _MIN_PROPAGATED
+    }
+
+
+def placeholder_for_entity_type(entity_type: str) -> str | None:
+    """`<PHONE_NUMBER>` for an NLU entity of type `phone_number`; None for a type that is not PII."""
+    for word in re.split(r"[^a-z0-9]+", entity_type.lower()):
+        if word in _PII_ENTITY_WORDS:
+            return f"<{_PII_ENTITY_WORDS[word]}>"
+    return None
+
+
+class RedactPiiConfig(OperatorConfig):
+    max_batch: int = Field(default=64, ge=1, description="texts per spaCy batch at most")
+    max_wait_ms: float = Field(default=5.0, ge=0, description="longest a text waits for others to share its batch")
+    entities: list[str] = Field(default_factory=lambda: list(DEFAULT_ENTITIES), min_length=1)
+    score_threshold: float = Field(default=DEFAULT_SCORE_THRESHOLD, ge=0, le=1)
+
+
+class RedactPii(Operator[RawConversationEvent, ConversationEvent]):
+    """Redact the customer's text, the reply, PII-typed entity values and action results.
+
+    Entities whose type names PII (email, phone, name, card...) are replaced whole, without
+    analysis: the NLU already said what they are. Every other text goes through the redactor, and
+    a value found in one field is replaced in all of them.
+    """
+
+    name = "redact_pii"
+    input_type = RawConversationEvent
+    output_type = ConversationEvent
+    Config: ClassVar[type[OperatorConfig]] = RedactPiiConfig
+
+    def __init__(self, config: OperatorConfig | None = None, redactor: Redactor | None = None) -> None:
+        super().__init__(config)
+        cfg: RedactPiiConfig = self.config  # type: ignore[assignment]
+        self.redactor: Redactor = redactor or PresidioRedactor(cfg.entities, cfg.score_threshold)
+        self._batcher: MicroBatcher[str, str] | None = None
+
+    def warm_up(self, ctx: OperatorContext) -> None:
+        self.redactor.warm_up()
+
+    async def run(self, record: RawConversationEvent, ctx: OperatorContext) -> ConversationEvent:
+        data = record.model_dump(mode="json")
+        texts: list[str] = []
+        if data.get("message"):
+            texts.append(data["message"]["content"])
+        if data.get("response"):
+            texts.append(data["response"]["content"])
+        entities = (data.get("nlu") or {}).get("entities", [])
+        for entity in entities:
+            if placeholder_for_entity_type(entity["type"]) is None:
+                texts.append(entity["value"])
+        if data.get("action"):
+            texts.extend(_strings_in(data["action"]["result"]))
+
+        unique = list(dict.fromkeys(t for t in texts if t.strip()))
+        batcher = self._batcher_for_this_loop()
+        redacted = dict(zip(unique, await asyncio.gather(*(batcher.submit(t) for t in unique)), strict=True))
+
+        # What was found in one field is PII in every field: spaCy may see "Jane Doe" in the
+        # customer's sentence and miss it in the reply, and the NLU's regexes know some values too.
+        known: dict[str, str] = {}
+        for original, result in redacted.items():
+            known.update(found_values(original, result))
+        for entity in entities:
+            placeholder = placeholder_for_entity_type(entity["type"])
+            if placeholder and len(entity["value"].strip()) >= _MIN_PROPAGATED:
+                known[entity["value"]] = placeholder
+        by_length = sorted(known.items(), key=lambda kv: len(kv[0]), reverse=True)
+
+        def clean(text: str) -> str:
+            out = redacted.get(text, text)
+            for value, placeholder in by_length:
+                out = out.replace(value, placeholder)
+            return out
+
+        if data.get("message"):
+            data["message"]["content"] = clean(data["message"]["content"])
+        if data.get("response"):
+            data["response"]["content"] = clean(data["response"]["content"])
+        for entity in entities:
+            entity["value"] = placeholder_for_entity_type(entity["type"]) or clean(entity["value"])
+        if data.get("action"):
+            data["action"]["result"] = _map_strings(data["action"]["result"], clean)
+        return ConversationEvent.model_validate(data)
+
+    async def close(self) -> None:
+        """Finish pending batches and stop the worker thread (the runtime keeps it for the process)."""
+        if self._batcher is not None:
+            await self._batcher.close()
+            self._batcher = None
+
+    def _batcher_for_this_loop(self) -> MicroBatcher[str, str]:
+        """The batcher lives on the event loop that runs the stage; a new loop (tests) gets a new one."""
+        loop = asyncio.get_running_loop()
+        if self._batcher is None or self._batcher.loop is not loop or not self._batcher.running:
+            cfg: RedactPiiConfig = self.config  # type: ignore[assignment]
+            self._batcher = MicroBatcher(
+                self.redactor.redact_many, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms, name="redact_pii"
+            )
+            self._batcher.start()
+        return self._batcher
+
+
+def _strings_in(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings_in(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings_in(v)]
+    return []
+
+
+def _map_strings(value: Any, fn: Any) -> Any:
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map_strings(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(v, fn) for v in value]
+    return value
