@@ -260,6 +260,10 @@ def sink(
     ] = None,
     migrate: Annotated[bool, typer.Option(help="Apply pending schema migrations before starting.")] = False,
     ready_file: Annotated[Optional[Path], typer.Option(help="Written once every sink consumes.")] = None,
+    group: Annotated[
+        Optional[str],
+        typer.Option(help="Consumer group prefix (default <app_id>-sink); a second copy of a store needs its own."),
+    ] = None,
 ) -> None:
     """Write topics into the stores: messages, replies, escalations, events, profiles → Postgres; events → ClickHouse.
 
@@ -269,7 +273,7 @@ def sink(
 
     targets = _sink_targets(to)
     s = cluster_settings("sink")
-    serve_sinks(s, targets, migrate, ready_file)
+    serve_sinks(s, targets, migrate, ready_file, group)
 
 
 def _sink_targets(names: list[str] | None) -> list[SinkChoice]:

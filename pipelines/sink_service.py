@@ -57,13 +57,15 @@ async def run_sinks(
     migrate: bool,
     stop: asyncio.Event,
     ready: asyncio.Event | None = None,
+    group_prefix: str | None = None,
 ) -> dict[str, int]:
     """Run one SinkRunner per target until `stop` is set; return the records each wrote."""
     async with contextlib.AsyncExitStack() as stack:
         runners = []
         for target in targets:
             writer = await stack.enter_async_context(open_writer(settings, target, migrate))
-            runners.append(SinkRunner(target, settings, topology, sink_topics(topology, target), writer))
+            group = f"{group_prefix or topology.spec.app_id + '-sink'}-{target}"
+            runners.append(SinkRunner(target, settings, topology, sink_topics(topology, target), writer, group))
         started = [asyncio.Event() for _ in runners]
         tasks = [asyncio.create_task(r.run(e), name=f"sink-{r.name}") for r, e in zip(runners, started, strict=True)]
         await asyncio.gather(*(e.wait() for e in started))
@@ -79,7 +81,13 @@ async def run_sinks(
         return {r.name: r.records_written for r in runners}
 
 
-def serve_sinks(settings: Settings, targets: list[SinkTarget], migrate: bool, ready_file: Path | None) -> None:
+def serve_sinks(
+    settings: Settings,
+    targets: list[SinkTarget],
+    migrate: bool,
+    ready_file: Path | None,
+    group_prefix: str | None = None,
+) -> None:
     """The `supportflow sink` process: run until SIGTERM/SIGINT, finishing the batch in hand."""
     topology = load_topology(settings.topology_file)
     if settings.worker_metrics_port:
@@ -98,7 +106,7 @@ def serve_sinks(settings: Settings, targets: list[SinkTarget], migrate: bool, re
                 ready_file.write_text("ready\n")
 
         announcer = asyncio.create_task(announce())
-        written = await run_sinks(settings, topology, targets, migrate, stop, ready)
+        written = await run_sinks(settings, topology, targets, migrate, stop, ready, group_prefix)
         announcer.cancel()
         log.info("sinks stopped; records written: %s", written)
 

@@ -65,6 +65,43 @@ class WorkerPool:
                 time.sleep(0.1)
         return process
 
+    def start_sink(self, *targets: str, group: str, wait: bool = True, **env: str) -> subprocess.Popen[bytes]:
+        """A `supportflow sink` process (its stores from `env`: DATABASE_URL, CLICKHOUSE_URL, data dir)."""
+        self.ensure_topics()
+        index = self.count
+        self.count += 1
+        ready = self.tmp_path / f"sink-{index}.ready"
+        log_file = self.tmp_path / f"sink-{index}.log"
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTFLOW_")}
+        child_env.update(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+                "SUPPORTFLOW_KAFKA_EXACT_OFFSETS": "true",
+                "SUPPORTFLOW_TOPOLOGY_FILE": str(DEFAULT_TOPOLOGY),
+                **env,
+            }
+        )
+        argv = [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "sink",
+            "--migrate",
+            "--group",
+            group,
+            "--ready-file",
+            str(ready),
+        ]
+        argv += [arg for target in targets for arg in ("--to", target)]
+        process = spawn(argv, log_file, env=child_env)
+        self.processes.append(process)
+        deadline = time.monotonic() + 90
+        while wait and not ready.exists():
+            assert process.poll() is None, f"sink exited with {process.returncode}:\n{log_file.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"sink not ready:\n{log_file.read_text()[-3000:]}"
+            time.sleep(0.1)
+        return process
+
     def kill(self, process: subprocess.Popen[bytes]) -> None:
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
