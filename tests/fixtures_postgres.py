@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,18 +36,24 @@ async def _admin(dsn: str, statement: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A DSN of a server the tests may create databases on."""
+def postgres_server() -> Iterator[str]:
+    """A DSN of a server the tests may create databases on.
+
+    Its folder is not under pytest's tmp_path: pytest keeps only the last few base folders, so
+    another pytest run on the machine could delete it, and PostgreSQL shuts down when its
+    lock file disappears.
+    """
     given = os.environ.get("DATABASE_URL")
     if given:
         yield given
         return
-    folder: Path = tmp_path_factory.mktemp("postgres") / "data"
-    server = EmbeddedPostgres(folder, durable=False)
+    folder = Path(tempfile.mkdtemp(prefix="supportflow-test-pg-"))
+    server = EmbeddedPostgres(folder / "data", durable=False)
     try:
         yield server.start()
     finally:
         server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

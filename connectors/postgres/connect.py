@@ -25,6 +25,8 @@ def describe_dsn(dsn: str) -> str:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
         return "the configured DATABASE_URL"
+    if not parts.scheme:
+        return "the configured DATABASE_URL"
     return f"{host}{port}{parts.path or '/'}"
 
 
