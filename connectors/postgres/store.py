@@ -251,7 +251,10 @@ class PostgresStore:
             return 0
         batch = _Batch()
         for record in records:
-            batch.add(record)
+            try:
+                batch.add(record)
+            except TypeError as exc:
+                raise TypeError(f"{topic}: {exc}") from None
         async with (await self.pool()).acquire() as conn, conn.transaction():
             if batch.profiles:
                 await self._write_profiles(conn, list(batch.profiles.values()))
