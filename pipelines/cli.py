@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -16,6 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from pipelines.settings import Settings, load_settings
+
+T = TypeVar("T")
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -33,13 +37,16 @@ app = typer.Typer(
 topology_app = typer.Typer(help="Validate and draw topology.yaml.", no_args_is_help=True)
 schemas_app = typer.Typer(help="The record schemas that flow between operators.", no_args_is_help=True)
 config_app = typer.Typer(help="The effective configuration.", no_args_is_help=True)
-profiles_app = typer.Typer(
-    help="Customer profiles: published to sf.profiles, stored by the sink.", no_args_is_help=True
+profiles_app = typer.Typer(help="Customer profiles, published to sf.profiles.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="The PostgreSQL conversation store (DATABASE_URL, or the embedded server in the data dir).",
+    no_args_is_help=True,
 )
 app.add_typer(topology_app, name="topology")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(config_app, name="config")
 app.add_typer(profiles_app, name="profiles")
+app.add_typer(db_app, name="db")
 
 _state: dict[str, Path | None] = {"config": None}
 
@@ -453,6 +460,63 @@ def config_show(
         return
     for name, value in values.items():
         console.print(f"{name:<28} {value}", markup=False, highlight=False)
+
+
+def _on_database(s: Settings, job: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `job(connection)` against the configured database; a clear error and exit code 1 if it fails."""
+    import asyncpg
+
+    from connectors.postgres import EmbeddedPostgresError, MigrationError, database_dsn, describe_dsn
+
+    if s.database_url is not None:
+        where = describe_dsn(s.database_url.get_secret_value())
+    else:
+        where = f"the embedded server in {s.data_dir / 'postgres'}"
+
+    async def go() -> T:
+        async with database_dsn(s) as dsn:
+            conn = await asyncpg.connect(dsn, timeout=10)
+            try:
+                return await job(conn)
+            finally:
+                await conn.close()
+
+    try:
+        return asyncio.run(go())
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, EmbeddedPostgresError) as exc:
+        err.print(f"[red]cannot use PostgreSQL at {escape(where)}:[/red] {escape(str(exc) or type(exc).__name__)}")
+    except MigrationError as exc:
+        err.print(f"[red]migrations do not match this version:[/red] {escape(str(exc))}")
+    except ValueError as exc:
+        err.print(f"[red]bad DATABASE_URL:[/red] {escape(str(exc))}")
+    raise typer.Exit(1)
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending schema migrations, in order, in one transaction (safe to run any number of times)."""
+    from connectors.postgres import migrate
+
+    applied = _on_database(settings(), migrate)
+    if applied:
+        console.print(f"applied {len(applied)} migration(s): {', '.join(applied)}")
+    else:
+        console.print("database schema is up to date")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """List applied and pending migrations."""
+    from connectors.postgres import migration_status
+
+    status = _on_database(settings(), migration_status)
+    for version in status.applied:
+        mark = "  [yellow]changed since applied[/yellow]" if version in status.changed else ""
+        console.print(f"applied  {version}{mark}")
+    for version in status.pending:
+        console.print(f"pending  {version}")
+    summary = f"{len(status.applied)} applied, {len(status.pending)} pending"
+    console.print(summary if status.pending else f"{summary} — up to date")
 
 
 def entrypoint() -> None:

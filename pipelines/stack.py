@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
-from connectors.postgres import EmbeddedPostgres
 from pydantic import SecretStr
 
+from connectors.postgres import EmbeddedPostgres
 from pipelines.embedded import EmbeddedBroker, free_port, spawn, stop
 from pipelines.ingress import build_ingress
 from pipelines.runtime import ensure_topics
@@ -139,7 +139,7 @@ class Stack:
     def start_stores(self) -> None:
         """The embedded Postgres when no DATABASE_URL is set; chdb needs no server (the sink opens it)."""
         if self.settings.database_url is None:
-            self.postgres = EmbeddedPostgres(self.data_dir / "postgres", self.log_dir / "postgres.log")
+            self.postgres = EmbeddedPostgres(self.data_dir / "postgres")
             dsn = self.postgres.start()
             self.settings = self.settings.model_copy(update={"database_url": SecretStr(dsn)})
 

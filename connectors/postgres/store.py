@@ -1,0 +1,345 @@
+"""The conversation store: every record of the stream upserted into PostgreSQL by its id.
+
+A batch is written in one transaction, one statement per table, each statement taking whole
+columns as arrays (`INSERT ... SELECT FROM unnest(...)`), so a batch of 500 records costs a
+handful of round trips. Replaying a batch changes nothing: records are inserted by their ids
+(`ON CONFLICT DO NOTHING`), derived values only move one way (first seen by LEAST, latest by
+GREATEST, closed once), counts are queried rather than kept, and profiles are
+last-writer-wins by `updated_at`. Rows are fed in key order so concurrent writers lock rows
+in the same order and do not deadlock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from connectors.postgres.migrator import migrate as apply_migrations
+from schemas import ContactAddress, ConversationEvent, CustomerProfile, Escalation, Message, OutboundMessage
+
+__all__ = ["PostgresStore"]
+
+_CUSTOMERS_SEEN = """
+INSERT INTO customers (customer_id, first_seen_at)
+SELECT customer_id, min(at)
+FROM unnest($1::text[], $2::timestamptz[]) AS t(customer_id, at)
+GROUP BY customer_id ORDER BY customer_id
+ON CONFLICT (customer_id) DO UPDATE
+SET first_seen_at = LEAST(customers.first_seen_at, excluded.first_seen_at)
+WHERE customers.first_seen_at IS NULL OR excluded.first_seen_at < customers.first_seen_at
+"""
+
+_CONVERSATIONS = """
+INSERT INTO conversations (conversation_id, customer_id, started_at, last_message_at)
+SELECT conversation_id, min(customer_id), min(started_at), max(last_message_at)
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+     AS t(conversation_id, customer_id, started_at, last_message_at)
+GROUP BY conversation_id ORDER BY conversation_id
+ON CONFLICT (conversation_id) DO UPDATE
+SET started_at = LEAST(conversations.started_at, excluded.started_at),
+    last_message_at = GREATEST(conversations.last_message_at, excluded.last_message_at)
+WHERE (conversations.started_at, conversations.last_message_at) IS DISTINCT FROM
+      (LEAST(conversations.started_at, excluded.started_at),
+       GREATEST(conversations.last_message_at, excluded.last_message_at))
+"""
+
+_MESSAGES = """
+INSERT INTO messages (message_id, conversation_id, customer_id, role, channel, address, text,
+                      in_reply_to, content_type, subject, provider_message_id, at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[])
+ORDER BY 1
+ON CONFLICT (message_id) DO NOTHING
+"""
+
+_SESSIONS = """
+INSERT INTO sessions (session_id, conversation_id, customer_id, started_at, last_activity_at, escalated, closed_at)
+SELECT session_id, min(conversation_id), min(customer_id), min(turn_at), max(turn_at), bool_or(escalated),
+       min(closed_at)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::boolean[], $6::timestamptz[])
+     AS t(session_id, conversation_id, customer_id, turn_at, escalated, closed_at)
+GROUP BY session_id ORDER BY session_id
+ON CONFLICT (session_id) DO UPDATE
+SET started_at = LEAST(sessions.started_at, excluded.started_at),
+    last_activity_at = GREATEST(sessions.last_activity_at, excluded.last_activity_at),
+    escalated = sessions.escalated OR excluded.escalated,
+    closed_at = LEAST(sessions.closed_at, excluded.closed_at)
+WHERE (sessions.started_at, sessions.last_activity_at, sessions.escalated, sessions.closed_at) IS DISTINCT FROM
+      (LEAST(sessions.started_at, excluded.started_at), GREATEST(sessions.last_activity_at, excluded.last_activity_at),
+       sessions.escalated OR excluded.escalated, LEAST(sessions.closed_at, excluded.closed_at))
+"""
+
+_ESCALATIONS = """
+INSERT INTO escalations (escalation_id, message_id, conversation_id, customer_id, session_id, channel, reason, detail,
+                         priority, intent, confidence, slots, recommended_actions, created_at)
+SELECT e.escalation_id, e.message_id, e.conversation_id, e.customer_id, e.session_id, e.channel, e.reason, e.detail,
+       e.priority, e.intent, e.confidence, e.slots::jsonb, e.recommended_actions::jsonb, e.created_at
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::text[], $10::text[], $11::float8[], $12::text[], $13::text[], $14::timestamptz[])
+     AS e(escalation_id, message_id, conversation_id, customer_id, session_id, channel, reason, detail,
+          priority, intent, confidence, slots, recommended_actions, created_at)
+ORDER BY 1
+ON CONFLICT (escalation_id) DO NOTHING
+"""
+
+_ACTIONS = """
+INSERT INTO actions (event_id, conversation_id, session_id, customer_id, type, name, status, result, at)
+SELECT a.event_id, a.conversation_id, a.session_id, a.customer_id, a.type, a.name, a.status, a.result::jsonb, a.at
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::timestamptz[])
+     AS a(event_id, conversation_id, session_id, customer_id, type, name, status, result, at)
+ORDER BY 1
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+_PROFILES = """
+INSERT INTO customers (customer_id, display_name, preferences, vip_tier, language, lifetime, profile_updated_at)
+SELECT p.customer_id, p.display_name, p.preferences::jsonb, p.vip_tier, p.language, p.lifetime::jsonb, p.updated_at
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
+     AS p(customer_id, display_name, preferences, vip_tier, language, lifetime, updated_at)
+ORDER BY 1
+ON CONFLICT (customer_id) DO UPDATE
+SET display_name = excluded.display_name, preferences = excluded.preferences, vip_tier = excluded.vip_tier,
+    language = excluded.language, lifetime = excluded.lifetime, profile_updated_at = excluded.profile_updated_at
+WHERE customers.profile_updated_at IS NULL OR customers.profile_updated_at < excluded.profile_updated_at
+RETURNING customer_id
+"""
+
+_DROP_CONTACTS = "DELETE FROM customer_contacts WHERE customer_id = ANY($1::text[])"
+
+_CONTACTS = """
+INSERT INTO customer_contacts (channel, address, customer_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ORDER BY 1, 2
+ON CONFLICT (channel, address) DO UPDATE SET customer_id = excluded.customer_id
+WHERE customer_contacts.customer_id <> excluded.customer_id
+"""
+
+_SNAPSHOT = """
+SELECT jsonb_build_object(
+    'conversation', to_jsonb(c) || jsonb_build_object(
+        'message_count', (SELECT count(*) FROM messages m WHERE m.conversation_id = c.conversation_id)),
+    'messages', COALESCE((SELECT jsonb_agg(to_jsonb(m) ORDER BY m.at, m.role <> 'customer', m.message_id)
+                          FROM messages m WHERE m.conversation_id = c.conversation_id), '[]'::jsonb),
+    'escalations', COALESCE((SELECT jsonb_agg(to_jsonb(e) ORDER BY e.created_at, e.escalation_id)
+                             FROM escalations e WHERE e.conversation_id = c.conversation_id), '[]'::jsonb),
+    'sessions', COALESCE((SELECT jsonb_agg(to_jsonb(s) ORDER BY s.started_at NULLS LAST, s.session_id)
+                          FROM sessions s WHERE s.conversation_id = c.conversation_id), '[]'::jsonb),
+    'actions', COALESCE((SELECT jsonb_agg(to_jsonb(a) ORDER BY a.at, a.event_id)
+                         FROM actions a WHERE a.conversation_id = c.conversation_id), '[]'::jsonb)
+)::text
+FROM conversations c WHERE c.conversation_id = $1
+"""
+
+
+def _utc(at: datetime) -> datetime:
+    """Naive timestamps are taken as UTC, as everywhere else in supportflow."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
+def _columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows to the column arrays `unnest` takes."""
+    columns: list[list[Any]] = [[] for _ in range(width)]
+    for row in rows:
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
+
+
+@dataclass
+class _Batch:
+    """One write's rows, table by table, gathered before any statement runs."""
+
+    customers: list[tuple[str, datetime]] = field(default_factory=list)
+    conversations: list[tuple[str, str, datetime, datetime | None]] = field(default_factory=list)
+    messages: list[tuple[Any, ...]] = field(default_factory=list)
+    sessions: list[tuple[Any, ...]] = field(default_factory=list)
+    escalations: list[tuple[Any, ...]] = field(default_factory=list)
+    actions: list[tuple[Any, ...]] = field(default_factory=list)
+    profiles: dict[str, CustomerProfile] = field(default_factory=dict)
+
+    def seen(self, customer_id: str, conversation_id: str, at: datetime, is_message: bool) -> None:
+        self.customers.append((customer_id, at))
+        self.conversations.append((conversation_id, customer_id, at, at if is_message else None))
+
+    def add(self, record: Any) -> None:
+        if isinstance(record, Message):
+            at = _utc(record.received_at)
+            self.seen(record.customer_id, record.conversation_id, at, True)
+            self.messages.append((
+                record.message_id, record.conversation_id, record.customer_id, "customer", record.channel,
+                record.sender, record.text, None, record.content_type, None, record.provider_message_id, at,
+            ))  # fmt: skip
+        elif isinstance(record, OutboundMessage):
+            at = _utc(record.created_at)
+            self.seen(record.customer_id, record.conversation_id, at, True)
+            self.messages.append((
+                record.reply_id, record.conversation_id, record.customer_id, record.author, record.channel,
+                record.recipient, record.text, record.in_reply_to, record.content_format, record.subject, None, at,
+            ))  # fmt: skip
+        elif isinstance(record, Escalation):
+            at = _utc(record.created_at)
+            self.seen(record.customer_id, record.conversation_id, at, False)
+            nlu = record.nlu
+            self.escalations.append((
+                record.escalation_id, record.message_id, record.conversation_id, record.customer_id,
+                record.session_id, record.channel, record.reason, record.detail, record.priority,
+                nlu.intent if nlu else None, nlu.confidence if nlu else None,
+                json.dumps(record.slots, sort_keys=True), json.dumps(record.recommended_actions), at,
+            ))  # fmt: skip
+        elif isinstance(record, ConversationEvent):
+            at = _utc(record.timestamp)
+            self.seen(record.customer_id, record.conversation_id, at, False)
+            closed = record.event_type == "session_closed"
+            self.sessions.append((
+                record.session_id, record.conversation_id, record.customer_id, None if closed else at,
+                record.event_type == "escalated", at if closed else None,
+            ))  # fmt: skip
+            if record.action is not None:
+                action = record.action
+                self.actions.append((
+                    record.event_id, record.conversation_id, record.session_id, record.customer_id, action.type,
+                    action.name, action.status, json.dumps(action.result, sort_keys=True, default=str), at,
+                ))  # fmt: skip
+        elif isinstance(record, CustomerProfile):
+            # within a batch, too, the latest profile wins (ties broken by content, so the choice is stable)
+            held = self.profiles.get(record.customer_id)
+            if held is None or (_utc(record.updated_at), record.model_dump_json()) > (
+                _utc(held.updated_at),
+                held.model_dump_json(),
+            ):
+                self.profiles[record.customer_id] = record
+        else:
+            raise TypeError(f"the conversation store does not take {type(record).__name__} records")
+
+
+class PostgresStore:
+    """`ConversationStore` on PostgreSQL through an asyncpg pool (created on first use)."""
+
+    def __init__(self, dsn: str, pool_size: int = 10) -> None:
+        self.dsn = dsn
+        self.pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+        self._on_close: list[Callable[[], object]] = []
+
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._lock:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self.dsn,
+                        min_size=1,
+                        max_size=self.pool_size,
+                        server_settings={"timezone": "UTC", "application_name": "supportflow"},
+                    )
+        return self._pool
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations; returns the versions applied."""
+        async with (await self.pool()).acquire() as conn:
+            return await apply_migrations(conn)
+
+    async def write(self, topic: str, records: Sequence[Any]) -> int:
+        """Upsert a batch of records of any supported type in one transaction; returns how many were taken."""
+        if not records:
+            return 0
+        batch = _Batch()
+        for record in records:
+            try:
+                batch.add(record)
+            except TypeError as exc:
+                raise TypeError(f"{topic}: {exc}") from None
+        async with (await self.pool()).acquire() as conn, conn.transaction():
+            if batch.profiles:
+                await self._write_profiles(conn, list(batch.profiles.values()))
+            if batch.customers:
+                await conn.execute(_CUSTOMERS_SEEN, *_columns(batch.customers, 2))
+                await conn.execute(_CONVERSATIONS, *_columns(batch.conversations, 4))
+            if batch.messages:
+                await conn.execute(_MESSAGES, *_columns(batch.messages, 12))
+            if batch.sessions:
+                await conn.execute(_SESSIONS, *_columns(batch.sessions, 6))
+            if batch.escalations:
+                await conn.execute(_ESCALATIONS, *_columns(batch.escalations, 14))
+            if batch.actions:
+                await conn.execute(_ACTIONS, *_columns(batch.actions, 9))
+        return len(records)
+
+    @staticmethod
+    async def _write_profiles(conn: asyncpg.Connection, profiles: list[CustomerProfile]) -> None:
+        rows = [
+            (
+                p.customer_id,
+                p.display_name,
+                json.dumps(p.preferences, sort_keys=True),
+                p.vip_tier,
+                p.language,
+                p.lifetime.model_dump_json(),
+                _utc(p.updated_at),
+            )
+            for p in profiles
+        ]
+        winners = {row["customer_id"] for row in await conn.fetch(_PROFILES, *_columns(rows, 7))}
+        if not winners:
+            return
+        await conn.execute(_DROP_CONTACTS, sorted(winners))
+        contacts: dict[tuple[str, str], str] = {}
+        for profile in sorted(profiles, key=lambda p: _utc(p.updated_at)):
+            if profile.customer_id in winners:
+                for contact in profile.contacts:
+                    contacts[(contact.channel, contact.address)] = profile.customer_id
+        if contacts:
+            await conn.execute(_CONTACTS, *_columns(((c, a, who) for (c, a), who in contacts.items()), 3))
+
+    async def conversation_snapshot(self, conversation_id: str) -> dict[str, Any] | None:
+        """The conversation, its messages and replies in order, sessions, escalations and actions, as JSON values."""
+        async with (await self.pool()).acquire() as conn:
+            text = await conn.fetchval(_SNAPSHOT, conversation_id)
+        return None if text is None else json.loads(text)
+
+    async def customer_for_address(self, channel: str, address: str) -> str | None:
+        """Whose address this is (identity across channels), if any profile claims it."""
+        async with (await self.pool()).acquire() as conn:
+            return await conn.fetchval(
+                "SELECT customer_id FROM customer_contacts WHERE channel = $1 AND address = $2", channel, address
+            )
+
+    async def profile(self, customer_id: str) -> CustomerProfile | None:
+        """The stored profile (None until one arrived for this customer)."""
+        async with (await self.pool()).acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT * FROM customers WHERE customer_id = $1 AND profile_updated_at IS NOT NULL", customer_id
+            )
+            if row is None:
+                return None
+            contacts = await conn.fetch(
+                "SELECT channel, address FROM customer_contacts WHERE customer_id = $1 ORDER BY channel, address",
+                customer_id,
+            )
+        return CustomerProfile(
+            customer_id=row["customer_id"],
+            display_name=row["display_name"],
+            contacts=[ContactAddress(channel=c["channel"], address=c["address"]) for c in contacts],
+            preferences=json.loads(row["preferences"]),
+            vip_tier=row["vip_tier"],
+            language=row["language"],
+            lifetime=json.loads(row["lifetime"]),
+            updated_at=row["profile_updated_at"],
+        )
+
+    def close_with(self, callback: Callable[[], object]) -> None:
+        """Run `callback()` after the pool closes (e.g. stop the embedded server this store started)."""
+        self._on_close.append(callback)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+        while self._on_close:
+            await asyncio.to_thread(self._on_close.pop())

@@ -1,0 +1,318 @@
+"""The PostgreSQL conversation store against a real server: migrations, idempotent batch upserts, reads."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from connectors.postgres import PostgresStore, available_migrations, migrate, migration_status
+from schemas import (
+    ContactAddress,
+    ConversationEvent,
+    CustomerProfile,
+    Escalation,
+    EventAction,
+    EventMetadata,
+    Message,
+    OutboundMessage,
+)
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+TABLES = ["customers", "customer_contacts", "conversations", "messages", "sessions", "escalations", "actions"]
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def message(n: int, seconds: float, text: str = "", conversation: str = "conv-alice") -> Message:
+    return Message(
+        message_id=f"m{n}",
+        conversation_id=conversation,
+        customer_id=conversation.removeprefix("conv-"),
+        channel="sms",
+        sender="+15550100",
+        text=text or f"customer message {n}",
+        received_at=at(seconds),
+    )
+
+
+def reply(n: int, seconds: float, author: str = "agent", conversation: str = "conv-alice") -> OutboundMessage:
+    return OutboundMessage(
+        reply_id=f"m{n}:reply",
+        in_reply_to=f"m{n}",
+        conversation_id=conversation,
+        customer_id=conversation.removeprefix("conv-"),
+        channel="sms",
+        recipient="+15550100",
+        text=f"reply to {n}",
+        author=author,  # type: ignore[arg-type]
+        created_at=at(seconds),
+    )
+
+
+def event(n: int, kind: str, seconds: float, session: str = "s1", with_action: bool = False) -> ConversationEvent:
+    return ConversationEvent(
+        event_id=f"e{n}",
+        event_type=kind,  # type: ignore[arg-type]
+        timestamp=at(seconds),
+        conversation_id="conv-alice",
+        session_id=session,
+        customer_id="alice",
+        channel="sms",
+        action=EventAction(type="api", name="order_status", status="succeeded", result={"order": "1234567"})
+        if with_action
+        else None,
+        metadata=EventMetadata(latency_ms=12.5, model_used="keywords"),
+    )
+
+
+def escalation(n: int, seconds: float) -> Escalation:
+    return Escalation(
+        escalation_id=f"m{n}:escalation",
+        message_id=f"m{n}",
+        conversation_id="conv-alice",
+        customer_id="alice",
+        session_id="s1",
+        channel="sms",
+        recipient="+15550100",
+        text=f"customer message {n}",
+        reason="customer_requested_human",
+        priority="high",
+        slots={"order": "1234567"},
+        recommended_actions=["refund"],
+        created_at=at(seconds),
+    )
+
+
+def profile(seconds: float, contacts: list[tuple[str, str]], tier: str = "gold", who: str = "alice") -> CustomerProfile:
+    return CustomerProfile(
+        customer_id=who,
+        display_name=f"{who.title()} ({seconds})",
+        contacts=[ContactAddress(channel=c, address=a) for c, a in contacts],  # type: ignore[arg-type]
+        preferences={"tone": "formal"},
+        vip_tier=tier,  # type: ignore[arg-type]
+        language="fr",
+        updated_at=at(seconds),
+    )
+
+
+@pytest.fixture
+async def store(postgres_dsn: str) -> AsyncIterator[PostgresStore]:
+    s = PostgresStore(postgres_dsn, pool_size=4)
+    assert await s.migrate() == [m.version for m in available_migrations()]
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def dump_tables(dsn: str) -> dict[str, list[str]]:
+    """Every row of every table with its xmin: a rewritten row shows up even if its values are equal."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return {
+            table: [r[0] for r in await conn.fetch(f"SELECT xmin::text || ' ' || to_jsonb(t)::text FROM {table} t")]
+            for table in TABLES
+        }
+    finally:
+        await conn.close()
+
+
+async def dump_schema(conn: asyncpg.Connection) -> list[Any]:
+    columns = await conn.fetch(
+        "SELECT table_name, column_name, data_type, is_nullable, column_default FROM information_schema.columns "
+        "WHERE table_schema = 'public' ORDER BY 1, 2"
+    )
+    indexes = await conn.fetch("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1")
+    applied = await conn.fetch("SELECT version, checksum, applied_at FROM schema_migrations ORDER BY 1")
+    return [list(map(tuple, columns)), list(map(tuple, indexes)), list(map(tuple, applied))]
+
+
+async def test_migrations_apply_to_an_empty_database_and_a_second_run_changes_nothing(postgres_dsn):
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        before = await migration_status(conn)
+        assert before.applied == [] and before.pending == ["0001_initial"]
+        assert await migrate(conn) == ["0001_initial"]
+        schema = await dump_schema(conn)
+        assert {row[0] for row in schema[0]} >= {*TABLES, "schema_migrations"}
+        assert "messages_conversation_at_idx" in {row[0] for row in schema[1]}
+        assert await migrate(conn) == []
+        assert await dump_schema(conn) == schema
+        after = await migration_status(conn)
+        assert after.applied == ["0001_initial"] and after.pending == [] and after.changed == []
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_migrations_apply_each_file_once(postgres_dsn):
+    conns = [await asyncpg.connect(postgres_dsn) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(migrate(c) for c in conns))
+        assert sorted(results) == [[], [], ["0001_initial"]]
+    finally:
+        for c in conns:
+            await c.close()
+
+
+def every_record_type() -> dict[str, list[Any]]:
+    return {
+        "sf.profiles": [profile(0, [("sms", "+15550100"), ("email", "alice@example.com")])],
+        "sf.messages": [message(1, 0), message(2, 10), message(3, 20, conversation="conv-bob")],
+        "sf.outbound": [reply(1, 1), reply(2, 11, author="human"), reply(3, 21, conversation="conv-bob")],
+        "sf.escalations": [escalation(2, 10.5)],
+        "sf.events": [
+            event(1, "turn_processed", 1, with_action=True),
+            event(2, "escalated", 10.5),
+            event(3, "session_closed", 100),
+        ],
+    }
+
+
+async def test_writing_every_batch_twice_leaves_identical_rows(store, postgres_dsn):
+    batches = every_record_type()
+    for topic, records in batches.items():
+        assert await store.write(topic, records) == len(records)
+    once = await dump_tables(postgres_dsn)
+    assert all(once[table] for table in TABLES), "every table got rows"
+    for topic, records in batches.items():
+        await store.write(topic, records)
+    assert await dump_tables(postgres_dsn) == once
+
+
+async def test_a_batch_holding_the_same_records_twice_stores_them_once(store, postgres_dsn):
+    records = [r for batch in every_record_type().values() for r in batch]
+    await store.write("mixed", records + records)
+    doubled = await dump_tables(postgres_dsn)
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM messages") == 6
+        assert await conn.fetchval("SELECT count(*) FROM actions") == 1
+    finally:
+        await conn.close()
+    await store.write("mixed", records)
+    assert await dump_tables(postgres_dsn) == doubled
+
+
+async def test_replies_and_customer_messages_come_back_in_order(store):
+    # ids sort against time (m9 is first), replies arrive before the messages they answer
+    await store.write("sf.outbound", [reply(2, 11, author="human"), reply(9, 1)])
+    await store.write("sf.messages", [message(2, 10), message(9, 0)])
+    await store.write("sf.escalations", [escalation(2, 10.5)])
+    snapshot = await store.conversation_snapshot("conv-alice")
+    assert snapshot is not None
+    assert [(m["message_id"], m["role"]) for m in snapshot["messages"]] == [
+        ("m9", "customer"),
+        ("m9:reply", "agent"),
+        ("m2", "customer"),
+        ("m2:reply", "human"),
+    ]
+    assert snapshot["messages"][1]["in_reply_to"] == "m9"
+    conversation = snapshot["conversation"]
+    assert conversation["message_count"] == 4
+    assert datetime.fromisoformat(conversation["started_at"]) == at(0)
+    assert datetime.fromisoformat(conversation["last_message_at"]) == at(11)
+    assert [e["escalation_id"] for e in snapshot["escalations"]] == ["m2:escalation"]
+    assert await store.conversation_snapshot("conv-nobody") is None
+
+
+async def test_a_reply_stamped_at_the_same_instant_follows_the_message(store):
+    early_id = reply(1, 0).model_copy(update={"reply_id": "0-sorts-first"})
+    await store.write("sf.outbound", [early_id])
+    await store.write("sf.messages", [message(1, 0)])
+    snapshot = await store.conversation_snapshot("conv-alice")
+    assert snapshot is not None and [m["role"] for m in snapshot["messages"]] == ["customer", "agent"]
+
+
+async def test_sessions_are_derived_the_same_whatever_order_events_arrive_in(store):
+    events = [
+        event(1, "turn_processed", 5, with_action=True),
+        event(2, "turn_processed", 1),
+        event(3, "escalated", 9),
+        event(4, "session_closed", 60),
+        event(5, "turn_processed", 3, session="s2"),
+    ]
+    random.Random(7).shuffle(events)
+    for one in events:
+        await store.write("sf.events", [one])
+    snapshot = await store.conversation_snapshot("conv-alice")
+    assert snapshot is not None
+    sessions = {s["session_id"]: s for s in snapshot["sessions"]}
+    s1 = sessions["s1"]
+    assert datetime.fromisoformat(s1["started_at"]) == at(1)
+    assert datetime.fromisoformat(s1["last_activity_at"]) == at(9)
+    assert datetime.fromisoformat(s1["closed_at"]) == at(60)
+    assert s1["escalated"] is True
+    assert sessions["s2"]["closed_at"] is None and sessions["s2"]["escalated"] is False
+    assert [(a["name"], a["result"]) for a in snapshot["actions"]] == [("order_status", {"order": "1234567"})]
+    assert snapshot["conversation"]["last_message_at"] is None, "events are not messages"
+
+
+async def test_an_older_profile_does_not_overwrite_a_newer_one_and_contacts_are_replaced(store):
+    newer = profile(10, [("email", "alice@example.com"), ("sms", "+15550100")], tier="platinum")
+    older = profile(0, [("webchat", "web-alice")], tier="silver")
+    await store.write("sf.profiles", [newer])
+    await store.write("sf.profiles", [older])
+    stored = await store.profile("alice")
+    assert stored is not None and stored.vip_tier == "platinum" and stored.updated_at == at(10)
+    assert await store.customer_for_address("webchat", "web-alice") is None
+    latest = profile(20, [("whatsapp", "+15550100")], tier="gold")
+    await store.write("sf.profiles", [latest])
+    stored = await store.profile("alice")
+    assert stored == latest
+    assert await store.customer_for_address("email", "alice@example.com") is None, "old contacts were dropped"
+    assert await store.customer_for_address("whatsapp", "+15550100") == "alice"
+
+
+async def test_the_latest_profile_of_a_batch_wins_whatever_its_place(store):
+    await store.write("sf.profiles", [profile(20, [("sms", "+1")], tier="gold"), profile(5, [("sms", "+2")])])
+    stored = await store.profile("alice")
+    assert stored is not None and stored.updated_at == at(20)
+    assert [c.address for c in stored.contacts] == ["+1"]
+
+
+async def test_customer_is_found_by_any_of_their_contacts(store):
+    contacts = [("email", "alice@example.com"), ("sms", "+15550100"), ("slack", "U024BE7LH")]
+    await store.write("sf.profiles", [profile(0, contacts), profile(0, [("email", "bob@example.com")], who="bob")])
+    for channel, address in contacts:
+        assert await store.customer_for_address(channel, address) == "alice"
+    assert await store.customer_for_address("email", "bob@example.com") == "bob"
+    assert await store.customer_for_address("sms", "alice@example.com") is None, "an address belongs to its channel"
+
+
+async def test_an_address_claimed_by_a_newer_profile_of_another_customer_moves_to_them(store):
+    await store.write("sf.profiles", [profile(0, [("sms", "+15550100")])])
+    await store.write("sf.profiles", [profile(5, [("sms", "+15550100")], who="bob")])
+    assert await store.customer_for_address("sms", "+15550100") == "bob"
+
+
+async def test_a_customer_seen_only_in_messages_has_no_profile(store):
+    await store.write("sf.messages", [message(1, 0)])
+    assert await store.profile("alice") is None
+
+
+async def test_raw_text_with_emails_and_phone_numbers_is_stored_intact(store, postgres_dsn):
+    text = (
+        "  Mail me at jane.doe+orders@example.com or call +1 (555) 010-9999 \u2014 "
+        "d\u00e9j\u00e0 vu \U0001f642\n'; DROP"
+    )
+    await store.write("sf.messages", [message(1, 0, text=text)])
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        assert await conn.fetchval("SELECT text FROM messages WHERE message_id = 'm1'") == text
+    finally:
+        await conn.close()
+    snapshot = await store.conversation_snapshot("conv-alice")
+    assert snapshot is not None and snapshot["messages"][0]["text"] == text
+
+
+async def test_a_record_the_store_does_not_keep_is_refused(store):
+    with pytest.raises(TypeError, match=r"^sf\.messages: the conversation store does not take dict"):
+        await store.write("sf.messages", [{"message_id": "m1"}])

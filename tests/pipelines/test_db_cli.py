@@ -1,0 +1,51 @@
+"""`supportflow db migrate` and `db status` against a real PostgreSQL, and their errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from pipelines.embedded import free_port
+from pipelines.settings import PROJECT_DIR
+
+runner = CliRunner()
+
+
+def test_migrate_twice_applies_then_says_up_to_date(postgres_dsn):
+    env = {"DATABASE_URL": postgres_dsn}
+    status = runner.invoke(app, ["db", "status"], env=env)
+    assert status.exit_code == 0, status.output
+    assert "pending  0001_initial" in status.output
+
+    first = runner.invoke(app, ["db", "migrate"], env=env)
+    assert first.exit_code == 0, first.output
+    assert "applied 1 migration(s): 0001_initial" in first.output
+
+    second = runner.invoke(app, ["db", "migrate"], env=env)
+    assert second.exit_code == 0, second.output
+    assert "up to date" in second.output and "applied 1" not in second.output
+
+    status = runner.invoke(app, ["db", "status"], env=env)
+    assert "applied  0001_initial" in status.output and "0 pending" in status.output
+
+
+def test_an_unreachable_server_is_a_clear_error_without_traceback():
+    url = f"postgresql://sf:s3cret@127.0.0.1:{free_port()}/supportflow"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTFLOW_")}
+    env.update({"DATABASE_URL": url, "PYTHONPATH": str(PROJECT_DIR)})
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "db", "migrate"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "cannot use PostgreSQL at 127.0.0.1:" in output
+    assert "Traceback" not in output and "s3cret" not in output
