@@ -14,6 +14,8 @@ import redis
 from pipelines.embedded import EmbeddedBroker, free_port, spawn, stop
 from tests.support import WorkerPool
 
+pytest_plugins = ["tests.fixtures_clickhouse"]
+
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
