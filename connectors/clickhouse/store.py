@@ -9,8 +9,10 @@ in this process, clickhouse-driver is synchronous), so each runs in a thread, on
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -65,7 +67,8 @@ class ChdbEventStore(_Serialized):
             try:
                 session = Session(str(self.path))
             except RuntimeError as exc:
-                if "Cannot lock file" in str(exc) or "already running" in str(exc):
+                # chdb's own message only says "Error initializing EmbeddedServer"; the lock says why.
+                if _held_by_another_process(self.path / "status"):
                     raise EventStoreLocked(
                         f"the chdb folder {self.path} is in use by another process (a running `supportflow run`?); "
                         "chdb opens a folder from one process only"
@@ -173,6 +176,23 @@ def open_event_store(settings: Settings) -> EventStore:
     if settings.clickhouse_url is not None:
         return ClickHouseEventStore(settings.clickhouse_url.get_secret_value())
     return ChdbEventStore(settings.data_dir / "chdb")
+
+
+def _held_by_another_process(status_file: Path) -> bool:
+    """Whether a ClickHouse engine holds this folder: it keeps an exclusive flock on `status` while open."""
+    try:
+        fd = os.open(status_file, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def _from_json(value: Any, clickhouse_type: str) -> Any:
