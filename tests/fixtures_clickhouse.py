@@ -12,6 +12,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -84,34 +85,41 @@ class ClickHouseServer:
         return self.url(name)
 
 
+@contextmanager
+def running_clickhouse_server(workdir: Path, argv: list[str], timeout_s: float = 60.0) -> Iterator[ClickHouseServer]:
+    """Start a server with its config and data in workdir on free ports; stop it on exit (also used by bench/)."""
+    from clickhouse_driver import Client
+    from clickhouse_driver.errors import Error as DriverError
+
+    tcp_port, http_port = free_port(), free_port()
+    (workdir / "config.xml").write_text(_CONFIG.format(dir=workdir, tcp_port=tcp_port, http_port=http_port))
+    (workdir / "users.xml").write_text(_USERS)
+    log, errors = workdir / "stdout.log", workdir / "server.err.log"
+    process: subprocess.Popen[bytes] = spawn([*argv, f"--config-file={workdir / 'config.xml'}"], log)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            client = Client("127.0.0.1", port=tcp_port, connect_timeout=1)
+            try:
+                client.execute("SELECT 1")
+                break
+            except (DriverError, OSError, EOFError):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    detail = errors.read_text() if errors.exists() else ""
+                    raise RuntimeError(f"clickhouse-server did not start:\n{log.read_text()}\n{detail}") from None
+                time.sleep(0.1)
+            finally:
+                client.disconnect()
+        yield ClickHouseServer(tcp_port)
+    finally:
+        stop(process)
+
+
 @pytest.fixture(scope="session")
 def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
     """One server for the session (it takes a second or two to start)."""
     argv = clickhouse_server_argv()
     if argv is None:
         pytest.skip(f"no clickhouse-server binary on this machine: {INSTALL_HINT}")
-    from clickhouse_driver import Client
-    from clickhouse_driver.errors import Error as DriverError
-
-    workdir = tmp_path_factory.mktemp("clickhouse")
-    tcp_port, http_port = free_port(), free_port()
-    (workdir / "config.xml").write_text(_CONFIG.format(dir=workdir, tcp_port=tcp_port, http_port=http_port))
-    (workdir / "users.xml").write_text(_USERS)
-    log = workdir / "stdout.log"
-    process: subprocess.Popen[bytes] = spawn([*argv, f"--config-file={workdir / 'config.xml'}"], log)
-    deadline = time.monotonic() + 60
-    while True:
-        client = Client("127.0.0.1", port=tcp_port, connect_timeout=1)
-        try:
-            client.execute("SELECT 1")
-            break
-        except (DriverError, OSError, EOFError):
-            errors = (workdir / "server.err.log").read_text() if (workdir / "server.err.log").exists() else ""
-            assert process.poll() is None and time.monotonic() < deadline, f"{log.read_text()}\n{errors}"
-            time.sleep(0.1)
-        finally:
-            client.disconnect()
-    try:
-        yield ClickHouseServer(tcp_port)
-    finally:
-        stop(process)
+    with running_clickhouse_server(tmp_path_factory.mktemp("clickhouse"), argv) as server:
+        yield server
