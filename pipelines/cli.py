@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, TypeVar
 
@@ -296,7 +296,12 @@ def _sink_targets(names: list[str] | None) -> list[SinkChoice]:
 
 @app.command()
 def replay(
-    since: Annotated[str, typer.Option("--from", help="Start here: ISO timestamp (UTC if no zone) or 30m/24h/7d ago.")],
+    since: Annotated[
+        str,
+        typer.Option(
+            "--from", help="Start here: ISO timestamp (UTC if no zone), or a span back from now such as 30m, 24h, 7d."
+        ),
+    ],
     to: Annotated[str, typer.Option(help="Store to re-materialize: clickhouse or postgres.")],
     topic: Annotated[str, typer.Option(help="Topic to read (its record type decides what is written).")] = "sf.events",
     batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Records per store write.")] = 5000,
@@ -349,17 +354,13 @@ def replay(
 
 
 def _parse_since(text: str) -> datetime:
-    """An ISO timestamp (UTC when it has no zone) or a span back from now: 90s, 30m, 24h, 7d."""
-    text = text.strip()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1:] in units and text[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    from pipelines.analytics import parse_moment
+
     try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        err.print(f"[red]--from {text!r} is neither an ISO timestamp nor a span like 30m, 24h, 7d[/red]")
+        return parse_moment(text, datetime.now(UTC))
+    except ValueError as exc:
+        err.print(f"[red]--from: {exc}[/red]")
         raise typer.Exit(2) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @profiles_app.command("import")

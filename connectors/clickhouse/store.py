@@ -9,13 +9,14 @@ in this process, clickhouse-driver is synchronous), so each runs in a thread, on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import math
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -52,11 +53,18 @@ class _Serialized:
 
 
 class ChdbEventStore(_Serialized):
-    """The events table in a chdb folder (one folder per process; opened on first use)."""
+    """The events table in a chdb folder.
 
-    def __init__(self, path: Path) -> None:
+    chdb lets one process at a time hold a folder. Shared (the default), each call opens the
+    folder under an exclusive file lock and closes it again (about 50 ms), so the sink, `analytics
+    report` and `replay` take turns on one folder instead of failing. Not shared, the first call
+    opens it for the store's lifetime: for one-process tools such as the benchmarks.
+    """
+
+    def __init__(self, path: Path, shared: bool = True) -> None:
         super().__init__()
         self.path = Path(path)
+        self.shared = shared
         self._session: Any = None
 
     def _open(self) -> Any:
@@ -70,8 +78,8 @@ class ChdbEventStore(_Serialized):
                 # chdb's own message only says "Error initializing EmbeddedServer"; the lock says why.
                 if _held_by_another_process(self.path / "status"):
                     raise EventStoreLocked(
-                        f"the chdb folder {self.path} is in use by another process (a running `supportflow run`?); "
-                        "chdb opens a folder from one process only"
+                        f"the chdb folder {self.path} is held open by another process; chdb opens a folder from "
+                        "one process at a time (stores opened with shared=True take turns)"
                     ) from exc
                 raise
             # UInt64 as JSON numbers, not strings, so both backends return the same Python types.
@@ -79,21 +87,38 @@ class ChdbEventStore(_Serialized):
             self._session = session
         return self._session
 
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[Any]:
+        """The session for one call: under the folder's lock and closed afterwards when shared."""
+        if not self.shared:
+            yield self._open()
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.parent / f".{self.path.name}.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # blocks while another process has its turn
+            try:
+                yield self._open()
+            finally:
+                self._close()
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def _migrate(self) -> None:
-        self._open().query(ddl())
+        with self._turn() as session:
+            session.query(ddl())
 
     def _insert(self, events: Sequence[ConversationEvent]) -> int:
-        session = self._open()
         batch = to_columns(events, inserted_at=int(time.time()))
         batch["entity_types"] = [_ENTITY_SEPARATOR.join(types) for types in batch["entity_types"]]
         select = ", ".join(_CHDB_SELECT.get(name, name) for name in COLUMNS)
-        # Python(batch) reads the local variable `batch` of this frame: a dict of columns, no copy to text.
-        session.query(f"INSERT INTO events ({', '.join(COLUMNS)}) SELECT {select} FROM Python(batch)")
+        with self._turn() as session:
+            # Python(batch) reads the local variable `batch` of this frame: a dict of columns, no copy to text.
+            session.query(f"INSERT INTO events ({', '.join(COLUMNS)}) SELECT {select} FROM Python(batch)")
         return len(events)
 
     def _query(self, sql: str, parameters: dict[str, Any] | None) -> list[dict[str, Any]]:
-        result = self._open().query(render(sql, parameters), "JSON")
-        text = result.bytes()
+        with self._turn() as session:
+            result = session.query(render(sql, parameters), "JSON")
+            text = result.bytes()
         if not text:
             return []
         answer = json.loads(text)

@@ -6,6 +6,9 @@ query are pinned on the newest engine (chdb) and the oldest server we support (D
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -119,3 +122,33 @@ def test_every_report_query_reads_the_table_with_final_and_the_window() -> None:
 def test_a_query_parameter_without_a_value_is_named_in_the_error() -> None:
     with pytest.raises(KeyError, match="until"):
         render(load_query("escalation_rate"), {"since": SINCE})
+
+
+async def test_a_shared_chdb_folder_takes_turns_between_processes(tmp_path: Path) -> None:
+    """The sink keeps writing while `analytics report` or `replay` read the same folder from another process."""
+    here = ChdbEventStore(tmp_path / "chdb")
+    await here.migrate()
+    await here.insert(known_events()[:10])
+    other_process = textwrap.dedent(
+        f"""
+        import asyncio
+        from pathlib import Path
+        from connectors.clickhouse import ChdbEventStore
+        from tests.analytics_events import known_events
+
+        async def main():
+            store = ChdbEventStore(Path({str(tmp_path / "chdb")!r}))
+            for event in known_events()[10:20]:
+                await store.insert([event])
+            print((await store.query("{COUNT}"))[0]["n"])
+
+        asyncio.run(main())
+        """
+    )
+    writer = subprocess.Popen([sys.executable, "-c", other_process], stdout=subprocess.PIPE, text=True)
+    seen = [(await here.query(COUNT))[0]["n"] for _ in range(5)]  # reads interleave with the other's writes
+    out, _ = writer.communicate(timeout=120)
+    assert writer.returncode == 0
+    assert int(out.strip()) == 20
+    assert seen == sorted(seen) and 10 <= seen[0] <= 20
+    assert (await here.query(COUNT))[0]["n"] == 20

@@ -105,7 +105,7 @@ def test_a_chdb_folder_held_by_a_running_stack_is_a_clear_error(data_dir: Path) 
         holder.kill()
         holder.wait()
     assert result.exit_code == 1, result.output
-    assert "in use by another process" in result.output and "running `supportflow run`" in result.output
+    assert "held open by another process" in result.output and "one process at a time" in result.output
 
 
 def test_relative_and_iso_times_parse_to_utc_seconds() -> None:
