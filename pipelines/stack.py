@@ -143,6 +143,14 @@ class Stack:
             dsn = self.postgres.start()
             self.settings = self.settings.model_copy(update={"database_url": SecretStr(dsn)})
 
+    def store_summary(self) -> str:
+        from connectors.postgres import describe_dsn
+
+        where = describe_dsn(self.settings.database_url.get_secret_value()) if self.settings.database_url else "?"
+        postgres = f"PostgreSQL {where}" + (" (embedded)" if self.postgres is not None else "")
+        analytics = "ClickHouse" if self.settings.clickhouse_url else "chdb"
+        return f"{postgres}, events in {analytics}"
+
     def store_env(self) -> dict[str, str]:
         env = {"SUPPORTFLOW_DATA_DIR": str(self.data_dir)}
         if self.settings.database_url is not None:
@@ -200,6 +208,7 @@ class Stack:
             stop(worker.process, timeout_s=15)
         self.workers.clear()
         if self.sink is not None:
+            self._drain_sink()
             stop(self.sink.process, timeout_s=15)  # finishes and commits the batch in hand
             self.sink = None
         if self.postgres is not None:
@@ -208,6 +217,20 @@ class Stack:
         if self.broker is not None:
             self.broker.stop()
             self.broker = None
+
+    def _drain_sink(self) -> None:
+        """Let the sink store what the workers produced before it stops (the embedded broker forgets it)."""
+        from pipelines.sinks import wait_until_caught_up
+
+        if self.sink is None or self.sink.process.poll() is not None:
+            return
+        try:
+            if wait_until_caught_up(self.settings, self.topology, ["postgres", "clickhouse"]):
+                time.sleep(2 * self.settings.sink_batch_wait_ms / 1000)  # the batch tansu's end offset hides
+            else:
+                log.warning("the sink had not stored everything after 15 s; stopping it anyway")
+        except Exception as exc:  # the broker is already gone: nothing more to drain
+            log.warning("could not check the sink's progress: %s", exc)
 
     def __enter__(self) -> Stack:
         return self.start()

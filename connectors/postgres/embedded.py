@@ -149,6 +149,7 @@ class EmbeddedPostgres:
                 user=self._run_as,
                 preexec_fn=_die_with_parent,
                 close_fds=True,
+                process_group=0,  # Ctrl-C reaches the parent only; it stops the server after the sink
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +20,7 @@ import asyncpg
 
 from connectors.clickhouse import ChdbEventStore, ClickHouseEventStore
 from tests.pipelines.conversations import conversation_traffic
-from tests.support import answered_ids, produce_messages, read_answers, read_topics
+from tests.support import answered_ids, produce_messages, raw_message, read_answers, read_topics
 
 TURN_EVENTS = "event_type IN ('turn_processed', 'escalated')"
 
@@ -106,3 +109,105 @@ def test_200_messages_land_once_in_postgres_chdb_and_clickhouse_through_sigkills
     workers.stop(sink)  # chdb's folder belongs to one process at a time
     workers.stop(server_sink)
     assert clickhouse_counts(ChdbEventStore(chdb_dir / "chdb")) == {"events": 200, "messages": 200}
+
+
+def replay(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTFLOW_")}
+    child_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "replay", *args],
+        env=child_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_replaying_sf_events_rebuilds_empty_stores_exactly_and_a_second_replay_changes_nothing(
+    broker, workers, postgres_dsn, clickhouse_server, tmp_path: Path
+):
+    workers.start()
+    messages = conversation_traffic(conversations=10, per_conversation=3, prefix="rp")
+    produce_messages(broker.bootstrap, messages)
+    events = read_topics(broker.bootstrap, ["sf.events"], until=lambda rs: len(rs) >= len(messages))
+    event_ids = {json.loads(r.value)["event_id"] for r in events}
+    assert len(event_ids) == len(messages)
+
+    kafka = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "SUPPORTFLOW_KAFKA_EXACT_OFFSETS": "true"}
+    server_url = clickhouse_server.fresh_database()
+    targets = {
+        "clickhouse server": ({**kafka, "CLICKHOUSE_URL": server_url}, ClickHouseEventStore(server_url)),
+        "chdb": ({**kafka, "SUPPORTFLOW_DATA_DIR": str(tmp_path / "data")}, ChdbEventStore(tmp_path / "data" / "chdb")),
+    }
+    for name, (env, store) in targets.items():
+        for attempt in ("first", "second"):
+            done = replay("--from", "1h", "--topic", "sf.events", "--to", "clickhouse", env=env, cwd=tmp_path)
+            assert done.returncode == 0, f"{name}, {attempt} replay: {done.stderr[-2000:]}"
+            assert f"wrote {len(messages)} record(s)" in done.stdout, done.stdout
+            assert clickhouse_counts(store) == {"events": len(messages), "messages": len(messages)}, (name, attempt)
+
+    pg_env = {**kafka, "DATABASE_URL": postgres_dsn}
+    for attempt in ("first", "second"):
+        done = replay("--from", "1h", "--topic", "sf.messages", "--to", "postgres", env=pg_env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert postgres_counts(postgres_dsn)["customer_messages"] == len(messages), attempt
+
+    later = replay("--from", "2h", "--topic", "sf.events", "--to", "postgres", env=pg_env, cwd=tmp_path)
+    assert later.returncode == 0 and postgres_counts(postgres_dsn)["actions"] > 0
+    future = replay(
+        "--from", "2999-01-01", "--topic", "sf.events", "--to", "clickhouse", env=targets["chdb"][0], cwd=tmp_path
+    )
+    assert future.returncode == 0 and "written=0" in future.stdout, "nothing is newer than the future"
+
+    wrong = replay("--from", "1h", "--topic", "sf.outbound", "--to", "clickhouse", env=kafka, cwd=tmp_path)
+    assert wrong.returncode == 2 and "does not store OutboundMessage" in wrong.stderr
+    bad_time = replay("--from", "yesterday-ish", "--to", "clickhouse", env=kafka, cwd=tmp_path)
+    assert bad_time.returncode == 2 and "--from" in bad_time.stderr
+
+
+def test_pii_in_customer_messages_never_reaches_clickhouse_but_stays_intact_in_postgres(
+    broker, workers, postgres_dsn, tmp_path: Path
+):
+    secrets = {
+        "email": "jane.doe@example.com",
+        "phone": "+1 415 555 0134",
+        "card": "4111 1111 1111 1111",
+        "name": "Jane Doe",
+    }
+    texts = [
+        f"Hi, I'm {secrets['name']}, where is my order 12345?",
+        f"please email me at {secrets['email']} about my refund",
+        f"call me back on {secrets['phone']}, I need to talk to a human",
+        f"charge my card {secrets['card']} for the new order",
+    ]
+    workers.start()
+    sink = workers.start_sink(
+        "postgres", "clickhouse", group="pii", DATABASE_URL=postgres_dsn, SUPPORTFLOW_DATA_DIR=str(tmp_path / "data")
+    )
+    produce_messages(
+        broker.bootstrap, [raw_message(f"pii-{i}", "webchat", "jane-web", text) for i, text in enumerate(texts)]
+    )
+    read_answers(broker.bootstrap, {f"pii-{i}" for i in range(len(texts))})
+    stored = eventually(lambda: postgres_counts(postgres_dsn), lambda c: c["customer_messages"] == len(texts))
+    assert stored["customer_messages"] == len(texts)
+    read_topics(broker.bootstrap, ["sf.events"], until=lambda rs: len(rs) >= len(texts))
+    time.sleep(2)  # the sink's last batch
+    workers.stop(sink)
+
+    async def raw_texts() -> list[str]:
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            return [r["text"] for r in await conn.fetch("SELECT text FROM messages WHERE role = 'customer'")]
+        finally:
+            await conn.close()
+
+    assert sorted(asyncio.run(raw_texts())) == sorted(texts), "the conversation store keeps the customer's words"
+
+    store = ChdbEventStore(tmp_path / "data" / "chdb")
+    rows = asyncio.run(store.query("SELECT * FROM events FINAL"))
+    assert len(rows) == len(texts)
+    analytics = json.dumps(rows, default=str)
+    for kind, secret in secrets.items():
+        assert secret not in analytics, f"the {kind} reached ClickHouse"
+    assert "<EMAIL_ADDRESS>" in analytics and "<PERSON>" in analytics and "<CREDIT_CARD>" in analytics
