@@ -62,6 +62,10 @@ class IngressLimits:
     max_wait_s: float = 30.0
 
 
+SnapshotSource = Callable[[str], Awaitable[tuple[dict[str, Any] | None, bool]]]
+"""conversation id -> (snapshot or None, whether it came from the cache)"""
+
+
 def _error(status: int, message: str, details: Sequence[Any] = ()) -> JSONResponse:
     return JSONResponse({"error": message, "details": list(details)}, status_code=status)
 
@@ -72,7 +76,9 @@ def create_app(
     limits: IngressLimits,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
     rate_limiter: RateLimiter | None = None,
+    snapshots: SnapshotSource | None = None,
 ) -> Starlette:
+    """The ingress API; `snapshots` (the conversation store behind a short cache) serves full histories."""
     limiter = rate_limiter or InProcessRateLimiter()
 
     async def reject(body: bytes, status: int, message: str, details: Sequence[Any] = ()) -> JSONResponse:
@@ -167,6 +173,15 @@ def create_app(
             return _error(404, f"no conversation {conversation_id!r} seen by this ingress")
         return JSONResponse({"conversation_id": conversation_id, "items": [i.as_json() for i in items]})
 
+    async def get_snapshot(request: Request) -> Response:
+        conversation_id = request.path_params["conversation_id"]
+        if snapshots is None:
+            return _error(503, "no conversation store is configured (set DATABASE_URL, or use `supportflow run`)")
+        snapshot, cached = await snapshots(conversation_id)
+        if snapshot is None:
+            return _error(404, f"no conversation {conversation_id!r} in the conversation store")
+        return JSONResponse(snapshot, headers={"X-Cache": "hit" if cached else "miss"})
+
     async def stream_conversation(request: Request) -> Response:
         conversation_id = request.path_params["conversation_id"]
         queue = view.subscribe(conversation_id)
@@ -196,6 +211,7 @@ def create_app(
         routes=[
             Route("/v1/messages", post_message, methods=["POST"]),
             Route("/v1/messages/{message_id}", get_message, methods=["GET"]),
+            Route("/v1/conversations/{conversation_id}", get_snapshot, methods=["GET"]),
             Route("/v1/conversations/{conversation_id}/messages", get_conversation, methods=["GET"]),
             Route("/v1/conversations/{conversation_id}/stream", stream_conversation, methods=["GET"]),
             Route("/healthz", health, methods=["GET"]),

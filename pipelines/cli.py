@@ -356,7 +356,8 @@ def replay(
         raise typer.Exit(2) from None
     console.print(
         f"replayed {topic} from {start.isoformat()} into {target}: wrote {result.written} record(s) "
-        f"(read {result.read}, {result.skipped_before} older than --from, {result.invalid} invalid)"
+        f"(read {result.read}, {result.skipped_before} older than --from, {result.invalid} invalid)",
+        soft_wrap=True,
     )
 
 

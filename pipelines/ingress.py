@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 
 from connectors.conversation_view import ConversationView
 from connectors.http_api import IngressLimits, create_app
 from connectors.kafka import AsyncProducer, BackgroundReader, KafkaRecord
+from connectors.postgres import PostgresStore
+from connectors.protocols import SnapshotCache
 from connectors.rate_limit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
+from connectors.snapshot_cache import InProcessSnapshotCache, RedisSnapshotCache
 from pipelines.settings import Settings
 from pipelines.topology import Topology
 from schemas import Escalation, Message, OutboundMessage, RawInbound
@@ -35,6 +39,23 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
         else InProcessRateLimiter(settings.rate_limits)
     )
     producer = AsyncProducer(conf)  # no changelog is written here, so batching is safe even on tansu
+    cache: SnapshotCache = RedisSnapshotCache(settings.redis_url) if settings.redis_url else InProcessSnapshotCache()
+    store: PostgresStore | None = (
+        PostgresStore(settings.database_url.get_secret_value(), settings.database_pool_size)
+        if settings.database_url
+        else None
+    )
+
+    async def snapshots(conversation_id: str) -> tuple[dict[str, Any] | None, bool]:
+        """The conversation store's snapshot, reused for a few seconds: a page polls, Postgres is asked once."""
+        cached = await cache.get(conversation_id)
+        if cached is not None:
+            return cached, True
+        assert store is not None
+        snapshot = await store.conversation_snapshot(conversation_id)
+        if snapshot is not None:
+            await cache.put(conversation_id, snapshot, settings.snapshot_cache_ttl_s)
+        return snapshot, False
 
     def on_record(record: KafkaRecord) -> None:
         record_type = by_topic.get(record.topic)
@@ -55,7 +76,17 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
             reader.close()
             producer.close()
             await limiter.close()
+            await cache.close()
+            if store is not None:
+                await store.close()
 
-    app = create_app(producer.send, view, limits, lifespan=lifespan, rate_limiter=limiter)
+    app = create_app(
+        producer.send,
+        view,
+        limits,
+        lifespan=lifespan,
+        rate_limiter=limiter,
+        snapshots=snapshots if store is not None else None,
+    )
     app.state.view = view
     return app

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from connectors.kafka import consume_all, make_reader
 from pipelines.embedded import EmbeddedBroker
@@ -144,3 +146,26 @@ def test_a_sender_over_the_channel_limit_gets_429_with_retry_after(http):
     assert "too many sms messages" in refused.json()["error"]
     other = http.post("/v1/messages", json={**body, "sender": "+15557770001"})
     assert other.status_code == 202, "another sender is not affected"
+
+
+def test_a_conversation_snapshot_comes_from_the_store_and_is_reused_from_redis(http, stack, redis_url):
+    body = {"channel": "sms", "sender": "+14155550111", "customer_id": "h-snap", "text": "where is my order 7654321?"}
+    message_id = http.post("/v1/messages", json=body).json()["message_id"]
+    assert http.get(f"/v1/messages/{message_id}", params={"wait": 15}).json()["status"] == "replied"
+
+    deadline = time.monotonic() + 30
+    while True:  # the sink stores the turn shortly after the reply goes out
+        redis.Redis.from_url(redis_url).flushdb()
+        first = http.get("/v1/conversations/conv-h-snap")
+        if (first.status_code == 200 and len(first.json()["messages"]) == 2) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert first.status_code == 200, first.text
+    assert first.headers["X-Cache"] == "miss"
+    roles = [(m["role"], m["text"]) for m in first.json()["messages"]]
+    assert roles[0] == ("customer", "where is my order 7654321?") and roles[1][0] == "agent"
+
+    again = http.get("/v1/conversations/conv-h-snap")
+    assert again.headers["X-Cache"] == "hit" and again.json() == first.json()
+    missing = http.get("/v1/conversations/conv-nobody")
+    assert missing.status_code == 404 and "conversation store" in missing.json()["error"]

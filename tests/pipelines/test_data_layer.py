@@ -158,7 +158,7 @@ def test_replaying_sf_events_rebuilds_empty_stores_exactly_and_a_second_replay_c
     future = replay(
         "--from", "2999-01-01", "--topic", "sf.events", "--to", "clickhouse", env=targets["chdb"][0], cwd=tmp_path
     )
-    assert future.returncode == 0 and "written=0" in future.stdout, "nothing is newer than the future"
+    assert future.returncode == 0 and "wrote 0 record(s)" in future.stdout, "nothing is newer than the future"
 
     wrong = replay("--from", "1h", "--topic", "sf.outbound", "--to", "clickhouse", env=kafka, cwd=tmp_path)
     assert wrong.returncode == 2 and "does not store OutboundMessage" in wrong.stderr
