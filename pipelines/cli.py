@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -109,7 +110,7 @@ def run(
         http_port = port if port is not None else s.http_port
         where = "embedded tansu" if s.embedded else "Kafka"
         console.print(
-            f"[green]supportflow is running[/green] — {where} at {stack.bootstrap}, {len(stack.workers)} worker(s)"
+            f"[green]supportflow is running[/green] — {where} at {stack.bootstrap}; {stack.describe_workers()}"
         )
         console.print(f"  HTTP ingress   http://{s.http_host}:{http_port}/v1/messages  (POST a message)")
         console.print(f"  replies        http://{s.http_host}:{http_port}/v1/conversations/<id>/messages")
@@ -136,11 +137,14 @@ def run(
 def worker(
     stage: Annotated[Optional[list[str]], typer.Option(help="Run only these stages (repeatable); default all.")] = None,
     ready_file: Annotated[Optional[Path], typer.Option(help="Written once the worker processes records.")] = None,
+    nice: Annotated[int, typer.Option(min=0, max=19, help="Lower this worker's CPU priority (background stages).")] = 0,
 ) -> None:
     """Run one stream worker against KAFKA_BOOTSTRAP_SERVERS (start as many as you need)."""
     from pipelines.worker import run_worker
 
     s = cluster_settings("worker")
+    if nice:
+        os.nice(nice)
     run_worker(s, stage or None, ready_file)
 
 

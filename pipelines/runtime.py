@@ -104,6 +104,19 @@ def _use_fetch_max_wait(milliseconds: int) -> None:
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
+def consumer_group(topology: Topology, stages: list[str]) -> str:
+    """The faust app id (and so the consumer group) of a worker running `stages`.
+
+    Workers running stages with tables use the topology's app id, which also names the tables'
+    changelogs. A worker running only table-less stages (the `analytics` redaction stage) gets a
+    group of its own, so it can run as a separate, lower-priority process without taking
+    partitions of topics it does not read.
+    """
+    if set(stages) == set(topology.stages) or any(topology.stages[s].tables for s in stages):
+        return topology.spec.app_id
+    return f"{topology.spec.app_id}-{'+'.join(sorted(stages))}"
+
+
 class SupportflowApp(faust.App):
     """The faust app plus the topic mirrors its stages read, which the worker loads before consuming."""
 
@@ -115,9 +128,13 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
     assert settings.kafka_bootstrap_servers, "the broker address is known before workers start"
     spec = topology.spec
     _use_fetch_max_wait(settings.fetch_max_wait_ms)
+    wanted = stage_names or list(topology.stages)
+    unknown = sorted(set(wanted) - set(topology.stages))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; the topology has {', '.join(topology.stages)}")
     datadir = Path(tempfile.mkdtemp(prefix="supportflow-worker-"))
     app = SupportflowApp(
-        spec.app_id,
+        consumer_group(topology, wanted),
         broker=[f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")],
         store="memory://",
         datadir=str(datadir),
@@ -136,10 +153,6 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
     )
     app.topic_mirrors = []
     partitions = table_partitions(topology)
-    wanted = stage_names or list(topology.stages)
-    unknown = sorted(set(wanted) - set(topology.stages))
-    if unknown:
-        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; the topology has {', '.join(topology.stages)}")
 
     raw_tables: dict[str, RecordTable | TopicTable] = {}
     for name in {t for s in wanted for t in topology.stages[s].tables}:

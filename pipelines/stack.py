@@ -102,8 +102,11 @@ class Stack:
             ensure_topics(self.settings, self.topology)
             if self.with_sinks:
                 self.start_stores()
+            main_stages, isolated = self.stage_split()
             for index in range(self.worker_count):
-                self.start_worker(index)
+                self.start_worker(index, main_stages if isolated else None)
+            for offset, stage in enumerate(isolated):
+                self.start_worker(self.worker_count + offset, [stage], nice=self.settings.isolated_stage_nice)
             if self.with_sinks:
                 self.sink = self.start_sink()
             self.wait_ready()
@@ -167,11 +170,24 @@ class Stack:
         process = spawn(argv, log_file, env={**self.worker_env(), **self.store_env()})
         return WorkerProcess(-1, process, ready_file, log_file)
 
-    def start_worker(self, index: int) -> WorkerProcess:
+    def describe_workers(self) -> str:
+        main, isolated = self.stage_split()
+        text = f"{self.worker_count} worker(s) running {', '.join(main)}"
+        return text + (f"; {', '.join(isolated)} in a low-priority worker each" if isolated else "")
+
+    def stage_split(self) -> tuple[list[str], list[str]]:
+        """(stages every worker runs, stages with a low-priority worker each); only table-less stages split off."""
+        stages = self.topology.stages
+        isolated = [s for s in self.settings.isolated_stages if s in stages and not stages[s].tables]
+        return [s for s in stages if s not in isolated], isolated
+
+    def start_worker(self, index: int, stages: list[str] | None = None, nice: int = 0) -> WorkerProcess:
         ready_file = self.data_dir / "run" / f"worker-{index}.ready"
         ready_file.unlink(missing_ok=True)
         log_file = self.log_dir / f"worker-{index}.log"
         argv = [sys.executable, "-m", "pipelines.cli", "worker", "--ready-file", str(ready_file)]
+        argv += [arg for stage in stages or [] for arg in ("--stage", stage)]
+        argv += ["--nice", str(nice)] if nice else []
         env = self.worker_env()
         if self.settings.worker_metrics_port:
             env["SUPPORTFLOW_WORKER_METRICS_PORT"] = str(self.settings.worker_metrics_port + index)

@@ -169,3 +169,12 @@ def test_a_conversation_snapshot_comes_from_the_store_and_is_reused_from_redis(h
     assert again.headers["X-Cache"] == "hit" and again.json() == first.json()
     missing = http.get("/v1/conversations/conv-nobody")
     assert missing.status_code == 404 and "conversation store" in missing.json()["error"]
+
+    # the redaction stage runs in its own low-priority worker, in a consumer group of its own
+    reader = make_reader(stack.settings.kafka_client_config(), ["sf.events"], from_beginning=True)
+    try:
+        events = [json.loads(r.value) for r in consume_all(reader, idle_s=2.0, max_s=20.0)]
+    finally:
+        reader.close()
+    assert message_id in {e["message"]["id"] for e in events if e.get("message")}
+    assert "analytics" in stack.describe_workers() and len(stack.workers) == 2

@@ -239,7 +239,7 @@ def test_check_command_exits_non_zero_with_one_line_per_error(tmp_path):
 def test_check_command_accepts_the_shipped_topology():
     result = CliRunner().invoke(app, ["topology", "check", str(PROJECT_DIR / "topology.yaml")])
     assert result.exit_code == 0, result.output
-    assert "ok — 3 stages, 12 operators, 8 topics" in result.output
+    assert "ok — 3 stages, 12 operators, 9 topics" in result.output
 
 
 def test_show_renders_text_and_mermaid():
@@ -253,3 +253,12 @@ def test_show_renders_text_and_mermaid():
     assert "-->|human|" in mermaid and "t_sf_ingress --> ingest_normalize_0" in mermaid
     result = CliRunner().invoke(app, ["topology", "show", "--mermaid"])
     assert result.exit_code == 0 and "flowchart LR" in result.output
+
+
+def test_only_a_worker_of_table_less_stages_gets_a_consumer_group_of_its_own():
+    from pipelines.runtime import consumer_group
+
+    topology = load_topology(PROJECT_DIR / "topology.yaml")
+    assert consumer_group(topology, list(topology.stages)) == "supportflow"
+    assert consumer_group(topology, ["ingest", "agent"]) == "supportflow", "tables' changelogs are named by it"
+    assert consumer_group(topology, ["analytics"]) == "supportflow-analytics"
