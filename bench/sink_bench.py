@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import Progress
 
@@ -99,14 +100,13 @@ def main() -> None:
         else:
             (Path(tmp) / "clickhouse").mkdir()
             with running_clickhouse_server(Path(tmp) / "clickhouse", argv) as server:
-                with_server = base.model_copy(update={"clickhouse_url": server.fresh_database()})
+                with_server = base.model_copy(update={"clickhouse_url": SecretStr(server.fresh_database())})
                 results["clickhouse_server"] = asyncio.run(
                     time_sink(with_server, "clickhouse", "bench-server", args.events)
                 )
+                console.print(f"clickhouse-server: {results['clickhouse_server']}")
 
         with EmbeddedPostgres(Path(tmp) / "postgres") as postgres:
-            from pydantic import SecretStr
-
             with_pg = base.model_copy(update={"database_url": SecretStr(postgres.start())})
             results["postgres"] = asyncio.run(time_sink(with_pg, "postgres", "bench-postgres", args.events))
 

@@ -125,12 +125,19 @@ def raw_message(
 
 def produce(bootstrap: str, topic: str, records: Iterable[tuple[str | None, bytes]], pause_s: float = 0.0) -> None:
     producer = make_producer({"bootstrap.servers": bootstrap}, exact_offsets=True)
+    failures: list[str] = []
+
+    def delivered(error: Any, message: Any) -> None:
+        if error is not None:
+            failures.append(f"{message.key()!r}: {error}")
+
     for key, value in records:
-        producer.produce(topic, key=key, value=value)
+        producer.produce(topic, key=key, value=value, on_delivery=delivered)
         producer.poll(0)
         if pause_s:
             time.sleep(pause_s)
     assert producer.flush(30) == 0, "records left unsent"
+    assert not failures, f"the broker refused records: {failures[:5]}"
 
 
 def produce_messages(bootstrap: str, messages: Iterable[dict[str, Any]], pause_s: float = 0.0) -> None:
