@@ -6,8 +6,6 @@ worker behind.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -17,20 +15,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from connectors._process import die_with_parent, free_port
+
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+__all__ = ["EmbeddedBroker", "free_port", "spawn", "stop", "tansu_binary"]
 
 
 def spawn(
@@ -43,7 +32,7 @@ def spawn(
         stdout=out,
         stderr=subprocess.STDOUT,
         env=env,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent(signal.SIGTERM),
         close_fds=True,
         process_group=0,  # a terminal's Ctrl-C reaches only the parent, which stops children in order
     )

@@ -38,11 +38,23 @@ class WorkerPool:
         ensure_topics(settings_for(self.bootstrap, topology), load_topology(topology))
 
     def start(self, topology: Path = DEFAULT_TOPOLOGY, wait: bool = True, **env: str) -> subprocess.Popen[bytes]:
+        """A `supportflow worker` process running every stage of `topology`."""
         self.ensure_topics(topology)
+        return self._spawn("worker", ["worker"], topology, wait, env)
+
+    def start_sink(self, *targets: str, group: str, wait: bool = True, **env: str) -> subprocess.Popen[bytes]:
+        """A `supportflow sink` process (its stores from `env`: DATABASE_URL, CLICKHOUSE_URL, data dir)."""
+        self.ensure_topics()
+        command = ["sink", "--migrate", "--group", group, *(arg for target in targets for arg in ("--to", target))]
+        return self._spawn("sink", command, DEFAULT_TOPOLOGY, wait, env)
+
+    def _spawn(
+        self, name: str, command: list[str], topology: Path, wait: bool, env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
         index = self.count
         self.count += 1
-        ready = self.tmp_path / f"worker-{index}.ready"
-        log_file = self.tmp_path / f"worker-{index}.log"
+        ready = self.tmp_path / f"{name}-{index}.ready"
+        log_file = self.tmp_path / f"{name}-{index}.log"
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTFLOW_")}
         child_env.update(
             {
@@ -52,53 +64,13 @@ class WorkerPool:
                 **env,
             }
         )
-        argv = [sys.executable, "-m", "pipelines.cli", "worker", "--ready-file", str(ready)]
-        process = spawn(argv, log_file, env=child_env)
-        self.processes.append(process)
-        if wait:
-            deadline = time.monotonic() + 90
-            while not ready.exists():
-                assert process.poll() is None, (
-                    f"worker exited with {process.returncode}:\n{log_file.read_text()[-3000:]}"
-                )
-                assert time.monotonic() < deadline, f"worker not ready:\n{log_file.read_text()[-3000:]}"
-                time.sleep(0.1)
-        return process
-
-    def start_sink(self, *targets: str, group: str, wait: bool = True, **env: str) -> subprocess.Popen[bytes]:
-        """A `supportflow sink` process (its stores from `env`: DATABASE_URL, CLICKHOUSE_URL, data dir)."""
-        self.ensure_topics()
-        index = self.count
-        self.count += 1
-        ready = self.tmp_path / f"sink-{index}.ready"
-        log_file = self.tmp_path / f"sink-{index}.log"
-        child_env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTFLOW_")}
-        child_env.update(
-            {
-                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-                "SUPPORTFLOW_KAFKA_EXACT_OFFSETS": "true",
-                "SUPPORTFLOW_TOPOLOGY_FILE": str(DEFAULT_TOPOLOGY),
-                **env,
-            }
-        )
-        argv = [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "sink",
-            "--migrate",
-            "--group",
-            group,
-            "--ready-file",
-            str(ready),
-        ]
-        argv += [arg for target in targets for arg in ("--to", target)]
+        argv = [sys.executable, "-m", "pipelines.cli", *command, "--ready-file", str(ready)]
         process = spawn(argv, log_file, env=child_env)
         self.processes.append(process)
         deadline = time.monotonic() + 90
         while wait and not ready.exists():
-            assert process.poll() is None, f"sink exited with {process.returncode}:\n{log_file.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"sink not ready:\n{log_file.read_text()[-3000:]}"
+            assert process.poll() is None, f"{name} exited with {process.returncode}:\n{log_file.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"{name} not ready:\n{log_file.read_text()[-3000:]}"
             time.sleep(0.1)
         return process
 

