@@ -11,10 +11,14 @@ from schemas._base import Record
 
 class Entity(BaseModel):
     type: str
-    value: str
+    value: str = Field(description="the text exactly as written: text[start:end]")
     start: int = Field(ge=0)
     end: int = Field(ge=0)
     confidence: float = Field(ge=0.0, le=1.0)
+    normalized: str | None = Field(
+        default=None, description="canonical value: ISO date, decimal amount, digits of a phone or order number"
+    )
+    currency: str | None = Field(default=None, description="ISO 4217 code of an amount, when the text names one")
 
     @model_validator(mode="after")
     def _span_is_ordered(self) -> Entity:
