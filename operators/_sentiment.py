@@ -13,6 +13,17 @@ from schemas.nlu import Sentiment
 
 POSITIVE_THRESHOLD: float = 0.05
 NEGATIVE_THRESHOLD: float = -0.05
+DOMAIN_NEUTRAL: frozenset[str] = frozenset(
+    {
+        "help", "want", "like", "cancel", "cancelling", "canceling", "cancelled", "canceled", "free", "support",
+        "supports", "accept", "leave", "create", "creating", "accepted", "restore", "restoring", "withdrawal",
+        "reach", "pay", "solve", "solving", "giving", "guarantee", "charges", "penalty", "freeman",
+    }
+)  # fmt: skip
+"""Words VADER scores that are plain task vocabulary in a support chat ("I want help to cancel", "free account",
+"cancellation penalty", the surname Freeman). Removed from the lexicon: with them, 1,424 of the 4,514 Bitext
+requests (plain questions, nearly all) read as positive and "cancel my order" as negative; without them 14 do.
+Feelings ("damn", "problem", "thanks") are kept."""
 
 
 class SentimentScorer:
@@ -25,7 +36,10 @@ class SentimentScorer:
         if self._analyzer is None:
             from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-            self._analyzer = SentimentIntensityAnalyzer()
+            analyzer = SentimentIntensityAnalyzer()
+            for word in DOMAIN_NEUTRAL:
+                analyzer.lexicon.pop(word, None)
+            self._analyzer = analyzer
 
     def score(self, text: str) -> Sentiment:
         self.warm_up()

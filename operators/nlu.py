@@ -1,16 +1,20 @@
 """nlu: intent, entities and sentiment for the message.
 
-First version, deliberately simple: a hand-written keyword classifier over the 27 Bitext
-intents, regex entities and a small sentiment lexicon (`operators/_keywords.py`). The NLU issue
-replaces it with a trained model served by Triton; the output record stays the same.
+The intent still comes from the hand-written keyword classifier over the 27 Bitext intents
+(`operators/_keywords.py`; the NLU issue replaces it with a Triton-served model). Entities come from
+`operators/_entities.py` (rules + dateparser + spaCy NER) and sentiment from VADER (`operators/_sentiment.py`);
+`warm_up` loads those models. The output record is unchanged.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
-from operators._keywords import KeywordIntentClassifier, extract_entities, simple_sentiment
+from operators._entities import EntityExtractor
+from operators._keywords import KeywordIntentClassifier
+from operators._sentiment import SentimentScorer
 from operators.base import Operator, OperatorConfig
 from operators.protocols import OperatorContext
 from schemas import ContextTurn, NluResult, NluTurn
@@ -23,7 +27,7 @@ class NluConfig(OperatorConfig):
 
 
 class Nlu(Operator[ContextTurn, NluTurn]):
-    """Classify the intent with keywords, extract regex entities, score sentiment with a lexicon."""
+    """Classify the intent with keywords, extract entities, score sentiment and append it to the session trend."""
 
     name = "nlu"
     input_type = ContextTurn
@@ -33,10 +37,14 @@ class Nlu(Operator[ContextTurn, NluTurn]):
     def __init__(self, config: OperatorConfig | None = None) -> None:
         super().__init__(config)
         self._classifier: KeywordIntentClassifier | None = None
+        self._entities = EntityExtractor()
+        self._sentiment = SentimentScorer()
 
     def warm_up(self, ctx: OperatorContext) -> None:
         config: NluConfig = self.config  # type: ignore[assignment]
         self._classifier = KeywordIntentClassifier.load(config.keywords_file)
+        self._entities.warm_up()
+        self._sentiment.warm_up()
 
     async def run(self, record: ContextTurn, ctx: OperatorContext) -> NluTurn:
         if self._classifier is None:
@@ -44,15 +52,20 @@ class Nlu(Operator[ContextTurn, NluTurn]):
         assert self._classifier is not None
         text = record.message.text
         intent, confidence, alternatives = self._classifier.classify(text)
-        sentiment = simple_sentiment(text)
+        sentiment = self._sentiment.score(text)
         session = record.session.model_copy()
         session.sentiment_trend = [*session.sentiment_trend, sentiment.score][-SENTIMENT_TREND_KEPT:]
         nlu = NluResult(
             intent=intent,
             confidence=confidence,
-            entities=extract_entities(text),
+            entities=self._entities.extract(text, reference_date=_utc_naive(record.message.received_at)),
             sentiment=sentiment,
             model_used="keywords-v1",
             alternatives=alternatives,
         )
         return NluTurn(**{**dict(record), "session": session}, nlu=nlu)
+
+
+def _utc_naive(at: datetime) -> datetime:
+    """Relative dates are read against when the message arrived (replays give the same answer), in UTC."""
+    return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo else at

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import pytest
 
 from connectors.pii import PresidioRedactor
+from operators._entities import EntityExtractor
 from operators._events import turn_event
-from operators._keywords import extract_entities
 from operators.redact_pii import RedactPii, RedactPiiConfig, found_values, placeholder_for_entity_type
 from schemas import ConversationEvent, EventAction, EventMetadata, EventResponse, RawConversationEvent
 from tests.operators.helpers import T0, context, nlu_turn
@@ -29,7 +29,7 @@ def raw_event(
 ) -> RawConversationEvent:
     turn = nlu_turn(text=text)
     turn.message.message_id = message_id
-    turn.nlu.entities = extract_entities(text)
+    turn.nlu.entities = EntityExtractor(use_spacy=False).extract(text)
     return turn_event(
         turn,
         "turn_processed",
