@@ -268,6 +268,4 @@ def _load_spacy() -> Any:
 
 
 def _span(text: str, kind: str, start: int, end: int, confidence: float, normalized: str | None = None) -> Entity:
-    return Entity(
-        type=kind, value=text[start:end], start=start, end=end, confidence=confidence, normalized=normalized
-    )
+    return Entity(type=kind, value=text[start:end], start=start, end=end, confidence=confidence, normalized=normalized)

@@ -29,6 +29,13 @@ def test_entity_spans_must_be_ordered():
         Entity(type="order_number", value="1", start=5, end=2, confidence=0.5)
 
 
+def test_entities_written_before_normalized_and_currency_existed_still_load():
+    old = Entity.model_validate_json('{"type": "amount", "value": "$5", "start": 0, "end": 2, "confidence": 0.8}')
+    assert (old.normalized, old.currency) == (None, None)
+    new = old.model_copy(update={"normalized": "5", "currency": "USD"})
+    assert Entity.model_validate_json(new.model_dump_json()) == new
+
+
 def test_records_round_trip_through_json():
     raw = RawInbound(message_id="m", channel="email", sender="a@b.c", text="héllo", payload={"subject": "Re: x"})
     assert RawInbound.model_validate_json(raw.to_bytes()) == raw
