@@ -131,6 +131,14 @@ class EntityExtractor:
     def extract(self, text: str, reference_date: datetime | None = None) -> list[Entity]:
         return self.extract_many([text], reference_date)[0]
 
+    def extract_each(self, items: Sequence[tuple[str, datetime | None]]) -> list[list[Entity]]:
+        """Entities for each (text, reference date): one spaCy pass over texts of different messages."""
+        self.warm_up()
+        texts = [text for text, _ in items]
+        docs: Iterable[Any] = self._nlp.pipe(texts, batch_size=256) if self._nlp is not None else (None for _ in texts)
+        now = self.reference_date or datetime.now()
+        return [self._extract_one(text, doc, ref or now) for (text, ref), doc in zip(items, docs, strict=True)]
+
     def extract_many(self, texts: Sequence[str], reference_date: datetime | None = None) -> list[list[Entity]]:
         """Entities for each text, sorted by position; spaCy runs once over the batch with `nlp.pipe`."""
         self.warm_up()

@@ -18,7 +18,7 @@ from connectors.pii import DEFAULT_ENTITIES, DEFAULT_SCORE_THRESHOLD, PresidioRe
 from connectors.protocols import Redactor
 from operators.base import Operator, OperatorConfig
 from operators.protocols import OperatorContext
-from pipelines.batching import MicroBatcher
+from pipelines.batching import MicroBatcher, batcher_on_this_loop
 from schemas import ConversationEvent, RawConversationEvent
 
 _PII_ENTITY_WORDS: dict[str, str] = {
@@ -153,13 +153,13 @@ class RedactPii(Operator[RawConversationEvent, ConversationEvent]):
 
     def _batcher_for_this_loop(self) -> MicroBatcher[str, str]:
         """The batcher lives on the event loop that runs the stage; a new loop (tests) gets a new one."""
-        loop = asyncio.get_running_loop()
-        if self._batcher is None or self._batcher.loop is not loop or not self._batcher.running:
-            cfg: RedactPiiConfig = self.config  # type: ignore[assignment]
-            self._batcher = MicroBatcher(
+        cfg: RedactPiiConfig = self.config  # type: ignore[assignment]
+        self._batcher = batcher_on_this_loop(
+            self._batcher,
+            lambda: MicroBatcher(
                 self.redactor.redact_many, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms, name="redact_pii"
-            )
-            self._batcher.start()
+            ),
+        )
         return self._batcher
 
 

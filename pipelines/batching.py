@@ -183,3 +183,19 @@ class MicroBatcher(Generic[In, Out]):
         for pending in left:
             if not pending.future.done():
                 pending.future.set_exception(BatcherClosed(f"{self.name} closed before this item ran"))
+
+
+def batcher_on_this_loop(
+    current: MicroBatcher[In, Out] | None, make: Callable[[], MicroBatcher[In, Out]]
+) -> MicroBatcher[In, Out]:
+    """`current` if it runs on the running event loop, else a new started one from `make`.
+
+    An operator outlives event loops in tests (each test has its own), and a batcher is bound to
+    the loop that started it.
+    """
+    loop = asyncio.get_running_loop()
+    if current is not None and current.loop is loop and current.running:
+        return current
+    batcher = make()
+    batcher.start()
+    return batcher

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 import pytest
@@ -210,3 +211,17 @@ async def test_nlu_operator_outputs_entities_sentiment_and_extends_the_session_t
     assert out.nlu.sentiment.label == "negative"
     assert out.session.sentiment_trend == [0.1, -0.2, out.nlu.sentiment.score]
     assert turn.session.sentiment_trend == [0.1, -0.2]
+
+
+async def test_nlu_operator_batches_the_messages_of_concurrent_conversations() -> None:
+    operator = Nlu()
+    ctx = context()
+    operator.warm_up(ctx)
+    turns = [
+        ContextTurn(message=message(f"where is order {1000000 + i}, says Mary Jones"), session=session())
+        for i in range(20)
+    ]
+    outs = await asyncio.gather(*(operator.run(turn, ctx) for turn in turns))
+    for i, out in enumerate(outs):  # each answer belongs to its own message
+        assert [e.value for e in out.nlu.entities if e.type == "order_number"] == [str(1000000 + i)]
+    assert operator._batcher is not None and max(operator._batcher.batch_sizes) > 1
