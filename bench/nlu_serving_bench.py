@@ -111,6 +111,37 @@ async def measure(model: FallbackIntentModel, texts: list[str], n_seq: int, call
         await model.close()
 
 
+async def raw_calls(repo: Path, grpc_url: str, texts: list[str], batch: int, reps: int) -> dict:
+    """One pre-tokenized batch, alternately in process and through Triton: the serving overhead per call.
+
+    The minimum is the figure least disturbed by other load on the machine.
+    """
+    from connectors.triton import IntentTokenizer, OnnxIntentModel, TritonIntentModel, find_version_dir
+
+    version_dir = find_version_dir(repo, "intent_classifier")
+    assert version_dir is not None
+    tokens = IntentTokenizer.from_version_dir(version_dir).encode(texts[:batch])
+    local, remote = OnnxIntentModel(version_dir), TritonIntentModel(grpc_url, timeout_s=30, retries=0)
+    times: dict[str, list[float]] = {"in_process_ms": [], "triton_ms": []}
+    try:
+        for rep in range(reps + 2):
+            t0 = time.perf_counter()
+            local.run(tokens.input_ids, tokens.attention_mask)
+            t1 = time.perf_counter()
+            await remote.logits(tokens.input_ids, tokens.attention_mask)
+            t2 = time.perf_counter()
+            if rep >= 2:  # two warm-up calls
+                times["in_process_ms"].append((t1 - t0) * 1000)
+                times["triton_ms"].append((t2 - t1) * 1000)
+    finally:
+        await remote.close()
+    out: dict = {"batch": batch, "seq": int(tokens.input_ids.shape[1]), "reps": reps}
+    for name, values in times.items():
+        out[name] = {"min": round(min(values), 2), "median": round(statistics.median(values), 2)}
+    out["overhead_min_ms"] = round(out["triton_ms"]["min"] - out["in_process_ms"]["min"], 2)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=Path("/tmp/supportflow-dev-model"))
@@ -120,6 +151,7 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--raw-reps", type=int, default=50, help="calls per side for the raw model-call figures")
     parser.add_argument("--out", type=Path, default=PROJECT_DIR / "bench" / "nlu_serving_results.json")
     args = parser.parse_args()
     texts = utterances(args.messages)
@@ -149,6 +181,10 @@ def main() -> None:
                 rounds["triton"].append(
                     asyncio.run(measure(model(server.grpc_url), texts, args.sequential, args.callers, "triton:"))
                 )
+            raw = {
+                f"batch_{b}": asyncio.run(raw_calls(args.repo, server.grpc_url, texts, b, args.raw_reps))
+                for b in (1, args.max_batch)
+            }
         finally:
             server.stop()
     results: dict = {name: median_round(runs) for name, runs in rounds.items()}
@@ -157,6 +193,7 @@ def main() -> None:
     results["throughput_ratio_triton_over_in_process"] = round(
         results["triton"][key]["messages_per_s"] / results["in_process_onnxruntime"][key]["messages_per_s"], 3
     )
+    results["raw_model_call"] = raw
     results["rounds"] = rounds
     results["setup"] = {
         "model": "all-MiniLM-L6-v2 + random 27-way head (bench/make_dev_model.py), ONNX fp32",
