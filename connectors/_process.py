@@ -6,9 +6,11 @@ import contextlib
 import ctypes
 import signal
 import socket
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
-__all__ = ["die_with_parent", "free_port"]
+__all__ = ["die_with_parent", "free_port", "spawn", "stop"]
 
 PR_SET_PDEATHSIG = 1
 
@@ -30,3 +32,31 @@ def die_with_parent(signal_number: int = signal.SIGTERM) -> Callable[[], None]:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal_number)
 
     return bind
+
+
+def spawn(
+    argv: Sequence[str], log_file: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a child that ends when this process ends, logging to a file when given."""
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
+    return subprocess.Popen(
+        list(argv),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=env,
+        preexec_fn=die_with_parent(signal.SIGTERM),
+        close_fds=True,
+        process_group=0,  # a terminal's Ctrl-C reaches only the parent, which stops children in order
+    )
+
+
+def stop(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it will not go."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)

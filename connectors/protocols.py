@@ -73,10 +73,25 @@ class Redactor(Protocol):
     def redact_many(self, texts: Sequence[str]) -> list[str]: ...
 
 
+class IntentModel(Protocol):
+    """A served intent classifier: token ids in, one row of logits per text out.
+
+    `model_used` names who answers, e.g. `triton:intent_classifier:1` or
+    `onnxruntime:intent_classifier:1` (connectors/triton/client.py).
+    """
+
+    model_used: str
+
+    async def logits(self, input_ids: Any, attention_mask: Any) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
 __all__ = [
     "ConversationStore",
     "Decision",
     "EventStore",
+    "IntentModel",
     "RateLimiter",
     "Redactor",
     "SnapshotCache",

@@ -8,46 +8,16 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
-from connectors._process import die_with_parent, free_port
+from connectors._process import free_port, spawn, stop
 
 log = logging.getLogger(__name__)
 
 __all__ = ["EmbeddedBroker", "free_port", "spawn", "stop", "tansu_binary"]
-
-
-def spawn(
-    argv: Sequence[str], log_file: Path | None = None, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    """Start a child that ends when this process ends, logging to a file when given."""
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
-    return subprocess.Popen(
-        list(argv),
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        env=env,
-        preexec_fn=die_with_parent(signal.SIGTERM),
-        close_fds=True,
-        process_group=0,  # a terminal's Ctrl-C reaches only the parent, which stops children in order
-    )
-
-
-def stop(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL if it will not go."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
 
 
 def tansu_binary() -> str:

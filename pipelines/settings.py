@@ -71,6 +71,12 @@ class Settings(BaseSettings):
         description="clickhouse://user:password@host:9000/db (native protocol) for analytics; unset: chdb in "
         "data_dir/chdb",
     )
+    triton_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TRITON_URL", "SUPPORTFLOW_TRITON_URL", "triton_url"),
+        description="host:port of Triton Inference Server's gRPC endpoint for the NLU model; unset: the embedded "
+        "tritonserver (nvidia-pytriton wheel, --model-config-name=cpu) on triton_models/",
+    )
     sink_batch_size: int = Field(default=500, ge=1, le=100_000, description="records per sink write")
     sink_batch_wait_ms: int = Field(default=200, ge=1, le=60_000, description="longest a sink holds a partial batch")
     snapshot_cache_ttl_s: float = Field(default=5.0, gt=0, description="how long a web page's snapshot is reused")
@@ -99,6 +105,16 @@ class Settings(BaseSettings):
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"expected host:port[,host:port], got {server.strip()!r}")
         return value.strip()
+
+    @field_validator("triton_url")
+    @classmethod
+    def _triton_url_is_an_address(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        host, sep, port = value.strip().removeprefix("grpc://").rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"expected host:port of Triton's gRPC endpoint, got {value.strip()!r}")
+        return value.strip().removeprefix("grpc://")
 
     @property
     def embedded(self) -> bool:

@@ -14,7 +14,7 @@ import redis
 from pipelines.embedded import EmbeddedBroker, free_port, spawn, stop
 from tests.support import WorkerPool
 
-pytest_plugins = ["tests.fixtures_clickhouse", "tests.fixtures_postgres"]
+pytest_plugins = ["tests.fixtures_clickhouse", "tests.fixtures_postgres", "tests.fixtures_triton"]
 
 
 @pytest.fixture

@@ -1,0 +1,33 @@
+"""Serving the intent model with Triton Inference Server, and its in-process fallback."""
+
+from connectors.triton.client import (
+    UNAVAILABLE,
+    CircuitBreaker,
+    FallbackIntentModel,
+    IntentTokenizer,
+    OnnxIntentModel,
+    Prediction,
+    Tokenized,
+    TritonIntentModel,
+    build_intent_model,
+    find_version_dir,
+    load_labels,
+)
+from connectors.triton.server import EmbeddedTriton, TritonUnavailableError, pytriton_dir
+
+__all__ = [
+    "UNAVAILABLE",
+    "CircuitBreaker",
+    "EmbeddedTriton",
+    "FallbackIntentModel",
+    "IntentTokenizer",
+    "OnnxIntentModel",
+    "Prediction",
+    "Tokenized",
+    "TritonIntentModel",
+    "TritonUnavailableError",
+    "build_intent_model",
+    "find_version_dir",
+    "load_labels",
+    "pytriton_dir",
+]

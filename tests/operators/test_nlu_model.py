@@ -1,0 +1,79 @@
+"""nlu_model: the intent from the served model through Triton, in process, or not at all."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from connectors._process import free_port
+from operators.nlu_model import NluModel, NluModelConfig
+from operators.route import Route
+from tests.operators.helpers import context, context_turn
+from tests.triton_models import LABELS
+
+TRITON = "triton:intent_classifier:1"
+ORT = "onnxruntime:intent_classifier:1"
+TEXTS = ["where is my order", "I want to cancel my order", "refund please", "change my password", "help"] * 6
+
+
+def operator(repo: Path, triton_url: str | None, **fields: object) -> NluModel:
+    op = NluModel(NluModelConfig(model_repository=repo, triton_url=triton_url, **fields))
+    op.warm_up(context())
+    return op
+
+
+async def test_single_record_through_triton_matches_in_process(triton_server, triton_repository):
+    remote = operator(triton_repository, triton_server.grpc_url)
+    local = operator(triton_repository, None)
+    try:
+        turn = context_turn("where is my order 1234567?")
+        a, b = await remote.run(turn, context()), await local.run(turn, context())
+    finally:
+        await remote.close()
+        await local.close()
+    assert a.nlu.model_used == TRITON and b.nlu.model_used == ORT
+    assert a.nlu.intent == b.nlu.intent and a.nlu.intent in LABELS
+    assert a.nlu.confidence == pytest.approx(b.nlu.confidence, abs=1e-4)
+    assert a.nlu.entities == b.nlu.entities and a.nlu.sentiment == b.nlu.sentiment
+    assert a.session.sentiment_trend == [a.nlu.sentiment.score]
+
+
+async def test_concurrent_records_go_to_triton_in_batches(triton_server, triton_repository):
+    op = operator(triton_repository, triton_server.grpc_url, max_batch=16, max_wait_ms=20)
+    try:
+        turns = await asyncio.gather(*(op.run(context_turn(t), context()) for t in TEXTS))
+    finally:
+        await op.close()
+    assert {t.nlu.model_used for t in turns} == {TRITON}
+    assert op.model is not None and max(op.model.batcher.batch_sizes) > 1
+
+
+async def test_triton_unreachable_answers_in_process_and_says_so(triton_repository):
+    op = operator(triton_repository, f"127.0.0.1:{free_port()}", timeout_s=0.3, retries=0)
+    try:
+        turn = await op.run(context_turn("refund please"), context())
+    finally:
+        await op.close()
+    assert turn.nlu.model_used == ORT and turn.nlu.intent in LABELS
+
+
+async def test_threshold_turns_a_weak_intent_into_out_of_scope(triton_repository):
+    op = operator(triton_repository, None, out_of_scope_threshold=1.0)
+    try:
+        turn = await op.run(context_turn("refund please"), context())
+    finally:
+        await op.close()
+    assert turn.nlu.intent == "out_of_scope" and turn.nlu.model_used == ORT
+
+
+async def test_no_model_escalates_instead_of_crashing(tmp_path):
+    op = operator(tmp_path / "nothing", f"127.0.0.1:{free_port()}")
+    try:
+        turn = await op.run(context_turn("where is my order"), context())
+    finally:
+        await op.close()
+    assert (turn.nlu.intent, turn.nlu.confidence, turn.nlu.model_used) == ("out_of_scope", 0.0, "unavailable")
+    routed = await Route().run(turn, context())
+    assert (routed.route.branch, routed.route.reason) == ("human", "out_of_scope")
