@@ -20,16 +20,15 @@ from typing import ClassVar
 from pydantic import Field
 
 from connectors.triton import FallbackIntentModel, build_intent_model
-from operators._keywords import OUT_OF_SCOPE, extract_entities, simple_sentiment
-from operators.base import Operator, OperatorConfig
-from operators.nlu import SENTIMENT_TREND_KEPT
+from operators._keywords import OUT_OF_SCOPE
+from operators.base import OperatorConfig
+from operators.nlu import IntentGuess, Nlu, NluConfig
 from operators.protocols import OperatorContext
-from schemas import ContextTurn, NluResult, NluTurn
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
-class NluModelConfig(OperatorConfig):
+class NluModelConfig(NluConfig):
     triton_url: str | None = Field(default=None, description="host:port of Triton's gRPC; unset: in process only")
     model_repository: Path = PROJECT_DIR / "triton_models"
     model_name: str = "intent_classifier"
@@ -44,12 +43,10 @@ class NluModelConfig(OperatorConfig):
     out_of_scope_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
-class NluModel(Operator[ContextTurn, NluTurn]):
-    """Classify the intent with the served model; regex entities and lexicon sentiment as `nlu` does."""
+class NluModel(Nlu):
+    """`nlu` with the intent from the served model; entities and sentiment exactly as `nlu` finds them."""
 
     name = "nlu_model"
-    input_type = ContextTurn
-    output_type = NluTurn
     Config: ClassVar[type[OperatorConfig]] = NluModelConfig
 
     def __init__(self, config: OperatorConfig | None = None) -> None:
@@ -58,6 +55,8 @@ class NluModel(Operator[ContextTurn, NluTurn]):
 
     def warm_up(self, ctx: OperatorContext) -> None:
         cfg: NluModelConfig = self.config  # type: ignore[assignment]
+        self._entities.warm_up()
+        self._sentiment.warm_up()
         self.model = build_intent_model(
             cfg.model_repository,
             cfg.model_name,
@@ -72,28 +71,18 @@ class NluModel(Operator[ContextTurn, NluTurn]):
             max_length=cfg.max_length,
         )
 
-    async def run(self, record: ContextTurn, ctx: OperatorContext) -> NluTurn:
-        if self.model is None:
-            self.warm_up(ctx)
+    @property
+    def warmed_up(self) -> bool:
+        return self.model is not None
+
+    async def classify(self, text: str) -> IntentGuess:
         assert self.model is not None
         cfg: NluModelConfig = self.config  # type: ignore[assignment]
-        text = record.message.text
         prediction = await self.model.classify(text)
-        intent, confidence = prediction.intent, prediction.confidence
-        if prediction.available and confidence < cfg.out_of_scope_threshold:
+        intent = prediction.intent
+        if prediction.available and prediction.confidence < cfg.out_of_scope_threshold:
             intent = OUT_OF_SCOPE
-        sentiment = simple_sentiment(text)
-        session = record.session.model_copy()
-        session.sentiment_trend = [*session.sentiment_trend, sentiment.score][-SENTIMENT_TREND_KEPT:]
-        nlu = NluResult(
-            intent=intent,
-            confidence=min(1.0, max(0.0, confidence)),
-            entities=extract_entities(text),
-            sentiment=sentiment,
-            model_used=prediction.model_used,
-            alternatives=prediction.alternatives,
-        )
-        return NluTurn(**{**dict(record), "session": session}, nlu=nlu)
+        return IntentGuess(intent, prediction.confidence, prediction.model_used, list(prediction.alternatives))
 
     async def close(self) -> None:
         if self.model is not None:
