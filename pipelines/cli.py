@@ -562,7 +562,7 @@ def nlu_train(
     label_column: Annotated[str, typer.Option("--label-column", help="Column holding the intent.")] = "label",
     out: Annotated[Optional[Path], typer.Option("--out", help="Model folder; the version is written under it.")] = None,
     version: Annotated[Optional[str], typer.Option(help="Version folder name (default: next integer).")] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 4,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 3,
     max_length: Annotated[int, typer.Option(min=8, help="Max tokens per utterance.")] = 64,
     batch_size: Annotated[int, typer.Option(min=1, help="Training batch size.")] = 32,
     learning_rate: Annotated[float, typer.Option(help="Encoder learning rate (the head uses 25x).")] = 8e-5,

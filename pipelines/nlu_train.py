@@ -39,7 +39,7 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spec
 
 @dataclass
 class TrainConfig:
-    epochs: int = 4
+    epochs: int = 3
     max_length: int = 64
     batch_size: int = 32
     learning_rate: float = 8e-5
