@@ -104,3 +104,8 @@ def test_nlu_train_runs_end_to_end_on_a_tiny_csv(tmp_path):
 
     again = runner.invoke(app, ["nlu", "eval", "--data", str(version / "test_split.csv"), "--model", str(version)])
     assert again.exit_code == 0, again.output
+
+    # seeded: the same data and options give the same model, byte for byte
+    rerun = runner.invoke(app, [*args, "--version", "7"])
+    assert rerun.exit_code == 0, rerun.output
+    assert sha256_file(repo / "7" / "model.onnx") == sha256_file(version / "model.onnx")
