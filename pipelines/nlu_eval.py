@@ -114,6 +114,14 @@ class IntentModel:
         ]
 
 
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it is under it (no machine paths in reports)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -200,7 +208,7 @@ def evaluate(
     correct = np.array([g == p for g, p in zip(gold, pred, strict=True)], dtype=float)
     flagged = conf < model.threshold
     report: dict[str, Any] = {
-        "model": str(model.dir),
+        "model": _shown(model.dir),
         "n": len(texts),
         "accuracy": m.accuracy,
         "macro_f1": m.macro_f1,

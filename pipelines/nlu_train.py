@@ -346,7 +346,7 @@ def train(
     (target / "model.fp32.onnx").unlink()
     report = evaluate(IntentModel(target), test_texts, test_gold, oos_texts=oos_texts)
     report["fp32"] = {k: fp32_report[k] for k in ("accuracy", "macro_f1", "ece")}
-    report["data"] = {"file": str(data), "split": "test", "oos_file": str(oos_data) if oos_data else None}
+    report["data"] = {"file": Path(data).name, "split": "test", "oos_file": Path(oos_data).name if oos_data else None}
     timings["evaluate_s"] = time.perf_counter() - t_eval
     timings["total_s"] = time.perf_counter() - t0
     (target / "eval_report.json").write_text(json.dumps(report, indent=2) + "\n")
