@@ -644,7 +644,7 @@ def nlu_eval(
     no_latency: Annotated[bool, typer.Option("--no-latency", help="Skip the latency measurement.")] = False,
 ) -> None:
     """Accuracy, macro-F1, per-intent table, confusion pairs, calibration (ECE), out-of-scope and latency."""
-    from pipelines.nlu_eval import DataError, IntentModel, evaluate, latest_version, read_labelled_csv
+    from pipelines.nlu_eval import DataError, IntentClassifier, evaluate, latest_version, read_labelled_csv
 
     try:
         version_dir = model or latest_version()
@@ -654,7 +654,7 @@ def nlu_eval(
         oos = read_labelled_csv(oos_data, oos_text_column, None)[0] if oos_data else []
     except DataError as exc:
         raise _nlu_fail("eval", str(exc)) from None
-    report = evaluate(IntentModel(version_dir), texts, labels, oos_texts=oos, latency=not no_latency)
+    report = evaluate(IntentClassifier(version_dir), texts, labels, oos_texts=oos, latency=not no_latency)
     report["data"] = {"file": str(data), "oos_file": str(oos_data) if oos_data else None}
     text = json.dumps(report, indent=2)
     if output:

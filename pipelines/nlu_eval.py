@@ -3,7 +3,7 @@
 A version folder (`triton_models/intent_classifier/<version>/`) holds `model.onnx` (int8,
 outputs `logits` and temperature-calibrated `probabilities`), `labels.json` (label list,
 temperature, out-of-scope threshold), the tokenizer files and the training card.
-`IntentModel` is the runtime entry point; `evaluate` produces the report that
+`IntentClassifier` is the runtime entry point; `evaluate` produces the report that
 `supportflow nlu eval` prints and `nlu train` stores as `eval_report.json`.
 """
 
@@ -63,7 +63,7 @@ def latest_version(repo: Path = DEFAULT_REPO) -> Path:
     return versions[-1][1]
 
 
-class IntentModel:
+class IntentClassifier:
     """One version of the intent classifier, run with onnxruntime and the `tokenizers` library."""
 
     def __init__(self, version_dir: Path, threads: int | None = None, model_file: str = "model.onnx") -> None:
@@ -169,7 +169,7 @@ def classification_metrics(gold: Sequence[str], pred: Sequence[str], labels: Seq
     )
 
 
-def measure_latency(model: IntentModel, texts: Sequence[str], n: int = 100) -> dict[str, float]:
+def measure_latency(model: IntentClassifier, texts: Sequence[str], n: int = 100) -> dict[str, float]:
     """Per-request latency at batch size 1 (tokenize + run), and throughput at batch 64."""
     sample = [texts[i % len(texts)] for i in range(n)]
     model.logits(sample[:5], batch_size=1)  # warm-up
@@ -191,7 +191,7 @@ def measure_latency(model: IntentModel, texts: Sequence[str], n: int = 100) -> d
 
 
 def evaluate(
-    model: IntentModel,
+    model: IntentClassifier,
     texts: Sequence[str],
     gold: Sequence[str],
     oos_texts: Sequence[str] = (),

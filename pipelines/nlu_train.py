@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.nlu_eval import DEFAULT_REPO, DataError, IntentModel, evaluate, read_labelled_csv, softmax
+from pipelines.nlu_eval import DEFAULT_REPO, DataError, IntentClassifier, evaluate, read_labelled_csv, softmax
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -342,9 +342,9 @@ def train(
     t_eval = time.perf_counter()
     test_texts = [texts[i] for i in te]
     test_gold = [labels[i] for i in te]
-    fp32_report = evaluate(IntentModel(target, model_file="model.fp32.onnx"), test_texts, test_gold, latency=False)
+    fp32_report = evaluate(IntentClassifier(target, model_file="model.fp32.onnx"), test_texts, test_gold, latency=False)
     (target / "model.fp32.onnx").unlink()
-    report = evaluate(IntentModel(target), test_texts, test_gold, oos_texts=oos_texts)
+    report = evaluate(IntentClassifier(target), test_texts, test_gold, oos_texts=oos_texts)
     report["fp32"] = {k: fp32_report[k] for k in ("accuracy", "macro_f1", "ece")}
     report["data"] = {"file": Path(data).name, "split": "test", "oos_file": Path(oos_data).name if oos_data else None}
     timings["evaluate_s"] = time.perf_counter() - t_eval

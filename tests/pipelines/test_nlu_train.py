@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from pipelines.nlu_eval import DEFAULT_REPO, IntentModel, evaluate, read_labelled_csv
+from pipelines.nlu_eval import DEFAULT_REPO, IntentClassifier, evaluate, read_labelled_csv
 from pipelines.nlu_train import dedupe, sha256_file, stratified_split
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ def test_committed_model_meets_the_target_on_its_held_out_test_split():
     assert card["data"]["test_sha256"] == sha256_file(TEST_SPLIT)  # the split the card reports on
     assert card["data"]["sha256"] == sha256_file(BITEXT)  # trained on the committed Bitext file
     texts, labels = read_labelled_csv(TEST_SPLIT, "text", "label")
-    model = IntentModel(VERSION)
+    model = IntentClassifier(VERSION)
     assert len(model.labels) == 27
     report = evaluate(model, texts, labels, oos_texts=read_labelled_csv(OOS, "text", None)[0], latency=False)
     assert report["accuracy"] >= 0.97 and report["macro_f1"] >= 0.97, report
