@@ -65,6 +65,11 @@ class IntentVolume(BaseModel):
     turns: int
 
 
+class ModelVolume(BaseModel):
+    model_used: str
+    turns: int
+
+
 class EscalationReason(BaseModel):
     reason: str
     escalations: int
@@ -94,6 +99,7 @@ class Report(BaseModel):
     conversations: int
     volume_by_channel: list[ChannelVolume]
     volume_by_intent: list[IntentVolume]
+    turns_by_model: list[ModelVolume] = Field(description="which NLU model understood each turn (degraded mode)")
     resolved_autonomously: int = Field(description="conversations never handed to a human in the window")
     autonomous_resolution_rate: float | None = Field(description="resolved_autonomously / conversations")
     escalated_turns: int
@@ -115,6 +121,7 @@ async def build_report(store: EventStore, since: datetime, until: datetime) -> R
 
     channels = await run("volume_by_channel")
     intents = await run("volume_by_intent")
+    models = await run("turns_by_model")
     (resolution,) = await run("autonomous_resolution")
     (escalation,) = await run("escalation_rate")
     reasons = await run("escalation_reasons")
@@ -130,6 +137,7 @@ async def build_report(store: EventStore, since: datetime, until: datetime) -> R
         conversations=resolution["conversations"],
         volume_by_channel=[ChannelVolume(**row) for row in channels],
         volume_by_intent=[IntentVolume(**row) for row in intents],
+        turns_by_model=[ModelVolume(**row) for row in models],
         resolved_autonomously=resolution["resolved_autonomously"],
         autonomous_resolution_rate=resolution["rate"],
         escalated_turns=escalation["escalated"],
@@ -198,6 +206,7 @@ def render_text(report: Report, top: int = 10) -> Group:
             [(v.channel, v.turns, v.conversations) for v in report.volume_by_channel],
         ),
         breakdown("volume by intent", ("intent", "turns"), [(v.intent, v.turns) for v in report.volume_by_intent]),
+        breakdown("turns by NLU model", ("model", "turns"), [(m.model_used, m.turns) for m in report.turns_by_model]),
         breakdown(
             "escalation reasons",
             ("reason", "escalations"),

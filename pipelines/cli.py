@@ -109,7 +109,7 @@ def run(
     stack = Stack(s, workers=workers)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        with console.status("starting broker, topics and workers…"):
+        with console.status("starting broker, Triton, stores and workers…"):
             stack.start(with_ingress=False)
         http_port = port if port is not None else s.http_port
         where = "embedded tansu" if s.embedded else "Kafka"
@@ -120,6 +120,7 @@ def run(
         console.print(f"  replies        http://{s.http_host}:{http_port}/v1/conversations/<id>/messages")
         console.print(f"  metrics        http://{s.http_host}:{http_port}/metrics")
         console.print(f"  terminal chat  supportflow chat     logs: {stack.log_dir}")
+        console.print(f"  NLU            {stack.nlu_summary()}")
         if stack.with_sinks:
             console.print(f"  stores         {stack.store_summary()}")
             console.print("  analytics      supportflow analytics report")
@@ -578,16 +579,20 @@ def nlu_train(
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch (default: all cores).")] = None,
 ) -> None:
     """Fine-tune all-MiniLM-L6-v2 on a labelled CSV and write an int8 ONNX version with its card and report."""
-    from pipelines.nlu_eval import DEFAULT_REPO, DataError
+    from pipelines.nlu_eval import DEFAULT_REPO, DataError, read_labelled_csv
 
+    try:  # the data first: a wrong column name is worth knowing before installing torch
+        read_labelled_csv(data, text_column, label_column)
+    except DataError as exc:
+        raise _nlu_fail("train", str(exc)) from None
+    if oos_data is not None and not oos_data.is_file():
+        raise _nlu_fail("train", f"no such file: {oos_data}")
     try:
         import torch  # noqa: F401
     except ImportError:
         raise _nlu_fail("train", "torch is not installed: pip install -e '.[train]'") from None
     from pipelines.nlu_train import TrainConfig, train
 
-    if oos_data is not None and not oos_data.is_file():
-        raise _nlu_fail("train", f"no such file: {oos_data}")
     cfg = TrainConfig(
         epochs=epochs,
         max_length=max_length,

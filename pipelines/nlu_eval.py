@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import statistics
 import time
 from collections import Counter
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from connectors.triton import softmax
 
 OUT_OF_SCOPE = "out_of_scope"
 DEFAULT_REPO = Path(__file__).resolve().parent.parent / "triton_models" / "intent_classifier"
@@ -64,41 +65,26 @@ def latest_version(repo: Path = DEFAULT_REPO) -> Path:
 
 
 class IntentClassifier:
-    """One version of the intent classifier, run with onnxruntime and the `tokenizers` library."""
+    """One version of the intent classifier for evaluation: the serving path's tokenizer and
+    in-process model (`connectors.triton`), whole data sets at a time."""
 
     def __init__(self, version_dir: Path, threads: int | None = None, model_file: str = "model.onnx") -> None:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
+        from connectors.triton import IntentTokenizer, OnnxIntentModel, load_model_meta
 
         self.dir = Path(version_dir)
-        meta = json.loads((self.dir / "labels.json").read_text())
-        self.labels: list[str] = meta["labels"]
-        self.temperature: float = float(meta.get("temperature", 1.0))
-        self.threshold: float = float(meta.get("oos_threshold", 0.0))
-        self.max_length: int = int(meta.get("max_length", 64))
-        self.tokenizer = Tokenizer.from_file(str(self.dir / "tokenizer.json"))
-        self.tokenizer.enable_truncation(self.max_length)
-        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(self.dir / model_file), opts, providers=["CPUExecutionProvider"])
-        self.input_names = {i.name for i in self.session.get_inputs()}
-
-    def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        enc = self.tokenizer.encode_batch(list(texts))
-        feed = {
-            "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-        }
-        if "token_type_ids" in self.input_names:
-            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
-        return feed
+        meta = load_model_meta(self.dir)
+        self.labels: list[str] = meta.labels
+        self.temperature: float = meta.temperature
+        self.threshold: float = meta.oos_threshold
+        self.max_length: int = meta.max_length
+        self.tokenizer = IntentTokenizer.from_version_dir(self.dir, self.max_length)
+        self.model = OnnxIntentModel(self.dir, threads or 0, model_file)
 
     def logits(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         out = []
         for i in range(0, len(texts), batch_size):
-            out.append(self.session.run(["logits"], self.encode(texts[i : i + batch_size]))[0])
+            batch = self.tokenizer.encode(texts[i : i + batch_size])
+            out.append(self.model.run(batch.input_ids, batch.attention_mask))
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), dtype=np.float32)
 
     def probabilities(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -120,12 +106,6 @@ def _shown(path: Path) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:

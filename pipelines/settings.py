@@ -75,7 +75,15 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("TRITON_URL", "SUPPORTFLOW_TRITON_URL", "triton_url"),
         description="host:port of Triton Inference Server's gRPC endpoint for the NLU model; unset: the embedded "
-        "tritonserver (nvidia-pytriton wheel, --model-config-name=cpu) on triton_models/",
+        "tritonserver (nvidia-pytriton wheel, --model-config-name=cpu) on model_repository",
+    )
+    triton_embedded: bool = Field(
+        default=True,
+        description="with triton_url unset, `supportflow run` starts the embedded tritonserver; false: the NLU model "
+        "runs in each worker's process (onnxruntime)",
+    )
+    model_repository: Path = Field(
+        default=PROJECT_DIR / "triton_models", description="the Triton model repository the NLU model is served from"
     )
     sink_batch_size: int = Field(default=500, ge=1, le=100_000, description="records per sink write")
     sink_batch_wait_ms: int = Field(default=200, ge=1, le=60_000, description="longest a sink holds a partial batch")

@@ -20,6 +20,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from connectors.postgres import EmbeddedPostgres
+from connectors.triton import EmbeddedTriton, TritonUnavailableError
 from pipelines.embedded import EmbeddedBroker, free_port, spawn, stop
 from pipelines.ingress import build_ingress
 from pipelines.runtime import ensure_topics
@@ -77,6 +78,7 @@ class Stack:
         self.settings = settings
         self.with_sinks = with_sinks
         self.postgres: EmbeddedPostgres | None = None
+        self.triton: EmbeddedTriton | None = None
         self.sink: WorkerProcess | None = None
         self.worker_count = workers or settings.workers
         self.data_dir = settings.data_dir.resolve()
@@ -100,6 +102,7 @@ class Stack:
             )
         try:
             ensure_topics(self.settings, self.topology)
+            self.start_triton()
             if self.with_sinks:
                 self.start_stores()
             main_stages, isolated = self.stage_split()
@@ -131,13 +134,40 @@ class Stack:
                 "SUPPORTFLOW_TOPOLOGY_FILE": str(Path(self.settings.topology_file).resolve()),
                 "SUPPORTFLOW_LOG_LEVEL": self.settings.log_level,
                 "SUPPORTFLOW_SESSION_REAPER_INTERVAL_S": str(self.settings.session_reaper_interval_s),
+                "SUPPORTFLOW_MODEL_REPOSITORY": str(Path(self.settings.model_repository).resolve()),
             }
         )
+        if self.settings.triton_url is not None:
+            env["SUPPORTFLOW_TRITON_URL"] = self.settings.triton_url
         if self.settings.config_file is not None:
             env["SUPPORTFLOW_CONFIG_FILE"] = str(self.settings.config_file)
         if self.settings.kafka_sasl_password is not None:
             env["SUPPORTFLOW_KAFKA_SASL_PASSWORD"] = self.settings.kafka_sasl_password.get_secret_value()
         return env
+
+    def start_triton(self) -> None:
+        """The embedded tritonserver for the NLU model, unless Triton has an address or is switched off.
+
+        A machine without the nvidia-pytriton wheel (or where the server fails) still runs: each
+        worker then answers with the same model in process, and the log says so.
+        """
+        if self.settings.triton_url is not None or not self.settings.triton_embedded:
+            return
+        try:
+            self.triton = EmbeddedTriton(self.settings.model_repository, log_file=self.log_dir / "tritonserver.log")
+            self.triton.start(timeout_s=90)
+        except (TritonUnavailableError, RuntimeError, TimeoutError) as exc:
+            log.warning("no embedded Triton (%s); the NLU model runs in each worker's process", exc)
+            self.triton = None
+            return
+        self.settings = self.settings.model_copy(update={"triton_url": self.triton.grpc_url})
+
+    def nlu_summary(self) -> str:
+        if self.triton is not None:
+            return f"NLU model served by the embedded tritonserver at {self.triton.grpc_url}"
+        if self.settings.triton_url is not None:
+            return f"NLU model served by Triton at {self.settings.triton_url}"
+        return "NLU model in each worker's process (onnxruntime)"
 
     def start_stores(self) -> None:
         """The embedded Postgres when no DATABASE_URL is set; chdb needs no server (the sink opens it)."""
@@ -230,6 +260,9 @@ class Stack:
         if self.postgres is not None:
             self.postgres.stop()
             self.postgres = None
+        if self.triton is not None:
+            self.triton.stop()
+            self.triton = None
         if self.broker is not None:
             self.broker.stop()
             self.broker = None

@@ -39,6 +39,7 @@ def _event(
     cost_usd: float,
     sentiment: tuple[str, float],
     action: EventAction | None = None,
+    model_used: str = "triton:intent_classifier:1",
 ) -> ConversationEvent:
     channel = "webchat" if isinstance(conversation, int) and conversation < 6 else "sms"
     return ConversationEvent(
@@ -58,7 +59,7 @@ def _event(
         ),
         action=action,
         response=EventResponse(content="on its way", confidence=0.9) if event_type == "turn_processed" else None,
-        metadata=EventMetadata(latency_ms=latency_ms, model_used="keyword-v1", cost_usd=cost_usd),
+        metadata=EventMetadata(latency_ms=latency_ms, model_used=model_used, cost_usd=cost_usd),
     )
 
 
@@ -77,6 +78,7 @@ def known_events() -> list[ConversationEvent]:
                     latency_ms=10.0 * (n + 1),
                     cost_usd=0.002,
                     sentiment=("positive", 0.5),
+                    model_used="onnxruntime:intent_classifier:1" if c == 9 else "triton:intent_classifier:1",
                 )
             )
     for c, reason in ((1, "low_confidence"), (2, "low_confidence"), (7, "customer_requested_human")):
@@ -116,6 +118,10 @@ EXPECTED = {
         {"intent": "get_refund", "turns": 50},
         {"intent": "track_order", "turns": 50},
         {"intent": "complaint", "turns": 3},
+    ],
+    "turns_by_model": [
+        {"model_used": "triton:intent_classifier:1", "turns": 93},
+        {"model_used": "onnxruntime:intent_classifier:1", "turns": 10},
     ],
     "resolved_autonomously": 7,
     "autonomous_resolution_rate": 0.7,

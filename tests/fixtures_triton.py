@@ -1,7 +1,12 @@
-"""A real tritonserver (the nvidia-pytriton wheel's binary) on the CPU config, once per session."""
+"""A real tritonserver (the nvidia-pytriton wheel's binary) on the CPU config, once per session.
+
+`triton_server` serves the tiny test model (tests/triton_models.py); `project_triton` serves the
+project's own `triton_models/` (the committed intent classifier), as `supportflow run` does.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +20,9 @@ def _require_pytriton() -> None:
         from connectors.triton import pytriton_dir
 
         pytriton_dir()
-    except Exception as exc:  # the wheel is the only thing that may be missing
+    except Exception as exc:  # the wheel is the only thing that may be missing, and never in CI
+        if os.environ.get("CI"):
+            pytest.fail(f"CI installs nvidia-pytriton, yet the tritonserver binary is not usable: {exc}")
         pytest.skip(f"nvidia-pytriton (the tritonserver binary) is not importable: {exc}")
 
 
@@ -47,6 +54,22 @@ def own_triton(triton_repository: Path, tmp_path: Path) -> Iterator[object]:
 
     server = EmbeddedTriton(triton_repository, log_file=tmp_path / "tritonserver.log")
     server.start(timeout_s=90)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def project_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """tritonserver on the project's model repository: the committed intent classifier."""
+    _require_pytriton()
+    from connectors.triton import EmbeddedTriton
+    from pipelines.settings import PROJECT_DIR
+
+    log_file = tmp_path_factory.mktemp("project-triton-log") / "tritonserver.log"
+    server = EmbeddedTriton(PROJECT_DIR / "triton_models", log_file=log_file)
+    server.start(timeout_s=120)
     try:
         yield server
     finally:

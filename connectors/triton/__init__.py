@@ -5,6 +5,7 @@ from connectors.triton.client import (
     CircuitBreaker,
     FallbackIntentModel,
     IntentTokenizer,
+    ModelMeta,
     OnnxIntentModel,
     Prediction,
     Tokenized,
@@ -12,6 +13,9 @@ from connectors.triton.client import (
     build_intent_model,
     find_version_dir,
     load_labels,
+    load_model_meta,
+    predictions,
+    softmax,
 )
 from connectors.triton.server import EmbeddedTriton, TritonUnavailableError, pytriton_dir
 
@@ -21,6 +25,7 @@ __all__ = [
     "EmbeddedTriton",
     "FallbackIntentModel",
     "IntentTokenizer",
+    "ModelMeta",
     "OnnxIntentModel",
     "Prediction",
     "Tokenized",
@@ -29,5 +34,8 @@ __all__ = [
     "build_intent_model",
     "find_version_dir",
     "load_labels",
+    "load_model_meta",
+    "predictions",
     "pytriton_dir",
+    "softmax",
 ]

@@ -32,6 +32,7 @@ __all__ = [
     "CircuitBreaker",
     "FallbackIntentModel",
     "IntentTokenizer",
+    "ModelMeta",
     "OnnxIntentModel",
     "Prediction",
     "Tokenized",
@@ -39,6 +40,9 @@ __all__ = [
     "build_intent_model",
     "find_version_dir",
     "load_labels",
+    "load_model_meta",
+    "predictions",
+    "softmax",
 ]
 
 UNAVAILABLE = "unavailable"
@@ -75,14 +79,39 @@ def find_version_dir(model_repository: Path, model_name: str, version: str | Non
     return max(versions, key=lambda p: int(p.name)) if versions else None
 
 
-def load_labels(version_dir: Path) -> list[str]:
-    """`labels.json`: a list of names in logit order, or {"labels": [...]}, or {"id2label": {"0": ...}}."""
+@dataclass(frozen=True)
+class ModelMeta:
+    """What `labels.json` says about a version: how to read its logits and when to say out-of-scope.
+
+    `temperature` is the calibration found by the trainer on held-out data (probabilities are
+    softmax(logits / temperature)); `oos_threshold` is the calibrated confidence under which the
+    intent is `out_of_scope`; `max_length` is the token length the model was trained with.
+    """
+
+    labels: list[str]
+    temperature: float = 1.0
+    oos_threshold: float = 0.0
+    max_length: int = 128
+
+
+def load_model_meta(version_dir: Path) -> ModelMeta:
+    """`labels.json`: a list of names in logit order, or {"labels": [...], "temperature": ..., ...}."""
     data: Any = json.loads((Path(version_dir) / "labels.json").read_text())
-    if isinstance(data, dict):
-        data = data.get("labels", data.get("id2label", data))
-    if isinstance(data, dict):
-        return [str(data[k]) for k in sorted(data, key=lambda k: int(k))]
-    return [str(label) for label in data]
+    if not isinstance(data, dict):
+        return ModelMeta([str(label) for label in data])
+    labels: Any = data.get("labels", data.get("id2label", data))
+    if isinstance(labels, dict):
+        labels = [labels[k] for k in sorted(labels, key=lambda k: int(k))]
+    return ModelMeta(
+        labels=[str(label) for label in labels],
+        temperature=float(data.get("temperature", 1.0)),
+        oos_threshold=float(data.get("oos_threshold", 0.0)),
+        max_length=int(data.get("max_length", 128)),
+    )
+
+
+def load_labels(version_dir: Path) -> list[str]:
+    return load_model_meta(version_dir).labels
 
 
 class IntentTokenizer:
@@ -120,14 +149,14 @@ def _model_label(kind: str, version_dir: Path) -> str:
 class OnnxIntentModel:
     """The version's `model.onnx` in this process (onnxruntime, CPU)."""
 
-    def __init__(self, version_dir: Path, intra_op_threads: int = 0) -> None:
+    def __init__(self, version_dir: Path, intra_op_threads: int = 0, model_file: str = "model.onnx") -> None:
         import onnxruntime as ort
 
         self.version_dir = Path(version_dir)
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         self.session = ort.InferenceSession(
-            str(self.version_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
+            str(self.version_dir / model_file), options, providers=["CPUExecutionProvider"]
         )
         self.model_used = _model_label("onnxruntime", self.version_dir)
 
@@ -262,16 +291,18 @@ class CircuitBreaker:
             self.opened_at = time.monotonic()
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64)
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
 
-def predictions(logits: np.ndarray, labels: Sequence[str], model_used: str, alternatives: int = 3) -> list[Prediction]:
-    """Logits [batch, n_labels] → one `Prediction` per row (softmax; top-1 and the next few)."""
-    probs = _softmax(logits)
+def predictions(
+    logits: np.ndarray, labels: Sequence[str], model_used: str, temperature: float = 1.0, alternatives: int = 3
+) -> list[Prediction]:
+    """Logits [batch, n_labels] → one `Prediction` per row: calibrated softmax, top-1 and the next few."""
+    probs = softmax(np.asarray(logits, dtype=np.float64) / temperature)
     if probs.shape[1] != len(labels):
         raise ValueError(f"the model gave {probs.shape[1]} logits per text for {len(labels)} labels")
     out: list[Prediction] = []
@@ -307,7 +338,7 @@ class FallbackIntentModel:
     def __init__(
         self,
         tokenizer: IntentTokenizer | None,
-        labels: Sequence[str],
+        meta: ModelMeta | None,
         primary: TritonIntentModel | None = None,
         fallback: OnnxIntentModel | None = None,
         max_batch: int = 32,
@@ -316,7 +347,8 @@ class FallbackIntentModel:
         name: str = "intent-model",
     ) -> None:
         self.tokenizer = tokenizer
-        self.labels = list(labels)
+        self.meta = meta or ModelMeta(labels=[])
+        self.labels = list(self.meta.labels)
         self.primary = primary
         self.fallback = fallback
         self.breaker = breaker or CircuitBreaker()
@@ -361,7 +393,7 @@ class FallbackIntentModel:
             )
             try:
                 logits = future.result(timeout=self.primary.budget_s)
-                result = predictions(logits, self.labels, self.primary.model_used)
+                result = predictions(logits, self.labels, self.primary.model_used, self.meta.temperature)
                 self.breaker.success()
             except Exception as exc:
                 future.cancel()
@@ -370,7 +402,7 @@ class FallbackIntentModel:
         if result is None and self.fallback is not None:
             try:
                 logits = self.fallback.run(batch.input_ids, batch.attention_mask)
-                result = predictions(logits, self.labels, self.fallback.model_used)
+                result = predictions(logits, self.labels, self.fallback.model_used, self.meta.temperature)
             except Exception:
                 log.exception("the in-process intent model failed")
         if result is None:
@@ -395,22 +427,25 @@ def build_intent_model(
     max_batch: int = 32,
     max_wait_ms: float = 5.0,
     breaker_open_s: float = 5.0,
-    max_length: int = 128,
+    max_length: int | None = None,
 ) -> FallbackIntentModel:
-    """Whatever of Triton / in-process onnxruntime can be had; never raises for a missing model."""
+    """Whatever of Triton / in-process onnxruntime can be had; never raises for a missing model.
+
+    `max_length` unset: the length the version was trained with (`labels.json`).
+    """
     version_dir = find_version_dir(model_repository, model_name, model_version)
     tokenizer: IntentTokenizer | None = None
-    labels: list[str] = []
+    meta: ModelMeta | None = None
     fallback: OnnxIntentModel | None = None
     if version_dir is None:
         log.warning("no %s model in %s: NLU answers %r", model_name, model_repository, UNAVAILABLE)
     else:
         try:
-            tokenizer = IntentTokenizer.from_version_dir(version_dir, max_length)
-            labels = load_labels(version_dir)
+            meta = load_model_meta(version_dir)
+            tokenizer = IntentTokenizer.from_version_dir(version_dir, max_length or meta.max_length)
         except Exception:
             log.exception("cannot load the tokenizer or labels of %s", version_dir)
-            tokenizer, labels = None, []
+            tokenizer, meta = None, None
         if in_process_fallback:
             try:
                 fallback = OnnxIntentModel(version_dir)
@@ -422,7 +457,7 @@ def build_intent_model(
         primary = TritonIntentModel(triton_url, model_name, version, timeout_s, retries)
     return FallbackIntentModel(
         tokenizer,
-        labels,
+        meta,
         primary,
         fallback,
         max_batch=max_batch,

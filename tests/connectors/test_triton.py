@@ -197,3 +197,22 @@ def test_labels_and_tokenizer_of_a_version_dir(tmp_path):
     assert batch.input_ids.shape == batch.attention_mask.shape == (2, 4)
     assert batch.attention_mask.tolist() == [[1, 1, 1, 1], [1, 0, 0, 0]]
     assert isinstance(build_intent_model(tmp_path), FallbackIntentModel)
+
+
+async def test_committed_model_through_triton_equals_in_process_batch_for_batch(project_triton):
+    """The real int8 model, the same batches both ways: Triton's python backend adds nothing and loses nothing."""
+    from pipelines.nlu_eval import read_labelled_csv
+    from pipelines.settings import PROJECT_DIR
+
+    version_dir = PROJECT_DIR / "triton_models" / "intent_classifier" / "1"
+    texts, _ = read_labelled_csv(version_dir / "test_split.csv", "text", "label")
+    tokenizer = IntentTokenizer.from_version_dir(version_dir, 64)
+    local = OnnxIntentModel(version_dir)
+    remote = TritonIntentModel(project_triton.grpc_url, timeout_s=10)
+    try:
+        for start in (0, 1, 33, 97):
+            batch = tokenizer.encode(texts[start : start + (1 if start == 0 else 32)])
+            served = await remote.logits(batch.input_ids, batch.attention_mask)
+            np.testing.assert_allclose(served, local.run(batch.input_ids, batch.attention_mask), atol=1e-4)
+    finally:
+        await remote.close()

@@ -77,3 +77,61 @@ async def test_no_model_escalates_instead_of_crashing(tmp_path):
     assert (turn.nlu.intent, turn.nlu.confidence, turn.nlu.model_used) == ("out_of_scope", 0.0, "unavailable")
     routed = await Route().run(turn, context())
     assert (routed.route.branch, routed.route.reason) == ("human", "out_of_scope")
+
+
+# The committed model (triton_models/intent_classifier/1): what `supportflow run` answers with.
+
+PROJECT_REPOSITORY = Path(__file__).resolve().parents[2] / "triton_models"
+REAL_ORT = "onnxruntime:intent_classifier:1"
+REAL_TRITON = "triton:intent_classifier:1"
+UNDERSTOOD = [
+    ("I want to cancel my order", "cancel_order"),
+    ("how do I get a refund?", "get_refund"),
+    ("I need to talk to a human", "contact_human_agent"),
+    ("change my shipping address to 5 Elm St", "change_shipping_address"),
+    ("I forgot my password", "recover_password"),
+    ("can I get the invoice for order 88812", "get_invoice"),
+]
+NOT_OURS = ["what's the weather like in Paris tomorrow?", "who won the football match yesterday", "asdf qwer zxcv"]
+
+
+async def test_committed_model_understands_support_requests_confidently():
+    op = operator(PROJECT_REPOSITORY, None)
+    try:
+        turns = await asyncio.gather(*(op.run(context_turn(text), context()) for text, _ in UNDERSTOOD))
+    finally:
+        await op.close()
+    assert [t.nlu.intent for t in turns] == [intent for _, intent in UNDERSTOOD]
+    assert all(t.nlu.confidence >= 0.85 and t.nlu.model_used == REAL_ORT for t in turns)
+
+
+async def test_calibrated_threshold_from_the_model_turns_off_topic_text_out_of_scope():
+    op = operator(PROJECT_REPOSITORY, None)
+    try:
+        turns = [await op.run(context_turn(text), context()) for text in NOT_OURS]
+    finally:
+        await op.close()
+    assert op.model is not None and op.model.meta.oos_threshold > 0.5, "labels.json carries the threshold"
+    assert [t.nlu.intent for t in turns] == ["out_of_scope"] * len(NOT_OURS)
+    routed = await Route().run(turns[0], context())
+    assert (routed.route.branch, routed.route.reason) == ("human", "out_of_scope")
+
+
+async def test_committed_model_through_triton_answers_as_in_process(project_triton):
+    remote = operator(PROJECT_REPOSITORY, project_triton.grpc_url)
+    local = operator(PROJECT_REPOSITORY, None)
+    try:
+        texts = [text for text, _ in UNDERSTOOD] + NOT_OURS
+        served = await asyncio.gather(*(remote.run(context_turn(t), context()) for t in texts))
+        in_process = [await local.run(context_turn(t), context()) for t in texts]
+    finally:
+        await remote.close()
+        await local.close()
+    assert {t.nlu.model_used for t in served} == {REAL_TRITON}
+    assert [t.nlu.intent for t in served] == [t.nlu.intent for t in in_process]
+    # Not exactly equal: the int8 model quantizes activations per batch (see README, "Serving the NLU
+    # model"), and here Triton saw one batch of nine texts where the in-process model saw nine of one.
+    # The shift is largest where the model is unsure (off-topic texts, all out of scope either way);
+    # tests/connectors/test_triton.py pins exact equality for identical batches.
+    for a, b in zip(served[: len(UNDERSTOOD)], in_process, strict=False):
+        assert a.nlu.confidence == pytest.approx(b.nlu.confidence, abs=0.02)

@@ -209,11 +209,14 @@ def test_run_serves_chat_and_ctrl_c_leaves_no_process_behind(tmp_path):
             time.sleep(1)
         assert json.loads(report.stdout)["turns"] == 2
         assert {c["channel"] for c in json.loads(report.stdout)["volume_by_channel"]} == {"webchat", "sms"}
+        served_by = {m["model_used"]: m["turns"] for m in json.loads(report.stdout)["turns_by_model"]}
+        assert served_by == {"triton:intent_classifier:1": 2}, "the embedded tritonserver understood both turns"
 
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
         assert process.returncode == 0, output[-2000:]
         assert "supportflow is running" in output and "stopped." in output
+        assert "NLU model served by the embedded tritonserver" in output
         time.sleep(0.5)
         alive = [pid for pid in children if running(pid)]
         assert not alive, f"left behind: {alive}"
