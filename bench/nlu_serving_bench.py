@@ -1,13 +1,13 @@
 """What does serving the NLU model through Triton cost? Latency and throughput, Triton vs in process.
 
-Run (after `bench/make_dev_model.py` has written the dev MiniLM model, see its docstring):
+Run:
 
-    PYTHONPATH=. /work/venv/bin/python bench/nlu_serving_bench.py \
-        --repo /tmp/supportflow-dev-model [--out bench/nlu_serving_results.json]
+    .venv/bin/python bench/nlu_serving_bench.py [--repo triton_models] [--out bench/nlu_serving_results.json]
 
-The model is all-MiniLM-L6-v2 + a 27-way head (90 MB ONNX; the real classifier's size and cost),
-on the embedded tritonserver (nvidia-pytriton wheel, CPU config: python backend running the same
-model.onnx with onnxruntime) and in process with onnxruntime. Texts are Bitext utterances. Every
+The model is the committed intent classifier (`triton_models/intent_classifier/`, the highest
+version: fine-tuned all-MiniLM-L6-v2, int8 ONNX), on the embedded tritonserver (nvidia-pytriton
+wheel, CPU config: python backend running the same model.onnx with onnxruntime) and in process
+with onnxruntime. Texts are Bitext utterances. Every
 figure goes through `FallbackIntentModel.classify`, the call the `nlu_model` operator makes: it
 includes client-side tokenization and the micro-batcher (`max_wait_ms`).
 
@@ -142,9 +142,16 @@ async def raw_calls(repo: Path, grpc_url: str, texts: list[str], batch: int, rep
     return out
 
 
+def _version_label(repo: Path) -> str:
+    from connectors.triton import find_version_dir
+
+    version_dir = find_version_dir(repo, "intent_classifier")
+    return f"intent_classifier/{version_dir.name}" if version_dir else "no model"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repo", type=Path, default=Path("/tmp/supportflow-dev-model"))
+    parser.add_argument("--repo", type=Path, default=PROJECT_DIR / "triton_models", help="Triton model repository")
     parser.add_argument("--messages", type=int, default=1024, help="messages in the concurrent runs")
     parser.add_argument("--sequential", type=int, default=300, help="messages in the batch-1 runs")
     parser.add_argument("--callers", type=int, default=32)
@@ -196,7 +203,8 @@ def main() -> None:
     results["raw_model_call"] = raw
     results["rounds"] = rounds
     results["setup"] = {
-        "model": "all-MiniLM-L6-v2 + random 27-way head (bench/make_dev_model.py), ONNX fp32",
+        "model": f"the committed intent classifier, {_version_label(args.repo)}: fine-tuned all-MiniLM-L6-v2, "
+        "int8 ONNX (dynamic quantization)",
         "triton": "tritonserver 2.51 (nvidia-pytriton 0.7.0), configs/cpu.pbtxt: python backend + onnxruntime, "
         "dynamic batching",
         "client": "tritonclient.grpc.aio via FallbackIntentModel (client-side tokenization, MicroBatcher)",

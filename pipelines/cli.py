@@ -576,6 +576,12 @@ def nlu_train(
     oos_data: Annotated[
         Optional[Path], typer.Option("--oos-data", help="CSV of out-of-scope texts (column `text`) to report on.")
     ] = None,
+    extra_train: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--extra-train", help="CSV (columns text, label) added to the training split only, never to val/test."
+        ),
+    ] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch (default: all cores).")] = None,
 ) -> None:
     """Fine-tune all-MiniLM-L6-v2 on a labelled CSV and write an int8 ONNX version with its card and report."""
@@ -587,6 +593,11 @@ def nlu_train(
         raise _nlu_fail("train", str(exc)) from None
     if oos_data is not None and not oos_data.is_file():
         raise _nlu_fail("train", f"no such file: {oos_data}")
+    if extra_train is not None:
+        try:
+            read_labelled_csv(extra_train, "text", "label")
+        except DataError as exc:
+            raise _nlu_fail("train", str(exc)) from None
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -614,6 +625,7 @@ def nlu_train(
             version=version,
             config=cfg,
             oos_data=oos_data,
+            extra_train=extra_train,
             log=console.print,
         )
     except DataError as exc:

@@ -5,7 +5,9 @@ inside `train()`, so the runtime never needs it. One run:
 
 1. reads the CSV, drops exact duplicate texts (case-insensitive) and texts with conflicting labels;
 2. splits it stratified by label, seeded, into train / validation / test; the test split is written
-   to `test_split.csv` and used for nothing but the final report;
+   to `test_split.csv` and used for nothing but the final report; `extra_train` rows (e.g.
+   datasets/supportflow-phrasings/train.csv) join the training split only, so the held-out
+   figures stay those of the main data set;
 3. fine-tunes with AdamW and a linear warm-up/decay schedule (a rich progress bar per epoch);
 4. fits a temperature on the validation logits (calibration) and picks the out-of-scope threshold
    on validation as the confidence below which only `oos_flag_rate` of in-scope texts fall;
@@ -83,6 +85,30 @@ def dedupe(texts: list[str], labels: list[str]) -> tuple[list[str], list[str], d
     return out_t, out_y, {"rows": len(texts), "kept": len(out_t), "conflicting_texts": conflicting}
 
 
+def add_training_rows(
+    texts: list[str], labels: list[str], train_idx: list[int], extra: Path | None, text_column: str, label_column: str
+) -> int:
+    """Append `extra`'s rows to the data and to the training split only; returns how many were new."""
+    if extra is None:
+        return 0
+    extra_texts, extra_labels = read_labelled_csv(extra, text_column, label_column)
+    unknown = sorted(set(extra_labels) - set(labels))
+    if unknown:
+        raise DataError(f"{extra}: labels not in the training data: {', '.join(unknown)}")
+    known = {" ".join(t.lower().split()) for t in texts}
+    added = 0
+    for text, label in zip(extra_texts, extra_labels, strict=True):
+        key = " ".join(text.lower().split())
+        if key in known:
+            continue
+        known.add(key)
+        texts.append(text)
+        labels.append(label)
+        train_idx.append(len(texts) - 1)
+        added += 1
+    return added
+
+
 def stratified_split(labels: list[str], test_size: float, val_size: float, seed: int) -> tuple[list[int], ...]:
     """Indices of train, validation and test, stratified by label; every label with ≥3 rows is in all three."""
     rng = random.Random(seed)
@@ -135,6 +161,7 @@ def train(
     config: TrainConfig | None = None,
     oos_data: Path | None = None,
     oos_text_column: str = "text",
+    extra_train: Path | None = None,
     progress: bool = True,
     log=print,
 ) -> Path:
@@ -153,6 +180,7 @@ def train(
     tr, va, te = stratified_split(labels, cfg.test_size, cfg.val_size, cfg.seed)
     if not va or not te:
         raise DataError(f"{data}: too few rows per label for a validation and a test split")
+    extra_rows = add_training_rows(texts, labels, tr, extra_train, text_column="text", label_column="label")
 
     import torch
     from tokenizers import Tokenizer
@@ -369,6 +397,9 @@ def train(
             "test_sha256": sha256_file(target / "test_split.csv"),
             "oos_file": Path(oos_data).name if oos_data else None,
             "oos_sha256": sha256_file(oos_data) if oos_data else None,
+            "extra_train_file": Path(extra_train).name if extra_train else None,
+            "extra_train_sha256": sha256_file(extra_train) if extra_train else None,
+            "extra_train_rows": extra_rows,
         },
         "parameters": {**asdict(cfg), "threads": threads},
         "calibration": {

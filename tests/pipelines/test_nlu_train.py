@@ -84,9 +84,12 @@ def tiny_csv(path: Path) -> Path:
 def test_nlu_train_runs_end_to_end_on_a_tiny_csv(tmp_path):
     pytest.importorskip("torch", reason="torch is not installed: `pip install -e '.[train]'` (the test extra has it)")
     data = tiny_csv(tmp_path / "tiny.csv")
+    extra = tmp_path / "extra.csv"
+    extra.write_text("text,label\nwhere is my order?,track_order\nplease cancel it,cancel_order\n")
     repo = tmp_path / "intent_classifier"
     args = ["nlu", "train", "--data", str(data), "--text-column", "utterance", "--label-column", "intent"]
     args += ["--out", str(repo), "--epochs", "1", "--max-length", "16", "--batch-size", "16", "--oos-data", str(OOS)]
+    args += ["--extra-train", str(extra)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     version = repo / "1"
@@ -96,6 +99,9 @@ def test_nlu_train_runs_end_to_end_on_a_tiny_csv(tmp_path):
     card = json.loads((version / "training_card.json").read_text())
     assert card["data"]["sha256"] == sha256_file(data) and card["data"]["labels"] == 3
     assert card["parameters"]["epochs"] == 1 and card["parameters"]["seed"] == 13
+    assert card["data"]["extra_train_rows"] == 2, "the extra rows were trained on"
+    held_out = (version / "test_split.csv").read_text()
+    assert "where is my order?" not in held_out and "please cancel it" not in held_out, "extra rows stay out of test"
     assert {"test_accuracy", "test_macro_f1", "test_ece", "fp32_test_accuracy"} <= set(card["metrics"])
     report = json.loads((version / "eval_report.json").read_text())
     assert report["out_of_scope"]["oos_n"] == 124 and "latency" in report
