@@ -13,10 +13,10 @@ SLOW_SECONDS = 4.0
 def test_a_sleeping_conversation_does_not_hold_up_the_rest(broker, workers, tmp_path):
     topology = (PROJECT_DIR / "topology.yaml").read_text()
     patched = topology.replace(
-        "      - nlu\n",
+        "      - nlu_model:",
         "      - tests.pipelines.slow_operator:SleepForOneCustomer:\n"
         f"          config: {{customer_id: slow, seconds: {SLOW_SECONDS}}}\n"
-        "      - nlu\n",
+        "      - nlu_model:",
         1,
     )
     assert patched != topology

@@ -46,8 +46,8 @@ def test_the_shipped_topology_is_valid():
     assert set(topology.stages) == {"ingest", "agent", "analytics"}
     names = {node.operator.name for stage in topology.stages.values() for node in stage.root.walk()}
     assert names == {
-        "normalize", "enrich_context", "nlu", "route", "plan", "execute", "guard", "format", "emit", "escalate",
-        "redact_pii",
+        "normalize", "enrich_context", "nlu_model", "route", "plan", "execute", "guard", "format", "emit",
+        "escalate", "redact_pii",
     }  # fmt: skip
 
 
