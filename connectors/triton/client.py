@@ -155,6 +155,8 @@ class OnnxIntentModel:
         self.version_dir = Path(version_dir)
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
+        # No spinning: idle onnxruntime threads would otherwise busy-wait on cores the worker needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(self.version_dir / model_file), options, providers=["CPUExecutionProvider"]
         )

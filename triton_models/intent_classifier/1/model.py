@@ -23,6 +23,9 @@ class TritonPythonModel:
         threads = int(config.get("parameters", {}).get("intra_op_threads", {}).get("string_value", "0") or 0)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        # Idle onnxruntime threads spin for a while after each run by default; on a CPU shared with
+        # the stream workers that spinning takes cores the workers need (see README, NLU serving).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             os.path.join(version_dir, "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
