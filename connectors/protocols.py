@@ -73,6 +73,50 @@ class Redactor(Protocol):
     def redact_many(self, texts: Sequence[str]) -> list[str]: ...
 
 
+class ToolError(Exception):
+    """An action that did not happen, and why, in words safe to show the customer.
+
+    `kind` decides what the agent does next: `not_found` (nothing matched — also what a caller
+    gets for another customer's order, so nothing is revealed), `not_allowed` (the business rule
+    says no, e.g. an order already shipped), `invalid` (bad arguments), `unavailable` (the backend
+    failed or timed out; retrying may help).
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One call of a backend action, on behalf of one customer.
+
+    `idempotency_key` is derived from the message ids of the task (never random), so a replayed
+    turn repeats the same key and a write action happens once.
+    """
+
+    name: str
+    arguments: dict[str, Any]
+    customer_id: str
+    idempotency_key: str
+
+
+class Tool(Protocol):
+    """A backend action the agent may call: CRM, orders, payments, a tenant's REST API.
+
+    `writes` marks actions that change something (they need a confirmation and an idempotency
+    key). `call` returns a JSON-able result or raises `ToolError`; it never acts for another
+    customer than `call.customer_id`.
+    """
+
+    name: str
+    writes: bool
+    description: str
+
+    async def call(self, call: ToolCall) -> dict[str, Any]: ...
+
+
 class IntentModel(Protocol):
     """A served intent classifier: token ids in, one row of logits per text out.
 
@@ -95,4 +139,7 @@ __all__ = [
     "RateLimiter",
     "Redactor",
     "SnapshotCache",
+    "Tool",
+    "ToolCall",
+    "ToolError",
 ]
