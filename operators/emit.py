@@ -32,7 +32,6 @@ class Emit(Operator[FormattedTurn, Emitted]):
             action=EventAction(type="tool", name=last.name, status=last.status, result=last.result) if last else None,
             response=EventResponse(content=record.outbound.text, confidence=record.reply.confidence),
         )
-        session = session_after_turn(record, "agent", record.outbound.text, now)
-        session.failed_turns = 0  # an answered turn is progress; the playbook planner will count turns without it
+        session = session_after_turn(record, "agent", record.outbound.text, now)  # failed_turns: set by execute
         ctx.table("sessions").set(record.message.customer_id, session)
         return Emitted(records=[record.outbound, event])

@@ -7,13 +7,14 @@ import hashlib
 from operators._events import session_after_turn, turn_event
 from operators.base import Operator
 from operators.protocols import OperatorContext
-from schemas import Emitted, Escalation, EventAction, GuardedTurn, RawConversationEvent, RoutedTurn
+from schemas import AuthorizedTurn, Emitted, Escalation, EventAction, GuardedTurn, RawConversationEvent, RoutedTurn
 
 PRIORITY_BY_REASON = {
     "keyword_trigger": "high",
     "negative_sentiment": "high",
     "customer_requested_human": "normal",
     "policy_block": "high",
+    "needs_approval": "high",
     "repeated_failure": "high",
 }
 
@@ -29,11 +30,18 @@ class Escalate(Operator[RoutedTurn, Emitted]):
     async def run(self, record: RoutedTurn, ctx: OperatorContext) -> Emitted:
         now = ctx.clock.now()
         reason, detail = record.route.reason, record.route.detail
+        prepared = []
         if isinstance(record, GuardedTurn) and record.guard.branch == "block":
             reason, detail = "policy_block", record.guard.reason
+        elif isinstance(record, AuthorizedTurn) and record.authorization.branch == "block":
+            detail = record.authorization.reason
+            reason = "needs_approval" if detail.startswith("needs_approval") else "policy_block"
+            if reason == "needs_approval":  # what a human approves with one click, keys and all
+                prepared = [s for s in [*record.plan.steps, *record.plan.pending_steps] if s.writes]
         message = record.message
         session = session_after_turn(record, "agent", f"[handed to a human: {reason}]", now)
         session.escalated = True
+        session.task = None  # the human takes it from here
         escalation = Escalation(
             escalation_id="x-" + hashlib.sha256(f"escalation:{message.message_id}".encode()).hexdigest()[:24],
             message_id=message.message_id,
@@ -49,8 +57,9 @@ class Escalate(Operator[RoutedTurn, Emitted]):
             nlu=record.nlu,
             history=record.session.history,
             profile=record.profile,
-            slots=record.session.slots,
+            slots={**record.session.slots, **(record.session.task.slots if record.session.task else {})},
             recommended_actions=[f"answer intent {record.nlu.intent}"] if record.nlu.intent != "out_of_scope" else [],
+            prepared_actions=prepared,
             created_at=now,
         )
         event = turn_event(

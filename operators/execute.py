@@ -1,28 +1,160 @@
-"""execute: run the plan's actions and turn their results into the reply.
+"""execute: run the plan's actions through the backend tools and turn the outcome into the reply.
 
-First version, deliberately simple: it renders the plan's template and marks any action as
-skipped (no backend connectors exist yet), so it never claims an action happened. The agent
-issue runs actions through connectors with timeouts and retries.
+Steps run in order; the first that fails stops the rest, and the reply is the plan's template for
+that outcome (`not_found`, `not_allowed`, `invalid`, `unverified`, `failed`), never the success
+text. Each call has a timeout; a backend that is unavailable is retried with backoff. A write
+carries the plan's idempotency key, derived from message ids, so a turn replayed after a crash
+repeats the same key and the backend acts once. Identity verification, when the plan asks for it,
+marks the session verified; a failed one counts against the task.
 """
 
 from __future__ import annotations
 
-from operators.base import Operator
+import asyncio
+import re
+import string
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from connectors.protocols import ToolCall, ToolError
+from operators.base import Operator, OperatorConfig
 from operators.protocols import OperatorContext
-from schemas import ActionResult, ExecutedTurn, PlannedTurn, Reply
+from schemas import ActionCall, ActionResult, AuthorizedTurn, ExecutedTurn, Reply, SessionContext
+
+VERIFY_TOOL = "crm.verify_identity"
+OPTIONAL_SEGMENT = re.compile(r"\[([^\[\]]*)\]")
 
 
-class ExecuteTemplates(Operator[PlannedTurn, ExecutedTurn]):
-    """Render the reply template; report every planned action as skipped."""
+class ExecuteConfig(OperatorConfig):
+    timeout_s: float = Field(default=5.0, gt=0, description="longest one tool call may take")
+    retries: int = Field(default=2, ge=0, le=5, description="retries of a call the backend could not serve")
+    retry_backoff_s: float = Field(default=0.2, ge=0)
+    max_verify_attempts: int = Field(default=2, ge=1)
+
+
+class Execute(Operator[AuthorizedTurn, ExecutedTurn]):
+    """Call each step's tool for this customer; render the reply for the outcome."""
 
     name = "execute"
-    input_type = PlannedTurn
+    input_type = AuthorizedTurn
     output_type = ExecutedTurn
+    Config: ClassVar[type[OperatorConfig]] = ExecuteConfig
 
-    async def run(self, record: PlannedTurn, ctx: OperatorContext) -> ExecutedTurn:
-        results = [
-            ActionResult(name=step.name, idempotency_key=step.idempotency_key, status="skipped", error="no connector")
-            for step in record.plan.steps
-        ]
-        text = record.plan.reply_template.format(**record.plan.reply_variables)
-        return ExecutedTurn(**dict(record), results=results, reply=Reply(text=text, confidence=record.nlu.confidence))
+    async def run(self, record: AuthorizedTurn, ctx: OperatorContext) -> ExecutedTurn:
+        session = record.session.model_copy(deep=True)
+        variables: dict[str, Any] = dict(record.plan.reply_variables)
+        if record.profile is not None and record.profile.display_name:
+            variables.setdefault("customer_name", record.profile.display_name)
+        results: list[ActionResult] = []
+        outcome = "succeeded"
+        for step in record.plan.steps:
+            result = await self._call(step, record.message.customer_id, ctx)
+            if step.name == VERIFY_TOOL and result.status == "succeeded" and not result.result.get("verified"):
+                result = result.model_copy(update={"status": "failed", "error_kind": "unverified",
+                                                   "error": "the details do not match the account"})  # fmt: skip
+            results.append(result)
+            if result.status != "succeeded":
+                outcome = "failed" if result.error_kind in (None, "unavailable") else result.error_kind
+                variables["error"] = result.error or ""
+                break
+            if step.name == VERIFY_TOOL:
+                session.verified = True
+            if step.save_as:
+                variables.update(flatten(result.result, step.save_as))
+        self._update_task(session, record, outcome)
+        template = record.plan.reply_template if outcome == "succeeded" else record.plan.replies.get(outcome, "")
+        text = render(template or FALLBACK_REPLIES.get(outcome, FALLBACK_REPLIES["failed"]), variables)
+        confidence = record.nlu.confidence if outcome == "succeeded" else 0.0
+        reply = Reply(text=text, confidence=min(1.0, max(0.0, confidence)))
+        return ExecutedTurn(**{**dict(record), "session": session}, results=results, reply=reply)
+
+    async def _call(self, step: ActionCall, customer_id: str, ctx: OperatorContext) -> ActionResult:
+        cfg: ExecuteConfig = self.config  # type: ignore[assignment]
+        tool = await ctx.tools.get(step.name) if ctx.tools is not None else None
+        if tool is None:
+            return _failed(step, "unavailable", f"no connector offers {step.name}")
+        call = ToolCall(step.name, dict(step.arguments), customer_id, step.idempotency_key)
+        for attempt in range(cfg.retries + 1):
+            try:
+                result = await asyncio.wait_for(tool.call(call), cfg.timeout_s)
+                return ActionResult(name=step.name, idempotency_key=step.idempotency_key, status="succeeded",
+                                    result=result)  # fmt: skip
+            except ToolError as exc:
+                if exc.kind != "unavailable" or attempt == cfg.retries:
+                    return _failed(step, exc.kind, exc.message)
+            except TimeoutError:
+                if attempt == cfg.retries:
+                    return _failed(step, "unavailable", f"{step.name} timed out after {cfg.timeout_s:g}s")
+            await asyncio.sleep(cfg.retry_backoff_s * 2**attempt)
+        return _failed(step, "unavailable", "retries exhausted")
+
+    def _update_task(self, session: SessionContext, record: AuthorizedTurn, outcome: str) -> None:
+        """What the task waits for next; turns without progress count towards a hand-over (`route`)."""
+        cfg: ExecuteConfig = self.config  # type: ignore[assignment]
+        task = session.task
+        if outcome == "unverified" and task is not None:
+            task.verify_attempts += 1
+            task.awaiting, task.awaiting_slot = "verification", None
+            session.failed_turns += 1
+            if task.verify_attempts >= cfg.max_verify_attempts:
+                session.task = None
+        elif outcome != "succeeded":
+            session.task = None
+            session.failed_turns += 1
+        elif task is not None and task.asked_turns > 2:
+            session.failed_turns += 1  # asked for the same thing again and again
+        else:
+            session.failed_turns = 0
+
+
+FALLBACK_REPLIES = {
+    "failed": "Sorry, something went wrong on our side, so nothing was changed. A colleague will follow up.",
+    "unverified": "I couldn't verify your identity with those details, so I can't go ahead.",
+    "not_found": "I couldn't find that on your account.",
+    "not_allowed": "I'm sorry, I can't do that: {error}",
+    "invalid": "Something in that request doesn't look right: {error}",
+}
+
+
+def _failed(step: ActionCall, kind: str, message: str) -> ActionResult:
+    return ActionResult(
+        name=step.name, idempotency_key=step.idempotency_key, status="failed", error=message, error_kind=kind
+    )  # type: ignore[arg-type]
+
+
+def flatten(value: Any, prefix: str) -> dict[str, Any]:
+    """{"status": "shipped", "shipment": {"carrier": "DHL"}} under "order" → order.status, order.shipment.carrier."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, inner in value.items():
+            out.update(flatten(inner, f"{prefix}.{key}"))
+        return out
+    return {prefix: value}
+
+
+class _Fields(string.Formatter):
+    """str.format over a flat dict whose keys contain dots; a missing or empty field raises KeyError."""
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
+        value = kwargs.get(field_name)
+        if value is None or value == "":
+            raise KeyError(field_name)
+        return value, field_name
+
+
+def render(template: str, variables: dict[str, Any]) -> str:
+    """Fill `{name}` fields; drop an `[optional segment]` whose fields are missing."""
+    formatter = _Fields()
+
+    def segment(match: re.Match[str]) -> str:
+        try:
+            return formatter.vformat(match.group(1), (), variables)
+        except (KeyError, IndexError, ValueError):
+            return ""
+
+    text = OPTIONAL_SEGMENT.sub(segment, template)
+    try:
+        return formatter.vformat(text, (), variables)
+    except (KeyError, IndexError, ValueError):
+        return text  # a required field is missing: the placeholder stays, and `guard` hands the turn over

@@ -1,8 +1,11 @@
 """guard: the last check before a reply leaves; when unsure, hand the turn to a human.
 
-First version, deliberately simple: it blocks empty replies, unfilled template placeholders,
-replies that claim an action which did not succeed, and obvious prompt-injection phrasing in
-the customer's message. The agent issue adds action allow-lists, amount limits and PII rules.
+Blocks (and so escalates): an empty reply, an unfilled template placeholder, a turn whose action
+failed on the backend's side (a human follows up; the customer is never told it worked), a reply
+carrying an email, phone, card or IBAN the customer did not give this session and that is not
+their own (`operators/_policy.py: check_reply_pii`), and a message the input screening flags
+(prompt injection, tool-call look-alikes, abuse) in case `route` was configured not to screen.
+Actions themselves were checked against policy by `authorize` before they ran.
 """
 
 from __future__ import annotations
@@ -10,24 +13,16 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from pydantic import Field
-
+from operators._policy import check_reply_pii, screen_input
 from operators.base import Operator, OperatorConfig
 from operators.protocols import OperatorContext
 from schemas import ExecutedTurn, GuardedTurn, GuardVerdict
 
-PLACEHOLDER = re.compile(r"\{\{?\s*[A-Za-z_][\w ]*\}\}?")
-DEFAULT_INJECTION_PATTERNS = [
-    r"ignore (all |any |the )?(previous|prior|above) (instructions|rules)",
-    r"disregard (your|the) (policy|policies|instructions|rules)",
-    r"^\s*(system|assistant)\s*:",
-    r"you are now (a|an|in) ",
-    r"<\s*/?\s*(tool_call|function_call|system)\b",
-]
+PLACEHOLDER = re.compile(r"\{\{?\s*[A-Za-z_][\w .]*\}\}?")
 
 
 class GuardConfig(OperatorConfig):
-    injection_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_INJECTION_PATTERNS))
+    check_reply_pii: bool = True
 
 
 class Guard(Operator[ExecutedTurn, GuardedTurn]):
@@ -39,11 +34,6 @@ class Guard(Operator[ExecutedTurn, GuardedTurn]):
     branches = ("pass", "block")
     Config: ClassVar[type[OperatorConfig]] = GuardConfig
 
-    def __init__(self, config: OperatorConfig | None = None) -> None:
-        super().__init__(config)
-        cfg: GuardConfig = self.config  # type: ignore[assignment]
-        self._injection = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in cfg.injection_patterns]
-
     def choose_branch(self, output: GuardedTurn) -> str:
         return output.guard.branch
 
@@ -51,15 +41,30 @@ class Guard(Operator[ExecutedTurn, GuardedTurn]):
         return GuardedTurn(**dict(record), guard=self.verdict(record))
 
     def verdict(self, turn: ExecutedTurn) -> GuardVerdict:
+        cfg: GuardConfig = self.config  # type: ignore[assignment]
         reply = turn.reply.text.strip()
         if not reply:
             return GuardVerdict(branch="block", reason="empty reply")
         if PLACEHOLDER.search(reply):
             return GuardVerdict(branch="block", reason="reply has an unfilled placeholder")
-        failed = [r.name for r in turn.results if r.status != "succeeded"]
-        if failed and turn.plan.steps and not turn.reply.text.startswith("Sorry"):
-            return GuardVerdict(branch="block", reason=f"actions did not succeed: {', '.join(failed)}")
-        for pattern in self._injection:
-            if pattern.search(turn.message.text):
-                return GuardVerdict(branch="block", reason="possible prompt injection in the message")
+        broken = [r.name for r in turn.results if r.status == "failed" and r.error_kind in (None, "unavailable")]
+        if broken:
+            return GuardVerdict(branch="block", reason=f"action failed on the backend: {', '.join(broken)}")
+        finding = screen_input(turn.message.text)
+        if finding is not None:
+            return GuardVerdict(branch="block", reason=f"{finding.kind}: {finding.reason}")
+        if cfg.check_reply_pii:
+            said = [h.text for h in turn.session.history if h.role == "customer"] + [turn.message.text]
+            own = _profile_values(turn)
+            pii = check_reply_pii(reply, said, own)
+            if pii is not None:
+                return GuardVerdict(branch="block", reason=f"reply PII: {pii.reason}")
         return GuardVerdict(branch="pass")
+
+
+def _profile_values(turn: ExecutedTurn) -> list[str]:
+    """The customer's own contact details, which a reply may repeat back to them."""
+    profile = turn.profile
+    if profile is None:
+        return []
+    return [contact.address for contact in profile.contacts]

@@ -1,27 +1,51 @@
-"""plan: decide what to do and say for the turn.
+"""plan: decide what to do and say for the turn, from the intent's playbook.
 
-First version, deliberately simple: one reply template per intent from
-`operators/data/replies.yaml`, no backend actions. The agent issue replaces it with playbooks
-(slots, verification, confirmation, actions); the output stays a `Plan`, which is data.
+An intent with a playbook (`playbooks/<intent>.yaml`, see `operators/_playbooks.py`) becomes a
+task kept in the session: slots are filled from this message's entities, from what the customer
+said earlier in the session (on any channel), or by asking; the customer proves who they are
+(order number plus the account's email or ZIP) before any step; write steps wait for an explicit
+yes. Each turn's output is a `Plan` — data: the steps to run now, the write steps waiting for a
+yes (so policy can check them before the question is even asked), and the reply per outcome.
+
+An intent without a playbook is answered from its reply template (`operators/data/replies.yaml`),
+as before. The interface stays open for an LLM planner: it would produce the same `Plan`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
+from pydantic import Field
 
+from operators._playbooks import DEFAULT_FOLDER, Playbook, load_playbooks
 from operators.base import Operator, OperatorConfig
 from operators.protocols import OperatorContext
-from schemas import Plan, PlannedTurn, RoutedTurn
+from schemas import ActionCall, Plan, PlannedTurn, RoutedTurn, SessionContext, TaskState
 
 DEFAULT_REPLIES = Path(__file__).parent / "data" / "replies.yaml"
 FALLBACK_INTENT = "out_of_scope"
+VERIFY_TOOL = "crm.verify_identity"
+VERIFY_ASK = (
+    "Before I look into your account: please tell me the email address or the ZIP code on the account "
+    "that placed order {order_number}."
+)
+YES = re.compile(r"^\s*(yes|yeah|yep|y|sure|ok(ay)?|confirm(ed)?|go ahead|please do|do it|correct)\b", re.IGNORECASE)
+NO = re.compile(r"^\s*(no|nope|n|don'?t|do not|cancel that|stop|never ?mind|not now)\b", re.IGNORECASE)
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+ZIP = re.compile(r"(?<![\d-])(\d{5})(?![\d-])")
 
 
 class PlanConfig(OperatorConfig):
     replies_file: Path = DEFAULT_REPLIES
+    playbooks_dir: Path = DEFAULT_FOLDER
+    switch_confidence: float = Field(
+        default=0.9, ge=0.0, le=1.0, description="a different intent this sure abandons the task under way"
+    )
 
 
 def load_replies(path: Path) -> dict[str, dict[str, Any]]:
@@ -32,8 +56,22 @@ def load_replies(path: Path) -> dict[str, dict[str, Any]]:
     return data
 
 
-class PlanFromTemplates(Operator[RoutedTurn, PlannedTurn]):
-    """Pick the intent's reply template, preferring the variant whose entity the customer gave."""
+def yes_or_no(text: str) -> bool | None:
+    if YES.search(text):
+        return True
+    if NO.search(text):
+        return False
+    return None
+
+
+def idempotency_key(task_id: str, tool: str, arguments: dict[str, Any]) -> str:
+    """Derived from the task's first message id, the tool and its arguments: a replayed turn repeats it."""
+    canonical = json.dumps(arguments, sort_keys=True, default=str)
+    return "k-" + hashlib.sha256(f"{task_id}|{tool}|{canonical}".encode()).hexdigest()[:32]
+
+
+class PlaybookPlanner(Operator[RoutedTurn, PlannedTurn]):
+    """Turn the intent's playbook and the session's task into this turn's `Plan`."""
 
     name = "plan"
     input_type = RoutedTurn
@@ -43,14 +81,155 @@ class PlanFromTemplates(Operator[RoutedTurn, PlannedTurn]):
     def __init__(self, config: OperatorConfig | None = None) -> None:
         super().__init__(config)
         self._replies: dict[str, dict[str, Any]] = {}
+        self._playbooks: dict[str, Playbook] = {}
 
     def warm_up(self, ctx: OperatorContext) -> None:
         config: PlanConfig = self.config  # type: ignore[assignment]
         self._replies = load_replies(config.replies_file)
+        self._playbooks = load_playbooks(config.playbooks_dir)
 
     async def run(self, record: RoutedTurn, ctx: OperatorContext) -> PlannedTurn:
         if not self._replies:
             self.warm_up(ctx)
+        session = record.session.model_copy(deep=True)
+        task = self._task_for(record, session)
+        if task is None:
+            session.task = None
+            return PlannedTurn(**{**dict(record), "session": session}, plan=self._from_template(record))
+        plan = self._advance(record, session, task, self._playbooks[task.intent])
+        return PlannedTurn(**{**dict(record), "session": session}, plan=plan)
+
+    def _task_for(self, record: RoutedTurn, session: SessionContext) -> TaskState | None:
+        """The task under way, unless the customer clearly moved on; else a new one for a playbook intent."""
+        config: PlanConfig = self.config  # type: ignore[assignment]
+        nlu = record.nlu
+        task = session.task
+        if task is not None and task.intent in self._playbooks:
+            moved_on = (
+                nlu.intent != task.intent
+                and nlu.intent in self._playbooks
+                and nlu.confidence >= config.switch_confidence
+                and not self._answers(task, record)
+            )
+            if not moved_on:
+                return task
+        if nlu.intent in self._playbooks:
+            return TaskState(
+                task_id=record.message.message_id, intent=nlu.intent, started_at=record.message.received_at
+            )
+        return None
+
+    def _answers(self, task: TaskState, record: RoutedTurn) -> bool:
+        text = record.message.text
+        if task.awaiting == "confirmation":
+            return yes_or_no(text) is not None
+        if task.awaiting == "verification":
+            return bool(EMAIL.search(text) or ZIP.search(text))
+        if task.awaiting == "slot" and task.awaiting_slot:
+            return self._slot_value(self._playbooks[task.intent], task.awaiting_slot, record) is not None
+        return False
+
+    def _slot_value(self, playbook: Playbook, name: str, record: RoutedTurn) -> str | None:
+        spec = playbook.slots[name]
+        for entity in record.nlu.entities:
+            if spec.entity and entity.type == spec.entity:
+                value = entity.normalized or entity.value
+                if entity.type == "amount" and entity.currency:
+                    value = f"{value} {entity.currency}"
+                return value
+        if spec.pattern:
+            match = re.search(spec.pattern, record.message.text)
+            if match:
+                return (match.group(1) if match.groups() else match.group(0)).strip()
+        return None
+
+    def _advance(self, record: RoutedTurn, session: SessionContext, task: TaskState, playbook: Playbook) -> Plan:
+        text = record.message.text
+        for name, spec in playbook.slots.items():
+            if name not in task.slots:
+                value = self._slot_value(playbook, name, record)
+                if value is None and spec.remember:
+                    value = session.slots.get(name)
+                if value is not None:
+                    task.slots[name] = value
+                    if spec.remember:
+                        session.slots[name] = value
+
+        base = {"planner": "playbooks-v1", "intent": task.intent, "replies": dict(playbook.replies)}
+        answer = yes_or_no(text) if task.awaiting == "confirmation" else None
+        if answer is False:
+            session.task = None
+            return Plan(**base, reply_template=playbook.reply_for("declined"), reply_variables=dict(task.slots))
+
+        missing = [name for name in playbook.slots if name not in task.slots]
+        if missing:
+            task.awaiting, task.awaiting_slot = "slot", missing[0]
+            task.asked_turns += 1
+            session.task = task
+            return Plan(
+                **base,
+                reply_template=playbook.slots[missing[0]].ask,
+                reply_variables=dict(task.slots),
+                awaiting="slot",
+            )
+
+        steps: list[ActionCall] = []
+        if playbook.verify and not session.verified:
+            credential = self._credential(text)
+            if credential is None:
+                task.awaiting, task.awaiting_slot = "verification", None
+                session.task = task
+                return Plan(
+                    **base, reply_template=VERIFY_ASK, reply_variables=dict(task.slots), awaiting="verification"
+                )
+            arguments = {"order_number": task.slots["order_number"], **credential}
+            steps.append(self._call(task, VERIFY_TOOL, arguments, writes=False))
+
+        reads = [self._step(task, s) for s in playbook.steps if not s.writes]
+        writes = [self._step(task, s) for s in playbook.steps if s.writes]
+        confirmed = answer is True
+        if writes and not confirmed:
+            task.awaiting, task.awaiting_slot = "confirmation", None
+            session.task = task
+            return Plan(
+                **base,
+                steps=steps + reads,
+                pending_steps=writes,
+                reply_template=playbook.confirm or "",
+                reply_variables=dict(task.slots),
+                awaiting="confirmation",
+            )
+        session.task = None  # this turn finishes the task, whatever the outcome
+        return Plan(
+            **base,
+            steps=steps + reads + writes,
+            reply_template=playbook.reply_for("succeeded"),
+            reply_variables=dict(task.slots),
+        )
+
+    @staticmethod
+    def _credential(text: str) -> dict[str, str] | None:
+        email = EMAIL.search(text)
+        if email:
+            return {"email": email.group(0)}
+        zip_code = ZIP.search(text)
+        return {"zip": zip_code.group(1)} if zip_code else None
+
+    def _step(self, task: TaskState, spec: Any) -> ActionCall:
+        arguments = {name: template.format(**task.slots) for name, template in spec.arguments.items()}
+        call = self._call(task, spec.tool, arguments, writes=spec.writes)
+        return call.model_copy(update={"save_as": spec.save_as}) if spec.save_as else call
+
+    @staticmethod
+    def _call(task: TaskState, tool: str, arguments: dict[str, Any], writes: bool) -> ActionCall:
+        return ActionCall(
+            name=tool,
+            arguments=arguments,
+            idempotency_key=idempotency_key(task.task_id, tool, arguments),
+            writes=writes,
+        )
+
+    def _from_template(self, record: RoutedTurn) -> Plan:
         intent = record.nlu.intent if record.nlu.intent in self._replies else FALLBACK_INTENT
         entry = self._replies[intent]
         entities = {e.type: e.value for e in record.nlu.entities}
@@ -59,5 +238,4 @@ class PlanFromTemplates(Operator[RoutedTurn, PlannedTurn]):
             if entity_type in entities:
                 template, variables = variant, {entity_type: entities[entity_type]}
                 break
-        plan = Plan(planner="templates-v1", intent=intent, reply_template=template, reply_variables=variables)
-        return PlannedTurn(**dict(record), plan=plan)
+        return Plan(planner="templates-v1", intent=intent, reply_template=template, reply_variables=variables)

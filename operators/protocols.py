@@ -23,6 +23,15 @@ class StateTable(Protocol[V]):
     def set(self, key: str, value: V) -> None: ...
 
 
+class ToolSource(Protocol):
+    """Where operators find backend actions by name (`connectors.tools.ToolRegistry`).
+
+    Returns a `connectors.protocols.Tool`, or None when no connector offers that name.
+    """
+
+    async def get(self, name: str) -> Any: ...
+
+
 @runtime_checkable
 class Clock(Protocol):
     def now(self) -> datetime: ...
@@ -40,12 +49,14 @@ class OperatorContext:
     """What an operator may use besides its input record.
 
     `tables` holds the runtime's state tables by name (`sessions`, `identities`, `seen`);
-    `settings` is the validated application configuration; `clock` is injectable for tests.
+    `settings` is the validated application configuration; `clock` is injectable for tests;
+    `tools` is the backend actions' registry (`ToolSource`), built by the runtime from settings.
     """
 
     tables: Mapping[str, StateTable[Any]]
     clock: Clock
     settings: Any = None
+    tools: ToolSource | None = None
 
     def table(self, name: str) -> StateTable[Any]:
         try:

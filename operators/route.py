@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from operators._policy import screen_input
 from operators.base import Operator, OperatorConfig
 from operators.protocols import OperatorContext
 from schemas import NluTurn, RouteDecision, RoutedTurn
@@ -26,6 +27,9 @@ class RouteConfig(OperatorConfig):
         default=3, ge=2, description="this many falling, negative scores in a row escalate"
     )
     max_failed_turns: int = Field(default=2, ge=1)
+    screen_input: bool = Field(
+        default=True, description="prompt-injection, tool-call look-alike and abuse checks on every message"
+    )
 
 
 class Route(Operator[NluTurn, RoutedTurn]):
@@ -53,11 +57,21 @@ class Route(Operator[NluTurn, RoutedTurn]):
         cfg: RouteConfig = self.config  # type: ignore[assignment]
         nlu = turn.nlu
         text = turn.message.text.lower()
+        if cfg.screen_input:
+            finding = screen_input(turn.message.text)
+            if finding is not None:
+                return RouteDecision(branch="human", reason="policy_block", detail=f"{finding.kind}: {finding.reason}")
         if nlu.intent in cfg.human_intents:
             return RouteDecision(branch="human", reason="customer_requested_human", detail=f"intent {nlu.intent}")
         for trigger in self._triggers:
             if trigger.search(text):
                 return RouteDecision(branch="human", reason="keyword_trigger", detail=trigger.pattern)
+        task = turn.session.task
+        if task is not None and task.awaiting is not None and turn.session.failed_turns < cfg.max_failed_turns:
+            # the message answers the agent's question ("Which order?", "yes"): the planner takes it
+            return RouteDecision(
+                branch="auto", reason="continuing_task", detail=f"{task.intent} awaiting {task.awaiting}"
+            )
         if nlu.intent == "out_of_scope":
             return RouteDecision(branch="human", reason="out_of_scope", detail="no known intent matched")
         threshold = cfg.per_intent_threshold.get(nlu.intent, cfg.confidence_threshold)

@@ -18,6 +18,7 @@ import faust
 from faust.types import EventT, StreamT
 
 from connectors.kafka import AsyncProducer
+from connectors.tools import ToolRegistry
 from connectors.topic_table import TopicTable
 from pipelines.lanes import KeyedLanes
 from pipelines.metrics import IN_FLIGHT
@@ -230,6 +231,12 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
     async def flush_outputs(app: faust.App, **_: Any) -> None:
         outputs.close()
 
+    tools = ToolRegistry.from_settings(settings)
+
+    @app.on_before_shutdown.connect
+    async def close_tools(app: faust.App, **_: Any) -> None:
+        await tools.close()
+
     for stage_name in wanted:
         stage = topology.stages[stage_name]
         processor = StageProcessor(
@@ -240,6 +247,7 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
             tables={t: raw_tables[t] for t in stage.tables},
             send=send,
             settings=settings,
+            tools=tools,
         )
         processor.warm_up()  # fail at start, with the operator's own error, not on the first record
         lanes = KeyedLanes(stage.max_in_flight)

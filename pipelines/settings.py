@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     model_repository: Path = Field(
         default=PROJECT_DIR / "triton_models", description="the Triton model repository the NLU model is served from"
     )
+    rest_tools_file: Path | None = Field(
+        default=None, description="YAML file of a tenant's REST tools (see README, Tenant backends); unset: none"
+    )
     sink_batch_size: int = Field(default=500, ge=1, le=100_000, description="records per sink write")
     sink_batch_wait_ms: int = Field(default=200, ge=1, le=60_000, description="longest a sink holds a partial batch")
     snapshot_cache_ttl_s: float = Field(default=5.0, gt=0, description="how long a web page's snapshot is reused")

@@ -139,6 +139,10 @@ class Stack:
         )
         if self.settings.triton_url is not None:
             env["SUPPORTFLOW_TRITON_URL"] = self.settings.triton_url
+        if self.settings.database_url is not None:  # the commerce backend the agent's tools act on
+            env["DATABASE_URL"] = self.settings.database_url.get_secret_value()
+        if self.settings.rest_tools_file is not None:
+            env["SUPPORTFLOW_REST_TOOLS_FILE"] = str(Path(self.settings.rest_tools_file).resolve())
         if self.settings.config_file is not None:
             env["SUPPORTFLOW_CONFIG_FILE"] = str(self.settings.config_file)
         if self.settings.kafka_sasl_password is not None:

@@ -106,8 +106,10 @@ class StageProcessor:
         send: Send,
         settings: Any = None,
         clock: Any = None,
+        tools: Any = None,
     ) -> None:
         self.stage = stage
+        self.tools = tools
         self.source_type = source_type
         self.topic_for = topic_for
         self.dead_letter_topic = dead_letter_topic
@@ -117,7 +119,7 @@ class StageProcessor:
         self.clock = clock or SystemClock()
 
     def warm_up(self) -> None:
-        ctx = OperatorContext(tables=self.tables, clock=self.clock, settings=self.settings)
+        ctx = OperatorContext(tables=self.tables, clock=self.clock, settings=self.settings, tools=self.tools)
         for node in self.stage.root.walk():
             node.operator.warm_up(ctx)
 
@@ -130,7 +132,7 @@ class StageProcessor:
             await self.dead_letter(value, key, topic, partition, offset, "decode", exc)
             return "dead_lettered"
         staged = {name: StagedTable(table) for name, table in self.tables.items()}
-        ctx = OperatorContext(tables=staged, clock=self.clock, settings=self.settings)
+        ctx = OperatorContext(tables=staged, clock=self.clock, settings=self.settings, tools=self.tools)
         try:
             outputs = await run_chain(self.stage.root, record, ctx, self.stage.operator_timeout_s)
         except OperatorFailed as failed:

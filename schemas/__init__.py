@@ -22,8 +22,9 @@ from schemas.outbound import (
     RawConversationEvent,
 )
 from schemas.profile import ContactAddress, CustomerProfile, LifetimeSummary, contact_key
-from schemas.session import HistoryTurn, SessionContext
+from schemas.session import HistoryTurn, SessionContext, TaskState
 from schemas.turn import (
+    AuthorizedTurn,
     ContextTurn,
     Emitted,
     ExecutedTurn,
@@ -38,6 +39,7 @@ __all__ = [
     "CHANNELS",
     "ActionCall",
     "ActionResult",
+    "AuthorizedTurn",
     "Channel",
     "ContactAddress",
     "ContextTurn",
@@ -76,6 +78,7 @@ __all__ = [
     "RoutedTurn",
     "Sentiment",
     "SessionContext",
+    "TaskState",
     "contact_key",
     "record_types",
     "utcnow",

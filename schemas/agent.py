@@ -17,6 +17,7 @@ RouteReason = Literal[
     "keyword_trigger",
     "repeated_failure",
     "policy_block",
+    "continuing_task",
 ]
 
 
@@ -31,16 +32,28 @@ class ActionCall(Record):
     arguments: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str
     writes: bool = False
+    save_as: str | None = Field(default=None, description="name under which the result's fields reach the reply")
 
 
 class Plan(Record):
-    """A plan is data: the steps to run and the reply to give, whoever (playbook or LLM) made it."""
+    """A plan is data: the steps to run and the reply to give, whoever (playbook or LLM) made it.
+
+    `reply_template` is the reply when every step succeeds (or there are none); `replies` holds
+    one template per other outcome (`not_found`, `not_allowed`, `invalid`, `unverified`,
+    `failed`), so a failed action is never answered with the success text. Templates use
+    `{name}` placeholders filled from `reply_variables` and the steps' results.
+    """
 
     planner: str
     intent: str
     steps: list[ActionCall] = Field(default_factory=list)
     reply_template: str
     reply_variables: dict[str, str] = Field(default_factory=dict)
+    replies: dict[str, str] = Field(default_factory=dict)
+    pending_steps: list[ActionCall] = Field(
+        default_factory=list, description="write steps waiting for the customer's yes; checked by policy before asking"
+    )
+    awaiting: Literal["slot", "verification", "confirmation"] | None = None
 
 
 class ActionResult(Record):
@@ -49,6 +62,7 @@ class ActionResult(Record):
     status: Literal["succeeded", "failed", "skipped"]
     result: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
+    error_kind: Literal["not_found", "not_allowed", "invalid", "unavailable", "unverified"] | None = None
 
 
 class Reply(Record):

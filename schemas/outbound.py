@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas._base import Record
+from schemas.agent import ActionCall
 from schemas.inbound import Channel, utcnow
 from schemas.nlu import NluResult
 from schemas.profile import CustomerProfile
@@ -57,6 +58,9 @@ class Escalation(Record):
     profile: CustomerProfile | None = None
     slots: dict[str, str] = Field(default_factory=dict)
     recommended_actions: list[str] = Field(default_factory=list)
+    prepared_actions: list[ActionCall] = Field(
+        default_factory=list, description="actions the agent prepared but may not run alone (e.g. a large refund)"
+    )
     created_at: datetime = Field(default_factory=utcnow)
 
     def partition_key(self) -> str:

@@ -17,6 +17,24 @@ class HistoryTurn(BaseModel):
     message_id: str
 
 
+class TaskState(BaseModel):
+    """A playbook task under way: what it has collected and what it waits for.
+
+    It lives in the session, so the customer may answer "Which order?" on another channel, or a
+    day later within the session, and the task continues where it stopped. `task_id` is the
+    message id that started it; every action's idempotency key derives from it.
+    """
+
+    task_id: str
+    intent: str
+    slots: dict[str, str] = Field(default_factory=dict)
+    awaiting: Literal["slot", "verification", "confirmation"] | None = None
+    awaiting_slot: str | None = None
+    verify_attempts: int = 0
+    asked_turns: int = 0
+    started_at: datetime
+
+
 class SessionContext(Record):
     """Everything the agent remembers about the customer's current session.
 
@@ -37,6 +55,8 @@ class SessionContext(Record):
     slots: dict[str, str] = Field(default_factory=dict)
     sentiment_trend: list[float] = Field(default_factory=list)
     failed_turns: int = 0
+    task: TaskState | None = None
+    verified: bool = False
     escalated: bool = False
     history: list[HistoryTurn] = Field(default_factory=list)
     recent_message_ids: list[str] = Field(default_factory=list)

@@ -37,7 +37,13 @@ class PlannedTurn(RoutedTurn):
     plan: Plan
 
 
-class ExecutedTurn(PlannedTurn):
+class AuthorizedTurn(PlannedTurn):
+    """A plan checked against the action policy before any of its steps runs."""
+
+    authorization: GuardVerdict
+
+
+class ExecutedTurn(AuthorizedTurn):
     results: list[ActionResult]
     reply: Reply
 
