@@ -91,12 +91,14 @@ class ReplyFinding(BaseModel):
 # --- normalisation -----------------------------------------------------------------------------------------------
 
 _INVISIBLE = dict.fromkeys(
-    [0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x3164, 0xFEFF, 0xFFA0]
-    + list(range(0x200B, 0x2010))  # zero-width space/joiners, LRM/RLM
-    + list(range(0x202A, 0x202F))  # bidi embeddings and overrides
-    + list(range(0x2060, 0x2070))  # word joiner, invisible operators, bidi isolates
-    + list(range(0xFE00, 0xFE10))  # variation selectors
-    + list(range(0xE0000, 0xE0080)),  # tag characters ("ASCII smuggling")
+    [
+        *(0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x3164, 0xFEFF, 0xFFA0),
+        *range(0x200B, 0x2010),  # zero-width space/joiners, LRM/RLM
+        *range(0x202A, 0x202F),  # bidi embeddings and overrides
+        *range(0x2060, 0x2070),  # word joiner, invisible operators, bidi isolates
+        *range(0xFE00, 0xFE10),  # variation selectors
+        *range(0xE0000, 0xE0080),  # tag characters ("ASCII smuggling")
+    ]
 )
 """Characters that render as nothing but split a keyword for a regex (zero-width, bidi controls, tags)."""
 
@@ -125,6 +127,15 @@ _HOMOGLYPHS = str.maketrans(
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
                        "@": "a", "$": "s", "!": "i", "|": "l", "+": "t", "€": "e"})  # fmt: skip
 _LEET_L = str.maketrans({"1": "l", "!": "l"})
+_L_WORDS = frozenset(
+    {
+        "all", "rule", "rules", "role", "roles", "policy", "policies", "guidelines", "tool", "tools", "limit",
+        "limits", "full", "call", "will", "kill", "fill", "mail", "email", "reveal", "blocked", "model", "level",
+        "unlock", "delete", "self", "please", "follow", "flag", "legal", "only", "leak", "filter", "filters",
+        "control", "controls", "clear", "unlimited", "approval", "approve", "login", "credentials",
+    }
+)  # fmt: skip
+"""Words where a leet "1" stands for "l", not "i" ("ru1es", "4ll", "po1icy")."""
 _LEET_TOKEN = re.compile(r"[a-z0-9@$!|+€]*[a-z][a-z0-9@$!|+€]*")
 _HAS_LEET = re.compile(r"[a-z][0-9@$!|+€]|[0-9@$!|+€][a-z]")
 _SPACED = re.compile(r"\b(?:[a-z][ .\-_*/]){3,}[a-z]\b")
@@ -143,17 +154,21 @@ def normalize_text(text: str) -> str:
     return _NEWLINES.sub("\n", _HSPACE.sub(" ", text)).strip()
 
 
+def _deleet_token(m: re.Match[str]) -> str:
+    """Map leetspeak in a token that mixes letters and digits/symbols; "1" is "l" when that makes a known word."""
+    token = m.group()
+    if not _HAS_LEET.search(token):
+        return token
+    as_l = token.translate(_LEET_L).translate(_LEET)
+    return as_l if as_l in _L_WORDS else token.translate(_LEET)
+
+
 def _views(normalized: str) -> list[str]:
     """The flat text plus de-obfuscated variants (leetspeak mapped, letter-by-letter spelling joined)."""
     flat = normalized.replace("\n", " ")
     views = [flat]
     if _HAS_LEET.search(flat):
-        deleet = _LEET_TOKEN.sub(lambda m: m.group().translate(_LEET) if _HAS_LEET.search(m.group()) else m.group(),
-                                 flat)  # fmt: skip
-        views.append(deleet)
-        alt = _LEET_TOKEN.sub(lambda m: m.group().translate(_LEET_L).translate(_LEET), flat)
-        if alt != deleet:
-            views.append(alt)
+        views.append(_LEET_TOKEN.sub(_deleet_token, flat))
     joined = [_SPACED.sub(lambda m: re.sub(r"[ .\-_*/]", "", m.group()), v) for v in views]
     views.extend(j for j in joined if j not in views)
     return views
@@ -174,8 +189,9 @@ _OVERRIDE_VERB = (
 _OVERRIDE_TARGET = (
     r"(?:instructions?|instrucciones|instructies|instrucoes|istruzioni|anweisungen|instruktionen|consignes"
     r"|rules?|regles|reglas|regeln|regole|regras|regels|polic(?:y|ies)|politiques?|politicas?|richtlinien"
-    r"|guidelines?|guardrails?|directives?|directrices|prompts?|system ?prompt|programming|training|constraints?"
-    r"|restrictions?|safeguards?|safety (?:rules|settings|filters?|checks?)|filters?|protocols?|limits?|limitations"
+    r"|guidelines?|guidance|guardrails?|directives?|directrices|prompts?|system ?prompt|programming|training"
+    r"|constraints?|restrictions?|safeguards?|safety (?:rules|settings|filters?|checks?)|filters?|protocols?"
+    r"|limits?|limitations"
     r"|commands?|orders? (?:you were|you have been) given|context|configuration|settings)"
 )
 _NO_POSSESSIVE = r"(?:(?!my\b|our\b|his\b|her\b|their\b|courier\b|driver\b)[\w'-]+[^\w\n]+){0,5}?"
@@ -183,178 +199,366 @@ _NO_POSSESSIVE = r"(?:(?!my\b|our\b|his\b|her\b|their\b|courier\b|driver\b)[\w'-
 _INJECTION: list[tuple[str, str]] = [
     # direct override
     ("override instruction", rf"\b{_OVERRIDE_VERB}\b[^\w\n]+{_NO_POSSESSIVE}{_OVERRIDE_TARGET}\b"),
-    ("override instruction", r"\b(?:ignore|disregard|forget|skip)\b[^\w\n]+(?:all |everything |anything |of )*"
-     r"(?:(?:the|that|this|what(?:ever)?(?: is| was| you (?:were|have been) told)?) )?"
-     r"(?:above|before this|said before|preceding|prior text|previous text|text above|earlier text)\b"),
-    ("override instruction", r"\bforget (?:all |about )?(?:everything|anything|all) (?:(?:you|you've|you have) "
-     r"(?:been told|were told|know|learned)|above|before|so far|prior|previously|until now|up to now)"),
-    ("override instruction", r"\b(?:new|updated|revised|real|actual|true|additional|secret|hidden|override|"
-     r"nouvelles|nuevas|neue)\s+(?:instructions?|rules|directives?|system prompt|prompt|task|policy|orders|"
-     r"instrucciones|anweisungen|regles|consignes)\s*(?::|-|are\b|is\b|follow\b)"),
-    ("override instruction", r"\byour (?:new|real|actual|true|only) (?:instructions?|task|job|role|goal|purpose|"
-     r"rules?|mission|objective) (?:is|are|will be|now)\b"),
-    ("override instruction", r"\bfrom now on,? (?:you (?:will|are|must|shall|should|have to|no longer|can now|"
-     r"may now|only|always|never)|(?:act|respond|answer|reply|behave|speak|talk)\b)"),
-    ("override instruction", r"\b(?:a partir de (?:maintenant|ahora|hoy)|desormais|ab (?:jetzt|sofort)|"
-     r"von nun an|d'ora in poi|daqui em diante)\b.{0,30}\b(?:tu es|tu seras|eres|seras|du bist|bist du|sei|voce e)\b"),
+    (
+        "override instruction",
+        r"\b(?:ignore|disregard|forget|skip)\b[^\w\n]+(?:all |everything |anything |of )*"
+        r"(?:(?:the|that|this|what(?:ever)?(?: is| was| you (?:were|have been) told)?) )?"
+        r"(?:above|before this|said before|preceding|prior text|previous text|text above|earlier text)\b",
+    ),
+    (
+        "override instruction",
+        r"\bforget (?:all |about )?(?:everything|anything|all) (?:(?:you|you've|you have) "
+        r"(?:been told|were told|know|learned)|above|before|so far|prior|previously|until now|up to now)",
+    ),
+    (
+        "override instruction",
+        r"\b(?:new|updated|revised|real|actual|true|additional|secret|hidden|override|"
+        r"nouvelles|nuevas|neue)\s+(?:instructions?|rules|directives?|system prompt|prompt|task|policy|orders|"
+        r"instrucciones|anweisungen|regles|consignes)\s*(?::|-|are\b|is\b|follow\b)",
+    ),
+    (
+        "override instruction",
+        r"\byour (?:new|real|actual|true|only) (?:instructions?|task|job|role|goal|purpose|"
+        r"rules?|mission|objective) (?:is|are|will be|now)\b",
+    ),
+    (
+        "override instruction",
+        r"\bfrom now on,? (?:you (?:will|are|must|shall|should|have to|no longer|can now|"
+        r"may now|only|always|never)|(?:act|respond|answer|reply|behave|speak|talk)\b)",
+    ),
+    (
+        "override instruction",
+        r"\b(?:a partir de (?:maintenant|ahora|hoy)|desormais|ab (?:jetzt|sofort)|"
+        r"von nun an|d'ora in poi|daqui em diante)\b.{0,30}"
+        r"\b(?:tu es|tu seras|eres|seras|du bist|bist du|sei|voce e)\b",
+    ),
     ("override instruction", r"\b(?:tu es|eres|du bist|sei|voce e) (?:maintenant|ahora|jetzt|ora|agora)\b"),
-    ("override instruction", r"(?<!n't )(?<!not )\bpretend (?:to be|you are|you're|that you are|that you're|"
-     r"you were|to act as|you have no)\b"),
-    ("override instruction", r"\b(?:act|behave|respond|answer|operate|function) (?:as|like) (?:if you were |"
-     r"though you were )?(?:a |an |the |my |your )?(?:admin|administrator|sysadmin|root|superuser|super user|"
-     r"developer|system|supervisor|manager|dan|unrestricted|unfiltered|uncensored|jailbroken|different|new|"
-     r"another|evil|rogue|human agent with|employee|staff|support manager|owner|god)\b"),
-    ("override instruction", r"\b(?:roleplay|role-play|role play|simulate|impersonate|emulate)\b.{0,20}"
-     r"\b(?:as|being|an?|the)\b.{0,20}\b(?:admin|ai|assistant|bot|system|developer|manager|dan|agent|model|"
-     r"character|unrestricted)\b"),
-    ("override instruction", r"\byou(?: are|'re| r) (?:now |no longer |not )(?:a |an |in |my |the |free|"
-     r"unrestricted|unfiltered|allowed|bound|limited|restricted|required|an? (?:ai|assistant|bot))"),
-    ("override instruction", r"\byou(?: are|'re) (?:now )?dan\b|\bdan mode\b|\bdo anything now\b|"
-     r"\bstay in character\b|\bstay in (?:dan|developer) mode\b"),
-    ("override instruction", r"\b(?:developer|dev|debug|god|admin|maintenance|unrestricted|unfiltered|"
-     r"uncensored|sudo|root|jailbreak|jailbroken|evil|chaos|opposite) mode\b"),
+    (
+        "override instruction",
+        r"\b(?:olvida|ignora|oublie|oubliez|ignore|vergiss|ignoriere|dimentica|esquece)\s+"
+        r"(?:todo\s+|tout\s+|alles\s+|tutto\s+|tudo\s+)?(?:lo anterior|ce qui precede|(?:das )?(?:obige|bisherige|"
+        r"vorherige)|quanto sopra|o anterior|lo de arriba)\b",
+    ),
+    (
+        "override instruction",
+        r"\b(?:actua|actue|agis|handle|agisci|aja|sei|sois|se)\s+(?:como|comme|als|come)\s+"
+        r"(?:un |una |el |le |l'|der |ein |il |o )?(?:admin|administrador|administrateur|administrator|amministratore|"
+        r"desarrollador|developpeur|entwickler|sviluppatore|root|dan|superusuario|gerente|manager)\b",
+    ),
+    (
+        "override instruction",
+        r"(?<!n't )(?<!not )\bpretend (?:to be|you are|you're|that you are|that you're|"
+        r"you were|to act as|you have no)\b",
+    ),
+    (
+        "override instruction",
+        r"\b(?:act|behave|respond|answer|operate|function) (?:as|like) (?:if you were |"
+        r"though you were )?(?:a |an |the |my |your )?(?:admin|administrator|sysadmin|root|superuser|super user|"
+        r"developer|system|supervisor|manager|dan|unrestricted|unfiltered|uncensored|jailbroken|different|new|"
+        r"another|evil|rogue|human agent with|employee|staff|support manager|owner|god)\b",
+    ),
+    (
+        "override instruction",
+        r"\b(?:roleplay|role-play|role play|simulate|impersonate|emulate)\b.{0,20}"
+        r"\b(?:as|being|an?|the)\b.{0,20}\b(?:admin|ai|assistant|bot|system|developer|manager|dan|agent|model|"
+        r"character|unrestricted)\b",
+    ),
+    (
+        "override instruction",
+        r"\byou(?: are|'re| r) (?:now |no longer |not )(?:a |an |in |my |the |free|"
+        r"unrestricted|unfiltered|allowed|bound|limited|restricted|required|an? (?:ai|assistant|bot))",
+    ),
+    (
+        "override instruction",
+        r"\byou(?: are|'re) (?:now )?dan\b|\bdan mode\b|\bdo anything now\b|"
+        r"\bstay in character\b|\bstay in (?:dan|developer) mode\b",
+    ),
+    (
+        "override instruction",
+        r"\b(?:developer|dev|debug|god|admin|maintenance|unrestricted|unfiltered|"
+        r"uncensored|sudo|root|jailbreak|jailbroken|evil|chaos|opposite) mode\b",
+    ),
     ("override instruction", r"\bjail ?break(?:s|ing|ed)?\b|\bjail ?broken\b|\bprompt injection\b"),
-    ("override instruction", r"\b(?:without|no|free of|free from|remove (?:all |your |the )?)"
-     r" ?(?:any )?(?:restrictions|filters|limitations|guardrails|safety (?:rules|filters|guidelines)|"
-     r"content polic(?:y|ies)|censorship)\b"),
-    ("override instruction", r"\b(?:decode|decipher|translate|convert|unscramble|reverse|read)\b.{0,40}"
-     r"\b(?:and|then)\b.{0,20}\b(?:follow|execute|obey|run|do (?:what|as) it says|carry out|comply)\b"),
+    (
+        "override instruction",
+        r"\b(?:without|no|free of|free from|remove (?:all |your |the )?)"
+        r" ?(?:any )?(?:restrictions|filters|limitations|guardrails|safety (?:rules|filters|guidelines)|"
+        r"content polic(?:y|ies)|censorship)\b",
+    ),
+    (
+        "override instruction",
+        r"\b(?:decode|decipher|translate|convert|unscramble|reverse|read)\b.{0,40}"
+        r"\b(?:and|then)\b.{0,20}\b(?:follow|execute|obey|run|do (?:what|as) it says|carry out|comply)\b",
+    ),
     # role / system spoofing (mid-text: the normalize operator collapses newlines)
-    ("role spoofing", r"(?:^|[.!?;\"')\]}]\s*|\s-{2,}\s*|\s\|\s*)(?:system|assistant|developer|tool|function|"
-     r"admin|administrator|operator|sys|root|supportflow|ai|bot|model|agent)\s*(?:message|msg|prompt|note|"
-     r"notice|update|output|response)?\s*:"),
-    ("role spoofing", r"[\[(<{]\s*/?\s*(?:system|sys|assistant|developer|admin|administrator|tool|function|"
-     r"inst|instructions?|im_start|im_end|system message|system note|system override|policy update|internal)\s*"
-     r"(?:message|note)?\s*[\])>}]"),
-    ("role spoofing", r"<\|[a-z_ ]{2,30}\|>|<<\s*/?\s*sys\s*>>|\[/?inst\]|<\s*/?\s*(?:system|assistant|developer|"
-     r"user|admin|instructions?|prompt|sys|context|policy|s)\s*>"),
-    ("role spoofing", r"#{1,6}\s*(?:new |updated |revised |important |urgent |official )?(?:system|instructions?|"
-     r"response|policy|policies|rules|guidelines|admin|security|developer|override|assistant|prompt|"
-     r"policy update|system update|note to (?:the )?(?:ai|assistant|bot|agent))\b"),
-    ("role spoofing", r"\b(?:message|note|notice|memo|update|announcement|instruction|directive|order|email|word)"
-     r"s? from (?:the |your )?(?:supportflow|support|security|admin|administration|administrator|developers?|"
-     r"dev|system|engineering|trust (?:and|&) safety|it|management|operations|ops|compliance|legal|fraud|"
-     r"head office|headquarters|hq|ceo|openai|anthropic)\b(?: team| department| staff| desk| admin)?"),
-    ("role spoofing", r"\b(?:policy|system|admin|security|compliance|config|configuration|priority|internal)"
-     r" (?:update|notice|override|alert|directive|change|memo|instruction|message)s?\s*:"),
-    ("role spoofing", r"\b(?:updated|new|revised|changed) (?:refund |support |security |internal )?polic(?:y|ies)"
-     r"\s*(?::|-|\(|effective|in effect|applies|now allows|allows)"),
-    ("role spoofing", r"\b(?:policy|policies|rules|guidelines) (?:has|have) (?:been |just been )?(?:updated|"
-     r"changed|revised|lifted|suspended)\s*[:.,;-]\s*(?:you|agents?|the (?:agent|assistant|bot)|all refunds|"
-     r"refunds?)\b"),
-    ("role spoofing", r"\b(?:end|begin|start) of (?:the )?(?:system |user |hidden |new )?(?:prompt|instructions?|"
-     r"context|conversation|message|input)\b|\b(?:begin|start) (?:new )?(?:system )?(?:prompt|instructions)\b"),
+    (
+        "role spoofing",
+        r"(?:^|[.!?;\"')\]}]\s*|\s-{2,}\s*|\s\|\s*)(?:system|assistant|developer|tool|function|"
+        r"admin|administrator|operator|sys|root|supportflow|ai|bot|model|agent)\s*(?:message|msg|prompt|note|"
+        r"notice|update|output|response)?\s*:",
+    ),
+    (
+        "role spoofing",
+        r"[\[(<{]\s*/?\s*(?:system|sys|assistant|developer|admin|administrator|tool|function|"
+        r"inst|instructions?|im_start|im_end|system message|system note|system override|policy update|internal)\s*"
+        r"(?:message|note)?\s*[\])>}]",
+    ),
+    (
+        "role spoofing",
+        r"<\|[a-z_ ]{2,30}\|>|<<\s*/?\s*sys\s*>>|\[/?inst\]|<\s*/?\s*(?:system|assistant|developer|"
+        r"user|admin|instructions?|prompt|sys|context|policy|s)\s*>",
+    ),
+    (
+        "role spoofing",
+        r"#{1,6}\s*(?:new |updated |revised |important |urgent |official )?(?:system|instructions?|"
+        r"response|policy|policies|rules|guidelines|admin|security|developer|override|assistant|prompt|"
+        r"policy update|system update|note to (?:the )?(?:ai|assistant|bot|agent))\b",
+    ),
+    (
+        "role spoofing",
+        r"\b(?:message|note|notice|memo|update|announcement|instruction|directive|order|email|word)"
+        r"s? from (?:the |your )?(?:supportflow|support|security|admin|administration|administrator|developers?|"
+        r"dev|system|engineering|trust (?:and|&) safety|it|management|operations|ops|compliance|legal|fraud|"
+        r"head office|headquarters|hq|ceo|openai|anthropic)\b(?: team| department| staff| desk| admin)?\s*(?::|-|\])",
+    ),
+    (
+        "role spoofing",
+        r"\b(?:policy|system|admin|security|compliance|config|configuration|priority|internal)"
+        r" (?:update|notice|override|alert|directive|change|memo|instruction|message)s?\s*:",
+    ),
+    (
+        "role spoofing",
+        r"\b(?:updated|new|revised|changed) (?:refund |support |security |internal )?polic(?:y|ies)"
+        r"\s*(?::|-|\(|effective|in effect|applies|now allows|allows)",
+    ),
+    (
+        "role spoofing",
+        r"\b(?:policy|policies|rules|guidelines) (?:has|have) (?:been |just been )?(?:updated|"
+        r"changed|revised|lifted|suspended)\s*[:.,;-]\s*(?:you|agents?|the (?:agent|assistant|bot)|all refunds|"
+        r"refunds?)\b",
+    ),
+    (
+        "role spoofing",
+        r"\b(?:end|begin|start) of (?:the )?(?:system |user |hidden |new )?(?:prompt|instructions?|"
+        r"context|conversation|message|input)\b|\b(?:begin|start) (?:new )?(?:system )?(?:prompt|instructions)\b",
+    ),
     # tool-call look-alikes and attempts to set amounts or approvals
-    ("tool-call look-alike", r"[{,]\s*[\"']?(?:tool|tool_name|tool_call|tool_calls|tool_use|function|"
-     r"function_call|functions|action|api_call|invoke|command|cmd|method|endpoint|recipient_name)[\"']?\s*:"),
+    (
+        "tool-call look-alike",
+        r"[{,]\s*[\"']?(?:tool|tool_name|tool_call|tool_calls|tool_use|function|"
+        r"function_call|functions|action|api_call|invoke|command|cmd|method|endpoint|recipient_name)[\"']?\s*:",
+    ),
     ("tool-call look-alike", r"[{,]\s*[\"']?name[\"']?\s*:\s*[\"'][a-z_]+[._][a-z_.]+[\"']"),
     ("tool-call look-alike", r"[{,]\s*[\"']?(?:arguments|args|parameters|params|input|kwargs)[\"']?\s*:\s*[{\[]"),
-    ("tool-call look-alike", r"<\s*/?\s*(?:tool_call|tool_calls|tool_use|function_call|function_calls|invoke|"
-     r"tool|function|call|action|parameter|antml:?[a-z_]*)\b|<\s*function\s*="),
+    (
+        "tool-call look-alike",
+        r"<\s*/?\s*(?:tool_call|tool_calls|tool_use|function_call|function_calls|invoke|"
+        r"tool|function|call|action|parameter|antml:?[a-z_]*)\b|<\s*function\s*=",
+    ),
     ("tool-call look-alike", r"\[\s*(?:tool_calls?|function_calls?|tool|action)\s*\]"),
-    ("tool-call look-alike", r"\b(?:functions|tools|payments|orders|crm|api|admin|backend|actions|agent)"
-     r"\.(?!(?:pdf|csv|txt|jpe?g|png|docx?|xlsx?|zip|html?|com|net|org|io|co|uk|de|fr|es|eu)\b)[a-z_]{3,}\b"),
+    (
+        "tool-call look-alike",
+        r"\b(?:functions|tools|payments|orders|crm|api|admin|backend|actions|agent)"
+        r"\.(?!(?:pdf|csv|txt|jpe?g|png|docx?|xlsx?|zip|html?|com|net|org|io|co|uk|de|fr|es|eu)\b)[a-z_]{3,}\b",
+    ),
     ("tool-call look-alike", r"\b[a-z_]{3,}\.[a-z_]{3,}\s*\((?:\s*\)|\s*[a-z_]+\s*=|\s*[\"'{\d])"),
     ("tool-call look-alike", r"\b(?:call|invoke|run|execute|trigger|use|fire)\s+(?:the\s+)?[a-z_]+[._][a-z_]+"),
-    ("tool-call look-alike", r"\b(?:call|invoke|run|execute|trigger)\s+(?:the\s+)?(?:refund|payment|cancel|"
-     r"cancellation|credit|transfer|admin|internal|backend)\s+(?:tool|function|api|endpoint|action|method)\b"),
-    ("tool-call look-alike", r"\b(?:amount|order_id|customer_id|user_id|account_id|approved|verified|is_verified|"
-     r"is_admin|skip_verification|verification|limit|override|admin|role|refund_amount|authorized)\s*=\s*\S"),
-    ("authority claim", r"\b(?:approve|issue|process|send|transfer|pay|credit|authori[sz]e|grant|release|refund|"
-     r"give|push|force)\w*\b[^.?!\n]{0,60}\bwithout\s+(?:any\s+|further\s+|identity\s+|id\s+|the\s+|"
-     r"additional\s+|manager\s+|my\s+|a\s+|extra\s+|human\s+)*(?:verification|verifying|checks?|checking|"
-     r"approvals?|review|authori[sz]ation|authenticat\w+|id check|identity check|asking|limits?)\b"),
-    ("authority claim", r"\b(?:skip|bypass|disable|turn off|waive|circumvent|avoid|ignore|omit|forgo)\s+"
-     r"(?:the\s+|any\s+|all\s+|my\s+|your\s+)?(?:identity|id|kyc|security|2fa|two[- ]factor|customer|account|"
-     r"fraud|manager|human)?\s*(?:verification|verifying|authentication|checks?|approval|review)\b"
-     r"(?!\s+(?:code|email|link|sms|text|message|page|screen))"),
-    ("authority claim", r"\b(?:no need|there is no need|you don't need|you do not need|don't bother|do not bother|"
-     r"not necessary|unnecessary)\s+(?:to\s+)?(?:for\s+)?(?:verify|verification|check|checking|confirm|approval|"
-     r"authenticat\w*)\s*(?:my |the |his |her )?(?:identity|id|me|account|anything|it)?\b"),
-    ("authority claim", r"\byou(?: are|'re| have been| were)? (?:now |hereby |fully |officially )*(?:authori[sz]ed|"
-     r"allowed|permitted|cleared|approved|instructed|required|entitled|empowered|ordered|told) to (?:issue|refund|"
-     r"approve|process|send|transfer|give|grant|bypass|skip|override|ignore|disclose|share|reveal|access|credit|"
-     r"waive|pay|release|cancel|change|unlock|reset|delete|make an exception)"),
-    ("authority claim", r"\b(?:the |my |your |our |a )?(?:manager|supervisor|admin|administrator|boss|team ?lead|"
-     r"ceo|cto|head of \w+|security team|support team|fraud team|legal team|compliance|developer|engineer|"
-     r"owner of the (?:store|shop|company)|director|operations|senior agent|your colleague)\b[\w ,']{0,40}?"
-     r"\b(?:has |have |had |already |just |personally |verbally )*(?:approved|authori[sz]ed|signed off|okayed|"
-     r"ok'd|cleared|pre-?approved|green-?lit|greenlit|allowed|permitted|waived|said (?:it'?s|it is|you can|to))\b"),
-    ("authority claim", r"\b(?:i am|i'm|im|this is|we are|speaking as|as) (?:the |an |a |your |one of the )?"
-     r"(?:admin|administrator|sysadmin|system administrator|developer|dev|supervisor|ceo|cto|root|moderator|"
-     r"support manager|store manager|site owner|security officer|compliance officer|auditor|"
-     r"(?:supportflow|support|security|it|engineering|fraud) (?:team|staff|engineer|developer|admin|lead|"
-     r"manager|member|agent))\b"),
-    ("authority claim", r"\b(?:admin|administrator|root|developer|elevated|manager|supervisor|superuser|sudo|"
-     r"staff|internal|override|master) (?:access|privileges?|rights|permissions?|clearance|override|"
-     r"password|code|key|token|credentials|mode|level)\b"),
-    ("authority claim", r"\b(?:authori[sz]ation|override|approval|security|clearance) (?:code|token|key|id|number)"
-     r"\s*(?::|is|=|#)"),
-    ("authority claim", r"\b(?:mark|flag|set|treat|consider|record|register|log|count) (?:me|this|it|my account|"
-     r"the (?:customer|account|request|refund)|this (?:account|customer|request|refund)) as (?:already )?"
-     r"(?:verified|approved|authenticated|authori[sz]ed|vip|an? admin|admin|trusted|whitelisted|exempt)\b"),
-    ("authority claim", r"\b(?:assume|pretend|act as if|just say|say) (?:that )?(?:i'm|i am|i was|i have been|"
-     r"i've been|my identity is|my account is) (?:already )?(?:verified|authenticated|approved|authori[sz]ed)\b"),
-    ("authority claim", r"\b(?:set|change|raise|increase|lift|remove|disable|override|bypass|double|up|adjust|"
-     r"make)\s+(?:the\s+|your\s+|my\s+|this\s+)?(?:refund\s+|approval\s+|spending\s+|transaction\s+|payout\s+|"
-     r"credit\s+)?(?:limit|cap|threshold|maximum|max)s?\b"),
-    ("authority claim", r"\b(?:set|change|make|update|adjust|increase|raise)\s+(?:the\s+|my\s+)?(?:refund|"
-     r"payout|credit|compensation|transfer)\s+(?:amount\s+)?(?:to|=|at)\s+\S*\d"),
-    ("authority claim", r"\b(?:refund|credit|transfer|send|pay|wire)\b[^.?!\n]{0,20}\b(?:\d{1,3}(?:,\d{3})+|\d{4,})"
-     r"(?:\.\d{1,2})?\s*(?:eur|euros?|usd|dollars?|gbp|pounds?|\$|€|£)[^.?!\n]{0,40}\b(?:immediately|right now|"
-     r"now|no questions|without|approved|authori[sz]ed|urgent|or else)\b"),
+    (
+        "tool-call look-alike",
+        r"\b(?:call|invoke|run|execute|trigger)\s+(?:the\s+)?(?:(?:internal|admin|backend|"
+        r"hidden|secret|private)\s+)?(?:refund|payment|cancel|"
+        r"cancellation|credit|transfer|admin|internal|backend)\s+(?:tool|function|api|endpoint|action|method)\b",
+    ),
+    (
+        "tool-call look-alike",
+        r"\b(?:amount|order_id|customer_id|user_id|account_id|approved|verified|is_verified|"
+        r"is_admin|skip_verification|verification|limit|override|admin|role|refund_amount|authorized)\s*=\s*\S",
+    ),
+    (
+        "authority claim",
+        r"\b(?:approve|issue|process|send|transfer|pay|credit|authori[sz]e|grant|release|refund|"
+        r"give|push|force)\w*\b[^.?!\n]{0,60}\bwithout\s+(?:any\s+|further\s+|identity\s+|id\s+|the\s+|"
+        r"additional\s+|manager\s+|my\s+|a\s+|extra\s+|human\s+)*(?:verification|verifying|checks?|checking|"
+        r"approvals?|review|authori[sz]ation|authenticat\w+|id check|identity check|asking|limits?)\b",
+    ),
+    (
+        "authority claim",
+        r"\b(?:skip|bypass|disable|turn off|waive|circumvent|avoid|ignore|omit|forgo)\s+"
+        r"(?:the\s+|any\s+|all\s+|my\s+|your\s+)?(?:identity|id|kyc|security|2fa|two[- ]factor|customer|account|"
+        r"fraud|manager|human)?\s*(?:verification|verifying|authentication|checks?|approval|review)\b"
+        r"(?!\s+(?:code|email|link|sms|text|message|page|screen))",
+    ),
+    (
+        "authority claim",
+        r"\b(?:no need|there is no need|you don't need|you do not need|don't bother|do not bother|"
+        r"not necessary|unnecessary)\s+(?:to\s+)?(?:for\s+)?(?:verify|verification|check|checking|confirm|approval|"
+        r"authenticat\w*)\s*(?:my |the |his |her )?(?:identity|id|me|account|anything|it)?\b",
+    ),
+    (
+        "authority claim",
+        r"\byou(?: are|'re| have been| were)? (?:now |hereby |fully |officially )*(?:authori[sz]ed|"
+        r"allowed|permitted|cleared|approved|instructed|required|entitled|empowered|ordered|told) to (?:issue|refund|"
+        r"approve|process|send|transfer|give|grant|bypass|skip|override|ignore|disclose|share|reveal|access|credit|"
+        r"waive|pay|release|cancel|change|unlock|reset|delete|make an exception)",
+    ),
+    (
+        "authority claim",
+        r"\b(?:the |my |your |our |a )?(?:manager|supervisor|admin|administrator|boss|team ?lead|"
+        r"ceo|cto|head of \w+|security team|support team|fraud team|legal team|compliance|developer|engineer|"
+        r"owner of the (?:store|shop|company)|director|operations|senior agent|your colleague)\b[\w ,']{0,40}?"
+        r"\b(?:has |have |had |already |just |personally |verbally )*(?:approved|authori[sz]ed|signed off|okayed|"
+        r"ok'd|cleared|pre-?approved|green-?lit|greenlit|allowed|permitted|waived|said (?:it'?s|it is|you can|to))\b",
+    ),
+    (
+        "authority claim",
+        r"\b(?:i am|i'm|im|this is|we are|speaking as|as) (?:the |an |a |your |one of the )?"
+        r"(?:admin|administrator|sysadmin|system administrator|supervisor|ceo|cto|root|moderator|"
+        r"support manager|store manager|site owner|security officer|compliance officer|auditor|"
+        r"(?:supportflow|support|security|it|engineering|fraud) (?:team|staff|engineer|developer|admin|lead|"
+        r"manager|member|agent))\b",
+    ),
+    (
+        "authority claim",
+        r"\b(?:i am|i'm|im|we are|speaking as) (?:actually |really |also |just )?"
+        r"(?:a |an |the |one of the )?"
+        r"(?:developer|engineer|"
+        r"employee|admin|staff member|agent|manager|member of staff)s?\s+(?:at|for|of|from|with|on|in)\s+(?:the\s+)?"
+        r"(?:supportflow|this (?:store|shop|company|site)|your (?:store|shop|company|team|support))\b",
+    ),
+    (
+        "authority claim",
+        r"\b(?:admin|administrator|root|developer|elevated|manager|supervisor|superuser|sudo|"
+        r"staff|internal|override|master) (?:access|privileges?|rights|permissions?|clearance|override|"
+        r"password|code|key|token|credentials|mode|level)\b",
+    ),
+    (
+        "authority claim",
+        r"\b(?:authori[sz]ation|override|approval|security|clearance) (?:code|token|key|id|number)"
+        r"\s*(?::|is|=|#)",
+    ),
+    (
+        "authority claim",
+        r"\b(?:mark|flag|set|treat|consider|record|register|log|count) (?:me|this|it|my account|"
+        r"the (?:customer|account|request|refund)|this (?:account|customer|request|refund)) as (?:already )?"
+        r"(?:verified|approved|authenticated|authori[sz]ed|vip|an? admin|admin|trusted|whitelisted|exempt)\b",
+    ),
+    (
+        "authority claim",
+        r"\b(?:assume|pretend|act as if|just say|say) (?:that )?(?:i'm|i am|i was|i have been|"
+        r"i've been|my identity is|my account is) (?:already )?(?:verified|authenticated|approved|authori[sz]ed)\b",
+    ),
+    (
+        "authority claim",
+        r"\b(?:set|change|raise|increase|lift|remove|disable|override|bypass|double|up|adjust|"
+        r"make)\s+(?:the\s+|your\s+|my\s+|this\s+)?(?:refund\s+|approval\s+|spending\s+|transaction\s+|payout\s+|"
+        r"credit\s+)?(?:limit|cap|threshold|maximum|max)s?\b",
+    ),
+    (
+        "authority claim",
+        r"\b(?:set|change|make|update|adjust|increase|raise)\s+(?:the\s+|my\s+)?(?:refund|"
+        r"payout|credit|compensation|transfer)\s+(?:amount\s+)?(?:to|=|at)\s+\S*\d",
+    ),
+    (
+        "authority claim",
+        r"\b(?:refund|credit|transfer|send|pay|wire)\b[^.?!\n]{0,20}\b(?:\d{1,3}(?:,\d{3})+|\d{4,})"
+        r"(?:\.\d{1,2})?\s*(?:eur|euros?|usd|dollars?|gbp|pounds?|\$|€|£)[^.?!\n]{0,40}\b(?:immediately|right now|"
+        r"now|no questions|without|approved|authori[sz]ed|urgent|or else)\b",
+    ),
     # data exfiltration
-    ("data exfiltration", r"\b(?:orders?|emails?|e-mail|address(?:es)?|phone(?: numbers?)?|details|data|info|"
-     r"information|account|profile|history|purchases|payments?|cards?|invoices?|passwords?|records?|name)\s+"
-     r"(?:of|for|from|belonging to|on)\s+(?:the\s+)?(?:customer|user|client|account|member|buyer|person)\s+"
-     r"(?:id\s+|number\s+|#\s*)?[a-z]*\d[\w-]*"),
-    ("data exfiltration", r"\b(?:customer|user|client|account|member)\s+(?:id\s+|number\s+|#\s*)?[a-z]{0,3}\d{3,}"
-     r"(?:'s)?\s+(?:orders?|emails?|address|phone|details|data|info|profile|history|purchases|payments?|cards?|"
-     r"invoices?|password)\b"),
-    ("data exfiltration", r"\b(?:list|show|give|send|export|dump|print|display|download|fetch|get|tell|share|"
-     r"reveal|retrieve|extract|output|read)\b(?: me| us)?\s+(?:all|every|each|the|the whole|the full|the complete|"
-     r"a list of|other|the other)?\s*(?:of\s+)?(?:the\s+|your\s+)?(?:customers?|users?|clients?|accounts|members|"
-     r"buyers|shoppers)(?:'|'s)?\b(?!\s+(?:service|support|care|agent|team|reviews))"),
-    ("data exfiltration", r"\b(?:all|every|other|another|the other|someone else'?s?|somebody else'?s?|a different)"
-     r"\s+(?:customers?|users?|clients?|members?|buyers?|person|people|account)(?:'s|s'|')?\s+(?:orders?|emails?|"
-     r"addresses|address|phone|numbers|details|data|info|information|profiles?|accounts?|histor(?:y|ies)|"
-     r"purchases|payments?|cards?|invoices?|passwords?|names?)\b"),
-    ("data exfiltration", r"\b(?:someone|somebody|anyone|anybody) else'?s?\s+(?:orders?|accounts?|emails?|address|"
-     r"phone|details|data|info|profile|invoice|card|purchases)\b"),
-    ("data exfiltration", r"\b(?:email|e-mail|phone|phone number|address|home address|password|card|card number|"
-     r"iban|bank details|name|full name|details|contact details|date of birth|dob)\s+(?:address\s+)?(?:of|for|on "
-     r"file for|belonging to)\s+(?:the\s+)?(?:account owner|account holder|owner|holder|other customer|"
-     r"another customer|this customer|that customer|previous customer|previous owner|person who|customer who|"
-     r"user who|buyer who|recipient|sender|someone|somebody|other person|other user)\b"),
-    ("data exfiltration", r"\b(?:who|whose|which customer|which user|what customer)\s+(?:is the owner of|owns|"
-     r"ordered|bought|placed|made|lives at|has the (?:email|phone|account|order))\b"),
-    ("data exfiltration", r"\b(?:what|tell me|give me|show me|print|reveal)\b.{0,30}\b(?:name|address|email|phone)\b"
-     r".{0,20}\b(?:of|for)\s+(?:the\s+)?(?:person|customer|user|buyer|owner|recipient)\s+(?:who|that|of|on|"
-     r"behind|at)\b"),
-    ("data exfiltration", r"\b(?:print|show|reveal|repeat|output|display|tell|give|share|leak|dump|list|write out|"
-     r"spell out|translate|summari[sz]e|paste|copy|recite|what (?:is|are|were)|what's|read (?:back|out)|expose|"
-     r"send|return|montre|muestra|muestrame|zeig|mostra|affiche)\b.{0,30}\b(?:(?:system|hidden|internal|initial|"
-     r"original|secret|developer|base|pre|first|full|confidential)\s*-?\s*(?:prompt|instructions?|rules|message|"
-     r"config(?:uration)?|directives|guidelines)|your (?:prompt|instructions|initial instructions|programming|"
-     r"configuration|config|source code|training data|context window|guardrails)|(?:api|secret|private|access|"
-     r"admin|ssh|encryption)\s*(?:keys?|tokens?|secrets?)|credentials|passwords? (?:for|of) (?:the )?(?:admin|"
-     r"database|db|system|server)|environment variables|env vars|\.env\b|database (?:password|credentials|"
-     r"connection)|connection strings?|prompt (?:du |del )?(?:systeme|sistema)|systemprompt)"),
-    ("data exfiltration", r"\b(?:repeat|print|output|show|copy|recite|paste)\b.{0,20}\b(?:everything|all|the text|"
-     r"the words|what is written|what was written|the message)\b.{0,15}\b(?:above|before|verbatim|so far|"
-     r"from the (?:start|beginning))\b"),
-    ("data exfiltration", r"\b(?:select\s+(?:\*|[\w, ]+)\s+from\s+(?:customers|users|orders|accounts|payments|"
-     r"cards|profiles|\w+\s+where)|union\s+(?:all\s+)?select|drop\s+table|insert\s+into|delete\s+from\s+\w+|"
-     r"'\s*or\s+'?1'?\s*=\s*'?1|;\s*--)"),
-    ("data exfiltration", r"\b(?:dump|export|download|copy|extract|leak|scrape)\b.{0,20}\b(?:the\s+)?(?:database|"
-     r"db|tables?|customer (?:list|data|records|base|table)|user (?:list|data|records|table)|crm)\b"),
+    (
+        "data exfiltration",
+        r"\b(?:orders?|emails?|e-mail|address(?:es)?|phone(?: numbers?)?|details|data|info|"
+        r"information|account|profile|history|purchases|payments?|cards?|invoices?|passwords?|records?|name)\s+"
+        r"(?:of|for|from|belonging to|on)\s+(?:the\s+)?(?:customer|user|client|account|member|buyer|person)\s+"
+        r"(?:id\s+|number\s+|#\s*)?[a-z]*\d[\w-]*",
+    ),
+    (
+        "data exfiltration",
+        r"\b(?:customer|user|client|account|member)\s+(?:id\s+|number\s+|#\s*)?[a-z]{0,3}\d{3,}"
+        r"(?:'s)?\s+(?:orders?|emails?|address|phone|details|data|info|profile|history|purchases|payments?|cards?|"
+        r"invoices?|password)\b",
+    ),
+    (
+        "data exfiltration",
+        r"\b(?:list|show|give|send|export|dump|print|display|download|fetch|get|tell|share|"
+        r"reveal|retrieve|extract|output|read)\b(?: me| us)?\s+(?:all|every|each|the|the whole|the full|the complete|"
+        r"a list of|other|the other)?\s*(?:of\s+)?(?:the\s+|your\s+)?(?:customers?|users?|clients?|accounts|members|"
+        r"buyers|shoppers)(?:'|'s)?\b(?!\s+(?:service|support|care|agent|team|reviews))",
+    ),
+    (
+        "data exfiltration",
+        r"\b(?:all|every|other|another|the other|someone else'?s?|somebody else'?s?|a different)"
+        r"\s+(?:customers?|users?|clients?|members?|buyers?|person|people|account)(?:'s|s'|')?\s+(?:orders?|emails?|"
+        r"addresses|address|phone|numbers|details|data|info|information|profiles?|histor(?:y|ies)|"
+        r"purchases|payments?|cards?|invoices?|passwords?|names?)\b",
+    ),
+    (
+        "data exfiltration",
+        r"\b(?:someone|somebody|anyone|anybody) else'?s?\s+(?:orders?|accounts?|emails?|address|"
+        r"phone|details|data|info|profile|invoice|card|purchases)\b",
+    ),
+    (
+        "data exfiltration",
+        r"\b(?:email|e-mail|phone|phone number|address|home address|password|card|card number|"
+        r"iban|bank details|name|full name|details|contact details|date of birth|dob)\s+(?:address\s+)?(?:of|for|on "
+        r"file for|belonging to)\s+(?:the\s+)?(?:account owner|account holder|owner|holder|other customer|"
+        r"another customer|this customer|that customer|previous customer|previous owner|person who|customer who|"
+        r"user who|buyer who|recipient|sender|someone|somebody|other person|other user)\b",
+    ),
+    (
+        "data exfiltration",
+        r"\b(?:who|whose|which customer|which user|what customer)\s+(?:is the owner of|owns|"
+        r"ordered|bought|placed|made|lives at|has the (?:email|phone|account|order))\b",
+    ),
+    (
+        "data exfiltration",
+        r"\b(?:what|tell me|give me|show me|print|reveal)\b.{0,30}\b(?:name|address|email|phone)\b"
+        r".{0,20}\b(?:of|for)\s+(?:the\s+)?(?:person|customer|user|buyer|owner|recipient)\s+(?:who|that|of|on|"
+        r"behind|at)\b",
+    ),
+    (
+        "data exfiltration",
+        r"\b(?:print|show|reveal|repeat|output|display|tell|give|share|leak|dump|list|write out|"
+        r"spell out|translate|summari[sz]e|paste|copy|recite|what (?:is|are|were)|what's|read (?:back|out)|expose|"
+        r"send|return|montre|muestra|muestrame|zeig|mostra|affiche)\b.{0,30}\b(?:(?:system|hidden|internal|initial|"
+        r"original|secret|developer|base|pre|first|full|confidential)\s*-?\s*(?:prompt|instructions?|rules|message|"
+        r"config(?:uration)?|directives|guidelines)|your (?:prompt|instructions|initial instructions|programming|"
+        r"configuration|config|source code|training data|context window|guardrails)|(?:api|secret|private|access|"
+        r"admin|ssh|encryption)\s*(?:keys?|tokens?|secrets?)|credentials|passwords? (?:for|of) (?:the )?(?:admin|"
+        r"database|db|system|server)|environment variables|env vars|\.env\b|database (?:password|credentials|"
+        r"connection)|connection strings?|prompt (?:du |del )?(?:systeme|sistema)|systemprompt)",
+    ),
+    (
+        "data exfiltration",
+        r"\b(?:what|which)\s+(?:instructions|rules|prompt|directives|guidelines|orders)\s+"
+        r"(?:were you|have you been|did you get|did they give you|are you)\s+(?:given|told|programmed|trained|"
+        r"running|configured)\b|\b(?:the|your)\s+(?:prompt|instructions)\s+(?:that\s+)?(?:you|they)\s+(?:started|"
+        r"were given|got|received|began|gave you)\b",
+    ),
+    (
+        "data exfiltration",
+        r"\b(?:repeat|print|output|show|copy|recite|paste)\b.{0,20}\b(?:everything|all|the text|"
+        r"the words|what is written|what was written|the message)\b.{0,15}\b(?:above|before|verbatim|so far|"
+        r"from the (?:start|beginning))\b",
+    ),
+    (
+        "data exfiltration",
+        r"(?:\bselect\s+(?:\*|[\w, ]+)\s+from\s+(?:customers|users|orders|accounts|payments|"
+        r"cards|profiles|\w+\s+where)|\bunion\s+(?:all\s+)?select|\bdrop\s+table|\binsert\s+into|\bdelete\s+from\s+\w+|"
+        r"'\s*or\s+'?1'?\s*=\s*'?1|;\s*--)",
+    ),
+    (
+        "data exfiltration",
+        r"\b(?:dump|export|download|copy|extract|leak|scrape)\b.{0,20}\b(?:the\s+)?(?:database|"
+        r"db|tables?|customer (?:list|data|records|base|table)|user (?:list|data|records|table)|crm)\b",
+    ),
 ]
 
 _SQUASHED_INJECTION = re.compile(
     r"(?:ignore|disregard|forget|override|bypass)(?:all|any|every|the|your|of|previous|prior|above|earlier|"
     r"preceding|existing|current|initial|original|system|safety|these|those|and)*(?:instructions?|rules|"
     r"polic(?:y|ies)|guidelines|prompts?|directives)|developermode|jailbr(?:ea|o)k|doanythingnow|"
-    r"newinstructions|forgeteverything(?:above|before)|systemprompt(?:is|:)|revealyour(?:system)?prompt"
+    r"forgeteverything(?:above|before)|systemprompt(?:is|:)|revealyour(?:system)?prompt"
 )
 """Run over the text with every non-letter removed: catches "i.g.n.o.r.e", "ig-nore a/l/l r u l e s"."""
 
@@ -376,24 +580,39 @@ _MAX_DECODE_DEPTH = 2
 # --- profanity and abuse -----------------------------------------------------------------------------------------
 
 _ABUSE: list[tuple[str, str]] = [
-    ("insult directed at the agent", r"\b(?:you|u|ya|you're|youre|ur|you are|u r|this|stupid|fucking|fuckin|"
-     r"useless|worthless|dumb|pathetic|bloody)\s+(?:\w+\s+){0,2}(?:idiots?|morons?|imbeciles?|clowns?|losers?|"
-     r"retards?|retarded|dumbass(?:es)?|scum|trash|garbage|pigs?|parasites?|cretins?|numpties?|muppets?|"
-     r"halfwits?|dimwits?|nitwits?|buffoons?|waste of (?:space|time|oxygen)|piece of (?:shit|crap|garbage|trash|"
-     r"junk))\b"),
-    ("insult directed at the agent", r"\b(?:you|u)(?:\s+are|'re|re|\s+r)\s+(?:so |such an? |a |an |completely |"
-     r"totally |fucking |really |absolutely |utterly |just |the most )*(?:useless|stupid|dumb|idiotic|pathetic|"
-     r"worthless|incompetent|brainless|moronic|retarded|an idiot|a moron|clueless|hopeless|trash|garbage|"
-     r"a joke|a disgrace)\b"),
-    ("insult directed at the agent", r"\b(?:stupid|useless|worthless|dumb|pathetic|brainless|idiotic|moronic|"
-     r"incompetent|retarded|braindead|brain-dead|fucking|damn|bloody)\s+(?:bot|robot|chatbot|machine|ai|"
-     r"computer|program|assistant|piece of)\b"),
-    ("threat", r"\b(?:i will|i'll|i'm going to|im going to|gonna|i want to|i'd like to|i should|i could)\s+"
-     r"(?:\w+\s+)?(?:kill|hurt|murder|stab|shoot|beat up|beat|strangle|punch|smash your face|destroy you|find you|"
-     r"hunt you|burn)\b(?:\s+(?:you|your|u|the agent|that agent|everyone|all of you|him|her))"),
-    ("threat", r"\b(?:kill yourself|kys|go die|die in a fire|hope you die|hope you get cancer|drop dead|"
-     r"go to hell|burn in hell|rot in hell|go fuck yourself|fuck you|fuck off|screw you|eat shit|"
-     r"shut up(?:,)? (?:you|bot|idiot|stupid)|shut the fuck up|piss off)\b"),
+    (
+        "insult directed at the agent",
+        r"\b(?:you|u|ya|you're|youre|ur|you are|u r|this|stupid|fucking|fuckin|"
+        r"useless|worthless|dumb|pathetic|bloody)\s+(?:\w+\s+){0,2}(?:idiots?|morons?|imbeciles?|clowns?|losers?|"
+        r"retards?|retarded|dumbass(?:es)?|scum|trash|garbage|pigs?|parasites?|cretins?|numpties?|muppets?|"
+        r"halfwits?|dimwits?|nitwits?|buffoons?|waste of (?:space|time|oxygen)|piece of (?:shit|crap|garbage|trash|"
+        r"junk))\b",
+    ),
+    (
+        "insult directed at the agent",
+        r"\b(?:you|u)(?:\s+are|'re|re|\s+r)\s+(?:so |such an? |a |an |completely |"
+        r"totally |fucking |really |absolutely |utterly |just |the most )*(?:useless|stupid|dumb|idiotic|pathetic|"
+        r"worthless|incompetent|brainless|moronic|retarded|an idiot|a moron|clueless|hopeless|trash|garbage|"
+        r"a joke|a disgrace)\b",
+    ),
+    (
+        "insult directed at the agent",
+        r"\b(?:stupid|useless|worthless|dumb|pathetic|brainless|idiotic|moronic|"
+        r"incompetent|retarded|braindead|brain-dead|fucking|damn|bloody)\s+(?:bot|robot|chatbot|machine|ai|"
+        r"computer|program|assistant|piece of)\b",
+    ),
+    (
+        "threat",
+        r"\b(?:i will|i'll|i'm going to|im going to|gonna|i want to|i'd like to|i should|i could)\s+"
+        r"(?:\w+\s+)?(?:kill|hurt|murder|stab|shoot|beat up|beat|strangle|punch|smash|destroy|find|hunt|"
+        r"track down|come for|burn)\s+(?:you|u|y'all|the agent|that agent|everyone|all of you)\b",
+    ),
+    (
+        "threat",
+        r"\b(?:kill yourself|kys|go die|die in a fire|hope you die|hope you get cancer|drop dead|"
+        r"go to hell|burn in hell|rot in hell|go fuck yourself|fuck you|fuck off|screw you|eat shit|"
+        r"shut up(?:,)? (?:you|bot|idiot|stupid)|shut the fuck up|piss off)\b",
+    ),
 ]
 _ABUSE_COMPILED = [(reason, re.compile(pattern)) for reason, pattern in _ABUSE]
 _WORD_SUFFIX = r"(?:s|es|ed|er|ers|ing|in|y|ty|head|heads|face|hole|holes)?"
@@ -448,7 +667,7 @@ def _decoded_payloads(text: str) -> list[str]:
     out = []
     for m in _BASE64.finditer(text):
         blob = m.group()
-        if blob.isdigit() or blob.isalpha() and (blob.islower() or blob.isupper()):
+        if blob.isdigit() or (blob.isalpha() and (blob.islower() or blob.isupper())):
             continue  # an order number or a plain long word, not base64
         raw = blob.replace("-", "+").replace("_", "/")
         try:
@@ -521,9 +740,7 @@ class ActionPolicy(BaseModel):
         for intent, tools in self.intents.items():
             unknown = [t for t in tools if t not in declared]
             if unknown:
-                raise ValueError(
-                    f"intent {intent!r} allows {unknown}, which are in neither read_tools nor write_tools"
-                )
+                raise ValueError(f"intent {intent!r} allows {unknown}, which are in neither read_tools nor write_tools")
         undeclared_refund = [t for t in self.refund_tools if t not in self.write_tools]
         if undeclared_refund:
             raise ValueError(f"refund_tools {undeclared_refund} must also be listed in write_tools")
