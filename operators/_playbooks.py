@@ -54,6 +54,9 @@ class SlotSpec(_Strict):
     """Where a value comes from: an NLU entity type, else a regex over the message, else asking."""
 
     entity: str | None = Field(default=None, description="NLU entity type, e.g. order_number, amount, email")
+    field: Literal["normalized", "value", "currency"] = Field(
+        default="normalized", description="which part of the entity: its normalized form, the text, or its currency"
+    )
     pattern: str | None = Field(default=None, description="regex over the message text; group 1 (or all) is the value")
     ask: str = Field(description="the question when the value is missing")
     remember: bool = Field(default=True, description="keep the value in the session for later tasks")

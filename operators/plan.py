@@ -106,8 +106,7 @@ class PlaybookPlanner(Operator[RoutedTurn, PlannedTurn]):
         task = session.task
         if task is not None and task.intent in self._playbooks:
             moved_on = (
-                nlu.intent != task.intent
-                and nlu.intent in self._playbooks
+                nlu.intent not in (task.intent, FALLBACK_INTENT)
                 and nlu.confidence >= config.switch_confidence
                 and not self._answers(task, record)
             )
@@ -133,10 +132,11 @@ class PlaybookPlanner(Operator[RoutedTurn, PlannedTurn]):
         spec = playbook.slots[name]
         for entity in record.nlu.entities:
             if spec.entity and entity.type == spec.entity:
-                value = entity.normalized or entity.value
-                if entity.type == "amount" and entity.currency:
-                    value = f"{value} {entity.currency}"
-                return value
+                value = {"normalized": entity.normalized or entity.value, "value": entity.value}.get(
+                    spec.field, entity.currency
+                )
+                if value:
+                    return value
         if spec.pattern:
             match = re.search(spec.pattern, record.message.text)
             if match:

@@ -1,0 +1,116 @@
+"""plan: a playbook task carried across turns — slots, identity, confirmation, idempotency keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from operators._playbooks import PlaybookError, load_playbooks
+from operators.plan import PlaybookPlanner
+from schemas import Entity, Message, NluResult, PlannedTurn, RouteDecision, RoutedTurn, Sentiment, SessionContext
+from tests.operators.helpers import T0, context, session
+
+
+def turn(text: str, intent: str, state: SessionContext, message_id: str, entities: list[Entity] | None = None,
+         confidence: float = 0.95) -> RoutedTurn:  # fmt: skip
+    return RoutedTurn(
+        message=Message(
+            message_id=message_id, conversation_id="conv-c1", customer_id="c1", channel="webchat",
+            sender="web-1", text=text, received_at=T0,
+        ),  # fmt: skip
+        session=state,
+        nlu=NluResult(
+            intent=intent, confidence=confidence, entities=entities or [],
+            sentiment=Sentiment(label="neutral", score=0.0), model_used="test",
+        ),  # fmt: skip
+        route=RouteDecision(branch="auto", reason="confident"),
+    )
+
+
+def order_entity(number: str, text: str) -> Entity:
+    start = text.index(number)
+    return Entity(type="order_number", value=number, start=start, end=start + len(number), confidence=0.8)
+
+
+@pytest.fixture
+def planner() -> PlaybookPlanner:
+    op = PlaybookPlanner()
+    op.warm_up(context())
+    return op
+
+
+async def step(planner: PlaybookPlanner, text: str, intent: str, state: SessionContext, message_id: str,
+               **kw: object) -> PlannedTurn:  # fmt: skip
+    return await planner.run(turn(text, intent, state, message_id, **kw), context())  # type: ignore[arg-type]
+
+
+async def test_cancel_asks_for_the_order_then_identity_then_a_yes_and_only_then_cancels(planner):
+    s = session()
+    first = await step(planner, "I want to cancel my order", "cancel_order", s, "m-1")
+    assert first.plan.awaiting == "slot" and "order number" in first.plan.reply_template
+    assert first.plan.steps == [] and first.session.task is not None and first.session.task.task_id == "m-1"
+
+    second = await step(planner, "1000001", "out_of_scope", first.session, "m-2", confidence=0.2)
+    assert second.plan.awaiting == "verification" and second.plan.steps == []
+    assert second.session.task.slots == {"order_number": "1000001"}
+
+    third = await step(planner, "it's alice@example.com", "out_of_scope", second.session, "m-3", confidence=0.3)
+    assert third.plan.awaiting == "confirmation"
+    assert [s.name for s in third.plan.steps] == ["crm.verify_identity", "orders.get_order"]
+    assert third.plan.steps[0].arguments == {"order_number": "1000001", "email": "alice@example.com"}
+    assert [s.name for s in third.plan.pending_steps] == ["orders.cancel_order"], "the write waits for a yes"
+
+    verified = third.session.model_copy(update={"verified": True})  # what execute records when it succeeds
+    fourth = await step(planner, "yes please", "out_of_scope", verified, "m-4", confidence=0.4)
+    assert [s.name for s in fourth.plan.steps] == ["orders.get_order", "orders.cancel_order"]
+    assert fourth.plan.steps[1].writes and fourth.plan.pending_steps == []
+    assert fourth.session.task is None, "the task ends with this turn"
+
+    replayed = await step(planner, "yes please", "out_of_scope", verified, "m-4", confidence=0.4)
+    assert [s.idempotency_key for s in replayed.plan.steps] == [s.idempotency_key for s in fourth.plan.steps]
+    assert fourth.plan.steps[1].idempotency_key == third.plan.pending_steps[0].idempotency_key, (
+        "the key comes from the task's first message, not from the turn that said yes"
+    )
+
+
+async def test_no_to_the_confirmation_plans_nothing(planner):
+    text = "please cancel order 1000002"
+    state = session(verified=True)
+    asked = await step(planner, text, "cancel_order", state, "m-1", entities=[order_entity("1000002", text)])
+    assert asked.plan.awaiting == "confirmation"
+    declined = await step(planner, "no, keep it", "out_of_scope", asked.session, "m-2", confidence=0.3)
+    assert declined.plan.steps == [] and declined.plan.pending_steps == []
+    assert "stays" in declined.plan.reply_template and declined.session.task is None
+
+
+async def test_a_clearly_different_request_abandons_the_task(planner):
+    asked = await step(planner, "I want to cancel my order", "cancel_order", session(), "m-1")
+    moved = await step(planner, "how do I reset my password?", "recover_password", asked.session, "m-2")
+    assert moved.plan.planner == "templates-v1" and moved.session.task is None
+
+
+async def test_an_order_number_given_earlier_in_the_session_is_reused(planner):
+    text = "where is my order 1000003?"
+    tracked = await step(planner, text, "track_order", session(verified=True), "m-1",
+                         entities=[order_entity("1000003", text)])  # fmt: skip
+    assert [s.name for s in tracked.plan.steps] == ["orders.get_order"]
+    cancel = await step(planner, "actually cancel it", "cancel_order", tracked.session, "m-2")
+    assert cancel.plan.awaiting == "confirmation" and cancel.session.task.slots["order_number"] == "1000003"
+
+
+def test_playbook_errors_name_the_file_and_the_field(tmp_path: Path):
+    (tmp_path / "bad.yaml").write_text(
+        "intent: cancel_order\nsteps:\n  - tool: orders.cancel_order\n    writes: true\n"
+        "replies: {succeeded: 'done {nothing}'}\n"
+    )
+    (tmp_path / "typo.yaml").write_text("intent: x\nreplies: {succeeded: ok}\nstepz: []\n")
+    with pytest.raises(PlaybookError) as error:
+        load_playbooks(tmp_path)
+    text = str(error.value)
+    assert "bad.yaml" in text and "confirm" in text
+    assert "typo.yaml: stepz" in text
+
+
+def test_the_shipped_playbooks_load():
+    assert {"track_order", "cancel_order", "get_refund", "change_shipping_address"} <= set(load_playbooks())

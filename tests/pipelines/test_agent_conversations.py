@@ -1,0 +1,153 @@
+"""Scripted conversations through the real pipeline: tansu, a worker process, the trained NLU, and the
+commerce backend seeded in a real PostgreSQL. The customer is Alice (`C000001`, see
+connectors/commerce/seed.py): 1000001 pending, 1000002 processing, 1000003 shipped, 1000004
+delivered (59.90 EUR paid). Bob (`C000002`) owns 2000001 onwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from connectors.kafka import consume_all, make_reader
+from tests.support import produce_messages, raw_message
+
+ALICE = "C000001"
+_ids = itertools.count(1)
+
+
+async def _prepare(dsn: str) -> None:
+    from connectors.commerce import seed_database
+
+    await seed_database(dsn, customers=20, orders=60, seed=7)
+
+
+async def _query(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+def query(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    return asyncio.run(_query(dsn, sql, *args))
+
+
+class Conversation:
+    """Says one message at a time and waits for its answer: a reply, or an escalation."""
+
+    def __init__(self, bootstrap: str, customer: str = ALICE) -> None:
+        self.bootstrap = bootstrap
+        self.customer = customer
+        self.reader = make_reader({"bootstrap.servers": bootstrap}, ["sf.outbound", "sf.escalations"], from_beginning=True)
+        self.answers: dict[str, tuple[str, dict[str, Any]]] = {}
+
+    def say(self, text: str, channel: str = "webchat", sender: str = "web-alice") -> tuple[str, dict[str, Any]]:
+        message_id = f"agent-{next(_ids)}"
+        produce_messages(self.bootstrap, [raw_message(message_id, channel, sender, text, customer_id=self.customer)])
+        for _ in range(120):
+            for record in consume_all(self.reader, idle_s=0.2, max_s=0.5):
+                data = json.loads(record.value or b"{}")
+                if record.topic == "sf.outbound":
+                    self.answers[data["in_reply_to"]] = ("reply", data)
+                else:
+                    self.answers[data["message_id"]] = ("escalation", data)
+            if message_id in self.answers:
+                return self.answers[message_id]
+        raise AssertionError(f"no answer to {text!r} within 60 s")
+
+    def reply(self, text: str, **where: str) -> str:
+        kind, data = self.say(text, **where)
+        assert kind == "reply", f"{text!r} was escalated: {data.get('reason')} {data.get('detail')}"
+        return data["text"]
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+@pytest.fixture
+def commerce(postgres_dsn: str) -> str:
+    asyncio.run(_prepare(postgres_dsn))
+    return postgres_dsn
+
+
+@pytest.fixture
+def alice(broker, workers, commerce) -> Iterator[Conversation]:
+    workers.start(DATABASE_URL=commerce)
+    conversation = Conversation(broker.bootstrap)
+    try:
+        yield conversation
+    finally:
+        conversation.close()
+
+
+def status(dsn: str, order: str) -> str:
+    return query(dsn, "SELECT status FROM commerce.orders WHERE order_number = $1", order)[0]["status"]
+
+
+def test_track_then_cancel_a_pending_order_with_confirmation_and_refuse_a_shipped_one(alice, commerce):
+    assert "email address or the ZIP code" in alice.reply("where is my order 1000003?")
+    tracked = alice.reply("94107")
+    assert "shipped" in tracked and "1Z999AA10123456784" in tracked
+
+    question = alice.reply("please cancel order 1000001")
+    assert "1000001" in question and "yes or no" in question and status(commerce, "1000001") == "pending"
+    assert "cancelled" in alice.reply("yes")
+    assert status(commerce, "1000001") == "cancelled"
+
+    alice.reply("I want to cancel order 1000003")
+    refusal = alice.reply("yes")
+    assert "can't cancel order 1000003" in refusal and "cancelled" not in refusal.replace("can't cancel", "")
+    assert status(commerce, "1000003") == "shipped"
+
+
+def test_saying_no_to_the_confirmation_changes_nothing(alice, commerce):
+    assert "email address or the ZIP code" in alice.reply("I want to cancel order 1000002")
+    assert "yes or no" in alice.reply("alice@example.com")
+    assert "stays" in alice.reply("no")
+    assert status(commerce, "1000002") == "processing"
+    logged = query(commerce, "SELECT count(*) AS n FROM commerce.action_log WHERE tool = 'orders.cancel_order'")
+    assert logged[0]["n"] == 0
+
+
+def test_a_refund_within_the_limit_happens_once_and_one_above_it_goes_to_a_human(alice, commerce):
+    alice.reply("I'd like a refund of 20 EUR for order 1000004")
+    assert "yes or no" in alice.reply("94107")
+    assert "on its way" in alice.reply("yes")
+    refunds = query(commerce, "SELECT amount FROM commerce.refunds r JOIN commerce.payments p USING (payment_id) "
+                              "WHERE p.order_number = '1000004' AND r.reason LIKE 'customer request%'")  # fmt: skip
+    assert [str(r["amount"]) for r in refunds] == ["20.00"]
+
+    kind, escalation = alice.say("please refund 500 EUR for order 1000004")
+    assert kind == "escalation" and escalation["reason"] == "needs_approval"
+    prepared = escalation["prepared_actions"]
+    assert [(a["name"], a["arguments"]["amount"]) for a in prepared] == [("payments.refund", "500")]
+    assert prepared[0]["idempotency_key"].startswith("k-")
+    assert len(query(commerce, "SELECT 1 FROM commerce.refunds r JOIN commerce.payments p USING (payment_id) "
+                               "WHERE p.order_number = '1000004' AND r.reason LIKE 'customer request%'")) == 1  # fmt: skip
+
+
+def test_a_missing_order_number_is_asked_for_and_answered_on_another_channel(alice, commerce):
+    assert "order number" in alice.reply("I want to cancel my order")
+    sms = {"channel": "sms", "sender": "+15550001111"}
+    assert "email address or the ZIP code" in alice.reply("it's 1000002", **sms)
+    assert "yes or no" in alice.reply("alice@example.com", **sms)
+    assert "cancelled" in alice.reply("yes", **sms)
+    assert status(commerce, "1000002") == "cancelled"
+
+
+def test_someone_elses_order_reveals_nothing_and_asking_for_a_human_escalates(alice, commerce):
+    alice.reply("where is my order 2000001?")
+    refused = alice.reply("94107")
+    assert "couldn't verify" in refused
+    for secret in ("Bob", "Stone", "10001", "pending", "FedEx"):
+        assert secret not in refused
+    kind, escalation = alice.say("I want to talk to a human")
+    assert kind == "escalation" and escalation["reason"] == "customer_requested_human"
