@@ -16,13 +16,21 @@ def turn(text: str, intent: str, state: SessionContext, message_id: str, entitie
          confidence: float = 0.95) -> RoutedTurn:  # fmt: skip
     return RoutedTurn(
         message=Message(
-            message_id=message_id, conversation_id="conv-c1", customer_id="c1", channel="webchat",
-            sender="web-1", text=text, received_at=T0,
+            message_id=message_id,
+            conversation_id="conv-c1",
+            customer_id="c1",
+            channel="webchat",
+            sender="web-1",
+            text=text,
+            received_at=T0,
         ),  # fmt: skip
         session=state,
         nlu=NluResult(
-            intent=intent, confidence=confidence, entities=entities or [],
-            sentiment=Sentiment(label="neutral", score=0.0), model_used="test",
+            intent=intent,
+            confidence=confidence,
+            entities=entities or [],
+            sentiment=Sentiment(label="neutral", score=0.0),
+            model_used="test",
         ),  # fmt: skip
         route=RouteDecision(branch="auto", reason="confident"),
     )

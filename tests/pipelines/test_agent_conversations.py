@@ -46,7 +46,9 @@ class Conversation:
     def __init__(self, bootstrap: str, customer: str = ALICE) -> None:
         self.bootstrap = bootstrap
         self.customer = customer
-        self.reader = make_reader({"bootstrap.servers": bootstrap}, ["sf.outbound", "sf.escalations"], from_beginning=True)
+        self.reader = make_reader(
+            {"bootstrap.servers": bootstrap}, ["sf.outbound", "sf.escalations"], from_beginning=True
+        )
         self.answers: dict[str, tuple[str, dict[str, Any]]] = {}
 
     def say(self, text: str, channel: str = "webchat", sender: str = "web-alice") -> tuple[str, dict[str, Any]]:
