@@ -12,8 +12,14 @@ from schemas import Entity, Message, NluResult, PlannedTurn, RouteDecision, Rout
 from tests.operators.helpers import T0, context, session
 
 
-def turn(text: str, intent: str, state: SessionContext, message_id: str, entities: list[Entity] | None = None,
-         confidence: float = 0.95) -> RoutedTurn:  # fmt: skip
+def turn(
+    text: str,
+    intent: str,
+    state: SessionContext,
+    message_id: str,
+    entities: list[Entity] | None = None,
+    confidence: float = 0.95,
+) -> RoutedTurn:
     return RoutedTurn(
         message=Message(
             message_id=message_id,
@@ -23,7 +29,7 @@ def turn(text: str, intent: str, state: SessionContext, message_id: str, entitie
             sender="web-1",
             text=text,
             received_at=T0,
-        ),  # fmt: skip
+        ),
         session=state,
         nlu=NluResult(
             intent=intent,
@@ -31,7 +37,7 @@ def turn(text: str, intent: str, state: SessionContext, message_id: str, entitie
             entities=entities or [],
             sentiment=Sentiment(label="neutral", score=0.0),
             model_used="test",
-        ),  # fmt: skip
+        ),
         route=RouteDecision(branch="auto", reason="confident"),
     )
 
@@ -48,8 +54,9 @@ def planner() -> PlaybookPlanner:
     return op
 
 
-async def step(planner: PlaybookPlanner, text: str, intent: str, state: SessionContext, message_id: str,
-               **kw: object) -> PlannedTurn:  # fmt: skip
+async def step(
+    planner: PlaybookPlanner, text: str, intent: str, state: SessionContext, message_id: str, **kw: object
+) -> PlannedTurn:
     return await planner.run(turn(text, intent, state, message_id, **kw), context())  # type: ignore[arg-type]
 
 
@@ -100,8 +107,8 @@ async def test_a_clearly_different_request_abandons_the_task(planner):
 
 async def test_an_order_number_given_earlier_in_the_session_is_reused(planner):
     text = "where is my order 1000003?"
-    tracked = await step(planner, text, "track_order", session(verified=True), "m-1",
-                         entities=[order_entity("1000003", text)])  # fmt: skip
+    entities = [order_entity("1000003", text)]
+    tracked = await step(planner, text, "track_order", session(verified=True), "m-1", entities=entities)
     assert [s.name for s in tracked.plan.steps] == ["orders.get_order"]
     cancel = await step(planner, "actually cancel it", "cancel_order", tracked.session, "m-2")
     assert cancel.plan.awaiting == "confirmation" and cancel.session.task.slots["order_number"] == "1000003"

@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
+from operators.authorize import Authorize
 from operators.emit import Emit
 from operators.escalate import Escalate
-from operators.authorize import Authorize
 from operators.execute import Execute
 from operators.format import Format, reply_id_for, split_segments
 from operators.guard import Guard
 from operators.plan import PlaybookPlanner
 from schemas import Entity, Escalation, GuardVerdict, OutboundMessage, RawConversationEvent, Reply
 from tests.operators.helpers import context, routed_turn
-
 
 TEMPLATE_INTENT = "check_refund_policy"  # no playbook: answered from its template
 

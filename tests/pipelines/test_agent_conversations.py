@@ -94,6 +94,12 @@ def status(dsn: str, order: str) -> str:
     return query(dsn, "SELECT status FROM commerce.orders WHERE order_number = $1", order)[0]["status"]
 
 
+def agent_refunds(dsn: str, order: str) -> list[asyncpg.Record]:
+    """Refunds the agent issued for the order (the seed's own refunds have other reasons)."""
+    sql = "SELECT amount FROM commerce.refunds WHERE order_number = $1 AND reason LIKE 'customer request%'"
+    return query(dsn, sql, order)
+
+
 def test_track_then_cancel_a_pending_order_with_confirmation_and_refuse_a_shipped_one(alice, commerce):
     assert "email address or the ZIP code" in alice.reply("where is my order 1000003?")
     tracked = alice.reply("94107")
@@ -123,17 +129,14 @@ def test_a_refund_within_the_limit_happens_once_and_one_above_it_goes_to_a_human
     alice.reply("I'd like a refund of 20 EUR for order 1000004")
     assert "yes or no" in alice.reply("94107")
     assert "on its way" in alice.reply("yes")
-    refunds = query(commerce, "SELECT amount FROM commerce.refunds r JOIN commerce.payments p USING (payment_id) "
-                              "WHERE p.order_number = '1000004' AND r.reason LIKE 'customer request%'")  # fmt: skip
-    assert [str(r["amount"]) for r in refunds] == ["20.00"]
+    assert [str(r["amount"]) for r in agent_refunds(commerce, "1000004")] == ["20.00"]
 
     kind, escalation = alice.say("please refund 500 EUR for order 1000004")
     assert kind == "escalation" and escalation["reason"] == "needs_approval"
     prepared = escalation["prepared_actions"]
     assert [(a["name"], a["arguments"]["amount"]) for a in prepared] == [("payments.refund", "500")]
     assert prepared[0]["idempotency_key"].startswith("k-")
-    assert len(query(commerce, "SELECT 1 FROM commerce.refunds r JOIN commerce.payments p USING (payment_id) "
-                               "WHERE p.order_number = '1000004' AND r.reason LIKE 'customer request%'")) == 1  # fmt: skip
+    assert len(agent_refunds(commerce, "1000004")) == 1, "the large refund waits for a human"
 
 
 def test_a_missing_order_number_is_asked_for_and_answered_on_another_channel(alice, commerce):
