@@ -820,7 +820,8 @@ def seed(
         soft_wrap=True,
     )
     console.print(
-        "well-known customers: C000001 Alice Martin (orders 1000001-1000005), C000002 Bob Stone (2000001-2000005)"
+        "well-known customers: C000001 Alice Martin (orders 1000001-1000005), C000002 Bob Stone (2000001-2000005)",
+        soft_wrap=True,
     )
 
 
