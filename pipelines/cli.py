@@ -767,6 +767,65 @@ def db_status() -> None:
     console.print(summary if status.pending else f"{summary} — up to date")
 
 
+@app.command()
+def seed(
+    customers: Annotated[
+        int,
+        typer.Option(min=2, max=999_999, help="Customers in total, the 2 well-known ones (C000001, C000002) included."),
+    ] = 2000,
+    orders: Annotated[
+        int, typer.Option(min=10, help="Orders in total, the well-known customers' 10 orders included.")
+    ] = 6000,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed on the same day writes the same rows.")] = 7,
+    reset: Annotated[bool, typer.Option("--reset", help="Empty every commerce table first.")] = False,
+) -> None:
+    """Fill the commerce backend (the default tenant) with deterministic demo data.
+
+    Applies pending migrations, then writes customers, addresses, payment methods, orders in every
+    status, items, shipments, payments, refunds, invoices and subscriptions in one transaction.
+    Running it again with the same seed changes nothing; --reset starts from empty tables.
+    Uses DATABASE_URL, or the embedded PostgreSQL in the data dir (like `db migrate`).
+    """
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from connectors.commerce.seed import check_counts, seed_commerce
+    from connectors.postgres import migrate
+
+    try:
+        check_counts(customers, orders)  # before touching the database
+    except ValueError as exc:
+        err.print(f"[red]invalid arguments:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+
+    async def job(conn: Any) -> dict[str, int]:
+        await migrate(conn)
+        columns = (TextColumn("seeding {task.description:<16}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, console=err, transient=True) as progress:
+            task = progress.add_task("", total=None)
+
+            def on_progress(table: str, done: int, total: int) -> None:
+                progress.update(task, description=table, completed=done, total=total)
+
+            return await seed_commerce(conn, customers, orders, seed, reset=reset, on_progress=on_progress)
+
+    started = time.perf_counter()
+    counts = _on_database(settings(), job)
+    elapsed = time.perf_counter() - started
+    console.print(
+        f"seeded the commerce backend in {elapsed:.1f}s (seed {seed}): "
+        + ", ".join(
+            f"{counts[t]} {t}" for t in ("customers", "orders", "order_items", "shipments", "payments", "refunds")
+        ),
+        soft_wrap=True,
+    )
+    console.print(
+        "well-known customers: C000001 Alice Martin (orders 1000001-1000005), C000002 Bob Stone (2000001-2000005)",
+        soft_wrap=True,
+    )
+
+
 def entrypoint() -> None:
     app(prog_name="supportflow")
 

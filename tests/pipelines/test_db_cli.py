@@ -19,18 +19,19 @@ def test_migrate_twice_applies_then_says_up_to_date(postgres_dsn):
     env = {"DATABASE_URL": postgres_dsn}
     status = runner.invoke(app, ["db", "status"], env=env)
     assert status.exit_code == 0, status.output
-    assert "pending  0001_initial" in status.output
+    assert "pending  0001_initial" in status.output and "pending  0002_commerce" in status.output
 
     first = runner.invoke(app, ["db", "migrate"], env=env)
     assert first.exit_code == 0, first.output
-    assert "applied 1 migration(s): 0001_initial" in first.output
+    assert "applied 2 migration(s): 0001_initial, 0002_commerce" in first.output
 
     second = runner.invoke(app, ["db", "migrate"], env=env)
     assert second.exit_code == 0, second.output
-    assert "up to date" in second.output and "applied 1" not in second.output
+    assert "up to date" in second.output and "applied 2" not in second.output
 
     status = runner.invoke(app, ["db", "status"], env=env)
-    assert "applied  0001_initial" in status.output and "0 pending" in status.output
+    assert "applied  0001_initial" in status.output and "applied  0002_commerce" in status.output
+    assert "0 pending" in status.output
 
 
 def test_an_unreachable_server_is_a_clear_error_without_traceback():
