@@ -86,6 +86,7 @@ async def refund_payment(
 class RefundArguments(StrictModel):
     order_number: OrderNumber
     amount: Decimal = Field(gt=0, max_digits=12, decimal_places=2, description='e.g. 19.90 or "19.90"')
+    currency: str | None = Field(default=None, description="when given, must be the order's currency (ISO code)")
     reason: str = Field(min_length=1, max_length=500)
 
 
@@ -100,6 +101,8 @@ class Refund(CommerceTool):
 
     async def run(self, conn: asyncpg.Connection, call: ToolCall, args: RefundArguments) -> dict[str, Any]:
         order = await owned_order(conn, call.customer_id, args.order_number)
+        if args.currency is not None and args.currency.strip().upper() != order["currency"]:
+            raise ToolError("invalid", f"order {args.order_number} was paid in {order['currency']}")
         result = await refund_payment(conn, order, args.amount, args.reason, call.idempotency_key)
         assert result is not None  # required=True refuses instead of returning None
         return result
