@@ -505,15 +505,17 @@ def load_rest_tools(path: Path | str, environ: Mapping[str, str] | None = None) 
     secrets: dict[str, SecretStr] = {}
     seen: set[str] = set()
     for index, entry in enumerate(document.tools):
-        label = f"tool {entry['name']!r}" if isinstance(entry.get("name"), str) else f"tool #{index + 1}"
+        name = entry.get("name")
+        label = f"tool {name!r}" if isinstance(name, str) else f"tool #{index + 1}"
+        if isinstance(name, str):
+            if name in seen:
+                problems.append(f"{path}: {label}: name: declared twice")
+            seen.add(name)
         try:
             spec = RestToolSpec.model_validate(entry)
         except ValidationError as exc:
             problems.extend(f"{path}: {label}: {line}" for line in _describe(exc).split("\n"))
             continue
-        if spec.name in seen:
-            problems.append(f"{path}: {label}: name: declared twice")
-        seen.add(spec.name)
         for field, variable in _secret_fields(spec):
             value = env.get(variable)
             if not value:
