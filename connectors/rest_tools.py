@@ -416,8 +416,15 @@ class RestTool:
                 if response.status_code == 429 and retry_after.isdigit():
                     delay = min(float(retry_after), MAX_RETRY_AFTER_S)
             if attempt < attempts:
-                log.info("%s: %s %s %s; retry %d of %d", self.name, request.method, request.url, problem, attempt,
-                         self.spec.retries)  # fmt: skip
+                log.info(
+                    "%s: %s %s %s; retry %d of %d",
+                    self.name,
+                    request.method,
+                    request.url,
+                    problem,
+                    attempt,
+                    self.spec.retries,
+                )
                 await asyncio.sleep(delay)
         log.warning("%s: %s %s %s, %d attempts", self.name, request.method, request.url, problem, attempts)
         raise ToolError("unavailable", f"{self.name} is unavailable right now")
@@ -431,8 +438,12 @@ class RestTool:
             raise ToolError("invalid", f"{self.name}: the backend refused the request as invalid")
         if status in (401, 403):
             # the tenant's credentials are wrong or lack a permission: no conversation can fix it
-            log.error("%s: HTTP %d from %s: check the credentials this tool's auth names", self.name, status,
-                      response.request.url)  # fmt: skip
+            log.error(
+                "%s: HTTP %d from %s: check the credentials this tool's auth names",
+                self.name,
+                status,
+                response.request.url,
+            )
             raise ToolError("unavailable", f"{self.name} is unavailable right now")
         if status == 409:
             raise ToolError("not_allowed", f"{self.name}: the backend refused this action in the current state")

@@ -59,8 +59,9 @@ async def test_url_template_is_filled_from_arguments_and_customer_id_and_encoded
     )
     server.reply("/customers/c 1/2/orders/A/B?x", Reply(200, {"status": "shipped", "secret_margin": 0.4}))
     async with tools:
-        result = await tools.tools["acme.order"].call(call("acme.order", customer_id="c 1/2", order_id="A/B?x",
-                                                           expand=True))  # fmt: skip
+        result = await tools.tools["acme.order"].call(
+            call("acme.order", customer_id="c 1/2", order_id="A/B?x", expand=True)
+        )
     assert result == {"status": "shipped"}, "only mapped fields reach the agent"
     [seen] = server.requests
     # each value fills exactly one path segment: "/" and "?" are encoded, not interpreted
@@ -215,8 +216,11 @@ async def test_4xx_is_not_retried_and_maps_to_a_tool_error(tmp_path, server, cap
 async def test_429_is_retried(tmp_path, server):
     tools = await points_tool(tmp_path, server)
     path = "/customers/c-1/redemptions"
-    server.reply(path, Reply(429, {}, headers={"Retry-After": "0"}),
-                 then=Reply(200, {"redemption": {"id": "r-2"}, "balance": {"points": 1}}))  # fmt: skip
+    server.reply(
+        path,
+        Reply(429, {}, headers={"Retry-After": "0"}),
+        then=Reply(200, {"redemption": {"id": "r-2"}, "balance": {"points": 1}}),
+    )
     async with tools:
         result = await tools.tools["acme.redeem"].call(call("acme.redeem", points=200, voucher="ABC-1234"))
     assert result["redemption_id"] == "r-2" and len(server.requests) == 2
