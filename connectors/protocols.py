@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from schemas import ConversationEvent
+from schemas import ConversationEvent, DeadLetter
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,17 @@ class Tool(Protocol):
     async def call(self, call: ToolCall) -> dict[str, Any]: ...
 
 
+class DeadLetterSink(Protocol):
+    """Where work that failed for good is kept whole with its reason, for a human to replay or drop.
+
+    It takes the same `DeadLetter` record the stages write, so one reader serves every failure.
+    """
+
+    async def send(self, letter: DeadLetter) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class IntentModel(Protocol):
     """A served intent classifier: token ids in, one row of logits per text out.
 
@@ -133,6 +144,7 @@ class IntentModel(Protocol):
 
 __all__ = [
     "ConversationStore",
+    "DeadLetterSink",
     "Decision",
     "EventStore",
     "IntentModel",

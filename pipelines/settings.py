@@ -10,6 +10,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from connectors.rate_limit import DEFAULT_LIMITS, RateLimit
+from connectors.webhooks import WebhookSubscription
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 CONFIG_ENV = "SUPPORTFLOW_CONFIG_FILE"
@@ -105,6 +106,11 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port per worker; 0: off")
     session_reaper_interval_s: float = Field(default=30.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    webhooks: list[WebhookSubscription] = Field(
+        default_factory=list,
+        description="the tenant's webhook subscribers: [{url, secret, events}] (connectors/webhooks.py); as JSON in "
+        "SUPPORTFLOW_WEBHOOKS so the secrets stay out of the config file",
+    )
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -164,6 +170,8 @@ class Settings(BaseSettings):
                 value = str(value)
             elif name == "redis_url" and value and "@" in value:
                 value = "redis://**********@" + value.rsplit("@", 1)[1]
+            elif name == "webhooks":
+                value = [subscription.model_dump(mode="json") for subscription in value]  # secrets as '**********'
             elif name == "rate_limits":
                 value = {channel: limit.model_dump() for channel, limit in value.items()}
             out[name] = value
