@@ -1,5 +1,12 @@
 """The registry of backend tools the agent may call: the commerce backend and a tenant's REST tools.
 
+A successful write is announced to the tenant's webhook subscribers (`connectors/webhooks.py`,
+`Settings.webhooks`): `payments.refund` as `refund.created`, `orders.cancel_order` as
+`order.cancelled`, other writes under their tool name. The delivery id is the action's
+idempotency key, so a replayed turn announces the same delivery and receivers drop the repeat.
+Deliveries run beside the stream (they retry for seconds); those still retrying when the worker
+stops are lost, and permanent failures are dead-lettered on `sf.dlq`.
+
 Built once per worker from settings and handed to operators in their context. Connections open
 on first use, on the event loop that uses them (an asyncpg pool for the commerce backend in
 PostgreSQL, one httpx client for the REST tools), and are reused by every call after that. With
@@ -15,11 +22,36 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from connectors.protocols import Tool
+from connectors.protocols import Tool, ToolCall
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ToolRegistry"]
+__all__ = ["AnnouncingTool", "ToolRegistry"]
+
+EVENT_TYPES = {"payments.refund": "refund.created", "orders.cancel_order": "order.cancelled"}
+
+
+class AnnouncingTool:
+    """A write tool whose successful calls are announced to webhook subscribers, without waiting for them."""
+
+    def __init__(self, tool: Tool, dispatcher: Any, pending: set[asyncio.Task[Any]]) -> None:
+        self.inner = tool
+        self.name = tool.name
+        self.writes = tool.writes
+        self.description = tool.description
+        self.dispatcher = dispatcher
+        self.pending = pending
+
+    async def call(self, call: ToolCall) -> dict[str, Any]:
+        result = await self.inner.call(call)
+        payload = {"tool": call.name, "customer_id": call.customer_id, "arguments": call.arguments, "result": result}
+        event_type = EVENT_TYPES.get(call.name, call.name)
+        task = asyncio.get_running_loop().create_task(
+            self.dispatcher.dispatch(event_type, call.idempotency_key, payload)
+        )
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+        return result
 
 
 class ToolRegistry:
@@ -31,6 +63,7 @@ class ToolRegistry:
         database_url: str | None = None,
         rest_tools_file: Path | None = None,
         pool_size: int = 5,
+        dispatcher: Any = None,
     ) -> None:
         self._tools: dict[str, Tool] = dict(tools or {})
         self._fixed = tools is not None
@@ -40,20 +73,32 @@ class ToolRegistry:
         self._pool: Any = None
         self._rest: Any = None
         self._lock: asyncio.Lock | None = None  # created on the loop that first uses it
+        self.dispatcher = dispatcher
+        self._announcing: set[asyncio.Task[Any]] = set()
         self._loaded = False
 
     @classmethod
     def from_settings(cls, settings: Any) -> ToolRegistry:
         url = getattr(settings, "database_url", None)
+        dispatcher = None
+        if getattr(settings, "webhooks", None):
+            from connectors.webhooks import KafkaDeadLetterSink, WebhookDispatcher
+
+            sink = KafkaDeadLetterSink(settings.kafka_client_config())
+            dispatcher = WebhookDispatcher(settings.webhooks, sink)
         return cls(
             database_url=url.get_secret_value() if url is not None else None,
             rest_tools_file=getattr(settings, "rest_tools_file", None),
             pool_size=min(5, getattr(settings, "database_pool_size", 5)),
+            dispatcher=dispatcher,
         )
 
     async def get(self, name: str) -> Tool | None:
         await self._load()
-        return self._tools.get(name)
+        tool = self._tools.get(name)
+        if tool is not None and tool.writes and self.dispatcher is not None:
+            return AnnouncingTool(tool, self.dispatcher, self._announcing)
+        return tool
 
     async def names(self) -> list[str]:
         await self._load()
@@ -92,6 +137,10 @@ class ToolRegistry:
             await pool.close()
 
     async def close(self) -> None:
+        if self._announcing:  # give deliveries in flight a moment; the rest are lost (see module docstring)
+            await asyncio.wait(self._announcing, timeout=5)
+        if self.dispatcher is not None:
+            await self.dispatcher.aclose()
         await self._close_pool()
         if self._rest is not None:
             rest, self._rest = self._rest, None
