@@ -124,6 +124,10 @@ def run(
         console.print(f"  NLU            {stack.nlu_summary()}")
         if stack.with_sinks:
             console.print(f"  stores         {stack.store_summary()}")
+            seeded = "seeded just now" if stack.seeded else "supportflow seed --reset to start over"
+            console.print(
+                f"  demo shop      customer C000001 (alice@example.com, ZIP 94107), orders 1000001-1000005; {seeded}"
+            )
             console.print("  analytics      supportflow analytics report")
         console.print("Ctrl-C stops everything.")
         stack.write_state(f"http://{s.http_host}:{http_port}")

@@ -6,6 +6,7 @@ and ingress run against that cluster. Every child process dies with this one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -79,6 +80,7 @@ class Stack:
         self.with_sinks = with_sinks
         self.postgres: EmbeddedPostgres | None = None
         self.triton: EmbeddedTriton | None = None
+        self.seeded = False
         self.sink: WorkerProcess | None = None
         self.worker_count = workers or settings.workers
         self.data_dir = settings.data_dir.resolve()
@@ -179,6 +181,7 @@ class Stack:
             self.postgres = EmbeddedPostgres(self.data_dir / "postgres")
             dsn = self.postgres.start()
             self.settings = self.settings.model_copy(update={"database_url": SecretStr(dsn)})
+            self.seeded = asyncio.run(_seed_demo_backend(dsn))
 
     def store_summary(self) -> str:
         from connectors.postgres import describe_dsn
@@ -290,6 +293,24 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+async def _seed_demo_backend(dsn: str) -> bool:
+    """The embedded store's first run: migrate and seed the demo shop, so the agent has orders to act on."""
+    import asyncpg
+
+    from connectors.commerce.seed import seed_commerce
+    from connectors.postgres.migrator import migrate
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+        if await conn.fetchval("SELECT count(*) FROM commerce.customers") > 0:
+            return False
+        await seed_commerce(conn)
+        return True
+    finally:
+        await conn.close()
 
 
 def running_stack_state(settings: Settings) -> dict[str, object] | None:
