@@ -15,6 +15,7 @@ PRIORITY_BY_REASON = {
     "customer_requested_human": "normal",
     "policy_block": "high",
     "needs_approval": "high",
+    "vip_high_severity": "urgent",
     "repeated_failure": "high",
 }
 

@@ -27,6 +27,10 @@ class RouteConfig(OperatorConfig):
         default=3, ge=2, description="this many falling, negative scores in a row escalate"
     )
     max_failed_turns: int = Field(default=2, ge=1)
+    vip_tiers: list[str] = Field(default_factory=lambda: ["gold", "platinum"])
+    high_severity_intents: list[str] = Field(
+        default_factory=lambda: ["complaint", "payment_issue"], description="a VIP with one of these gets a human"
+    )
     screen_input: bool = Field(
         default=True, description="prompt-injection, tool-call look-alike and abuse checks on every message"
     )
@@ -66,6 +70,11 @@ class Route(Operator[NluTurn, RoutedTurn]):
         for trigger in self._triggers:
             if trigger.search(text):
                 return RouteDecision(branch="human", reason="keyword_trigger", detail=trigger.pattern)
+        profile = turn.profile
+        if profile is not None and profile.vip_tier in cfg.vip_tiers and nlu.intent in cfg.high_severity_intents:
+            return RouteDecision(
+                branch="human", reason="vip_high_severity", detail=f"{profile.vip_tier} customer, {nlu.intent}"
+            )
         task = turn.session.task
         if task is not None and task.awaiting is not None and turn.session.failed_turns < cfg.max_failed_turns:
             # the message answers the agent's question ("Which order?", "yes"): the planner takes it

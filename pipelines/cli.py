@@ -44,6 +44,8 @@ db_app = typer.Typer(
     no_args_is_help=True,
 )
 analytics_app = typer.Typer(help="Headline metrics from the events table (ClickHouse, or chdb).", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate the agent end to end.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 app.add_typer(topology_app, name="topology")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(config_app, name="config")
@@ -257,6 +259,33 @@ def bench(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     console.print(f"results written to {out}")
+
+
+@eval_app.command("agent")
+def eval_agent(
+    conversations: Annotated[int, typer.Option(min=10, max=5000, help="Scripted conversations to run.")] = 200,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Conversations in flight at once.")] = 16,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+    out: Annotated[Path, typer.Option(help="Where to write the JSON results.")] = Path("bench/agent_eval.json"),
+) -> None:
+    """Run scripted conversations (Bitext intents, the seeded shop) through a fresh embedded stack; score them
+    on the backend: autonomous resolution, correct escalation, wrong actions, reply latency."""
+    from pipelines.agent_eval import render, run_agent_eval
+
+    s = settings()
+    if not s.embedded or s.database_url is not None:
+        err.print(
+            "[red]eval agent runs on a fresh embedded stack[/red]: unset KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL"
+        )
+        raise typer.Exit(2)
+    result = run_agent_eval(s, conversations, concurrency, err if as_json else console)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        console.print(render(result))
+        console.print(f"results written to {out}")
 
 
 def broker_settings(command: str) -> Settings:

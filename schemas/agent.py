@@ -18,6 +18,7 @@ RouteReason = Literal[
     "repeated_failure",
     "policy_block",
     "continuing_task",
+    "vip_high_severity",
 ]
 
 

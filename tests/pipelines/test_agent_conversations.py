@@ -58,9 +58,10 @@ class Conversation:
             {"bootstrap.servers": bootstrap}, ["sf.outbound", "sf.escalations"], from_beginning=True
         )
         self.answers: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.last_message_id = ""
 
     def say(self, text: str, channel: str = "webchat", sender: str = "web-alice") -> tuple[str, dict[str, Any]]:
-        message_id = f"agent-{next(_ids)}"
+        message_id = self.last_message_id = f"agent-{next(_ids)}"
         produce_messages(self.bootstrap, [raw_message(message_id, channel, sender, text, customer_id=self.customer)])
         for _ in range(120):
             for record in consume_all(self.reader, idle_s=0.2, max_s=0.5):
@@ -187,3 +188,28 @@ def test_the_injection_and_abuse_suite_through_the_pipeline_executes_no_action(a
     writes = query(commerce, "SELECT tool FROM commerce.action_log")
     assert writes == [], f"actions executed during the attacks: {[w['tool'] for w in writes]}"
     assert status(commerce, "1000001") == "pending"
+
+
+def backend_state(dsn: str) -> list[list[tuple[Any, ...]]]:
+    return [
+        [tuple(r) for r in query(dsn, "SELECT order_number, status, total FROM commerce.orders ORDER BY 1")],
+        [tuple(r) for r in query(dsn, "SELECT refund_id, order_number, amount FROM commerce.refunds ORDER BY 1")],
+        [tuple(r) for r in query(dsn, "SELECT idempotency_key, tool FROM commerce.action_log ORDER BY 1")],
+    ]
+
+
+def test_replaying_the_ingress_records_leaves_the_backend_as_one_pass_did(alice, commerce, broker):
+    script = [
+        "please cancel order 1000002", "94107", "yes",
+        "I'd like a refund of 20 EUR for order 1000004", "yes",
+    ]  # fmt: skip
+    records = []
+    for text in script:
+        alice.reply(text)
+        records.append(raw_message(alice.last_message_id, "webchat", "web-alice", text, customer_id=ALICE))
+    once = backend_state(commerce)
+    assert ("1000002", "cancelled") in [(o, s) for o, s, _ in once[0]] and len(once[2]) == 2
+
+    produce_messages(broker.bootstrap, records)  # the same message ids again, as a redelivery would
+    assert "reset" in alice.reply("I forgot my password, how do I reset it?").lower(), "the stream went past them"
+    assert backend_state(commerce) == once
