@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import html
+import re
 import textwrap
 from typing import ClassVar
 
@@ -32,6 +34,24 @@ def split_segments(text: str, limit: int) -> list[str]:
     return textwrap.wrap(text, width=limit, break_long_words=True, break_on_hyphens=False)
 
 
+def voice_form(text: str, limit: int) -> str:
+    """Whole sentences up to `limit` characters: speech cut mid-sentence confuses callers."""
+    sentences = re.split(r"(?<=[.!?])\s+", text.strip())
+    spoken = ""
+    for sentence in sentences:
+        if spoken and len(spoken) + 1 + len(sentence) > limit:
+            break
+        spoken = f"{spoken} {sentence}".strip()
+    return spoken if len(spoken) <= limit else split_segments(spoken, limit)[0]
+
+
+def email_html(text: str) -> str:
+    """The plain text as HTML paragraphs, escaped: never markup the customer or a tool wrote."""
+    paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
+    body = "".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs)
+    return f'<!doctype html><html><body style="font-family:sans-serif">{body}</body></html>'
+
+
 def sms_segment_size(text: str) -> int:
     return GSM7_SEGMENT if set(text) <= GSM7_CHARS else UCS2_SEGMENT
 
@@ -44,7 +64,8 @@ class FormatConfig(OperatorConfig):
 
 
 class Format(Operator[GuardedTurn, FormattedTurn]):
-    """Build the OutboundMessage: SMS segments, WhatsApp/Slack limits, an email with a subject."""
+    """Build the OutboundMessage: SMS segments, WhatsApp/Slack limits, an email with a subject and an HTML
+    alternative, a voice reply of whole sentences."""
 
     name = "format"
     input_type = GuardedTurn
@@ -56,6 +77,7 @@ class Format(Operator[GuardedTurn, FormattedTurn]):
         message = record.message
         text = record.reply.text.strip()
         subject: str | None = None
+        html_body: str | None = None
         content_format = "text"
         match message.channel:
             case "sms":
@@ -65,10 +87,11 @@ class Format(Operator[GuardedTurn, FormattedTurn]):
             case "slack":
                 parts, content_format = split_segments(text, cfg.slack_limit), "markdown"
             case "voice":
-                parts = split_segments(text, cfg.voice_limit)[:1]
+                text = voice_form(text, cfg.voice_limit)
+                parts = [text]
             case "email":
                 text = f"Hello,\n\n{text}\n\n{cfg.email_signature}"
-                parts, subject = [text], "Re: your message to support"
+                parts, subject, html_body = [text], "Re: your message to support", email_html(text)
             case _:
                 parts, content_format = [text], "markdown"
         outbound = OutboundMessage(
@@ -82,6 +105,7 @@ class Format(Operator[GuardedTurn, FormattedTurn]):
             parts=parts,
             content_format=content_format,  # type: ignore[arg-type]
             subject=subject,
+            html=html_body,
             created_at=ctx.clock.now(),
         )
         return FormattedTurn(**dict(record), outbound=outbound)

@@ -32,6 +32,7 @@ class OutboundMessage(Record):
     parts: list[str] = Field(default_factory=list, description="channel-sized segments of text, in order")
     content_format: Literal["text", "markdown", "html"] = "text"
     subject: str | None = None
+    html: str | None = Field(default=None, description="email: the HTML alternative of `text`")
     author: Literal["agent", "human"] = "agent"
     created_at: datetime = Field(default_factory=utcnow)
 

@@ -11,6 +11,7 @@ read `<model>/configs/cpu.pbtxt` (python backend) instead of the production `con
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -164,9 +165,14 @@ class EmbeddedTriton:
             self.process = None
 
     def kill(self) -> None:
-        """SIGKILL, as a crash would: no goodbye to clients."""
+        """SIGKILL, as a crash would: no goodbye to clients.
+
+        The whole process group goes, as a crashed host would take it: the python backend's stub
+        processes otherwise outlive a SIGKILLed server (they do not notice its death).
+        """
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)  # spawn() made the server a group leader
             self.process.wait(timeout=10)
 
     def __enter__(self) -> EmbeddedTriton:

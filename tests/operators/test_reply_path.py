@@ -108,3 +108,15 @@ async def test_escalation_after_a_guard_block_says_policy_block():
     )
     escalation, _ = (await Escalate().run(blocked, ctx)).records
     assert (escalation.reason, escalation.detail, escalation.priority) == ("policy_block", "test", "high")
+
+
+async def test_email_has_an_escaped_html_alternative_and_voice_speaks_whole_sentences():
+    from operators.format import email_html, voice_form
+
+    *_, formatted, _ = await reply_for(channel="email")
+    assert formatted.outbound.html and formatted.outbound.html.count("<p>") == 3  # greeting, reply, signature
+    assert "&lt;script&gt;" in email_html("<script>alert(1)</script>")
+    spoken = voice_form("Your order shipped. It arrives Tuesday. Tracking is 1Z999. Anything else?", 40)
+    assert spoken == "Your order shipped. It arrives Tuesday."
+    *_, voiced, _ = await reply_for(channel="voice")
+    assert voiced.outbound.text.endswith((".", "?", "!")) and len(voiced.outbound.text) <= 600
