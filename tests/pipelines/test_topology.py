@@ -46,8 +46,8 @@ def test_the_shipped_topology_is_valid():
     assert set(topology.stages) == {"ingest", "agent", "analytics"}
     names = {node.operator.name for stage in topology.stages.values() for node in stage.root.walk()}
     assert names == {
-        "normalize", "enrich_context", "nlu_model", "route", "plan", "execute", "guard", "format", "emit",
-        "escalate", "redact_pii",
+        "normalize", "enrich_context", "nlu_model", "route", "plan", "authorize", "execute", "guard", "format",
+        "emit", "escalate", "redact_pii",
     }  # fmt: skip
 
 
@@ -157,14 +157,14 @@ def test_branches_must_all_be_wired_and_known(tmp_path):
           - nlu
           - route:
               branches:
-                auto: [plan, execute, guard]
+                auto: [plan, authorize]
                 humans: [escalate]
     """,
     )
     found = issues(path)
     assert any("'route' has no branch 'humans' (it has auto, human)" in i for i in found)
     assert any("'route' branch(es) not wired: human" in i for i in found)
-    assert any("'guard' branch(es) not wired: pass, block" in i for i in found)
+    assert any("'authorize' branch(es) not wired: pass, block" in i for i in found)
 
 
 def test_chain_end_without_a_topic_for_its_record(tmp_path):
@@ -239,7 +239,7 @@ def test_check_command_exits_non_zero_with_one_line_per_error(tmp_path):
 def test_check_command_accepts_the_shipped_topology():
     result = CliRunner().invoke(app, ["topology", "check", str(PROJECT_DIR / "topology.yaml")])
     assert result.exit_code == 0, result.output
-    assert "ok — 3 stages, 12 operators, 9 topics" in result.output
+    assert "ok — 3 stages, 14 operators, 9 topics" in result.output
 
 
 def test_show_renders_text_and_mermaid():
