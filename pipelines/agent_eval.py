@@ -235,7 +235,7 @@ def build_scripts(n: int, facts: dict[str, list[dict[str, Any]]], seed: int = 11
                     opening,
                     o["order_number"],
                     o["zip"],
-                    expect_text="The refund for order",
+                    expect_text="has been refunded for order",
                 )
             )
         elif kind == "someone_else":

@@ -129,3 +129,36 @@ def test_playbook_errors_name_the_file_and_the_field(tmp_path: Path):
 
 def test_the_shipped_playbooks_load():
     assert {"track_order", "cancel_order", "get_refund", "track_refund"} <= set(load_playbooks())
+
+
+def test_every_shipped_playbook_step_is_allowed_by_the_shipped_action_policy():
+    """A playbook the policy forbids would escalate every time it ran: catch the mismatch here."""
+    from operators._policy import load_action_policy
+    from operators.authorize import DEFAULT_POLICY
+    from operators.plan import VERIFY_TOOL
+
+    policy = load_action_policy(DEFAULT_POLICY)
+    for intent, playbook in load_playbooks().items():
+        allowed = set(policy.intents.get(intent, []))
+        wanted = {step.tool for step in playbook.steps} | ({VERIFY_TOOL} if playbook.verify else set())
+        assert wanted <= allowed, f"{intent}: the policy does not allow {sorted(wanted - allowed)}"
+
+
+def test_every_playbook_reply_field_comes_from_a_slot_or_a_tool_result():
+    """Result fields are checked against what the commerce tools return, so no reply keeps a placeholder."""
+    import re
+
+    returned = {
+        "orders.get_order": {"status", "total", "currency", "shipment.carrier", "shipment.tracking_number",
+                             "shipment.eta", "order_number"},
+        "payments.refund_status": {"refunded_total", "currency", "order_number"},
+        "payments.refund": {"refund_id", "amount", "currency", "status", "payment_method"},
+        "orders.cancel_order": {"status", "order_number", "refund.amount", "refund.currency", "refund.payment_method"},
+    }  # fmt: skip
+    for intent, playbook in load_playbooks().items():
+        saved = {step.save_as: step.tool for step in playbook.steps if step.save_as}
+        for template in [*playbook.replies.values(), playbook.confirm or ""]:
+            for field in re.findall(r"\{([^{}]+)\}", template):
+                root, _, rest = field.partition(".")
+                if root in saved:
+                    assert rest in returned[saved[root]], f"{intent}: {{{field}}} is not in {saved[root]}'s result"

@@ -137,7 +137,8 @@ def test_saying_no_to_the_confirmation_changes_nothing(alice, commerce):
 def test_a_refund_within_the_limit_happens_once_and_one_above_it_goes_to_a_human(alice, commerce):
     alice.reply("I'd like a refund of 20 EUR for order 1000004")
     assert "yes or no" in alice.reply("94107")
-    assert "on its way" in alice.reply("yes")
+    refunded = alice.reply("yes")
+    assert "20 EUR" in refunded and "on its way to your Visa" in refunded and "Reference: RF-" in refunded, refunded
     assert [str(r["amount"]) for r in agent_refunds(commerce, "1000004")] == ["20.00"]
 
     kind, escalation = alice.say("please refund 500 EUR for order 1000004")
@@ -153,7 +154,8 @@ def test_a_missing_order_number_is_asked_for_and_answered_on_another_channel(ali
     sms = {"channel": "sms", "sender": "+15550001111"}
     assert "email address or the ZIP code" in alice.reply("it's 1000002", **sms)
     assert "yes or no" in alice.reply("alice@example.com", **sms)
-    assert "cancelled" in alice.reply("yes", **sms)
+    done = alice.reply("yes", **sms)
+    assert "is cancelled" in done and "128.00 EUR goes back to your Visa" in done, done
     assert status(commerce, "1000002") == "cancelled"
 
 
