@@ -65,3 +65,24 @@ def postgres_dsn(postgres_server: str) -> Iterator[str]:
         yield with_database(postgres_server, name)
     finally:
         asyncio.run(_admin(postgres_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _migrate_and_seed(dsn: str) -> None:
+    import asyncpg
+
+    from connectors.commerce.seed import seed_commerce
+    from connectors.postgres.migrator import migrate
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+        await seed_commerce(conn, customers=20, orders=60, seed=7)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def commerce_dsn(postgres_dsn: str) -> str:
+    """A fresh database with the migrations applied and a small demo shop (the well-known customers)."""
+    asyncio.run(_migrate_and_seed(postgres_dsn))
+    return postgres_dsn

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import asyncpg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from connectors.commerce._base import CommerceTool, OrderNumber, StrictModel, money, owned_order, when
 from connectors.commerce.payments import refund_payment
@@ -161,6 +161,17 @@ class Address(StrictModel):
 class ChangeAddressArguments(StrictModel):
     order_number: OrderNumber
     address: Address
+
+    @field_validator("address", mode="before")
+    @classmethod
+    def _one_line(cls, value: Any) -> Any:
+        """A playbook slot is one line of text: "street, [more lines,] city, ZIP, country code"."""
+        if not isinstance(value, str):
+            return value
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if len(parts) < 4 or len(parts[-1]) != 2:
+            raise ValueError("write the address as: street and number, city, ZIP, two-letter country code")
+        return {"lines": parts[:-3], "city": parts[-3], "zip": parts[-2], "country": parts[-1]}
 
 
 class ChangeAddress(CommerceTool):

@@ -6,8 +6,6 @@ import json
 
 import asyncpg
 
-from connectors.commerce.seed import seed_commerce
-from connectors.postgres.migrator import migrate
 from connectors.protocols import ToolCall
 from connectors.tools import ToolRegistry
 from pipelines.settings import Settings
@@ -16,17 +14,8 @@ from tests.http_recorder import serve
 SECRET = "a-webhook-secret-of-some-length"
 
 
-async def seeded(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn)
-        await seed_commerce(conn, customers=20, orders=60, seed=7)
-    finally:
-        await conn.close()
-
-
-async def test_a_refund_is_made_once_and_announced_with_its_key_as_the_delivery_id(postgres_dsn, broker):
-    await seeded(postgres_dsn)
+async def test_a_refund_is_made_once_and_announced_with_its_key_as_the_delivery_id(commerce_dsn, broker):
+    postgres_dsn = commerce_dsn
     with serve() as receiver:
         settings = Settings(
             kafka_bootstrap_servers=broker.bootstrap,

@@ -128,7 +128,9 @@ def test_playbook_errors_name_the_file_and_the_field(tmp_path: Path):
 
 
 def test_the_shipped_playbooks_load():
-    assert {"track_order", "cancel_order", "get_refund", "track_refund"} <= set(load_playbooks())
+    assert {"track_order", "cancel_order", "get_refund", "track_refund", "change_shipping_address"} <= set(
+        load_playbooks()
+    )
 
 
 def test_every_shipped_playbook_step_is_allowed_by_the_shipped_action_policy():
@@ -154,6 +156,7 @@ def test_every_playbook_reply_field_comes_from_a_slot_or_a_tool_result():
         "payments.refund_status": {"refunded_total", "currency", "order_number"},
         "payments.refund": {"refund_id", "amount", "currency", "status", "payment_method"},
         "orders.cancel_order": {"status", "order_number", "refund.amount", "refund.currency", "refund.payment_method"},
+        "orders.change_address": {"order_number", "status", "shipping_address.city", "shipping_address.zip"},
     }  # fmt: skip
     for intent, playbook in load_playbooks().items():
         saved = {step.save_as: step.tool for step in playbook.steps if step.save_as}

@@ -24,18 +24,6 @@ ALICE = "C000001"
 _ids = itertools.count(1)
 
 
-async def _prepare(dsn: str) -> None:
-    from connectors.commerce.seed import seed_commerce
-    from connectors.postgres.migrator import migrate
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn)
-        await seed_commerce(conn, customers=20, orders=60, seed=7)
-    finally:
-        await conn.close()
-
-
 async def _query(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -84,9 +72,8 @@ class Conversation:
 
 
 @pytest.fixture
-def commerce(postgres_dsn: str) -> str:
-    asyncio.run(_prepare(postgres_dsn))
-    return postgres_dsn
+def commerce(commerce_dsn: str) -> str:
+    return commerce_dsn
 
 
 @pytest.fixture
@@ -215,3 +202,21 @@ def test_replaying_the_ingress_records_leaves_the_backend_as_one_pass_did(alice,
     produce_messages(broker.bootstrap, records)  # the same message ids again, as a redelivery would
     assert "reset" in alice.reply("I forgot my password, how do I reset it?").lower(), "the stream went past them"
     assert backend_state(commerce) == once
+
+
+def test_an_address_change_is_confirmed_then_written_as_given(alice, commerce):
+    assert "order number" in alice.reply("I need to change the delivery address of my order")
+    alice.reply("1000002")
+    asked = alice.reply("94107")
+    assert "new delivery address" in asked
+    question = alice.reply("22 Baker Street, Springfield, 94110, US")
+    assert "22 Baker Street, Springfield, 94110, US" in question and "yes or no" in question
+    assert "Springfield, 94110" in alice.reply("yes")
+    [row] = query(commerce, "SELECT shipping_address FROM commerce.orders WHERE order_number = '1000002'")
+    address = json.loads(row["shipping_address"])
+    assert (address["lines"], address["city"], address["zip"], address["country"]) == (
+        ["22 Baker Street"],
+        "Springfield",
+        "94110",
+        "US",
+    )
