@@ -175,7 +175,8 @@ class PlaybookPlanner(Operator[RoutedTurn, PlannedTurn]):
 
         steps: list[ActionCall] = []
         if playbook.verify and not session.verified:
-            credential = self._credential(text)
+            # only an answer to the identity question counts: a ZIP inside a new address is not one
+            credential = self._credential(text) if task.awaiting == "verification" else None
             if credential is None:
                 task.awaiting, task.awaiting_slot = "verification", None
                 session.task = task
