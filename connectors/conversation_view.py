@@ -41,6 +41,8 @@ class ConversationView:
         self._answers: OrderedDict[str, ViewItem] = OrderedDict()
         self._waiters: dict[str, list[asyncio.Future[ViewItem]]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._sender_conversation: OrderedDict[str, str] = OrderedDict()
+        self._sender_subscribers: dict[str, set[asyncio.Queue[ViewItem]]] = {}
         self.max_conversations, self.max_items = max_conversations, max_items
 
     def add(self, item: ViewItem) -> bool:
@@ -63,10 +65,35 @@ class ConversationView:
     def add_record(self, record: Message | OutboundMessage | Escalation) -> bool:
         data = record.model_dump(mode="json")
         if isinstance(record, Message):
-            return self.add(ViewItem("message", record.message_id, record.conversation_id, None, data))
-        if isinstance(record, OutboundMessage):
-            return self.add(ViewItem("reply", record.reply_id, record.conversation_id, record.in_reply_to, data))
-        return self.add(ViewItem("escalation", record.escalation_id, record.conversation_id, record.message_id, data))
+            sender = record.sender
+            item = ViewItem("message", record.message_id, record.conversation_id, None, data)
+        elif isinstance(record, OutboundMessage):
+            sender = record.recipient
+            item = ViewItem("reply", record.reply_id, record.conversation_id, record.in_reply_to, data)
+        else:
+            sender = record.recipient
+            item = ViewItem("escalation", record.escalation_id, record.conversation_id, record.message_id, data)
+        added = self.add(item)
+        if added and record.channel == "webchat":  # a web chat session follows its conversation by sender
+            self._remember(self._sender_conversation, sender, record.conversation_id, self.max_conversations)
+            for queue in self._sender_subscribers.get(sender, ()):
+                queue.put_nowait(item)
+        return added
+
+    def conversation_of_sender(self, sender: str) -> str | None:
+        return self._sender_conversation.get(sender)
+
+    def subscribe_sender(self, sender: str) -> asyncio.Queue[ViewItem]:
+        queue: asyncio.Queue[ViewItem] = asyncio.Queue()
+        self._sender_subscribers.setdefault(sender, set()).add(queue)
+        return queue
+
+    def unsubscribe_sender(self, sender: str, queue: asyncio.Queue[ViewItem]) -> None:
+        queues = self._sender_subscribers.get(sender)
+        if queues is not None:
+            queues.discard(queue)
+            if not queues:
+                del self._sender_subscribers[sender]
 
     def conversation(self, conversation_id: str) -> list[ViewItem] | None:
         found = self._conversations.get(conversation_id)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from connectors.conversation_view import ConversationView
 from connectors.rate_limit import InProcessRateLimiter, RateLimiter, retry_after_header
@@ -77,6 +77,7 @@ def create_app(
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
     rate_limiter: RateLimiter | None = None,
     snapshots: SnapshotSource | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The ingress API; `snapshots` (the conversation store behind a short cache) serves full histories."""
     limiter = rate_limiter or InProcessRateLimiter()
@@ -216,6 +217,7 @@ def create_app(
             Route("/v1/conversations/{conversation_id}/stream", stream_conversation, methods=["GET"]),
             Route("/healthz", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *extra_routes,
         ],
         lifespan=lifespan,
     )

@@ -119,6 +119,7 @@ def run(
         console.print(
             f"[green]supportflow is running[/green] — {where} at {stack.bootstrap}; {stack.describe_workers()}"
         )
+        console.print(f"  web chat demo  http://{s.http_host}:{http_port}/  (the widget; WebSocket /v1/chat)")
         console.print(f"  HTTP ingress   http://{s.http_host}:{http_port}/v1/messages  (POST a message)")
         console.print(f"  replies        http://{s.http_host}:{http_port}/v1/conversations/<id>/messages")
         console.print(f"  metrics        http://{s.http_host}:{http_port}/metrics")

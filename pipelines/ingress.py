@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.responses import FileResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 
+from connectors.channels.webchat import SessionSigner, WebChat
 from connectors.conversation_view import ConversationView
 from connectors.http_api import IngressLimits, create_app
 from connectors.kafka import AsyncProducer, BackgroundReader, KafkaRecord
@@ -19,6 +25,8 @@ from connectors.snapshot_cache import InProcessSnapshotCache, RedisSnapshotCache
 from pipelines.settings import Settings
 from pipelines.topology import Topology
 from schemas import Escalation, Message, OutboundMessage, RawInbound
+
+WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 
 
 def build_ingress(settings: Settings, topology: Topology) -> Starlette:
@@ -80,6 +88,13 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
             if store is not None:
                 await store.close()
 
+    secret = settings.webchat_secret.get_secret_value().encode() if settings.webchat_secret else os.urandom(32)
+    webchat = WebChat(producer.send, view, SessionSigner(secret), limiter, ingress_topic, settings.http_max_text_chars)
+    web_routes = [
+        WebSocketRoute("/v1/chat", webchat.endpoint),
+        Route("/", lambda _: FileResponse(WEB_DIR / "demo.html")),
+        Mount("/web", app=StaticFiles(directory=WEB_DIR), name="web"),
+    ]
     app = create_app(
         producer.send,
         view,
@@ -87,6 +102,7 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
         lifespan=lifespan,
         rate_limiter=limiter,
         snapshots=snapshots if store is not None else None,
+        extra_routes=web_routes,
     )
     app.state.view = view
     return app

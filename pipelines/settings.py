@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     rest_tools_file: Path | None = Field(
         default=None, description="YAML file of a tenant's REST tools (see README, Tenant backends); unset: none"
     )
+    webchat_secret: SecretStr | None = Field(
+        default=None,
+        description="signs web chat session tokens; unset: a random key per ingress process (sessions end with it, "
+        "and replicas behind a load balancer need one shared key)",
+    )
     sink_batch_size: int = Field(default=500, ge=1, le=100_000, description="records per sink write")
     sink_batch_wait_ms: int = Field(default=200, ge=1, le=60_000, description="longest a sink holds a partial batch")
     snapshot_cache_ttl_s: float = Field(default=5.0, gt=0, description="how long a web page's snapshot is reused")

@@ -1,0 +1,121 @@
+/*
+ * supportflow web chat widget: one script tag, no build step.
+ *
+ *   <script src="https://support.example.com/web/widget.js" defer
+ *           data-customer-id="C000001"              (optional: a customer your site has signed in)
+ *           data-title="Help"></script>
+ *
+ * It opens a WebSocket to /v1/chat on the script's own origin (the protocol is documented in
+ * connectors/channels/webchat.py), keeps the signed session token in localStorage so a reload
+ * or a reconnect resumes the same conversation with its history, reconnects with backoff, shows
+ * a typing indicator while the agent works, and renders every text as text (never as HTML).
+ */
+(function () {
+  "use strict";
+  var script = document.currentScript;
+  var origin = new URL(script.src, window.location.href);
+  var wsUrl = (origin.protocol === "https:" ? "wss://" : "ws://") + origin.host + "/v1/chat";
+  var customerId = script.getAttribute("data-customer-id") || null;
+  var storeKey = "supportflow.session." + origin.host;
+  var socket = null;
+  var attempts = 0;
+  var shown = {};
+  var outbox = [];
+
+  var css =
+    "#sf-chat{position:fixed;bottom:16px;right:16px;width:340px;max-height:480px;display:flex;" +
+    "flex-direction:column;font:14px/1.4 system-ui,sans-serif;background:#fff;border:1px solid #ccd;" +
+    "border-radius:10px;box-shadow:0 4px 16px rgba(0,0,0,.15);z-index:2147483000}" +
+    "#sf-chat header{padding:10px 12px;background:#1f4e8c;color:#fff;border-radius:10px 10px 0 0;font-weight:600}" +
+    "#sf-log{flex:1;overflow-y:auto;padding:10px;min-height:200px}" +
+    ".sf-msg{margin:6px 0;padding:7px 10px;border-radius:8px;max-width:85%;white-space:pre-wrap;word-wrap:break-word}" +
+    ".sf-customer{background:#e6eefb;margin-left:auto}.sf-agent{background:#f1f1f1}" +
+    ".sf-note{color:#666;font-style:italic;font-size:12px}" +
+    "#sf-typing{padding:0 12px 6px;color:#666;font-size:12px;min-height:16px}" +
+    "#sf-chat form{display:flex;border-top:1px solid #ddd}" +
+    "#sf-input{flex:1;border:0;padding:10px;font:inherit;border-radius:0 0 0 10px}" +
+    "#sf-send{border:0;background:#1f4e8c;color:#fff;padding:0 14px;border-radius:0 0 10px 0;cursor:pointer}";
+
+  var box = document.createElement("section");
+  box.id = "sf-chat";
+  box.setAttribute("aria-label", "Customer support chat");
+  box.innerHTML =
+    '<style>' + css + '</style><header></header><div id="sf-log" aria-live="polite"></div>' +
+    '<div id="sf-typing"></div><form><input id="sf-input" autocomplete="off" maxlength="4000" ' +
+    'placeholder="Type your message…" aria-label="Message"><button id="sf-send" type="submit">Send</button></form>';
+  box.querySelector("header").textContent = script.getAttribute("data-title") || "Customer support";
+  var log = box.querySelector("#sf-log");
+  var typing = box.querySelector("#sf-typing");
+  var input = box.querySelector("#sf-input");
+
+  function add(kind, text, id) {
+    if (id && shown[id]) return;
+    if (id) shown[id] = true;
+    var div = document.createElement("div");
+    div.className = "sf-msg sf-" + kind;
+    div.textContent = text; // text only: a reply can never inject markup into the host page
+    if (id) div.setAttribute("data-id", id);
+    log.appendChild(div);
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function render(item) {
+    if (item.kind === "message") add("customer", item.text, item.id);
+    else if (item.kind === "reply") add("agent", item.text, item.id);
+    else if (item.kind === "escalation") add("note", "A colleague will take it from here.", item.id);
+  }
+
+  function send(frame) {
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(frame));
+    else outbox.push(frame);
+  }
+
+  function connect() {
+    socket = new WebSocket(wsUrl);
+    socket.onopen = function () {
+      attempts = 0;
+      var hello = { type: "hello", token: localStorage.getItem(storeKey) };
+      if (customerId) hello.customer_id = customerId;
+      socket.send(JSON.stringify(hello));
+    };
+    socket.onmessage = function (event) {
+      var frame = JSON.parse(event.data);
+      if (frame.type === "welcome") {
+        localStorage.setItem(storeKey, frame.token);
+        frame.history.forEach(render);
+        while (outbox.length) socket.send(JSON.stringify(outbox.shift()));
+      } else if (frame.type === "ack") {
+        shown[frame.message_id] = true;
+      } else if (frame.type === "typing") {
+        typing.textContent = "The agent is typing…";
+      } else if (frame.type === "reply" || frame.type === "escalation") {
+        typing.textContent = "";
+        render(frame);
+      } else if (frame.type === "error") {
+        typing.textContent = "";
+        add("note", frame.error);
+      }
+    };
+    socket.onclose = function () {
+      var delay = Math.min(30000, 500 * Math.pow(2, attempts++));
+      setTimeout(connect, delay);
+    };
+  }
+
+  box.querySelector("form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var text = input.value.trim();
+    if (!text) return;
+    input.value = "";
+    var clientId = Date.now().toString(36) + Math.random().toString(36).slice(2, 10);
+    add("customer", text);
+    send({ type: "message", text: text, client_message_id: clientId });
+  });
+
+  function start() {
+    document.body.appendChild(box);
+    connect();
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
