@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hmac
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -78,9 +79,33 @@ def create_app(
     rate_limiter: RateLimiter | None = None,
     snapshots: SnapshotSource | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    api_keys: Sequence[str] = (),
+    ready: Callable[[], bool] | None = None,
 ) -> Starlette:
-    """The ingress API; `snapshots` (the conversation store behind a short cache) serves full histories."""
+    """The ingress API; `snapshots` (the conversation store behind a short cache) serves full histories.
+
+    With `api_keys`, every `/v1/` REST call needs one (`Authorization: Bearer <key>` or
+    `X-API-Key`): 401 without, 403 with a wrong one, compared in constant time. The web chat
+    socket has its own signed sessions; health, readiness, metrics and the OpenAPI description
+    stay open.
+    """
     limiter = rate_limiter or InProcessRateLimiter()
+    keys = [k.encode() for k in api_keys]
+
+    def authorized(request: Request) -> Response | None:
+        if not keys or not request.url.path.startswith("/v1/") or request.url.path == "/v1/chat":
+            return None
+        header = request.headers.get("authorization", "")
+        given = (
+            header.removeprefix("Bearer ").strip()
+            if header.startswith("Bearer ")
+            else request.headers.get("x-api-key", "")
+        )
+        if not given:
+            return _error(401, "an API key is required: Authorization: Bearer <key> or X-API-Key")
+        if not any(hmac.compare_digest(given.encode(), key) for key in keys):
+            return _error(403, "that API key is not valid")
+        return None
 
     async def reject(body: bytes, status: int, message: str, details: Sequence[Any] = ()) -> JSONResponse:
         letter = DeadLetter(
@@ -97,7 +122,7 @@ def create_app(
         return _error(status, message, details)
 
     async def post_message(request: Request) -> Response:
-        response = await accept(request)
+        response = authorized(request) or await accept(request)
         REQUESTS.labels(getattr(request.state, "channel", "unknown"), str(response.status_code)).inc()
         return response
 
@@ -156,6 +181,8 @@ def create_app(
         )
 
     async def get_message(request: Request) -> Response:
+        if (refused := authorized(request)) is not None:
+            return refused
         message_id = request.path_params["message_id"]
         try:
             wait = min(float(request.query_params.get("wait", "0")), limits.max_wait_s)
@@ -168,6 +195,8 @@ def create_app(
         return JSONResponse({"message_id": message_id, "status": status, "answer": answer.as_json()})
 
     async def get_conversation(request: Request) -> Response:
+        if (refused := authorized(request)) is not None:
+            return refused
         conversation_id = request.path_params["conversation_id"]
         items = view.conversation(conversation_id)
         if items is None:
@@ -175,6 +204,8 @@ def create_app(
         return JSONResponse({"conversation_id": conversation_id, "items": [i.as_json() for i in items]})
 
     async def get_snapshot(request: Request) -> Response:
+        if (refused := authorized(request)) is not None:
+            return refused
         conversation_id = request.path_params["conversation_id"]
         if snapshots is None:
             return _error(503, "no conversation store is configured (set DATABASE_URL, or use `supportflow run`)")
@@ -184,6 +215,8 @@ def create_app(
         return JSONResponse(snapshot, headers={"X-Cache": "hit" if cached else "miss"})
 
     async def stream_conversation(request: Request) -> Response:
+        if (refused := authorized(request)) is not None:
+            return refused
         conversation_id = request.path_params["conversation_id"]
         queue = view.subscribe(conversation_id)
 
@@ -205,6 +238,14 @@ def create_app(
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def readiness(_: Request) -> Response:
+        if ready is not None and not ready():
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def openapi(_: Request) -> Response:
+        return JSONResponse(openapi_description(bool(keys)))
+
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -216,8 +257,89 @@ def create_app(
             Route("/v1/conversations/{conversation_id}/messages", get_conversation, methods=["GET"]),
             Route("/v1/conversations/{conversation_id}/stream", stream_conversation, methods=["GET"]),
             Route("/healthz", health, methods=["GET"]),
+            Route("/readyz", readiness, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             *extra_routes,
         ],
         lifespan=lifespan,
     )
+
+
+def openapi_description(with_keys: bool) -> dict[str, Any]:
+    """OpenAPI 3.1 of the REST API, its request body straight from the pydantic model it validates with."""
+    error = {
+        "description": "a clear error",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    secured = [{"apiKey": []}, {"bearer": []}] if with_keys else []
+    conversation = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "supportflow ingress", "version": "1"},
+        "paths": {
+            "/v1/messages": {
+                "post": {
+                    "summary": "Accept a customer message; it is answered on the stream",
+                    "security": secured,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InboundRequest"}}},
+                    },
+                    "responses": {
+                        "202": {"description": "accepted; poll status_url"},
+                        "400": error,
+                        "401": error,
+                        "403": error,
+                        "413": error,
+                        "422": error,
+                        "429": error,
+                    },
+                }
+            },
+            "/v1/messages/{message_id}": {
+                "get": {
+                    "summary": "The answer to a message (reply or escalation), waiting up to `wait` seconds",
+                    "security": secured,
+                    "parameters": [
+                        {"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                        {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 30}},
+                    ],
+                    "responses": {"200": {"description": "pending, replied or escalated"}, "400": error},
+                }
+            },
+            "/v1/conversations/{conversation_id}": {
+                "get": {
+                    "summary": "The full history from the conversation store",
+                    "security": secured,
+                    "parameters": [conversation],
+                    "responses": {"200": {"description": "the snapshot"}, "404": error, "503": error},
+                }
+            },
+            "/v1/conversations/{conversation_id}/messages": {
+                "get": {
+                    "summary": "What this ingress saw of the conversation",
+                    "security": secured,
+                    "parameters": [conversation],
+                    "responses": {"200": {"description": "items"}, "404": error},
+                }
+            },
+            "/healthz": {"get": {"summary": "Alive", "responses": {"200": {"description": "ok"}}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Ready to serve",
+                    "responses": {"200": {"description": "ready"}, "503": {"description": "starting"}},
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "InboundRequest": InboundRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
+                "Error": {"type": "object", "properties": {"error": {"type": "string"}, "details": {"type": "array"}}},
+            },
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }

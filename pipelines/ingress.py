@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -65,6 +66,8 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
             await cache.put(conversation_id, snapshot, settings.snapshot_cache_ttl_s)
         return snapshot, False
 
+    reader_started = threading.Event()
+
     def on_record(record: KafkaRecord) -> None:
         record_type = by_topic.get(record.topic)
         if record_type is None or record.value is None:
@@ -78,6 +81,7 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         reader = BackgroundReader(conf, list(by_topic), on_record, settings.fetch_max_wait_ms)
         reader.start(asyncio.get_running_loop())
+        reader_started.set()
         try:
             yield
         finally:
@@ -103,6 +107,8 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
         rate_limiter=limiter,
         snapshots=snapshots if store is not None else None,
         extra_routes=web_routes,
+        api_keys=[k.get_secret_value() for k in settings.api_keys],
+        ready=lambda: reader_started.is_set(),
     )
     app.state.view = view
     return app

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     rest_tools_file: Path | None = Field(
         default=None, description="YAML file of a tenant's REST tools (see README, Tenant backends); unset: none"
     )
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="keys for the REST API (/v1/...), JSON list; empty: the REST API is open (embedded development)",
+    )
     webchat_secret: SecretStr | None = Field(
         default=None,
         description="signs web chat session tokens; unset: a random key per ingress process (sessions end with it, "
