@@ -16,7 +16,9 @@ Recipient formats:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
 import httpx
@@ -77,7 +79,10 @@ class Pacer:
         self._last: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def wait(self, recipient: str) -> None:
+    @contextlib.asynccontextmanager
+    async def slot(self, recipient: str) -> AsyncIterator[None]:
+        """Hold the recipient's turn for one send; the interval counts from when that send finished,
+        so the provider sees the gap even when the first request was slow to connect."""
         lock = self._locks.setdefault(recipient, asyncio.Lock())
         async with lock:
             last = self._last.get(recipient)
@@ -85,7 +90,10 @@ class Pacer:
                 pause = last + self.min_interval_s - time.monotonic()
                 if pause > 0:
                     await asyncio.sleep(pause)
-            self._last[recipient] = time.monotonic()
+            try:
+                yield
+            finally:
+                self._last[recipient] = time.monotonic()
         if len(self._last) > 10_000:  # forget recipients idle for longer than the interval
             cutoff = time.monotonic() - self.min_interval_s
             for key in [k for k, at in self._last.items() if at < cutoff]:
@@ -150,9 +158,9 @@ class TwilioSender:
         to, from_ = self._ends(message)
         accepted = self._accepted.setdefault(message.reply_id, [])
         for part in _parts(message)[len(accepted) :]:
-            await self.pacer.wait(message.recipient)
             try:
-                created = await asyncio.to_thread(self.client.messages.create, to=to, from_=from_, body=part)
+                async with self.pacer.slot(message.recipient):
+                    created = await asyncio.to_thread(self.client.messages.create, to=to, from_=from_, body=part)
             except TwilioRestException as exc:
                 if _permanent(exc.status):
                     self._accepted.pop(message.reply_id, None)
