@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -215,3 +219,36 @@ async def test_without_credentials_replies_go_to_the_outbox_and_the_cli_lists_th
     table = await asyncio.to_thread(cli, "outbox", "--limit", "2")
     assert table.exit_code == 0, table.output
     assert "recipient" in table.output and table.output.count("reply-") == 2, table.output
+
+
+async def test_the_senders_command_starts_delivers_and_stops_on_sigterm(broker, postgres_dsn, tmp_path):
+    """The command line `supportflow run` is to start: ready file, then a clean exit on SIGTERM."""
+    s = settings(broker, postgres_dsn, tmp_path, provider=None)
+    create_topics(s.kafka_client_config(), [TopicPlan("sf.outbound", 8), TopicPlan("sf.dlq", 4)])
+    ready = tmp_path / "senders.ready"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTFLOW_")}
+    env.update(
+        {
+            "PYTHONPATH": str(PROJECT_DIR),
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "DATABASE_URL": postgres_dsn,
+            "SUPPORTFLOW_DATA_DIR": str(tmp_path),
+        }
+    )
+    argv = [sys.executable, "-m", "pipelines.cli", "senders", "--ready-file", str(ready)]
+    log = (tmp_path / "senders.log").open("wb")
+    process = subprocess.Popen(argv, cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "senders.log").read_text()
+            await asyncio.sleep(0.1)
+        await send(s, outbound(1, "sms", "+15551230001", "Hi"))
+        await eventually(postgres_dsn, finished("reply-1"))
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 60) == 0, (tmp_path / "senders.log").read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
