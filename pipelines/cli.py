@@ -343,6 +343,61 @@ def _sink_targets(names: list[str] | None) -> list[SinkChoice]:
 
 
 @app.command()
+def senders(
+    ready_file: Annotated[Optional[Path], typer.Option(help="Written once the senders consume.")] = None,
+    migrate: Annotated[
+        bool, typer.Option(help="Apply pending schema migrations first (the ledger and outbox tables).")
+    ] = True,
+) -> None:
+    """Deliver replies on sf.outbound to SMS/WhatsApp (Twilio, Meta), Slack; voice and unconfigured ones → outbox.
+
+    Each reply is sent once (ledger: channel_deliveries in DATABASE_URL or the embedded PostgreSQL);
+    webchat, mobile, api and email replies are left to their own readers.
+    """
+    from pipelines.channel_senders import serve_senders
+
+    s = cluster_settings("senders")
+    serve_senders(s, ready_file, migrate)
+
+
+@app.command()
+def outbox(
+    limit: Annotated[int, typer.Option(min=1, help="Newest rows to show.")] = 20,
+    channel: Annotated[Optional[str], typer.Option(help="Only this channel (sms, whatsapp, slack, voice).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table.")] = False,
+) -> None:
+    """What would have been sent: replies of channels with no provider credentials (channel_outbox).
+
+    Reads DATABASE_URL, or the embedded PostgreSQL in the data dir (like `db status`).
+    """
+    from rich.table import Table
+
+    from connectors.channels.outbox import list_outbox
+
+    async def job(conn: Any) -> Any:
+        return await list_outbox(conn, limit, channel)
+
+    rows = _on_database(settings(), job)
+    if as_json:
+        print(json.dumps([row.to_json() for row in rows], indent=2))
+        return
+    if not rows:
+        console.print("the outbox is empty")
+        return
+    table = Table("created", "channel", "recipient", "reply", "parts", "text")
+    for row in rows:
+        table.add_row(
+            row.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            row.channel,
+            escape(row.recipient),
+            escape(row.reply_id),
+            str(len(row.parts)),
+            escape(row.text if len(row.text) <= 80 else row.text[:79] + "…"),
+        )
+    console.print(table)
+
+
+@app.command()
 def replay(
     since: Annotated[
         str,

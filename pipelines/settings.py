@@ -121,6 +121,24 @@ class Settings(BaseSettings):
         "SUPPORTFLOW_WEBHOOKS so the secrets stay out of the config file",
     )
 
+    # Channel senders (`supportflow senders`): a provider with its credentials unset sends nothing,
+    # its replies go to the channel_outbox table instead (see `supportflow outbox`).
+    twilio_account_sid: SecretStr | None = Field(default=None, description="Twilio account SID (SMS, WhatsApp)")
+    twilio_auth_token: SecretStr | None = None
+    twilio_from_number: str | None = Field(default=None, description="E.164 number SMS are sent from")
+    twilio_whatsapp_from: str | None = Field(default=None, description="E.164 WhatsApp sender number at Twilio")
+    twilio_api_base_url: str = "https://api.twilio.com"
+    slack_bot_token: SecretStr | None = Field(default=None, description="xoxb-... bot token for chat.postMessage")
+    slack_api_base_url: str = "https://slack.com/api"
+    meta_access_token: SecretStr | None = Field(
+        default=None, description="WhatsApp Cloud API token (preferred over Twilio for whatsapp when set)"
+    )
+    meta_phone_number_id: SecretStr | None = None
+    meta_api_base_url: str = "https://graph.facebook.com/v21.0"
+    sender_min_interval_s: float = Field(
+        default=1.0, ge=0, le=60, description="least time between two messages to one recipient (SMS, WhatsApp)"
+    )
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _servers_look_like_addresses(cls, value: str | None) -> str | None:
