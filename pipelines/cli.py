@@ -132,6 +132,9 @@ def run(
                 f"  demo shop      customer C000001 (alice@example.com, ZIP 94107), orders 1000001-1000005; {seeded}"
             )
             console.print("  analytics      supportflow analytics report")
+            console.print(
+                "  outbox         supportflow outbox   (SMS, WhatsApp, Slack, voice replies; no provider configured)"
+            )
         console.print("Ctrl-C stops everything.")
         stack.write_state(f"http://{s.http_host}:{http_port}")
         uvicorn.run(

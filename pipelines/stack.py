@@ -42,7 +42,7 @@ class WorkerProcess:
 
     @property
     def name(self) -> str:
-        return "the sink process" if self.index < 0 else f"worker {self.index}"
+        return {-1: "the sink process", -2: "the channel senders"}.get(self.index, f"worker {self.index}")
 
 
 class IngressServer:
@@ -82,6 +82,7 @@ class Stack:
         self.triton: EmbeddedTriton | None = None
         self.seeded = False
         self.sink: WorkerProcess | None = None
+        self.senders: WorkerProcess | None = None
         self.worker_count = workers or settings.workers
         self.data_dir = settings.data_dir.resolve()
         self.log_dir = self.data_dir / "logs"
@@ -114,6 +115,7 @@ class Stack:
                 self.start_worker(self.worker_count + offset, [stage], nice=self.settings.isolated_stage_nice)
             if self.with_sinks:
                 self.sink = self.start_sink()
+                self.senders = self.start_senders()
             self.wait_ready()
             if with_ingress:
                 port = self.settings.http_port if ingress_port is None else ingress_port
@@ -207,6 +209,15 @@ class Stack:
         process = spawn(argv, log_file, env={**self.worker_env(), **self.store_env()})
         return WorkerProcess(-1, process, ready_file, log_file)
 
+    def start_senders(self) -> WorkerProcess:
+        """The channel senders: providers with credentials get the replies, the others the outbox table."""
+        ready_file = self.data_dir / "run" / "senders.ready"
+        ready_file.unlink(missing_ok=True)
+        log_file = self.log_dir / "senders.log"
+        argv = [sys.executable, "-m", "pipelines.cli", "senders", "--ready-file", str(ready_file)]
+        process = spawn(argv, log_file, env={**self.worker_env(), **self.store_env()})
+        return WorkerProcess(-2, process, ready_file, log_file)
+
     def describe_workers(self) -> str:
         main, isolated = self.stage_split()
         text = f"{self.worker_count} worker(s) running {', '.join(main)}"
@@ -235,7 +246,7 @@ class Stack:
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         deadline = time.monotonic() + timeout_s
-        for worker in [*self.workers, *([self.sink] if self.sink else [])]:
+        for worker in [*self.workers, *([self.sink] if self.sink else []), *([self.senders] if self.senders else [])]:
             while not worker.ready_file.exists():
                 if worker.process.poll() is not None:
                     raise RuntimeError(f"{worker.name} exited with {worker.process.returncode}; see {worker.log_file}")
@@ -260,6 +271,9 @@ class Stack:
         for worker in self.workers:
             stop(worker.process, timeout_s=15)
         self.workers.clear()
+        if self.senders is not None:
+            stop(self.senders.process, timeout_s=15)
+            self.senders = None
         if self.sink is not None:
             self._drain_sink()
             stop(self.sink.process, timeout_s=15)  # finishes and commits the batch in hand
