@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator
 from email import policy
 from email.message import EmailMessage
@@ -28,7 +30,7 @@ from connectors.channels.email_threading import (
     outbound_message_id,
 )
 from connectors.kafka import AsyncProducer
-from pipelines.embedded import EmbeddedBroker
+from pipelines.embedded import EmbeddedBroker, free_port, spawn, stop
 from pipelines.runtime import ensure_topics
 from pipelines.topology import load_topology
 from schemas import OutboundMessage, RawInbound
@@ -241,3 +243,24 @@ async def test_round_trip_inbound_mail_to_threaded_reply(
 )
 def test_strip_reply(body: str, expected: str) -> None:
     assert strip_reply(body) == expected
+
+
+async def test_cli_serve_publishes_mail(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """`supportflow email serve` as an operator runs it: its own process, settings from the environment."""
+    port, ready = free_port(), tmp_path / "email.ready"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTFLOW_")}
+    env.update(KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, SUPPORTFLOW_SUPPORT_ADDRESS=SUPPORT)
+    env.update(SUPPORTFLOW_DATA_DIR=str(tmp_path), SUPPORTFLOW_KAFKA_EXACT_OFFSETS="true")
+    argv = [sys.executable, "-m", "pipelines.cli", "email", "serve", "--port", str(port), "--ready-file", str(ready)]
+    process = spawn(argv, tmp_path / "email.log", env=env)
+    try:
+        for _ in range(300):
+            if ready.exists():
+                break
+            assert process.poll() is None, (tmp_path / "email.log").read_text()
+            await asyncio.sleep(0.1)
+        await aiosmtplib.send(customer_mail(QUOTED, "<cli@customer.example>"), hostname="127.0.0.1", port=port)
+        (record,) = ingress_records(broker.bootstrap, 1)
+        assert record.text.startswith("Hi, my order 1000001") and "wrote:" not in record.text
+    finally:
+        stop(process)
