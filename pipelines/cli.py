@@ -55,6 +55,11 @@ nlu_app = typer.Typer(
     help="Train and evaluate the intent classifier (triton_models/intent_classifier).", no_args_is_help=True
 )
 app.add_typer(analytics_app, name="analytics")
+email_app = typer.Typer(
+    help="The email channel: an SMTP listener that feeds sf.ingress, and a sender for email replies on sf.outbound.",
+    no_args_is_help=True,
+)
+app.add_typer(email_app, name="email")
 app.add_typer(nlu_app, name="nlu")
 
 _state: dict[str, Path | None] = {"config": None}
@@ -916,6 +921,125 @@ def seed(
         "well-known customers: C000001 Alice Martin (orders 1000001-1000005), C000002 Bob Stone (2000001-2000005)",
         soft_wrap=True,
     )
+
+
+def _until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run `main(stop)` until SIGINT/SIGTERM sets `stop`."""
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(go())
+
+
+@email_app.command("serve")
+def email_serve(
+    host: Annotated[
+        Optional[str], typer.Option(help="Address to listen on (default: settings.smtp_listen_host).")
+    ] = None,
+    port: Annotated[Optional[int], typer.Option(help="SMTP port (default: settings.smtp_listen_port, 2525).")] = None,
+    ready_file: Annotated[Optional[Path], typer.Option(help="Written once the listener accepts mail.")] = None,
+) -> None:
+    """Accept customers' mail for settings.support_address over SMTP and publish it to sf.ingress.
+
+    Quoted history and signatures are stripped; replies to our mail carry their conversation id
+    (payload.thread_conversation_id). Refuses with 550 (unknown mailbox, blocked sender, no text),
+    552 (over email_max_bytes) and 451 (sender over its rate, broker away: the MTA retries).
+    Put it behind your MX or forward the support mailbox to it; it does no TLS or SPF/DKIM itself.
+    """
+    from connectors.channels.email import EmailListener, InboundHandler
+    from connectors.channels.email_threading import ThreadStore
+    from connectors.kafka import AsyncProducer
+    from pipelines.runtime import ensure_topics
+    from pipelines.topology import load_topology
+
+    s = broker_settings("email serve")
+    logging.getLogger("connectors.channels.email").setLevel(logging.INFO)
+    ensure_topics(s, load_topology(s.topology_file))
+
+    async def main(stop: asyncio.Event) -> None:
+        producer = AsyncProducer(s.kafka_client_config(), exact_offsets=s.exact_offsets)
+        threads = ThreadStore(s.data_dir / "email_threads.sqlite")
+        handler = InboundHandler(
+            producer,
+            [s.support_address],
+            s.email_max_bytes,
+            s.email_blocked_senders,
+            s.rate_limits.get("email"),
+            threads,
+        )
+        listener = EmailListener(handler, host or s.smtp_listen_host, s.smtp_listen_port if port is None else port)
+        try:
+            await listener.start()
+        except OSError as exc:
+            err.print(f"[red]cannot listen on {listener.host}:{listener.port}:[/red] {escape(str(exc))}")
+            raise typer.Exit(1) from None
+        console.print(f"accepting mail for {s.support_address} on smtp://{listener.host}:{listener.port}; Ctrl-C stops")
+        if ready_file:
+            ready_file.write_text(str(listener.port))
+        try:
+            await stop.wait()
+        finally:
+            await listener.stop()
+            producer.close()
+            threads.close()
+            console.print(f"stopped; published {handler.published} mail(s)")
+
+    _until_signal(main)
+
+
+@email_app.command("send-outbound")
+def email_send_outbound(
+    group: Annotated[str, typer.Option(help="Consumer group on sf.outbound.")] = "supportflow-email",
+    ready_file: Annotated[Optional[Path], typer.Option(help="Written once the runner consumes.")] = None,
+) -> None:
+    """Send the email replies on sf.outbound through the SMTP relay (settings.smtp_relay_*).
+
+    Only channel=email records are sent; offsets are committed after sending, so a crash resends
+    (with the same Message-ID). A relay that is down is retried; a reply it refuses (5xx) goes to
+    the dead-letter topic. Run `email serve` with the same data dir so replies thread under the
+    customer's mail and keep its subject.
+    """
+    from connectors.channels.email import EmailOutboundRunner, EmailSender, RelayConfig
+    from connectors.channels.email_threading import ThreadStore
+    from pipelines.runtime import ensure_topics
+    from pipelines.topology import load_topology
+
+    s = broker_settings("email send-outbound")
+    logging.getLogger("connectors.channels.email").setLevel(logging.INFO)
+    topology = load_topology(s.topology_file)
+    ensure_topics(s, topology)
+    relay = RelayConfig(
+        s.smtp_relay_host, s.smtp_relay_port, s.smtp_relay_starttls, s.smtp_relay_username, s.smtp_relay_password
+    )
+
+    async def main(stop: asyncio.Event) -> None:
+        threads = ThreadStore(s.data_dir / "email_threads.sqlite")
+        runner = EmailOutboundRunner(
+            s.kafka_client_config(),
+            EmailSender(relay, s.support_address, threads),
+            group_id=group,
+            dead_letter_topic=topology.spec.dead_letter_topic,
+            exact_offsets=s.exact_offsets,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
+        )
+        ready = asyncio.Event()
+        task = asyncio.create_task(runner.run(ready))
+        await asyncio.wait([asyncio.create_task(ready.wait()), task], return_when=asyncio.FIRST_COMPLETED)
+        console.print(f"sending email replies from {s.support_address} via {relay.host}:{relay.port}; Ctrl-C stops")
+        if ready_file and ready.is_set():
+            ready_file.write_text("ready")
+        await asyncio.wait([asyncio.create_task(stop.wait()), task], return_when=asyncio.FIRST_COMPLETED)
+        runner.stop()
+        await task
+        threads.close()
+        console.print(f"stopped; sent {runner.sent} email(s)")
+
+    _until_signal(main)
 
 
 def entrypoint() -> None:

@@ -139,6 +139,24 @@ class Settings(BaseSettings):
         default=1.0, ge=0, le=60, description="least time between two messages to one recipient (SMS, WhatsApp)"
     )
 
+    # email channel (connectors/channels/email.py): the inbound SMTP listener and the outbound relay
+    smtp_listen_host: str = Field(default="127.0.0.1", description="`supportflow email serve` listens here")
+    smtp_listen_port: int = Field(default=2525, ge=0, le=65535)
+    support_address: str = Field(
+        default="support@example.com",
+        pattern=r"^[^@\s]+@[^@\s]+$",
+        description="the address customers write to; replies come from it and its domain names our Message-IDs",
+    )
+    smtp_relay_host: str = Field(default="127.0.0.1", description="the SMTP relay replies are sent through")
+    smtp_relay_port: int = Field(default=25, ge=1, le=65535)
+    smtp_relay_starttls: bool = Field(default=False, description="upgrade the relay connection with STARTTLS")
+    smtp_relay_username: str | None = None
+    smtp_relay_password: SecretStr | None = None
+    email_max_bytes: int = Field(default=1_000_000, gt=0, description="larger mail is refused with 552")
+    email_blocked_senders: list[str] = Field(
+        default_factory=list, description="addresses or @domains refused with 550 (compared lower-cased)"
+    )
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _servers_look_like_addresses(cls, value: str | None) -> str | None:

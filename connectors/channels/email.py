@@ -1,0 +1,582 @@
+"""The email channel: an SMTP listener that publishes customers' mail, and a sender for our replies.
+
+Inbound (`EmailListener`, aiosmtpd): mail to the support address is parsed (stdlib `email`,
+policy=default), reduced to what the customer just wrote (quoted history and signatures
+stripped), and published to `sf.ingress` as a `RawInbound` before the SMTP transaction is
+acknowledged, so a broker outage makes the sending MTA retry (451) instead of losing the mail.
+Its message id comes from the Message-ID header, so a resent mail has the same id. The
+conversation an answer belongs to is recovered from our Message-IDs in `In-Reply-To` /
+`References` (email_threading.py) and put in `payload["thread_conversation_id"]`.
+
+Outbound (`EmailSender`, aiosmtplib; `EmailOutboundRunner`): replies on `sf.outbound` with
+channel email go out through a relay as multipart/alternative, threaded under the customer's
+mail, with a Message-ID derived from the reply id so a resend is recognisably the same mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import formatdate, getaddresses
+from html.parser import HTMLParser
+from typing import Any
+
+import aiosmtplib
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from confluent_kafka import Consumer, KafkaException
+from pydantic import SecretStr, ValidationError
+
+from connectors.channels.email_threading import (
+    ThreadInfo,
+    ThreadStore,
+    conversation_from_headers,
+    inbound_message_id,
+    message_ids,
+    outbound_message_id,
+    reply_subject,
+)
+from connectors.kafka import AsyncProducer
+from connectors.rate_limit import DEFAULT_LIMITS, InProcessRateLimiter, RateLimit
+from schemas import DeadLetter, OutboundMessage, RawInbound
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "EmailListener",
+    "EmailOutboundRunner",
+    "EmailSender",
+    "InboundHandler",
+    "ParsedEmail",
+    "PermanentEmailError",
+    "RelayConfig",
+    "build_reply",
+    "html_to_text",
+    "parse_email",
+    "strip_reply",
+]
+
+INGRESS_TOPIC = "sf.ingress"
+OUTBOUND_TOPIC = "sf.outbound"
+DEFAULT_GROUP = "supportflow-email"
+
+# ---------------------------------------------------------------------------------------------
+# Text extraction
+
+
+class _TextExtractor(HTMLParser):
+    """Visible text of an HTML body, with line breaks where blocks end (quote detection needs lines)."""
+
+    _BLOCKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "hr"})
+    _HIDDEN = frozenset({"script", "style", "head", "title"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self._hidden = 0
+        self._quote = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._HIDDEN:
+            self._hidden += 1
+        elif tag == "blockquote":
+            self._quote += 1  # quoted history in HTML mail: rendered as "> " lines, then stripped
+        if tag in self._BLOCKS:
+            self.out.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._HIDDEN:
+            self._hidden = max(0, self._hidden - 1)
+        elif tag == "blockquote":
+            self._quote = max(0, self._quote - 1)
+        if tag in self._BLOCKS:
+            self.out.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self._hidden:
+            return
+        if self._quote:
+            data = "\n".join("> " + line for line in data.splitlines())
+        self.out.append(data)
+
+
+def html_to_text(html: str) -> str:
+    """A plain-text rendering of an HTML body, good enough for an intent model (not for display)."""
+    extractor = _TextExtractor()
+    extractor.feed(html)
+    extractor.close()
+    lines = [" ".join(line.split()) for line in "".join(extractor.out).splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+_ON_WROTE = re.compile(r"^\s*(on\b.*\bwrote:|le\b.*\ba écrit\s*:|am\b.*\bschrieb\b.*:)\s*$", re.IGNORECASE)
+_ON_START = re.compile(r"^\s*(on|le|am)\s.+", re.IGNORECASE)
+_ORIGINAL = re.compile(r"^\s*-{2,}\s*(original message|forwarded message)\s*-{2,}", re.IGNORECASE)
+_OUTLOOK_FROM = re.compile(r"^\s*\*?from:\*?\s+\S", re.IGNORECASE)
+_OUTLOOK_NEXT = re.compile(r"^\s*\*?(sent|date|to|subject|cc):\*?\s", re.IGNORECASE)
+_UNDERSCORES = re.compile(r"^\s*_{10,}\s*$")
+_SIGNATURE = re.compile(r"^--\s*$")
+_MOBILE = re.compile(
+    r"^\s*(sent from my \w+|sent from (outlook|yahoo mail|mail) for \w+|get outlook for \w+|envoyé de mon \w+)",
+    re.IGNORECASE,
+)
+
+
+def strip_reply(text: str) -> str:
+    """What the customer wrote in this mail: quoted history, signatures and mobile footers removed.
+
+    Everything from the first marker of quoted history on is dropped (clients put new text on
+    top); lines quoted with ">" are dropped wherever they are (inline replies keep the rest).
+    """
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    kept: list[str] = []
+    for index, line in enumerate(lines):
+        following = lines[index + 1 : index + 4]
+        if _ON_WROTE.match(line) or _ORIGINAL.match(line) or _UNDERSCORES.match(line):
+            break
+        if _ON_START.match(line) and following and following[0].strip().lower().endswith("wrote:"):
+            break  # "On Mon, 1 Jan 2024, Support <support@x>\nwrote:" wrapped by the client
+        if _OUTLOOK_FROM.match(line) and any(_OUTLOOK_NEXT.match(n) for n in following):
+            break
+        if _SIGNATURE.match(line) or _MOBILE.match(line):
+            break
+        if line.lstrip().startswith(">"):
+            continue
+        kept.append(line.rstrip())
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+
+@dataclass(frozen=True)
+class ParsedEmail:
+    """The parts of a received mail the pipeline uses."""
+
+    sender: str | None
+    display_name: str
+    subject: str | None
+    header_message_id: str | None
+    in_reply_to: str | None
+    references: str | None
+    text: str
+    auto_submitted: bool
+
+
+def _content(part: Any) -> str:
+    try:
+        return str(part.get_content())
+    except (LookupError, UnicodeDecodeError, AssertionError):  # an unknown or lying charset
+        payload = part.get_payload(decode=True) or b""
+        return payload.decode("utf-8", "replace")
+
+
+def parse_email(data: bytes) -> ParsedEmail:
+    """Parse raw RFC 5322 bytes: the From address, threading headers, and the stripped text."""
+    msg = BytesParser(policy=policy.default).parsebytes(data)
+    sender, name = None, ""
+    try:
+        addresses = msg["From"].addresses if msg["From"] is not None else ()
+        if addresses and addresses[0].addr_spec and "@" in addresses[0].addr_spec:
+            sender, name = addresses[0].addr_spec.lower(), addresses[0].display_name
+    except (AttributeError, IndexError, ValueError):  # a malformed From: fall back to a plain parse
+        parsed = getaddresses([str(msg.get("From", ""))])
+        if parsed and "@" in parsed[0][1]:
+            name, sender = parsed[0][0], parsed[0][1].lower()
+    body = msg.get_body(preferencelist=("plain", "html"))
+    raw = ""
+    if body is not None:
+        raw = _content(body)
+        if body.get_content_subtype() == "html":
+            raw = html_to_text(raw)
+    auto = str(msg.get("Auto-Submitted", "no")).strip().lower()
+    return ParsedEmail(
+        sender=sender,
+        display_name=name,
+        subject=str(msg["Subject"]).strip() if msg["Subject"] is not None else None,
+        header_message_id=str(msg["Message-ID"]).strip() if msg["Message-ID"] is not None else None,
+        in_reply_to=str(msg["In-Reply-To"]) if msg["In-Reply-To"] is not None else None,
+        references=str(msg["References"]) if msg["References"] is not None else None,
+        text=strip_reply(raw),
+        auto_submitted=auto not in ("", "no") or msg.get("X-Autoreply") is not None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Inbound
+
+
+def _blocked(address: str, blocked: Sequence[str]) -> bool:
+    address = address.lower()
+    domain = "@" + address.rpartition("@")[2]
+    return any(entry.lower() in (address, domain) for entry in blocked)
+
+
+class InboundHandler:
+    """aiosmtpd handler: accept mail for the support addresses, publish it, answer with SMTP codes.
+
+    Refusals: 550 for unknown recipients, blocked senders and mail without text; 552 for mail
+    over `max_bytes`; 451 (retry later) when a sender exceeds its rate or the broker is away.
+    """
+
+    def __init__(
+        self,
+        producer: AsyncProducer,
+        support_addresses: Sequence[str],
+        max_bytes: int,
+        blocked_senders: Sequence[str] = (),
+        rate_limit: RateLimit | None = None,
+        threads: ThreadStore | None = None,
+        topic: str = INGRESS_TOPIC,
+    ) -> None:
+        self.producer = producer
+        self.addresses = {a.lower() for a in support_addresses}
+        self.domain = next(iter(sorted(self.addresses))).rpartition("@")[2]
+        self.max_bytes = max_bytes
+        self.blocked = list(blocked_senders)
+        self.limiter = InProcessRateLimiter({"email": rate_limit or DEFAULT_LIMITS["email"]})
+        self.threads = threads
+        self.topic = topic
+        self.published: int = 0
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        if address and _blocked(address, self.blocked):
+            return "550 5.7.1 sender blocked"
+        for option in mail_options:  # refuse early when the client announces the size (RFC 1870)
+            if option.upper().startswith("SIZE=") and option[5:].isdigit() and int(option[5:]) > self.max_bytes:
+                return f"552 5.3.4 message exceeds the {self.max_bytes}-byte limit"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if address.lower() not in self.addresses:
+            return "550 5.1.1 no such mailbox here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        data = envelope.original_content or envelope.content or b""
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogateescape")
+        if len(data) > self.max_bytes:
+            return f"552 5.3.4 message exceeds the {self.max_bytes}-byte limit"
+        parsed = parse_email(data)
+        sender = parsed.sender or (envelope.mail_from or "").lower() or None
+        if not envelope.mail_from or parsed.auto_submitted:
+            # bounces and auto-replies are accepted and dropped: answering them would loop
+            log.info("email: dropped an automatic message from %s", sender or "<>")
+            return "250 OK (automatic message not processed)"
+        if sender is None:
+            return "550 5.1.7 no sender address"
+        if _blocked(sender, self.blocked):
+            return "550 5.7.1 sender blocked"
+        if not parsed.text:
+            return "550 5.6.0 message has no text"
+        decision = await self.limiter.allow("email", sender)
+        if not decision.allowed:
+            return f"451 4.7.1 too many messages from {sender}; retry in {max(1, int(decision.retry_after_s))}s"
+        record = self.to_record(parsed, sender, data)
+        if self.threads is not None:
+            refs = tuple(message_ids(parsed.references))
+            self.threads.put(record.message_id, ThreadInfo(parsed.header_message_id, refs, parsed.subject))
+        try:
+            await self.producer.send(self.topic, record.partition_key(), record.to_bytes())
+        except Exception as exc:  # the broker is away: the sending MTA keeps the mail and retries
+            log.warning("email: publishing %s failed: %s", record.message_id, exc)
+            return "451 4.3.0 temporarily unable to accept mail; retry later"
+        self.published += 1
+        return "250 OK queued as " + record.message_id
+
+    def to_record(self, parsed: ParsedEmail, sender: str, data: bytes) -> RawInbound:
+        payload: dict[str, Any] = {"subject": parsed.subject, "email_message_id": parsed.header_message_id}
+        if parsed.display_name:
+            payload["display_name"] = parsed.display_name
+        conversation = conversation_from_headers(parsed.in_reply_to, parsed.references, self.domain)
+        if conversation is not None:
+            payload["thread_conversation_id"] = conversation
+        provider_id = parsed.header_message_id[:200] if parsed.header_message_id else None
+        return RawInbound(
+            message_id=inbound_message_id(parsed.header_message_id, data),
+            channel="email",
+            sender=sender,
+            text=parsed.text,
+            provider_message_id=provider_id,
+            payload=payload,
+        )
+
+
+class EmailListener:
+    """The inbound SMTP server on the running event loop (`async with` or start/stop)."""
+
+    def __init__(self, handler: InboundHandler, host: str, port: int, hostname: str | None = None) -> None:
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.hostname = hostname
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> SMTP:
+            # aiosmtpd answers 552 itself past data_size_limit, before the whole body is buffered
+            return SMTP(
+                self.handler,
+                data_size_limit=self.handler.max_bytes,
+                hostname=self.hostname,
+                ident="supportflow",
+                timeout=60,
+                loop=loop,
+            )
+
+        self._server = await loop.create_server(protocol, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> EmailListener:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Outbound
+
+
+class PermanentEmailError(Exception):
+    """The relay refused this message for good (5xx): retrying the same mail cannot succeed."""
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    host: str
+    port: int
+    starttls: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_s: float = 30.0
+
+
+def build_reply(message: OutboundMessage, support_address: str, thread: ThreadInfo | None = None) -> EmailMessage:
+    """The MIME reply: text, plus an HTML alternative when there is one, threaded under the customer's mail."""
+    domain = support_address.rpartition("@")[2]
+    mail = EmailMessage(policy=policy.SMTP)
+    mail["From"] = Address(addr_spec=support_address)
+    mail["To"] = message.recipient
+    mail["Subject"] = reply_subject(thread.subject if thread else None, message.subject)
+    mail["Message-ID"] = outbound_message_id(message.reply_id, message.conversation_id, domain)
+    mail["Date"] = formatdate(message.created_at.timestamp(), localtime=False)
+    mail["Auto-Submitted"] = "auto-replied"  # RFC 3834: the customer's autoresponder must not answer
+    if thread is not None and thread.email_message_id:
+        mail["In-Reply-To"] = thread.email_message_id
+        mail["References"] = " ".join([*thread.references, thread.email_message_id][-20:])
+    mail.set_content(message.text)
+    if message.html:
+        mail.add_alternative(message.html, subtype="html")
+    return mail
+
+
+class EmailSender:
+    """Sends replies through an SMTP relay, one connection per message (replies are infrequent)."""
+
+    provider = "smtp"
+
+    def __init__(self, relay: RelayConfig, support_address: str, threads: ThreadStore | None = None) -> None:
+        self.relay = relay
+        self.support_address = support_address
+        self.threads = threads
+
+    async def send(self, message: OutboundMessage) -> str:
+        """Deliver `message`; the Message-ID it went out with."""
+        if message.channel != "email":
+            raise PermanentEmailError(f"not an email reply: channel {message.channel}")
+        thread = self.threads.get(message.in_reply_to) if self.threads is not None else None
+        mail = build_reply(message, self.support_address, thread)
+        password = self.relay.password.get_secret_value() if self.relay.password else None
+        try:
+            await aiosmtplib.send(
+                mail,
+                hostname=self.relay.host,
+                port=self.relay.port,
+                start_tls=self.relay.starttls,
+                username=self.relay.username,
+                password=password,
+                timeout=self.relay.timeout_s,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            raise PermanentEmailError(f"recipient refused: {exc}") from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            if 500 <= exc.code < 600:
+                raise PermanentEmailError(f"{exc.code} {exc.message}") from exc
+            raise
+        return str(mail["Message-ID"])
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class _Sent:
+    """Reply ids sent by this process, so a redelivered batch does not mail the customer twice."""
+
+    ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    limit: int = 10_000
+
+    def __contains__(self, reply_id: object) -> bool:
+        return reply_id in self.ids
+
+    def add(self, reply_id: str) -> None:
+        self.ids[reply_id] = None
+        while len(self.ids) > self.limit:
+            self.ids.popitem(last=False)
+
+
+class EmailOutboundRunner:
+    """Consumer group over `sf.outbound`: sends channel=email replies, commits after sending.
+
+    A relay that fails transiently is retried with backoff until it answers or the runner is
+    stopped (the batch then stays uncommitted and is sent by the next runner). A reply the relay
+    refuses for good goes to the dead-letter topic. Delivery is at least once: a crash between
+    send and commit resends, with the same Message-ID, which mail clients collapse; reply ids
+    sent by this process are also remembered and skipped.
+    """
+
+    def __init__(
+        self,
+        kafka_conf: dict[str, Any],
+        sender: EmailSender,
+        group_id: str = DEFAULT_GROUP,
+        topic: str = OUTBOUND_TOPIC,
+        dead_letter_topic: str = "sf.dlq",
+        exact_offsets: bool = False,
+        fetch_max_wait_ms: int = 500,
+    ) -> None:
+        self.kafka_conf = kafka_conf
+        self.sender = sender
+        self.group_id = group_id
+        self.topic = topic
+        self.dead_letter_topic = dead_letter_topic
+        self.exact_offsets = exact_offsets
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.sent = 0
+        self._seen = _Sent()
+        self._stopping = asyncio.Event()
+        self._kafka = ThreadPoolExecutor(max_workers=1, thread_name_prefix="email-outbound")
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        consumer = Consumer(
+            {
+                **self.kafka_conf,
+                "group.id": self.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 1000,
+                "fetch.wait.max.ms": self.fetch_max_wait_ms,
+                "log.connection.close": False,
+                "logger": log,
+            }
+        )
+        dead_letters = AsyncProducer(self.kafka_conf, exact_offsets=self.exact_offsets)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._kafka, consumer.subscribe, [self.topic])
+            if ready is not None:
+                ready.set()
+            while not self._stopping.is_set():
+                messages = await loop.run_in_executor(self._kafka, consumer.consume, 100, 0.2)
+                if not messages:
+                    continue
+                for message in messages:
+                    if message.error():
+                        log.warning("email outbound: consumer error %s", message.error())
+                        continue
+                    letter = await self._handle(message)
+                    if letter is False:
+                        return  # stopped while the relay was failing: leave the batch uncommitted
+                    if isinstance(letter, DeadLetter):
+                        await dead_letters.send(self.dead_letter_topic, letter.key, letter.to_bytes())
+                await loop.run_in_executor(self._kafka, self._commit, consumer)
+        finally:
+            dead_letters.close()
+            await loop.run_in_executor(self._kafka, consumer.close)
+            self._kafka.shutdown(wait=False)
+
+    async def _handle(self, message: Any) -> DeadLetter | bool:
+        """True when done with the record, False when stopped first, a DeadLetter when it cannot be sent."""
+        value = message.value() or b""
+        try:
+            reply = OutboundMessage.model_validate_json(value)
+        except (ValidationError, ValueError) as exc:
+            return self._dead_letter(message, "decode", exc)
+        if reply.channel != "email" or reply.reply_id in self._seen:
+            return True
+        delay = 0.2
+        while True:
+            try:
+                message_id = await self.sender.send(reply)
+            except PermanentEmailError as exc:
+                log.warning("email outbound: %s refused for good: %s", reply.reply_id, exc)
+                return self._dead_letter(message, "email_send", exc)
+            except Exception as exc:  # relay down, timeout, 4xx: retry, never skip
+                log.warning("email outbound: sending %s failed (%s); retrying in %.1fs", reply.reply_id, exc, delay)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                    return False
+                except TimeoutError:
+                    delay = min(delay * 2, 30.0)
+                    continue
+            self._seen.add(reply.reply_id)
+            self.sent += 1
+            log.info("email outbound: sent %s to %s as %s", reply.reply_id, reply.recipient, message_id)
+            return True
+
+    def _commit(self, consumer: Consumer) -> None:
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:  # a rebalance took the partitions; their new owner resends, same Message-ID
+            log.info("email outbound: commit skipped (%s)", exc)
+
+    def _dead_letter(self, message: Any, operator: str, exc: Exception) -> DeadLetter:
+        value = message.value() or b""
+        key = message.key()
+        where = f"{message.topic()}:{message.partition()}:{message.offset()}"
+        return DeadLetter(
+            dead_letter_id="d-" + hashlib.sha256(where.encode()).hexdigest()[:24],
+            stage="email-outbound",
+            operator=operator,
+            error_type=type(exc).__name__,
+            error=str(exc)[:2000],
+            source_topic=message.topic(),
+            partition=message.partition(),
+            offset=message.offset(),
+            key=key.decode("utf-8", "replace") if key else None,
+            original=value.decode("utf-8", "replace"),
+            original_b64=base64.b64encode(value).decode(),
+        )
