@@ -9,6 +9,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 
+from connectors.channels import ChannelSecrets, webhook_routes
 from connectors.conversation_view import ConversationView
 from connectors.http_api import IngressLimits, create_app
 from connectors.kafka import AsyncProducer, BackgroundReader, KafkaRecord
@@ -87,6 +88,18 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
         lifespan=lifespan,
         rate_limiter=limiter,
         snapshots=snapshots if store is not None else None,
+    )
+    secrets = ChannelSecrets(
+        twilio_auth_token=settings.twilio_auth_token,
+        meta_app_secret=settings.meta_app_secret,
+        meta_verify_token=settings.meta_verify_token,
+        slack_signing_secret=settings.slack_signing_secret,
+        public_base_url=settings.public_base_url,
+    )
+    # mounted after the API's own routes, which stay as they are; the same limiter keeps one
+    # bucket per channel and sender whichever way a message came in
+    app.router.routes.extend(
+        webhook_routes(secrets, producer.send, limiter, ingress_topic, settings.http_max_body_bytes)
     )
     app.state.view = view
     return app
