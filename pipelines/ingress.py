@@ -15,6 +15,7 @@ from starlette.responses import FileResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from connectors.channels import ChannelSecrets, webhook_routes
 from connectors.channels.webchat import SessionSigner, WebChat
 from connectors.conversation_view import ConversationView
 from connectors.http_api import IngressLimits, create_app
@@ -109,6 +110,18 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
         extra_routes=web_routes,
         api_keys=[k.get_secret_value() for k in settings.api_keys],
         ready=lambda: reader_started.is_set(),
+    )
+    secrets = ChannelSecrets(
+        twilio_auth_token=settings.twilio_auth_token,
+        meta_app_secret=settings.meta_app_secret,
+        meta_verify_token=settings.meta_verify_token,
+        slack_signing_secret=settings.slack_signing_secret,
+        public_base_url=settings.public_base_url,
+    )
+    # mounted after the API's own routes, which stay as they are; the same limiter keeps one
+    # bucket per channel and sender whichever way a message came in
+    app.router.routes.extend(
+        webhook_routes(secrets, producer.send, limiter, ingress_topic, settings.http_max_body_bytes)
     )
     app.state.view = view
     return app

@@ -124,7 +124,6 @@ class Settings(BaseSettings):
     # Channel senders (`supportflow senders`): a provider with its credentials unset sends nothing,
     # its replies go to the channel_outbox table instead (see `supportflow outbox`).
     twilio_account_sid: SecretStr | None = Field(default=None, description="Twilio account SID (SMS, WhatsApp)")
-    twilio_auth_token: SecretStr | None = None
     twilio_from_number: str | None = Field(default=None, description="E.164 number SMS are sent from")
     twilio_whatsapp_from: str | None = Field(default=None, description="E.164 WhatsApp sender number at Twilio")
     twilio_api_base_url: str = "https://api.twilio.com"
@@ -157,6 +156,25 @@ class Settings(BaseSettings):
         default_factory=list, description="addresses or @domains refused with 550 (compared lower-cased)"
     )
 
+    # inbound channel webhooks (connectors/channels): each endpoint answers 503 until its secret is set
+    public_base_url: str | None = Field(
+        default=None,
+        description="the scheme://host[:port] providers call, e.g. https://support.example.com; Twilio signs the "
+        "public URL, which a proxy hides from the ingress (unset: the request's own URL)",
+    )
+    twilio_auth_token: SecretStr | None = Field(
+        default=None, description="Twilio Auth Token: checks X-Twilio-Signature on /webhooks/twilio/*"
+    )
+    meta_app_secret: SecretStr | None = Field(
+        default=None, description="Meta app secret: checks X-Hub-Signature-256 on POST /webhooks/meta"
+    )
+    meta_verify_token: SecretStr | None = Field(
+        default=None, description="the token typed into Meta's webhook setup, echoed back by GET /webhooks/meta"
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        default=None, description="Slack app signing secret: checks X-Slack-Signature on /webhooks/slack/events"
+    )
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _servers_look_like_addresses(cls, value: str | None) -> str | None:
@@ -177,6 +195,16 @@ class Settings(BaseSettings):
         if not sep or not host or not port.isdigit():
             raise ValueError(f"expected host:port of Triton's gRPC endpoint, got {value.strip()!r}")
         return value.strip().removeprefix("grpc://")
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _base_url_has_a_scheme(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected http(s)://host[:port], got {value!r}")
+        return value
 
     @property
     def embedded(self) -> bool:

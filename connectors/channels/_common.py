@@ -1,0 +1,54 @@
+"""What every provider webhook shares: refusals that are counted and logged, and deterministic ids."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from prometheus_client import Counter
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+log = logging.getLogger("connectors.channels")
+
+Provider = Literal["twilio", "meta", "slack"]
+Reason = Literal["not_configured", "missing_signature", "bad_signature", "stale_timestamp", "bad_verify_token"]
+
+REJECTIONS = Counter(
+    "supportflow_webhook_rejections_total",
+    "Provider webhooks refused before anything was published, by provider and reason.",
+    ["provider", "reason"],
+)
+
+_STATUS: dict[str, int] = {
+    "not_configured": 503,
+    "missing_signature": 401,
+    "bad_signature": 403,
+    "stale_timestamp": 403,
+    "bad_verify_token": 403,
+}
+
+
+def refuse(request: Request, provider: Provider, reason: Reason, message: str) -> JSONResponse:
+    """Answer a refused webhook, and count and log it: a spike means a misconfiguration or an attack.
+
+    The log names the reason and the peer, never a secret or the signature that was sent.
+    """
+    REJECTIONS.labels(provider, reason).inc()
+    peer = request.client.host if request.client else "unknown"
+    log.warning("refused a %s webhook from %s on %s: %s", provider, peer, request.url.path, reason)
+    return JSONResponse({"error": message, "reason": reason}, status_code=_STATUS[reason])
+
+
+def not_configured(request: Request, provider: Provider, setting: str) -> JSONResponse:
+    return refuse(
+        request,
+        provider,
+        "not_configured",
+        f"{provider} webhooks are not configured: set SUPPORTFLOW_{setting.upper()}",
+    )
+
+
+def clip(value: str, limit: int = 200) -> str:
+    """Provider ids are short, but a RawInbound field has a limit and a signed body is still outside input."""
+    return value[:limit]

@@ -1,0 +1,84 @@
+"""Slack's Events API: direct and channel messages to the app.
+
+Slack signs `v0:{X-Slack-Request-Timestamp}:{raw body}` with the app's signing secret
+(`X-Slack-Signature: v0=<hex HMAC-SHA256>`); a timestamp more than five minutes off is refused,
+so a captured request cannot be replayed later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from connectors.channels._common import clip
+from schemas import RawInbound
+
+__all__ = [
+    "MAX_AGE_S",
+    "PATH",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "check_signature",
+    "payload_to_raw",
+    "sign",
+]
+
+PATH = "/webhooks/slack/events"
+SIGNATURE_HEADER = "X-Slack-Signature"
+TIMESTAMP_HEADER = "X-Slack-Request-Timestamp"
+MAX_AGE_S = 300
+
+
+def sign(signing_secret: str, timestamp: str, body: bytes) -> str:
+    """The header value Slack sends for `body` at `timestamp`."""
+    basestring = b"v0:" + timestamp.encode("utf-8") + b":" + body
+    return "v0=" + hmac.new(signing_secret.encode("utf-8"), basestring, hashlib.sha256).hexdigest()
+
+
+def check_signature(signing_secret: str, body: bytes, timestamp: str, signature: str, now: float) -> str | None:
+    """None when the request is Slack's and fresh; otherwise the refusal reason.
+
+    The age is checked before the signature and in both directions: a clock a little ahead must
+    not open a window for replays either.
+    """
+    if not timestamp.isascii() or not timestamp.isdigit() or abs(now - int(timestamp)) > MAX_AGE_S:
+        return "stale_timestamp"
+    expected = sign(signing_secret, timestamp, body).encode("utf-8")
+    if not hmac.compare_digest(expected, signature.strip().encode("utf-8", "replace")):
+        return "bad_signature"
+    return None
+
+
+def payload_to_raw(data: Any) -> RawInbound | None:
+    """A customer's message event as a RawInbound; None for anything else.
+
+    Bot messages and subtypes (edits, deletions, joins, our own replies) are skipped, or the agent
+    would answer itself. The id comes from `event_id`, the same on each of Slack's retries.
+    """
+    if not isinstance(data, dict) or data.get("type") != "event_callback":
+        return None
+    event, event_id = data.get("event"), data.get("event_id")
+    if not isinstance(event, dict) or not isinstance(event_id, str) or not event_id:
+        return None
+    if event.get("type") != "message" or event.get("subtype") or event.get("bot_id"):
+        return None
+    user, text, channel, ts = event.get("user"), event.get("text"), event.get("channel"), event.get("ts")
+    if not all(isinstance(v, str) and v for v in (user, channel, ts)) or not isinstance(text, str):
+        return None
+    thread_ts = event.get("thread_ts") if isinstance(event.get("thread_ts"), str) else ts
+    return RawInbound(
+        message_id=clip(f"slack-{event_id}"),
+        channel="slack",
+        sender=clip(user, 320),  # type: ignore[arg-type]
+        text=text,
+        provider_message_id=clip(event_id),
+        payload={
+            "provider": "slack",
+            "team_id": str(data.get("team_id", ""))[:200],
+            "channel_id": channel,
+            "ts": ts,
+            # replies go in the thread the customer wrote in, or start one under their message
+            "thread_ts": thread_ts,
+        },
+    )

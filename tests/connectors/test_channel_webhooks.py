@@ -1,0 +1,396 @@
+"""Provider webhooks on the real ingress and a real broker: signed the provider's way or refused.
+
+Each request is signed exactly as the provider signs it (Twilio's own `compute_signature`, Meta's
+HMAC of the raw body, Slack's v0 basestring), and `sf.ingress` is read back to prove what was, and
+was not, published.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+from starlette.testclient import TestClient
+from twilio.request_validator import RequestValidator
+
+from connectors.channels import meta, slack
+from pipelines.embedded import EmbeddedBroker
+from pipelines.ingress import build_ingress
+from pipelines.runtime import ensure_topics
+from pipelines.topology import load_topology
+from tests.support import DEFAULT_TOPOLOGY, read_topics, settings_for
+
+TWILIO_TOKEN = "twilio-auth-token-for-tests"
+META_SECRET = "meta-app-secret-for-tests"
+META_VERIFY = "meta-verify-token-for-tests"
+SLACK_SECRET = "slack-signing-secret-for-tests"
+PUBLIC = "https://support.example.com"
+SECRETS = {
+    "twilio_auth_token": TWILIO_TOKEN,
+    "meta_app_secret": META_SECRET,
+    "meta_verify_token": META_VERIFY,
+    "slack_signing_secret": SLACK_SECRET,
+    "public_base_url": PUBLIC,
+}
+
+ClientFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def ingress(broker: EmbeddedBroker) -> Iterator[ClientFactory]:
+    """Builds the real ingress against the test's broker with the given settings; closes what it opened."""
+    topology = load_topology(DEFAULT_TOPOLOGY)
+    ensure_topics(settings_for(broker.bootstrap), topology)
+    opened: list[TestClient] = []
+
+    def make(**settings: Any) -> TestClient:
+        app = build_ingress(settings_for(broker.bootstrap, **settings), topology)
+        client = TestClient(app, raise_server_exceptions=False)
+        client.__enter__()  # runs the lifespan: the producer and the reply reader
+        opened.append(client)
+        return client
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+def ingress_records(broker: EmbeddedBroker, expected: int) -> list[dict[str, Any]]:
+    """Everything on sf.ingress, read until `expected` records are there plus a grace period for extras."""
+    records = read_topics(broker.bootstrap, ["sf.ingress"], until=lambda r: len(r) >= expected, timeout_s=20)
+    return [json.loads(r.value) for r in records if r.value is not None]
+
+
+def rejections(provider: str, reason: str) -> float:
+    value = REGISTRY.get_sample_value("supportflow_webhook_rejections_total", {"provider": provider, "reason": reason})
+    return value or 0.0
+
+
+def twilio_post(client: TestClient, path: str, params: dict[str, str], signature: str | None = "sign") -> Any:
+    headers = {}
+    if signature == "sign":
+        headers["X-Twilio-Signature"] = RequestValidator(TWILIO_TOKEN).compute_signature(PUBLIC + path, params)
+    elif signature is not None:
+        headers["X-Twilio-Signature"] = signature
+    return client.post(path, data=params, headers=headers)
+
+
+def meta_post(client: TestClient, payload: dict[str, Any] | bytes, secret: str = META_SECRET) -> Any:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    headers = {"content-type": "application/json", "X-Hub-Signature-256": meta.sign(secret, body)}
+    return client.post(meta.PATH, content=body, headers=headers)
+
+
+def slack_post(client: TestClient, payload: dict[str, Any], at: float | None = None, secret: str = SLACK_SECRET) -> Any:
+    body = json.dumps(payload).encode()
+    timestamp = str(int(time.time() if at is None else at))
+    headers = {
+        "content-type": "application/json",
+        "X-Slack-Request-Timestamp": timestamp,
+        "X-Slack-Signature": slack.sign(secret, timestamp, body),
+    }
+    return client.post(slack.PATH, content=body, headers=headers)
+
+
+SMS = {
+    "MessageSid": "SM0123456789abcdef0123456789abcdef",
+    "From": "+15551234567",
+    "To": "+15559876543",
+    "Body": "where is my order 1234567?",
+    "NumMedia": "0",
+}
+
+
+def meta_message(message: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "WABA-1",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {"display_phone_number": "15550001111", "phone_number_id": "PN-1"},
+                            "messages": [message],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+
+
+SLACK_EVENT = {
+    "type": "event_callback",
+    "team_id": "T0001",
+    "event_id": "Ev0123ABC",
+    "event_time": 1700000000,
+    "event": {
+        "type": "message",
+        "user": "U0CUSTOMER",
+        "text": "my refund has not arrived",
+        "channel": "D0DIRECT",
+        "ts": "1700000000.000100",
+        "thread_ts": "1699999999.000001",
+    },
+}
+
+
+# --- Twilio ---------------------------------------------------------------------------------------
+
+
+def test_a_signed_twilio_sms_is_published_once(ingress, broker):
+    client = ingress(**SECRETS)
+    response = twilio_post(client, "/webhooks/twilio/messages", SMS)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/xml")
+    assert response.text.endswith("<Response />")
+    [record] = ingress_records(broker, 1)
+    assert record["channel"] == "sms" and record["sender"] == "+15551234567"
+    assert record["text"] == "where is my order 1234567?"
+    assert record["message_id"] == f"tw-{SMS['MessageSid']}" and record["provider_message_id"] == SMS["MessageSid"]
+
+
+def test_a_twilio_whatsapp_message_is_on_channel_whatsapp_and_the_default_url_is_the_requests_own(ingress, broker):
+    client = ingress(**{**SECRETS, "public_base_url": None})
+    params = {**SMS, "From": "whatsapp:+15551234567", "MessageSid": "SMwhatsapp1"}
+    url = "http://testserver/webhooks/twilio/messages"
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(url, params)
+    assert twilio_post(client, "/webhooks/twilio/messages", params, signature).status_code == 200
+    [record] = ingress_records(broker, 1)
+    assert (record["channel"], record["sender"], record["message_id"]) == ("whatsapp", "+15551234567", "tw-SMwhatsapp1")
+    assert record["payload"]["from"] == "whatsapp:+15551234567", "the sender needs the prefix to answer"
+
+
+def test_a_resent_twilio_webhook_has_the_same_message_id(ingress, broker):
+    client = ingress(**SECRETS)
+    assert twilio_post(client, "/webhooks/twilio/messages", SMS).status_code == 200
+    assert twilio_post(client, "/webhooks/twilio/messages", SMS).status_code == 200
+    first, second = ingress_records(broker, 2)
+    assert first["message_id"] == second["message_id"] == f"tw-{SMS['MessageSid']}"
+    assert first["provider_message_id"] == second["provider_message_id"]
+
+
+@pytest.mark.parametrize(
+    ("signature", "status", "reason"),
+    [(None, 401, "missing_signature"), ("bm90IHRoZSBzaWduYXR1cmU=", 403, "bad_signature")],
+    ids=["missing", "wrong"],
+)
+def test_an_unsigned_or_wrongly_signed_twilio_webhook_is_refused(ingress, broker, signature, status, reason):
+    client = ingress(**SECRETS)
+    before = rejections("twilio", reason)
+    response = twilio_post(client, "/webhooks/twilio/messages", SMS, signature)
+    assert response.status_code == status and "X-Twilio-Signature" in response.json()["error"]
+    assert rejections("twilio", reason) == before + 1
+    assert ingress_records(broker, 0) == []
+
+
+def test_a_twilio_signature_for_another_url_or_altered_body_is_refused(ingress, broker):
+    client = ingress(**SECRETS)
+    elsewhere = RequestValidator(TWILIO_TOKEN).compute_signature(PUBLIC + "/other", SMS)
+    assert twilio_post(client, "/webhooks/twilio/messages", SMS, elsewhere).status_code == 403
+    signed = RequestValidator(TWILIO_TOKEN).compute_signature(PUBLIC + "/webhooks/twilio/messages", SMS)
+    altered = {**SMS, "Body": "refund me everything"}
+    assert twilio_post(client, "/webhooks/twilio/messages", altered, signed).status_code == 403
+    assert ingress_records(broker, 0) == []
+
+
+def test_twilio_voice_gathers_speech_then_publishes_the_transcript(ingress, broker):
+    client = ingress(**SECRETS)
+    call = {"CallSid": "CA0123", "From": "+15551230000", "To": "+15559876543", "CallStatus": "ringing"}
+    greeting = twilio_post(client, "/webhooks/twilio/voice", call)
+    assert greeting.status_code == 200 and greeting.headers["content-type"].startswith("application/xml")
+    assert greeting.text.endswith(
+        '<Response><Gather action="/webhooks/twilio/voice" input="speech" method="POST">'
+        "<Say>How can I help?</Say></Gather></Response>"
+    )
+    assert ingress_records(broker, 0) == [], "a greeting publishes nothing"
+
+    spoken = {
+        **call,
+        "CallStatus": "in-progress",
+        "SpeechResult": "I want to cancel my order",
+        "Confidence": "0.92",
+        "RecordingUrl": "https://api.twilio.com/recordings/RE1",
+    }
+    answer = twilio_post(client, "/webhooks/twilio/voice", spoken)
+    assert answer.status_code == 200
+    assert '<Gather action="/webhooks/twilio/voice" input="speech" method="POST"><Say>' in answer.text
+    [record] = ingress_records(broker, 1)
+    assert (record["channel"], record["sender"], record["text"]) == ("voice", "+15551230000", spoken["SpeechResult"])
+    assert record["payload"]["call_sid"] == "CA0123"
+    assert record["payload"]["recording_url"] == "https://api.twilio.com/recordings/RE1"
+    assert record["message_id"].startswith("tw-CA0123-")
+
+
+# --- Meta WhatsApp Cloud API ------------------------------------------------------------------------
+
+
+def test_meta_handshake_echoes_the_challenge_only_for_our_token(ingress, broker):
+    client = ingress(**SECRETS)
+    query = {"hub.mode": "subscribe", "hub.verify_token": META_VERIFY, "hub.challenge": "1158201444"}
+    ok = client.get(meta.PATH, params=query)
+    assert ok.status_code == 200 and ok.text == "1158201444" and ok.headers["content-type"].startswith("text/plain")
+    wrong = client.get(meta.PATH, params={**query, "hub.verify_token": "guess"})
+    assert wrong.status_code == 403 and "hub.verify_token" in wrong.json()["error"]
+    assert client.get(meta.PATH, params={**query, "hub.mode": "unsubscribe"}).status_code == 403
+    assert ingress_records(broker, 0) == []
+
+
+def test_signed_meta_text_and_interactive_replies_are_published_and_statuses_ignored(ingress, broker):
+    client = ingress(**SECRETS)
+    text = {"from": "15551234567", "id": "wamid.TEXT1", "timestamp": "1700000000", "type": "text"}
+    text["text"] = {"body": "hello, where is my parcel?"}
+    button = {"from": "15551234567", "id": "wamid.BTN1", "type": "interactive"}
+    button["interactive"] = {"type": "button_reply", "button_reply": {"id": "yes", "title": "Yes, cancel it"}}
+    row = {"from": "15557654321", "id": "wamid.LIST1", "type": "interactive"}
+    row["interactive"] = {"type": "list_reply", "list_reply": {"id": "r2", "title": "Track my order"}}
+    for message in (text, button, row):
+        assert meta_post(client, meta_message(message)).status_code == 200
+    status = meta_message({})
+    value = status["entry"][0]["changes"][0]["value"]
+    value.pop("messages")
+    value["statuses"] = [{"id": "wamid.OUT1", "status": "delivered", "recipient_id": "15551234567"}]
+    assert meta_post(client, status).status_code == 200
+
+    records = ingress_records(broker, 3)
+    # two senders are two partition keys, so only each sender's own order is kept
+    got = sorted((r["channel"], r["sender"], r["text"], r["message_id"], r["provider_message_id"]) for r in records)
+    assert got == sorted(
+        [
+            ("whatsapp", "15551234567", "hello, where is my parcel?", "meta-wamid.TEXT1", "wamid.TEXT1"),
+            ("whatsapp", "15551234567", "Yes, cancel it", "meta-wamid.BTN1", "wamid.BTN1"),
+            ("whatsapp", "15557654321", "Track my order", "meta-wamid.LIST1", "wamid.LIST1"),
+        ]
+    )
+    assert {r["payload"]["phone_number_id"] for r in records} == {"PN-1"}
+
+
+def test_meta_webhooks_with_a_wrong_or_missing_signature_are_refused(ingress, broker):
+    client = ingress(**SECRETS)
+    payload = meta_message({"from": "15551234567", "id": "wamid.X", "type": "text", "text": {"body": "hi"}})
+    assert meta_post(client, payload, secret="not-the-app-secret").status_code == 403
+    body = json.dumps(payload).encode()
+    missing = client.post(meta.PATH, content=body, headers={"content-type": "application/json"})
+    assert missing.status_code == 401 and "X-Hub-Signature-256" in missing.json()["error"]
+    signed_other = {"content-type": "application/json", "X-Hub-Signature-256": meta.sign(META_SECRET, body + b" ")}
+    assert client.post(meta.PATH, content=body, headers=signed_other).status_code == 403
+    assert ingress_records(broker, 0) == []
+
+
+# --- Slack --------------------------------------------------------------------------------------------
+
+
+def test_a_signed_slack_message_event_is_published_with_its_thread(ingress, broker):
+    client = ingress(**SECRETS)
+    assert slack_post(client, SLACK_EVENT).status_code == 200
+    own = {**SLACK_EVENT, "event_id": "Ev-bot", "event": {**SLACK_EVENT["event"], "bot_id": "B1"}}
+    edit = {**SLACK_EVENT, "event_id": "Ev-edit", "event": {**SLACK_EVENT["event"], "subtype": "message_changed"}}
+    assert slack_post(client, own).status_code == 200 and slack_post(client, edit).status_code == 200
+    [record] = ingress_records(broker, 1)
+    assert (record["channel"], record["sender"], record["text"]) == ("slack", "U0CUSTOMER", "my refund has not arrived")
+    assert (record["message_id"], record["provider_message_id"]) == ("slack-Ev0123ABC", "Ev0123ABC")
+    assert record["payload"]["channel_id"] == "D0DIRECT" and record["payload"]["thread_ts"] == "1699999999.000001"
+
+
+def test_slack_url_verification_answers_the_challenge(ingress, broker):
+    client = ingress(**SECRETS)
+    response = slack_post(client, {"type": "url_verification", "token": "x", "challenge": "3eZbrw1aBm2rZgRNFdxV"})
+    assert response.status_code == 200 and response.json() == {"challenge": "3eZbrw1aBm2rZgRNFdxV"}
+    assert ingress_records(broker, 0) == []
+
+
+def test_slack_refuses_stale_wrong_and_missing_signatures(ingress, broker):
+    client = ingress(**SECRETS)
+    before = rejections("slack", "stale_timestamp")
+    stale = slack_post(client, SLACK_EVENT, at=time.time() - 301)
+    assert stale.status_code == 403 and "X-Slack-Request-Timestamp" in stale.json()["error"]
+    assert rejections("slack", "stale_timestamp") == before + 1
+    assert slack_post(client, SLACK_EVENT, at=time.time() + 600).status_code == 403, "nor from the future"
+    assert slack_post(client, SLACK_EVENT, secret="another-app").status_code == 403
+    missing = client.post(slack.PATH, content=json.dumps(SLACK_EVENT).encode())
+    assert missing.status_code == 401
+    assert ingress_records(broker, 0) == []
+
+
+# --- configuration and fuzz -------------------------------------------------------------------------
+
+
+def test_unconfigured_providers_answer_503_and_publish_nothing(ingress, broker):
+    client = ingress()
+    twilio = twilio_post(client, "/webhooks/twilio/messages", SMS)
+    assert twilio.status_code == 503
+    assert twilio.json()["error"] == "twilio webhooks are not configured: set SUPPORTFLOW_TWILIO_AUTH_TOKEN"
+    assert twilio_post(client, "/webhooks/twilio/voice", {"CallSid": "CA1", "From": "+1"}).status_code == 503
+    meta_response = meta_post(client, meta_message({"from": "1", "id": "w", "type": "text", "text": {"body": "x"}}))
+    assert meta_response.status_code == 503 and "SUPPORTFLOW_META_APP_SECRET" in meta_response.json()["error"]
+    handshake = client.get(meta.PATH, params={"hub.mode": "subscribe", "hub.verify_token": "", "hub.challenge": "1"})
+    assert handshake.status_code == 503 and "SUPPORTFLOW_META_VERIFY_TOKEN" in handshake.json()["error"]
+    slack_response = slack_post(client, SLACK_EVENT)
+    assert slack_response.status_code == 503 and "SUPPORTFLOW_SLACK_SIGNING_SECRET" in slack_response.json()["error"]
+    assert ingress_records(broker, 0) == []
+
+
+def _random_text(rng: random.Random, size: int) -> str:
+    alphabet = 'abcXYZ019=&%+:._-/ {}[]",\\\n\té漢\x00'
+    return "".join(rng.choice(alphabet) for _ in range(rng.randrange(size)))
+
+
+def _random_header(rng: random.Random) -> str:
+    return "".join(chr(rng.randrange(32, 127)) for _ in range(rng.randrange(80)))
+
+
+def test_random_requests_never_get_a_5xx_and_publish_nothing(ingress, broker):
+    """Fuzz (a seeded stdlib generator: hypothesis is not installed here): 50 requests per endpoint.
+
+    Half carry a correct signature over a random body, so the adapters see arbitrary shapes too.
+    """
+    client = ingress(**SECRETS)
+    rng = random.Random(20240607)
+    statuses: list[int] = []
+    for i in range(50):
+        signed = i % 2 == 0
+        raw = (
+            _random_text(rng, 400).encode("utf-8")
+            if rng.random() < 0.7
+            else bytes(rng.randrange(256) for _ in range(rng.randrange(300)))
+        )
+        json_body = (
+            json.dumps(
+                rng.choice([{}, [], None, {"object": "whatsapp_business_account", "entry": _random_text(rng, 9)}])
+            ).encode()
+            if rng.random() < 0.3
+            else raw
+        )
+        noise = {_random_header(rng)[:20].strip() or "x": _random_header(rng)}
+        params = {_random_text(rng, 12): _random_text(rng, 30) for _ in range(rng.randrange(5))}
+        for path in ("/webhooks/twilio/messages", "/webhooks/twilio/voice"):
+            signature = (
+                RequestValidator(TWILIO_TOKEN).compute_signature(PUBLIC + path, params)
+                if signed
+                else _random_header(rng)
+            )
+            response = client.post(path, data=params, headers={"X-Twilio-Signature": signature, **noise})
+            statuses.append(response.status_code)
+            statuses.append(
+                client.post(path, content=raw, headers={"X-Twilio-Signature": _random_header(rng)}).status_code
+            )
+        meta_signature = meta.sign(META_SECRET, json_body) if signed else _random_header(rng)
+        statuses.append(
+            client.post(meta.PATH, content=json_body, headers={"X-Hub-Signature-256": meta_signature}).status_code
+        )
+        query = {_random_text(rng, 10): _random_text(rng, 10), "hub.mode": rng.choice(["subscribe", "x", ""])}
+        statuses.append(client.get(meta.PATH, params=query).status_code)
+        timestamp = str(int(time.time())) if signed else _random_header(rng)[:12]
+        slack_signature = slack.sign(SLACK_SECRET, timestamp, json_body) if signed else _random_header(rng)
+        slack_headers = {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": slack_signature, **noise}
+        statuses.append(client.post(slack.PATH, content=json_body, headers=slack_headers).status_code)
+    assert all(status < 500 for status in statuses), sorted(set(statuses))
+    assert ingress_records(broker, 0) == []
