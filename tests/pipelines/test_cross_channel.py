@@ -1,0 +1,89 @@
+"""One customer, two channels: a task started in the web chat widget's protocol continues by SMS.
+
+The stack is the one `supportflow run` starts (embedded broker, Triton, PostgreSQL with the demo
+shop, workers, senders, the ingress with the Twilio webhook enabled). Alice's profile says her
+phone is +15550001111, so an SMS from it is Alice, in the same session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+
+import asyncpg
+import httpx
+import pytest
+import websockets
+from twilio.request_validator import RequestValidator
+
+from pipelines.profiles import publish_profiles
+from pipelines.settings import Settings
+from pipelines.stack import Stack
+from schemas import ContactAddress, CustomerProfile
+from tests.support import read_topics
+
+TOKEN = "twilio-test-auth-token"
+PHONE = "+15550001111"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("cross-channel"), http_port=0, twilio_auth_token=TOKEN)
+    with Stack(settings) as running:
+        alice = CustomerProfile(customer_id="C000001", display_name="Alice Martin",
+                                contacts=[ContactAddress(channel="sms", address=PHONE)])  # fmt: skip
+        publish_profiles(running.settings.kafka_client_config(), "sf.profiles", [alice], exact_offsets=True)
+        time.sleep(2)  # the workers' profile mirrors pick it up
+        yield running
+
+
+async def web_chat(url: str, text: str) -> str:
+    async with websockets.connect(url.replace("http", "ws") + "/v1/chat") as socket:
+        await socket.send(json.dumps({"type": "hello", "customer_id": "C000001"}))
+        assert json.loads(await socket.recv())["type"] == "welcome"
+        await socket.send(json.dumps({"type": "message", "text": text, "client_message_id": "x1"}))
+        while True:
+            frame = json.loads(await asyncio.wait_for(socket.recv(), 60))
+            if frame["type"] in ("reply", "escalation"):
+                return frame.get("text", frame["type"])
+
+
+def test_a_task_started_in_web_chat_continues_by_sms(stack):
+    assert stack.ingress is not None
+    asked = asyncio.run(web_chat(stack.ingress.url, "I want to cancel my order"))
+    assert "order number" in asked
+
+    url = f"{stack.ingress.url}/webhooks/twilio/messages"
+    params = {"From": PHONE, "To": "+15559990000", "Body": "it's 1000002", "MessageSid": "SM" + "0" * 31 + "1"}
+    signature = RequestValidator(TOKEN).compute_signature(url, params)
+    answered = httpx.post(url, data=params, headers={"X-Twilio-Signature": signature}, timeout=10)
+    assert answered.status_code == 200 and "<Response" in answered.text
+
+    def sms_reply(records: list) -> bool:
+        return any(json.loads(r.value)["channel"] == "sms" for r in records)
+
+    records = read_topics(stack.bootstrap, ["sf.outbound"], until=sms_reply, timeout_s=60)
+    [reply] = [json.loads(r.value) for r in records if json.loads(r.value)["channel"] == "sms"]
+    assert reply["recipient"] == PHONE and reply["customer_id"] == "C000001"
+    assert "email address or the ZIP code" in reply["text"] and "1000002" in reply["text"], (
+        "the SMS answered the web chat's question: the task and its context carried over"
+    )
+
+    async def outbox() -> list[asyncpg.Record]:
+        assert stack.settings.database_url is not None
+        conn = await asyncpg.connect(stack.settings.database_url.get_secret_value())
+        try:
+            for _ in range(40):
+                rows = await conn.fetch("SELECT channel, recipient FROM channel_outbox WHERE channel = 'sms'")
+                if rows:
+                    return rows
+                await asyncio.sleep(0.25)
+            return []
+        finally:
+            await conn.close()
+
+    assert [(r["channel"], r["recipient"]) for r in asyncio.run(outbox())] == [("sms", PHONE)], (
+        "with no Twilio credentials the senders put the SMS reply in the outbox"
+    )
