@@ -21,13 +21,12 @@ import base64
 import contextlib
 import hashlib
 import logging
-import signal
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
-from prometheus_client import Counter, start_http_server
+from prometheus_client import Counter
 
 from connectors.channels.outbox import DeliveryLedger, Outbox
 from connectors.channels.senders import (
@@ -264,25 +263,10 @@ async def run_senders(
 
 def serve_senders(settings: Settings, ready_file: Path | None, migrate: bool = True) -> None:
     """The `supportflow senders` process: run until SIGTERM/SIGINT, finishing the batch in hand."""
+    from pipelines.sink_service import serve_until_stopped
+
     topology = load_topology(settings.topology_file)
-    if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
-
-    async def main() -> None:
-        stop, ready = asyncio.Event(), asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-
-        async def announce() -> None:
-            await ready.wait()
-            if ready_file is not None:
-                ready_file.parent.mkdir(parents=True, exist_ok=True)
-                ready_file.write_text("ready\n")
-
-        announcer = asyncio.create_task(announce())
-        delivered = await run_senders(settings, topology, stop, ready, migrate)
-        announcer.cancel()
-        log.info("senders stopped; replies delivered: %d", delivered)
-
-    asyncio.run(main())
+    delivered = serve_until_stopped(
+        settings, ready_file, lambda stop, ready: run_senders(settings, topology, stop, ready, migrate)
+    )
+    log.info("senders stopped; replies delivered: %d", delivered)

@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import start_http_server
 
@@ -81,19 +82,17 @@ async def run_sinks(
         return {r.name: r.records_written for r in runners}
 
 
-def serve_sinks(
-    settings: Settings,
-    targets: list[SinkTarget],
-    migrate: bool,
-    ready_file: Path | None,
-    group_prefix: str | None = None,
-) -> None:
-    """The `supportflow sink` process: run until SIGTERM/SIGINT, finishing the batch in hand."""
-    topology = load_topology(settings.topology_file)
+def serve_until_stopped(
+    settings: Settings, ready_file: Path | None, job: Callable[[asyncio.Event, asyncio.Event], Awaitable[Any]]
+) -> Any:
+    """A service process: metrics, SIGTERM/SIGINT set `stop`, `ready` writes the ready file; returns job's result.
+
+    `job(stop, ready)` runs until `stop` is set, finishing the batch in hand (the sink, the senders).
+    """
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
 
-    async def main() -> None:
+    async def main() -> Any:
         stop, ready = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -106,8 +105,26 @@ def serve_sinks(
                 ready_file.write_text("ready\n")
 
         announcer = asyncio.create_task(announce())
-        written = await run_sinks(settings, topology, targets, migrate, stop, ready, group_prefix)
-        announcer.cancel()
-        log.info("sinks stopped; records written: %s", written)
+        try:
+            return await job(stop, ready)
+        finally:
+            announcer.cancel()
 
-    asyncio.run(main())
+    return asyncio.run(main())
+
+
+def serve_sinks(
+    settings: Settings,
+    targets: list[SinkTarget],
+    migrate: bool,
+    ready_file: Path | None,
+    group_prefix: str | None = None,
+) -> None:
+    """The `supportflow sink` process: run until SIGTERM/SIGINT, finishing the batch in hand."""
+    topology = load_topology(settings.topology_file)
+    written = serve_until_stopped(
+        settings,
+        ready_file,
+        lambda stop, ready: run_sinks(settings, topology, targets, migrate, stop, ready, group_prefix),
+    )
+    log.info("sinks stopped; records written: %s", written)
