@@ -18,6 +18,7 @@ from schemas.outbound import (
     EventResponse,
     EventSentiment,
     Feedback,
+    FeedbackKind,
     OutboundMessage,
     RawConversationEvent,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "EventSentiment",
     "ExecutedTurn",
     "Feedback",
+    "FeedbackKind",
     "FormattedTurn",
     "GuardVerdict",
     "GuardedTurn",
