@@ -70,7 +70,6 @@ class Escalate(Operator[RoutedTurn, Emitted]):
             recommended_actions=[f"answer intent {record.nlu.intent}"] if record.nlu.intent != "out_of_scope" else [],
             prepared_actions=prepared,
             task_intent=task_intent,
-            sentiment_trend=list(record.session.sentiment_trend),
             created_at=now,
         )
         event = turn_event(

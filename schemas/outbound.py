@@ -72,7 +72,6 @@ class Escalation(Record):
     task_intent: str | None = Field(
         default=None, description="the intent of the task the prepared actions belong to (the policy's allow-list)"
     )
-    sentiment_trend: list[float] = Field(default_factory=list, description="the session's recent sentiment scores")
     created_at: datetime = Field(default_factory=utcnow)
 
     def partition_key(self) -> str:
