@@ -42,7 +42,8 @@ class WorkerProcess:
 
     @property
     def name(self) -> str:
-        return {-1: "the sink process", -2: "the channel senders"}.get(self.index, f"worker {self.index}")
+        names = {-1: "the sink process", -2: "the channel senders", -3: "the agent workspace"}
+        return names.get(self.index, f"worker {self.index}")
 
 
 class IngressServer:
@@ -75,9 +76,16 @@ class Stack:
     `with_sinks=False` leaves the stores out, for runs that measure the stream alone.
     """
 
-    def __init__(self, settings: Settings, workers: int | None = None, with_sinks: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, workers: int | None = None, with_sinks: bool = True, with_workspace: bool = True
+    ) -> None:
         self.settings = settings
         self.with_sinks = with_sinks
+        self.with_workspace = with_workspace
+        self.workspace: WorkerProcess | None = None
+        self.workspace_url: str | None = None
+        self.demo_passwords: dict[str, str] | None = None
+        self.agents_file: Path | None = None
         self.postgres: EmbeddedPostgres | None = None
         self.triton: EmbeddedTriton | None = None
         self.seeded = False
@@ -116,6 +124,8 @@ class Stack:
             if self.with_sinks:
                 self.sink = self.start_sink()
                 self.senders = self.start_senders()
+            if self.with_workspace:
+                self.workspace = self.start_workspace()
             self.wait_ready()
             if with_ingress:
                 port = self.settings.http_port if ingress_port is None else ingress_port
@@ -218,6 +228,49 @@ class Stack:
         process = spawn(argv, log_file, env={**self.worker_env(), **self.store_env()})
         return WorkerProcess(-2, process, ready_file, log_file)
 
+    def start_workspace(self) -> WorkerProcess:
+        """The agent workspace (page + escalation router); a demo agents file on first start (passwords kept
+        in `demo_passwords` for the console, once)."""
+        from pipelines.workspace import agents_file_for
+
+        self.agents_file, self.demo_passwords = agents_file_for(self.settings)
+        port = self.settings.workspace_port or free_port()
+        if not _port_free(self.settings.workspace_host, port):
+            log.warning("workspace port %d is taken; the workspace serves on a free port instead", port)
+            port = free_port()
+        self.workspace_url = f"http://{self.settings.workspace_host}:{port}/workspace"
+        ready_file = self.data_dir / "run" / "workspace.ready"
+        ready_file.unlink(missing_ok=True)
+        log_file = self.log_dir / "workspace.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "workspace",
+            "--port",
+            str(port),
+            "--ready-file",
+            str(ready_file),
+        ]
+        env = {**self.worker_env(), **self.store_env(), **self.workspace_env()}
+        process = spawn(argv, log_file, env=env)
+        return WorkerProcess(-3, process, ready_file, log_file)
+
+    def workspace_env(self) -> dict[str, str]:
+        s = self.settings
+        env = {
+            "SUPPORTFLOW_WORKSPACE_HOST": s.workspace_host,
+            "SUPPORTFLOW_WORKSPACE_AGENTS_FILE": str(self.agents_file),
+            "SUPPORTFLOW_WORKSPACE_TOKEN_TTL_S": str(s.workspace_token_ttl_s),
+            "SUPPORTFLOW_WORKSPACE_LOGIN_MAX_FAILURES": str(s.workspace_login_max_failures),
+            "SUPPORTFLOW_WORKSPACE_LOGIN_WINDOW_S": str(s.workspace_login_window_s),
+        }
+        if s.workspace_secret is not None:
+            env["SUPPORTFLOW_WORKSPACE_SECRET"] = s.workspace_secret.get_secret_value()
+        if s.public_base_url is not None:
+            env["SUPPORTFLOW_PUBLIC_BASE_URL"] = s.public_base_url
+        return env
+
     def describe_workers(self) -> str:
         main, isolated = self.stage_split()
         text = f"{self.worker_count} worker(s) running {', '.join(main)}"
@@ -246,7 +299,8 @@ class Stack:
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         deadline = time.monotonic() + timeout_s
-        for worker in [*self.workers, *([self.sink] if self.sink else []), *([self.senders] if self.senders else [])]:
+        services = [s for s in (self.sink, self.senders, self.workspace) if s is not None]
+        for worker in [*self.workers, *services]:
             while not worker.ready_file.exists():
                 if worker.process.poll() is not None:
                     raise RuntimeError(f"{worker.name} exited with {worker.process.returncode}; see {worker.log_file}")
@@ -268,6 +322,9 @@ class Stack:
             self.ingress.stop()
             self.ingress = None
             (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+        if self.workspace is not None:  # first: it writes to the topics the others read
+            stop(self.workspace.process, timeout_s=15)
+            self.workspace = None
         for worker in self.workers:
             stop(worker.process, timeout_s=15)
         self.workers.clear()
@@ -325,6 +382,18 @@ async def _seed_demo_backend(dsn: str) -> bool:
         return True
     finally:
         await conn.close()
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def running_stack_state(settings: Settings) -> dict[str, object] | None:

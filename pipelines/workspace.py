@@ -1043,12 +1043,8 @@ async def run_workspace(
     from operators.authorize import DEFAULT_POLICY
     from pipelines.escalation_router import RouterService
 
-    path, passwords = agents_file_for(settings)
-    if passwords:
-        log.warning(
-            "wrote the demo agents file %s; passwords: %s", path, ", ".join(f"{a} {p}" for a, p in passwords.items())
-        )
-    agents = load_agents(path)
+    # the caller (the CLI, `supportflow run`) wrote the demo file and showed its passwords
+    agents = load_agents(agents_file_for(settings)[0])
     configs = _operator_configs(topology)
     policy = load_action_policy(getattr(configs.get("authorize"), "policy_file", DEFAULT_POLICY))
     playbooks = load_playbooks(getattr(configs.get("plan"), "playbooks_dir", DEFAULT_FOLDER))
