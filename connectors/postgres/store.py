@@ -169,6 +169,8 @@ class _Batch:
 
     def add(self, record: Any) -> None:
         if isinstance(record, Message):
+            if record.control is not None:
+                return  # the workspace's handback is a signal to the agent, not something the customer said
             at = _utc(record.received_at)
             self.seen(record.customer_id, record.conversation_id, at, True)
             self.messages.append((
