@@ -60,6 +60,7 @@ from connectors.workspace.auth import (
     ensure_demo_agents,
     load_agents,
     may_access,
+    may_act,
 )
 from operators._playbooks import Playbook
 from operators._policy import ActionPolicy
@@ -396,6 +397,7 @@ class Workspace:
             "position": self._call_router("position", entry.escalation_id),
             "expected_wait_s": self._call_router("expected_wait_s", entry.escalation_id),
             "assigned_to_me": entry.agent_id == agent.agent_id,
+            "may_act": may_act(agent, entry),
         }
 
     async def transcript(self, entry: QueueEntry) -> list[dict[str, Any]]:
@@ -474,6 +476,12 @@ class Workspace:
             return await self.detail(agent, entry)
         if isinstance(action, RateAction | CorrectIntentAction):
             return await self._feedback(agent, entry, action)
+        if not may_act(agent, entry):
+            raise WorkspaceError(
+                403,
+                f"conversation {entry.escalation_id} is waiting in queue {entry.queue!r}: only the agent it is "
+                "assigned to (or a supervisor) may answer it; go online and the router assigns it",
+            )
         if entry.status == "resolved":
             raise WorkspaceError(409, f"conversation {entry.escalation_id} is already resolved")
         if isinstance(action, ReplyAction):

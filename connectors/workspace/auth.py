@@ -30,22 +30,24 @@ from typing import Any, Literal
 
 import jwt
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
+from connectors.workspace.config import AgentsFile
 from schemas.workspace import AgentSpec, QueueEntry
 
 __all__ = [
     "DEMO_AGENTS",
-    "AgentsFile",
     "AgentsFileError",
     "Claims",
     "LoginThrottle",
     "TokenError",
     "Tokens",
+    "check_hashes",
     "ensure_demo_agents",
     "hash_password",
     "load_agents",
     "may_access",
+    "may_act",
     "verify_password",
 ]
 
@@ -103,52 +105,44 @@ class AgentsFileError(ValueError):
     """The agents file is missing or invalid; the message names the file and the field."""
 
 
-class AgentsFile(BaseModel):
-    """The workspace's agents (YAML `agents:` list); ids unique, every password hash well-formed."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    agents: list[AgentSpec] = Field(min_length=1)
-
-    @field_validator("agents")
-    @classmethod
-    def _well_formed(cls, agents: list[AgentSpec]) -> list[AgentSpec]:
-        for agent in agents:
-            try:
-                _parse_hash(agent.password_hash)
-            except ValueError as exc:
-                raise ValueError(f"agent {agent.agent_id!r}: password_hash: {exc}") from None
-        return agents
-
-    @model_validator(mode="after")
-    def _unique_ids(self) -> AgentsFile:
-        ids = [a.agent_id for a in self.agents]
-        doubled = sorted({i for i in ids if ids.count(i) > 1})
-        if doubled:
-            raise ValueError(f"agent ids must be unique: {', '.join(doubled)}")
-        return self
+def check_hashes(agents: list[AgentSpec]) -> None:
+    """Every agent's password hash is one `verify_password` can read (else ValueError naming the agent)."""
+    for agent in agents:
+        try:
+            _parse_hash(agent.password_hash)
+        except ValueError as exc:
+            raise ValueError(f"agent {agent.agent_id!r}: password_hash: {exc}") from None
 
 
 def load_agents(path: Path) -> list[AgentSpec]:
-    """The agents of a YAML file, validated; AgentsFileError names the file and each problem."""
+    """The agents file (connectors/workspace/config.py's format) for signing in: at least one agent, every
+    hash well-formed; AgentsFileError names the file and each problem."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise AgentsFileError(f"{path}: cannot read the agents file: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise AgentsFileError(f"{path}: not valid YAML: {exc}") from None
     try:
-        return AgentsFile.model_validate(data).agents
+        agents = AgentsFile.model_validate(data).agents
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors())
         raise AgentsFileError(f"{path}: {problems}") from None
+    if not agents:
+        raise AgentsFileError(f"{path}: no agents: nobody could sign in")
+    try:
+        check_hashes(agents)
+    except ValueError as exc:
+        raise AgentsFileError(f"{path}: {exc}") from None
+    return agents
 
 
 # The demo team `supportflow run` creates: two agents with different skills and a supervisor.
 DEMO_AGENTS: tuple[dict[str, Any], ...] = (
     {"agent_id": "ana", "display_name": "Ana Lopez", "role": "agent", "skills": ["*"], "languages": ["en", "es"],
      "capacity": 3, "queues": ["general", "billing"]},
-    {"agent_id": "ben", "display_name": "Ben Okafor", "role": "agent", "skills": ["ORDER", "SHIPPING", "DELIVERY"],
+    {"agent_id": "ben", "display_name": "Ben Okafor", "role": "agent",
+     "skills": ["order", "shipping_address", "delivery"],
      "languages": ["en"], "capacity": 3, "queues": ["general"]},
     {"agent_id": "sam", "display_name": "Sam Weber", "role": "supervisor", "skills": ["*"], "languages": ["en", "de"],
      "capacity": 5, "queues": ["general", "billing"]},
@@ -165,7 +159,7 @@ def ensure_demo_agents(path: Path) -> dict[str, str] | None:
         return None
     passwords = {spec["agent_id"]: secrets.token_urlsafe(9) for spec in DEMO_AGENTS}
     agents = [{**spec, "password_hash": hash_password(passwords[spec["agent_id"]])} for spec in DEMO_AGENTS]
-    AgentsFile.model_validate({"agents": agents})
+    check_hashes(AgentsFile.model_validate({"agents": agents}).agents)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = (
         "# Agents of the supportflow workspace (demo team, written by the first start).\n"
@@ -270,9 +264,16 @@ def check_password(agents: dict[str, AgentSpec], agent_id: str, password: str) -
 
 
 def may_access(agent: AgentSpec, entry: QueueEntry) -> bool:
-    """An agent sees and answers entries assigned to them or waiting in one of their queues; a supervisor, all."""
-    if agent.role == "supervisor":
+    """Whether the agent may see the entry: theirs, or waiting in one of their queues; a supervisor, any."""
+    if agent.role == "supervisor" or entry.agent_id == agent.agent_id:
         return True
-    if entry.agent_id == agent.agent_id:
-        return True
-    return entry.status == "waiting" and entry.queue in agent.queues
+    return entry.status == "waiting" and ("*" in agent.queues or entry.queue in agent.queues)
+
+
+def may_act(agent: AgentSpec, entry: QueueEntry) -> bool:
+    """Whether the agent may answer or change the entry: assigned to them; a supervisor, any.
+
+    A waiting entry of their queue is theirs to read, not to answer: the router gives it to one
+    agent, so two people never answer the same customer at once.
+    """
+    return agent.role == "supervisor" or entry.agent_id == agent.agent_id
