@@ -196,11 +196,6 @@ class Settings(BaseSettings):
     )
 
     # agent workspace: the escalation router (pipelines/escalation_router.py, connectors/workspace/router.py)
-    workspace_agents_file: Path | None = Field(
-        default=None,
-        description="YAML of the human agents (`agents: [{agent_id, skills, languages, capacity, queues, ...}]`); "
-        "unset: no agents, escalations wait and customers are told so",
-    )
     workspace_priority: PriorityRule = Field(
         default_factory=PriorityRule,
         description="order of waiting escalations: tier_weights + severity_weights + per_waited_minute × minutes "
