@@ -265,6 +265,10 @@ class Stack:
             "SUPPORTFLOW_WORKSPACE_LOGIN_MAX_FAILURES": str(s.workspace_login_max_failures),
             "SUPPORTFLOW_WORKSPACE_LOGIN_WINDOW_S": str(s.workspace_login_window_s),
         }
+        env["SUPPORTFLOW_WORKSPACE_PRIORITY"] = s.workspace_priority.model_dump_json()
+        env["SUPPORTFLOW_WORKSPACE_QUEUE_BY_SKILL"] = json.dumps(s.workspace_queue_by_skill)
+        env["SUPPORTFLOW_WORKSPACE_HANDLE_TIME_S"] = str(s.workspace_handle_time_s)
+        env["SUPPORTFLOW_HUMAN_WAIT_TIMEOUT_S"] = str(s.human_wait_timeout_s)
         if s.workspace_secret is not None:
             env["SUPPORTFLOW_WORKSPACE_SECRET"] = s.workspace_secret.get_secret_value()
         if s.public_base_url is not None:

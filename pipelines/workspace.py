@@ -252,6 +252,8 @@ class RouterLike(Protocol):
 
     async def submit(self, cmd: RouterCommand) -> None: ...
 
+    async def submit_and_wait(self, cmd: RouterCommand, timeout_s: float = 10.0) -> str: ...
+
     def subscribe(self) -> asyncio.Queue[WorkspaceState]: ...
 
     def unsubscribe(self, queue: asyncio.Queue[WorkspaceState]) -> None: ...
@@ -261,6 +263,10 @@ class RouterLike(Protocol):
     def visible_to(self, agent_id: str) -> list[QueueEntry]: ...
 
     def agent_state(self, agent_id: str) -> Any: ...
+
+    def position(self, escalation_id: str) -> int | None: ...
+
+    def expected_wait_s(self, escalation_id: str) -> float | None: ...
 
 
 class Workspace:
@@ -352,7 +358,7 @@ class Workspace:
         esc = entry.escalation
         last = entry.follow_ups[-1] if entry.follow_ups else esc
         profile = esc.profile
-        position = self._call_router("position", entry.escalation_id)
+        position = self.router.position(entry.escalation_id)
         return {
             "escalation_id": entry.escalation_id,
             "conversation_id": entry.conversation_id,
@@ -375,10 +381,6 @@ class Workspace:
             "position": position,
         }
 
-    def _call_router(self, name: str, *args: Any) -> Any:
-        method = getattr(self.router, name, None) or getattr(getattr(self.router, "router", None), name, None)
-        return method(*args) if callable(method) else None
-
     async def detail(self, agent: AgentSpec, entry: QueueEntry) -> dict[str, Any]:
         """The conversation panel: the entry, its transcript, the context and what may be done."""
         esc = entry.escalation
@@ -394,8 +396,8 @@ class Workspace:
             "sentiment_trend": trend[-20:],
             "prepared_actions": [step.model_dump(mode="json") for step in self._prepared(entry)],
             "decision": decision.as_json() if decision else None,
-            "position": self._call_router("position", entry.escalation_id),
-            "expected_wait_s": self._call_router("expected_wait_s", entry.escalation_id),
+            "position": self.router.position(entry.escalation_id),
+            "expected_wait_s": self.router.expected_wait_s(entry.escalation_id),
             "assigned_to_me": entry.agent_id == agent.agent_id,
             "may_act": may_act(agent, entry),
         }
@@ -518,7 +520,10 @@ class Workspace:
         self.view.add_record(message)  # shown in the transcript at once, before it comes back round
         return message
 
-    async def _command(self, agent: AgentSpec, action_id: str, kind: str, **fields: Any) -> RouterCommand:
+    async def _command(
+        self, agent: AgentSpec, action_id: str, kind: str, wait: bool = True, **fields: Any
+    ) -> RouterCommand:
+        """Put the command on the router's log; with `wait`, a command the router refuses is a 409 here."""
         command = RouterCommand(
             command_id=derive_id("c-", kind, agent.agent_id, action_id),
             kind=kind,  # type: ignore[arg-type]
@@ -526,13 +531,21 @@ class Workspace:
             at=utcnow(),
             **fields,
         )
-        await self.router.submit(command)
+        if not wait:
+            await self.router.submit(command)
+            return command
+        try:
+            verdict = await self.router.submit_and_wait(command, timeout_s=10.0)
+        except TimeoutError:
+            raise WorkspaceError(503, "the router did not answer in time; try again (it is applied once)") from None
+        if verdict.startswith("rejected"):
+            raise WorkspaceError(409, f"the router refused it: {verdict.removeprefix('rejected: ')}")
         return command
 
     async def _reply(self, agent: AgentSpec, entry: QueueEntry, action: ReplyAction) -> dict[str, Any]:
         reply_id = derive_id("h-", "reply", entry.escalation_id, action.action_id)
         message = await self._send(entry, reply_id, action.text)
-        await self._command(agent, action.action_id, "human_replied", escalation_id=entry.escalation_id)
+        await self._command(agent, action.action_id, "human_replied", wait=False, escalation_id=entry.escalation_id)
         return {"reply_id": reply_id, "channel": message.channel, "text": message.text}
 
     def _prepared(self, entry: QueueEntry) -> list[ActionCall]:
@@ -584,7 +597,7 @@ class Workspace:
         text = self._outcome_text(entry, intent, outcome, prepared, results)
         reply_id = derive_id("h-", "approval", entry.escalation_id, *(s.idempotency_key for s in prepared))
         await self._send(entry, reply_id, text)
-        await self._command(agent, action.action_id, "human_replied", escalation_id=entry.escalation_id)
+        await self._command(agent, action.action_id, "human_replied", wait=False, escalation_id=entry.escalation_id)
         decision = Decision(
             "approved",
             agent.agent_id,
@@ -637,7 +650,7 @@ class Workspace:
         text = action.note.strip() or "I'm sorry, we can't go ahead with that request as it stands."
         reply_id = derive_id("h-", "rejection", entry.escalation_id)
         await self._send(entry, reply_id, text)
-        await self._command(agent, action.action_id, "human_replied", escalation_id=entry.escalation_id)
+        await self._command(agent, action.action_id, "human_replied", wait=False, escalation_id=entry.escalation_id)
         decision = earlier or Decision("rejected", agent.agent_id, utcnow(), "rejected", [], reply_id)
         self.decisions[entry.escalation_id] = decision
         return decision.as_json()
