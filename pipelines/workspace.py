@@ -436,6 +436,11 @@ class Workspace:
             elif item.kind == "reply":
                 put(item.id, record.get("author", "agent"), record["text"], record["created_at"],
                     in_reply_to=item.in_reply_to)  # fmt: skip
+        for item in items.values():
+            # the AI's replies have ids derived from the message they answer; others (the router's
+            # notices: who joined, the expected wait) are the system's, and are not rated
+            if item["role"] == "agent" and item["id"] != reply_id_for(item.get("in_reply_to") or ""):
+                item["role"] = "system"
         return sorted(items.values(), key=lambda i: (datetime.fromisoformat(i["at"]), i["role"] != "customer"))
 
     def directory(self) -> dict[str, Any]:

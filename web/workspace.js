@@ -156,6 +156,7 @@
         if (frame.entry.escalation_id === state.openId) refreshDetail();
       } else if (frame.type === "removed") {
         delete state.entries[frame.escalation_id];
+        if (frame.escalation_id === state.openId) closePanel("This conversation has left your queue (resolved or transferred).");
         renderQueue();
       } else if (frame.type === "agent") {
         if (state.me && frame.agent.agent_id === state.me.agent_id) $("presence").value = frame.agent.presence;
@@ -233,6 +234,14 @@
     refreshDetail();
   }
 
+  function closePanel(message) {
+    state.openId = null;
+    state.detail = null;
+    var panel = $("conversation");
+    panel.textContent = "";
+    panel.appendChild(el("p", "placeholder", message));
+  }
+
   var refreshing = null;
   function refreshDetail() {
     var id = state.openId;
@@ -241,12 +250,7 @@
     refreshing = call("GET", "/entries/" + encodeURIComponent(id)).then(function (detail) {
       if (state.openId === id) { state.detail = detail; renderDetail(detail); }
     }).catch(function (error) {
-      if (state.openId === id) {
-        var panel = $("conversation");
-        panel.textContent = "";
-        panel.appendChild(el("p", "placeholder", error.message));
-        state.openId = null;
-      }
+      if (state.openId === id) closePanel(error.message);
     }).then(function () { refreshing = null; });
     return refreshing;
   }
@@ -313,6 +317,7 @@
     var nlu = esc.nlu || {};
     define($("conv-nlu"), [
       ["intent", nlu.intent ? nlu.intent + " (" + (nlu.confidence * 100).toFixed(0) + "%)" : "—"],
+      ["task", esc.task_intent],
       ["model", nlu.model_used],
       ["entities", (nlu.entities || []).map(function (e) { return e.type + ": " + e.value; }).join(", ")],
       ["sentiment", nlu.sentiment ? nlu.sentiment.label + " (" + nlu.sentiment.score.toFixed(2) + ")" : ""],
@@ -334,7 +339,7 @@
     detail.transcript.forEach(function (item) {
       var div = el("div", "msg msg-" + item.role);
       div.setAttribute("data-id", item.id);
-      var who = item.role === "customer" ? "customer" : item.role === "agent" ? "AI agent" : "human";
+      var who = { customer: "customer", agent: "AI agent", human: "human agent", system: "notice" }[item.role] || item.role;
       div.appendChild(el("span", "by", who + " · " + new Date(item.at).toLocaleTimeString() +
         (item.escalated ? " · handed over: " + item.escalated : "")));
       div.appendChild(document.createTextNode(item.text));
@@ -354,9 +359,9 @@
         tools.appendChild(el("span", "done", "rated " + rating + "/5 — thanks"));
       }).catch(function () {});
     };
-    var up = el("button", "thumb-up", "👍"); up.title = "good reply (5)";
+    var up = el("button", "thumb-up", "good"); up.title = "a good reply (5 of 5)";
     up.addEventListener("click", function () { send(5); });
-    var down = el("button", "thumb-down", "👎"); down.title = "bad reply (1)";
+    var down = el("button", "thumb-down", "bad"); down.title = "a bad reply (1 of 5)";
     down.addEventListener("click", function () { send(1); });
     tools.appendChild(up); tools.appendChild(down);
     [1, 2, 3, 4, 5].forEach(function (n) {
