@@ -344,3 +344,22 @@ def test_config_files(tmp_path: Path):
     with pytest.raises(ValidationError):
         RouterCommand(command_id="c", kind="transfer", agent_id="ann", escalation_id="x", to_agent="a", to_queue="q")
     assert T0.tzinfo is not None
+
+
+def test_the_outbox_is_sent_again_after_a_crash_and_cleared_once_sent():
+    r = router(agent("ann"))
+    rows = r.on_command(online("ann"), at(0)) + r.on_escalation(escalation("x1"), at(1))
+    (notice,) = r.drain_messages()
+    entry_row = next(row for row in rows if row.entry is not None)
+    assert entry_row.entry is not None and entry_row.entry.outbox == [notice], "the row records it before it is sent"
+
+    crashed = router(agent("ann"))  # the rows reached the topic, the notice maybe not
+    crashed.restore(rows)
+    assert crashed.drain_messages() == [notice], "sent again, under the same reply id"
+
+    r.mark_sent([notice])
+    (cleared,) = r.tick(at(2))
+    assert cleared.entry is not None and cleared.entry.outbox == [] and cleared.entry.notices == ["assigned-1"]
+    fresh = router(agent("ann"))
+    fresh.restore([*rows, cleared])
+    assert fresh.drain_messages() == []
