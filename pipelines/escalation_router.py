@@ -271,7 +271,7 @@ class RouterService:
         next_tick = 0.0
         try:
             while not stop.is_set():
-                messages = await loop.run_in_executor(self._kafka, self._consumer.consume, BATCH, 0.05)
+                messages = await loop.run_in_executor(self._kafka, self._fetch)
                 if messages:
                     await self._apply(messages)
                 if time.monotonic() >= next_tick:
@@ -279,6 +279,14 @@ class RouterService:
                     await self._publish(self.router.tick(self.clock()))
         finally:
             await self.close()
+
+    def _fetch(self) -> list[KafkaMessage]:
+        """What is there, up to BATCH: wait up to 50 ms for the first record only (consume() waits for all)."""
+        assert self._consumer is not None
+        first = self._consumer.poll(0.05)
+        if first is None:
+            return []
+        return [first, *self._consumer.consume(BATCH - 1, 0)]
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

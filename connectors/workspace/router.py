@@ -72,8 +72,12 @@ class PriorityRule(BaseModel):
         default_factory=lambda: {"low": 0.0, "normal": 10.0, "high": 30.0, "urgent": 70.0}
     )
     per_waited_minute: float = Field(default=2.0, ge=0)
-    publish_step: float = Field(
-        default=1.0, gt=0, description="republish a waiting entry's row when its score moved this much"
+    publish_step: float | None = Field(
+        default=None,
+        gt=0,
+        description="republish a waiting entry's row when its score moved this much; None: never (the score is "
+        "refreshed in memory every tick, the order does not change, and a queue of 500 would republish 500 rows "
+        "every few seconds)",
     )
 
     def base(self, vip_tier: str, severity: str) -> float:
@@ -422,9 +426,10 @@ class EscalationRouter:
         for _, eid in self._waiting:
             entry = self._entries[eid]
             score = self.rule.score(entry, now)
-            if abs(score - entry.priority_score) >= self.rule.publish_step:
-                entry.priority_score = score
+            step = self.rule.publish_step
+            if step is not None and abs(score - entry.priority_score) >= step:
                 self._touch(entry.key())
+            entry.priority_score = score
             if now - (entry.waiting_since or entry.enqueued_at) >= timeout:
                 self._no_human_notice(entry, now)
         horizon = now - timedelta(seconds=self.options.resolved_retention_s)

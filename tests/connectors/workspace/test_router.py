@@ -77,10 +77,13 @@ def test_the_configured_rule_changes_the_order():
     assert r.entry("platinum").priority_score == 1000  # type: ignore[union-attr]
 
 
-def test_scores_grow_with_waiting_and_are_republished():
+def test_scores_grow_with_waiting_and_are_republished_if_asked():
     r = router(agent("ann"))
     r.on_escalation(escalation("x"), at(0))
     assert r.entry("x").priority_score == 10  # type: ignore[union-attr]
+    assert r.tick(at(60)) == [] and r.entry("x").priority_score == 12, "fresh in memory, not republished"  # type: ignore[union-attr]
+    r = router(agent("ann"), rule=PriorityRule(publish_step=1.0))
+    r.on_escalation(escalation("x"), at(0))
     assert r.tick(at(10)) == [], "a change smaller than publish_step is not republished"
     (row,) = r.tick(at(60))
     assert row.key == "entry:x" and row.entry is not None and row.entry.priority_score == 12
@@ -289,7 +292,7 @@ def test_restore_rebuilds_the_same_router_and_repairs_a_torn_write():
 
     again = router(*agents)
     again.restore(table.values())
-    assert again.tick(at(11)) == []
+    assert again.tick(at(11)) == [] and r.tick(at(11)) == []
     assert [e.model_dump() for e in again.entries()] == [e.model_dump() for e in r.entries()]
     for name in ("ann", "bob"):
         assert again.visible_to(name) == r.visible_to(name)
