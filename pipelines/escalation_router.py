@@ -271,7 +271,7 @@ class RouterService:
         next_tick = 0.0
         try:
             while not stop.is_set():
-                messages = await loop.run_in_executor(self._kafka, self._consumer.consume, BATCH, 0.05)
+                messages = await loop.run_in_executor(self._kafka, self._fetch)
                 if messages:
                     await self._apply(messages)
                 if time.monotonic() >= next_tick:
@@ -279,6 +279,14 @@ class RouterService:
                     await self._publish(self.router.tick(self.clock()))
         finally:
             await self.close()
+
+    def _fetch(self) -> list[KafkaMessage]:
+        """What is there, up to BATCH: wait up to 50 ms for the first record only (consume() waits for all)."""
+        assert self._consumer is not None
+        first = self._consumer.poll(0.05)
+        if first is None:
+            return []
+        return [first, *self._consumer.consume(BATCH - 1, 0)]
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
@@ -336,22 +344,23 @@ class RouterService:
             log.warning("router: committing offsets failed (%s)", exc)
 
     async def _publish(self, rows: list[WorkspaceState], dead: list[DeadLetter] | None = None) -> None:
-        """Notices and handbacks first, then the rows that say they were sent, then tombstones.
+        """Rows first (they hold the notices and handbacks in their outbox), then those messages, then tombstones.
 
-        Each group is delivered before the next starts: a crash in between replays the input and
-        sends a notice again under the same reply id, never records one that was not sent.
+        Each group is delivered before the next starts. A crash after the rows is repaired on
+        restore (the outbox is sent again, same ids); a crash before them replays the input.
         """
         producer, state_producer = self._open_producers()
         messages = self.router.drain_messages()
         tombstones = self.router.drain_tombstones()
+        if rows:
+            await asyncio.gather(*(state_producer.send(self.state_topic, r.key, r.to_bytes()) for r in rows))
         sends = [producer.send(self.dead_letter_topic, d.key, d.to_bytes()) for d in dead or []]
         for message in messages:
             topic = self.messages_topic if isinstance(message, Message) else self.outbound_topic
             sends.append(producer.send(topic, message.partition_key(), message.to_bytes()))
         if sends:
             await asyncio.gather(*sends)
-        if rows:
-            await asyncio.gather(*(state_producer.send(self.state_topic, r.key, r.to_bytes()) for r in rows))
+        self.router.mark_sent(messages)
         if tombstones:
             await asyncio.gather(*(state_producer.send(self.state_topic, key, None) for key in tombstones))
         for seconds in self.router.drain_latencies():

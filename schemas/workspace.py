@@ -14,8 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas._base import Record
-from schemas.inbound import Channel, utcnow
-from schemas.outbound import Escalation
+from schemas.inbound import Channel, Message, utcnow
+from schemas.outbound import Escalation, OutboundMessage
 
 Presence = Literal["online", "away", "offline"]
 EntryStatus = Literal["waiting", "assigned", "resolved"]
@@ -73,7 +73,8 @@ class QueueEntry(_Model):
     `escalation` is the first hand-over with its full context; later customer messages of the
     same conversation while it is open arrive as `follow_ups`. `priority_score` is the score at
     the last published change (the router recomputes it as the entry waits). `notices` are the
-    kinds of customer notices already produced (each is sent once), `applied_commands` the ids
+    kinds of customer notices recorded (each is sent once, under an id derived from the kind),
+    `outbox` those of them (and a handback) not yet confirmed sent, `applied_commands` the ids
     of the commands applied to this entry (a replayed command changes nothing).
     """
 
@@ -104,6 +105,9 @@ class QueueEntry(_Model):
     assignments: int = Field(default=0, ge=0, description="how many times an agent was given this entry")
     customer_choice: CustomerChoice | None = None
     notices: list[str] = Field(default_factory=list)
+    outbox: list[OutboundMessage | Message] = Field(
+        default_factory=list, description="notices and the handback recorded but not yet known to be sent"
+    )
     applied_commands: list[str] = Field(default_factory=list)
 
     def key(self) -> str:

@@ -5,6 +5,11 @@ Pure and deterministic (no I/O, no clock: every call gets `now`), so the service
 records against it. Each call returns the `WorkspaceState` rows it changed; customer notices
 and handback messages wait in an outbox (`drain_messages`).
 
+The outbox is transactional: a message is first recorded in its entry's `outbox` (published with
+the entry's row), then sent, then `mark_sent` clears it (the cleared row goes out with the next
+change). A router restored from rows that still hold messages sends them again, under the same
+ids, so a crash at any point neither loses a notice nor records one that was never sent.
+
 Priority (`PriorityRule`, configurable):
 
     score = tier_weights[vip_tier] + severity_weights[severity] + per_waited_minute * minutes since enqueued
@@ -67,8 +72,12 @@ class PriorityRule(BaseModel):
         default_factory=lambda: {"low": 0.0, "normal": 10.0, "high": 30.0, "urgent": 70.0}
     )
     per_waited_minute: float = Field(default=2.0, ge=0)
-    publish_step: float = Field(
-        default=1.0, gt=0, description="republish a waiting entry's row when its score moved this much"
+    publish_step: float | None = Field(
+        default=None,
+        gt=0,
+        description="republish a waiting entry's row when its score moved this much; None: never (the score is "
+        "refreshed in memory every tick, the order does not change, and a queue of 500 would republish 500 rows "
+        "every few seconds)",
     )
 
     def base(self, vip_tier: str, severity: str) -> float:
@@ -119,6 +128,10 @@ def handback_message_id(escalation_id: str) -> str:
     return "hb-" + hashlib.sha256(f"handback:{escalation_id}".encode()).hexdigest()[:24]
 
 
+def _message_key(message: Message | OutboundMessage) -> str:
+    return message.reply_id if isinstance(message, OutboundMessage) else message.message_id
+
+
 def _choice_in(text: str) -> str | None:
     """The option a customer picked after the no-human notice, if their message names one."""
     words = text.lower()
@@ -164,6 +177,7 @@ class EscalationRouter:
         self._changed: OrderedDict[str, None] = OrderedDict()
         self._published_assigned: dict[str, list[str]] = {}
         self._outbox: list[Message | OutboundMessage] = []
+        self._outbox_owner: dict[str, str] = {}  # message or reply id -> the entry whose outbox holds it
         self._tombstones: list[str] = []
         self._latencies: list[float] = []
         self._outcomes: OrderedDict[str, str] = OrderedDict()
@@ -191,6 +205,8 @@ class EscalationRouter:
             self._known[entry.escalation_id] = entry.escalation_id
             for follow_up in entry.follow_ups:
                 self._known[follow_up.escalation_id] = entry.escalation_id
+            for message in entry.outbox:  # recorded, maybe never sent: send again under the same id
+                self._queue_message(entry, message)
             if entry.status == "resolved":
                 self._resolved.append((entry.resolved_at or entry.enqueued_at, entry.escalation_id))
                 if entry.resolved_at and entry.assigned_at:
@@ -277,9 +293,21 @@ class EscalationRouter:
         return self._outcomes.get(command_id)
 
     def drain_messages(self) -> list[Message | OutboundMessage]:
-        """Customer notices (for sf.outbound) and handbacks (for sf.messages) made since the last call."""
+        """Customer notices (for sf.outbound) and handbacks (for sf.messages) to send: publish the rows first."""
         out, self._outbox = self._outbox, []
         return out
+
+    def mark_sent(self, messages: Iterable[Message | OutboundMessage]) -> None:
+        """The broker has these: take them out of their entries' outboxes (the rows go with the next change)."""
+        for message in messages:
+            message_id = _message_key(message)
+            owner = self._entries.get(self._outbox_owner.pop(message_id, ""))
+            if owner is None:
+                continue
+            kept = [m for m in owner.outbox if _message_key(m) != message_id]
+            if len(kept) != len(owner.outbox):
+                owner.outbox = kept
+                self._touch(owner.key())
 
     def drain_tombstones(self) -> list[str]:
         """Keys of rows dropped from the table (resolved long ago) since the last call."""
@@ -399,9 +427,10 @@ class EscalationRouter:
         for _, eid in self._waiting:
             entry = self._entries[eid]
             score = self.rule.score(entry, now)
-            if abs(score - entry.priority_score) >= self.rule.publish_step:
-                entry.priority_score = score
+            step = self.rule.publish_step
+            if step is not None and abs(score - entry.priority_score) >= step:
                 self._touch(entry.key())
+            entry.priority_score = score
             if now - (entry.waiting_since or entry.enqueued_at) >= timeout:
                 self._no_human_notice(entry, now)
         horizon = now - timedelta(seconds=self.options.resolved_retention_s)
@@ -453,7 +482,8 @@ class EscalationRouter:
             self._handle_times.append((now - entry.assigned_at).total_seconds())
         self._open_by_conversation.pop(entry.conversation_id, None)
         self._resolved.append((now, entry.escalation_id))
-        self._outbox.append(
+        self._record_message(
+            entry,
             Message(
                 message_id=handback_message_id(entry.escalation_id),
                 conversation_id=entry.conversation_id,
@@ -465,7 +495,7 @@ class EscalationRouter:
                 received_at=now,
                 normalized_at=now,
                 control="handback",
-            )
+            ),
         )
 
     def _transfer(self, entry: QueueEntry, cmd: RouterCommand, now: datetime) -> None:
@@ -642,8 +672,8 @@ class EscalationRouter:
         if kind in entry.notices:
             return
         entry.notices.append(kind)
-        self._touch(entry.key())
-        self._outbox.append(
+        self._record_message(
+            entry,
             OutboundMessage(
                 reply_id=notice_reply_id(entry.escalation_id, kind),
                 in_reply_to=in_reply_to or entry.escalation.message_id,
@@ -655,8 +685,17 @@ class EscalationRouter:
                 parts=[text],
                 author="agent",
                 created_at=now,
-            )
+            ),
         )
+
+    def _record_message(self, entry: QueueEntry, message: Message | OutboundMessage) -> None:
+        entry.outbox.append(message)
+        self._touch(entry.key())
+        self._queue_message(entry, message)
+
+    def _queue_message(self, entry: QueueEntry, message: Message | OutboundMessage) -> None:
+        self._outbox.append(message)
+        self._outbox_owner[_message_key(message)] = entry.escalation_id
 
     # ---- output ------------------------------------------------------------------------
 
