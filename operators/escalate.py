@@ -80,6 +80,8 @@ class Escalate(Operator[RoutedTurn, Emitted]):
             detail=detail,
             priority=priority,  # type: ignore[arg-type]
             nlu=record.nlu,
+            sentiment_trend=list(record.session.sentiment_trend),
+            language=record.profile.language if record.profile is not None else "en",
             history=record.session.history,
             profile=record.profile,
             slots={**record.session.slots, **(record.session.task.slots if record.session.task else {})},

@@ -35,11 +35,14 @@ from schemas.turn import (
     PlannedTurn,
     RoutedTurn,
 )
+from schemas.workspace import AgentSpec, AgentState, Presence, QueueEntry, RouterCommand, WorkspaceState
 
 __all__ = [
     "CHANNELS",
     "ActionCall",
     "ActionResult",
+    "AgentSpec",
+    "AgentState",
     "AuthorizedTurn",
     "Channel",
     "ContactAddress",
@@ -71,6 +74,8 @@ __all__ = [
     "OutboundMessage",
     "Plan",
     "PlannedTurn",
+    "Presence",
+    "QueueEntry",
     "RawConversationEvent",
     "RawInbound",
     "Record",
@@ -78,9 +83,11 @@ __all__ = [
     "RouteDecision",
     "RouteReason",
     "RoutedTurn",
+    "RouterCommand",
     "Sentiment",
     "SessionContext",
     "TaskState",
+    "WorkspaceState",
     "contact_key",
     "record_types",
     "utcnow",

@@ -53,7 +53,7 @@ class Message(Record):
     normalized_at: datetime = Field(default_factory=utcnow)
     control: Literal["handback"] | None = Field(
         default=None,
-        description='not a customer message: "handback" = the human workspace hands the conversation back to the AI',
+        description="not a customer message: `handback` = the workspace resolved it, the AI takes over again",
     )
 
     def partition_key(self) -> str:

@@ -56,6 +56,10 @@ class Escalation(Record):
     detail: str = ""
     priority: Literal["low", "normal", "high", "urgent"] = "normal"
     nlu: NluResult | None = None
+    sentiment_trend: list[float] = Field(
+        default_factory=list, description="the session's recent sentiment scores, oldest first (is it getting worse?)"
+    )
+    language: str = Field(default="en", description="the customer's language (profile), for the router's matching")
     history: list[HistoryTurn] = Field(default_factory=list)
     profile: CustomerProfile | None = None
     slots: dict[str, str] = Field(default_factory=dict)
