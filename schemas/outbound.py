@@ -145,6 +145,28 @@ class Feedback(Record):
         """
         return f"csat:{conversation_id}:{request_id}"
 
+    @classmethod
+    def csat(
+        cls,
+        conversation_id: str,
+        rating: int,
+        request_id: str,
+        comment: str = "",
+        channel: Channel | None = None,
+        escalation_id: str | None = None,
+    ) -> Feedback:
+        """A customer's satisfaction answer; its id comes from the request id, so a resent answer is one row."""
+        return cls(
+            feedback_id=cls.derive_id(cls.csat_source_id(conversation_id, request_id)),
+            conversation_id=conversation_id,
+            escalation_id=escalation_id,
+            kind="csat",
+            rating=rating,
+            comment=comment,
+            author="customer",
+            channel=channel,
+        )
+
     def partition_key(self) -> str:
         return self.conversation_id
 

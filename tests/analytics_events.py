@@ -252,3 +252,8 @@ def _close(actual: Any, expected: Any) -> bool:
     if isinstance(expected, float) and not isinstance(actual, bool) and isinstance(actual, int | float):
         return math.isclose(actual, expected, rel_tol=1e-9, abs_tol=1e-12)
     return actual == expected and type(actual) is type(expected)
+
+
+def assert_human_matches(actual: dict[str, Any], expected: dict[str, Any] = EXPECTED_HUMAN) -> None:
+    """The feedback figures equal EXPECTED_HUMAN: counts and names exactly, floats to 1e-9."""
+    assert _close(actual, expected), f"feedback figures differ:\n{actual}\nexpected:\n{expected}"

@@ -31,7 +31,7 @@ from schemas import (
     OutboundMessage,
 )
 
-__all__ = ["PostgresStore"]
+__all__ = ["PostgresStore", "intent_corrections"]
 
 _CUSTOMERS_SEEN = """
 INSERT INTO customers (customer_id, first_seen_at)
@@ -256,6 +256,15 @@ class _Batch:
             raise TypeError(f"the conversation store does not take {type(record).__name__} records")
 
 
+async def intent_corrections(conn: asyncpg.Connection, since: datetime | None = None) -> list[dict[str, Any]]:
+    """Each corrected customer message's text with its latest corrected intent (`label`), by message id.
+
+    Keys: text, label, original_intent, message_id, at. Corrections of messages the store does not
+    hold (or that had no text) are left out: there is nothing to train on.
+    """
+    return [dict(row) for row in await conn.fetch(_INTENT_CORRECTIONS, since)]
+
+
 class PostgresStore:
     """`ConversationStore` on PostgreSQL through an asyncpg pool (created on first use)."""
 
@@ -344,10 +353,9 @@ class PostgresStore:
         return None if text is None else json.loads(text)
 
     async def intent_corrections(self, since: datetime | None = None) -> list[dict[str, Any]]:
-        """Corrected messages as training rows (text, label = the latest corrected intent), oldest message id first."""
+        """Corrected messages as training rows: see `intent_corrections`."""
         async with (await self.pool()).acquire() as conn:
-            rows = await conn.fetch(_INTENT_CORRECTIONS, since)
-        return [dict(row) for row in rows]
+            return await intent_corrections(conn, since)
 
     async def customer_for_address(self, channel: str, address: str) -> str | None:
         """Whose address this is (identity across channels), if any profile claims it."""
