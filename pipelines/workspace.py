@@ -110,10 +110,11 @@ EscalationId = Annotated[str, Field(min_length=1, max_length=100)]
 class WorkspaceError(Exception):
     """An action refused: the HTTP status (or the error frame's `status`) and a sentence for the agent."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after_s = retry_after_s
 
 
 class _Action(BaseModel):
@@ -314,7 +315,8 @@ class Workspace:
     def login(self, agent_id: str, password: str, client: str) -> tuple[AgentSpec, str]:
         wait = self.throttle.retry_after(agent_id, client)
         if wait is not None:
-            raise WorkspaceError(429, f"too many failed sign-ins; try again in {max(1, round(wait))} s")
+            seconds = max(1, round(wait))
+            raise WorkspaceError(429, f"too many failed sign-ins; try again in {seconds} s", retry_after_s=seconds)
         agent = check_password(self.agents, agent_id, password)
         if agent is None:
             self.throttle.failed(agent_id, client)
@@ -648,15 +650,16 @@ class Workspace:
 
     async def _reject(self, agent: AgentSpec, entry: QueueEntry, action: RejectAction) -> dict[str, Any]:
         earlier = self.decisions.get(entry.escalation_id)
-        if earlier is not None and earlier.decision == "approved":
-            raise WorkspaceError(409, f"{earlier.agent_id} already approved these actions")
+        if earlier is not None and earlier.decision == "approved" and earlier.outcome == "succeeded":
+            raise WorkspaceError(409, f"{earlier.agent_id} already approved these actions and they ran")
         if not self._prepared(entry):
             raise WorkspaceError(409, "this conversation has no prepared action to reject")
         text = action.note.strip() or "I'm sorry, we can't go ahead with that request as it stands."
         reply_id = derive_id("h-", "rejection", entry.escalation_id)
         await self._send(entry, reply_id, text)
         await self._command(agent, action.action_id, "human_replied", wait=False, escalation_id=entry.escalation_id)
-        decision = earlier or Decision("rejected", agent.agent_id, utcnow(), "rejected", [], reply_id)
+        decision = earlier if earlier is not None and earlier.decision == "rejected" else None
+        decision = decision or Decision("rejected", agent.agent_id, utcnow(), "rejected", [], reply_id)
         self.decisions[entry.escalation_id] = decision
         return decision.as_json()
 
@@ -822,10 +825,9 @@ def build_workspace_app(workspace: Workspace, lifespan: Any = None) -> Starlette
             try:
                 return await fn(request)
             except WorkspaceError as exc:
-                headers = {"retry-after": exc.message.split()[-2]} if exc.status == 429 else None
                 response = _error(exc.status, exc.message)
-                if headers:
-                    response.headers.update(headers)
+                if exc.retry_after_s is not None:
+                    response.headers["retry-after"] = str(round(exc.retry_after_s))
                 return response
             except ValidationError as exc:
                 problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())

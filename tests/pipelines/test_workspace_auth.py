@@ -313,6 +313,39 @@ def test_a_cross_site_socket_or_post_is_refused(workspace):
     asyncio.run(session())
 
 
+def test_feedback_transfer_and_resolve_by_the_assigned_agent(workspace):
+    """Runs late in the module: it resolves Ana's conversation."""
+    ana, ids = workspace.client("ana"), workspace.ids
+    url = f"/workspace/api/entries/{ids['ana']}"
+    corrected = ana.post(f"{url}/correct-intent", json={"action_id": "ana-intent-0001", "message_id": "m-x-ana",
+                                                          "corrected_intent": "get_refund"})  # fmt: skip
+    assert corrected.status_code == 200, corrected.text
+    unknown = ana.post(f"{url}/correct-intent", json={"action_id": "ana-intent-0002", "message_id": "m-x-ana",
+                                                        "corrected_intent": "make_coffee"})  # fmt: skip
+    assert unknown.status_code == 422 and "unknown intent" in unknown.json()["error"]
+    not_ai = ana.post(f"{url}/rate", json={"action_id": "ana-rate-0001", "message_id": "m-x-ana", "rating": 2})
+    assert not_ai.status_code == 422 and "AI agent's replies" in not_ai.json()["error"]
+    full = ana.post(f"{url}/transfer", json={"action_id": "ana-transfer-01", "to_agent": "ben", "warm": True})
+    assert full.status_code == 409 and "capacity" in full.json()["error"], "the router's refusal comes back"
+    bad_code = ana.post(f"{url}/resolve", json={"action_id": "ana-resolve-01", "resolution_code": "whatever"})
+    assert bad_code.status_code == 422
+    resolved = ana.post(f"{url}/resolve", json={"action_id": "ana-resolve-02", "resolution_code": "resolved"})
+    assert resolved.status_code == 200, resolved.text
+    assert ana.get(url).status_code == 403, "resolved, it is no longer hers to read"
+
+    reader = make_reader({"bootstrap.servers": workspace.bootstrap}, ["sf.feedback"], from_beginning=True)
+    try:
+        feedback = [json.loads(r.value) for r in consume_all(reader, idle_s=1.0, max_s=5.0) if r.value]
+    finally:
+        reader.close()
+    by_kind = {f["kind"]: f for f in feedback}
+    assert set(by_kind) == {"intent_correction", "resolution"}, "refused actions left no feedback"
+    assert by_kind["intent_correction"]["original_intent"] == "track_order"
+    assert by_kind["intent_correction"]["corrected_intent"] == "get_refund"
+    assert by_kind["resolution"]["resolution_code"] == "resolved" and by_kind["resolution"]["agent_id"] == "ana"
+    assert by_kind["resolution"]["first_response_s"] is not None, "Ana answered before she resolved"
+
+
 def test_too_many_failed_logins_pause_the_agent_id(workspace):
     """Last in the module: the throttle also pauses this client address."""
     client = workspace.client()
