@@ -839,6 +839,8 @@ def build_workspace_app(workspace: Workspace, lifespan: Any = None) -> Starlette
     async def login(request: Request) -> Response:
         if not _same_origin(request):
             raise WorkspaceError(403, "requests from another site are refused")
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            raise WorkspaceError(415, "send JSON (content-type: application/json)")
         credentials = LoginRequest.model_validate(await body(request))
         client = request.client.host if request.client else "unknown"
         agent, token = workspace.login(credentials.agent_id, credentials.password, client)
