@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 import yaml
 
@@ -33,6 +34,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]  # fmt: skip
 PASSWORD = "ana-has-a-long-password"
+BEN_PASSWORD = "ben-has-another-password"
 ORDER = "1000006"
 
 
@@ -73,7 +75,7 @@ def stack(commerce_dsn: str, tmp_path: Path) -> Iterator[Stack]:
         {"agent_id": "ana", "display_name": "Ana Lopez", "skills": ["*"], "capacity": 3, "queues": ["general"],
          "password_hash": hash_password(PASSWORD)},
         {"agent_id": "ben", "display_name": "Ben Okafor", "skills": ["order"], "capacity": 3, "queues": ["general"],
-         "password_hash": hash_password("ben-password-unused")},
+         "password_hash": hash_password(BEN_PASSWORD)},
     ]}))  # fmt: skip
     settings = Settings(
         data_dir=tmp_path / "data",
@@ -143,6 +145,8 @@ def test_an_agent_takes_an_escalation_live_replies_and_approves_one_refund(stack
     customer_says(customer, "94107", "colleague")  # the refund is above the limit: handed to a human
 
     row = agent.wait_for_selector(".queue-row[data-status='assigned']", timeout=30_000)
+    escalation_id = row.get_attribute("data-escalation-id")
+    row = agent.locator(f".queue-row[data-escalation-id='{escalation_id}']")  # rows are redrawn as the queue changes
     assert "Alice Martin" in row.inner_text() and "needs_approval" in row.inner_text()
     row.click()
     agent.wait_for_selector("#conv-history .msg")
@@ -174,15 +178,38 @@ def test_an_agent_takes_an_escalation_live_replies_and_approves_one_refund(stack
         """async (id) => (await fetch('/workspace/api/entries/' + id + '/approve', {method: 'POST',
              headers: {'content-type': 'application/json'}, body: JSON.stringify({action_id: 'second-approval-1'})}
            )).json()""",
-        row.get_attribute("data-escalation-id"),
+        escalation_id,
     )
     assert again["outcome"] == "succeeded" and again.get("repeated") is True
     made = refunds(commerce_dsn)
     assert [str(r["amount"]) for r in made] == ["150.00"], "exactly one refund, for the approved amount"
 
-    # an AI reply rated, then the conversation resolved: both land on sf.feedback
+    # an AI reply rated: feedback
     agent.locator("#conv-history .msg-agent .thumb-up").first.click()
     agent.wait_for_selector("#conv-history .done:has-text('rated 5/5')")
+
+    # a warm transfer to Ben: Alice is told who joins, Ben sees the whole history, Ana no longer does
+    ben = httpx.Client(base_url=stack.workspace_url.removesuffix("/workspace"), timeout=15)
+    assert ben.post("/workspace/api/login", json={"agent_id": "ben", "password": BEN_PASSWORD}).is_success
+    assert ben.post("/workspace/api/presence", json={"action_id": "ben-online-01", "presence": "online"}).is_success
+    agent.select_option("#transfer-target", "agent:ben")
+    agent.check("#transfer-warm")
+    agent.click("#transfer-send")
+    customer.wait_for_selector(".sf-agent:has-text('Ben Okafor is joining')", timeout=30_000)
+    agent.wait_for_selector("#conversation .placeholder:has-text('left your queue')", timeout=15_000)
+    seen_by_ben = ben.get(f"/workspace/api/entries/{escalation_id}").json()
+    texts = " ".join(item["text"] for item in seen_by_ben["transcript"])
+    assert seen_by_ben["entry"]["agent_id"] == "ben" and seen_by_ben["entry"]["transfers"][-1]["warm"] is True
+    assert f"refund of 150 EUR for order {ORDER}" in texts and "this is Ana" in texts and "Your refund" in texts
+
+    # a cold transfer back to the queue: the router gives it to Ana again (Ben lacks the refund skill)
+    cold = {"action_id": "ben-cold-0001", "to_queue": "general", "warm": False}
+    assert ben.post(f"/workspace/api/entries/{escalation_id}/transfer", json=cold).is_success
+    agent.wait_for_selector(f".queue-row[data-escalation-id='{escalation_id}'][data-status='assigned']")
+    row.click()
+    agent.wait_for_selector("#conv-history .msg-human:has-text('this is Ana')")
+
+    # resolved: feedback, and the conversation leaves Ana's queue
     agent.select_option("#resolve-code", "refund_approved")
     agent.click("#resolve-send")
     agent.wait_for_selector("#conversation .placeholder:has-text('left your queue')", timeout=15_000)
