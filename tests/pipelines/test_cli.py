@@ -217,6 +217,8 @@ def test_run_serves_chat_and_ctrl_c_leaves_no_process_behind(tmp_path):
         assert process.returncode == 0, output[-2000:]
         assert "supportflow is running" in output and "stopped." in output
         assert "NLU model served by the embedded tritonserver" in output
+        assert "/workspace  (human agents" in output and "demo team written to" in output, "where agents sign in"
+        assert (tmp_path / "workspace-agents.yaml").exists()
         time.sleep(0.5)
         alive = [pid for pid in children if running(pid)]
         assert not alive, f"left behind: {alive}"
