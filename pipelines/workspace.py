@@ -289,6 +289,7 @@ class Workspace:
         outbound_topic: str = "sf.outbound",
         feedback_topic: str = "sf.feedback",
         secure_cookie: bool = False,
+        queues: list[str] | None = None,
     ) -> None:
         self.agents = {agent.agent_id: agent for agent in agents}
         self.router = router
@@ -307,17 +308,20 @@ class Workspace:
         self.view = ConversationView()
         self.decisions: dict[str, Decision] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self.queues = sorted({queue for agent in agents for queue in agent.queues})
+        # where a conversation may be transferred: every queue an agent serves or a skill is routed to
+        named = {q for agent in agents for q in agent.queues} | set(queues or []) | {"general"}
+        self.queues = sorted(named - {"*"})
         self.intents = sorted(policy.intents)
 
     # --- who is asking -------------------------------------------------------------------------
 
-    def login(self, agent_id: str, password: str, client: str) -> tuple[AgentSpec, str]:
+    async def login(self, agent_id: str, password: str, client: str) -> tuple[AgentSpec, str]:
         wait = self.throttle.retry_after(agent_id, client)
         if wait is not None:
             seconds = max(1, round(wait))
             raise WorkspaceError(429, f"too many failed sign-ins; try again in {seconds} s", retry_after_s=seconds)
-        agent = check_password(self.agents, agent_id, password)
+        # scrypt takes ~50 ms of CPU by design: off the event loop, so live updates keep flowing
+        agent = await asyncio.to_thread(check_password, self.agents, agent_id, password)
         if agent is None:
             self.throttle.failed(agent_id, client)
             raise WorkspaceError(401, "unknown agent id or wrong password")
@@ -595,14 +599,16 @@ class Workspace:
             raise WorkspaceError(422, f"the action policy refuses this: {finding.kind}: {finding.reason}")
         results: list[ActionResult] = []
         outcome = "succeeded"
-        for step in [*checks, *actions]:
+        ran = [*checks, *actions]
+        for step in ran:
             result = await call_action(step, entry.customer_id, self.tools, self.execute_config)
             results.append(result)
             if result.status != "succeeded":
                 outcome = "failed" if result.error_kind in (None, "unavailable") else result.error_kind or "failed"
                 break
-        text = self._outcome_text(entry, intent, outcome, prepared, results)
-        reply_id = derive_id("h-", "approval", entry.escalation_id, *(s.idempotency_key for s in prepared))
+        text = self._outcome_text(entry, intent, outcome, ran, results)
+        # one message per outcome: a repeat is the same message, a success after an outage a new one
+        reply_id = derive_id("h-", "approval", entry.escalation_id, outcome, *(s.idempotency_key for s in prepared))
         await self._send(entry, reply_id, text)
         await self._command(agent, action.action_id, "human_replied", wait=False, escalation_id=entry.escalation_id)
         decision = Decision(
@@ -618,7 +624,7 @@ class Workspace:
         return {**decision.as_json(), "reply_text": text}
 
     def _outcome_text(
-        self, entry: QueueEntry, intent: str, outcome: str, prepared: list[ActionCall], results: list[ActionResult]
+        self, entry: QueueEntry, intent: str, outcome: str, ran: list[ActionCall], results: list[ActionResult]
     ) -> str:
         """The playbook's reply for the outcome, passed through the agent's reply guard."""
         from operators.execute import FALLBACK_REPLIES
@@ -627,7 +633,7 @@ class Workspace:
         variables: dict[str, Any] = dict(esc.slots)
         if esc.profile is not None and esc.profile.display_name:
             variables.setdefault("customer_name", esc.profile.display_name)
-        for step, result in zip(prepared, results, strict=False):
+        for step, result in zip(ran, results, strict=False):
             if result.status == "succeeded" and step.save_as:
                 variables.update(flatten(result.result, step.save_as))
             if result.status != "succeeded":
@@ -843,7 +849,7 @@ def build_workspace_app(workspace: Workspace, lifespan: Any = None) -> Starlette
             raise WorkspaceError(415, "send JSON (content-type: application/json)")
         credentials = LoginRequest.model_validate(await body(request))
         client = request.client.host if request.client else "unknown"
-        agent, token = workspace.login(credentials.agent_id, credentials.password, client)
+        agent, token = await workspace.login(credentials.agent_id, credentials.password, client)
         response = JSONResponse({"token": token, "agent": workspace.me(agent, workspace.tokens.verify(token))})
         response.set_cookie(COOKIE, token, max_age=int(workspace.tokens.ttl_s), httponly=True, samesite="strict",
                             secure=workspace.secure_cookie, path="/workspace")  # fmt: skip
@@ -1104,6 +1110,7 @@ async def run_workspace(
         outbound_topic=topology.topic_for(OutboundMessage) or "sf.outbound",
         feedback_topic=topology.topic_for(Feedback) or "sf.feedback",
         secure_cookie=(settings.public_base_url or "").startswith("https://"),
+        queues=list(settings.workspace_queue_by_skill.values()),
     )
     watched = [t for t in (topology.topic_for(Message), topology.topic_for(OutboundMessage)) if t]
     reader = BackgroundReader(settings.kafka_client_config(), watched, workspace.on_record, settings.fetch_max_wait_ms)
