@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import json
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -314,6 +315,31 @@ def test_keys_that_cannot_be_fetched_are_a_503_not_a_refusal(gateway, microsoft,
     assert response.status_code == 503 and "retry later" in response.json()["error"]
     assert rejections("bad_token") == before
     assert ingress_records(broker, 0) == []
+
+
+def test_random_bodies_and_headers_never_get_a_5xx_and_only_signed_messages_are_published(gateway, microsoft, broker):
+    """Fuzz (a seeded stdlib generator; hypothesis is not installed here): half the requests carry a
+    valid token, so the adapter sees arbitrary shapes too, among them message activities with one
+    field altered (some of which are still valid messages, and are published)."""
+    client = configured(gateway, microsoft)
+    rng = random.Random(20261124)
+    alphabet = 'abcXYZ019=&%+:._-/|; {}[]",\\\n\té漢\x00'
+    unsigned: list[int] = []
+    signed: list[int] = []
+    for i in range(40):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(300)))
+        shaped = {**ACTIVITY, rng.choice(list(ACTIVITY)): rng.choice([None, 1, [], {}, text])}
+        body = rng.choice([text.encode("utf-8"), json.dumps(shaped).encode(), b"null", bytes(rng.randbytes(50))])
+        if i % 2 == 0:
+            signed.append(post(client, body, f"Bearer {sign(claims())}").status_code)
+        else:
+            noise = "".join(chr(rng.randrange(32, 127)) for _ in range(rng.randrange(80))).strip()
+            unsigned.append(post(client, body, rng.choice([f"Bearer {noise}", noise])).status_code)
+    assert set(unsigned) <= {401, 403}, sorted(set(unsigned))
+    assert set(signed) <= {200, 400, 403}, sorted(set(signed))  # 403: a serviceUrl altered away from the claim
+    published = ingress_records(broker, 0)
+    assert len(published) <= signed.count(200)
+    assert {(r["channel"], r["sender"]) for r in published} <= {("teams", f"{SERVICE_URL}|{CONVERSATION}")}
 
 
 # --- outbound -------------------------------------------------------------------------------------------
