@@ -35,7 +35,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 import jwt
@@ -396,7 +396,8 @@ def _default_port(scheme: str) -> int:
 def service_url_allowed(url: str, patterns: Sequence[str]) -> bool:
     """True when `url` is under one of `patterns`: `scheme://host[:port][/path-prefix*]`, where the
     host may be `*.domain` (any subdomain, not the domain itself). Userinfo, queries, fragments,
-    backslashes and whitespace are refused outright: they are where URL parsers disagree."""
+    dot segments, backslashes and whitespace are refused outright: they are where URL parsers
+    disagree, or where the URL sent is not the URL checked."""
     if not url.isascii() or any(c.isspace() or c == "\\" for c in url):
         return False
     try:
@@ -408,6 +409,9 @@ def service_url_allowed(url: str, patterns: Sequence[str]) -> bool:
         return False
     scheme, host = split.scheme.lower(), split.hostname.lower()
     if scheme not in ("http", "https"):
+        return False
+    # httpx resolves `..` before sending, which would walk out of a path prefix
+    if any(segment in (".", "..") for segment in unquote(split.path).split("/")):
         return False
     for pattern in patterns:
         p_scheme, p_host, p_port, p_path = _pattern_parts(pattern)

@@ -492,6 +492,8 @@ async def test_a_refused_app_password_is_permanent_and_posts_nothing(microsoft):
         "https://evil.example/#.botframework.com",
         "https://evil.example\\.botframework.com/",
         "LOCAL/elsewhere/",
+        "LOCAL/teams/../elsewhere/",
+        "LOCAL/teams/%2e%2e/elsewhere/",
     ],
 )
 async def test_a_forged_service_url_is_refused_before_any_request(microsoft, service_url):
