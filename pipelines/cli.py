@@ -55,6 +55,8 @@ nlu_app = typer.Typer(
     help="Train and evaluate the intent classifier (triton_models/intent_classifier).", no_args_is_help=True
 )
 app.add_typer(analytics_app, name="analytics")
+feedback_app = typer.Typer(help="Human feedback (sf.feedback) kept in the conversation store.", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
 email_app = typer.Typer(
     help="The email channel: an SMTP listener that feeds sf.ingress, and a sender for email replies on sf.outbound.",
     no_args_is_help=True,
@@ -837,6 +839,57 @@ def _on_database(s: Settings, job: Callable[[Any], Awaitable[T]]) -> T:
     except ValueError as exc:
         err.print(f"[red]bad DATABASE_URL:[/red] {escape(str(exc))}")
     raise typer.Exit(1)
+
+
+@feedback_app.command("export")
+def feedback_export(
+    out: Annotated[Path, typer.Option("--out", help="The CSV to write (columns text, label).")],
+    since: Annotated[
+        Optional[str], typer.Option(help="Only corrections from then on: ISO timestamp or duration ago (30d).")
+    ] = None,
+    model: Annotated[
+        Optional[Path],
+        typer.Option(help="Model version folder whose labels.json limits the labels (default: the latest version)."),
+    ] = None,
+    all_labels: Annotated[
+        bool, typer.Option("--all-labels", help="Keep labels the model does not know (nlu train refuses them).")
+    ] = False,
+) -> None:
+    """Intent corrections as training rows (the message's text, the corrected intent) for `nlu train --extra-train`.
+
+    Reads DATABASE_URL, or the embedded PostgreSQL in the data dir (like `db migrate`).
+    """
+    from connectors.postgres import intent_corrections
+    from pipelines.analytics import parse_moment
+    from pipelines.feedback_export import model_labels, write_training_csv
+    from pipelines.nlu_eval import DataError, latest_version
+
+    def fail(message: str) -> typer.Exit:
+        err.print(f"[red]feedback export:[/red] {escape(message)}")
+        return typer.Exit(2)
+
+    try:
+        start = parse_moment(since, datetime.now(UTC)) if since else None
+    except ValueError as exc:
+        raise fail(f"invalid --since: {exc}") from None
+    if not out.parent.is_dir():
+        raise fail(f"--out: folder {out.parent} does not exist")
+    known: set[str] | None = None
+    if not all_labels:
+        try:
+            version = model or latest_version()
+            known = model_labels(version)
+        except (DataError, OSError, KeyError, ValueError) as exc:
+            raise fail(f"cannot read the model's labels ({exc}); pass --model DIR or --all-labels") from None
+    rows = _on_database(settings(), lambda conn: intent_corrections(conn, start))
+    result = write_training_csv(rows, out, known)
+    console.print(f"wrote {result.written} training row(s) to {out}")
+    if result.unknown_labels:
+        left = ", ".join(f"{label} ({n})" for label, n in sorted(result.unknown_labels.items()))
+        console.print(f"[yellow]left out {sum(result.unknown_labels.values())} row(s) whose label the model "
+                      f"does not know:[/yellow] {escape(left)} (--all-labels keeps them)")  # fmt: skip
+    if result.written:
+        console.print(f"train with: supportflow nlu train --extra-train {out} ...")
 
 
 @db_app.command("migrate")

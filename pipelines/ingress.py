@@ -26,7 +26,7 @@ from connectors.rate_limit import InProcessRateLimiter, RateLimiter, RedisRateLi
 from connectors.snapshot_cache import InProcessSnapshotCache, RedisSnapshotCache
 from pipelines.settings import Settings
 from pipelines.topology import Topology
-from schemas import Escalation, Message, OutboundMessage, RawInbound
+from schemas import Escalation, Feedback, Message, OutboundMessage, RawInbound
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 
@@ -37,8 +37,10 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
     shown = {t: topology.topic_for(t) for t in (Message, OutboundMessage, Escalation)}
     by_topic = {topic: record_type for record_type, topic in shown.items() if topic}
     ingress_topic = topology.topic_for(RawInbound) or "sf.ingress"
+    feedback_topic = topology.topic_for(Feedback) or "sf.feedback"
     limits = IngressLimits(
         ingress_topic=ingress_topic,
+        feedback_topic=feedback_topic,
         dead_letter_topic=topology.spec.dead_letter_topic,
         max_text_chars=settings.http_max_text_chars,
         max_body_bytes=settings.http_max_body_bytes,
@@ -95,6 +97,7 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
 
     secret = settings.webchat_secret.get_secret_value().encode() if settings.webchat_secret else os.urandom(32)
     webchat = WebChat(producer.send, view, SessionSigner(secret), limiter, ingress_topic, settings.http_max_text_chars)
+    webchat.feedback_topic = feedback_topic
     web_routes = [
         WebSocketRoute("/v1/chat", webchat.endpoint),
         Route("/", lambda _: FileResponse(WEB_DIR / "demo.html")),

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from connectors.rate_limit import DEFAULT_LIMITS, RateLimit
 from connectors.webhooks import WebhookSubscription
+from connectors.workspace.router import PriorityRule
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 CONFIG_ENV = "SUPPORTFLOW_CONFIG_FILE"
@@ -193,6 +194,29 @@ class Settings(BaseSettings):
         default=None, description="Slack app signing secret: checks X-Slack-Signature on /webhooks/slack/events"
     )
 
+    # agent workspace: the escalation router (pipelines/escalation_router.py, connectors/workspace/router.py)
+    workspace_agents_file: Path | None = Field(
+        default=None,
+        description="YAML of the human agents (`agents: [{agent_id, skills, languages, capacity, queues, ...}]`); "
+        "unset: no agents, escalations wait and customers are told so",
+    )
+    workspace_priority: PriorityRule = Field(
+        default_factory=PriorityRule,
+        description="order of waiting escalations: tier_weights + severity_weights + per_waited_minute × minutes "
+        "(JSON in SUPPORTFLOW_WORKSPACE_PRIORITY)",
+    )
+    workspace_queue_by_skill: dict[str, str] = Field(
+        default_factory=dict, description="intent or category -> queue name; unlisted ones go to `general`"
+    )
+    workspace_handle_time_s: float = Field(
+        default=300.0, gt=0, description="assumed seconds an agent holds a conversation until resolutions tell better"
+    )
+    human_wait_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="an escalation waiting this long for a human: the customer is told and offered wait/callback/email",
+    )
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _servers_look_like_addresses(cls, value: str | None) -> str | None:
@@ -263,6 +287,8 @@ class Settings(BaseSettings):
                 value = "redis://**********@" + value.rsplit("@", 1)[1]
             elif name == "webhooks":
                 value = [subscription.model_dump(mode="json") for subscription in value]  # secrets as '**********'
+            elif name == "workspace_priority":
+                value = value.model_dump()
             elif name == "rate_limits":
                 value = {channel: limit.model_dump() for channel, limit in value.items()}
             out[name] = value

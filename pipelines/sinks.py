@@ -33,6 +33,7 @@ from schemas import (
     CustomerProfile,
     DeadLetter,
     Escalation,
+    Feedback,
     Message,
     OutboundMessage,
     Record,
@@ -48,8 +49,8 @@ Writer = Callable[[str, Sequence[Record]], Awaitable[int]]
 
 # What each sink stores, by record type; the topology says which topic carries each type.
 SINK_RECORDS_BY_TARGET: dict[str, tuple[type[Record], ...]] = {
-    "postgres": (Message, OutboundMessage, Escalation, ConversationEvent, CustomerProfile),
-    "clickhouse": (ConversationEvent,),
+    "postgres": (Message, OutboundMessage, Escalation, ConversationEvent, CustomerProfile, Feedback),
+    "clickhouse": (ConversationEvent, Feedback),
 }
 
 
@@ -61,7 +62,7 @@ def sink_topics(topology: Topology, target: str) -> list[str]:
 
 def clickhouse_writer(store: EventStore) -> Writer:
     async def write(topic: str, records: Sequence[Record]) -> int:
-        return await store.insert([r for r in records if isinstance(r, ConversationEvent)])
+        return await store.insert([r for r in records if isinstance(r, ConversationEvent | Feedback)])
 
     return write
 

@@ -18,6 +18,7 @@ from schemas.outbound import (
     EventResponse,
     EventSentiment,
     Feedback,
+    FeedbackKind,
     OutboundMessage,
     RawConversationEvent,
 )
@@ -34,11 +35,14 @@ from schemas.turn import (
     PlannedTurn,
     RoutedTurn,
 )
+from schemas.workspace import AgentSpec, AgentState, Presence, QueueEntry, RouterCommand, WorkspaceState
 
 __all__ = [
     "CHANNELS",
     "ActionCall",
     "ActionResult",
+    "AgentSpec",
+    "AgentState",
     "AuthorizedTurn",
     "Channel",
     "ContactAddress",
@@ -58,6 +62,7 @@ __all__ = [
     "EventSentiment",
     "ExecutedTurn",
     "Feedback",
+    "FeedbackKind",
     "FormattedTurn",
     "GuardVerdict",
     "GuardedTurn",
@@ -69,6 +74,8 @@ __all__ = [
     "OutboundMessage",
     "Plan",
     "PlannedTurn",
+    "Presence",
+    "QueueEntry",
     "RawConversationEvent",
     "RawInbound",
     "Record",
@@ -76,9 +83,11 @@ __all__ = [
     "RouteDecision",
     "RouteReason",
     "RoutedTurn",
+    "RouterCommand",
     "Sentiment",
     "SessionContext",
     "TaskState",
+    "WorkspaceState",
     "contact_key",
     "record_types",
     "utcnow",

@@ -62,7 +62,8 @@
   function render(item) {
     if (item.kind === "message") add("customer", item.text, item.id);
     else if (item.kind === "reply") add("agent", item.text, item.id);
-    else if (item.kind === "escalation") add("note", "A colleague will take it from here.", item.id);
+    // a follow-up while a colleague has the conversation is not announced again
+    else if (item.kind === "escalation" && item.reason !== "with_human") add("note", "A colleague will take it from here.", item.id);
   }
 
   function send(frame) {

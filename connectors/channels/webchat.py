@@ -9,12 +9,16 @@ gets an `error` frame and the socket stays open. The protocol:
     server → client  {"type": "ack", "message_id": "..."}      then {"type": "typing"}
     server → client  {"type": "reply", ...item} | {"type": "escalation", ...item}  (as they happen)
     server → client  {"type": "error", "error": "..."}
+    client → server  {"type": "csat", "rating": 1..5, "comment": "..."?, "client_feedback_id": "..."?}
+    server → client  {"type": "csat_ack", "feedback_id": "..."}   (the answer is on sf.feedback)
 
 The session is a random id signed with the ingress's secret (HMAC-SHA256); the widget keeps the
 token and sends it back in `hello` after a reconnect or a reload, and gets the history of its
 own conversation — never another's: the sender address is derived from the verified session, and
 history is only what this ingress saw for that sender's conversation. `client_message_id` makes a
-message resent after a reconnect idempotent (the message id derives from it).
+message resent after a reconnect idempotent (the message id derives from it). A `csat` frame rates
+the session's own conversation (there is no conversation id to give, so no other can be rated);
+`client_feedback_id` makes a resent answer one record.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from connectors.conversation_view import ConversationView, ViewItem
 from connectors.protocols import RateLimiter
-from schemas import RawInbound
+from schemas import Feedback, RawInbound
 
 __all__ = ["SessionSigner", "WebChat"]
 
@@ -62,7 +66,14 @@ class Typing(_Frame):
     type: Literal["typing"]
 
 
-ClientFrame = TypeAdapter(Annotated[Hello | ChatMessage | Typing, Field(discriminator="type")])
+class CsatAnswer(_Frame):
+    type: Literal["csat"]
+    rating: int = Field(ge=1, le=5, strict=True)
+    comment: str = Field(default="", max_length=2000)
+    client_feedback_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,100}$")
+
+
+ClientFrame = TypeAdapter(Annotated[Hello | ChatMessage | Typing | CsatAnswer, Field(discriminator="type")])
 
 
 class SessionSigner:
@@ -97,6 +108,7 @@ class WebChat:
         limiter: RateLimiter,
         ingress_topic: str = "sf.ingress",
         max_text_chars: int = 4000,
+        feedback_topic: str = "sf.feedback",
     ) -> None:
         self.publish = publish
         self.view = view
@@ -104,6 +116,7 @@ class WebChat:
         self.limiter = limiter
         self.ingress_topic = ingress_topic
         self.max_text_chars = max_text_chars
+        self.feedback_topic = feedback_topic
 
     async def endpoint(self, websocket: WebSocket) -> None:
         await websocket.accept()
@@ -133,6 +146,11 @@ class WebChat:
                         await websocket.send_json({"type": "error", "error": "say hello first"})
                         continue
                     await self._accept(websocket, frame, f"web-{session}", customer_id)
+                elif isinstance(frame, CsatAnswer):
+                    if session is None:
+                        await websocket.send_json({"type": "error", "error": "say hello first"})
+                        continue
+                    await self._csat(websocket, frame, f"web-{session}")
                 # a Typing frame needs no answer; it only keeps the socket warm
         except WebSocketDisconnect:
             pass
@@ -166,6 +184,17 @@ class WebChat:
         await self.publish(self.ingress_topic, raw.partition_key(), raw.to_bytes())
         await websocket.send_json({"type": "ack", "message_id": message_id})
         await websocket.send_json({"type": "typing"})
+
+    async def _csat(self, websocket: WebSocket, frame: CsatAnswer, sender: str) -> None:
+        """Rate this session's own conversation: the conversation comes from the verified session, never the frame."""
+        conversation_id = self.view.conversation_of_sender(sender)
+        if conversation_id is None:
+            await websocket.send_json({"type": "error", "error": "there is no conversation to rate yet"})
+            return
+        request_id = f"{sender}|{frame.client_feedback_id or secrets.token_hex(12)}"
+        feedback = Feedback.csat(conversation_id, frame.rating, request_id, comment=frame.comment, channel="webchat")
+        await self.publish(self.feedback_topic, feedback.partition_key(), feedback.to_bytes())
+        await websocket.send_json({"type": "csat_ack", "feedback_id": feedback.feedback_id})
 
     async def _push(self, websocket: WebSocket, sender: str) -> None:
         """Forward replies and escalations of this sender's conversation, as they arrive."""

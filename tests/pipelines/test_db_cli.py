@@ -23,7 +23,7 @@ def test_migrate_twice_applies_then_says_up_to_date(postgres_dsn):
 
     first = runner.invoke(app, ["db", "migrate"], env=env)
     assert first.exit_code == 0, first.output
-    assert "applied 3 migration(s): 0001_initial, 0002_commerce, 0003_outbox" in first.output
+    assert "applied 4 migration(s): 0001_initial, 0002_commerce, 0003_outbox, 0005_feedback" in first.output
 
     second = runner.invoke(app, ["db", "migrate"], env=env)
     assert second.exit_code == 0, second.output
