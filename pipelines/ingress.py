@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.responses import FileResponse
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from connectors.channels import ChannelSecrets, webhook_routes
-from connectors.channels.webchat import SessionSigner, WebChat
+from connectors.channels.session_tokens import CustomerTokens, SessionTokens
+from connectors.channels.webchat import WebChat
 from connectors.conversation_view import ConversationView
 from connectors.http_api import IngressLimits, create_app
 from connectors.kafka import AsyncProducer, BackgroundReader, KafkaRecord
@@ -29,6 +31,7 @@ from pipelines.topology import Topology
 from schemas import Escalation, Message, OutboundMessage, RawInbound
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+DEMO_TOKEN_PLACEHOLDER = "__SUPPORTFLOW_CUSTOMER_TOKEN__"
 
 
 def build_ingress(settings: Settings, topology: Topology) -> Starlette:
@@ -94,10 +97,22 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
                 await store.close()
 
     secret = settings.webchat_secret.get_secret_value().encode() if settings.webchat_secret else os.urandom(32)
-    webchat = WebChat(producer.send, view, SessionSigner(secret), limiter, ingress_topic, settings.http_max_text_chars)
+    customer_secret = settings.customer_token_secret
+    customers = CustomerTokens(customer_secret.get_secret_value().encode() if customer_secret else None)
+    sessions = SessionTokens(secret, settings.webchat_session_ttl_s)
+    webchat = WebChat(producer.send, view, sessions, customers, limiter, ingress_topic, settings.http_max_text_chars)
+
+    async def demo_page(_: Request) -> HTMLResponse:
+        """The demo shop's page; signed in as `demo_customer_id` when set, as a host site's backend would do it."""
+        token = ""
+        if settings.demo_customer_id and customers.secret is not None:
+            token = customers.mint(settings.demo_customer_id, ttl_s=3600)
+        page = (WEB_DIR / "demo.html").read_text(encoding="utf-8")
+        return HTMLResponse(page.replace(DEMO_TOKEN_PLACEHOLDER, token), headers={"Cache-Control": "no-store"})
+
     web_routes = [
         WebSocketRoute("/v1/chat", webchat.endpoint),
-        Route("/", lambda _: FileResponse(WEB_DIR / "demo.html")),
+        Route("/", demo_page),
         Mount("/web", app=StaticFiles(directory=WEB_DIR), name="web"),
     ]
     app = create_app(

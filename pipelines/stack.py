@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -31,6 +32,7 @@ from pipelines.topology import Topology, load_topology
 log = logging.getLogger(__name__)
 
 STATE_FILE = "stack.json"
+DEMO_CUSTOMER_ID = "C000001"  # Alice, of the seeded demo shop
 
 
 @dataclass
@@ -184,6 +186,19 @@ class Stack:
             dsn = self.postgres.start()
             self.settings = self.settings.model_copy(update={"database_url": SecretStr(dsn)})
             self.seeded = asyncio.run(_seed_demo_backend(dsn))
+            self.sign_in_demo_page()
+
+    def sign_in_demo_page(self) -> None:
+        """With the embedded demo shop, the demo page is Alice's: the ingress mints her customer token.
+
+        Like a host site's backend would; the key is random per run unless one is configured.
+        """
+        update: dict[str, object] = {}
+        if self.settings.demo_customer_id is None:
+            update["demo_customer_id"] = DEMO_CUSTOMER_ID
+        if self.settings.customer_token_secret is None:
+            update["customer_token_secret"] = SecretStr(secrets.token_urlsafe(32))
+        self.settings = self.settings.model_copy(update=update)
 
     def store_summary(self) -> str:
         from connectors.postgres import describe_dsn
