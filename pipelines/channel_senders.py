@@ -50,6 +50,8 @@ __all__ = [
     "SKIPPED_CHANNELS",
     "ChannelDelivery",
     "build_routes",
+    "delivery_targets",
+    "outbox_channels",
     "run_senders",
     "serve_senders",
 ]
@@ -69,8 +71,32 @@ class SendRetriesExhausted(RuntimeError):
     """A reply still failed transiently after every attempt; the whole batch is retried later."""
 
 
+def delivery_targets(settings: Settings) -> dict[str, str]:
+    """Where each channel's replies go: the provider whose credentials are set, else "outbox"."""
+    twilio = bool(settings.twilio_account_sid and settings.twilio_auth_token)
+    meta = bool(settings.meta_access_token and settings.meta_phone_number_id)
+    whatsapp = "meta" if meta else "twilio" if twilio and settings.twilio_whatsapp_from else "outbox"
+    return {
+        "sms": "twilio" if twilio and settings.twilio_from_number else "outbox",
+        "whatsapp": whatsapp,
+        "slack": "slack" if settings.slack_bot_token else "outbox",
+        "voice": "outbox",  # no voice provider yet: what the call would have said is kept
+    }
+
+
+def outbox_channels(settings: Settings) -> list[str]:
+    """The channels with a provider that is not configured, so their replies land in the outbox instead.
+
+    All of them in the embedded default; none once every provider has credentials. Voice, which
+    has no provider yet and always goes to the outbox, is not counted.
+    """
+    targets = delivery_targets(settings)
+    return [channel for channel, target in targets.items() if target == "outbox" and channel != "voice"]
+
+
 def build_routes(settings: Settings, pool: asyncpg.Pool) -> dict[str, Sender]:
     """The sender of each channel: a provider whose credentials are set, else the outbox."""
+    targets = delivery_targets(settings)
     outbox = Outbox(pool)
     twilio: TwilioSender | None = None
     if settings.twilio_account_sid and settings.twilio_auth_token:
@@ -84,27 +110,24 @@ def build_routes(settings: Settings, pool: asyncpg.Pool) -> dict[str, Sender]:
         )
         if not (settings.twilio_from_number or settings.twilio_whatsapp_from):
             log.warning("Twilio credentials are set but no sender number: SMS and WhatsApp go to the outbox")
-    meta: MetaWhatsAppSender | None = None
-    if settings.meta_access_token and settings.meta_phone_number_id:
-        meta = MetaWhatsAppSender(
+    providers: dict[str, Sender | None] = {"twilio": twilio, "outbox": outbox}
+    if targets["whatsapp"] == "meta":
+        assert settings.meta_access_token and settings.meta_phone_number_id
+        providers["meta"] = MetaWhatsAppSender(
             settings.meta_access_token.get_secret_value(),
             settings.meta_phone_number_id.get_secret_value(),
             base_url=settings.meta_api_base_url,
         )
-    slack: SlackSender | None = None
     if settings.slack_bot_token:
-        slack = SlackSender(settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_base_url)
-    whatsapp: Sender = outbox
-    if meta is not None:
-        whatsapp = meta
-    elif twilio is not None and settings.twilio_whatsapp_from:
-        whatsapp = twilio
-    return {
-        "sms": twilio if twilio is not None and settings.twilio_from_number else outbox,
-        "whatsapp": whatsapp,
-        "slack": slack or outbox,
-        "voice": outbox,  # no voice provider yet: what the call would have said is kept
-    }
+        providers["slack"] = SlackSender(
+            settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_base_url
+        )
+    routes: dict[str, Sender] = {}
+    for channel, target in targets.items():
+        sender = providers[target]
+        assert sender is not None
+        routes[channel] = sender
+    return routes
 
 
 @dataclass

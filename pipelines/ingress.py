@@ -17,15 +17,17 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from connectors.channels import ChannelSecrets, webhook_routes
+from connectors.channels.outbox import list_outbox
 from connectors.channels.session_tokens import CustomerTokens, SessionTokens
 from connectors.channels.webchat import WebChat
 from connectors.conversation_view import ConversationView
-from connectors.http_api import IngressLimits, create_app
+from connectors.http_api import IngressLimits, OutboxSource, create_app
 from connectors.kafka import AsyncProducer, BackgroundReader, KafkaRecord
 from connectors.postgres import PostgresStore
 from connectors.protocols import SnapshotCache
 from connectors.rate_limit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
 from connectors.snapshot_cache import InProcessSnapshotCache, RedisSnapshotCache
+from pipelines.channel_senders import outbox_channels
 from pipelines.settings import Settings
 from pipelines.topology import Topology
 from schemas import Escalation, Message, OutboundMessage, RawInbound
@@ -69,6 +71,17 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
         if snapshot is not None:
             await cache.put(conversation_id, snapshot, settings.snapshot_cache_ttl_s)
         return snapshot, False
+
+    outbox: OutboxSource | None = None
+    if store is not None and outbox_channels(settings):
+
+        async def outbox_entries(limit: int) -> list[dict[str, Any]]:
+            """The outbox is where replies of channels with no provider went (the embedded default)."""
+            assert store is not None
+            async with (await store.pool()).acquire() as conn:
+                return [row.to_json() for row in await list_outbox(conn, limit)]
+
+        outbox = outbox_entries
 
     reader_started = threading.Event()
 
@@ -125,6 +138,7 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
         extra_routes=web_routes,
         api_keys=[k.get_secret_value() for k in settings.api_keys],
         ready=lambda: reader_started.is_set(),
+        outbox=outbox,
     )
     secrets = ChannelSecrets(
         twilio_auth_token=settings.twilio_auth_token,

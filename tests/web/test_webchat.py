@@ -14,16 +14,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import jwt
 import pytest
 from pydantic import SecretStr
 from starlette.testclient import TestClient
+from twilio.request_validator import RequestValidator
 
 from connectors.channels.session_tokens import CUSTOMER_AUDIENCE, ISSUER, SESSION_AUDIENCE
 from pipelines.settings import Settings
 from pipelines.stack import Stack
 from tests.support import read_topics
 
+TWILIO_TOKEN = "twilio-auth-token-for-the-web-tests"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]  # fmt: skip
@@ -32,7 +35,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir = tmp_path_factory.mktemp("webchat-stack")
-    with Stack(Settings(data_dir=data_dir, http_port=0)) as running:
+    with Stack(Settings(data_dir=data_dir, http_port=0, twilio_auth_token=TWILIO_TOKEN)) as running:
         yield running
 
 
@@ -71,6 +74,33 @@ def test_the_widget_sends_shows_the_reply_and_keeps_the_history_on_reload(stack,
     page.screenshot(path=str(tmp_path / "webchat-history.png"))
     assert (tmp_path / "webchat-history.png").stat().st_size > 1000
     print(f"screenshots: {tmp_path}")
+
+
+def test_an_sms_reply_shows_in_the_demo_pages_outbox_panel(stack, browser, tmp_path):
+    """A signed Twilio SMS webhook in; with no Twilio account configured, the reply lands in the outbox."""
+    assert stack.ingress is not None
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.goto(stack.ingress.url + "/")
+    page.wait_for_function("document.getElementById('outbox-status').textContent.indexOf('empty') >= 0")
+
+    url = f"{stack.ingress.url}/webhooks/twilio/messages"
+    params = {
+        "From": "+15550002222",
+        "To": "+15559990000",
+        "Body": "how do I get a refund?",
+        "MessageSid": "SM" + "7" * 32,
+    }
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(url, params)
+    answered = httpx.post(url, data=params, headers={"X-Twilio-Signature": signature}, timeout=10)
+    assert answered.status_code == 200, answered.text
+
+    row = page.wait_for_selector('#outbox tr[data-channel="sms"]', timeout=60_000)
+    cells = [cell.inner_text() for cell in row.query_selector_all("td")]
+    assert cells[1:4] == ["sms", "+15550002222", "pending"]
+    assert "refund" in cells[4].lower()
+    page.screenshot(path=str(tmp_path / "demo-outbox.png"), full_page=True)
+    assert (tmp_path / "demo-outbox.png").stat().st_size > 1000
+    print(f"screenshot: {tmp_path / 'demo-outbox.png'}")
 
 
 WEBCHAT_KEY = "webchat-secret-for-the-tests-0123456789"
