@@ -170,7 +170,9 @@ class Settings(BaseSettings):
         pattern=r"^[^@\s]+@[^@\s]+$",
         description="the address customers write to; replies come from it and its domain names our Message-IDs",
     )
-    smtp_relay_host: str = Field(default="127.0.0.1", description="the SMTP relay replies are sent through")
+    smtp_relay_host: str | None = Field(
+        default=None, description="the SMTP relay email replies are sent through; unset: they go to the outbox"
+    )
     smtp_relay_port: int = Field(default=25, ge=1, le=65535)
     smtp_relay_starttls: bool = Field(default=False, description="upgrade the relay connection with STARTTLS")
     smtp_relay_username: str | None = None
@@ -228,6 +230,11 @@ class Settings(BaseSettings):
         if len(value.get_secret_value().encode()) < 32:
             raise ValueError("an HS256 key needs at least 32 characters (256 bits)")
         return value
+
+    @field_validator("smtp_relay_host")
+    @classmethod
+    def _blank_relay_is_none(cls, value: str | None) -> str | None:
+        return value.strip() if value and value.strip() else None
 
     @field_validator("public_base_url")
     @classmethod
