@@ -147,6 +147,7 @@ def test_the_outbox_endpoint_exists_only_where_the_outbox_is_a_delivery_target(b
         "twilio_from_number": "+15550000001",
         "twilio_whatsapp_from": "+15550000002",
         "slack_bot_token": "xoxb-token",
+        "smtp_relay_host": "smtp.example.com",
     }
     without_store = app_for(broker.bootstrap)
     every_channel_has_a_provider = app_for(broker.bootstrap, database_url=postgres_dsn, **providers)
