@@ -96,8 +96,25 @@ class Settings(BaseSettings):
     )
     webchat_secret: SecretStr | None = Field(
         default=None,
-        description="signs web chat session tokens; unset: a random key per ingress process (sessions end with it, "
-        "and replicas behind a load balancer need one shared key)",
+        description="signs web chat session tokens (HS256 JWTs; at least 32 characters); unset: a random key per "
+        "ingress process (sessions end with it, and replicas behind a load balancer need one shared key)",
+    )
+    webchat_session_ttl_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        le=365 * 24 * 3600,
+        description="how long a web chat session token is valid; every `welcome` renews it",
+    )
+    customer_token_secret: SecretStr | None = Field(
+        default=None,
+        description="the HS256 key (at least 32 characters) your site's or app's backend signs customer tokens "
+        "with (sub = customer id, aud = supportflow:customer, exp); unset: web chat sessions are anonymous",
+    )
+    demo_customer_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._:@-]{1,200}$",
+        description="development only: the demo page at / is signed in as this customer (the gateway mints its "
+        "customer token). `supportflow run` sets C000001 when it serves the embedded demo shop",
     )
     sink_batch_size: int = Field(default=500, ge=1, le=100_000, description="records per sink write")
     sink_batch_wait_ms: int = Field(default=200, ge=1, le=60_000, description="longest a sink holds a partial batch")
@@ -158,14 +175,23 @@ class Settings(BaseSettings):
     )
 
     # email channel (connectors/channels/email.py): the inbound SMTP listener and the outbound relay
-    smtp_listen_host: str = Field(default="127.0.0.1", description="`supportflow email serve` listens here")
-    smtp_listen_port: int = Field(default=2525, ge=0, le=65535)
+    smtp_listen_host: str = Field(
+        default="127.0.0.1", description="the SMTP listener (`supportflow run`, `supportflow email serve`) listens here"
+    )
+    smtp_listen_port: int = Field(
+        default=2525,
+        ge=0,
+        le=65535,
+        description="0 picks a free port; `supportflow run` also picks one when the default 2525 is taken",
+    )
     support_address: str = Field(
         default="support@example.com",
         pattern=r"^[^@\s]+@[^@\s]+$",
         description="the address customers write to; replies come from it and its domain names our Message-IDs",
     )
-    smtp_relay_host: str = Field(default="127.0.0.1", description="the SMTP relay replies are sent through")
+    smtp_relay_host: str | None = Field(
+        default=None, description="the SMTP relay email replies are sent through; unset: they go to the outbox"
+    )
     smtp_relay_port: int = Field(default=25, ge=1, le=65535)
     smtp_relay_starttls: bool = Field(default=False, description="upgrade the relay connection with STARTTLS")
     smtp_relay_username: str | None = None
@@ -237,6 +263,20 @@ class Settings(BaseSettings):
         if not sep or not host or not port.isdigit():
             raise ValueError(f"expected host:port of Triton's gRPC endpoint, got {value.strip()!r}")
         return value.strip().removeprefix("grpc://")
+
+    @field_validator("webchat_secret", "customer_token_secret")
+    @classmethod
+    def _hs256_key_is_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value().encode()) < 32:
+            raise ValueError("an HS256 key needs at least 32 characters (256 bits)")
+        return value
+
+    @field_validator("smtp_relay_host")
+    @classmethod
+    def _blank_relay_is_none(cls, value: str | None) -> str | None:
+        return value.strip() if value and value.strip() else None
 
     @field_validator("public_base_url")
     @classmethod
