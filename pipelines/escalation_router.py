@@ -150,6 +150,7 @@ class RouterService:
         self._kafka = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router-kafka")  # the consumer's thread
         self._subscribers: set[asyncio.Queue[WorkspaceState]] = set()
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
+        self._offsets: dict[tuple[str, int], int] = {}  # next offset per input partition, once its outputs are out
         self.ready = asyncio.Event()
         self.records_applied = 0
 
@@ -292,7 +293,7 @@ class RouterService:
         loop = asyncio.get_running_loop()
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
-            await loop.run_in_executor(self._kafka, consumer.close)
+            await loop.run_in_executor(self._kafka, _close_consumer, consumer, dict(self._offsets))
         for producer in (self._producer, self._state_producer):
             if producer is not None:
                 await loop.run_in_executor(None, producer.close)
@@ -326,6 +327,7 @@ class RouterService:
                 continue
             self.records_applied += 1
         await self._publish(rows, dead)
+        self._offsets.update(offsets)
         commits = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         if commits:
             await asyncio.get_running_loop().run_in_executor(self._kafka, self._commit, commits)
@@ -338,9 +340,9 @@ class RouterService:
 
     def _commit(self, offsets: list[TopicPartition]) -> None:
         assert self._consumer is not None
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:  # the next commit covers these offsets; a restart replays them, harmlessly
+        try:  # after the batch's outputs are delivered; not awaited: a lost commit only replays, harmlessly
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
             log.warning("router: committing offsets failed (%s)", exc)
 
     async def _publish(self, rows: list[WorkspaceState], dead: list[DeadLetter] | None = None) -> None:
@@ -373,6 +375,17 @@ class RouterService:
                 except asyncio.QueueFull:
                     log.warning("router: a subscriber is 10,000 rows behind; dropping it")
                     self._subscribers.discard(queue)
+
+
+def _close_consumer(consumer: Consumer, offsets: dict[tuple[str, int], int]) -> None:
+    """A last synchronous commit, so an orderly stop replays nothing; then close."""
+    try:
+        if offsets:
+            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+    except KafkaException as exc:
+        log.warning("router: the final commit failed (%s); the next router replays a little", exc)
+    finally:
+        consumer.close()
 
 
 def _dead_letter(message: KafkaMessage, exc: Exception) -> DeadLetter:
