@@ -54,6 +54,7 @@ from schemas import (
 __all__ = ["EscalationRouter", "PriorityRule", "RouterOptions", "notice_reply_id", "primary_language"]
 
 MAX_AGENT_COMMANDS = 200  # presence command ids remembered per agent: far more than one uncommitted batch holds
+MAX_FOLLOW_UPS = 200  # kept in an entry's row (the oldest go first), so a very long chat stays below Kafka's 1 MB
 
 
 class PriorityRule(BaseModel):
@@ -126,6 +127,12 @@ def notice_reply_id(escalation_id: str, kind: str) -> str:
 
 def handback_message_id(escalation_id: str) -> str:
     return "hb-" + hashlib.sha256(f"handback:{escalation_id}".encode()).hexdigest()[:24]
+
+
+def _without_known_turns(esc: Escalation, entry: QueueEntry) -> Escalation:
+    """A follow-up keeps only the history turns its entry does not hold yet: each turn is stored once."""
+    known = {(t.message_id, t.role) for e in [entry.escalation, *entry.follow_ups] for t in e.history}
+    return esc.model_copy(update={"history": [t for t in esc.history if (t.message_id, t.role) not in known]})
 
 
 def _snapshot(entry: QueueEntry) -> QueueEntry:
@@ -348,7 +355,7 @@ class EscalationRouter:
         open_id = self._open_by_conversation.get(esc.conversation_id)
         if open_id is not None:
             entry = self._entries[open_id]
-            entry.follow_ups.append(esc)
+            entry.follow_ups = [*entry.follow_ups, _without_known_turns(esc, entry)][-MAX_FOLLOW_UPS:]
             self._known[esc.escalation_id] = open_id
             self._touch(entry.key())
             self._customer_choice(entry, esc, now)
