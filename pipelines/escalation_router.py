@@ -59,11 +59,14 @@ __all__ = ["RouterService", "main", "read_state", "serve_router"]
 BATCH = 500  # input records handled (and committed) together
 
 
-def read_state(conf: dict[str, Any], topic: str, timeout_s: float = 60.0) -> list[WorkspaceState]:
+def read_state(
+    conf: dict[str, Any], topic: str, timeout_s: float = 60.0, settle_s: float = 0.3
+) -> list[WorkspaceState]:
     """Every live row of the table topic, in topic order: read from the beginning to the end.
 
     A tombstone (a key with no value) removes its key. The end is the high watermark taken
-    before reading, exact when each record is its own batch (the router's producer makes it so).
+    before reading, and then whatever still comes within `settle_s`: tansu reports the start of
+    the last producer batch as the end, and the router's state rows are batched.
     """
     consumer = Consumer(
         {**conf, "group.id": "supportflow-router-restore", "enable.auto.commit": False, "logger": log,
@@ -76,12 +79,14 @@ def read_state(conf: dict[str, Any], topic: str, timeout_s: float = 60.0) -> lis
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         rows: dict[str, WorkspaceState] = {}
         deadline = time.monotonic() + timeout_s
-        while behind:
+        last = time.monotonic()
+        while behind or time.monotonic() - last < settle_s:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {topic} to its end took more than {timeout_s:.0f}s")
-            msg = consumer.poll(0.2)
+            msg = consumer.poll(0.05)
             if msg is None or msg.error():
                 continue
+            last = time.monotonic()
             key = (msg.key() or b"").decode("utf-8", "replace")
             value = msg.value()
             if value is None:
@@ -234,10 +239,9 @@ class RouterService:
         if self._producer is None:
             self._producer = AsyncProducer(conf, exact_offsets=self.settings.exact_offsets)
         if self._state_producer is None:
-            # one request in flight: a retried row can never land after a newer row of the same key
-            self._state_producer = AsyncProducer(
-                conf, exact_offsets=self.settings.exact_offsets, **{"max.in.flight.requests.per.connection": 1}
-            )
+            # rows batched (read_state copes with tansu's end offsets), one request in flight: a retried
+            # row can never land after a newer row of the same key
+            self._state_producer = AsyncProducer(conf, **{"max.in.flight.requests.per.connection": 1})
         return self._producer, self._state_producer
 
     def _open_consumer(self, conf: dict[str, Any]) -> Consumer:
