@@ -82,6 +82,11 @@ class IngressLimits:
 SnapshotSource = Callable[[str], Awaitable[tuple[dict[str, Any] | None, bool]]]
 """conversation id -> (snapshot or None, whether it came from the cache)"""
 
+OutboxSource = Callable[[int], Awaitable[list[dict[str, Any]]]]
+"""limit -> the newest outbox entries, newest first"""
+
+MAX_OUTBOX_LIMIT = 200
+
 
 def _error(status: int, message: str, details: Sequence[Any] = ()) -> JSONResponse:
     return JSONResponse({"error": message, "details": list(details)}, status_code=status)
@@ -97,8 +102,12 @@ def create_app(
     extra_routes: Sequence[BaseRoute] = (),
     api_keys: Sequence[str] = (),
     ready: Callable[[], bool] | None = None,
+    outbox: OutboxSource | None = None,
 ) -> Starlette:
     """The ingress API; `snapshots` (the conversation store behind a short cache) serves full histories.
+
+    With `outbox` (replies of channels with no provider go to the outbox table), `GET /v1/outbox`
+    lists its newest entries; without it the route does not exist (404).
 
     With `api_keys`, every `/v1/` REST call needs one (`Authorization: Bearer <key>` or
     `X-API-Key`): 401 without, 403 with a wrong one, compared in constant time. The web chat
@@ -280,6 +289,15 @@ def create_app(
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
+    async def get_outbox(request: Request) -> Response:
+        if (refused := authorized(request)) is not None:
+            return refused
+        assert outbox is not None
+        raw = request.query_params.get("limit", "50")
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_OUTBOX_LIMIT:
+            return _error(400, f"limit must be a whole number from 1 to {MAX_OUTBOX_LIMIT}")
+        return JSONResponse({"entries": await outbox(int(raw))}, headers={"Cache-Control": "no-store"})
+
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -289,7 +307,7 @@ def create_app(
         return JSONResponse({"status": "ready"})
 
     async def openapi(_: Request) -> Response:
-        return JSONResponse(openapi_description(bool(keys)))
+        return JSONResponse(openapi_description(bool(keys), with_outbox=outbox is not None))
 
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -302,6 +320,7 @@ def create_app(
             Route("/v1/conversations/{conversation_id}", get_snapshot, methods=["GET"]),
             Route("/v1/conversations/{conversation_id}/messages", get_conversation, methods=["GET"]),
             Route("/v1/conversations/{conversation_id}/stream", stream_conversation, methods=["GET"]),
+            *([Route("/v1/outbox", get_outbox, methods=["GET"])] if outbox is not None else []),
             Route("/healthz", health, methods=["GET"]),
             Route("/readyz", readiness, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
@@ -312,7 +331,7 @@ def create_app(
     )
 
 
-def openapi_description(with_keys: bool) -> dict[str, Any]:
+def openapi_description(with_keys: bool, with_outbox: bool = False) -> dict[str, Any]:
     """OpenAPI 3.1 of the REST API, its request body straight from the pydantic model it validates with."""
     error = {
         "description": "a clear error",
@@ -320,6 +339,18 @@ def openapi_description(with_keys: bool) -> dict[str, Any]:
     }
     secured = [{"apiKey": []}, {"bearer": []}] if with_keys else []
     conversation = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    outbox_path = {
+        "/v1/outbox": {
+            "get": {
+                "summary": "The newest replies kept in the outbox (channels with no provider configured)",
+                "security": secured,
+                "parameters": [
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}}
+                ],
+                "responses": {"200": {"description": "entries, newest first"}, "400": error},
+            }
+        }
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "supportflow ingress", "version": "1"},
@@ -387,6 +418,7 @@ def openapi_description(with_keys: bool) -> dict[str, Any]:
                     "responses": {"200": {"description": "items"}, "404": error},
                 }
             },
+            **(outbox_path if with_outbox else {}),
             "/healthz": {"get": {"summary": "Alive", "responses": {"200": {"description": "ok"}}}},
             "/readyz": {
                 "get": {

@@ -96,8 +96,25 @@ class Settings(BaseSettings):
     )
     webchat_secret: SecretStr | None = Field(
         default=None,
-        description="signs web chat session tokens; unset: a random key per ingress process (sessions end with it, "
-        "and replicas behind a load balancer need one shared key)",
+        description="signs web chat session tokens (HS256 JWTs; at least 32 characters); unset: a random key per "
+        "ingress process (sessions end with it, and replicas behind a load balancer need one shared key)",
+    )
+    webchat_session_ttl_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        le=365 * 24 * 3600,
+        description="how long a web chat session token is valid; every `welcome` renews it",
+    )
+    customer_token_secret: SecretStr | None = Field(
+        default=None,
+        description="the HS256 key (at least 32 characters) your site's or app's backend signs customer tokens "
+        "with (sub = customer id, aud = supportflow:customer, exp); unset: web chat sessions are anonymous",
+    )
+    demo_customer_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._:@-]{1,200}$",
+        description="development only: the demo page at / is signed in as this customer (the gateway mints its "
+        "customer token). `supportflow run` sets C000001 when it serves the embedded demo shop",
     )
     sink_batch_size: int = Field(default=500, ge=1, le=100_000, description="records per sink write")
     sink_batch_wait_ms: int = Field(default=200, ge=1, le=60_000, description="longest a sink holds a partial batch")
@@ -135,6 +152,24 @@ class Settings(BaseSettings):
     )
     meta_phone_number_id: SecretStr | None = None
     meta_api_base_url: str = "https://graph.facebook.com/v21.0"
+    # Microsoft Teams (connectors/channels/teams.py): the bot's Microsoft App ID is the audience of the
+    # Bot Connector's tokens (inbound) and, with the password, gets the app token replies are sent with
+    teams_app_id: str | None = Field(
+        default=None, description="Microsoft App ID of the Azure Bot (unset: /webhooks/teams/messages answers 503)"
+    )
+    teams_app_password: SecretStr | None = Field(
+        default=None, description="the app's client secret, for the OAuth2 client-credentials token (unset → outbox)"
+    )
+    teams_openid_metadata_url: str = Field(
+        default="https://login.botframework.com/v1/.well-known/openidconfiguration",
+        description="the Bot Framework's OpenID metadata; its jwks_uri holds the keys inbound tokens are signed with",
+    )
+    teams_token_url: str = "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token"
+    teams_allowed_service_urls: list[str] = Field(
+        default_factory=lambda: ["https://*.botframework.com", "https://smba.trafficmanager.net/*"],
+        description="the only connector URLs replies (and our app token) are sent to: scheme://host[:port][/prefix*], "
+        "host may be *.domain",
+    )
     sender_min_interval_s: float = Field(
         default=1.0, ge=0, le=60, description="least time between two messages to one recipient (SMS, WhatsApp)"
     )
@@ -159,14 +194,23 @@ class Settings(BaseSettings):
     workspace_login_window_s: float = Field(default=300.0, gt=0, description="the window those failures count in")
 
     # email channel (connectors/channels/email.py): the inbound SMTP listener and the outbound relay
-    smtp_listen_host: str = Field(default="127.0.0.1", description="`supportflow email serve` listens here")
-    smtp_listen_port: int = Field(default=2525, ge=0, le=65535)
+    smtp_listen_host: str = Field(
+        default="127.0.0.1", description="the SMTP listener (`supportflow run`, `supportflow email serve`) listens here"
+    )
+    smtp_listen_port: int = Field(
+        default=2525,
+        ge=0,
+        le=65535,
+        description="0 picks a free port; `supportflow run` also picks one when the default 2525 is taken",
+    )
     support_address: str = Field(
         default="support@example.com",
         pattern=r"^[^@\s]+@[^@\s]+$",
         description="the address customers write to; replies come from it and its domain names our Message-IDs",
     )
-    smtp_relay_host: str = Field(default="127.0.0.1", description="the SMTP relay replies are sent through")
+    smtp_relay_host: str | None = Field(
+        default=None, description="the SMTP relay email replies are sent through; unset: they go to the outbox"
+    )
     smtp_relay_port: int = Field(default=25, ge=1, le=65535)
     smtp_relay_starttls: bool = Field(default=False, description="upgrade the relay connection with STARTTLS")
     smtp_relay_username: str | None = None
@@ -240,6 +284,20 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value().encode()) < 32:
             raise ValueError("the workspace secret needs at least 32 bytes (e.g. `openssl rand -hex 32`)")
         return value
+
+    @field_validator("webchat_secret", "customer_token_secret")
+    @classmethod
+    def _hs256_key_is_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value().encode()) < 32:
+            raise ValueError("an HS256 key needs at least 32 characters (256 bits)")
+        return value
+
+    @field_validator("smtp_relay_host")
+    @classmethod
+    def _blank_relay_is_none(cls, value: str | None) -> str | None:
+        return value.strip() if value and value.strip() else None
 
     @field_validator("public_base_url")
     @classmethod

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from schemas._base import Record
 
-Channel = Literal["webchat", "mobile", "email", "sms", "whatsapp", "voice", "slack", "api"]
+Channel = Literal["webchat", "mobile", "email", "sms", "whatsapp", "voice", "slack", "teams", "api"]
 CHANNELS: tuple[str, ...] = Channel.__args__  # type: ignore[attr-defined]
 
 

@@ -11,13 +11,14 @@ is nothing to close that window with on its side; Slack and Meta offer none for 
 either.
 
 The outbox (`channel_outbox`) receives the replies of channels with no provider credentials
-configured (the embedded default), so `supportflow outbox` shows what would have been sent.
+configured (the embedded default), so `supportflow outbox` and `GET /v1/outbox` show what would
+have been sent; an email entry keeps its HTML alternative and its headers (threading included).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -46,8 +47,8 @@ WHERE reply_id = $1
 _FAILED = "UPDATE channel_deliveries SET status = 'failed', error = $2 WHERE reply_id = $1 AND status = 'sending'"
 
 _OUTBOX_INSERT = """
-INSERT INTO channel_outbox (reply_id, channel, recipient, text, parts, subject)
-VALUES ($1, $2, $3, $4, $5::jsonb, $6)
+INSERT INTO channel_outbox (reply_id, channel, recipient, text, parts, subject, html, headers)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8::jsonb)
 ON CONFLICT (reply_id) DO NOTHING
 """
 
@@ -83,6 +84,17 @@ class Outbox:
         self.pool = pool
 
     async def send(self, message: OutboundMessage) -> str:
+        await self.store(message)
+        return f"outbox:{message.reply_id}"
+
+    async def store(
+        self,
+        message: OutboundMessage,
+        subject: str | None = None,
+        html: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Keep the reply; an email keeps its HTML alternative and the headers it would have had."""
         parts = message.parts or [message.text]
         await self.pool.execute(
             _OUTBOX_INSERT,
@@ -91,9 +103,10 @@ class Outbox:
             message.recipient,
             message.text,
             json.dumps(parts),
-            message.subject,
+            subject or message.subject,
+            html,
+            json.dumps(headers or {}),
         )
-        return f"outbox:{message.reply_id}"
 
     async def aclose(self) -> None:
         """The pool belongs to the caller."""
@@ -109,6 +122,8 @@ class OutboxRow:
     subject: str | None
     created_at: datetime
     status: str
+    html: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {**self.__dict__, "created_at": self.created_at.isoformat()}
@@ -118,10 +133,16 @@ async def list_outbox(conn: asyncpg.Connection, limit: int = 20, channel: str | 
     """The newest outbox rows first; none when the migration creating the table was not applied."""
     if not await conn.fetchval("SELECT to_regclass('channel_outbox') IS NOT NULL"):
         return []
+    # to_jsonb: a database still without 0004's columns (html, headers) reads the same way
     rows = await conn.fetch(
-        "SELECT reply_id, channel, recipient, text, parts, subject, created_at, status FROM channel_outbox"
-        " WHERE $1::text IS NULL OR channel = $1 ORDER BY created_at DESC, reply_id LIMIT $2",
+        "SELECT to_jsonb(o) - 'created_at' AS row, o.created_at FROM channel_outbox o"
+        " WHERE $1::text IS NULL OR o.channel = $1 ORDER BY o.created_at DESC, o.reply_id LIMIT $2",
         channel,
         limit,
     )
-    return [OutboxRow(**{**dict(row), "parts": json.loads(row["parts"])}) for row in rows]
+    fields = {f for f in OutboxRow.__dataclass_fields__ if f != "created_at"}
+    out = []
+    for row in rows:
+        data = json.loads(row["row"])
+        out.append(OutboxRow(created_at=row["created_at"], **{k: v for k, v in data.items() if k in fields}))
+    return out
