@@ -83,6 +83,8 @@ def stack(commerce_dsn: str, tmp_path: Path) -> Iterator[Stack]:
         workspace_port=0,
         database_url=commerce_dsn,
         workspace_agents_file=agents,
+        demo_customer_id="C000001",  # the demo page is Alice's: the gateway mints her customer token
+        customer_token_secret="c" * 40,
     )
     with Stack(settings) as running:
         alice = CustomerProfile(customer_id="C000001", display_name="Alice Martin", vip_tier="gold",
