@@ -79,6 +79,7 @@ class Normalize(Operator[RawInbound, Message]):
             text=text,
             content_type="text" if text else "empty",
             provider_message_id=record.provider_message_id,
+            reply_to=record.reply_to,
             received_at=record.received_at,
             normalized_at=ctx.clock.now(),
         )
