@@ -3,7 +3,8 @@
 Window [2025-03-01, 2025-03-02) UTC. Ten conversations c0..c9 (c0..c5 web chat, c6..c9 SMS) of
 ten agent replies each: latencies 10, 20, …, 1000 ms over the 100 replies, cost $0.002 each,
 sentiment +0.5, all in the first 30 minutes. Three turns handed to a human at 12:00 (c1 and c2
-for low_confidence, c7 because the customer asked), sentiment -0.8, no cost. Noise the report
+for low_confidence, c7 because the customer asked), sentiment -0.8, no cost; c7 then writes once more while with the human (a follow-up: a customer
+turn, not another hand-over). Noise the report
 must ignore: a session_closed event inside the window, and replies one second before it starts
 and exactly when it ends.
 """
@@ -86,6 +87,10 @@ def known_events() -> list[ConversationEvent]:
         action = EventAction(type="escalation", name=reason, status="queued")
         at = SINCE + timedelta(hours=12)
         events.append(_event(f"x{c}", "escalated", at, c, "complaint", 50.0, 0.0, ("negative", -0.8), action))
+    # c7 writes again while with the human: a customer turn, but not a second hand-over
+    follow_up = EventAction(type="escalation", name="with_human", status="follow_up")
+    at = SINCE + timedelta(hours=12, minutes=1)
+    events.append(_event("x7b", "escalated", at, 7, "complaint", 50.0, 0.0, ("negative", -0.8), follow_up))
     events.append(
         ConversationEvent(
             event_id="closed-c0",
@@ -109,25 +114,25 @@ EXPECTED = {
     "since": "2025-03-01T00:00:00Z",
     "until": "2025-03-02T00:00:00Z",
     "bucket_seconds": 1800,
-    "turns": 103,
+    "turns": 104,
     "conversations": 10,
     "volume_by_channel": [
         {"channel": "webchat", "turns": 62, "conversations": 6},
-        {"channel": "sms", "turns": 41, "conversations": 4},
+        {"channel": "sms", "turns": 42, "conversations": 4},
     ],
     "volume_by_intent": [
         {"intent": "get_refund", "turns": 50},
         {"intent": "track_order", "turns": 50},
-        {"intent": "complaint", "turns": 3},
+        {"intent": "complaint", "turns": 4},
     ],
     "turns_by_model": [
-        {"model_used": "triton:intent_classifier:1", "turns": 93},
+        {"model_used": "triton:intent_classifier:1", "turns": 94},
         {"model_used": "onnxruntime:intent_classifier:1", "turns": 10},
     ],
     "resolved_autonomously": 7,
     "autonomous_resolution_rate": 0.7,
     "escalated_turns": 3,
-    "escalation_rate": 3 / 103,
+    "escalation_rate": 3 / 104,
     "escalation_reasons": [
         {"reason": "low_confidence", "escalations": 2},
         {"reason": "customer_requested_human", "escalations": 1},
@@ -135,7 +140,7 @@ EXPECTED = {
     "reply_latency": {"replies": 100, "p50_ms": 500.0, "p95_ms": 950.0, "p99_ms": 990.0},
     "sentiment_trend": [
         {"bucket_start": "2025-03-01T00:00:00Z", "turns": 100, "mean_score": 0.5, "negative_share": 0.0},
-        {"bucket_start": "2025-03-01T12:00:00Z", "turns": 3, "mean_score": -0.8, "negative_share": 1.0},
+        {"bucket_start": "2025-03-01T12:00:00Z", "turns": 4, "mean_score": -0.8, "negative_share": 1.0},
     ],
     "total_cost_usd": 0.2,
     "cost_per_conversation_usd": 0.02,

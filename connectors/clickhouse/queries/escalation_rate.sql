@@ -6,9 +6,11 @@
 --   supportflow replaces them with toDateTime('...', 'UTC') literals (connectors/clickhouse/sql.py).
 -- Reads `events FINAL`, so an event inserted twice (retried batch, replayed turn) counts once.
 -- A "turn" is an event of type turn_processed (answered by the agent) or escalated (handed to a human).
+-- A follow-up (a message the customer wrote while a human had the conversation, action_status
+-- 'follow_up') is a turn, but not a new hand-over.
 SELECT
     count() AS turns,
-    countIf(event_type = 'escalated') AS escalated,
+    countIf(event_type = 'escalated' AND action_status != 'follow_up') AS escalated,
     escalated / turns AS rate
 FROM events FINAL
 WHERE timestamp >= {since:DateTime('UTC')} AND timestamp < {until:DateTime('UTC')}

@@ -12,5 +12,6 @@ SELECT
 FROM events FINAL
 WHERE timestamp >= {since:DateTime('UTC')} AND timestamp < {until:DateTime('UTC')}
   AND event_type = 'escalated'
+  AND action_status != 'follow_up'  -- a message to the human already holding it, not a hand-over
 GROUP BY reason
 ORDER BY escalations DESC, reason
