@@ -3,8 +3,9 @@
 Window [2025-03-01, 2025-03-02) UTC. Ten conversations c0..c9 (c0..c5 web chat, c6..c9 SMS) of
 ten agent replies each: latencies 10, 20, …, 1000 ms over the 100 replies, cost $0.002 each,
 sentiment +0.5, all in the first 30 minutes. Three turns handed to a human at 12:00 (c1 and c2
-for low_confidence, c7 because the customer asked), sentiment -0.8, no cost; c7 then writes once more while with the human (a follow-up: a customer
-turn, not another hand-over). Noise the report
+for low_confidence, c7 because the customer asked), sentiment -0.8, no cost;
+c7 then writes once more while with the human (a follow-up: a customer turn, not another
+hand-over). Noise the report
 must ignore: a session_closed event inside the window, and replies one second before it starts
 and exactly when it ends.
 """
