@@ -222,7 +222,7 @@ def derive_id(prefix: str, *parts: str) -> str:
 
 @dataclass
 class Decision:
-    """What a human decided about an entry's prepared actions (kept by this process)."""
+    """What a human decided about an entry's prepared actions; kept in the entry through a `decided` command."""
 
     decision: Literal["approved", "rejected"]
     agent_id: str
@@ -240,6 +240,17 @@ class Decision:
             "results": self.results,
             "reply_id": self.reply_id,
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Decision:
+        return cls(
+            data["decision"],
+            data["agent_id"],
+            datetime.fromisoformat(data["at"]),
+            data["outcome"],
+            list(data.get("results") or []),
+            data.get("reply_id"),
+        )
 
 
 def _seconds(later: datetime | None, earlier: datetime | None) -> float | None:
@@ -382,7 +393,7 @@ class Workspace:
             "reason": esc.reason,
             "text": last.text[:160],
             "follow_ups": len(entry.follow_ups),
-            "needs_approval": bool(self._prepared(entry)) and entry.escalation_id not in self.decisions,
+            "needs_approval": bool(self._prepared(entry)) and self._decision(entry) is None,
             "enqueued_at": entry.enqueued_at.isoformat(),
             "position": position,
         }
@@ -390,7 +401,7 @@ class Workspace:
     async def detail(self, agent: AgentSpec, entry: QueueEntry) -> dict[str, Any]:
         """The conversation panel: the entry, its transcript, the context and what may be done."""
         esc = entry.escalation
-        decision = self.decisions.get(entry.escalation_id)
+        decision = self._decision(entry)
         trend = list(esc.sentiment_trend)
         for follow_up in entry.follow_ups:
             if follow_up.nlu is not None:
@@ -576,10 +587,22 @@ class Workspace:
                 return esc.task_intent
         return None
 
+    def _decision(self, entry: QueueEntry) -> Decision | None:
+        """This process's latest decision, else the one the router keeps in the entry (after a restart)."""
+        if entry.escalation_id in self.decisions:
+            return self.decisions[entry.escalation_id]
+        return Decision.from_json(entry.decision) if entry.decision else None
+
+    async def _record(self, agent: AgentSpec, entry: QueueEntry, action_id: str, decision: Decision) -> None:
+        self.decisions[entry.escalation_id] = decision
+        await self._command(
+            agent, action_id, "decided", wait=False, escalation_id=entry.escalation_id, decision=decision.as_json()
+        )
+
     async def _approve(self, agent: AgentSpec, entry: QueueEntry, action: ApproveAction) -> dict[str, Any]:
         from operators._policy import check_actions
 
-        earlier = self.decisions.get(entry.escalation_id)
+        earlier = self._decision(entry)
         if earlier is not None and earlier.decision == "rejected":
             raise WorkspaceError(409, f"{earlier.agent_id} already rejected these actions")
         if earlier is not None and earlier.outcome == "succeeded":
@@ -620,7 +643,7 @@ class Workspace:
             reply_id,
         )
         if outcome != "failed":  # a backend that was unavailable may be tried again, with the same keys
-            self.decisions[entry.escalation_id] = decision
+            await self._record(agent, entry, action.action_id, decision)
         return {**decision.as_json(), "reply_text": text}
 
     def _outcome_text(
@@ -655,7 +678,7 @@ class Workspace:
         return FALLBACK_REPLIES["failed"]
 
     async def _reject(self, agent: AgentSpec, entry: QueueEntry, action: RejectAction) -> dict[str, Any]:
-        earlier = self.decisions.get(entry.escalation_id)
+        earlier = self._decision(entry)
         if earlier is not None and earlier.decision == "approved" and earlier.outcome == "succeeded":
             raise WorkspaceError(409, f"{earlier.agent_id} already approved these actions and they ran")
         if not self._prepared(entry):
@@ -664,9 +687,10 @@ class Workspace:
         reply_id = derive_id("h-", "rejection", entry.escalation_id)
         await self._send(entry, reply_id, text)
         await self._command(agent, action.action_id, "human_replied", wait=False, escalation_id=entry.escalation_id)
-        decision = earlier if earlier is not None and earlier.decision == "rejected" else None
-        decision = decision or Decision("rejected", agent.agent_id, utcnow(), "rejected", [], reply_id)
-        self.decisions[entry.escalation_id] = decision
+        if earlier is not None and earlier.decision == "rejected":
+            return earlier.as_json()
+        decision = Decision("rejected", agent.agent_id, utcnow(), "rejected", [], reply_id)
+        await self._record(agent, entry, action.action_id, decision)
         return decision.as_json()
 
     async def _transfer(self, agent: AgentSpec, entry: QueueEntry, action: TransferAction) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from schemas.outbound import Escalation, OutboundMessage
 
 Presence = Literal["online", "away", "offline"]
 EntryStatus = Literal["waiting", "assigned", "resolved"]
-CommandKind = Literal["presence", "resolve", "transfer", "human_replied"]
+CommandKind = Literal["presence", "resolve", "transfer", "human_replied", "decided"]
 CustomerChoice = Literal["wait", "callback", "email"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -109,6 +109,9 @@ class QueueEntry(_Model):
         default_factory=list, description="notices and the handback recorded but not yet known to be sent"
     )
     applied_commands: list[str] = Field(default_factory=list)
+    decision: dict[str, Any] | None = Field(
+        default=None, description="what a human decided about the prepared actions (see RouterCommand)"
+    )
 
     def key(self) -> str:
         return f"entry:{self.escalation_id}"
@@ -149,7 +152,9 @@ class RouterCommand(Record):
 
     presence: `agent_id` goes `presence`. resolve: closes `escalation_id` with `resolution_code`.
     transfer: hands `escalation_id` to `to_agent` or to `to_queue` (`warm`: the customer is told
-    who joins). human_replied: the agent answered (first response time).
+    who joins). human_replied: the agent answered (first response time). decided: a human approved
+    (and ran) or rejected the entry's prepared actions; `decision` says how, so the workspace
+    still knows after a restart.
     """
 
     command_id: str = Field(min_length=1, max_length=200)
@@ -161,6 +166,9 @@ class RouterCommand(Record):
     to_queue: str | None = None
     warm: bool = False
     resolution_code: str | None = None
+    decision: dict[str, Any] | None = Field(
+        default=None, description="decided: {decision, agent_id, at, outcome, results, reply_id}"
+    )
     at: datetime = Field(default_factory=utcnow)
 
     @model_validator(mode="after")
@@ -169,6 +177,8 @@ class RouterCommand(Record):
             raise ValueError("a presence command needs `presence`")
         if self.kind != "presence" and self.escalation_id is None:
             raise ValueError(f"a {self.kind} command needs `escalation_id`")
+        if self.kind == "decided" and not (self.decision and self.decision.get("decision") in ("approved", "rejected")):
+            raise ValueError("a decided command needs `decision` with decision approved or rejected")
         if self.kind == "transfer" and (self.to_agent is None) == (self.to_queue is None):
             raise ValueError("a transfer names exactly one of `to_agent` or `to_queue`")
         return self

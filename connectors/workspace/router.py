@@ -436,6 +436,8 @@ class EscalationRouter:
             self._transfer(entry, cmd, now)
         elif cmd.kind == "human_replied" and entry.first_human_reply_at is None:
             entry.first_human_reply_at = now
+        elif cmd.kind == "decided":
+            entry.decision = cmd.decision
         self._outcome(cmd, "applied")
         self._dispatch(now)
         return self._rows()

@@ -380,3 +380,22 @@ def test_a_follow_up_keeps_only_the_turns_its_entry_does_not_hold():
     entry = r.entry("x1")
     assert entry is not None and [t.message_id for t in entry.follow_ups[0].history] == ["m3", "m4"]
     assert entry.follow_ups[0].text == later.text and entry.follow_ups[0].nlu == later.nlu
+
+
+def test_a_decision_on_prepared_actions_is_kept_in_the_entry_and_survives_a_restore():
+    r = router(agent("ann"), agent("bob"))
+    table: dict[str, WorkspaceState] = {}
+    for rows in (r.on_command(online("ann"), at(0)), r.on_escalation(escalation("x0"), at(1))):
+        table.update({row.key: row for row in rows})
+    holder = r.entry("x0").agent_id
+    other = "bob" if holder == "ann" else "ann"
+    decision = {"decision": "rejected", "agent_id": holder, "at": at(2).isoformat(), "outcome": "rejected"}
+    r.on_command(command("decided", other, escalation_id="x0", decision=decision), at(2))
+    assert r.entry("x0").decision is None, "only the agent holding it (or a supervisor) decides"
+    rows = r.on_command(command("decided", holder, escalation_id="x0", decision=decision), at(3))
+    table.update({row.key: row for row in rows})
+    again = router(agent("ann"), agent("bob"))
+    again.restore(table.values())
+    assert again.entry("x0").decision == decision
+    with pytest.raises(ValueError, match="decision approved or rejected"):
+        command("decided", holder, escalation_id="x0", decision={"decision": "maybe"})
