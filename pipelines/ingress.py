@@ -15,7 +15,8 @@ from starlette.responses import FileResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from connectors.channels import ChannelSecrets, webhook_routes
+from connectors.channels import ChannelSecrets, VoiceCalls, webhook_routes
+from connectors.channels.outbox import mark_spoken
 from connectors.channels.webchat import SessionSigner, WebChat
 from connectors.conversation_view import ConversationView
 from connectors.http_api import IngressLimits, create_app
@@ -26,7 +27,7 @@ from connectors.rate_limit import InProcessRateLimiter, RateLimiter, RedisRateLi
 from connectors.snapshot_cache import InProcessSnapshotCache, RedisSnapshotCache
 from pipelines.settings import Settings
 from pipelines.topology import Topology
-from schemas import Escalation, Message, OutboundMessage, RawInbound
+from schemas import CallRecording, DeliveryStatus, Escalation, Message, OutboundMessage, RawInbound
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 
@@ -118,10 +119,33 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
         slack_signing_secret=settings.slack_signing_secret,
         public_base_url=settings.public_base_url,
     )
+
+    async def spoken(reply_id: str, call_sid: str) -> None:
+        assert store is not None
+        await mark_spoken(await store.pool(), reply_id, call_sid)
+
+    voice = VoiceCalls(
+        answer=view.answer,
+        wait_s=settings.voice_answer_wait_s,
+        rounds=settings.voice_wait_rounds,
+        transfer_to=settings.voice_transfer_to,
+        queue=settings.voice_queue,
+        record_calls=settings.voice_record_calls,
+        spoken=spoken if store is not None else None,
+    )
     # mounted after the API's own routes, which stay as they are; the same limiter keeps one
     # bucket per channel and sender whichever way a message came in
     app.router.routes.extend(
-        webhook_routes(secrets, producer.send, limiter, ingress_topic, settings.http_max_body_bytes)
+        webhook_routes(
+            secrets,
+            producer.send,
+            limiter,
+            voice,
+            ingress_topic=ingress_topic,
+            delivery_topic=topology.topic_for(DeliveryStatus),
+            recordings_topic=topology.topic_for(CallRecording),
+            max_body_bytes=settings.http_max_body_bytes,
+        )
     )
     app.state.view = view
     return app
