@@ -1,5 +1,8 @@
 """`supportflow senders`: deliver the replies on `sf.outbound` to SMS, WhatsApp, Slack (and voice's outbox).
 
+Voice replies are spoken within the call by the ingress; this process keeps in the outbox only
+those the call did not speak (connectors/channels/outbox.py, `CallOutbox`).
+
 It is a sink like the others (pipelines/sinks.py's SinkRunner: read a batch, deliver it whole,
 then commit), so a crash replays the batch; the delivery ledger (connectors/channels/outbox.py)
 turns the replay into "send what was not delivered yet". Within a batch, replies to different
@@ -28,7 +31,8 @@ from pathlib import Path
 import asyncpg
 from prometheus_client import Counter
 
-from connectors.channels.outbox import DeliveryLedger, Outbox
+from connectors.channels import twilio as twilio_channel
+from connectors.channels.outbox import CallOutbox, DeliveryLedger, Outbox
 from connectors.channels.senders import (
     MetaWhatsAppSender,
     PermanentSendError,
@@ -60,7 +64,8 @@ SKIPPED_CHANNELS = frozenset({"webchat", "mobile", "api", "email"})
 
 CHANNEL_SENDS = Counter(
     "supportflow_channel_sends_total",
-    "Replies the channel senders handled, by outcome (delivered, outbox, duplicate, retried, dead_lettered, skipped).",
+    "Replies the channel senders handled, by outcome (delivered, in_call, outbox, duplicate, retried, dead_lettered, "
+    "skipped).",
     ["channel", "outcome"],
 )
 
@@ -81,6 +86,7 @@ def build_routes(settings: Settings, pool: asyncpg.Pool) -> dict[str, Sender]:
             whatsapp_from=settings.twilio_whatsapp_from,
             base_url=settings.twilio_api_base_url,
             min_interval_s=settings.sender_min_interval_s,
+            status_callback=settings.public_base_url + twilio_channel.STATUS_PATH if settings.public_base_url else None,
         )
         if not (settings.twilio_from_number or settings.twilio_whatsapp_from):
             log.warning("Twilio credentials are set but no sender number: SMS and WhatsApp go to the outbox")
@@ -103,7 +109,8 @@ def build_routes(settings: Settings, pool: asyncpg.Pool) -> dict[str, Sender]:
         "sms": twilio if twilio is not None and settings.twilio_from_number else outbox,
         "whatsapp": whatsapp,
         "slack": slack or outbox,
-        "voice": outbox,  # no voice provider yet: what the call would have said is kept
+        # spoken within the call by the ingress; what came too late for the call is kept for a call back
+        "voice": CallOutbox(pool),
     }
 
 
@@ -178,7 +185,12 @@ class ChannelDelivery:
                 delay = min(delay * 2, self.retry_max_s)
                 continue
             await self.ledger.delivered(message.reply_id, provider_id)
-            CHANNEL_SENDS.labels(message.channel, "outbox" if sender.provider == "outbox" else "delivered").inc()
+            outcome = "delivered"
+            if provider_id.startswith("call:"):
+                outcome = "in_call"  # the ingress spoke it in the call
+            elif sender.provider == "outbox":
+                outcome = "outbox"
+            CHANNEL_SENDS.labels(message.channel, outcome).inc()
             self.delivered += 1
             return
 
