@@ -133,26 +133,27 @@ ON CONFLICT (channel, address) DO UPDATE SET customer_id = excluded.customer_id
 WHERE customer_contacts.customer_id <> excluded.customer_id
 """
 
-# A status replaces the stored one only if it is further along (rank); an error code, once
-# known, stays; the earliest arrival is kept. A replayed status changes no row.
+# A status replaces the stored one only if it is further along (rank); its error code, once
+# known, stays (a repeat of the same status may bring a missing one); the earliest arrival is
+# kept. A replayed status changes no row.
 _DELIVERY_STATUSES = """
-INSERT INTO delivery_statuses (message_sid, provider, status, rank, error_code, recipient, first_at, updated_at)
+INSERT INTO delivery_statuses AS d (message_sid, provider, status, rank, error_code, recipient, first_at, updated_at)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::int4[], $6::text[], $7::timestamptz[],
                      $8::timestamptz[])
 ORDER BY 1
 ON CONFLICT (message_sid) DO UPDATE
-SET status = CASE WHEN excluded.rank > delivery_statuses.rank THEN excluded.status ELSE delivery_statuses.status END,
-    rank = GREATEST(delivery_statuses.rank, excluded.rank),
-    error_code = COALESCE(CASE WHEN excluded.rank > delivery_statuses.rank THEN excluded.error_code END,
-                          delivery_statuses.error_code, excluded.error_code),
-    recipient = COALESCE(delivery_statuses.recipient, excluded.recipient),
-    first_at = LEAST(delivery_statuses.first_at, excluded.first_at),
-    updated_at = CASE WHEN excluded.rank > delivery_statuses.rank THEN excluded.updated_at
-                      ELSE delivery_statuses.updated_at END
-WHERE excluded.rank > delivery_statuses.rank
-   OR (delivery_statuses.error_code IS NULL AND excluded.error_code IS NOT NULL)
-   OR (delivery_statuses.recipient IS NULL AND excluded.recipient IS NOT NULL)
-   OR excluded.first_at < delivery_statuses.first_at
+SET status = CASE WHEN excluded.rank > d.rank THEN excluded.status ELSE d.status END,
+    rank = GREATEST(d.rank, excluded.rank),
+    error_code = CASE WHEN excluded.rank > d.rank THEN COALESCE(excluded.error_code, d.error_code)
+                      WHEN excluded.status = d.status THEN COALESCE(d.error_code, excluded.error_code)
+                      ELSE d.error_code END,
+    recipient = COALESCE(d.recipient, excluded.recipient),
+    first_at = LEAST(d.first_at, excluded.first_at),
+    updated_at = CASE WHEN excluded.rank > d.rank THEN excluded.updated_at ELSE d.updated_at END
+WHERE excluded.rank > d.rank
+   OR (excluded.status = d.status AND d.error_code IS NULL AND excluded.error_code IS NOT NULL)
+   OR (d.recipient IS NULL AND excluded.recipient IS NOT NULL)
+   OR excluded.first_at < d.first_at
 """
 
 _CALL_RECORDINGS = """
@@ -277,9 +278,11 @@ class _Batch:
                 self.statuses[record.message_sid] = (record, at, record.error_code)
             else:
                 best, first, error = held
-                winner = record if record.rank > best.rank else best
-                error = winner.error_code if winner.error_code is not None else (error or record.error_code)
-                self.statuses[record.message_sid] = (winner, min(first, at), error)
+                if record.rank > best.rank:
+                    best, error = record, record.error_code if record.error_code is not None else error
+                elif record.status == best.status and error is None:
+                    error = record.error_code
+                self.statuses[record.message_sid] = (best, min(first, at), error)
         elif isinstance(record, CallRecording):
             held_recording = self.recordings.get(record.recording_sid)
             if held_recording is None or record.rank > held_recording.rank:

@@ -382,6 +382,8 @@ async def test_a_delivery_status_never_moves_backwards_whatever_order_callbacks_
     await store.write("sf.delivery", [status("SM3", "sent", 1)])
     await store.write("sf.delivery", [status("SM3", "failed", 2, 30003)])
     await store.write("sf.delivery", [status("SM3", "undelivered", 3, 30008)])
+    # an outcome that contradicts the stored one lends it no error code
+    await store.write("sf.delivery", [status("SM1", "failed", 8, 30003)])
     rows = await fetch_statuses(postgres_dsn)
     assert {sid: (r["status"], r["error_code"]) for sid, r in rows.items()} == {
         "SM1": ("delivered", None),
@@ -398,8 +400,11 @@ async def test_a_delivery_status_never_moves_backwards_whatever_order_callbacks_
 async def test_a_failure_reported_without_its_code_gets_the_code_a_later_callback_brings(store, postgres_dsn):
     await store.write("sf.delivery", [status("SM4", "failed", 1)])
     await store.write("sf.delivery", [status("SM4", "failed", 2, 30007)])
+    in_one_batch = [status("SM5", "sent", 1), status("SM5", "failed", 2), status("SM5", "failed", 3, 30001)]
+    await store.write("sf.delivery", in_one_batch)
     rows = await fetch_statuses(postgres_dsn)
     assert (rows["SM4"]["status"], rows["SM4"]["error_code"], rows["SM4"]["updated_at"]) == ("failed", 30007, at(1))
+    assert (rows["SM5"]["status"], rows["SM5"]["error_code"], rows["SM5"]["updated_at"]) == ("failed", 30001, at(2))
 
 
 async def test_a_call_turn_keeps_its_call_sid_confidence_and_recording_in_the_conversation(store):
