@@ -49,6 +49,7 @@ DEFAULT_LIMITS: dict[str, RateLimit] = {
     "email": RateLimit(requests=100, per_seconds=3600),
     "voice": RateLimit(requests=10, per_seconds=60),
     "slack": RateLimit(requests=60, per_seconds=60),
+    "teams": RateLimit(requests=60, per_seconds=60),
     "api": RateLimit(requests=600, per_seconds=60),
 }
 

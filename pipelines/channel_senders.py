@@ -1,4 +1,4 @@
-"""`supportflow senders`: deliver the replies on `sf.outbound` to SMS, WhatsApp, Slack (and voice's outbox).
+"""`supportflow senders`: deliver the replies on `sf.outbound` to SMS, WhatsApp, Slack, Teams (and voice's outbox).
 
 Voice replies are spoken within the call by the ingress; this process keeps in the outbox only
 those the call did not speak (connectors/channels/outbox.py, `CallOutbox`).
@@ -40,6 +40,7 @@ from connectors.channels.senders import (
     SlackSender,
     TwilioSender,
 )
+from connectors.channels.teams import TeamsSender
 from connectors.kafka import AsyncProducer
 from pipelines.settings import Settings
 from pipelines.sinks import SinkRunner
@@ -100,6 +101,14 @@ def build_routes(settings: Settings, pool: asyncpg.Pool) -> dict[str, Sender]:
     slack: SlackSender | None = None
     if settings.slack_bot_token:
         slack = SlackSender(settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_base_url)
+    teams: TeamsSender | None = None
+    if settings.teams_app_id and settings.teams_app_password:
+        teams = TeamsSender(
+            settings.teams_app_id,
+            settings.teams_app_password.get_secret_value(),
+            token_url=settings.teams_token_url,
+            allowed_service_urls=settings.teams_allowed_service_urls,
+        )
     whatsapp: Sender = outbox
     if meta is not None:
         whatsapp = meta
@@ -109,6 +118,7 @@ def build_routes(settings: Settings, pool: asyncpg.Pool) -> dict[str, Sender]:
         "sms": twilio if twilio is not None and settings.twilio_from_number else outbox,
         "whatsapp": whatsapp,
         "slack": slack or outbox,
+        "teams": teams or outbox,
         # spoken within the call by the ingress; what came too late for the call is kept for a call back
         "voice": CallOutbox(pool),
     }

@@ -138,7 +138,7 @@ def run(
             )
             console.print("  analytics      supportflow analytics report")
             console.print(
-                "  outbox         supportflow outbox   (SMS, WhatsApp, Slack replies with no provider configured; "
+                "  outbox         supportflow outbox   (SMS, WhatsApp, Slack, Teams replies with no provider set; "
                 "voice replies the call did not speak)"
             )
         console.print("Ctrl-C stops everything.")
@@ -192,7 +192,7 @@ def chat(
     say: Annotated[Optional[str], typer.Option(help="Send this one message, print the answer and exit.")] = None,
     customer: Annotated[str, typer.Option(help="Customer id the messages come from.")] = "cli-customer",
     channel: Annotated[
-        str, typer.Option(help="Channel to write on: webchat, email, sms, whatsapp, voice, slack, api.")
+        str, typer.Option(help="Channel to write on: webchat, email, sms, whatsapp, voice, slack, teams, api.")
     ] = "webchat",
     url: Annotated[Optional[str], typer.Option(help="Ingress URL; default: the running stack, else start one.")] = None,
 ) -> None:
@@ -359,7 +359,7 @@ def senders(
         bool, typer.Option(help="Apply pending schema migrations first (the ledger and outbox tables).")
     ] = True,
 ) -> None:
-    """Deliver replies on sf.outbound to SMS/WhatsApp (Twilio, Meta), Slack; unconfigured ones → outbox.
+    """Deliver replies on sf.outbound to SMS/WhatsApp (Twilio, Meta), Slack, Teams; unconfigured ones → outbox.
 
     Each reply is sent once (ledger: channel_deliveries in DATABASE_URL or the embedded PostgreSQL);
     voice replies are spoken in the call by the ingress, only those the call missed go to the outbox;
@@ -374,7 +374,9 @@ def senders(
 @app.command()
 def outbox(
     limit: Annotated[int, typer.Option(min=1, help="Newest rows to show.")] = 20,
-    channel: Annotated[Optional[str], typer.Option(help="Only this channel (sms, whatsapp, slack, voice).")] = None,
+    channel: Annotated[
+        Optional[str], typer.Option(help="Only this channel (sms, whatsapp, slack, teams, voice).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table.")] = False,
 ) -> None:
     """What would have been sent: replies of channels with no provider credentials (channel_outbox).

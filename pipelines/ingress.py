@@ -118,6 +118,8 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
         meta_verify_token=settings.meta_verify_token,
         slack_signing_secret=settings.slack_signing_secret,
         public_base_url=settings.public_base_url,
+        teams_app_id=settings.teams_app_id,
+        teams_openid_metadata_url=settings.teams_openid_metadata_url,
     )
 
     async def spoken(reply_id: str, call_sid: str) -> None:

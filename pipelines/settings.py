@@ -135,6 +135,24 @@ class Settings(BaseSettings):
     )
     meta_phone_number_id: SecretStr | None = None
     meta_api_base_url: str = "https://graph.facebook.com/v21.0"
+    # Microsoft Teams (connectors/channels/teams.py): the bot's Microsoft App ID is the audience of the
+    # Bot Connector's tokens (inbound) and, with the password, gets the app token replies are sent with
+    teams_app_id: str | None = Field(
+        default=None, description="Microsoft App ID of the Azure Bot (unset: /webhooks/teams/messages answers 503)"
+    )
+    teams_app_password: SecretStr | None = Field(
+        default=None, description="the app's client secret, for the OAuth2 client-credentials token (unset → outbox)"
+    )
+    teams_openid_metadata_url: str = Field(
+        default="https://login.botframework.com/v1/.well-known/openidconfiguration",
+        description="the Bot Framework's OpenID metadata; its jwks_uri holds the keys inbound tokens are signed with",
+    )
+    teams_token_url: str = "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token"
+    teams_allowed_service_urls: list[str] = Field(
+        default_factory=lambda: ["https://*.botframework.com", "https://smba.trafficmanager.net/*"],
+        description="the only connector URLs replies (and our app token) are sent to: scheme://host[:port][/prefix*], "
+        "host may be *.domain",
+    )
     sender_min_interval_s: float = Field(
         default=1.0, ge=0, le=60, description="least time between two messages to one recipient (SMS, WhatsApp)"
     )

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from schemas._base import Record
 
-Channel = Literal["webchat", "mobile", "email", "sms", "whatsapp", "voice", "slack", "api"]
+Channel = Literal["webchat", "mobile", "email", "sms", "whatsapp", "voice", "slack", "teams", "api"]
 CHANNELS: tuple[str, ...] = Channel.__args__  # type: ignore[attr-defined]
 # RawInbound.payload keys that normalize keeps on the Message (and the store in messages.channel_meta)
 CHANNEL_META_KEYS: tuple[str, ...] = ("call_sid", "recording_url", "recording_sid", "confidence")

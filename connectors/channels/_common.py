@@ -11,8 +11,10 @@ from starlette.responses import JSONResponse
 
 log = logging.getLogger("connectors.channels")
 
-Provider = Literal["twilio", "meta", "slack"]
-Reason = Literal["not_configured", "missing_signature", "bad_signature", "stale_timestamp", "bad_verify_token"]
+Provider = Literal["twilio", "meta", "slack", "teams"]
+Reason = Literal[
+    "not_configured", "missing_signature", "bad_signature", "stale_timestamp", "bad_verify_token", "bad_token"
+]
 
 REJECTIONS = Counter(
     "supportflow_webhook_rejections_total",
@@ -26,6 +28,7 @@ _STATUS: dict[str, int] = {
     "bad_signature": 403,
     "stale_timestamp": 403,
     "bad_verify_token": 403,
+    "bad_token": 403,  # a bearer token (Teams) that is not the provider's for us
 }
 
 

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from connectors.channels import meta, slack, twilio
+from connectors.channels import meta, slack, teams, twilio
 from connectors.channels._common import not_configured, refuse
 from connectors.conversation_view import ViewItem
 from connectors.rate_limit import RateLimiter, retry_after_header
@@ -65,6 +65,8 @@ class ChannelSecrets:
     meta_verify_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     public_base_url: str | None = None
+    teams_app_id: str | None = None  # the audience of the Bot Connector's tokens (not a secret)
+    teams_openid_metadata_url: str = teams.OPENID_METADATA_URL
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -307,6 +309,10 @@ def webhook_routes(
         raw = slack.payload_to_raw(data)
         return await admit([raw] if raw else []) or JSONResponse({"status": "ok"})
 
+    teams_auth = None
+    if secrets.teams_app_id:
+        teams_auth = teams.BotFrameworkAuth(secrets.teams_app_id, secrets.teams_openid_metadata_url)
+
     routes = [
         Route(twilio.MESSAGES_PATH, twilio_messages, methods=["POST"]),
         Route(twilio.VOICE_PATH, twilio_voice, methods=["POST"]),
@@ -314,6 +320,7 @@ def webhook_routes(
         Route(meta.PATH, meta_handshake, methods=["GET"]),
         Route(meta.PATH, meta_messages, methods=["POST"]),
         Route(slack.PATH, slack_events, methods=["POST"]),
+        Route(teams.PATH, teams.messages_endpoint(teams_auth, read_body, admit), methods=["POST"]),
     ]
     if delivery_topic is not None:
         routes.append(Route(twilio.STATUS_PATH, twilio_status, methods=["POST"]))

@@ -87,3 +87,42 @@ def test_a_task_started_in_web_chat_continues_by_sms(stack):
     assert [(r["channel"], r["recipient"]) for r in asyncio.run(outbox())] == [("sms", PHONE)], (
         "with no Twilio credentials the senders put the SMS reply in the outbox"
     )
+
+
+def test_a_provider_resending_a_webhook_while_the_first_copy_is_processing_gets_one_answer(stack):
+    """Twilio resends a webhook it thinks failed; copies racing the first through the stream are one message."""
+    assert stack.ingress is not None
+    url = f"{stack.ingress.url}/webhooks/twilio/messages"
+    phone = "+15550002222"
+    params = {"From": phone, "To": "+15559990000", "Body": "where is my order?", "MessageSid": "SM" + "7" * 32}
+    signature = RequestValidator(TOKEN).compute_signature(url, params)
+
+    async def resend_concurrently(copies: int) -> list[int]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            answers = await asyncio.gather(
+                *(client.post(url, data=params, headers={"X-Twilio-Signature": signature}) for _ in range(copies))
+            )
+        return [a.status_code for a in answers]
+
+    assert asyncio.run(resend_concurrently(6)) == [200] * 6
+
+    def answered(records: list) -> bool:
+        return any(json.loads(r.value)["recipient"] == phone for r in records)
+
+    read_topics(stack.bootstrap, ["sf.outbound"], until=answered, timeout_s=60)
+    assert asyncio.run(resend_concurrently(2)) == [200] * 2, "a late resend, after the answer went out"
+    time.sleep(3)  # room for a second answer to show up, if the stream were to produce one
+    replies = [json.loads(r.value) for r in read_topics(stack.bootstrap, ["sf.outbound"], until=answered, timeout_s=5)]
+    to_phone = [r for r in replies if r["recipient"] == phone]
+    assert len(to_phone) == 1, f"one answer, however often the provider resent: {to_phone}"
+
+    async def outbox_rows() -> int:
+        assert stack.settings.database_url is not None
+        conn = await asyncpg.connect(stack.settings.database_url.get_secret_value())
+        try:
+            await asyncio.sleep(2)
+            return await conn.fetchval("SELECT count(*) FROM channel_outbox WHERE recipient = $1", phone)
+        finally:
+            await conn.close()
+
+    assert asyncio.run(outbox_rows()) == 1, "the sender delivered it once"
