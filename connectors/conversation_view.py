@@ -63,6 +63,8 @@ class ConversationView:
         return True
 
     def add_record(self, record: Message | OutboundMessage | Escalation) -> bool:
+        if isinstance(record, Message) and record.control is not None:
+            return False  # the workspace's handback: no one said anything
         data = record.model_dump(mode="json")
         if isinstance(record, Message):
             sender = record.sender

@@ -27,11 +27,11 @@ from starlette.routing import BaseRoute, Route
 
 from connectors.conversation_view import ConversationView
 from connectors.rate_limit import InProcessRateLimiter, RateLimiter, retry_after_header
-from schemas import Channel, DeadLetter, RawInbound
+from schemas import Channel, DeadLetter, Feedback, RawInbound
 
 Publish = Callable[[str, str | None, bytes], Awaitable[None]]
 
-__all__ = ["InboundRequest", "IngressLimits", "create_app"]
+__all__ = ["CsatRequest", "InboundRequest", "IngressLimits", "create_app"]
 
 REQUESTS = Counter(
     "supportflow_ingress_requests_total", "POST /v1/messages by channel and status.", ["channel", "status"]
@@ -54,9 +54,25 @@ class InboundRequest(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict)
 
 
+class CsatRequest(BaseModel):
+    """The body of `POST /v1/feedback/csat`: a customer's satisfaction answer for a conversation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    conversation_id: str = Field(pattern=r"^[A-Za-z0-9._:@-]{1,200}$")
+    rating: int = Field(ge=1, le=5, strict=True, description="1 (very unhappy) .. 5 (very happy), a JSON integer")
+    comment: str = Field(default="", max_length=2000)
+    request_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._:@-]{1,200}$", description="your idempotency key; generated if absent"
+    )
+    channel: Channel | None = Field(default=None, description="where the customer answered; default: the last seen")
+    escalation_id: str | None = Field(default=None, max_length=200, description="the hand-over this answer rates")
+
+
 @dataclass(frozen=True)
 class IngressLimits:
     ingress_topic: str = "sf.ingress"
+    feedback_topic: str = "sf.feedback"
     dead_letter_topic: str = "sf.dlq"
     max_text_chars: int = 4000
     max_body_bytes: int = 64_000
@@ -65,6 +81,11 @@ class IngressLimits:
 
 SnapshotSource = Callable[[str], Awaitable[tuple[dict[str, Any] | None, bool]]]
 """conversation id -> (snapshot or None, whether it came from the cache)"""
+
+OutboxSource = Callable[[int], Awaitable[list[dict[str, Any]]]]
+"""limit -> the newest outbox entries, newest first"""
+
+MAX_OUTBOX_LIMIT = 200
 
 
 def _error(status: int, message: str, details: Sequence[Any] = ()) -> JSONResponse:
@@ -81,8 +102,12 @@ def create_app(
     extra_routes: Sequence[BaseRoute] = (),
     api_keys: Sequence[str] = (),
     ready: Callable[[], bool] | None = None,
+    outbox: OutboxSource | None = None,
 ) -> Starlette:
     """The ingress API; `snapshots` (the conversation store behind a short cache) serves full histories.
+
+    With `outbox` (replies of channels with no provider go to the outbox table), `GET /v1/outbox`
+    lists its newest entries; without it the route does not exist (404).
 
     With `api_keys`, every `/v1/` REST call needs one (`Authorization: Bearer <key>` or
     `X-API-Key`): 401 without, 403 with a wrong one, compared in constant time. The web chat
@@ -180,6 +205,35 @@ def create_app(
             status_code=202,
         )
 
+    async def post_csat(request: Request) -> Response:
+        """A customer's CSAT answer onto sf.feedback; a refused one publishes nothing (it is no customer message)."""
+        if (refused := authorized(request)) is not None:
+            return refused
+        body = await request.body()
+        if len(body) > limits.max_body_bytes:
+            return _error(413, f"body exceeds {limits.max_body_bytes} bytes")
+        try:
+            answer = CsatRequest.model_validate_json(body)
+        except ValidationError as exc:
+            details = [
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
+            ]
+            return _error(422, "invalid CSAT answer", details)
+        channel = answer.channel
+        if channel is None:  # the channel the conversation was last seen on, when this ingress saw it
+            items = view.conversation(answer.conversation_id) or []
+            channel = next((i.record["channel"] for i in reversed(items) if "channel" in i.record), None)
+        feedback = Feedback.csat(
+            answer.conversation_id,
+            answer.rating,
+            answer.request_id or f"csat-{uuid.uuid4().hex}",
+            comment=answer.comment,
+            channel=channel,
+            escalation_id=answer.escalation_id,
+        )
+        await publish(limits.feedback_topic, feedback.partition_key(), feedback.to_bytes())
+        return JSONResponse({"feedback_id": feedback.feedback_id, "status": "accepted"}, status_code=202)
+
     async def get_message(request: Request) -> Response:
         if (refused := authorized(request)) is not None:
             return refused
@@ -235,6 +289,15 @@ def create_app(
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
+    async def get_outbox(request: Request) -> Response:
+        if (refused := authorized(request)) is not None:
+            return refused
+        assert outbox is not None
+        raw = request.query_params.get("limit", "50")
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_OUTBOX_LIMIT:
+            return _error(400, f"limit must be a whole number from 1 to {MAX_OUTBOX_LIMIT}")
+        return JSONResponse({"entries": await outbox(int(raw))}, headers={"Cache-Control": "no-store"})
+
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -244,7 +307,7 @@ def create_app(
         return JSONResponse({"status": "ready"})
 
     async def openapi(_: Request) -> Response:
-        return JSONResponse(openapi_description(bool(keys)))
+        return JSONResponse(openapi_description(bool(keys), with_outbox=outbox is not None))
 
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -253,9 +316,11 @@ def create_app(
         routes=[
             Route("/v1/messages", post_message, methods=["POST"]),
             Route("/v1/messages/{message_id}", get_message, methods=["GET"]),
+            Route("/v1/feedback/csat", post_csat, methods=["POST"]),
             Route("/v1/conversations/{conversation_id}", get_snapshot, methods=["GET"]),
             Route("/v1/conversations/{conversation_id}/messages", get_conversation, methods=["GET"]),
             Route("/v1/conversations/{conversation_id}/stream", stream_conversation, methods=["GET"]),
+            *([Route("/v1/outbox", get_outbox, methods=["GET"])] if outbox is not None else []),
             Route("/healthz", health, methods=["GET"]),
             Route("/readyz", readiness, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
@@ -266,7 +331,7 @@ def create_app(
     )
 
 
-def openapi_description(with_keys: bool) -> dict[str, Any]:
+def openapi_description(with_keys: bool, with_outbox: bool = False) -> dict[str, Any]:
     """OpenAPI 3.1 of the REST API, its request body straight from the pydantic model it validates with."""
     error = {
         "description": "a clear error",
@@ -274,6 +339,18 @@ def openapi_description(with_keys: bool) -> dict[str, Any]:
     }
     secured = [{"apiKey": []}, {"bearer": []}] if with_keys else []
     conversation = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    outbox_path = {
+        "/v1/outbox": {
+            "get": {
+                "summary": "The newest replies kept in the outbox (channels with no provider configured)",
+                "security": secured,
+                "parameters": [
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}}
+                ],
+                "responses": {"200": {"description": "entries, newest first"}, "400": error},
+            }
+        }
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "supportflow ingress", "version": "1"},
@@ -308,6 +385,23 @@ def openapi_description(with_keys: bool) -> dict[str, Any]:
                     "responses": {"200": {"description": "pending, replied or escalated"}, "400": error},
                 }
             },
+            "/v1/feedback/csat": {
+                "post": {
+                    "summary": "A customer's satisfaction answer (1..5) for a conversation, onto sf.feedback",
+                    "security": secured,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CsatRequest"}}},
+                    },
+                    "responses": {
+                        "202": {"description": "accepted; feedback_id names it"},
+                        "401": error,
+                        "403": error,
+                        "413": error,
+                        "422": error,
+                    },
+                }
+            },
             "/v1/conversations/{conversation_id}": {
                 "get": {
                     "summary": "The full history from the conversation store",
@@ -324,6 +418,7 @@ def openapi_description(with_keys: bool) -> dict[str, Any]:
                     "responses": {"200": {"description": "items"}, "404": error},
                 }
             },
+            **(outbox_path if with_outbox else {}),
             "/healthz": {"get": {"summary": "Alive", "responses": {"200": {"description": "ok"}}}},
             "/readyz": {
                 "get": {
@@ -335,6 +430,7 @@ def openapi_description(with_keys: bool) -> dict[str, Any]:
         "components": {
             "schemas": {
                 "InboundRequest": InboundRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
+                "CsatRequest": CsatRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
                 "Error": {"type": "object", "properties": {"error": {"type": "string"}, "details": {"type": "array"}}},
             },
             "securitySchemes": {

@@ -198,7 +198,8 @@ class AsyncProducer:
                 batch, self._delivered = self._delivered, []
                 self._loop.call_soon_threadsafe(_resolve_all, batch)
 
-    async def send(self, topic: str, key: str | None, value: bytes) -> None:
+    async def send(self, topic: str, key: str | None, value: bytes | None) -> None:
+        """Resolve once the broker has the record; `value=None` is a tombstone (deletes the key when compacted)."""
         self._loop = self._loop or asyncio.get_running_loop()
         done: asyncio.Future[None] = self._loop.create_future()
 

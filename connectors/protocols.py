@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from schemas import ConversationEvent, DeadLetter
+from schemas import ConversationEvent, DeadLetter, Feedback
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,15 @@ class RateLimiter(Protocol):
 
 
 class EventStore(Protocol):
-    """The analytics table of `sf.events` (ClickHouse, or chdb in process).
+    """The analytics tables of `sf.events` and `sf.feedback` (ClickHouse, or chdb in process).
 
-    `insert` is idempotent by event id: a retried or replayed batch changes no count.
+    `insert` takes either record type (each goes to its table) and is idempotent by record id:
+    a retried or replayed batch changes no count.
     """
 
     async def migrate(self) -> None: ...
 
-    async def insert(self, events: Sequence[ConversationEvent]) -> int: ...
+    async def insert(self, records: Sequence[ConversationEvent | Feedback]) -> int: ...
 
     async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
 

@@ -17,6 +17,11 @@ MESSAGE_IDS_KEPT = 200
 
 class EnrichContextConfig(OperatorConfig):
     session_idle_minutes: float = Field(default=30.0, gt=0)
+    human_hold_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="a hand-over to a human outlives idle gaps (new sessions) for this long, unless handed back sooner",
+    )
 
 
 class EnrichContext(Operator[Message, ContextTurn]):
@@ -28,6 +33,9 @@ class EnrichContext(Operator[Message, ContextTurn]):
     The table is written only when the turn's outputs are delivered (by `emit`/`escalate`), so
     a message already in `recent_message_ids` was fully answered before a crash: it is dropped
     here instead of being counted and answered a second time.
+
+    A control message (the workspace's `handback`) is no customer turn: it is passed on with the
+    session as it stands, neither counted nor added to the history, so `route` can act on it.
     """
 
     name = "enrich_context"
@@ -42,12 +50,26 @@ class EnrichContext(Operator[Message, ContextTurn]):
         if previous is not None and record.message_id in previous.recent_message_ids:
             return None
 
+        if record.control is not None:
+            if previous is None:
+                return None  # no session, so nothing is with a human: nothing to hand back
+            session = previous.model_copy()
+            session.recent_message_ids = [*session.recent_message_ids, record.message_id][-MESSAGE_IDS_KEPT:]
+            return ContextTurn(message=record, session=session, profile=None)
+
         idle = timedelta(minutes=config.session_idle_minutes)
         if previous is None:
             session = self._new_session(record, number=1)
         elif previous.closed or now - previous.last_activity_at > idle:
             session = self._new_session(record, number=previous.session_number + 1)
             session.recent_message_ids = list(previous.recent_message_ids)
+            hold = timedelta(hours=config.human_hold_hours)
+            if previous.escalated and (previous.escalated_at is None or now - previous.escalated_at <= hold):
+                # the human still has the conversation: a pause does not hand it back to the AI
+                session.escalated = True
+                session.escalated_at = previous.escalated_at
+                session.escalation_id = previous.escalation_id
+                session.escalation_priority = previous.escalation_priority
         else:
             session = previous.model_copy()  # shallow: every list below is replaced, never mutated
 

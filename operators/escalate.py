@@ -20,8 +20,18 @@ PRIORITY_BY_REASON = {
 }
 
 
+PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
+
+
 class Escalate(Operator[RoutedTurn, Emitted]):
-    """Package history, slots and NLU onto `sf.escalations`, and log the hand-over as a (raw) event."""
+    """Package history, slots and NLU onto `sf.escalations`, and log the hand-over as a (raw) event.
+
+    A message that arrives while a human has the conversation (`with_human`) becomes a follow-up:
+    an Escalation the workspace router attaches to the open entry. It is not a new hand-over, so
+    the session's history gets no second "[handed to a human]" line, the hand-over's start and
+    first escalation stay as they were, and its priority is the open one's, raised (never
+    lowered) when the message would have gone to a human on its own (e.g. a legal threat).
+    """
 
     name = "escalate"
     input_type = RoutedTurn
@@ -40,11 +50,25 @@ class Escalate(Operator[RoutedTurn, Emitted]):
             if reason == "needs_approval":  # what a human approves with one click, keys and all
                 prepared = [s for s in [*record.plan.steps, *record.plan.pending_steps] if s.writes]
         message = record.message
-        session = session_after_turn(record, "agent", f"[handed to a human: {reason}]", now)
-        session.escalated = True
+        escalation_id = escalation_id_for(message.message_id)
+        follow_up = reason == "with_human" and record.session.escalated
+        if follow_up:
+            own = _priority(record.route.underlying_reason or reason, record)
+            held = record.session.escalation_priority or "normal"
+            priority = max(own, held, key=PRIORITY_RANK.__getitem__)
+            session = record.session.model_copy()
+            session.last_intent = record.nlu.intent
+            session.escalation_priority = priority  # type: ignore[assignment]
+        else:
+            priority = _priority(reason, record)
+            session = session_after_turn(record, "agent", f"[handed to a human: {reason}]", now)
+            session.escalated = True
+            session.escalated_at = now
+            session.escalation_id = escalation_id
+            session.escalation_priority = priority  # type: ignore[assignment]
         session.task = None  # the human takes it from here
         escalation = Escalation(
-            escalation_id="x-" + hashlib.sha256(f"escalation:{message.message_id}".encode()).hexdigest()[:24],
+            escalation_id=escalation_id,
             message_id=message.message_id,
             conversation_id=message.conversation_id,
             customer_id=message.customer_id,
@@ -54,8 +78,10 @@ class Escalate(Operator[RoutedTurn, Emitted]):
             text=message.text,
             reason=reason,
             detail=detail,
-            priority=_priority(reason, record),
+            priority=priority,  # type: ignore[arg-type]
             nlu=record.nlu,
+            sentiment_trend=list(record.session.sentiment_trend),
+            language=record.profile.language if record.profile is not None else "en",
             history=record.session.history,
             profile=record.profile,
             slots={**record.session.slots, **(record.session.task.slots if record.session.task else {})},
@@ -63,11 +89,17 @@ class Escalate(Operator[RoutedTurn, Emitted]):
             prepared_actions=prepared,
             created_at=now,
         )
+        status = "follow_up" if follow_up else "queued"
         event = turn_event(
-            record, "escalated", now, action=EventAction(type="escalation", name=reason, status="queued", result={})
+            record, "escalated", now, action=EventAction(type="escalation", name=reason, status=status, result={})
         )
         ctx.table("sessions").set(message.customer_id, session)
         return Emitted(records=[escalation, event])
+
+
+def escalation_id_for(message_id: str) -> str:
+    """Derived from the message id: a replayed turn (or follow-up) is the same escalation."""
+    return "x-" + hashlib.sha256(f"escalation:{message_id}".encode()).hexdigest()[:24]
 
 
 def _priority(reason: str, record: RoutedTurn) -> str:

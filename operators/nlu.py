@@ -22,9 +22,12 @@ from operators._sentiment import SentimentScorer
 from operators.base import Operator, OperatorConfig
 from operators.protocols import OperatorContext
 from pipelines.batching import MicroBatcher, batcher_on_this_loop
-from schemas import ContextTurn, Entity, NluResult, NluTurn
+from schemas import ContextTurn, Entity, NluResult, NluTurn, Sentiment
 
 SENTIMENT_TREND_KEPT = 10
+CONTROL_NLU = NluResult(
+    intent="control", confidence=1.0, sentiment=Sentiment(label="neutral", score=0.0), model_used="control"
+)
 
 
 class NluConfig(OperatorConfig):
@@ -61,6 +64,8 @@ class Nlu(Operator[ContextTurn, NluTurn]):
         return IntentGuess(intent, confidence, "keywords-v1", alternatives)
 
     async def run(self, record: ContextTurn, ctx: OperatorContext) -> NluTurn:
+        if record.message.control is not None:
+            return NluTurn(**dict(record), nlu=CONTROL_NLU)  # nothing to understand; the trend stays as it is
         if not self.warmed_up:
             self.warm_up(ctx)
         text = record.message.text

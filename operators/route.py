@@ -8,10 +8,11 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from operators._events import HISTORY_KEPT
 from operators._policy import screen_input
 from operators.base import Operator, OperatorConfig
 from operators.protocols import OperatorContext
-from schemas import NluTurn, RouteDecision, RoutedTurn
+from schemas import HistoryTurn, NluTurn, RouteDecision, RoutedTurn
 
 
 class RouteConfig(OperatorConfig):
@@ -37,7 +38,12 @@ class RouteConfig(OperatorConfig):
 
 
 class Route(Operator[NluTurn, RoutedTurn]):
-    """Send the turn to `auto` or `human`; the first rule that fires gives the reason."""
+    """Send the turn to `auto` or `human`; the first rule that fires gives the reason.
+
+    While a human has the conversation (`session.escalated`), every message goes to them
+    (`with_human`) and the AI stays quiet. The workspace's `handback` control message ends
+    that: route clears the hand-over in the session and the turn ends here, with no reply.
+    """
 
     name = "route"
     input_type = NluTurn
@@ -53,11 +59,41 @@ class Route(Operator[NluTurn, RoutedTurn]):
     def choose_branch(self, output: RoutedTurn) -> str:
         return output.route.branch
 
-    async def run(self, record: NluTurn, ctx: OperatorContext) -> RoutedTurn:
+    async def run(self, record: NluTurn, ctx: OperatorContext) -> RoutedTurn | None:
+        if record.message.control == "handback":
+            self.hand_back(record, ctx)
+            return None
         decision = self.decide(record)
         return RoutedTurn(**dict(record), route=decision)
 
+    @staticmethod
+    def hand_back(record: NluTurn, ctx: OperatorContext) -> None:
+        """The human is done: the AI answers the next message again (the session write applies on ack)."""
+        session = record.session.model_copy()
+        if session.escalated:
+            back = record.message.message_id
+            note = HistoryTurn(role="human", text="[handed back to the agent]", at=ctx.clock.now(), message_id=back)
+            session.history = [*session.history, note][-HISTORY_KEPT:]
+        session.escalated = False
+        session.escalated_at = None
+        session.escalation_id = None
+        session.escalation_priority = None
+        ctx.table("sessions").set(record.message.customer_id, session)
+
     def decide(self, turn: NluTurn) -> RouteDecision:
+        if turn.session.escalated:
+            own = self._decide_alone(turn)
+            since = f" since {turn.session.escalated_at:%Y-%m-%d %H:%M:%S}" if turn.session.escalated_at else ""
+            return RouteDecision(
+                branch="human",
+                reason="with_human",
+                detail=f"follow-up of {turn.session.escalation_id or 'the open hand-over'}{since}",
+                underlying_reason=own.reason if own.branch == "human" else None,
+            )
+        return self._decide_alone(turn)
+
+    def _decide_alone(self, turn: NluTurn) -> RouteDecision:
+        """The rules for a message the AI may answer."""
         cfg: RouteConfig = self.config  # type: ignore[assignment]
         nlu = turn.nlu
         text = turn.message.text.lower()

@@ -1,4 +1,4 @@
-"""The analytics report: headline metrics over a time window of the events table, as text, JSON or a PNG.
+"""The analytics report: headline metrics over a window of the events and feedback tables, as text, JSON or PNG.
 
 Every number comes from one SQL file in `connectors/clickhouse/queries/`, so what the report
 prints is exactly what an analyst gets by running those files in clickhouse-client.
@@ -89,6 +89,45 @@ class SentimentBucket(BaseModel):
     negative_share: float
 
 
+class Csat(BaseModel):
+    answers: int
+    mean_rating: float | None = Field(description="1 .. 5; None when there are no answers")
+    satisfied_share: float | None = Field(description="share of 4s and 5s")
+
+
+class ChannelCsat(Csat):
+    channel: str
+
+
+class HandleTime(BaseModel):
+    resolution_code: str
+    resolutions: int
+    p50_s: float
+    p90_s: float
+
+
+class FirstResponse(BaseModel):
+    resolutions: int
+    p50_s: float | None = Field(description="None when no resolution carried a first response time")
+    p90_s: float | None
+
+
+class IntentCorrection(BaseModel):
+    original: str
+    corrected: str
+    corrections: int
+
+
+class HumanReport(BaseModel):
+    """What the humans' feedback says (`feedback` table): customers' CSAT, human handling, NLU corrections."""
+
+    csat: Csat
+    csat_by_channel: list[ChannelCsat]
+    handle_time: list[HandleTime] = Field(description="p50/p90 of handle_time_s by resolution code")
+    first_response: FirstResponse
+    intent_corrections: list[IntentCorrection] = Field(description="original -> corrected intent, most frequent first")
+
+
 class Report(BaseModel):
     """Headline metrics over [since, until). A turn is an agent reply or a hand-over to a human."""
 
@@ -109,6 +148,62 @@ class Report(BaseModel):
     sentiment_trend: list[SentimentBucket]
     total_cost_usd: float
     cost_per_conversation_usd: float | None
+    human: HumanReport
+
+
+_HAS_FEEDBACK = "SELECT count() AS n FROM system.tables WHERE database = currentDatabase() AND name = 'feedback'"
+_NO_FEEDBACK = HumanReport(
+    csat=Csat(answers=0, mean_rating=None, satisfied_share=None),
+    csat_by_channel=[],
+    handle_time=[],
+    first_response=FirstResponse(resolutions=0, p50_s=None, p90_s=None),
+    intent_corrections=[],
+)
+
+
+async def build_human_report(store: EventStore, since: datetime, until: datetime) -> HumanReport:
+    """The feedback queries over [since, until); empty figures for a store no sink has migrated since feedback came."""
+    if (await store.query(_HAS_FEEDBACK))[0]["n"] == 0:
+        return _NO_FEEDBACK.model_copy(deep=True)
+    parameters: dict[str, Any] = {"since": since, "until": until}
+
+    async def run(name: str) -> list[dict[str, Any]]:
+        return await store.query(load_query(name), parameters)
+
+    (csat,) = await run("csat")
+    by_channel = await run("csat_by_channel")
+    handle = await run("human_handle_time")
+    (first,) = await run("human_first_response")
+    corrections = await run("intent_corrections")
+    answered, responded = csat["answers"] > 0, first["resolutions"] > 0  # 0 or nan for the aggregates of nothing
+    return HumanReport(
+        csat=Csat(
+            answers=csat["answers"],
+            mean_rating=csat["mean_rating"] if answered else None,
+            satisfied_share=csat["satisfied_share"] if answered else None,
+        ),
+        csat_by_channel=[
+            ChannelCsat(
+                channel=row["channel_name"],
+                answers=row["answers"],
+                mean_rating=row["mean_rating"],
+                satisfied_share=row["satisfied_share"],
+            )
+            for row in by_channel
+        ],
+        handle_time=[
+            HandleTime(
+                resolution_code=row["code"], resolutions=row["resolutions"], p50_s=row["p50_s"], p90_s=row["p90_s"]
+            )
+            for row in handle
+        ],
+        first_response=FirstResponse(
+            resolutions=first["resolutions"],
+            p50_s=first["p50_s"] if responded else None,
+            p90_s=first["p90_s"] if responded else None,
+        ),
+        intent_corrections=[IntentCorrection(**row) for row in corrections],
+    )
 
 
 async def build_report(store: EventStore, since: datetime, until: datetime) -> Report:
@@ -152,6 +247,7 @@ async def build_report(store: EventStore, since: datetime, until: datetime) -> R
         sentiment_trend=[SentimentBucket(**row) for row in trend],
         total_cost_usd=cost["total_cost_usd"],
         cost_per_conversation_usd=cost["cost_per_conversation_usd"],
+        human=await build_human_report(store, since, until),
     )
 
 
@@ -163,9 +259,18 @@ def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f} ms"
 
 
+def _s(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f} s"
+
+
+def _rating(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f} / 5"
+
+
 def render_text(report: Report, top: int = 10) -> Group:
     """Rich tables for a terminal: headline figures first, then the breakdowns (top N rows each)."""
     window = f"supportflow analytics  {report.since:%Y-%m-%d %H:%M} → {report.until:%Y-%m-%d %H:%M} UTC"
+    human = report.human
     headline = Table(title="headline", show_header=False, title_justify="left")
     headline.add_column("metric")
     headline.add_column("value", justify="right")
@@ -180,6 +285,11 @@ def render_text(report: Report, top: int = 10) -> Group:
         ("reply latency p99", _ms(report.reply_latency.p99_ms)),
         ("cost per conversation", cost),
         ("total cost", f"${report.total_cost_usd:.2f}"),
+        ("CSAT answers", f"{human.csat.answers:,}"),
+        ("CSAT mean", _rating(human.csat.mean_rating)),
+        ("CSAT 4–5", _pct(human.csat.satisfied_share)),
+        ("human first response p50", _s(human.first_response.p50_s)),
+        ("human first response p90", _s(human.first_response.p90_s)),
     ):
         headline.add_row(metric, value)
 
@@ -213,6 +323,21 @@ def render_text(report: Report, top: int = 10) -> Group:
             [(r.reason, r.escalations) for r in report.escalation_reasons],
         ),
         breakdown(f"sentiment per {report.bucket_seconds // 60} min", ("from", "turns", "mean", "negative"), trend),
+        breakdown(
+            "CSAT by channel",
+            ("channel", "answers", "mean", "4–5"),
+            [(c.channel, c.answers, _rating(c.mean_rating), _pct(c.satisfied_share)) for c in human.csat_by_channel],
+        ),
+        breakdown(
+            "human handle time by resolution",
+            ("resolution", "resolutions", "p50", "p90"),
+            [(h.resolution_code, h.resolutions, _s(h.p50_s), _s(h.p90_s)) for h in human.handle_time],
+        ),
+        breakdown(
+            "intent corrections",
+            ("model said", "human said", "corrections"),
+            [(c.original, c.corrected, c.corrections) for c in human.intent_corrections],
+        ),
     )
 
 
@@ -266,6 +391,9 @@ def render_png(report: Report, path: Path, top: int = 10) -> Path:
         f"escalation rate        {_pct(report.escalation_rate)}",
         f"cost per conversation  {cost}",
         f"total cost             ${report.total_cost_usd:.2f}",
+        f"CSAT                   {_rating(report.human.csat.mean_rating)} ({report.human.csat.answers:,} answers)",
+        f"CSAT 4–5               {_pct(report.human.csat.satisfied_share)}",
+        f"human 1st response p50 {_s(report.human.first_response.p50_s)}",
     ]
     headline.text(0.02, 0.95, "\n".join(lines), va="top", family="monospace", fontsize=12, transform=headline.transAxes)
     headline.set_title("headline")

@@ -14,7 +14,9 @@ so a reply is never dropped while the provider is down. A permanent failure (4xx
 dead-letter topic with its reason and is not retried.
 
 Channels webchat, mobile and api are answered through the HTTP API, which reads sf.outbound
-itself, and email has its own sender: this process skips them.
+itself: no sender has a route for them. Email is delivered by the same machinery in a consumer
+group of its own (`run_senders` with `email_routes`, in the email channel's process,
+pipelines/email_channel.py), so `supportflow senders` has no route for it either.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import base64
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,8 @@ import asyncpg
 from prometheus_client import Counter
 
 from connectors.channels import twilio as twilio_channel
+from connectors.channels.email import EmailOutbox, EmailSender, RelayConfig
+from connectors.channels.email_threading import ThreadStore
 from connectors.channels.outbox import CallOutbox, DeliveryLedger, Outbox
 from connectors.channels.senders import (
     MetaWhatsAppSender,
@@ -51,17 +55,24 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CHANNEL_SENDS",
+    "EMAIL_GROUP_ID",
     "GROUP_ID",
+    "SENDER_CHANNELS",
     "SKIPPED_CHANNELS",
     "ChannelDelivery",
     "build_routes",
+    "delivery_targets",
+    "email_routes",
+    "outbox_channels",
     "run_senders",
     "serve_senders",
 ]
 
 GROUP_ID = "supportflow-senders"
-# answered elsewhere: the HTTP API / web chat read sf.outbound themselves; email has its own sender
-SKIPPED_CHANNELS = frozenset({"webchat", "mobile", "api", "email"})
+EMAIL_GROUP_ID = "supportflow-email"
+# answered by the gateway, which reads sf.outbound itself
+SKIPPED_CHANNELS = frozenset({"webchat", "mobile", "api"})
+SENDER_CHANNELS = ("sms", "whatsapp", "slack", "teams", "voice")  # `supportflow senders`; email has its own process
 
 CHANNEL_SENDS = Counter(
     "supportflow_channel_sends_total",
@@ -75,8 +86,35 @@ class SendRetriesExhausted(RuntimeError):
     """A reply still failed transiently after every attempt; the whole batch is retried later."""
 
 
+def delivery_targets(settings: Settings) -> dict[str, str]:
+    """Where each channel's replies go: the provider whose credentials are set, else "outbox"."""
+    twilio = bool(settings.twilio_account_sid and settings.twilio_auth_token)
+    meta = bool(settings.meta_access_token and settings.meta_phone_number_id)
+    whatsapp = "meta" if meta else "twilio" if twilio and settings.twilio_whatsapp_from else "outbox"
+    return {
+        "sms": "twilio" if twilio and settings.twilio_from_number else "outbox",
+        "whatsapp": whatsapp,
+        "slack": "slack" if settings.slack_bot_token else "outbox",
+        "teams": "teams" if settings.teams_app_id and settings.teams_app_password else "outbox",
+        # spoken within the call by the ingress; what came too late for the call is kept in the outbox
+        "voice": "call",
+        "email": "smtp" if settings.smtp_relay_host else "outbox",
+    }
+
+
+def outbox_channels(settings: Settings) -> list[str]:
+    """The channels with a provider that is not configured, so their replies land in the outbox instead.
+
+    All of them in the embedded default; none once every provider has credentials. Voice is
+    answered within the call and keeps in the outbox only what the call missed: not counted.
+    """
+    targets = delivery_targets(settings)
+    return [channel for channel, target in targets.items() if target == "outbox"]
+
+
 def build_routes(settings: Settings, pool: asyncpg.Pool) -> dict[str, Sender]:
     """The sender of each channel: a provider whose credentials are set, else the outbox."""
+    targets = delivery_targets(settings)
     outbox = Outbox(pool)
     twilio: TwilioSender | None = None
     if settings.twilio_account_sid and settings.twilio_auth_token:
@@ -91,37 +129,46 @@ def build_routes(settings: Settings, pool: asyncpg.Pool) -> dict[str, Sender]:
         )
         if not (settings.twilio_from_number or settings.twilio_whatsapp_from):
             log.warning("Twilio credentials are set but no sender number: SMS and WhatsApp go to the outbox")
-    meta: MetaWhatsAppSender | None = None
-    if settings.meta_access_token and settings.meta_phone_number_id:
-        meta = MetaWhatsAppSender(
+    providers: dict[str, Sender | None] = {"twilio": twilio, "outbox": outbox, "call": CallOutbox(pool)}
+    if targets["whatsapp"] == "meta":
+        assert settings.meta_access_token and settings.meta_phone_number_id
+        providers["meta"] = MetaWhatsAppSender(
             settings.meta_access_token.get_secret_value(),
             settings.meta_phone_number_id.get_secret_value(),
             base_url=settings.meta_api_base_url,
         )
-    slack: SlackSender | None = None
     if settings.slack_bot_token:
-        slack = SlackSender(settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_base_url)
-    teams: TeamsSender | None = None
-    if settings.teams_app_id and settings.teams_app_password:
-        teams = TeamsSender(
+        providers["slack"] = SlackSender(
+            settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_base_url
+        )
+    if targets["teams"] == "teams":
+        assert settings.teams_app_id and settings.teams_app_password
+        providers["teams"] = TeamsSender(
             settings.teams_app_id,
             settings.teams_app_password.get_secret_value(),
             token_url=settings.teams_token_url,
             allowed_service_urls=settings.teams_allowed_service_urls,
         )
-    whatsapp: Sender = outbox
-    if meta is not None:
-        whatsapp = meta
-    elif twilio is not None and settings.twilio_whatsapp_from:
-        whatsapp = twilio
-    return {
-        "sms": twilio if twilio is not None and settings.twilio_from_number else outbox,
-        "whatsapp": whatsapp,
-        "slack": slack or outbox,
-        "teams": teams or outbox,
-        # spoken within the call by the ingress; what came too late for the call is kept for a call back
-        "voice": CallOutbox(pool),
-    }
+    routes: dict[str, Sender] = {}
+    for channel in SENDER_CHANNELS:
+        sender = providers[targets[channel]]
+        assert sender is not None
+        routes[channel] = sender
+    return routes
+
+
+def email_routes(settings: Settings, pool: asyncpg.Pool, threads: ThreadStore | None) -> dict[str, Sender]:
+    """The email channel's sender: the SMTP relay when `smtp_relay_host` is set, else the outbox."""
+    if settings.smtp_relay_host is None:
+        return {"email": EmailOutbox(Outbox(pool), settings.support_address, threads)}
+    relay = RelayConfig(
+        settings.smtp_relay_host,
+        settings.smtp_relay_port,
+        settings.smtp_relay_starttls,
+        settings.smtp_relay_username,
+        settings.smtp_relay_password,
+    )
+    return {"email": EmailSender(relay, settings.support_address, threads)}
 
 
 @dataclass
@@ -137,12 +184,13 @@ class ChannelDelivery:
     retry_max_s: float = 10.0
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     delivered: int = 0
+    stage: str = "senders"
 
     async def write(self, topic: str, records: Sequence[Record]) -> int:
         lanes: dict[tuple[str, str], list[OutboundMessage]] = {}
         for record in records:
             assert isinstance(record, OutboundMessage)
-            if record.channel in SKIPPED_CHANNELS:
+            if record.channel not in self.routes:  # another process's channel
                 CHANNEL_SENDS.labels(record.channel, "skipped").inc()
                 continue
             lanes.setdefault((record.channel, record.recipient), []).append(record)
@@ -207,8 +255,8 @@ class ChannelDelivery:
     async def _dead_letter(self, topic: str, message: OutboundMessage, provider: str, exc: Exception) -> None:
         value = message.to_bytes()
         letter = DeadLetter(
-            dead_letter_id="d-" + hashlib.sha256(f"senders:{message.reply_id}".encode()).hexdigest()[:24],
-            stage="senders",
+            dead_letter_id="d-" + hashlib.sha256(f"{self.stage}:{message.reply_id}".encode()).hexdigest()[:24],
+            stage=self.stage,
             operator=provider,
             error_type=type(exc).__name__,
             error=str(exc)[:2000],
@@ -248,26 +296,34 @@ async def run_senders(
     migrate: bool = True,
     group_id: str = GROUP_ID,
     retry_initial_s: float = 0.2,
+    routes: Callable[[asyncpg.Pool], dict[str, Sender]] | None = None,
+    name: str = "senders",
 ) -> int:
-    """Consume sf.outbound and deliver until `stop` is set; returns the replies delivered."""
+    """Consume sf.outbound and deliver until `stop` is set; returns the replies delivered.
+
+    `routes` (default: `build_routes`, the senders' channels) gives the sender of each channel
+    this consumer group delivers; the email channel passes `email_routes` and a group of its own.
+    """
     topic = topology.topic_for(OutboundMessage)
     assert topic is not None, "the topology has no topic for OutboundMessage"
     async with _database(settings, migrate) as pool:
         dead_letters = AsyncProducer(settings.kafka_client_config(), exact_offsets=settings.exact_offsets)
         delivery = ChannelDelivery(
-            routes=build_routes(settings, pool),
+            routes=routes(pool) if routes is not None else build_routes(settings, pool),
             ledger=DeliveryLedger(pool),
             dead_letters=dead_letters,
             dead_letter_topic=topology.spec.dead_letter_topic,
             retry_initial_s=retry_initial_s,
+            stage=name,
         )
-        runner = SinkRunner("senders", settings, topology, [topic], delivery.write, group_id)
+        runner = SinkRunner(name, settings, topology, [topic], delivery.write, group_id)
         log.info(
-            "senders running on %s: %s",
+            "%s running on %s: %s",
+            name,
             topic,
             ", ".join(f"{channel} -> {sender.provider}" for channel, sender in delivery.routes.items()),
         )
-        task = asyncio.create_task(runner.run(ready), name="senders")
+        task = asyncio.create_task(runner.run(ready), name=name)
         stopping = asyncio.create_task(stop.wait())
         try:
             await asyncio.wait([stopping, task], return_when=asyncio.FIRST_COMPLETED)

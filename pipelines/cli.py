@@ -55,6 +55,8 @@ nlu_app = typer.Typer(
     help="Train and evaluate the intent classifier (triton_models/intent_classifier).", no_args_is_help=True
 )
 app.add_typer(analytics_app, name="analytics")
+feedback_app = typer.Typer(help="Human feedback (sf.feedback) kept in the conversation store.", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
 email_app = typer.Typer(
     help="The email channel: an SMTP listener that feeds sf.ingress, and a sender for email replies on sf.outbound.",
     no_args_is_help=True,
@@ -106,9 +108,11 @@ def run(
     workers: Annotated[Optional[int], typer.Option(help="Stream worker processes (default: settings.workers).")] = None,
     port: Annotated[Optional[int], typer.Option(help="HTTP ingress port (default: settings.http_port).")] = None,
 ) -> None:
-    """Run the whole pipeline here until Ctrl-C: broker (embedded unless configured), topics, workers, HTTP ingress."""
+    """Run the whole pipeline here until Ctrl-C: broker (embedded unless configured), topics, workers, stores,
+    channel senders, the email channel (SMTP listener and sender) and the HTTP ingress."""
     import uvicorn
 
+    from pipelines.channel_senders import outbox_channels
     from pipelines.ingress import build_ingress
     from pipelines.stack import Stack
 
@@ -117,7 +121,7 @@ def run(
     stack = Stack(s, workers=workers)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        with console.status("starting broker, Triton, stores and workers…"):
+        with console.status("starting broker, Triton, stores, workers and channels…"):
             stack.start(with_ingress=False)
         http_port = port if port is not None else s.http_port
         where = "embedded tansu" if s.embedded else "Kafka"
@@ -136,10 +140,13 @@ def run(
             console.print(
                 f"  demo shop      customer C000001 (alice@example.com, ZIP 94107), orders 1000001-1000005; {seeded}"
             )
+            console.print(f"  email          {stack.email_summary()}", soft_wrap=True)
             console.print("  analytics      supportflow analytics report")
+            kept = ", ".join(outbox_channels(stack.settings)) or "no"
             console.print(
-                "  outbox         supportflow outbox   (SMS, WhatsApp, Slack, Teams replies with no provider set; "
-                "voice replies the call did not speak)"
+                f"  outbox         supportflow outbox, or the demo page  ({kept} replies: no provider; "
+                "voice replies the call did not speak)",
+                soft_wrap=True,
             )
         console.print("Ctrl-C stops everything.")
         stack.write_state(f"http://{s.http_host}:{http_port}")
@@ -375,7 +382,7 @@ def senders(
 def outbox(
     limit: Annotated[int, typer.Option(min=1, help="Newest rows to show.")] = 20,
     channel: Annotated[
-        Optional[str], typer.Option(help="Only this channel (sms, whatsapp, slack, teams, voice).")
+        Optional[str], typer.Option(help="Only this channel (sms, whatsapp, slack, teams, voice, email).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table.")] = False,
 ) -> None:
@@ -883,6 +890,57 @@ def _on_database(s: Settings, job: Callable[[Any], Awaitable[T]]) -> T:
     raise typer.Exit(1)
 
 
+@feedback_app.command("export")
+def feedback_export(
+    out: Annotated[Path, typer.Option("--out", help="The CSV to write (columns text, label).")],
+    since: Annotated[
+        Optional[str], typer.Option(help="Only corrections from then on: ISO timestamp or duration ago (30d).")
+    ] = None,
+    model: Annotated[
+        Optional[Path],
+        typer.Option(help="Model version folder whose labels.json limits the labels (default: the latest version)."),
+    ] = None,
+    all_labels: Annotated[
+        bool, typer.Option("--all-labels", help="Keep labels the model does not know (nlu train refuses them).")
+    ] = False,
+) -> None:
+    """Intent corrections as training rows (the message's text, the corrected intent) for `nlu train --extra-train`.
+
+    Reads DATABASE_URL, or the embedded PostgreSQL in the data dir (like `db migrate`).
+    """
+    from connectors.postgres import intent_corrections
+    from pipelines.analytics import parse_moment
+    from pipelines.feedback_export import model_labels, write_training_csv
+    from pipelines.nlu_eval import DataError, latest_version
+
+    def fail(message: str) -> typer.Exit:
+        err.print(f"[red]feedback export:[/red] {escape(message)}")
+        return typer.Exit(2)
+
+    try:
+        start = parse_moment(since, datetime.now(UTC)) if since else None
+    except ValueError as exc:
+        raise fail(f"invalid --since: {exc}") from None
+    if not out.parent.is_dir():
+        raise fail(f"--out: folder {out.parent} does not exist")
+    known: set[str] | None = None
+    if not all_labels:
+        try:
+            version = model or latest_version()
+            known = model_labels(version)
+        except (DataError, OSError, KeyError, ValueError) as exc:
+            raise fail(f"cannot read the model's labels ({exc}); pass --model DIR or --all-labels") from None
+    rows = _on_database(settings(), lambda conn: intent_corrections(conn, start))
+    result = write_training_csv(rows, out, known)
+    console.print(f"wrote {result.written} training row(s) to {out}")
+    if result.unknown_labels:
+        left = ", ".join(f"{label} ({n})" for label, n in sorted(result.unknown_labels.items()))
+        console.print(f"[yellow]left out {sum(result.unknown_labels.values())} row(s) whose label the model "
+                      f"does not know:[/yellow] {escape(left)} (--all-labels keeps them)")  # fmt: skip
+    if result.written:
+        console.print(f"train with: supportflow nlu train --extra-train {out} ...")
+
+
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply pending schema migrations, in order, in one transaction (safe to run any number of times)."""
@@ -982,13 +1040,65 @@ def _until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     asyncio.run(go())
 
 
+def _email_channel(
+    command: str,
+    inbound: bool,
+    outbound: bool,
+    host: str | None = None,
+    port: int | None = None,
+    ready_file: Path | None = None,
+    free_port_if_busy: bool = False,
+) -> None:
+    """Run the email channel's listener and/or sender (pipelines/email_channel.py) until SIGINT/SIGTERM."""
+    from pipelines.email_channel import ListenError, run_email_channel
+    from pipelines.runtime import ensure_topics
+    from pipelines.topology import load_topology
+
+    s = broker_settings(command)
+    logging.getLogger("connectors.channels.email").setLevel(logging.INFO)
+    topology = load_topology(s.topology_file)
+    ensure_topics(s, topology)
+    relay = f"via the SMTP relay {s.smtp_relay_host}:{s.smtp_relay_port}" if s.smtp_relay_host else "to the outbox"
+
+    def ready(listening: int | None) -> None:
+        if listening is not None:
+            where = f"{host or s.smtp_listen_host}:{listening}"
+            console.print(f"accepting mail for {s.support_address} on smtp://{where}")
+        if outbound:
+            console.print(f"email replies from {s.support_address} go {relay}")
+        console.print("Ctrl-C stops")
+        if ready_file:
+            ready_file.parent.mkdir(parents=True, exist_ok=True)
+            ready_file.write_text(str(listening) if listening is not None else "ready")
+
+    async def main(stop: asyncio.Event) -> None:
+        try:
+            result = await run_email_channel(
+                s, topology, stop, ready, inbound, outbound, host, port, free_port_if_busy=free_port_if_busy
+            )
+        except ListenError as exc:
+            err.print(f"[red]{escape(str(exc))}[/red]")
+            raise typer.Exit(1) from None
+        done = [f"published {result.published} mail(s)"] if inbound else []
+        done += [f"delivered {result.delivered} email reply(ies)"] if outbound else []
+        console.print(f"stopped; {', '.join(done)}")
+
+    _until_signal(main)
+
+
+HostOption = Annotated[Optional[str], typer.Option(help="Address to listen on (default: settings.smtp_listen_host).")]
+PortOption = Annotated[
+    Optional[int], typer.Option(help="SMTP port (default: settings.smtp_listen_port, 2525; 0: a free one).")
+]
+
+
 @email_app.command("serve")
 def email_serve(
-    host: Annotated[
-        Optional[str], typer.Option(help="Address to listen on (default: settings.smtp_listen_host).")
+    host: HostOption = None,
+    port: PortOption = None,
+    ready_file: Annotated[
+        Optional[Path], typer.Option(help="Written (the port) once the listener accepts mail.")
     ] = None,
-    port: Annotated[Optional[int], typer.Option(help="SMTP port (default: settings.smtp_listen_port, 2525).")] = None,
-    ready_file: Annotated[Optional[Path], typer.Option(help="Written once the listener accepts mail.")] = None,
 ) -> None:
     """Accept customers' mail for settings.support_address over SMTP and publish it to sf.ingress.
 
@@ -997,95 +1107,36 @@ def email_serve(
     552 (over email_max_bytes) and 451 (sender over its rate, broker away: the MTA retries).
     Put it behind your MX or forward the support mailbox to it; it does no TLS or SPF/DKIM itself.
     """
-    from connectors.channels.email import EmailListener, InboundHandler
-    from connectors.channels.email_threading import ThreadStore
-    from connectors.kafka import AsyncProducer
-    from pipelines.runtime import ensure_topics
-    from pipelines.topology import load_topology
-
-    s = broker_settings("email serve")
-    logging.getLogger("connectors.channels.email").setLevel(logging.INFO)
-    ensure_topics(s, load_topology(s.topology_file))
-
-    async def main(stop: asyncio.Event) -> None:
-        producer = AsyncProducer(s.kafka_client_config(), exact_offsets=s.exact_offsets)
-        threads = ThreadStore(s.data_dir / "email_threads.sqlite")
-        handler = InboundHandler(
-            producer,
-            [s.support_address],
-            s.email_max_bytes,
-            s.email_blocked_senders,
-            s.rate_limits.get("email"),
-            threads,
-        )
-        listener = EmailListener(handler, host or s.smtp_listen_host, s.smtp_listen_port if port is None else port)
-        try:
-            await listener.start()
-        except OSError as exc:
-            err.print(f"[red]cannot listen on {listener.host}:{listener.port}:[/red] {escape(str(exc))}")
-            raise typer.Exit(1) from None
-        console.print(f"accepting mail for {s.support_address} on smtp://{listener.host}:{listener.port}; Ctrl-C stops")
-        if ready_file:
-            ready_file.write_text(str(listener.port))
-        try:
-            await stop.wait()
-        finally:
-            await listener.stop()
-            producer.close()
-            threads.close()
-            console.print(f"stopped; published {handler.published} mail(s)")
-
-    _until_signal(main)
+    _email_channel("email serve", inbound=True, outbound=False, host=host, port=port, ready_file=ready_file)
 
 
 @email_app.command("send-outbound")
 def email_send_outbound(
-    group: Annotated[str, typer.Option(help="Consumer group on sf.outbound.")] = "supportflow-email",
-    ready_file: Annotated[Optional[Path], typer.Option(help="Written once the runner consumes.")] = None,
+    ready_file: Annotated[Optional[Path], typer.Option(help="Written once the sender consumes.")] = None,
 ) -> None:
-    """Send the email replies on sf.outbound through the SMTP relay (settings.smtp_relay_*).
+    """Deliver the email replies on sf.outbound: through the SMTP relay (settings.smtp_relay_*), else to the outbox.
 
-    Only channel=email records are sent; offsets are committed after sending, so a crash resends
-    (with the same Message-ID). A relay that is down is retried; a reply it refuses (5xx) goes to
-    the dead-letter topic. Run `email serve` with the same data dir so replies thread under the
-    customer's mail and keep its subject.
+    The channel senders' machinery (consumer group supportflow-email, the delivery ledger in
+    DATABASE_URL or the embedded PostgreSQL): each reply once, a relay that is down retried, a
+    reply it refuses (5xx) dead-lettered. Run `email serve` with the same data dir so replies
+    thread under the customer's mail and keep its subject.
     """
-    from connectors.channels.email import EmailOutboundRunner, EmailSender, RelayConfig
-    from connectors.channels.email_threading import ThreadStore
-    from pipelines.runtime import ensure_topics
-    from pipelines.topology import load_topology
+    _email_channel("email send-outbound", inbound=False, outbound=True, ready_file=ready_file)
 
-    s = broker_settings("email send-outbound")
-    logging.getLogger("connectors.channels.email").setLevel(logging.INFO)
-    topology = load_topology(s.topology_file)
-    ensure_topics(s, topology)
-    relay = RelayConfig(
-        s.smtp_relay_host, s.smtp_relay_port, s.smtp_relay_starttls, s.smtp_relay_username, s.smtp_relay_password
+
+@email_app.command("run")
+def email_run(
+    host: HostOption = None,
+    port: PortOption = None,
+    ready_file: Annotated[Optional[Path], typer.Option(help="Written (the port) once both halves run.")] = None,
+    free_port_if_busy: Annotated[
+        bool, typer.Option(help="Listen on a free port when the chosen one is taken.")
+    ] = False,
+) -> None:
+    """The listener and the sender in one process: what `supportflow run` starts."""
+    _email_channel(
+        "email run", True, True, host=host, port=port, ready_file=ready_file, free_port_if_busy=free_port_if_busy
     )
-
-    async def main(stop: asyncio.Event) -> None:
-        threads = ThreadStore(s.data_dir / "email_threads.sqlite")
-        runner = EmailOutboundRunner(
-            s.kafka_client_config(),
-            EmailSender(relay, s.support_address, threads),
-            group_id=group,
-            dead_letter_topic=topology.spec.dead_letter_topic,
-            exact_offsets=s.exact_offsets,
-            fetch_max_wait_ms=s.fetch_max_wait_ms,
-        )
-        ready = asyncio.Event()
-        task = asyncio.create_task(runner.run(ready))
-        await asyncio.wait([asyncio.create_task(ready.wait()), task], return_when=asyncio.FIRST_COMPLETED)
-        console.print(f"sending email replies from {s.support_address} via {relay.host}:{relay.port}; Ctrl-C stops")
-        if ready_file and ready.is_set():
-            ready_file.write_text("ready")
-        await asyncio.wait([asyncio.create_task(stop.wait()), task], return_when=asyncio.FIRST_COMPLETED)
-        runner.stop()
-        await task
-        threads.close()
-        console.print(f"stopped; sent {runner.sent} email(s)")
-
-    _until_signal(main)
 
 
 def entrypoint() -> None:

@@ -11,25 +11,29 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.responses import FileResponse
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from connectors.channels import ChannelSecrets, VoiceCalls, webhook_routes
-from connectors.channels.outbox import mark_spoken
-from connectors.channels.webchat import SessionSigner, WebChat
+from connectors.channels.outbox import list_outbox, mark_spoken
+from connectors.channels.session_tokens import CustomerTokens, SessionTokens
+from connectors.channels.webchat import WebChat
 from connectors.conversation_view import ConversationView
-from connectors.http_api import IngressLimits, create_app
+from connectors.http_api import IngressLimits, OutboxSource, create_app
 from connectors.kafka import AsyncProducer, BackgroundReader, KafkaRecord
 from connectors.postgres import PostgresStore
 from connectors.protocols import SnapshotCache
 from connectors.rate_limit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
 from connectors.snapshot_cache import InProcessSnapshotCache, RedisSnapshotCache
+from pipelines.channel_senders import outbox_channels
 from pipelines.settings import Settings
 from pipelines.topology import Topology
-from schemas import CallRecording, DeliveryStatus, Escalation, Message, OutboundMessage, RawInbound
+from schemas import CallRecording, DeliveryStatus, Escalation, Feedback, Message, OutboundMessage, RawInbound
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+DEMO_TOKEN_PLACEHOLDER = "__SUPPORTFLOW_CUSTOMER_TOKEN__"
 
 
 def build_ingress(settings: Settings, topology: Topology) -> Starlette:
@@ -38,8 +42,10 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
     shown = {t: topology.topic_for(t) for t in (Message, OutboundMessage, Escalation)}
     by_topic = {topic: record_type for record_type, topic in shown.items() if topic}
     ingress_topic = topology.topic_for(RawInbound) or "sf.ingress"
+    feedback_topic = topology.topic_for(Feedback) or "sf.feedback"
     limits = IngressLimits(
         ingress_topic=ingress_topic,
+        feedback_topic=feedback_topic,
         dead_letter_topic=topology.spec.dead_letter_topic,
         max_text_chars=settings.http_max_text_chars,
         max_body_bytes=settings.http_max_body_bytes,
@@ -68,6 +74,17 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
             await cache.put(conversation_id, snapshot, settings.snapshot_cache_ttl_s)
         return snapshot, False
 
+    outbox: OutboxSource | None = None
+    if store is not None and outbox_channels(settings):
+
+        async def outbox_entries(limit: int) -> list[dict[str, Any]]:
+            """The outbox is where replies of channels with no provider went (the embedded default)."""
+            assert store is not None
+            async with (await store.pool()).acquire() as conn:
+                return [row.to_json() for row in await list_outbox(conn, limit)]
+
+        outbox = outbox_entries
+
     reader_started = threading.Event()
 
     def on_record(record: KafkaRecord) -> None:
@@ -95,10 +112,31 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
                 await store.close()
 
     secret = settings.webchat_secret.get_secret_value().encode() if settings.webchat_secret else os.urandom(32)
-    webchat = WebChat(producer.send, view, SessionSigner(secret), limiter, ingress_topic, settings.http_max_text_chars)
+    customer_secret = settings.customer_token_secret
+    customers = CustomerTokens(customer_secret.get_secret_value().encode() if customer_secret else None)
+    sessions = SessionTokens(secret, settings.webchat_session_ttl_s)
+    webchat = WebChat(
+        producer.send,
+        view,
+        sessions,
+        customers,
+        limiter,
+        ingress_topic,
+        settings.http_max_text_chars,
+        feedback_topic=feedback_topic,
+    )
+
+    async def demo_page(_: Request) -> HTMLResponse:
+        """The demo shop's page; signed in as `demo_customer_id` when set, as a host site's backend would do it."""
+        token = ""
+        if settings.demo_customer_id and customers.secret is not None:
+            token = customers.mint(settings.demo_customer_id, ttl_s=3600)
+        page = (WEB_DIR / "demo.html").read_text(encoding="utf-8")
+        return HTMLResponse(page.replace(DEMO_TOKEN_PLACEHOLDER, token), headers={"Cache-Control": "no-store"})
+
     web_routes = [
         WebSocketRoute("/v1/chat", webchat.endpoint),
-        Route("/", lambda _: FileResponse(WEB_DIR / "demo.html")),
+        Route("/", demo_page),
         Mount("/web", app=StaticFiles(directory=WEB_DIR), name="web"),
     ]
     app = create_app(
@@ -111,6 +149,7 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
         extra_routes=web_routes,
         api_keys=[k.get_secret_value() for k in settings.api_keys],
         ready=lambda: reader_started.is_set(),
+        outbox=outbox,
     )
     secrets = ChannelSecrets(
         twilio_auth_token=settings.twilio_auth_token,

@@ -34,3 +34,15 @@ SINK_BATCH_SECONDS = Histogram(
 SINK_WRITE_FAILURES = Counter(
     "supportflow_sink_write_failures_total", "Batch writes that failed and were retried.", ["sink"]
 )
+
+WORKSPACE_ASSIGNMENT_SECONDS = Histogram(
+    "supportflow_workspace_assignment_seconds",
+    "Time from an escalation's creation to its first assignment to a human agent.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0),
+)
+WORKSPACE_QUEUE_DEPTH = Gauge("supportflow_workspace_queue_depth", "Escalations waiting for a human agent.")
+WORKSPACE_COMMANDS = Counter(
+    "supportflow_workspace_commands_total",
+    "Workspace commands the router handled, by kind and outcome.",
+    ["kind", "outcome"],
+)

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from connectors.rate_limit import DEFAULT_LIMITS, RateLimit
 from connectors.webhooks import WebhookSubscription
+from connectors.workspace.router import PriorityRule
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 CONFIG_ENV = "SUPPORTFLOW_CONFIG_FILE"
@@ -96,8 +97,25 @@ class Settings(BaseSettings):
     )
     webchat_secret: SecretStr | None = Field(
         default=None,
-        description="signs web chat session tokens; unset: a random key per ingress process (sessions end with it, "
-        "and replicas behind a load balancer need one shared key)",
+        description="signs web chat session tokens (HS256 JWTs; at least 32 characters); unset: a random key per "
+        "ingress process (sessions end with it, and replicas behind a load balancer need one shared key)",
+    )
+    webchat_session_ttl_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        le=365 * 24 * 3600,
+        description="how long a web chat session token is valid; every `welcome` renews it",
+    )
+    customer_token_secret: SecretStr | None = Field(
+        default=None,
+        description="the HS256 key (at least 32 characters) your site's or app's backend signs customer tokens "
+        "with (sub = customer id, aud = supportflow:customer, exp); unset: web chat sessions are anonymous",
+    )
+    demo_customer_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._:@-]{1,200}$",
+        description="development only: the demo page at / is signed in as this customer (the gateway mints its "
+        "customer token). `supportflow run` sets C000001 when it serves the embedded demo shop",
     )
     sink_batch_size: int = Field(default=500, ge=1, le=100_000, description="records per sink write")
     sink_batch_wait_ms: int = Field(default=200, ge=1, le=60_000, description="longest a sink holds a partial batch")
@@ -158,14 +176,23 @@ class Settings(BaseSettings):
     )
 
     # email channel (connectors/channels/email.py): the inbound SMTP listener and the outbound relay
-    smtp_listen_host: str = Field(default="127.0.0.1", description="`supportflow email serve` listens here")
-    smtp_listen_port: int = Field(default=2525, ge=0, le=65535)
+    smtp_listen_host: str = Field(
+        default="127.0.0.1", description="the SMTP listener (`supportflow run`, `supportflow email serve`) listens here"
+    )
+    smtp_listen_port: int = Field(
+        default=2525,
+        ge=0,
+        le=65535,
+        description="0 picks a free port; `supportflow run` also picks one when the default 2525 is taken",
+    )
     support_address: str = Field(
         default="support@example.com",
         pattern=r"^[^@\s]+@[^@\s]+$",
         description="the address customers write to; replies come from it and its domain names our Message-IDs",
     )
-    smtp_relay_host: str = Field(default="127.0.0.1", description="the SMTP relay replies are sent through")
+    smtp_relay_host: str | None = Field(
+        default=None, description="the SMTP relay email replies are sent through; unset: they go to the outbox"
+    )
     smtp_relay_port: int = Field(default=25, ge=1, le=65535)
     smtp_relay_starttls: bool = Field(default=False, description="upgrade the relay connection with STARTTLS")
     smtp_relay_username: str | None = None
@@ -219,6 +246,29 @@ class Settings(BaseSettings):
         "/webhooks/twilio/recording and it is kept with the conversation. Tell callers they are recorded.",
     )
 
+    # agent workspace: the escalation router (pipelines/escalation_router.py, connectors/workspace/router.py)
+    workspace_agents_file: Path | None = Field(
+        default=None,
+        description="YAML of the human agents (`agents: [{agent_id, skills, languages, capacity, queues, ...}]`); "
+        "unset: no agents, escalations wait and customers are told so",
+    )
+    workspace_priority: PriorityRule = Field(
+        default_factory=PriorityRule,
+        description="order of waiting escalations: tier_weights + severity_weights + per_waited_minute × minutes "
+        "(JSON in SUPPORTFLOW_WORKSPACE_PRIORITY)",
+    )
+    workspace_queue_by_skill: dict[str, str] = Field(
+        default_factory=dict, description="intent or category -> queue name; unlisted ones go to `general`"
+    )
+    workspace_handle_time_s: float = Field(
+        default=300.0, gt=0, description="assumed seconds an agent holds a conversation until resolutions tell better"
+    )
+    human_wait_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="an escalation waiting this long for a human: the customer is told and offered wait/callback/email",
+    )
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _servers_look_like_addresses(cls, value: str | None) -> str | None:
@@ -239,6 +289,20 @@ class Settings(BaseSettings):
         if not sep or not host or not port.isdigit():
             raise ValueError(f"expected host:port of Triton's gRPC endpoint, got {value.strip()!r}")
         return value.strip().removeprefix("grpc://")
+
+    @field_validator("webchat_secret", "customer_token_secret")
+    @classmethod
+    def _hs256_key_is_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value().encode()) < 32:
+            raise ValueError("an HS256 key needs at least 32 characters (256 bits)")
+        return value
+
+    @field_validator("smtp_relay_host")
+    @classmethod
+    def _blank_relay_is_none(cls, value: str | None) -> str | None:
+        return value.strip() if value and value.strip() else None
 
     @field_validator("public_base_url")
     @classmethod
@@ -301,6 +365,8 @@ class Settings(BaseSettings):
                 value = "redis://**********@" + value.rsplit("@", 1)[1]
             elif name == "webhooks":
                 value = [subscription.model_dump(mode="json") for subscription in value]  # secrets as '**********'
+            elif name == "workspace_priority":
+                value = value.model_dump()
             elif name == "rate_limits":
                 value = {channel: limit.model_dump() for channel, limit in value.items()}
             out[name] = value

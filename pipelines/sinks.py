@@ -35,6 +35,7 @@ from schemas import (
     DeadLetter,
     DeliveryStatus,
     Escalation,
+    Feedback,
     Message,
     OutboundMessage,
     Record,
@@ -56,10 +57,11 @@ SINK_RECORDS_BY_TARGET: dict[str, tuple[type[Record], ...]] = {
         Escalation,
         ConversationEvent,
         CustomerProfile,
+        Feedback,
         DeliveryStatus,
         CallRecording,
     ),
-    "clickhouse": (ConversationEvent,),
+    "clickhouse": (ConversationEvent, Feedback),
 }
 
 
@@ -71,7 +73,7 @@ def sink_topics(topology: Topology, target: str) -> list[str]:
 
 def clickhouse_writer(store: EventStore) -> Writer:
     async def write(topic: str, records: Sequence[Record]) -> int:
-        return await store.insert([r for r in records if isinstance(r, ConversationEvent)])
+        return await store.insert([r for r in records if isinstance(r, ConversationEvent | Feedback)])
 
     return write
 

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -31,6 +32,7 @@ from pipelines.topology import Topology, load_topology
 log = logging.getLogger(__name__)
 
 STATE_FILE = "stack.json"
+DEMO_CUSTOMER_ID = "C000001"  # Alice, of the seeded demo shop
 
 
 @dataclass
@@ -42,7 +44,8 @@ class WorkerProcess:
 
     @property
     def name(self) -> str:
-        return {-1: "the sink process", -2: "the channel senders"}.get(self.index, f"worker {self.index}")
+        names = {-1: "the sink process", -2: "the channel senders", -3: "the email channel"}
+        return names.get(self.index, f"worker {self.index}")
 
 
 class IngressServer:
@@ -83,6 +86,8 @@ class Stack:
         self.seeded = False
         self.sink: WorkerProcess | None = None
         self.senders: WorkerProcess | None = None
+        self.email: WorkerProcess | None = None
+        self.email_port: int | None = None
         self.worker_count = workers or settings.workers
         self.data_dir = settings.data_dir.resolve()
         self.log_dir = self.data_dir / "logs"
@@ -116,7 +121,10 @@ class Stack:
             if self.with_sinks:
                 self.sink = self.start_sink()
                 self.senders = self.start_senders()
+                self.email = self.start_email()
             self.wait_ready()
+            if self.email is not None:
+                self.email_port = int(self.email.ready_file.read_text().strip())
             if with_ingress:
                 port = self.settings.http_port if ingress_port is None else ingress_port
                 port = port or free_port()
@@ -184,6 +192,19 @@ class Stack:
             dsn = self.postgres.start()
             self.settings = self.settings.model_copy(update={"database_url": SecretStr(dsn)})
             self.seeded = asyncio.run(_seed_demo_backend(dsn))
+            self.sign_in_demo_page()
+
+    def sign_in_demo_page(self) -> None:
+        """With the embedded demo shop, the demo page is Alice's: the ingress mints her customer token.
+
+        Like a host site's backend would; the key is random per run unless one is configured.
+        """
+        update: dict[str, object] = {}
+        if self.settings.demo_customer_id is None:
+            update["demo_customer_id"] = DEMO_CUSTOMER_ID
+        if self.settings.customer_token_secret is None:
+            update["customer_token_secret"] = SecretStr(secrets.token_urlsafe(32))
+        self.settings = self.settings.model_copy(update=update)
 
     def store_summary(self) -> str:
         from connectors.postgres import describe_dsn
@@ -218,6 +239,48 @@ class Stack:
         process = spawn(argv, log_file, env={**self.worker_env(), **self.store_env()})
         return WorkerProcess(-2, process, ready_file, log_file)
 
+    def start_email(self) -> WorkerProcess:
+        """The email channel: the SMTP listener and the email sender (relay, or the outbox table).
+
+        The default port 2525, when taken, gives way to a free one (printed by `supportflow run`);
+        a port that was configured is kept, or the start fails.
+        """
+        ready_file = self.data_dir / "run" / "email.ready"
+        ready_file.unlink(missing_ok=True)
+        log_file = self.log_dir / "email.log"
+        argv = [sys.executable, "-m", "pipelines.cli", "email", "run", "--ready-file", str(ready_file)]
+        argv += ["--port", str(self.settings.smtp_listen_port)]
+        if "smtp_listen_port" not in self.settings.model_fields_set:
+            argv.append("--free-port-if-busy")
+        process = spawn(argv, log_file, env={**self.worker_env(), **self.store_env(), **self.email_env()})
+        return WorkerProcess(-3, process, ready_file, log_file)
+
+    def email_env(self) -> dict[str, str]:
+        """The email settings the child needs (worker_env passes no SUPPORTFLOW_ variable of this process)."""
+        s = self.settings
+        env = {
+            "SUPPORTFLOW_SMTP_LISTEN_HOST": s.smtp_listen_host,
+            "SUPPORTFLOW_SUPPORT_ADDRESS": s.support_address,
+            "SUPPORTFLOW_SMTP_RELAY_PORT": str(s.smtp_relay_port),
+            "SUPPORTFLOW_SMTP_RELAY_STARTTLS": str(s.smtp_relay_starttls).lower(),
+            "SUPPORTFLOW_EMAIL_MAX_BYTES": str(s.email_max_bytes),
+            "SUPPORTFLOW_EMAIL_BLOCKED_SENDERS": json.dumps(s.email_blocked_senders),
+            "SUPPORTFLOW_RATE_LIMITS": json.dumps({k: v.model_dump() for k, v in s.rate_limits.items()}),
+        }
+        if s.smtp_relay_host is not None:
+            env["SUPPORTFLOW_SMTP_RELAY_HOST"] = s.smtp_relay_host
+        if s.smtp_relay_username is not None:
+            env["SUPPORTFLOW_SMTP_RELAY_USERNAME"] = s.smtp_relay_username
+        if s.smtp_relay_password is not None:
+            env["SUPPORTFLOW_SMTP_RELAY_PASSWORD"] = s.smtp_relay_password.get_secret_value()
+        return env
+
+    def email_summary(self) -> str:
+        s = self.settings
+        where = f"smtp://{s.smtp_listen_host}:{self.email_port}" if self.email_port else "no listener"
+        relay = f"via the relay {s.smtp_relay_host}:{s.smtp_relay_port}" if s.smtp_relay_host else "to the outbox"
+        return f"{where} for {s.support_address}; replies go {relay}"
+
     def describe_workers(self) -> str:
         main, isolated = self.stage_split()
         text = f"{self.worker_count} worker(s) running {', '.join(main)}"
@@ -246,7 +309,8 @@ class Stack:
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         deadline = time.monotonic() + timeout_s
-        for worker in [*self.workers, *([self.sink] if self.sink else []), *([self.senders] if self.senders else [])]:
+        services = [self.sink, self.senders, self.email]
+        for worker in [*self.workers, *(service for service in services if service is not None)]:
             while not worker.ready_file.exists():
                 if worker.process.poll() is not None:
                     raise RuntimeError(f"{worker.name} exited with {worker.process.returncode}; see {worker.log_file}")
@@ -268,6 +332,9 @@ class Stack:
             self.ingress.stop()
             self.ingress = None
             (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+        if self.email is not None:  # no more mail in; the replies already in hand are finished
+            stop(self.email.process, timeout_s=15)
+            self.email = None
         for worker in self.workers:
             stop(worker.process, timeout_s=15)
         self.workers.clear()

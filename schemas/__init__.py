@@ -18,6 +18,7 @@ from schemas.outbound import (
     EventResponse,
     EventSentiment,
     Feedback,
+    FeedbackKind,
     OutboundMessage,
     RawConversationEvent,
 )
@@ -35,6 +36,7 @@ from schemas.turn import (
     PlannedTurn,
     RoutedTurn,
 )
+from schemas.workspace import AgentSpec, AgentState, Presence, QueueEntry, RouterCommand, WorkspaceState
 
 __all__ = [
     "CHANNELS",
@@ -42,6 +44,8 @@ __all__ = [
     "STATUS_RANK",
     "ActionCall",
     "ActionResult",
+    "AgentSpec",
+    "AgentState",
     "AuthorizedTurn",
     "CallRecording",
     "Channel",
@@ -63,6 +67,7 @@ __all__ = [
     "EventSentiment",
     "ExecutedTurn",
     "Feedback",
+    "FeedbackKind",
     "FormattedTurn",
     "GuardVerdict",
     "GuardedTurn",
@@ -74,6 +79,8 @@ __all__ = [
     "OutboundMessage",
     "Plan",
     "PlannedTurn",
+    "Presence",
+    "QueueEntry",
     "RawConversationEvent",
     "RawInbound",
     "Record",
@@ -81,9 +88,11 @@ __all__ = [
     "RouteDecision",
     "RouteReason",
     "RoutedTurn",
+    "RouterCommand",
     "Sentiment",
     "SessionContext",
     "TaskState",
+    "WorkspaceState",
     "contact_key",
     "record_types",
     "utcnow",

@@ -19,6 +19,7 @@ RouteReason = Literal[
     "policy_block",
     "continuing_task",
     "vip_high_severity",
+    "with_human",
 ]
 
 
@@ -26,6 +27,11 @@ class RouteDecision(Record):
     branch: Literal["auto", "human"]
     reason: RouteReason
     detail: str = ""
+    underlying_reason: RouteReason | None = Field(
+        default=None,
+        description="with_human only: the rule that would have sent this message to a human on its own, if any "
+        "(escalate raises a follow-up's priority by it, never lowers it)",
+    )
 
 
 class ActionCall(Record):

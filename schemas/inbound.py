@@ -58,6 +58,10 @@ class Message(Record):
     )
     received_at: datetime
     normalized_at: datetime = Field(default_factory=utcnow)
+    control: Literal["handback"] | None = Field(
+        default=None,
+        description="not a customer message: `handback` = the workspace resolved it, the AI takes over again",
+    )
 
     def partition_key(self) -> str:
         return self.customer_id

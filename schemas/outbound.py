@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any, Literal
 
@@ -55,6 +56,10 @@ class Escalation(Record):
     detail: str = ""
     priority: Literal["low", "normal", "high", "urgent"] = "normal"
     nlu: NluResult | None = None
+    sentiment_trend: list[float] = Field(
+        default_factory=list, description="the session's recent sentiment scores, oldest first (is it getting worse?)"
+    )
+    language: str = Field(default="en", description="the customer's language (profile), for the router's matching")
     history: list[HistoryTurn] = Field(default_factory=list)
     profile: CustomerProfile | None = None
     slots: dict[str, str] = Field(default_factory=dict)
@@ -88,18 +93,74 @@ class DeadLetter(Record):
         return self.key
 
 
+FeedbackKind = Literal["resolution", "intent_correction", "reply_rating", "csat"]
+
+
 class Feedback(Record):
-    """A human's correction or rating of an agent turn (topic `sf.feedback`)."""
+    """A human's verdict on a conversation: a resolution, an intent correction, a reply rating or a CSAT answer.
+
+    Topic `sf.feedback`. The sinks store it for training (PostgreSQL, full text) and count it in
+    analytics (ClickHouse, without free text). `feedback_id` is derived from the id of the action
+    that produced it (a workspace command, a CSAT answer), so a replayed action is one row.
+    """
 
     feedback_id: str
     conversation_id: str
-    message_id: str
-    kind: Literal["correction", "rating"]
+    message_id: str | None = None
+    escalation_id: str | None = None
+    kind: FeedbackKind
+    resolution_code: str | None = None
+    original_intent: str | None = None
     corrected_intent: str | None = None
     rating: int | None = Field(default=None, ge=1, le=5)
     comment: str = ""
-    author: str = ""
+    author: str = Field(description='the agent id, or "customer"')
+    agent_id: str | None = None
+    channel: Channel | None = None
+    handle_time_s: float | None = Field(default=None, ge=0)
+    first_response_s: float | None = Field(default=None, ge=0)
     at: datetime = Field(default_factory=utcnow)
+
+    @staticmethod
+    def derive_id(source_action_id: str, kind: str = "") -> str:
+        """The feedback id of an action: the same action (replayed, retried) always gives the same id.
+
+        `kind` separates several feedback records one action may produce (e.g. a resolve command
+        that also corrects the intent).
+        """
+        basis = f"feedback:{kind}:{source_action_id}" if kind else f"feedback:{source_action_id}"
+        return "f-" + hashlib.sha256(basis.encode("utf-8")).hexdigest()[:24]
+
+    @staticmethod
+    def csat_source_id(conversation_id: str, request_id: str) -> str:
+        """The source action id of a CSAT answer: the client's request id within its conversation.
+
+        A retried answer (same request id) is one row; a second answer with a new request id is a
+        new row, so analytics may keep the latest per conversation.
+        """
+        return f"csat:{conversation_id}:{request_id}"
+
+    @classmethod
+    def csat(
+        cls,
+        conversation_id: str,
+        rating: int,
+        request_id: str,
+        comment: str = "",
+        channel: Channel | None = None,
+        escalation_id: str | None = None,
+    ) -> Feedback:
+        """A customer's satisfaction answer; its id comes from the request id, so a resent answer is one row."""
+        return cls(
+            feedback_id=cls.derive_id(cls.csat_source_id(conversation_id, request_id)),
+            conversation_id=conversation_id,
+            escalation_id=escalation_id,
+            kind="csat",
+            rating=rating,
+            comment=comment,
+            author="customer",
+            channel=channel,
+        )
 
     def partition_key(self) -> str:
         return self.conversation_id

@@ -40,6 +40,9 @@ class SessionContext(Record):
 
     `recent_message_ids` makes a replayed message recognisable, so a worker that restarts
     after a crash neither counts a turn twice nor answers it twice.
+
+    `escalated` holds while a human has the conversation: `route` sends every message to the
+    human (reason `with_human`) until the workspace hands it back (a `handback` control message).
     """
 
     customer_id: str
@@ -58,6 +61,9 @@ class SessionContext(Record):
     task: TaskState | None = None
     verified: bool = False
     escalated: bool = False
+    escalated_at: datetime | None = Field(default=None, description="when the open hand-over to a human began")
+    escalation_id: str | None = Field(default=None, description="the open hand-over's first escalation")
+    escalation_priority: Literal["low", "normal", "high", "urgent"] | None = None
     history: list[HistoryTurn] = Field(default_factory=list)
     recent_message_ids: list[str] = Field(default_factory=list)
     closed: bool = False

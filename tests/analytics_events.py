@@ -23,6 +23,7 @@ from schemas import (
     EventNlu,
     EventResponse,
     EventSentiment,
+    Feedback,
 )
 
 SINCE = datetime(2025, 3, 1, tzinfo=UTC)
@@ -138,7 +139,93 @@ EXPECTED = {
     ],
     "total_cost_usd": 0.2,
     "cost_per_conversation_usd": 0.02,
+    "human": {  # no feedback inserted
+        "csat": {"answers": 0, "mean_rating": None, "satisfied_share": None},
+        "csat_by_channel": [],
+        "handle_time": [],
+        "first_response": {"resolutions": 0, "p50_s": None, "p90_s": None},
+        "intent_corrections": [],
+    },
 }
+
+
+def _feedback(n: str, kind: str, hours: float = 6, **fields: Any) -> Feedback:
+    return Feedback(
+        feedback_id=Feedback.derive_id(f"action-{n}"),
+        conversation_id=f"c{n}",
+        kind=kind,  # type: ignore[arg-type]
+        author=fields.pop("author", "agent-ann"),
+        at=SINCE + timedelta(hours=hours),
+        **fields,
+    )
+
+
+def known_feedback() -> list[Feedback]:
+    """Feedback whose figures are worked out by hand (EXPECTED_HUMAN), with noise the queries must ignore.
+
+    CSAT in the window: web chat 5, 4, 2; SMS 5, 5, 1, 3; one answer without a channel, 4. Eleven
+    resolutions with handle and first response times, where the percentiles are the same under
+    every exact-quantile rank convention: `solved` handle times 100 x3, 200 x5, 300 x2; `refunded`
+    900; first responses 30 x5, 60 x3, 120 x3. Corrections get_refund -> cancel_order twice,
+    track_order -> delivery_period once, and one without the original intent.
+    """
+    csat = [("webchat", 5), ("webchat", 4), ("webchat", 2), ("sms", 5), ("sms", 5), ("sms", 1), ("sms", 3), (None, 4)]
+    records = [
+        _feedback(f"csat{i}", "csat", author="customer", channel=channel, rating=rating, comment="Ann at +1 555 0100")
+        for i, (channel, rating) in enumerate(csat)
+    ]
+    handle = [("solved", 100.0)] * 3 + [("solved", 200.0)] * 5 + [("solved", 300.0)] * 2 + [("refunded", 900.0)]
+    first = [30.0] * 5 + [60.0] * 3 + [120.0] * 3
+    records += [
+        _feedback(
+            f"res{i}",
+            "resolution",
+            resolution_code=code,
+            handle_time_s=seconds,
+            first_response_s=first[i],
+            agent_id="agent-ann",
+            escalation_id=f"x{i}",
+        )
+        for i, (code, seconds) in enumerate(handle)
+    ]
+    corrections = [("get_refund", "cancel_order"), ("get_refund", "cancel_order"), ("track_order", "delivery_period")]
+    records += [
+        _feedback(f"fix{i}", "intent_correction", original_intent=was, corrected_intent=now, message_id=f"m-fix{i}")
+        for i, (was, now) in enumerate(corrections)
+    ]
+    records.append(_feedback("fix-unknown", "intent_correction", corrected_intent="complaint"))
+    # noise: outside the window, other kinds with ratings, a resolution without times, a replayed action
+    records += [
+        _feedback("csat-early", "csat", hours=-1, author="customer", channel="webchat", rating=1),
+        _feedback("csat-late", "csat", hours=24, author="customer", channel="webchat", rating=1),
+        _feedback("rating", "reply_rating", rating=1, message_id="m-r1"),
+        _feedback("res-untimed", "resolution", resolution_code="solved"),
+        _feedback("fix-late", "intent_correction", hours=24, original_intent="a", corrected_intent="b"),
+        records[0].model_copy(),
+        records[9].model_copy(),
+    ]
+    return records
+
+
+EXPECTED_HUMAN = {
+    "csat": {"answers": 8, "mean_rating": 29 / 8, "satisfied_share": 5 / 8},
+    "csat_by_channel": [
+        {"answers": 4, "mean_rating": 3.5, "satisfied_share": 0.5, "channel": "sms"},
+        {"answers": 3, "mean_rating": 11 / 3, "satisfied_share": 2 / 3, "channel": "webchat"},
+        {"answers": 1, "mean_rating": 4.0, "satisfied_share": 1.0, "channel": "unknown"},
+    ],
+    "handle_time": [
+        {"resolution_code": "solved", "resolutions": 10, "p50_s": 200.0, "p90_s": 300.0},
+        {"resolution_code": "refunded", "resolutions": 1, "p50_s": 900.0, "p90_s": 900.0},
+    ],
+    "first_response": {"resolutions": 11, "p50_s": 60.0, "p90_s": 120.0},
+    "intent_corrections": [
+        {"original": "get_refund", "corrected": "cancel_order", "corrections": 2},
+        {"original": "(unknown)", "corrected": "complaint", "corrections": 1},
+        {"original": "track_order", "corrected": "delivery_period", "corrections": 1},
+    ],
+}
+EXPECTED_WITH_FEEDBACK = {**EXPECTED, "human": EXPECTED_HUMAN}
 LATENCY_TOLERANCE_MS = 10.0
 
 
@@ -165,3 +252,8 @@ def _close(actual: Any, expected: Any) -> bool:
     if isinstance(expected, float) and not isinstance(actual, bool) and isinstance(actual, int | float):
         return math.isclose(actual, expected, rel_tol=1e-9, abs_tol=1e-12)
     return actual == expected and type(actual) is type(expected)
+
+
+def assert_human_matches(actual: dict[str, Any], expected: dict[str, Any] = EXPECTED_HUMAN) -> None:
+    """The feedback figures equal EXPECTED_HUMAN: counts and names exactly, floats to 1e-9."""
+    assert _close(actual, expected), f"feedback figures differ:\n{actual}\nexpected:\n{expected}"

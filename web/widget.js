@@ -2,20 +2,22 @@
  * supportflow web chat widget: one script tag, no build step.
  *
  *   <script src="https://support.example.com/web/widget.js" defer
- *           data-customer-id="C000001"              (optional: a customer your site has signed in)
+ *           data-customer-token="eyJ..."         (optional: a JWT your backend minted for the signed-in customer)
  *           data-title="Help"></script>
  *
- * It opens a WebSocket to /v1/chat on the script's own origin (the protocol is documented in
- * connectors/channels/webchat.py), keeps the signed session token in localStorage so a reload
- * or a reconnect resumes the same conversation with its history, reconnects with backoff, shows
- * a typing indicator while the agent works, and renders every text as text (never as HTML).
+ * It opens a WebSocket to /v1/chat on the script's own origin (the protocol and the token claims
+ * are documented in connectors/channels/webchat.py), keeps the session token (a JWT) in
+ * localStorage so a reload or a reconnect resumes the same conversation with its history,
+ * reconnects with backoff, shows a typing indicator while the agent works, and renders every text
+ * as text (never as HTML). A refused session token (expired, another key) is dropped and a new
+ * session started; a refused customer token falls back to the stored session, else to a guest one.
  */
 (function () {
   "use strict";
   var script = document.currentScript;
   var origin = new URL(script.src, window.location.href);
   var wsUrl = (origin.protocol === "https:" ? "wss://" : "ws://") + origin.host + "/v1/chat";
-  var customerId = script.getAttribute("data-customer-id") || null;
+  var customerToken = script.getAttribute("data-customer-token") || null;
   var storeKey = "supportflow.session." + origin.host;
   var socket = null;
   var attempts = 0;
@@ -62,7 +64,8 @@
   function render(item) {
     if (item.kind === "message") add("customer", item.text, item.id);
     else if (item.kind === "reply") add("agent", item.text, item.id);
-    else if (item.kind === "escalation") add("note", "A colleague will take it from here.", item.id);
+    // a follow-up while a colleague has the conversation is not announced again
+    else if (item.kind === "escalation" && item.reason !== "with_human") add("note", "A colleague will take it from here.", item.id);
   }
 
   function send(frame) {
@@ -72,11 +75,17 @@
 
   function connect() {
     socket = new WebSocket(wsUrl);
+    var useCustomerToken = !!customerToken;
+    function hello() {
+      var frame = { type: "hello" };
+      var stored = localStorage.getItem(storeKey);
+      if (stored) frame.token = stored;
+      if (useCustomerToken) frame.customer_token = customerToken;
+      socket.send(JSON.stringify(frame));
+    }
     socket.onopen = function () {
       attempts = 0;
-      var hello = { type: "hello", token: localStorage.getItem(storeKey) };
-      if (customerId) hello.customer_id = customerId;
-      socket.send(JSON.stringify(hello));
+      hello();
     };
     socket.onmessage = function (event) {
       var frame = JSON.parse(event.data);
@@ -91,6 +100,13 @@
       } else if (frame.type === "reply" || frame.type === "escalation") {
         typing.textContent = "";
         render(frame);
+      } else if (frame.type === "error" && /^session_token_/.test(frame.code || "")) {
+        localStorage.removeItem(storeKey); // expired or signed with another key: start a new session
+        hello();
+      } else if (frame.type === "error" && /^customer_/.test(frame.code || "") && useCustomerToken) {
+        useCustomerToken = false; // the stored session (bound to the customer) or a guest session instead
+        if (!localStorage.getItem(storeKey)) add("note", "Sign-in not accepted (" + frame.error + "); chatting as a guest.");
+        hello();
       } else if (frame.type === "error") {
         typing.textContent = "";
         add("note", frame.error);

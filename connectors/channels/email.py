@@ -8,22 +8,22 @@ Its message id comes from the Message-ID header, so a resent mail has the same i
 conversation an answer belongs to is recovered from our Message-IDs in `In-Reply-To` /
 `References` (email_threading.py) and put in `payload["thread_conversation_id"]`.
 
-Outbound (`EmailSender`, aiosmtplib; `EmailOutboundRunner`): replies on `sf.outbound` with
-channel email go out through a relay as multipart/alternative, threaded under the customer's
-mail, with a Message-ID derived from the reply id so a resend is recognisably the same mail.
+Outbound: replies on `sf.outbound` with channel email are delivered by the channel senders'
+machinery (pipelines/channel_senders.py: a SinkRunner batch loop, the delivery ledger, retries and
+dead letters) with one of two senders: `EmailSender` (aiosmtplib) through a relay, as
+multipart/alternative threaded under the customer's mail with a Message-ID derived from the reply
+id, so a resend is recognisably the same mail; or, with no relay configured, `EmailOutbox`, which
+keeps that same mail (text, HTML, headers) in the outbox table.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
+import errno
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -34,8 +34,7 @@ from typing import Any
 
 import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from confluent_kafka import Consumer, KafkaException
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from connectors.channels.email_threading import (
     ThreadInfo,
@@ -46,15 +45,18 @@ from connectors.channels.email_threading import (
     outbound_message_id,
     reply_subject,
 )
+from connectors.channels.outbox import Outbox
+from connectors.channels.senders import PermanentSendError
 from connectors.kafka import AsyncProducer
 from connectors.rate_limit import DEFAULT_LIMITS, InProcessRateLimiter, RateLimit
-from schemas import DeadLetter, OutboundMessage, RawInbound
+from schemas import OutboundMessage, RawInbound
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "EMAIL_HEADERS",
     "EmailListener",
-    "EmailOutboundRunner",
+    "EmailOutbox",
     "EmailSender",
     "InboundHandler",
     "ParsedEmail",
@@ -67,8 +69,6 @@ __all__ = [
 ]
 
 INGRESS_TOPIC = "sf.ingress"
-OUTBOUND_TOPIC = "sf.outbound"
-DEFAULT_GROUP = "supportflow-email"
 
 # ---------------------------------------------------------------------------------------------
 # Text extraction
@@ -331,7 +331,8 @@ class EmailListener:
         self.hostname = hostname
         self._server: asyncio.base_events.Server | None = None
 
-    async def start(self) -> None:
+    async def start(self, free_port_if_busy: bool = False) -> None:
+        """Listen on host:port; with `free_port_if_busy`, on a free port when that one is taken."""
         loop = asyncio.get_running_loop()
 
         def protocol() -> SMTP:
@@ -345,7 +346,13 @@ class EmailListener:
                 loop=loop,
             )
 
-        self._server = await loop.create_server(protocol, self.host, self.port)
+        try:
+            self._server = await loop.create_server(protocol, self.host, self.port)
+        except OSError as exc:
+            if not (free_port_if_busy and exc.errno == errno.EADDRINUSE):
+                raise
+            log.warning("email: port %d is taken; listening on a free port instead", self.port)
+            self._server = await loop.create_server(protocol, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -366,7 +373,7 @@ class EmailListener:
 # Outbound
 
 
-class PermanentEmailError(Exception):
+class PermanentEmailError(PermanentSendError):
     """The relay refused this message for good (5xx): retrying the same mail cannot succeed."""
 
 
@@ -438,145 +445,31 @@ class EmailSender:
         return None
 
 
-@dataclass
-class _Sent:
-    """Reply ids sent by this process, so a redelivered batch does not mail the customer twice."""
-
-    ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
-    limit: int = 10_000
-
-    def __contains__(self, reply_id: object) -> bool:
-        return reply_id in self.ids
-
-    def add(self, reply_id: str) -> None:
-        self.ids[reply_id] = None
-        while len(self.ids) > self.limit:
-            self.ids.popitem(last=False)
+EMAIL_HEADERS = ("From", "To", "Subject", "Message-ID", "In-Reply-To", "References", "Date", "Auto-Submitted")
 
 
-class EmailOutboundRunner:
-    """Consumer group over `sf.outbound`: sends channel=email replies, commits after sending.
+class EmailOutbox:
+    """The email sender with no relay configured: the reply's mail is kept in the outbox, not sent.
 
-    A relay that fails transiently is retried with backoff until it answers or the runner is
-    stopped (the batch then stays uncommitted and is sent by the next runner). A reply the relay
-    refuses for good goes to the dead-letter topic. Delivery is at least once: a crash between
-    send and commit resends, with the same Message-ID, which mail clients collapse; reply ids
-    sent by this process are also remembered and skipped.
+    The entry is the mail `EmailSender` would have sent: the text, the HTML alternative and the
+    headers, threading included (In-Reply-To and References of the customer's mail).
     """
 
-    def __init__(
-        self,
-        kafka_conf: dict[str, Any],
-        sender: EmailSender,
-        group_id: str = DEFAULT_GROUP,
-        topic: str = OUTBOUND_TOPIC,
-        dead_letter_topic: str = "sf.dlq",
-        exact_offsets: bool = False,
-        fetch_max_wait_ms: int = 500,
-    ) -> None:
-        self.kafka_conf = kafka_conf
-        self.sender = sender
-        self.group_id = group_id
-        self.topic = topic
-        self.dead_letter_topic = dead_letter_topic
-        self.exact_offsets = exact_offsets
-        self.fetch_max_wait_ms = fetch_max_wait_ms
-        self.sent = 0
-        self._seen = _Sent()
-        self._stopping = asyncio.Event()
-        self._kafka = ThreadPoolExecutor(max_workers=1, thread_name_prefix="email-outbound")
+    provider = "outbox"
 
-    def stop(self) -> None:
-        self._stopping.set()
+    def __init__(self, outbox: Outbox, support_address: str, threads: ThreadStore | None = None) -> None:
+        self.outbox = outbox
+        self.support_address = support_address
+        self.threads = threads
 
-    async def run(self, ready: asyncio.Event | None = None) -> None:
-        consumer = Consumer(
-            {
-                **self.kafka_conf,
-                "group.id": self.group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": 6000,
-                "heartbeat.interval.ms": 1000,
-                "fetch.wait.max.ms": self.fetch_max_wait_ms,
-                "log.connection.close": False,
-                "logger": log,
-            }
-        )
-        dead_letters = AsyncProducer(self.kafka_conf, exact_offsets=self.exact_offsets)
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._kafka, consumer.subscribe, [self.topic])
-            if ready is not None:
-                ready.set()
-            while not self._stopping.is_set():
-                messages = await loop.run_in_executor(self._kafka, consumer.consume, 100, 0.2)
-                if not messages:
-                    continue
-                for message in messages:
-                    if message.error():
-                        log.warning("email outbound: consumer error %s", message.error())
-                        continue
-                    letter = await self._handle(message)
-                    if letter is False:
-                        return  # stopped while the relay was failing: leave the batch uncommitted
-                    if isinstance(letter, DeadLetter):
-                        await dead_letters.send(self.dead_letter_topic, letter.key, letter.to_bytes())
-                await loop.run_in_executor(self._kafka, self._commit, consumer)
-        finally:
-            dead_letters.close()
-            await loop.run_in_executor(self._kafka, consumer.close)
-            self._kafka.shutdown(wait=False)
+    async def send(self, message: OutboundMessage) -> str:
+        if message.channel != "email":
+            raise PermanentEmailError(f"not an email reply: channel {message.channel}")
+        thread = self.threads.get(message.in_reply_to) if self.threads is not None else None
+        mail = build_reply(message, self.support_address, thread)
+        headers = {name: str(mail[name]) for name in EMAIL_HEADERS if mail[name] is not None}
+        await self.outbox.store(message, subject=headers["Subject"], html=message.html, headers=headers)
+        return headers["Message-ID"]
 
-    async def _handle(self, message: Any) -> DeadLetter | bool:
-        """True when done with the record, False when stopped first, a DeadLetter when it cannot be sent."""
-        value = message.value() or b""
-        try:
-            reply = OutboundMessage.model_validate_json(value)
-        except (ValidationError, ValueError) as exc:
-            return self._dead_letter(message, "decode", exc)
-        if reply.channel != "email" or reply.reply_id in self._seen:
-            return True
-        delay = 0.2
-        while True:
-            try:
-                message_id = await self.sender.send(reply)
-            except PermanentEmailError as exc:
-                log.warning("email outbound: %s refused for good: %s", reply.reply_id, exc)
-                return self._dead_letter(message, "email_send", exc)
-            except Exception as exc:  # relay down, timeout, 4xx: retry, never skip
-                log.warning("email outbound: sending %s failed (%s); retrying in %.1fs", reply.reply_id, exc, delay)
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-                    return False
-                except TimeoutError:
-                    delay = min(delay * 2, 30.0)
-                    continue
-            self._seen.add(reply.reply_id)
-            self.sent += 1
-            log.info("email outbound: sent %s to %s as %s", reply.reply_id, reply.recipient, message_id)
-            return True
-
-    def _commit(self, consumer: Consumer) -> None:
-        try:
-            consumer.commit(asynchronous=False)
-        except KafkaException as exc:  # a rebalance took the partitions; their new owner resends, same Message-ID
-            log.info("email outbound: commit skipped (%s)", exc)
-
-    def _dead_letter(self, message: Any, operator: str, exc: Exception) -> DeadLetter:
-        value = message.value() or b""
-        key = message.key()
-        where = f"{message.topic()}:{message.partition()}:{message.offset()}"
-        return DeadLetter(
-            dead_letter_id="d-" + hashlib.sha256(where.encode()).hexdigest()[:24],
-            stage="email-outbound",
-            operator=operator,
-            error_type=type(exc).__name__,
-            error=str(exc)[:2000],
-            source_topic=message.topic(),
-            partition=message.partition(),
-            offset=message.offset(),
-            key=key.decode("utf-8", "replace") if key else None,
-            original=value.decode("utf-8", "replace"),
-            original_b64=base64.b64encode(value).decode(),
-        )
+    async def aclose(self) -> None:
+        """The pool belongs to the caller."""

@@ -11,7 +11,8 @@ is nothing to close that window with on its side; Slack and Meta offer none for 
 either.
 
 The outbox (`channel_outbox`) receives the replies of channels with no provider credentials
-configured (the embedded default), so `supportflow outbox` shows what would have been sent.
+configured (the embedded default), so `supportflow outbox` and `GET /v1/outbox` show what would
+have been sent; an email entry keeps its HTML alternative and its headers (threading included).
 
 Voice replies are spoken within the call by the ingress (connectors/channels/routes.py), which
 then marks them `delivered` by provider `twilio-call` (`mark_spoken`). The senders' voice route
@@ -24,7 +25,7 @@ reaches the outbox a moment before the ingress speaks it is taken out again.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -74,8 +75,8 @@ SET provider = 'twilio-call', provider_message_id = excluded.provider_message_id
 _FAILED = "UPDATE channel_deliveries SET status = 'failed', error = $2 WHERE reply_id = $1 AND status = 'sending'"
 
 _OUTBOX_INSERT = """
-INSERT INTO channel_outbox (reply_id, channel, recipient, text, parts, subject)
-VALUES ($1, $2, $3, $4, $5::jsonb, $6)
+INSERT INTO channel_outbox (reply_id, channel, recipient, text, parts, subject, html, headers)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8::jsonb)
 ON CONFLICT (reply_id) DO NOTHING
 """
 
@@ -111,24 +112,33 @@ class Outbox:
         self.pool = pool
 
     async def send(self, message: OutboundMessage) -> str:
-        await _store(self.pool, message)
+        await self.store(message)
         return f"outbox:{message.reply_id}"
+
+    async def store(
+        self,
+        message: OutboundMessage,
+        subject: str | None = None,
+        html: str | None = None,
+        headers: dict[str, str] | None = None,
+        conn: asyncpg.Connection | None = None,
+    ) -> None:
+        """Keep the reply; an email keeps its HTML alternative and the headers it would have had."""
+        parts = message.parts or [message.text]
+        await (conn or self.pool).execute(
+            _OUTBOX_INSERT,
+            message.reply_id,
+            message.channel,
+            message.recipient,
+            message.text,
+            json.dumps(parts),
+            subject or message.subject,
+            html,
+            json.dumps(headers or {}),
+        )
 
     async def aclose(self) -> None:
         """The pool belongs to the caller."""
-
-
-async def _store(conn: asyncpg.Pool | asyncpg.Connection, message: OutboundMessage) -> None:
-    parts = message.parts or [message.text]
-    await conn.execute(
-        _OUTBOX_INSERT,
-        message.reply_id,
-        message.channel,
-        message.recipient,
-        message.text,
-        json.dumps(parts),
-        message.subject,
-    )
 
 
 class CallOutbox(Outbox):
@@ -145,7 +155,7 @@ class CallOutbox(Outbox):
             )
             if row is not None and row["provider"] == SPOKEN_PROVIDER:
                 return str(row["provider_message_id"])
-            await _store(conn, message)
+            await self.store(message, conn=conn)
         return f"outbox:{message.reply_id}"
 
 
@@ -166,6 +176,8 @@ class OutboxRow:
     subject: str | None
     created_at: datetime
     status: str
+    html: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {**self.__dict__, "created_at": self.created_at.isoformat()}
@@ -175,13 +187,19 @@ async def list_outbox(conn: asyncpg.Connection, limit: int = 20, channel: str | 
     """The newest outbox rows first; none when the migration creating the table was not applied."""
     if not await conn.fetchval("SELECT to_regclass('channel_outbox') IS NOT NULL"):
         return []
+    # to_jsonb: a database still without 0004's columns (html, headers) reads the same way
     rows = await conn.fetch(
-        "SELECT reply_id, channel, recipient, text, parts, subject, created_at, status FROM channel_outbox"
-        " WHERE $1::text IS NULL OR channel = $1 ORDER BY created_at DESC, reply_id LIMIT $2",
+        "SELECT to_jsonb(o) - 'created_at' AS row, o.created_at FROM channel_outbox o"
+        " WHERE $1::text IS NULL OR o.channel = $1 ORDER BY o.created_at DESC, o.reply_id LIMIT $2",
         channel,
         limit,
     )
-    return [OutboxRow(**{**dict(row), "parts": json.loads(row["parts"])}) for row in rows]
+    fields = {f for f in OutboxRow.__dataclass_fields__ if f != "created_at"}
+    out = []
+    for row in rows:
+        data = json.loads(row["row"])
+        out.append(OutboxRow(created_at=row["created_at"], **{k: v for k, v in data.items() if k in fields}))
+    return out
 
 
 @dataclass(frozen=True)

@@ -1,28 +1,52 @@
 """Web chat over a WebSocket: the protocol the widget (`web/widget.js`) and mobile apps speak.
 
-One socket per browser tab at `/v1/chat`. Frames are JSON, validated with pydantic; a bad frame
-gets an `error` frame and the socket stays open. The protocol:
+One socket per browser tab or app screen at `/v1/chat`. Frames are JSON objects, validated with
+pydantic; a frame that is refused gets an `error` frame and the socket stays open and usable.
 
-    client → server  {"type": "hello", "token": "<from a previous welcome>"?, "customer_id": "..."?}
-    server → client  {"type": "welcome", "token": "...", "session": "...", "history": [item, ...]}
+    client → server  {"type": "hello", "token": "<session token>"?, "customer_token": "<JWT>"?,
+                      "customer_id": "..."?}
+    server → client  {"type": "welcome", "token": "<session token>", "session": "...",
+                      "customer_id": "..." | null, "history": [item, ...]}
     client → server  {"type": "message", "text": "...", "client_message_id": "..."?}
     server → client  {"type": "ack", "message_id": "..."}      then {"type": "typing"}
     server → client  {"type": "reply", ...item} | {"type": "escalation", ...item}  (as they happen)
-    server → client  {"type": "error", "error": "..."}
+    client → server  {"type": "typing"}                          (optional keep-alive, no answer)
+    client → server  {"type": "csat", "rating": 1..5, "comment": "..."?, "client_feedback_id": "..."?}
+    server → client  {"type": "csat_ack", "feedback_id": "..."}   (the answer is on sf.feedback)
+    server → client  {"type": "error", "code": "...", "error": "a sentence for humans"}
 
-The session is a random id signed with the ingress's secret (HMAC-SHA256); the widget keeps the
-token and sends it back in `hello` after a reconnect or a reload, and gets the history of its
-own conversation — never another's: the sender address is derived from the verified session, and
-history is only what this ingress saw for that sender's conversation. `client_message_id` makes a
-message resent after a reconnect idempotent (the message id derives from it).
+Tokens are HS256 JWTs (connectors/channels/session_tokens.py has every claim):
+
+- `token` is the session token of a previous `welcome` (`sub` = session id, `cid` = the bound
+  customer, `aud` "supportflow:webchat-session", `exp` = now + `webchat_session_ttl_s`), signed
+  with `SUPPORTFLOW_WEBCHAT_SECRET`. Absent: a new anonymous session. Each `welcome` renews it.
+- `customer_token` is minted by the backend of the site or app that signed its customer in, with
+  `SUPPORTFLOW_CUSTOMER_TOKEN_SECRET`: `sub` = the customer id, `aud` = "supportflow:customer",
+  `exp` (all required). The session is then bound to that customer, and every message it sends
+  carries that customer id (`RawInbound.customer_id`). This is the only way a session gets a
+  customer id. `customer_id` in `hello` is optional and, when sent, must equal the verified
+  customer (`customer_id_unverified` / `customer_id_mismatch` otherwise).
+- A session token bound to one customer restores that session only for the same customer; a
+  `customer_token` for someone else starts a new session bound to them.
+
+A refused token is an `error` frame, never a silent new session: `code` is
+`session_token_<reason>` or `customer_token_<reason>`, with reason `expired`, `bad_signature`
+(wrong key), `wrong_audience`, `wrong_issuer`, `bad_algorithm` (anything but HS256, `alg: none`
+included), `missing_claim`, `not_yet_valid`, `malformed` (not a JWT), `invalid`, or for customer
+tokens `not_configured`. The client may then say `hello` again (e.g. without the stale token).
+Other codes: `invalid_frame`, `hello_first`, `rate_limited`, `nothing_to_rate`.
+
+History is this session's own: the messages its sender address (`web-<session id>`) sent and the
+answers to them, as this ingress saw them. `client_message_id` makes a message resent after a
+reconnect idempotent (the message id derives from it). A `csat` frame rates the session's own
+conversation (there is no conversation id to give, so no other can be rated); `client_feedback_id`
+makes a resent answer one record.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import hmac
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -31,11 +55,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from connectors.channels.session_tokens import CustomerTokens, Session, SessionTokens, TokenError
 from connectors.conversation_view import ConversationView, ViewItem
 from connectors.protocols import RateLimiter
-from schemas import RawInbound
+from schemas import Feedback, RawInbound
 
-__all__ = ["SessionSigner", "WebChat"]
+__all__ = ["WebChat"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +73,8 @@ class _Frame(BaseModel):
 
 class Hello(_Frame):
     type: Literal["hello"]
-    token: str | None = Field(default=None, max_length=300)
+    token: str | None = Field(default=None, max_length=4000)
+    customer_token: str | None = Field(default=None, max_length=4000)
     customer_id: str | None = Field(default=None, max_length=200, pattern=r"^[A-Za-z0-9._:@-]+$")
 
 
@@ -62,28 +88,30 @@ class Typing(_Frame):
     type: Literal["typing"]
 
 
-ClientFrame = TypeAdapter(Annotated[Hello | ChatMessage | Typing, Field(discriminator="type")])
+class CsatAnswer(_Frame):
+    type: Literal["csat"]
+    rating: int = Field(ge=1, le=5, strict=True)
+    comment: str = Field(default="", max_length=2000)
+    client_feedback_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,100}$")
 
 
-class SessionSigner:
-    """Signed session tokens: `<session>.<hmac>`; a token this ingress did not sign is refused."""
+ClientFrame = TypeAdapter(Annotated[Hello | ChatMessage | Typing | CsatAnswer, Field(discriminator="type")])
 
-    def __init__(self, secret: bytes) -> None:
-        self.secret = secret
 
-    def issue(self) -> tuple[str, str]:
-        session = secrets.token_urlsafe(16)
-        return session, f"{session}.{self._mac(session)}"
+class HelloRefused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
-    def verify(self, token: str) -> str | None:
-        session, _, mac = token.rpartition(".")
-        if not session or not hmac.compare_digest(mac, self._mac(session)):
-            return None
-        return session
 
-    def _mac(self, session: str) -> str:
-        digest = hmac.new(self.secret, session.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+def _error(code: str, message: str) -> dict[str, str]:
+    return {"type": "error", "code": code, "error": message}
+
+
+def _own(item: ViewItem, sender: str) -> bool:
+    """An item of this sender: its message, or an answer addressed to it."""
+    return (item.record.get("sender") if item.kind == "message" else item.record.get("recipient")) == sender
 
 
 class WebChat:
@@ -93,22 +121,25 @@ class WebChat:
         self,
         publish: Publish,
         view: ConversationView,
-        signer: SessionSigner,
+        sessions: SessionTokens,
+        customers: CustomerTokens,
         limiter: RateLimiter,
         ingress_topic: str = "sf.ingress",
         max_text_chars: int = 4000,
+        feedback_topic: str = "sf.feedback",
     ) -> None:
         self.publish = publish
         self.view = view
-        self.signer = signer
+        self.sessions = sessions
+        self.customers = customers
         self.limiter = limiter
         self.ingress_topic = ingress_topic
         self.max_text_chars = max_text_chars
+        self.feedback_topic = feedback_topic
 
     async def endpoint(self, websocket: WebSocket) -> None:
         await websocket.accept()
-        session: str | None = None
-        customer_id: str | None = None
+        session: Session | None = None
         pushing: asyncio.Task[None] | None = None
         try:
             while True:
@@ -117,22 +148,39 @@ class WebChat:
                     frame = ClientFrame.validate_json(raw)
                 except ValidationError as exc:
                     problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'frame'}: {e['msg']}" for e in exc.errors())
-                    await websocket.send_json({"type": "error", "error": f"invalid frame: {problems}"})
+                    await websocket.send_json(_error("invalid_frame", f"invalid frame: {problems}"))
                     continue
                 if isinstance(frame, Hello):
-                    session, token = self._session(frame.token)
-                    customer_id = frame.customer_id
-                    sender = f"web-{session}"
-                    history = [i.as_json() for i in self._history(sender)]
-                    welcome = {"type": "welcome", "token": token, "session": session, "history": history}
+                    try:
+                        new_session, token = self.hello(frame)
+                    except HelloRefused as refused:  # the socket keeps whatever session it had
+                        await websocket.send_json(_error(refused.code, refused.message))
+                        continue
+                    sender = f"web-{new_session.id}"
+                    if pushing is not None and (session is None or session.id != new_session.id):
+                        pushing.cancel()
+                        pushing = None
+                    session = new_session
+                    welcome = {
+                        "type": "welcome",
+                        "token": token,
+                        "session": session.id,
+                        "customer_id": session.customer_id,
+                        "history": [i.as_json() for i in self._history(sender)],
+                    }
                     await websocket.send_json(welcome)
                     if pushing is None:
                         pushing = asyncio.create_task(self._push(websocket, sender))
                 elif isinstance(frame, ChatMessage):
                     if session is None:
-                        await websocket.send_json({"type": "error", "error": "say hello first"})
+                        await websocket.send_json(_error("hello_first", "say hello first"))
                         continue
-                    await self._accept(websocket, frame, f"web-{session}", customer_id)
+                    await self._accept(websocket, frame, session)
+                elif isinstance(frame, CsatAnswer):
+                    if session is None:
+                        await websocket.send_json(_error("hello_first", "say hello first"))
+                        continue
+                    await self._csat(websocket, frame, f"web-{session.id}")
                 # a Typing frame needs no answer; it only keeps the socket warm
         except WebSocketDisconnect:
             pass
@@ -140,32 +188,65 @@ class WebChat:
             if pushing is not None:
                 pushing.cancel()
 
-    def _session(self, token: str | None) -> tuple[str, str]:
-        if token:
-            session = self.signer.verify(token)
-            if session is not None:
-                return session, token
-        return self.signer.issue()
+    def hello(self, frame: Hello) -> tuple[Session, str]:
+        """The session a hello opens, and its renewed token; HelloRefused when a token or claim is refused."""
+        try:
+            restored = self.sessions.verify(frame.token) if frame.token else None
+            if frame.customer_token:
+                customer = self.customers.verify(frame.customer_token)
+            else:
+                customer = restored.customer_id if restored is not None else None
+        except TokenError as exc:
+            raise HelloRefused(exc.code, exc.message) from None
+        if frame.customer_id is not None:
+            if customer is None:
+                raise HelloRefused(
+                    "customer_id_unverified",
+                    "customer_id is taken only from a customer_token signed by your backend; send that instead",
+                )
+            if frame.customer_id != customer:
+                raise HelloRefused("customer_id_mismatch", "customer_id is not the customer the token names")
+        if restored is not None and restored.customer_id == customer:
+            return self.sessions.issue(restored)
+        # no session yet, or a session of another customer (or of nobody): a new one, never another's history
+        return self.sessions.issue(Session(secrets.token_urlsafe(16), customer))
 
     def _history(self, sender: str) -> list[ViewItem]:
         conversation_id = self.view.conversation_of_sender(sender)
-        return (self.view.conversation(conversation_id) or []) if conversation_id else []
+        items = (self.view.conversation(conversation_id) or []) if conversation_id else []
+        return [item for item in items if _own(item, sender)]
 
-    async def _accept(self, websocket: WebSocket, frame: ChatMessage, sender: str, customer_id: str | None) -> None:
+    async def _accept(self, websocket: WebSocket, frame: ChatMessage, session: Session) -> None:
+        sender = f"web-{session.id}"
         decision = await self.limiter.allow("webchat", sender)
         if not decision.allowed:
             await websocket.send_json(
-                {"type": "error", "error": f"too many messages; retry in {decision.retry_after_s:.0f}s"}
+                _error("rate_limited", f"too many messages; retry in {decision.retry_after_s:.0f}s")
             )
             return
         suffix = frame.client_message_id or secrets.token_hex(12)
         message_id = "w-" + hashlib.sha256(f"{sender}|{suffix}".encode()).hexdigest()[:24]
         raw = RawInbound(
-            message_id=message_id, channel="webchat", sender=sender, text=frame.text, customer_id=customer_id
+            message_id=message_id,
+            channel="webchat",
+            sender=sender,
+            text=frame.text,
+            customer_id=session.customer_id,
         )
         await self.publish(self.ingress_topic, raw.partition_key(), raw.to_bytes())
         await websocket.send_json({"type": "ack", "message_id": message_id})
         await websocket.send_json({"type": "typing"})
+
+    async def _csat(self, websocket: WebSocket, frame: CsatAnswer, sender: str) -> None:
+        """Rate this session's own conversation: the conversation comes from the verified session, never the frame."""
+        conversation_id = self.view.conversation_of_sender(sender)
+        if conversation_id is None:
+            await websocket.send_json(_error("nothing_to_rate", "there is no conversation to rate yet"))
+            return
+        request_id = f"{sender}|{frame.client_feedback_id or secrets.token_hex(12)}"
+        feedback = Feedback.csat(conversation_id, frame.rating, request_id, comment=frame.comment, channel="webchat")
+        await self.publish(self.feedback_topic, feedback.partition_key(), feedback.to_bytes())
+        await websocket.send_json({"type": "csat_ack", "feedback_id": feedback.feedback_id})
 
     async def _push(self, websocket: WebSocket, sender: str) -> None:
         """Forward replies and escalations of this sender's conversation, as they arrive."""
@@ -173,7 +254,7 @@ class WebChat:
         try:
             while True:
                 item = await queue.get()
-                if item.kind in ("reply", "escalation"):
+                if item.kind in ("reply", "escalation") and _own(item, sender):
                     await websocket.send_json({"type": item.kind, **item.as_json()})
         except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
             pass

@@ -1,3 +1,5 @@
+-- The analytics tables: `events` (sf.events) and `feedback` (sf.feedback), statements separated by `;`.
+--
 -- The analytics table of `sf.events`: one row per ConversationEvent (schemas/outbound.py), flattened.
 --
 -- Runs unchanged on chdb (ClickHouse 26) and on Debian's clickhouse-server 18.16, so it uses only
@@ -38,4 +40,34 @@ CREATE TABLE IF NOT EXISTS events
     inserted_at         DateTime('UTC')  -- version: the latest insert of an event_id wins
 )
 ENGINE = ReplacingMergeTree(inserted_at)
-ORDER BY event_id
+ORDER BY event_id;
+
+-- The analytics table of `sf.feedback`: one row per Feedback (schemas/outbound.py), without free text.
+--
+-- Comments stay in PostgreSQL (training data); analysts get only whether there was one
+-- (has_comment), so no customer-written text reaches ClickHouse. Absent values have sentinels,
+-- as the table has no Nullable: '' for strings, rating 0, durations -1 (read them with `>= 0`).
+-- Dedup rule as for events: ReplacingMergeTree keyed by feedback_id alone (derived from the action
+-- that produced the record), read with FINAL.
+CREATE TABLE IF NOT EXISTS feedback
+(
+    feedback_id      String,
+    kind             String,          -- resolution | intent_correction | reply_rating | csat
+    at               DateTime('UTC'),
+    conversation_id  String,
+    message_id       String,
+    escalation_id    String,
+    resolution_code  String,
+    original_intent  String,
+    corrected_intent String,
+    rating           UInt8,           -- 1 .. 5, or 0 = no rating
+    has_comment      UInt8,           -- 1 when the record carried a comment (the text is not kept here)
+    author           String,          -- an agent id, or 'customer'
+    agent_id         String,
+    channel          String,
+    handle_time_s    Float64,         -- -1 = not given
+    first_response_s Float64,         -- -1 = not given
+    inserted_at      DateTime('UTC')  -- version: the latest insert of a feedback_id wins
+)
+ENGINE = ReplacingMergeTree(inserted_at)
+ORDER BY feedback_id

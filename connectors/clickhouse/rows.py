@@ -1,4 +1,7 @@
-"""ConversationEvent → the flat row of the events table, built column by column for batch inserts."""
+"""Records → the flat rows of the analytics tables, built column by column for batch inserts.
+
+ConversationEvent → `events`; Feedback → `feedback` (without its free-text comment).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas import ConversationEvent
+from schemas import ConversationEvent, Feedback
 
 COLUMNS: tuple[str, ...] = (
     "event_id",
@@ -80,3 +83,56 @@ def to_columns(events: Sequence[ConversationEvent], inserted_at: int) -> dict[st
     if not rows:
         return {name: [] for name in COLUMNS}
     return {name: list(values) for name, values in zip(COLUMNS, zip(*rows, strict=True), strict=True)}
+
+
+FEEDBACK_COLUMNS: tuple[str, ...] = (
+    "feedback_id",
+    "kind",
+    "at",
+    "conversation_id",
+    "message_id",
+    "escalation_id",
+    "resolution_code",
+    "original_intent",
+    "corrected_intent",
+    "rating",
+    "has_comment",
+    "author",
+    "agent_id",
+    "channel",
+    "handle_time_s",
+    "first_response_s",
+    "inserted_at",
+)
+NO_DURATION = -1.0  # the table has no Nullable: an absent handle or response time is -1
+
+
+def flatten_feedback(record: Feedback, inserted_at: int) -> tuple[Any, ...]:
+    """One row in FEEDBACK_COLUMNS order. The comment is left out: customers write names and numbers in it."""
+    return (
+        record.feedback_id,
+        record.kind,
+        epoch_seconds(record.at),
+        record.conversation_id,
+        record.message_id or "",
+        record.escalation_id or "",
+        record.resolution_code or "",
+        record.original_intent or "",
+        record.corrected_intent or "",
+        record.rating or 0,
+        1 if record.comment.strip() else 0,
+        record.author,
+        record.agent_id or "",
+        record.channel or "",
+        NO_DURATION if record.handle_time_s is None else record.handle_time_s,
+        NO_DURATION if record.first_response_s is None else record.first_response_s,
+        inserted_at,
+    )
+
+
+def feedback_to_columns(records: Sequence[Feedback], inserted_at: int) -> dict[str, list[Any]]:
+    """The feedback batch as one list per column."""
+    rows = [flatten_feedback(record, inserted_at) for record in records]
+    if not rows:
+        return {name: [] for name in FEEDBACK_COLUMNS}
+    return {name: list(values) for name, values in zip(FEEDBACK_COLUMNS, zip(*rows, strict=True), strict=True)}

@@ -1,4 +1,4 @@
-"""The SQL shipped with the package: the events DDL and one query file per report metric.
+"""The SQL shipped with the package: the tables' DDL and one query file per report metric.
 
 Query files carry `{name:Type}` placeholders (ClickHouse query-parameter syntax, so a recent
 clickhouse-client can run them with `--param_name=`); `render` replaces them with literals, which
@@ -21,9 +21,14 @@ QUERIES_DIR = PACKAGE_DIR / "queries"
 _PLACEHOLDER = re.compile(r"\{(\w+):([^{}]+)\}")
 
 
-def ddl() -> str:
-    """The CREATE TABLE statement of the events table (idempotent: IF NOT EXISTS)."""
-    return _without_comment_lines(DDL_PATH.read_text())
+def ddl() -> list[str]:
+    """The CREATE TABLE statements of the analytics tables (idempotent: IF NOT EXISTS), one by one.
+
+    One statement per call: neither clickhouse-driver nor chdb runs several in one query. The
+    file separates them by a `;` at the end of a line.
+    """
+    text = _without_comment_lines(DDL_PATH.read_text())
+    return [statement.strip() for statement in re.split(r";[ \t]*$", text, flags=re.MULTILINE) if statement.strip()]
 
 
 def query_names() -> list[str]:

@@ -1,9 +1,10 @@
 """The EventStore Protocol over ClickHouse: chdb in process (embedded default) or a server by URL.
 
-Both write the same table (`ddl.sql`) and run the same SQL. Inserts are one columnar batch;
-idempotence by event_id comes from the table (ReplacingMergeTree read with FINAL), so a retried
-batch may be inserted again without changing any count. Every call blocks (chdb runs the engine
-in this process, clickhouse-driver is synchronous), so each runs in a thread, one at a time.
+Both write the same tables (`ddl.sql`: `events`, `feedback`) and run the same SQL. Inserts are
+one columnar batch per table; idempotence by record id comes from the tables (ReplacingMergeTree
+read with FINAL), so a retried batch may be inserted again without changing any count. Every
+call blocks (chdb runs the engine in this process, clickhouse-driver is synchronous), so each
+runs in a thread, one at a time.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from connectors.clickhouse.rows import COLUMNS, to_columns
+from connectors.clickhouse.rows import COLUMNS, FEEDBACK_COLUMNS, feedback_to_columns, to_columns
 from connectors.clickhouse.sql import ddl, render
-from schemas import ConversationEvent
+from schemas import ConversationEvent, Feedback
 
 if TYPE_CHECKING:
     from connectors.protocols import EventStore
     from pipelines.settings import Settings
 
 T = TypeVar("T")
+AnalyticsRecord = ConversationEvent | Feedback
 
 _ENTITY_SEPARATOR = "\x1f"  # entity types travel to chdb as one joined string per row (see ChdbEventStore)
 
@@ -55,8 +57,22 @@ class _Serialized:
     def _migrate(self) -> None:
         raise NotImplementedError
 
-    def _insert(self, events: Sequence[ConversationEvent]) -> int:
+    def _insert_table(self, table: str, columns: tuple[str, ...], batch: dict[str, list[Any]]) -> None:
         raise NotImplementedError
+
+    def _insert(self, records: Sequence[AnalyticsRecord]) -> int:
+        """Each table's rows as one columnar batch; every row of the call shares one insert time (the version)."""
+        inserted_at = int(time.time())
+        events = [r for r in records if isinstance(r, ConversationEvent)]
+        feedback = [r for r in records if isinstance(r, Feedback)]
+        if len(events) + len(feedback) != len(records):
+            other = next(r for r in records if not isinstance(r, ConversationEvent | Feedback))
+            raise TypeError(f"the analytics store does not take {type(other).__name__} records")
+        if events:
+            self._insert_table("events", COLUMNS, to_columns(events, inserted_at))
+        if feedback:
+            self._insert_table("feedback", FEEDBACK_COLUMNS, feedback_to_columns(feedback, inserted_at))
+        return len(records)
 
     def _query(self, sql: str, parameters: dict[str, Any] | None) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -67,10 +83,10 @@ class _Serialized:
     async def migrate(self) -> None:
         await self._call(self._migrate)
 
-    async def insert(self, events: Sequence[ConversationEvent]) -> int:
-        if not events:
+    async def insert(self, records: Sequence[AnalyticsRecord]) -> int:
+        if not records:
             return 0
-        return await self._call(self._insert, events)
+        return await self._call(self._insert, records)
 
     async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return await self._call(self._query, sql, parameters)
@@ -131,16 +147,16 @@ class ChdbEventStore(_Serialized):
 
     def _migrate(self) -> None:
         with self._turn() as session:
-            session.query(ddl())
+            for statement in ddl():
+                session.query(statement)
 
-    def _insert(self, events: Sequence[ConversationEvent]) -> int:
-        batch = to_columns(events, inserted_at=int(time.time()))
-        batch["entity_types"] = [_ENTITY_SEPARATOR.join(types) for types in batch["entity_types"]]
-        select = ", ".join(_CHDB_SELECT.get(name, name) for name in COLUMNS)
+    def _insert_table(self, table: str, columns: tuple[str, ...], batch: dict[str, list[Any]]) -> None:
+        if "entity_types" in batch:
+            batch["entity_types"] = [_ENTITY_SEPARATOR.join(types) for types in batch["entity_types"]]
+        select = ", ".join(_CHDB_SELECT.get(name, name) for name in columns)
         with self._turn() as session:
             # Python(batch) reads the local variable `batch` of this frame: a dict of columns, no copy to text.
-            session.query(f"INSERT INTO events ({', '.join(COLUMNS)}) SELECT {select} FROM Python(batch)")
-        return len(events)
+            session.query(f"INSERT INTO {table} ({', '.join(columns)}) SELECT {select} FROM Python(batch)")
 
     def _query(self, sql: str, parameters: dict[str, Any] | None) -> list[dict[str, Any]]:
         with self._turn() as session:
@@ -160,6 +176,7 @@ class ChdbEventStore(_Serialized):
 
 _CHDB_SELECT = {
     "timestamp": "toDateTime(timestamp, 'UTC')",
+    "at": "toDateTime(at, 'UTC')",
     "inserted_at": "toDateTime(inserted_at, 'UTC')",
     "entity_types": "arrayFilter(t -> t != '', splitByChar('\\x1F', entity_types))",
 }
@@ -175,16 +192,16 @@ class ClickHouseEventStore(_Serialized):
         self._client = Client.from_url(url)  # connects on first use, reconnects after a failure
 
     def _migrate(self) -> None:
-        self._client.execute(ddl())
+        for statement in ddl():
+            self._client.execute(statement)
 
-    def _insert(self, events: Sequence[ConversationEvent]) -> int:
-        batch = to_columns(events, inserted_at=int(time.time()))
-        for name in ("timestamp", "inserted_at"):
-            batch[name] = [datetime.fromtimestamp(seconds, UTC) for seconds in batch[name]]
+    def _insert_table(self, table: str, columns: tuple[str, ...], batch: dict[str, list[Any]]) -> None:
+        for name in ("timestamp", "at", "inserted_at"):
+            if name in batch:
+                batch[name] = [datetime.fromtimestamp(seconds, UTC) for seconds in batch[name]]
         self._client.execute(
-            f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES", [batch[name] for name in COLUMNS], columnar=True
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES", [batch[name] for name in columns], columnar=True
         )
-        return len(events)
 
     def _query(self, sql: str, parameters: dict[str, Any] | None) -> list[dict[str, Any]]:
         rows, columns = self._client.execute(render(sql, parameters), with_column_types=True)

@@ -11,7 +11,7 @@ from connectors.postgres.migrator import (
     migrate,
     migration_status,
 )
-from connectors.postgres.store import PostgresStore
+from connectors.postgres.store import PostgresStore, intent_corrections
 
 __all__ = [
     "EmbeddedPostgres",
@@ -22,6 +22,7 @@ __all__ = [
     "available_migrations",
     "database_dsn",
     "describe_dsn",
+    "intent_corrections",
     "migrate",
     "migration_status",
     "open_conversation_store",

@@ -28,11 +28,12 @@ from schemas import (
     CustomerProfile,
     DeliveryStatus,
     Escalation,
+    Feedback,
     Message,
     OutboundMessage,
 )
 
-__all__ = ["PostgresStore"]
+__all__ = ["PostgresStore", "intent_corrections"]
 
 _CUSTOMERS_SEEN = """
 INSERT INTO customers (customer_id, first_seen_at)
@@ -109,6 +110,26 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
      AS a(event_id, conversation_id, session_id, customer_id, type, name, status, result, at)
 ORDER BY 1
 ON CONFLICT (event_id) DO NOTHING
+"""
+
+_FEEDBACK = """
+INSERT INTO feedback (feedback_id, conversation_id, message_id, escalation_id, kind, resolution_code, original_intent,
+                      corrected_intent, rating, comment, author, agent_id, channel, handle_time_s, first_response_s, at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                     $9::smallint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::float8[], $15::float8[],
+                     $16::timestamptz[])
+ORDER BY 1
+ON CONFLICT (feedback_id) DO NOTHING
+"""
+
+# Training rows for the intent model: each corrected message's text with its latest correction.
+_INTENT_CORRECTIONS = """
+SELECT DISTINCT ON (f.message_id) m.text, f.corrected_intent AS label, f.original_intent, f.message_id, f.at
+FROM feedback f JOIN messages m ON m.message_id = f.message_id
+WHERE f.kind = 'intent_correction' AND f.corrected_intent IS NOT NULL AND f.corrected_intent <> ''
+  AND m.role = 'customer' AND m.text <> ''
+  AND ($1::timestamptz IS NULL OR f.at >= $1)
+ORDER BY f.message_id, f.at DESC, f.feedback_id DESC
 """
 
 _PROFILES = """
@@ -213,6 +234,7 @@ class _Batch:
     sessions: list[tuple[Any, ...]] = field(default_factory=list)
     escalations: list[tuple[Any, ...]] = field(default_factory=list)
     actions: list[tuple[Any, ...]] = field(default_factory=list)
+    feedback: list[tuple[Any, ...]] = field(default_factory=list)
     profiles: dict[str, CustomerProfile] = field(default_factory=dict)
     # per message sid: the furthest status (the first of its rank), the earliest arrival, an error code
     statuses: dict[str, tuple[DeliveryStatus, datetime, int | None]] = field(default_factory=dict)
@@ -224,6 +246,8 @@ class _Batch:
 
     def add(self, record: Any) -> None:
         if isinstance(record, Message):
+            if record.control is not None:
+                return  # the workspace's handback is a signal to the agent, not something the customer said
             at = _utc(record.received_at)
             self.seen(record.customer_id, record.conversation_id, at, True)
             self.messages.append((
@@ -263,6 +287,13 @@ class _Batch:
                     record.event_id, record.conversation_id, record.session_id, record.customer_id, action.type,
                     action.name, action.status, json.dumps(action.result, sort_keys=True, default=str), at,
                 ))  # fmt: skip
+        elif isinstance(record, Feedback):
+            self.feedback.append((
+                record.feedback_id, record.conversation_id, record.message_id, record.escalation_id, record.kind,
+                record.resolution_code, record.original_intent, record.corrected_intent, record.rating,
+                record.comment, record.author, record.agent_id, record.channel, record.handle_time_s,
+                record.first_response_s, _utc(record.at),
+            ))  # fmt: skip
         elif isinstance(record, CustomerProfile):
             # within a batch, too, the latest profile wins (ties broken by content, so the choice is stable)
             held = self.profiles.get(record.customer_id)
@@ -302,6 +333,15 @@ class _Batch:
              _utc(r.received_at))
             for r in sorted(self.recordings.values(), key=lambda r: r.recording_sid)
         ]  # fmt: skip
+
+
+async def intent_corrections(conn: asyncpg.Connection, since: datetime | None = None) -> list[dict[str, Any]]:
+    """Each corrected customer message's text with its latest corrected intent (`label`), by message id.
+
+    Keys: text, label, original_intent, message_id, at. Corrections of messages the store does not
+    hold (or that had no text) are left out: there is nothing to train on.
+    """
+    return [dict(row) for row in await conn.fetch(_INTENT_CORRECTIONS, since)]
 
 
 class PostgresStore:
@@ -359,6 +399,8 @@ class PostgresStore:
                 await conn.execute(_DELIVERY_STATUSES, *_columns(batch.status_rows(), 8))
             if batch.recordings:
                 await conn.execute(_CALL_RECORDINGS, *_columns(batch.recording_rows(), 8))
+            if batch.feedback:
+                await conn.execute(_FEEDBACK, *_columns(batch.feedback, 16))
         return len(records)
 
     @staticmethod
@@ -393,6 +435,11 @@ class PostgresStore:
         async with (await self.pool()).acquire() as conn:
             text = await conn.fetchval(_SNAPSHOT, conversation_id)
         return None if text is None else json.loads(text)
+
+    async def intent_corrections(self, since: datetime | None = None) -> list[dict[str, Any]]:
+        """Corrected messages as training rows: see `intent_corrections`."""
+        async with (await self.pool()).acquire() as conn:
+            return await intent_corrections(conn, since)
 
     async def customer_for_address(self, channel: str, address: str) -> str | None:
         """Whose address this is (identity across channels), if any profile claims it."""

@@ -15,10 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from connectors.clickhouse import ChdbEventStore, ClickHouseEventStore, load_query, render
+from connectors.clickhouse import ChdbEventStore, ClickHouseEventStore, ddl, load_query, render
+from connectors.clickhouse.rows import FEEDBACK_COLUMNS
 from connectors.protocols import EventStore
 from pipelines.analytics import build_report
-from tests.analytics_events import SINCE, UNTIL, assert_report_matches, known_events
+from tests.analytics_events import (
+    EXPECTED_WITH_FEEDBACK,
+    SINCE,
+    UNTIL,
+    assert_report_matches,
+    known_events,
+    known_feedback,
+)
 from tests.fixtures_clickhouse import ClickHouseServer
 
 COUNT = "SELECT count() AS n FROM events FINAL"
@@ -152,3 +160,35 @@ async def test_a_shared_chdb_folder_takes_turns_between_processes(tmp_path: Path
     assert int(out.strip()) == 20
     assert seen == sorted(seen) and 10 <= seen[0] <= 20
     assert (await here.query(COUNT))[0]["n"] == 20
+
+
+async def test_feedback_counts_once_per_id_and_gives_the_figures_worked_out_by_hand(store: EventStore) -> None:
+    feedback = known_feedback()
+    assert await store.insert([*known_events(), *feedback]) == len(known_events()) + len(feedback)
+    await store.insert(feedback[:5])  # a retried batch
+    distinct = len({f.feedback_id for f in feedback})
+    assert (await store.query("SELECT count() AS n FROM feedback FINAL"))[0]["n"] == distinct
+    report = await build_report(store, SINCE, UNTIL)
+    assert_report_matches(report.model_dump(mode="json"), EXPECTED_WITH_FEEDBACK)
+
+
+async def test_no_free_text_of_a_feedback_reaches_the_analytics_table(store: EventStore) -> None:
+    (csat,) = [f for f in known_feedback() if f.comment][:1]
+    untimed = next(f for f in known_feedback() if f.kind == "resolution" and f.handle_time_s is None)
+    await store.insert([csat, untimed])
+    rows = await store.query("SELECT * FROM feedback FINAL ORDER BY kind")
+    assert [sorted(row) for row in rows] == [sorted([*FEEDBACK_COLUMNS])] * 2 and "comment" not in FEEDBACK_COLUMNS
+    assert not any(csat.comment in str(value) for row in rows for value in row.values())
+    assert (rows[0]["kind"], rows[0]["rating"], rows[0]["has_comment"], rows[0]["channel"]) == ("csat", 5, 1, "webchat")
+    assert (rows[1]["handle_time_s"], rows[1]["first_response_s"], rows[1]["message_id"]) == (-1.0, -1.0, "")
+
+
+async def test_a_store_migrated_before_feedback_existed_reports_no_human_figures(tmp_path: Path) -> None:
+    """An events table from an older sink: the report still runs (the next sink start adds the table)."""
+    store = ChdbEventStore(tmp_path / "chdb")
+    await store.query(ddl()[0])
+    await store.insert(known_events())
+    try:
+        assert_report_matches((await build_report(store, SINCE, UNTIL)).model_dump(mode="json"))
+    finally:
+        await store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -12,12 +13,12 @@ from email.parser import BytesParser
 from pathlib import Path
 
 import aiosmtplib
+import asyncpg
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from connectors.channels.email import (
     EmailListener,
-    EmailOutboundRunner,
     EmailSender,
     InboundHandler,
     RelayConfig,
@@ -30,6 +31,7 @@ from connectors.channels.email_threading import (
     outbound_message_id,
 )
 from connectors.kafka import AsyncProducer
+from pipelines.email_channel import run_email_channel
 from pipelines.embedded import EmbeddedBroker, free_port, spawn, stop
 from pipelines.runtime import ensure_topics
 from pipelines.topology import load_topology
@@ -198,37 +200,87 @@ async def test_sender_builds_a_threaded_multipart_reply(relay: tuple[Collector, 
 
 
 async def test_round_trip_inbound_mail_to_threaded_reply(
-    listener: EmailListener, broker: EmbeddedBroker, relay: tuple[Collector, int], threads: ThreadStore
+    broker: EmbeddedBroker, relay: tuple[Collector, int], postgres_dsn: str, tmp_path: Path
 ) -> None:
+    """The email channel's process as `supportflow run` starts it: listener and sender, here with a relay.
+
+    The sender is the channel senders' machinery (SinkRunner, delivery ledger): a reply on
+    sf.outbound twice is mailed once, and a reply on another channel is not this group's.
+    """
     collector, port = relay
-    await aiosmtplib.send(customer_mail(QUOTED, "<rt@customer.example>"), hostname="127.0.0.1", port=listener.port)
-    (inbound,) = ingress_records(broker.bootstrap, 1)
-
-    # the pipeline's part, simulated: a reply to that message, plus a reply on another channel
-    reply = outbound("r-rt", inbound.message_id).model_copy(update={"recipient": inbound.sender})
-    sms = outbound("r-sms", "m-sms").model_copy(update={"channel": "sms", "recipient": "+15550100"})
-    produce(broker.bootstrap, "sf.outbound", [(r.customer_id, r.to_bytes()) for r in (sms, reply, reply)])
-
-    runner = EmailOutboundRunner(
-        {"bootstrap.servers": broker.bootstrap},
-        EmailSender(RelayConfig("127.0.0.1", port), SUPPORT, threads),
-        exact_offsets=True,
-        fetch_max_wait_ms=10,
+    s = settings_for(
+        broker.bootstrap,
+        data_dir=tmp_path,
+        database_url=postgres_dsn,
+        support_address=SUPPORT,
+        smtp_relay_host="127.0.0.1",
+        smtp_relay_port=port,
     )
-    task = asyncio.create_task(runner.run())
+    topology = load_topology(DEFAULT_TOPOLOGY)
+    ensure_topics(s, topology)
+    stop, listening = asyncio.Event(), asyncio.Queue[int | None]()
+    task = asyncio.create_task(run_email_channel(s, topology, stop, listening.put_nowait, port=0))
     try:
+        smtp_port = await asyncio.wait_for(listening.get(), timeout=60)
+        assert smtp_port
+        await aiosmtplib.send(customer_mail(QUOTED, "<rt@customer.example>"), hostname="127.0.0.1", port=smtp_port)
+        (inbound,) = ingress_records(broker.bootstrap, 1)
+
+        # the pipeline's part, simulated: a reply to that message (twice), plus a reply on another channel
+        reply = outbound("r-rt", inbound.message_id).model_copy(update={"recipient": inbound.sender})
+        sms = outbound("r-sms", "m-sms").model_copy(update={"channel": "sms", "recipient": "+15550100"})
+        produce(broker.bootstrap, "sf.outbound", [(r.customer_id, r.to_bytes()) for r in (sms, reply, reply)])
         await asyncio.wait_for(collector.arrived.wait(), timeout=60)
-        await asyncio.sleep(1.0)  # a duplicate would arrive now
+        await asyncio.sleep(1.5)  # a duplicate would arrive now
     finally:
-        runner.stop()
-        await asyncio.wait_for(task, timeout=30)
+        stop.set()
+        result = await asyncio.wait_for(task, timeout=30)
 
     (mail,) = collector.received  # the sms reply is not ours; the duplicate is sent once
     assert mail["To"] == "ann.smith@customer.example"
     assert mail["Subject"] == "Re: Where is my order?"
     assert mail["In-Reply-To"] == "<rt@customer.example>"
     assert conversation_from_headers(mail["Message-ID"], None, "support.example") == "conv-c-42"
-    assert runner.sent == 1
+    assert (result.published, result.delivered) == (1, 1)
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        row = await conn.fetchrow("SELECT provider, status, provider_message_id FROM channel_deliveries")
+    finally:
+        await conn.close()
+    assert dict(row) == {"provider": "smtp", "status": "delivered", "provider_message_id": mail["Message-ID"]}
+
+
+async def test_a_reply_the_relay_refuses_for_good_is_dead_lettered(
+    broker: EmbeddedBroker, postgres_dsn: str, tmp_path: Path
+) -> None:
+    class Refusing:
+        async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+            return "554 5.7.1 rejected"
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SMTP(Refusing(), loop=loop), "127.0.0.1", 0)
+    s = settings_for(
+        broker.bootstrap,
+        data_dir=tmp_path,
+        database_url=postgres_dsn,
+        support_address=SUPPORT,
+        smtp_relay_host="127.0.0.1",
+        smtp_relay_port=server.sockets[0].getsockname()[1],
+    )
+    topology = load_topology(DEFAULT_TOPOLOGY)
+    ensure_topics(s, topology)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_email_channel(s, topology, stop, inbound=False))
+    try:
+        produce(broker.bootstrap, "sf.outbound", [("c-42", outbound("r-no", "em-x").to_bytes())])
+        letters = await asyncio.to_thread(read_topics, broker.bootstrap, ["sf.dlq"], bool, 60)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+        server.close()
+    [letter] = [json.loads(r.value or b"{}") for r in letters]
+    assert (letter["stage"], letter["operator"], letter["error_type"]) == ("email", "smtp", "PermanentEmailError")
+    assert "554" in letter["error"] and json.loads(letter["original"])["reply_id"] == "r-no"
 
 
 @pytest.mark.parametrize(

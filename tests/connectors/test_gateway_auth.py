@@ -6,14 +6,17 @@ real tansu broker, and reads `sf.ingress` to check what was (not) published.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from connectors.postgres import migrate
 from pipelines.embedded import EmbeddedBroker
 from pipelines.ingress import build_ingress
 from pipelines.runtime import ensure_topics
@@ -100,3 +103,55 @@ def test_after_the_fuzz_only_accepted_messages_were_published(fuzz):
     assert all(isinstance(r.get("text"), str) and r.get("sender") for r in published(bootstrap)), (
         "every published record is a valid RawInbound"
     )
+
+
+async def _outbox_with_one_sms(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+        await conn.execute(
+            "INSERT INTO channel_outbox (reply_id, channel, recipient, text, parts) VALUES ($1, $2, $3, $4, $5)",
+            "r-1",
+            "sms",
+            "+15550002222",
+            "Refunds take 5 days.",
+            json.dumps(["Refunds take 5 days."]),
+        )
+    finally:
+        await conn.close()
+
+
+def test_the_outbox_endpoint_lists_entries_behind_the_api_key(broker, postgres_dsn):
+    asyncio.run(_outbox_with_one_sms(postgres_dsn))
+    with TestClient(app_for(broker.bootstrap, api_keys=[KEY], database_url=postgres_dsn)) as client:
+        missing = client.get("/v1/outbox")
+        wrong = client.get("/v1/outbox", headers={"X-API-Key": "nope"})
+        good = client.get("/v1/outbox?limit=5", headers={"X-API-Key": KEY})
+        bad_limit = client.get("/v1/outbox?limit=0", headers={"X-API-Key": KEY})
+        spec = client.get("/openapi.json").json()
+    assert (missing.status_code, wrong.status_code, good.status_code, bad_limit.status_code) == (401, 403, 200, 400)
+    [entry] = good.json()["entries"]
+    assert {k: entry[k] for k in ("channel", "recipient", "text", "status")} == {
+        "channel": "sms",
+        "recipient": "+15550002222",
+        "text": "Refunds take 5 days.",
+        "status": "pending",
+    }
+    assert entry["created_at"] and "/v1/outbox" in spec["paths"]
+
+
+def test_the_outbox_endpoint_exists_only_where_the_outbox_is_a_delivery_target(broker, postgres_dsn):
+    providers = {
+        "twilio_account_sid": "AC0123456789abcdef0123456789abcdef",
+        "twilio_auth_token": "twilio-token",
+        "twilio_from_number": "+15550000001",
+        "twilio_whatsapp_from": "+15550000002",
+        "slack_bot_token": "xoxb-token",
+        "smtp_relay_host": "smtp.example.com",
+    }
+    without_store = app_for(broker.bootstrap)
+    every_channel_has_a_provider = app_for(broker.bootstrap, database_url=postgres_dsn, **providers)
+    for app in (without_store, every_channel_has_a_provider):
+        with TestClient(app) as client:
+            assert client.get("/v1/outbox").status_code == 404
+            assert "/v1/outbox" not in client.get("/openapi.json").json()["paths"]

@@ -21,22 +21,16 @@ from schemas import (
     Escalation,
     EventAction,
     EventMetadata,
+    Feedback,
     Message,
     OutboundMessage,
 )
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 TABLES = [
-    "customers",
-    "customer_contacts",
-    "conversations",
-    "messages",
-    "sessions",
-    "escalations",
-    "actions",
-    "delivery_statuses",
-    "call_recordings",
-]
+    "customers", "customer_contacts", "conversations", "messages", "sessions", "escalations", "actions", "feedback",
+    "delivery_statuses", "call_recordings",
+]  # fmt: skip
 
 
 def at(seconds: float) -> datetime:
@@ -219,7 +213,25 @@ def every_record_type() -> dict[str, list[Any]]:
         ],
         "sf.delivery": [status("SM1", "sent", 2), status("SM1", "delivered", 3), status("SM2", "failed", 4, 30003)],
         "sf.recordings": [recording("RE1", "CA1", 30, "in-progress"), recording("RE1", "CA1", 40)],
-    }
+        "sf.feedback": [
+            feedback("resolve-1", "resolution", 30, resolution_code="solved", handle_time_s=12.5, first_response_s=3),
+            feedback("csat-1", "csat", 40, rating=4, comment="Thanks Ann, call me on +1 555 0100", author="customer"),
+            feedback("fix-1", "intent_correction", 50, message_id="m2", original_intent="track_order",
+                     corrected_intent="get_refund"),
+        ],
+    }  # fmt: skip
+
+
+def feedback(action: str, kind: str, seconds: float, **fields: Any) -> Feedback:
+    return Feedback(
+        feedback_id=Feedback.derive_id(action),
+        conversation_id="conv-alice",
+        kind=kind,  # type: ignore[arg-type]
+        author=fields.pop("author", "agent-ann"),
+        channel="sms",
+        at=at(seconds),
+        **fields,
+    )
 
 
 async def test_writing_every_batch_twice_leaves_identical_rows(store, postgres_dsn):
@@ -421,3 +433,50 @@ async def test_a_call_turn_keeps_its_call_sid_confidence_and_recording_in_the_co
     recordings = [(r["recording_sid"], r["call_sid"], r["status"], r["duration_s"]) for r in snapshot["recordings"]]
     assert recordings == [("RE1", "CA1", "completed", 42), ("RE2", "CA2", "completed", 42)]
     assert snapshot["recordings"][0]["recording_url"].endswith("/Recordings/RE1")
+
+
+async def test_feedback_is_stored_whole_once_per_id_for_training(store, postgres_dsn):
+    records = every_record_type()["sf.feedback"]
+    await store.write("sf.feedback", records + records)
+    await store.write("sf.feedback", records[:1])  # a replayed action
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        rows = await conn.fetch("SELECT * FROM feedback ORDER BY at")
+    finally:
+        await conn.close()
+    assert [r["feedback_id"] for r in rows] == [r.feedback_id for r in records]
+    resolution, csat, _ = rows
+    assert (resolution["resolution_code"], resolution["handle_time_s"], resolution["first_response_s"]) == (
+        "solved", 12.5, 3.0,
+    )  # fmt: skip
+    assert (csat["rating"], csat["comment"], csat["author"]) == (4, "Thanks Ann, call me on +1 555 0100", "customer")
+
+
+async def test_intent_corrections_come_back_as_text_and_label_with_the_latest_correction(store):
+    await store.write("sf.messages", [message(1, 0, text="I was charged twice"), message(2, 10, text="hi")])
+    await store.write(
+        "sf.feedback",
+        [
+            feedback("fix-a", "intent_correction", 20, message_id="m1", original_intent="greeting",
+                     corrected_intent="complaint"),
+            feedback("fix-b", "intent_correction", 30, message_id="m1", original_intent="greeting",
+                     corrected_intent="payment_issue"),
+            feedback("fix-c", "intent_correction", 40, message_id="m-unknown", corrected_intent="complaint"),
+            feedback("rating", "reply_rating", 50, message_id="m2", rating=2),
+        ],
+    )  # fmt: skip
+    rows = await store.intent_corrections()
+    assert [(r["text"], r["label"], r["original_intent"]) for r in rows] == [
+        ("I was charged twice", "payment_issue", "greeting")
+    ], "the latest correction of a message wins; a message the store does not hold has no text to train on"
+    assert await store.intent_corrections(since=at(35)) == []
+
+
+async def test_the_workspace_handback_is_not_stored_as_something_the_customer_said(store, postgres_dsn):
+    handback = message(9, 5).model_copy(update={"text": "", "control": "handback"})
+    await store.write("sf.messages", [message(1, 0), handback])
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        assert [r["message_id"] for r in await conn.fetch("SELECT message_id FROM messages")] == ["m1"]
+    finally:
+        await conn.close()

@@ -10,7 +10,7 @@ from operators.execute import Execute
 from operators.format import Format, reply_id_for, split_segments
 from operators.guard import Guard
 from operators.plan import PlaybookPlanner
-from schemas import Entity, Escalation, GuardVerdict, OutboundMessage, RawConversationEvent, Reply
+from schemas import CustomerProfile, Entity, Escalation, GuardVerdict, OutboundMessage, RawConversationEvent, Reply
 from tests.operators.helpers import context, routed_turn
 
 TEMPLATE_INTENT = "check_refund_policy"  # no playbook: answered from its template
@@ -90,13 +90,16 @@ async def test_guard_blocks_unfilled_placeholders_and_prompt_injection():
 async def test_escalate_packages_context_and_reason():
     ctx = context()
     said = {"role": "customer", "text": "a person please", "at": "2026-11-24T12:00:00Z", "message_id": "m-1"}
-    turn = routed_turn(intent="contact_human_agent", history=[said])
+    turn = routed_turn(intent="contact_human_agent", history=[said], sentiment_trend=[0.2, -0.4, -0.7])
+    turn.profile = CustomerProfile(customer_id="c1", vip_tier="gold", language="de")
     emitted = await Escalate().run(turn, ctx)
     escalation, event = emitted.records
     assert isinstance(escalation, Escalation) and event.event_type == "escalated"
     assert type(event) is RawConversationEvent, "raw events go to sf.events.raw, to be redacted"
     assert escalation.reason == turn.route.reason, "escalate keeps the reason route gave"
     assert [h.text for h in escalation.history] == ["a person please"] and escalation.nlu is not None
+    assert escalation.sentiment_trend == [0.2, -0.4, -0.7], "the human sees whether the mood is getting worse"
+    assert escalation.language == "de" and escalation.profile is not None, "the router matches the profile's language"
     assert ctx.table("sessions").get("c1").escalated
 
 

@@ -14,7 +14,14 @@ from typer.testing import CliRunner
 from connectors.clickhouse import ChdbEventStore
 from pipelines.analytics import parse_moment
 from pipelines.cli import app
-from tests.analytics_events import SINCE, UNTIL, assert_report_matches, known_events
+from tests.analytics_events import (
+    EXPECTED_WITH_FEEDBACK,
+    SINCE,
+    UNTIL,
+    assert_report_matches,
+    known_events,
+    known_feedback,
+)
 
 runner = CliRunner()
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -29,12 +36,12 @@ def _no_server_configured(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
-    """A data folder whose chdb holds the known events (written, then closed, as a stopped stack leaves it)."""
+    """A data folder whose chdb holds the known events and feedback, closed as a stopped stack leaves it."""
 
     async def fill() -> None:
         store = ChdbEventStore(tmp_path / "data" / "chdb")
         await store.migrate()
-        await store.insert(known_events())
+        await store.insert([*known_events(), *known_feedback()])
         await store.close()
 
     asyncio.run(fill())
@@ -47,7 +54,7 @@ def test_report_json_prints_the_known_metrics_and_writes_a_png(data_dir: Path, t
         app, ["analytics", "report", "--json", "--data-dir", str(data_dir), "--png", str(png), *WINDOW]
     )
     assert result.exit_code == 0, result.output
-    assert_report_matches(json.loads(result.stdout))
+    assert_report_matches(json.loads(result.stdout), EXPECTED_WITH_FEEDBACK)
     data = png.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000  # a 1600x900 chart, not an empty file
 
@@ -60,6 +67,8 @@ def test_report_as_text_shows_the_headline_and_no_png_writes_none(
     assert result.exit_code == 0, result.output
     assert "autonomous resolution" in result.stdout and "70.0%" in result.stdout
     assert "customer_requested_human" in result.stdout and "$0.0200" in result.stdout
+    assert "CSAT by channel" in result.stdout and "3.62 / 5" in result.stdout and "62.5%" in result.stdout
+    assert "get_refund" in result.stdout and "cancel_order" in result.stdout and "human handle time" in result.stdout
     assert not (tmp_path / "analytics-report.png").exists()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -149,7 +150,9 @@ def descendants(pid: int) -> set[int]:
 
 def test_run_serves_chat_and_ctrl_c_leaves_no_process_behind(tmp_path):
     port = free_port()
-    env = clean_env(SUPPORTFLOW_DATA_DIR=str(tmp_path), SUPPORTFLOW_HTTP_PORT=str(port))
+    env = clean_env(
+        SUPPORTFLOW_DATA_DIR=str(tmp_path), SUPPORTFLOW_HTTP_PORT=str(port), SUPPORTFLOW_SMTP_LISTEN_PORT="0"
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "run"],
         env=env,
@@ -217,6 +220,10 @@ def test_run_serves_chat_and_ctrl_c_leaves_no_process_behind(tmp_path):
         assert process.returncode == 0, output[-2000:]
         assert "supportflow is running" in output and "stopped." in output
         assert "NLU model served by the embedded tritonserver" in output
+        email = re.search(
+            r"email +smtp://127\.0\.0\.1:(\d+) for support@example\.com; replies go to the outbox", output
+        )
+        assert email and int(email.group(1)) > 0, "the email channel's listener, on a free port (0)"
         time.sleep(0.5)
         alive = [pid for pid in children if running(pid)]
         assert not alive, f"left behind: {alive}"

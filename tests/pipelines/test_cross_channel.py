@@ -14,10 +14,12 @@ from collections.abc import Iterator
 
 import asyncpg
 import httpx
+import jwt
 import pytest
 import websockets
 from twilio.request_validator import RequestValidator
 
+from connectors.channels.session_tokens import CUSTOMER_AUDIENCE
 from pipelines.profiles import publish_profiles
 from pipelines.settings import Settings
 from pipelines.stack import Stack
@@ -39,9 +41,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
-async def web_chat(url: str, text: str) -> str:
+async def web_chat(url: str, customer_token: str, text: str) -> str:
     async with websockets.connect(url.replace("http", "ws") + "/v1/chat") as socket:
-        await socket.send(json.dumps({"type": "hello", "customer_id": "C000001"}))
+        await socket.send(json.dumps({"type": "hello", "customer_token": customer_token}))
         assert json.loads(await socket.recv())["type"] == "welcome"
         await socket.send(json.dumps({"type": "message", "text": text, "client_message_id": "x1"}))
         while True:
@@ -52,7 +54,13 @@ async def web_chat(url: str, text: str) -> str:
 
 def test_a_task_started_in_web_chat_continues_by_sms(stack):
     assert stack.ingress is not None
-    asked = asyncio.run(web_chat(stack.ingress.url, "I want to cancel my order"))
+    # the host site's backend signs Alice in: a customer token (sub, aud, exp) with the shared key
+    assert stack.settings.customer_token_secret is not None
+    key = stack.settings.customer_token_secret.get_secret_value()
+    claims = {"sub": "C000001", "aud": CUSTOMER_AUDIENCE, "exp": int(time.time()) + 300}
+    asked = asyncio.run(
+        web_chat(stack.ingress.url, jwt.encode(claims, key, algorithm="HS256"), "I want to cancel my order")
+    )
     assert "order number" in asked
 
     url = f"{stack.ingress.url}/webhooks/twilio/messages"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from schemas import Entity, Message, RawInbound, record_types
+from schemas import Entity, Feedback, Message, RawInbound, record_types
 
 
 def test_every_record_carries_a_schema_version():
@@ -49,3 +49,20 @@ def test_keys_follow_identity_once_it_is_known():
         received_at=raw.received_at,
     )  # fmt: skip
     assert message.partition_key() == "c"
+
+
+def test_feedback_ids_derive_from_the_source_action_so_a_replay_is_one_row():
+    assert Feedback.derive_id("cmd-1") == Feedback.derive_id("cmd-1")
+    assert Feedback.derive_id("cmd-1") != Feedback.derive_id("cmd-2")
+    assert Feedback.derive_id("cmd-1", "intent_correction") != Feedback.derive_id("cmd-1", "resolution")
+    source = Feedback.csat_source_id("conv-a", "req-1")
+    fb = Feedback(
+        feedback_id=Feedback.derive_id(source), conversation_id="conv-a", kind="csat", rating=5, author="customer"
+    )
+    assert Feedback.model_validate_json(fb.to_bytes()) == fb
+    assert fb.partition_key() == "conv-a"
+
+
+def test_feedback_rating_is_one_to_five():
+    with pytest.raises(ValidationError, match="less than or equal to 5"):
+        Feedback(feedback_id="f", conversation_id="c", kind="csat", rating=6, author="customer")
