@@ -167,6 +167,7 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
 
     voice = VoiceCalls(
         answer=view.answer,
+        escalation=view.escalation,
         wait_s=settings.voice_answer_wait_s,
         rounds=settings.voice_wait_rounds,
         transfer_to=settings.voice_transfer_to,

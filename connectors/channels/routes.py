@@ -43,11 +43,14 @@ class VoiceCalls:
     """How a call is answered: where answers come from, how long to wait, whom to transfer to.
 
     `answer(message_id, timeout_s)` is the conversation view's wait for a message's reply or
-    escalation. `spoken(reply_id, call_sid)`, when set, records that a reply was spoken in the
-    call (the senders' ledger), so the senders do not keep it in the outbox as undelivered.
+    escalation; `escalation(message_id)` its hand-over, if any, which wins over the notices a
+    workspace router sends after it (a call is transferred, not told its place in line).
+    `spoken(reply_id, call_sid)`, when set, records that a reply was spoken in the call (the
+    senders' ledger), so the senders do not keep it in the outbox as undelivered.
     """
 
     answer: Callable[[str, float], Awaitable[ViewItem | None]]
+    escalation: Callable[[str], ViewItem | None] = lambda _message_id: None
     wait_s: float = 8.0
     rounds: int = 3
     transfer_to: str | None = None
@@ -176,6 +179,8 @@ def webhook_routes(
     async def answer_call(message_id: str, call_sid: str, turn: int, round_: int) -> Response:
         """The TwiML for a turn: its reply spoken, a transfer, or "one moment" and a redirect to wait again."""
         item = await voice.answer(message_id, voice.wait_s)
+        if item is not None and item.kind != "escalation":
+            item = voice.escalation(message_id) or item
         if item is None:
             if round_ >= voice.rounds:
                 log.warning("voice: no answer to %s after %d wait(s); transferring the caller", message_id, round_ + 1)

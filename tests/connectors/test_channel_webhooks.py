@@ -315,7 +315,7 @@ def test_a_call_still_unanswered_after_the_last_round_is_transferred(ingress, br
     assert element is not None and element.text == target
 
 
-def test_an_escalated_turn_is_dialled_through_to_a_person(ingress, broker):
+def test_an_escalated_turn_is_dialled_through_to_a_person_even_after_a_queue_notice(ingress, broker):
     client = ingress(**SECRETS, voice_answer_wait_s=0.3, voice_transfer_to="+15550009999")
     held = twiml(twilio_post(client, "/webhooks/twilio/voice?turn=1", spoken("a human please")))
     [record] = ingress_records(broker, 1)
@@ -325,6 +325,10 @@ def test_an_escalated_turn_is_dialled_through_to_a_person(ingress, broker):
         reason="customer_requested_human",
     )  # fmt: skip
     produce(broker.bootstrap, "sf.escalations", [(escalation.partition_key(), escalation.to_bytes())])
+    # the workspace router's notice to the customer answers the same message, after the hand-over
+    notice = voice_reply(record["message_id"], "You are number 2 in line.")
+    produce(broker.bootstrap, "sf.outbound", [(notice.partition_key(), notice.to_bytes())])
+    time.sleep(1)  # the ingress has read both
     answered = twiml(follow(client, held))
     assert verbs(answered) == ["Say", "Dial"] and answered[0].text == "Let me put you through to a colleague."
     assert [(n.tag, n.text) for n in answered[1]] == [("Number", "+15550009999")]
