@@ -14,9 +14,10 @@ broker both ways and the router's commit-after-publish (one record per producer 
 3. Probes (the figure): `--probes` English escalations arrive at `--rate`/s while the backlog
    waits; an English agent resolves each 0.5 s after getting it, so one is free for the next.
    Measured: escalation produced -> its assignment row read back.
-4. Drain: German agents resolve each conversation the moment they get it, until the backlog is
-   gone. Measured: a slot freed (resolve produced) -> the next waiting conversation assigned to
-   that agent read back, and the backlog's drain rate.
+4. Drain: each German agent resolves one conversation, then each new one the moment they get it
+   (one freed slot per agent at a time, all German agents at once), until the backlog is gone.
+   Measured: a slot freed (resolve produced) -> the next waiting conversation assigned to that
+   agent read back, and the backlog's drain rate.
 
 Results go to `bench/router_results.json`. Driver, router and broker share the machine's cores.
 """
@@ -293,12 +294,12 @@ def drive(
         slot_ms: list[float] = []
         assigned_backlog = 0
         started = time.time()
-        # every German agent resolves what they hold now, then each new one at once
+        # every German agent resolves one conversation they hold, then each new one the moment it comes:
+        # one freed slot per agent at a time, 40 agents at once
         pending = _current_holders(watcher)
         for agent_id, escalation_ids in pending.items():
-            for escalation_id in escalation_ids:
-                freed[agent_id].append(time.time())
-                resolve(escalation_id, agent_id)
+            freed[agent_id].append(time.time())
+            resolve(escalation_ids[0], agent_id)
         producer.flush(10)
         deadline = time.time() + 300
         while assigned_backlog < args.waiting and time.time() < deadline:
@@ -345,6 +346,7 @@ def main() -> None:
     parser.add_argument("--handle-s", type=float, default=0.5, help="how long an English agent holds a probe")
     parser.add_argument("--out", type=Path, default=PROJECT_DIR / "bench" / "router_results.json")
     args = parser.parse_args()
+    load_before = [round(x, 2) for x in os.getloadavg()]  # other work on the machine shows in the figures
     with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp:
         measured = run(args, Path(tmp))
     results = {
@@ -360,7 +362,13 @@ def main() -> None:
             "router": "python -m pipelines.escalation_router (own process), commit after publish",
         },
         **measured,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average_before": load_before,
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        },
     }
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -74,7 +74,7 @@ class Escalate(Operator[RoutedTurn, Emitted]):
             customer_id=message.customer_id,
             session_id=record.session.session_id,
             channel=message.channel,
-            recipient=message.sender,
+            recipient=message.reply_to or message.sender,
             text=message.text,
             reason=reason,
             detail=detail,

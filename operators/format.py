@@ -100,7 +100,7 @@ class Format(Operator[GuardedTurn, FormattedTurn]):
             conversation_id=message.conversation_id,
             customer_id=message.customer_id,
             channel=message.channel,
-            recipient=message.sender,
+            recipient=message.reply_to or message.sender,
             text=text,
             parts=parts,
             content_format=content_format,  # type: ignore[arg-type]

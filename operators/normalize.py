@@ -82,6 +82,7 @@ class Normalize(Operator[RawInbound, Message]):
             content_type="text" if text else "empty",
             provider_message_id=record.provider_message_id,
             channel_meta={k: str(record.payload[k])[:2000] for k in CHANNEL_META_KEYS if record.payload.get(k)},
+            reply_to=record.reply_to,
             received_at=record.received_at,
             normalized_at=ctx.clock.now(),
         )

@@ -59,11 +59,14 @@ __all__ = ["RouterService", "main", "read_state", "serve_router"]
 BATCH = 500  # input records handled (and committed) together
 
 
-def read_state(conf: dict[str, Any], topic: str, timeout_s: float = 60.0) -> list[WorkspaceState]:
+def read_state(
+    conf: dict[str, Any], topic: str, timeout_s: float = 60.0, settle_s: float = 0.3
+) -> list[WorkspaceState]:
     """Every live row of the table topic, in topic order: read from the beginning to the end.
 
     A tombstone (a key with no value) removes its key. The end is the high watermark taken
-    before reading, exact when each record is its own batch (the router's producer makes it so).
+    before reading, and then whatever still comes within `settle_s`: tansu reports the start of
+    the last producer batch as the end, and the router's state rows are batched.
     """
     consumer = Consumer(
         {**conf, "group.id": "supportflow-router-restore", "enable.auto.commit": False, "logger": log,
@@ -76,12 +79,14 @@ def read_state(conf: dict[str, Any], topic: str, timeout_s: float = 60.0) -> lis
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         rows: dict[str, WorkspaceState] = {}
         deadline = time.monotonic() + timeout_s
-        while behind:
+        last = time.monotonic()
+        while behind or time.monotonic() - last < settle_s:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {topic} to its end took more than {timeout_s:.0f}s")
-            msg = consumer.poll(0.2)
+            msg = consumer.poll(0.05)
             if msg is None or msg.error():
                 continue
+            last = time.monotonic()
             key = (msg.key() or b"").decode("utf-8", "replace")
             value = msg.value()
             if value is None:
@@ -150,6 +155,7 @@ class RouterService:
         self._kafka = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router-kafka")  # the consumer's thread
         self._subscribers: set[asyncio.Queue[WorkspaceState]] = set()
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
+        self._offsets: dict[tuple[str, int], int] = {}  # next offset per input partition, once its outputs are out
         self.ready = asyncio.Event()
         self.records_applied = 0
 
@@ -233,10 +239,9 @@ class RouterService:
         if self._producer is None:
             self._producer = AsyncProducer(conf, exact_offsets=self.settings.exact_offsets)
         if self._state_producer is None:
-            # one request in flight: a retried row can never land after a newer row of the same key
-            self._state_producer = AsyncProducer(
-                conf, exact_offsets=self.settings.exact_offsets, **{"max.in.flight.requests.per.connection": 1}
-            )
+            # rows batched (read_state copes with tansu's end offsets), one request in flight: a retried
+            # row can never land after a newer row of the same key
+            self._state_producer = AsyncProducer(conf, **{"max.in.flight.requests.per.connection": 1})
         return self._producer, self._state_producer
 
     def _open_consumer(self, conf: dict[str, Any]) -> Consumer:
@@ -292,7 +297,7 @@ class RouterService:
         loop = asyncio.get_running_loop()
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
-            await loop.run_in_executor(self._kafka, consumer.close)
+            await loop.run_in_executor(self._kafka, _close_consumer, consumer, dict(self._offsets))
         for producer in (self._producer, self._state_producer):
             if producer is not None:
                 await loop.run_in_executor(None, producer.close)
@@ -326,6 +331,7 @@ class RouterService:
                 continue
             self.records_applied += 1
         await self._publish(rows, dead)
+        self._offsets.update(offsets)
         commits = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         if commits:
             await asyncio.get_running_loop().run_in_executor(self._kafka, self._commit, commits)
@@ -338,9 +344,9 @@ class RouterService:
 
     def _commit(self, offsets: list[TopicPartition]) -> None:
         assert self._consumer is not None
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:  # the next commit covers these offsets; a restart replays them, harmlessly
+        try:  # after the batch's outputs are delivered; not awaited: a lost commit only replays, harmlessly
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
             log.warning("router: committing offsets failed (%s)", exc)
 
     async def _publish(self, rows: list[WorkspaceState], dead: list[DeadLetter] | None = None) -> None:
@@ -373,6 +379,17 @@ class RouterService:
                 except asyncio.QueueFull:
                     log.warning("router: a subscriber is 10,000 rows behind; dropping it")
                     self._subscribers.discard(queue)
+
+
+def _close_consumer(consumer: Consumer, offsets: dict[tuple[str, int], int]) -> None:
+    """A last synchronous commit, so an orderly stop replays nothing; then close."""
+    try:
+        if offsets:
+            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+    except KafkaException as exc:
+        log.warning("router: the final commit failed (%s); the next router replays a little", exc)
+    finally:
+        consumer.close()
 
 
 def _dead_letter(message: KafkaMessage, exc: Exception) -> DeadLetter:

@@ -137,7 +137,9 @@ class Stack:
         return self
 
     def worker_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTFLOW_")}
+        """The children's environment: the user's (provider credentials set as SUPPORTFLOW_* reach the
+        senders), with what this stack decided on top."""
+        env = dict(os.environ)
         env.update(
             {
                 "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,

@@ -33,6 +33,11 @@ class RawInbound(Record):
         default=None, max_length=200, description="set when the channel authenticated the customer"
     )
     provider_message_id: str | None = Field(default=None, max_length=200)
+    reply_to: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="where the answer goes when not to `sender`: a Slack thread, a Teams activity",
+    )
     received_at: datetime = Field(default_factory=utcnow)
     payload: dict[str, Any] = Field(default_factory=dict, description="channel-native extras, kept for audit")
 
@@ -56,6 +61,7 @@ class Message(Record):
         description="the channel's extras worth keeping with the message (CHANNEL_META_KEYS of the raw payload): "
         "a call turn's call_sid, recording_url, confidence",
     )
+    reply_to: str | None = Field(default=None, description="the reply address when not `sender` (see RawInbound)")
     received_at: datetime
     normalized_at: datetime = Field(default_factory=utcnow)
     control: Literal["handback"] | None = Field(

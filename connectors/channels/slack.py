@@ -73,6 +73,7 @@ def payload_to_raw(data: Any) -> RawInbound | None:
         sender=clip(user, 320),  # type: ignore[arg-type]
         text=text,
         provider_message_id=clip(event_id),
+        reply_to=f"{channel}:{thread_ts}",  # the sender's format for a reply in that thread
         payload={
             "provider": "slack",
             "team_id": str(data.get("team_id", ""))[:200],

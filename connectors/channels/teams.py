@@ -316,6 +316,7 @@ def activity_to_raw(data: Any) -> RawInbound | None:
         sender=str(conversation),
         text=_without_bot_mentions(activity.text or "", activity),
         provider_message_id=clip(activity.id),
+        reply_to=str(TeamsAddress(*ids)),
         payload={
             "provider": "teams",
             "reply_to": str(TeamsAddress(*ids)),

@@ -54,6 +54,7 @@ from schemas import (
 __all__ = ["EscalationRouter", "PriorityRule", "RouterOptions", "notice_reply_id", "primary_language"]
 
 MAX_AGENT_COMMANDS = 200  # presence command ids remembered per agent: far more than one uncommitted batch holds
+MAX_FOLLOW_UPS = 200  # kept in an entry's row (the oldest go first), so a very long chat stays below Kafka's 1 MB
 
 
 class PriorityRule(BaseModel):
@@ -126,6 +127,29 @@ def notice_reply_id(escalation_id: str, kind: str) -> str:
 
 def handback_message_id(escalation_id: str) -> str:
     return "hb-" + hashlib.sha256(f"handback:{escalation_id}".encode()).hexdigest()[:24]
+
+
+def _without_known_turns(esc: Escalation, entry: QueueEntry) -> Escalation:
+    """A follow-up keeps only the history turns its entry does not hold yet: each turn is stored once."""
+    known = {(t.message_id, t.role) for e in [entry.escalation, *entry.follow_ups] for t in e.history}
+    return esc.model_copy(update={"history": [t for t in esc.history if (t.message_id, t.role) not in known]})
+
+
+def _snapshot(entry: QueueEntry) -> QueueEntry:
+    """A copy the router will not change: its lists are copied, the records in them are never mutated."""
+    return entry.model_copy(
+        update={
+            "follow_ups": list(entry.follow_ups),
+            "transfers": list(entry.transfers),
+            "notices": list(entry.notices),
+            "outbox": list(entry.outbox),
+            "applied_commands": list(entry.applied_commands),
+        }
+    )
+
+
+def _agent_snapshot(state: AgentState) -> AgentState:
+    return state.model_copy(update={"assigned": list(state.assigned), "applied_commands": list(state.applied_commands)})
 
 
 def _message_key(message: Message | OutboundMessage) -> str:
@@ -225,15 +249,15 @@ class EscalationRouter:
 
     def entry(self, escalation_id: str) -> QueueEntry | None:
         entry = self._entries.get(escalation_id)
-        return entry.model_copy(deep=True) if entry is not None else None
+        return _snapshot(entry) if entry is not None else None
 
     def agent_state(self, agent_id: str) -> AgentState | None:
         state = self._agents.get(agent_id)
-        return state.model_copy(deep=True) if state is not None else None
+        return _agent_snapshot(state) if state is not None else None
 
     def entries(self) -> list[QueueEntry]:
         """Every entry in the table, resolved ones included (a copy)."""
-        return [e.model_copy(deep=True) for e in self._entries.values()]
+        return [_snapshot(e) for e in self._entries.values()]
 
     def waiting_count(self) -> int:
         return len(self._waiting)
@@ -252,7 +276,7 @@ class EscalationRouter:
             queued = [self._entries[eid] for _, eid in self._waiting]
         else:
             queued = [self._entries[eid] for _, eid in self._waiting if self._in_queues(spec, self._entries[eid])]
-        return [e.model_copy(deep=True) for e in [*held, *queued]]
+        return [_snapshot(e) for e in [*held, *queued]]
 
     def position(self, escalation_id: str) -> int | None:
         """1-based place of a waiting entry among the waiting entries of its queue; None unless waiting."""
@@ -331,7 +355,7 @@ class EscalationRouter:
         open_id = self._open_by_conversation.get(esc.conversation_id)
         if open_id is not None:
             entry = self._entries[open_id]
-            entry.follow_ups.append(esc)
+            entry.follow_ups = [*entry.follow_ups, _without_known_turns(esc, entry)][-MAX_FOLLOW_UPS:]
             self._known[esc.escalation_id] = open_id
             self._touch(entry.key())
             self._customer_choice(entry, esc, now)
@@ -575,10 +599,15 @@ class EscalationRouter:
         }
         if not free or not self._waiting:
             return
+        no_room: set[tuple[str, str, str]] = set()  # free only shrinks here: a kind with no room stays so
         for _, eid in list(self._waiting):
             entry = self._entries[eid]
+            kind = (entry.skill, entry.language, entry.queue)
+            if kind in no_room:
+                continue
             candidates = [a for a in self._eligible(entry) if a in free]
             if not candidates:
+                no_room.add(kind)
                 continue
             best = min(
                 candidates,
@@ -726,7 +755,7 @@ class EscalationRouter:
         for key in entries:
             entry = self._entries.get(key.removeprefix("entry:"))
             if entry is not None:
-                rows.append(WorkspaceState(key=key, entry=entry.model_copy(deep=True)))
+                rows.append(WorkspaceState(key=key, entry=_snapshot(entry)))
         for key in [*losing, *gaining]:
-            rows.append(WorkspaceState(key=key, agent=self._agents[key.removeprefix("agent:")].model_copy(deep=True)))
+            rows.append(WorkspaceState(key=key, agent=_agent_snapshot(self._agents[key.removeprefix("agent:")])))
         return rows

@@ -518,6 +518,7 @@ def test_a_signed_slack_message_event_is_published_with_its_thread(ingress, brok
     assert (record["channel"], record["sender"], record["text"]) == ("slack", "U0CUSTOMER", "my refund has not arrived")
     assert (record["message_id"], record["provider_message_id"]) == ("slack-Ev0123ABC", "Ev0123ABC")
     assert record["payload"]["channel_id"] == "D0DIRECT" and record["payload"]["thread_ts"] == "1699999999.000001"
+    assert record["reply_to"] == "D0DIRECT:1699999999.000001", "the answer goes in the customer's thread"
 
 
 def test_slack_url_verification_answers_the_challenge(ingress, broker):

@@ -94,11 +94,15 @@ def test_the_web_chat_csat_frame_rates_the_sessions_own_conversation(broker: Emb
     app = app_for(broker.bootstrap)
     with TestClient(app) as client, client.websocket_connect("/v1/chat") as socket:
         socket.send_text(json.dumps({"type": "csat", "rating": 5}))
-        assert socket.receive_json() == {"type": "error", "error": "say hello first"}
+        assert socket.receive_json() == {"type": "error", "code": "hello_first", "error": "say hello first"}
         socket.send_text(json.dumps({"type": "hello"}))
         session = socket.receive_json()["session"]
         socket.send_text(json.dumps({"type": "csat", "rating": 5}))
-        assert socket.receive_json() == {"type": "error", "error": "there is no conversation to rate yet"}
+        assert socket.receive_json() == {
+            "type": "error",
+            "code": "nothing_to_rate",
+            "error": "there is no conversation to rate yet",
+        }
         socket.send_text(json.dumps({"type": "csat", "rating": 9}))
         bad = socket.receive_json()
         assert bad["type"] == "error" and "rating: Input should be less than or equal to 5" in bad["error"]

@@ -147,6 +147,8 @@ def test_the_outbox_endpoint_exists_only_where_the_outbox_is_a_delivery_target(b
         "twilio_from_number": "+15550000001",
         "twilio_whatsapp_from": "+15550000002",
         "slack_bot_token": "xoxb-token",
+        "teams_app_id": "00000000-0000-0000-0000-000000000001",
+        "teams_app_password": "teams-password",
         "smtp_relay_host": "smtp.example.com",
     }
     without_store = app_for(broker.bootstrap)

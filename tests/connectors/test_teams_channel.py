@@ -208,6 +208,7 @@ def test_a_bot_connector_message_with_a_valid_token_is_published_and_a_resend_is
     assert first_record["provider_message_id"] == "1700000000123"
     payload = first_record["payload"]
     assert payload["reply_to"] == f"{SERVICE_URL}|{CONVERSATION}|1700000000123"
+    assert first_record["reply_to"] == payload["reply_to"], "the answer replies to the activity"
     assert TeamsAddress.parse(payload["reply_to"]) == TeamsAddress(SERVICE_URL, CONVERSATION, "1700000000123")
     assert (payload["tenant_id"], payload["from_id"]) == ("tenant-1", "29:1UserIdOfErin")
     assert payload["from_aad_object_id"] == ACTIVITY["from"]["aadObjectId"]

@@ -10,7 +10,16 @@ from operators.execute import Execute
 from operators.format import Format, reply_id_for, split_segments
 from operators.guard import Guard
 from operators.plan import PlaybookPlanner
-from schemas import CustomerProfile, Entity, Escalation, GuardVerdict, OutboundMessage, RawConversationEvent, Reply
+from schemas import (
+    CustomerProfile,
+    Entity,
+    Escalation,
+    GuardVerdict,
+    OutboundMessage,
+    RawConversationEvent,
+    Reply,
+    RouteDecision,
+)
 from tests.operators.helpers import context, routed_turn
 
 TEMPLATE_INTENT = "check_refund_policy"  # no playbook: answered from its template
@@ -68,6 +77,19 @@ async def test_sms_replies_are_split_into_segments():
     assert all(len(p) <= 153 for p in split_segments("word " * 100, 153))
     *_, formatted, _ = await reply_for(channel="sms")
     assert formatted.outbound.parts and all(len(p) <= 153 for p in formatted.outbound.parts)
+
+
+async def test_a_reply_goes_to_the_thread_the_customer_wrote_in_not_to_a_direct_message():
+    ctx = context()
+    turn = routed_turn(intent=TEMPLATE_INTENT)
+    turn.message.channel, turn.message.sender = "slack", "U0CUSTOMER"  # type: ignore[assignment]
+    turn.message.reply_to = "C0SUPPORT:1699999999.000001"
+    _, executed = await plan_and_execute(turn, ctx)
+    formatted = await Format().run(await Guard().run(executed, ctx), ctx)
+    assert formatted.outbound.recipient == "C0SUPPORT:1699999999.000001"
+    turn.route = RouteDecision(branch="human", reason="customer_requested_human")
+    [escalation, _] = (await Escalate().run(turn, ctx)).records
+    assert escalation.recipient == "C0SUPPORT:1699999999.000001", "a human's answer goes to the thread too"
 
 
 async def test_email_reply_has_a_subject_and_a_greeting():

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from connectors.workspace import EscalationRouter, PriorityRule, RouterOptions, load_agents, load_categories
-from schemas import AgentSpec, Message, OutboundMessage, RouterCommand, WorkspaceState
+from schemas import AgentSpec, HistoryTurn, Message, OutboundMessage, RouterCommand, WorkspaceState
 from tests.connectors.workspace.builders import T0, agent, at, command, escalation, online
 
 CATEGORIES = load_categories()
@@ -366,3 +366,17 @@ def test_the_outbox_is_sent_again_after_a_crash_and_cleared_once_sent():
     fresh = router(agent("ann"))
     fresh.restore([*rows, cleared])
     assert fresh.drain_messages() == []
+
+
+def test_a_follow_up_keeps_only_the_turns_its_entry_does_not_hold():
+    def turns(*ids: str) -> list[HistoryTurn]:
+        return [HistoryTurn(role="customer", text=f"said {i}", at=T0, message_id=i) for i in ids]
+
+    r = router(agent("ann"))
+    first = escalation("x1", conversation="conv-c1").model_copy(update={"history": turns("m1", "m2")})
+    later = escalation("x2", conversation="conv-c1").model_copy(update={"history": turns("m1", "m2", "m3", "m4")})
+    r.on_escalation(first, at(0))
+    r.on_escalation(later, at(1))
+    entry = r.entry("x1")
+    assert entry is not None and [t.message_id for t in entry.follow_ups[0].history] == ["m3", "m4"]
+    assert entry.follow_ups[0].text == later.text and entry.follow_ups[0].nlu == later.nlu
