@@ -9,6 +9,8 @@ from operators.base import Operator
 from operators.protocols import OperatorContext
 from schemas import AuthorizedTurn, Emitted, Escalation, EventAction, GuardedTurn, RawConversationEvent, RoutedTurn
 
+VERIFY_TOOL = "crm.verify_identity"
+
 PRIORITY_BY_REASON = {
     "keyword_trigger": "high",
     "negative_sentiment": "high",
@@ -42,13 +44,17 @@ class Escalate(Operator[RoutedTurn, Emitted]):
         now = ctx.clock.now()
         reason, detail = record.route.reason, record.route.detail
         prepared = []
+        task_intent = None
         if isinstance(record, GuardedTurn) and record.guard.branch == "block":
             reason, detail = "policy_block", record.guard.reason
         elif isinstance(record, AuthorizedTurn) and record.authorization.branch == "block":
             detail = record.authorization.reason
             reason = "needs_approval" if detail.startswith("needs_approval") else "policy_block"
             if reason == "needs_approval":  # what a human approves with one click, keys and all
-                prepared = [s for s in [*record.plan.steps, *record.plan.pending_steps] if s.writes]
+                # the identity check planned for this turn has not run: the approval runs it first
+                steps = [*record.plan.steps, *record.plan.pending_steps]
+                prepared = [s for s in steps if s.writes or s.name == VERIFY_TOOL]
+                task_intent = record.plan.intent
         message = record.message
         escalation_id = escalation_id_for(message.message_id)
         follow_up = reason == "with_human" and record.session.escalated
@@ -87,6 +93,7 @@ class Escalate(Operator[RoutedTurn, Emitted]):
             slots={**record.session.slots, **(record.session.task.slots if record.session.task else {})},
             recommended_actions=[f"answer intent {record.nlu.intent}"] if record.nlu.intent != "out_of_scope" else [],
             prepared_actions=prepared,
+            task_intent=task_intent,
             created_at=now,
         )
         status = "follow_up" if follow_up else "queued"

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from connectors.protocols import ToolCall, ToolError
 from operators.base import Operator, OperatorConfig
-from operators.protocols import OperatorContext
+from operators.protocols import OperatorContext, ToolSource
 from schemas import ActionCall, ActionResult, AuthorizedTurn, ExecutedTurn, Reply, SessionContext
 
 VERIFY_TOOL = "crm.verify_identity"
@@ -48,11 +48,9 @@ class Execute(Operator[AuthorizedTurn, ExecutedTurn]):
             variables.setdefault("customer_name", record.profile.display_name)
         results: list[ActionResult] = []
         outcome = "succeeded"
+        cfg: ExecuteConfig = self.config  # type: ignore[assignment]
         for step in record.plan.steps:
-            result = await self._call(step, record.message.customer_id, ctx)
-            if step.name == VERIFY_TOOL and result.status == "succeeded" and not result.result.get("verified"):
-                result = result.model_copy(update={"status": "failed", "error_kind": "unverified",
-                                                   "error": "the details do not match the account"})  # fmt: skip
+            result = await call_action(step, record.message.customer_id, ctx.tools, cfg)
             results.append(result)
             if result.status != "succeeded":
                 outcome = "failed" if result.error_kind in (None, "unavailable") else result.error_kind
@@ -68,26 +66,6 @@ class Execute(Operator[AuthorizedTurn, ExecutedTurn]):
         confidence = record.nlu.confidence if outcome == "succeeded" else 0.0
         reply = Reply(text=text, confidence=min(1.0, max(0.0, confidence)))
         return ExecutedTurn(**{**dict(record), "session": session}, results=results, reply=reply)
-
-    async def _call(self, step: ActionCall, customer_id: str, ctx: OperatorContext) -> ActionResult:
-        cfg: ExecuteConfig = self.config  # type: ignore[assignment]
-        tool = await ctx.tools.get(step.name) if ctx.tools is not None else None
-        if tool is None:
-            return _failed(step, "unavailable", f"no connector offers {step.name}")
-        call = ToolCall(step.name, dict(step.arguments), customer_id, step.idempotency_key)
-        for attempt in range(cfg.retries + 1):
-            try:
-                result = await asyncio.wait_for(tool.call(call), cfg.timeout_s)
-                return ActionResult(name=step.name, idempotency_key=step.idempotency_key, status="succeeded",
-                                    result=result)  # fmt: skip
-            except ToolError as exc:
-                if exc.kind != "unavailable" or attempt == cfg.retries:
-                    return _failed(step, exc.kind, exc.message)
-            except TimeoutError:
-                if attempt == cfg.retries:
-                    return _failed(step, "unavailable", f"{step.name} timed out after {cfg.timeout_s:g}s")
-            await asyncio.sleep(cfg.retry_backoff_s * 2**attempt)
-        return _failed(step, "unavailable", "retries exhausted")
 
     def _update_task(self, session: SessionContext, record: AuthorizedTurn, outcome: str) -> None:
         """What the task waits for next; turns without progress count towards a hand-over (`route`)."""
@@ -106,6 +84,39 @@ class Execute(Operator[AuthorizedTurn, ExecutedTurn]):
             session.failed_turns += 1  # asked for the same thing again and again
         else:
             session.failed_turns = 0
+
+
+async def call_action(step: ActionCall, customer_id: str, tools: ToolSource | None, cfg: ExecuteConfig) -> ActionResult:
+    """Run one step through the tool registry: timeout per call, retries while the backend is unavailable.
+
+    A verification whose details do not match counts as failed (`unverified`). Shared by `execute`
+    and the workspace's approval of prepared actions, so both act the same way with the same keys.
+    """
+    result = await _call_once(step, customer_id, tools, cfg)
+    if step.name == VERIFY_TOOL and result.status == "succeeded" and not result.result.get("verified"):
+        result = result.model_copy(update={"status": "failed", "error_kind": "unverified",
+                                           "error": "the details do not match the account"})  # fmt: skip
+    return result
+
+
+async def _call_once(step: ActionCall, customer_id: str, tools: ToolSource | None, cfg: ExecuteConfig) -> ActionResult:
+    tool = await tools.get(step.name) if tools is not None else None
+    if tool is None:
+        return _failed(step, "unavailable", f"no connector offers {step.name}")
+    call = ToolCall(step.name, dict(step.arguments), customer_id, step.idempotency_key)
+    for attempt in range(cfg.retries + 1):
+        try:
+            result = await asyncio.wait_for(tool.call(call), cfg.timeout_s)
+            return ActionResult(name=step.name, idempotency_key=step.idempotency_key, status="succeeded",
+                                result=result)  # fmt: skip
+        except ToolError as exc:
+            if exc.kind != "unavailable" or attempt == cfg.retries:
+                return _failed(step, exc.kind, exc.message)
+        except TimeoutError:
+            if attempt == cfg.retries:
+                return _failed(step, "unavailable", f"{step.name} timed out after {cfg.timeout_s:g}s")
+        await asyncio.sleep(cfg.retry_backoff_s * 2**attempt)
+    return _failed(step, "unavailable", "retries exhausted")
 
 
 FALLBACK_REPLIES = {

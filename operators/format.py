@@ -6,7 +6,7 @@ import hashlib
 import html
 import re
 import textwrap
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -75,25 +75,7 @@ class Format(Operator[GuardedTurn, FormattedTurn]):
     async def run(self, record: GuardedTurn, ctx: OperatorContext) -> FormattedTurn:
         cfg: FormatConfig = self.config  # type: ignore[assignment]
         message = record.message
-        text = record.reply.text.strip()
-        subject: str | None = None
-        html_body: str | None = None
-        content_format = "text"
-        match message.channel:
-            case "sms":
-                parts = split_segments(text, sms_segment_size(text))
-            case "whatsapp":
-                parts = split_segments(text, cfg.whatsapp_limit)
-            case "slack":
-                parts, content_format = split_segments(text, cfg.slack_limit), "markdown"
-            case "voice":
-                text = voice_form(text, cfg.voice_limit)
-                parts = [text]
-            case "email":
-                text = f"Hello,\n\n{text}\n\n{cfg.email_signature}"
-                parts, subject, html_body = [text], "Re: your message to support", email_html(text)
-            case _:
-                parts, content_format = [text], "markdown"
+        shaped = shape_for_channel(message.channel, record.reply.text, cfg)
         outbound = OutboundMessage(
             reply_id=reply_id_for(message.message_id),
             in_reply_to=message.message_id,
@@ -101,11 +83,35 @@ class Format(Operator[GuardedTurn, FormattedTurn]):
             customer_id=message.customer_id,
             channel=message.channel,
             recipient=message.reply_to or message.sender,
-            text=text,
-            parts=parts,
-            content_format=content_format,  # type: ignore[arg-type]
-            subject=subject,
-            html=html_body,
+            **shaped,
             created_at=ctx.clock.now(),
         )
         return FormattedTurn(**dict(record), outbound=outbound)
+
+
+def shape_for_channel(channel: str, text: str, cfg: FormatConfig | None = None) -> dict[str, Any]:
+    """The OutboundMessage fields that depend on the channel: text, parts, content_format, subject, html.
+
+    Shared by `format` and the human replies of the workspace, so a person's reply is shaped like the agent's.
+    """
+    cfg = cfg or FormatConfig()
+    text = text.strip()
+    subject: str | None = None
+    html_body: str | None = None
+    content_format = "text"
+    match channel:
+        case "sms":
+            parts = split_segments(text, sms_segment_size(text))
+        case "whatsapp":
+            parts = split_segments(text, cfg.whatsapp_limit)
+        case "slack":
+            parts, content_format = split_segments(text, cfg.slack_limit), "markdown"
+        case "voice":
+            text = voice_form(text, cfg.voice_limit)
+            parts = [text]
+        case "email":
+            text = f"Hello,\n\n{text}\n\n{cfg.email_signature}"
+            parts, subject, html_body = [text], "Re: your message to support", email_html(text)
+        case _:
+            parts, content_format = [text], "markdown"
+    return {"text": text, "parts": parts, "content_format": content_format, "subject": subject, "html": html_body}

@@ -16,7 +16,7 @@ from typing import ClassVar
 from operators._policy import check_reply_pii, screen_input
 from operators.base import Operator, OperatorConfig
 from operators.protocols import OperatorContext
-from schemas import ExecutedTurn, GuardedTurn, GuardVerdict
+from schemas import ActionResult, ExecutedTurn, GuardedTurn, GuardVerdict
 
 PLACEHOLDER = re.compile(r"\{\{?\s*[A-Za-z_][\w .]*\}\}?")
 
@@ -42,24 +42,37 @@ class Guard(Operator[ExecutedTurn, GuardedTurn]):
 
     def verdict(self, turn: ExecutedTurn) -> GuardVerdict:
         cfg: GuardConfig = self.config  # type: ignore[assignment]
-        reply = turn.reply.text.strip()
-        if not reply:
-            return GuardVerdict(branch="block", reason="empty reply")
-        if PLACEHOLDER.search(reply):
-            return GuardVerdict(branch="block", reason="reply has an unfilled placeholder")
-        broken = [r.name for r in turn.results if r.status == "failed" and r.error_kind in (None, "unavailable")]
-        if broken:
-            return GuardVerdict(branch="block", reason=f"action failed on the backend: {', '.join(broken)}")
-        finding = screen_input(turn.message.text)
-        if finding is not None:
-            return GuardVerdict(branch="block", reason=f"{finding.kind}: {finding.reason}")
-        if cfg.check_reply_pii:
-            said = [h.text for h in turn.session.history if h.role == "customer"] + [turn.message.text]
-            own = _profile_values(turn)
-            pii = check_reply_pii(reply, said, own)
-            if pii is not None:
-                return GuardVerdict(branch="block", reason=f"reply PII: {pii.reason}")
-        return GuardVerdict(branch="pass")
+        said = [h.text for h in turn.session.history if h.role == "customer"] + [turn.message.text]
+        problem = reply_problem(turn.reply.text, turn.results, turn.message.text, said, _profile_values(turn),
+                                check_pii=cfg.check_reply_pii)  # fmt: skip
+        return GuardVerdict(branch="block", reason=problem) if problem else GuardVerdict(branch="pass")
+
+
+def reply_problem(
+    reply: str,
+    results: list[ActionResult],
+    message_text: str,
+    customer_texts: list[str],
+    own_values: list[str],
+    check_pii: bool = True,
+) -> str | None:
+    """Why this reply may not leave, or None. Shared by `guard` and the workspace's approval outcome."""
+    reply = reply.strip()
+    if not reply:
+        return "empty reply"
+    if PLACEHOLDER.search(reply):
+        return "reply has an unfilled placeholder"
+    broken = [r.name for r in results if r.status == "failed" and r.error_kind in (None, "unavailable")]
+    if broken:
+        return f"action failed on the backend: {', '.join(broken)}"
+    finding = screen_input(message_text)
+    if finding is not None:
+        return f"{finding.kind}: {finding.reason}"
+    if check_pii:
+        pii = check_reply_pii(reply, customer_texts, own_values)
+        if pii is not None:
+            return f"reply PII: {pii.reason}"
+    return None
 
 
 def _profile_values(turn: ExecutedTurn) -> list[str]:

@@ -388,7 +388,7 @@ def run_agent_eval(base: Settings, conversations: int, concurrency: int, console
     with tempfile.TemporaryDirectory(prefix="supportflow-eval-") as tmp:
         settings = base.model_copy(update={"data_dir": Path(tmp), "http_port": 0})
         with console.status("starting a fresh embedded stack (broker, Triton, PostgreSQL with the demo shop)…"):
-            stack = Stack(settings).start()
+            stack = Stack(settings, with_workspace=False).start()
         try:
             assert stack.ingress is not None and stack.settings.database_url is not None
             dsn = stack.settings.database_url.get_secret_value()

@@ -137,7 +137,7 @@ def _phase(
 ) -> tuple[dict[str, Any], dict[str, Any], int]:
     """One measured run on a freshly started stack, after a short warm-up."""
     with console.status("starting the embedded stack…"):
-        stack = Stack(settings, with_sinks=False).start(with_ingress=False)  # the stream alone; sinks: bench/*
+        stack = Stack(settings, with_sinks=False, with_workspace=False).start(with_ingress=False)  # the stream alone
     try:
         conf = stack.settings.kafka_client_config()
         reader = make_reader(conf, ["sf.outbound", "sf.escalations"], from_beginning=False, fetch_max_wait_ms=10)

@@ -148,6 +148,12 @@ def run(
                 "voice replies the call did not speak)",
                 soft_wrap=True,
             )
+        if stack.workspace_url:
+            console.print(f"  workspace      {stack.workspace_url}  (human agents: live queue, replies, approvals)")
+            if stack.demo_passwords:
+                _print_demo_agents(stack.agents_file or Path("?"), stack.demo_passwords)
+            else:
+                console.print(f"                 sign in as an agent of {stack.agents_file}")
         console.print("Ctrl-C stops everything.")
         stack.write_state(f"http://{s.http_host}:{http_port}")
         uvicorn.run(
@@ -215,7 +221,7 @@ def chat(
     stack: Stack | None = None
     target = url or running_ingress_url(s)
     if target is None:
-        stack = Stack(s)
+        stack = Stack(s, with_workspace=False)
         with console.status("no running stack found; starting the embedded one…"):
             stack.start(ingress_port=0)
         assert stack.ingress is not None
@@ -1137,6 +1143,65 @@ def email_run(
     _email_channel(
         "email run", True, True, host=host, port=port, ready_file=ready_file, free_port_if_busy=free_port_if_busy
     )
+
+
+workspace_app = typer.Typer(
+    help=(
+        "The agent workspace: a web page where human agents sign in, take escalated conversations from a live "
+        "queue, reply, approve or reject prepared actions, transfer and resolve.\n\n"
+        "Without a subcommand it serves the page and runs the escalation router (needs KAFKA_BOOTSTRAP_SERVERS; "
+        "`supportflow run` starts it for you). Agents come from settings.workspace_agents_file (YAML: agent_id, "
+        "display_name, role agent|supervisor, skills, languages, capacity, queues, password_hash); unset, a demo "
+        "team with random passwords is written to the data dir on first start and the passwords are printed once."
+    ),
+    invoke_without_command=True,
+)
+app.add_typer(workspace_app, name="workspace")
+
+
+@workspace_app.callback()
+def workspace(
+    ctx: typer.Context,
+    port: Annotated[
+        Optional[int], typer.Option(help="HTTP port (default: settings.workspace_port; 0 picks a free one).")
+    ] = None,
+    ready_file: Annotated[Optional[Path], typer.Option(help="Written once the page and the router serve.")] = None,
+) -> None:
+    """Serve the workspace page (http://<workspace_host>:<workspace_port>/workspace) and run the router."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from pipelines.workspace import agents_file_for, serve_workspace
+
+    s = cluster_settings("workspace")
+    path, passwords = agents_file_for(s)
+    if passwords:
+        _print_demo_agents(path, passwords)
+    serve_workspace(s, ready_file, port)
+
+
+def _print_demo_agents(path: Path, passwords: dict[str, str]) -> None:
+    console.print(f"  agents         demo team written to {path} (shown once; change with `workspace hash-password`):")
+    for agent_id, password in passwords.items():
+        console.print(f"                 {agent_id:<6} {escape(password)}")
+
+
+@workspace_app.command("hash-password")
+def workspace_hash_password(
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input instead of a prompt.")
+    ] = False,
+) -> None:
+    """Print the scrypt hash of a password, for an agent's `password_hash` in the agents file."""
+    from connectors.workspace.auth import hash_password
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 8:
+        err.print("[red]a password needs at least 8 characters[/red]")
+        raise typer.Exit(2)
+    print(hash_password(password))
 
 
 def entrypoint() -> None:

@@ -41,7 +41,7 @@ def percentile(values: list[float], q: float) -> float:
 def play_demo(settings: Settings, console: Console | None) -> dict[str, Any]:
     """Run the script; print each exchange when `console` is given; return the summary."""
     say = console.print if console else (lambda *a, **k: None)
-    stack = Stack(settings)
+    stack = Stack(settings, with_workspace=False)
     if console:
         with console.status("starting the embedded stack…"):
             stack.start(ingress_port=0)

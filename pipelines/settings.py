@@ -175,6 +175,25 @@ class Settings(BaseSettings):
         default=1.0, ge=0, le=60, description="least time between two messages to one recipient (SMS, WhatsApp)"
     )
 
+    # the agent workspace (`supportflow workspace`, started by `supportflow run`; connectors/workspace/auth.py)
+    workspace_host: str = Field(default="127.0.0.1", description="the workspace web page listens here")
+    workspace_port: int = Field(default=8081, ge=0, le=65535, description="its port; 0 picks a free one")
+    workspace_agents_file: Path | None = Field(
+        default=None,
+        description="YAML list of agents (AgentSpec, scrypt password hashes); unset: data_dir/workspace-agents.yaml, "
+        "written with a demo team and random passwords on first start",
+    )
+    workspace_secret: SecretStr | None = Field(
+        default=None,
+        description="signs the agents' session tokens (JWT HS256, 32+ bytes); unset: a random key per workspace "
+        "process (its restart signs everyone out)",
+    )
+    workspace_token_ttl_s: float = Field(default=8 * 3600, gt=0, le=7 * 86400, description="a sign-in lasts this long")
+    workspace_login_max_failures: int = Field(
+        default=5, ge=1, le=1000, description="wrong passwords per agent id or client address before logins pause"
+    )
+    workspace_login_window_s: float = Field(default=300.0, gt=0, description="the window those failures count in")
+
     # email channel (connectors/channels/email.py): the inbound SMTP listener and the outbound relay
     smtp_listen_host: str = Field(
         default="127.0.0.1", description="the SMTP listener (`supportflow run`, `supportflow email serve`) listens here"
@@ -247,11 +266,6 @@ class Settings(BaseSettings):
     )
 
     # agent workspace: the escalation router (pipelines/escalation_router.py, connectors/workspace/router.py)
-    workspace_agents_file: Path | None = Field(
-        default=None,
-        description="YAML of the human agents (`agents: [{agent_id, skills, languages, capacity, queues, ...}]`); "
-        "unset: no agents, escalations wait and customers are told so",
-    )
     workspace_priority: PriorityRule = Field(
         default_factory=PriorityRule,
         description="order of waiting escalations: tier_weights + severity_weights + per_waited_minute × minutes "
@@ -289,6 +303,13 @@ class Settings(BaseSettings):
         if not sep or not host or not port.isdigit():
             raise ValueError(f"expected host:port of Triton's gRPC endpoint, got {value.strip()!r}")
         return value.strip().removeprefix("grpc://")
+
+    @field_validator("workspace_secret")
+    @classmethod
+    def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("the workspace secret needs at least 32 bytes (e.g. `openssl rand -hex 32`)")
+        return value
 
     @field_validator("webchat_secret", "customer_token_secret")
     @classmethod

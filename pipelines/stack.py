@@ -44,7 +44,7 @@ class WorkerProcess:
 
     @property
     def name(self) -> str:
-        names = {-1: "the sink process", -2: "the channel senders", -3: "the email channel"}
+        names = {-1: "the sink process", -2: "the channel senders", -3: "the email channel", -4: "the agent workspace"}
         return names.get(self.index, f"worker {self.index}")
 
 
@@ -78,9 +78,16 @@ class Stack:
     `with_sinks=False` leaves the stores out, for runs that measure the stream alone.
     """
 
-    def __init__(self, settings: Settings, workers: int | None = None, with_sinks: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, workers: int | None = None, with_sinks: bool = True, with_workspace: bool = True
+    ) -> None:
         self.settings = settings
         self.with_sinks = with_sinks
+        self.with_workspace = with_workspace
+        self.workspace: WorkerProcess | None = None
+        self.workspace_url: str | None = None
+        self.demo_passwords: dict[str, str] | None = None
+        self.agents_file: Path | None = None
         self.postgres: EmbeddedPostgres | None = None
         self.triton: EmbeddedTriton | None = None
         self.seeded = False
@@ -122,6 +129,8 @@ class Stack:
                 self.sink = self.start_sink()
                 self.senders = self.start_senders()
                 self.email = self.start_email()
+            if self.with_workspace:
+                self.workspace = self.start_workspace()
             self.wait_ready()
             if self.email is not None:
                 self.email_port = int(self.email.ready_file.read_text().strip())
@@ -241,6 +250,53 @@ class Stack:
         process = spawn(argv, log_file, env={**self.worker_env(), **self.store_env()})
         return WorkerProcess(-2, process, ready_file, log_file)
 
+    def start_workspace(self) -> WorkerProcess:
+        """The agent workspace (page + escalation router); a demo agents file on first start (passwords kept
+        in `demo_passwords` for the console, once)."""
+        from pipelines.workspace import agents_file_for
+
+        self.agents_file, self.demo_passwords = agents_file_for(self.settings)
+        port = self.settings.workspace_port or free_port()
+        if not _port_free(self.settings.workspace_host, port):
+            log.warning("workspace port %d is taken; the workspace serves on a free port instead", port)
+            port = free_port()
+        self.workspace_url = f"http://{self.settings.workspace_host}:{port}/workspace"
+        ready_file = self.data_dir / "run" / "workspace.ready"
+        ready_file.unlink(missing_ok=True)
+        log_file = self.log_dir / "workspace.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "workspace",
+            "--port",
+            str(port),
+            "--ready-file",
+            str(ready_file),
+        ]
+        env = {**self.worker_env(), **self.store_env(), **self.workspace_env()}
+        process = spawn(argv, log_file, env=env)
+        return WorkerProcess(-4, process, ready_file, log_file)
+
+    def workspace_env(self) -> dict[str, str]:
+        s = self.settings
+        env = {
+            "SUPPORTFLOW_WORKSPACE_HOST": s.workspace_host,
+            "SUPPORTFLOW_WORKSPACE_AGENTS_FILE": str(self.agents_file),
+            "SUPPORTFLOW_WORKSPACE_TOKEN_TTL_S": str(s.workspace_token_ttl_s),
+            "SUPPORTFLOW_WORKSPACE_LOGIN_MAX_FAILURES": str(s.workspace_login_max_failures),
+            "SUPPORTFLOW_WORKSPACE_LOGIN_WINDOW_S": str(s.workspace_login_window_s),
+        }
+        env["SUPPORTFLOW_WORKSPACE_PRIORITY"] = s.workspace_priority.model_dump_json()
+        env["SUPPORTFLOW_WORKSPACE_QUEUE_BY_SKILL"] = json.dumps(s.workspace_queue_by_skill)
+        env["SUPPORTFLOW_WORKSPACE_HANDLE_TIME_S"] = str(s.workspace_handle_time_s)
+        env["SUPPORTFLOW_HUMAN_WAIT_TIMEOUT_S"] = str(s.human_wait_timeout_s)
+        if s.workspace_secret is not None:
+            env["SUPPORTFLOW_WORKSPACE_SECRET"] = s.workspace_secret.get_secret_value()
+        if s.public_base_url is not None:
+            env["SUPPORTFLOW_PUBLIC_BASE_URL"] = s.public_base_url
+        return env
+
     def start_email(self) -> WorkerProcess:
         """The email channel: the SMTP listener and the email sender (relay, or the outbox table).
 
@@ -311,7 +367,7 @@ class Stack:
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         deadline = time.monotonic() + timeout_s
-        services = [self.sink, self.senders, self.email]
+        services = [self.sink, self.senders, self.email, self.workspace]
         for worker in [*self.workers, *(service for service in services if service is not None)]:
             while not worker.ready_file.exists():
                 if worker.process.poll() is not None:
@@ -334,6 +390,9 @@ class Stack:
             self.ingress.stop()
             self.ingress = None
             (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+        if self.workspace is not None:  # first: it writes to the topics the others read
+            stop(self.workspace.process, timeout_s=15)
+            self.workspace = None
         if self.email is not None:  # no more mail in; the replies already in hand are finished
             stop(self.email.process, timeout_s=15)
             self.email = None
@@ -394,6 +453,18 @@ async def _seed_demo_backend(dsn: str) -> bool:
         return True
     finally:
         await conn.close()
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def running_stack_state(settings: Settings) -> dict[str, object] | None:

@@ -65,7 +65,12 @@ class Escalation(Record):
     slots: dict[str, str] = Field(default_factory=dict)
     recommended_actions: list[str] = Field(default_factory=list)
     prepared_actions: list[ActionCall] = Field(
-        default_factory=list, description="actions the agent prepared but may not run alone (e.g. a large refund)"
+        default_factory=list,
+        description="actions the agent prepared but may not run alone (e.g. a large refund), in order; an identity "
+        "check the turn planned but did not run yet comes first",
+    )
+    task_intent: str | None = Field(
+        default=None, description="the intent of the task the prepared actions belong to (the policy's allow-list)"
     )
     created_at: datetime = Field(default_factory=utcnow)
 

@@ -360,7 +360,8 @@ class EscalationRouter:
             self._touch(entry.key())
             self._customer_choice(entry, esc, now)
             return self._rows()
-        skill = (esc.nlu.intent if esc.nlu is not None else "unknown").lower()
+        # the task's intent when the agent prepared actions (its last message may be just "94107")
+        skill = (esc.task_intent or (esc.nlu.intent if esc.nlu is not None else "unknown")).lower()
         category = self.categories.get(skill, "")
         entry = QueueEntry(
             escalation_id=esc.escalation_id,

@@ -220,6 +220,8 @@ def test_run_serves_chat_and_ctrl_c_leaves_no_process_behind(tmp_path):
         assert process.returncode == 0, output[-2000:]
         assert "supportflow is running" in output and "stopped." in output
         assert "NLU model served by the embedded tritonserver" in output
+        assert "/workspace  (human agents" in output and "demo team written to" in output, "where agents sign in"
+        assert (tmp_path / "workspace-agents.yaml").exists()
         email = re.search(
             r"email +smtp://127\.0\.0\.1:(\d+) for support@example\.com; replies go to the outbox", output
         )
