@@ -39,6 +39,7 @@ class ConversationView:
     def __init__(self, max_conversations: int = 10_000, max_items: int = 200) -> None:
         self._conversations: OrderedDict[str, _Conversation] = OrderedDict()
         self._answers: OrderedDict[str, ViewItem] = OrderedDict()
+        self._escalations: OrderedDict[str, ViewItem] = OrderedDict()
         self._waiters: dict[str, list[asyncio.Future[ViewItem]]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._sender_conversation: OrderedDict[str, str] = OrderedDict()
@@ -57,6 +58,8 @@ class ConversationView:
             queue.put_nowait(item)
         if item.in_reply_to and item.kind != "message":
             self._remember(self._answers, item.in_reply_to, item, self.max_conversations * 10)
+            if item.kind == "escalation":
+                self._remember(self._escalations, item.in_reply_to, item, self.max_conversations * 10)
             for waiter in self._waiters.pop(item.in_reply_to, []):
                 if not waiter.done():
                     waiter.set_result(item)
@@ -100,6 +103,10 @@ class ConversationView:
     def conversation(self, conversation_id: str) -> list[ViewItem] | None:
         found = self._conversations.get(conversation_id)
         return list(found.items) if found else None
+
+    def escalation(self, message_id: str) -> ViewItem | None:
+        """The message's hand-over to a human, if it had one, whatever replies (notices) followed it."""
+        return self._escalations.get(message_id)
 
     async def answer(self, message_id: str, timeout_s: float) -> ViewItem | None:
         """The reply or escalation for a message, waiting up to `timeout_s` for it."""

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from operators.base import Operator, OperatorConfig
 from operators.protocols import OperatorContext
-from schemas import Message, RawInbound, contact_key
+from schemas import CHANNEL_META_KEYS, Message, RawInbound, contact_key
 
 SEEN_PROVIDER_IDS_KEPT = 500
 
@@ -31,6 +31,8 @@ class Normalize(Operator[RawInbound, Message]):
     otherwise the identity map; otherwise a stable id derived from the address.
     Provider retries (same provider message id, new ingress message id) are dropped here; a replay
     of the very same record (same message id) after a crash is not a retry and passes.
+    The payload's few keys worth keeping (`CHANNEL_META_KEYS`: a call's sid, recording URL and
+    transcription confidence) ride along as `channel_meta`; the rest of the payload stays behind.
     """
 
     name = "normalize"
@@ -79,6 +81,7 @@ class Normalize(Operator[RawInbound, Message]):
             text=text,
             content_type="text" if text else "empty",
             provider_message_id=record.provider_message_id,
+            channel_meta={k: str(record.payload[k])[:2000] for k in CHANNEL_META_KEYS if record.payload.get(k)},
             reply_to=record.reply_to,
             received_at=record.received_at,
             normalized_at=ctx.clock.now(),

@@ -1,4 +1,7 @@
-"""`supportflow senders`: deliver the replies on `sf.outbound` to SMS, WhatsApp, Slack, Teams (voice: outbox).
+"""`supportflow senders`: deliver the replies on `sf.outbound` to SMS, WhatsApp, Slack, Teams (and voice's outbox).
+
+Voice replies are spoken within the call by the ingress; this process keeps in the outbox only
+those the call did not speak (connectors/channels/outbox.py, `CallOutbox`).
 
 It is a sink like the others (pipelines/sinks.py's SinkRunner: read a batch, deliver it whole,
 then commit), so a crash replays the batch; the delivery ledger (connectors/channels/outbox.py)
@@ -30,9 +33,10 @@ from pathlib import Path
 import asyncpg
 from prometheus_client import Counter
 
+from connectors.channels import twilio as twilio_channel
 from connectors.channels.email import EmailOutbox, EmailSender, RelayConfig
 from connectors.channels.email_threading import ThreadStore
-from connectors.channels.outbox import DeliveryLedger, Outbox
+from connectors.channels.outbox import CallOutbox, DeliveryLedger, Outbox
 from connectors.channels.senders import (
     MetaWhatsAppSender,
     PermanentSendError,
@@ -72,7 +76,8 @@ SENDER_CHANNELS = ("sms", "whatsapp", "slack", "teams", "voice")  # `supportflow
 
 CHANNEL_SENDS = Counter(
     "supportflow_channel_sends_total",
-    "Replies the channel senders handled, by outcome (delivered, outbox, duplicate, retried, dead_lettered, skipped).",
+    "Replies the channel senders handled, by outcome (delivered, in_call, outbox, duplicate, retried, dead_lettered, "
+    "skipped).",
     ["channel", "outcome"],
 )
 
@@ -91,7 +96,8 @@ def delivery_targets(settings: Settings) -> dict[str, str]:
         "whatsapp": whatsapp,
         "slack": "slack" if settings.slack_bot_token else "outbox",
         "teams": "teams" if settings.teams_app_id and settings.teams_app_password else "outbox",
-        "voice": "outbox",  # no voice provider yet: what the call would have said is kept
+        # spoken within the call by the ingress; what came too late for the call is kept in the outbox
+        "voice": "call",
         "email": "smtp" if settings.smtp_relay_host else "outbox",
     }
 
@@ -99,11 +105,11 @@ def delivery_targets(settings: Settings) -> dict[str, str]:
 def outbox_channels(settings: Settings) -> list[str]:
     """The channels with a provider that is not configured, so their replies land in the outbox instead.
 
-    All of them in the embedded default; none once every provider has credentials. Voice, which
-    has no provider yet and always goes to the outbox, is not counted.
+    All of them in the embedded default; none once every provider has credentials. Voice is
+    answered within the call and keeps in the outbox only what the call missed: not counted.
     """
     targets = delivery_targets(settings)
-    return [channel for channel, target in targets.items() if target == "outbox" and channel != "voice"]
+    return [channel for channel, target in targets.items() if target == "outbox"]
 
 
 def build_routes(settings: Settings, pool: asyncpg.Pool) -> dict[str, Sender]:
@@ -119,10 +125,11 @@ def build_routes(settings: Settings, pool: asyncpg.Pool) -> dict[str, Sender]:
             whatsapp_from=settings.twilio_whatsapp_from,
             base_url=settings.twilio_api_base_url,
             min_interval_s=settings.sender_min_interval_s,
+            status_callback=settings.public_base_url + twilio_channel.STATUS_PATH if settings.public_base_url else None,
         )
         if not (settings.twilio_from_number or settings.twilio_whatsapp_from):
             log.warning("Twilio credentials are set but no sender number: SMS and WhatsApp go to the outbox")
-    providers: dict[str, Sender | None] = {"twilio": twilio, "outbox": outbox}
+    providers: dict[str, Sender | None] = {"twilio": twilio, "outbox": outbox, "call": CallOutbox(pool)}
     if targets["whatsapp"] == "meta":
         assert settings.meta_access_token and settings.meta_phone_number_id
         providers["meta"] = MetaWhatsAppSender(
@@ -236,7 +243,12 @@ class ChannelDelivery:
                 delay = min(delay * 2, self.retry_max_s)
                 continue
             await self.ledger.delivered(message.reply_id, provider_id)
-            CHANNEL_SENDS.labels(message.channel, "outbox" if sender.provider == "outbox" else "delivered").inc()
+            outcome = "delivered"
+            if provider_id.startswith("call:"):
+                outcome = "in_call"  # the ingress spoke it in the call
+            elif sender.provider == "outbox":
+                outcome = "outbox"
+            CHANNEL_SENDS.labels(message.channel, outcome).inc()
             self.delivered += 1
             return
 

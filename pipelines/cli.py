@@ -142,9 +142,10 @@ def run(
             )
             console.print(f"  email          {stack.email_summary()}", soft_wrap=True)
             console.print("  analytics      supportflow analytics report")
-            kept = [*outbox_channels(stack.settings), "voice"]
+            kept = ", ".join(outbox_channels(stack.settings)) or "no"
             console.print(
-                f"  outbox         supportflow outbox, or the demo page  ({', '.join(kept)} replies: no provider)",
+                f"  outbox         supportflow outbox, or the demo page  ({kept} replies: no provider; "
+                "voice replies the call did not speak)",
                 soft_wrap=True,
             )
         if stack.workspace_url:
@@ -343,7 +344,8 @@ def sink(
         typer.Option(help="Consumer group prefix (default <app_id>-sink); a second copy of a store needs its own."),
     ] = None,
 ) -> None:
-    """Write topics into the stores: messages, replies, escalations, events, profiles → Postgres; events → ClickHouse.
+    """Write topics into the stores: messages, replies, escalations, events, profiles, delivery statuses, call
+    recordings → Postgres; events → ClickHouse.
 
     Stores come from DATABASE_URL / CLICKHOUSE_URL, else the embedded defaults in the data dir.
     """
@@ -370,9 +372,10 @@ def senders(
         bool, typer.Option(help="Apply pending schema migrations first (the ledger and outbox tables).")
     ] = True,
 ) -> None:
-    """Deliver replies on sf.outbound to SMS/WhatsApp (Twilio, Meta), Slack, Teams; voice and unconfigured → outbox.
+    """Deliver replies on sf.outbound to SMS/WhatsApp (Twilio, Meta), Slack, Teams; unconfigured ones → outbox.
 
     Each reply is sent once (ledger: channel_deliveries in DATABASE_URL or the embedded PostgreSQL);
+    voice replies are spoken in the call by the ingress, only those the call missed go to the outbox;
     webchat, mobile, api and email replies are left to their own readers.
     """
     from pipelines.channel_senders import serve_senders
@@ -416,6 +419,47 @@ def outbox(
             escape(row.reply_id),
             str(len(row.parts)),
             escape(row.text if len(row.text) <= 80 else row.text[:79] + "…"),
+        )
+    console.print(table)
+
+
+@app.command()
+def deliveries(
+    limit: Annotated[int, typer.Option(min=1, help="Newest rows to show.")] = 20,
+    channel: Annotated[Optional[str], typer.Option(help="Only this channel (sms, whatsapp, slack, voice).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table.")] = False,
+) -> None:
+    """What the senders delivered, and what the provider reported since: each part's delivery status.
+
+    The ledger (channel_deliveries) joined with Twilio's status callbacks (delivery_statuses), by
+    message sid; a voice reply spoken in the call shows provider twilio-call.
+    """
+    from rich.table import Table
+
+    from connectors.channels.outbox import list_deliveries
+
+    async def job(conn: Any) -> Any:
+        return await list_deliveries(conn, limit, channel)
+
+    rows = _on_database(settings(), job)
+    if as_json:
+        print(json.dumps([row.to_json() for row in rows], indent=2))
+        return
+    if not rows:
+        console.print("no deliveries yet")
+        return
+    table = Table("claimed", "channel", "reply", "provider", "ledger", "provider status")
+    for row in rows:
+        reported = ", ".join(
+            f"{p['status']}" + (f" (error {p['error_code']})" if p["error_code"] is not None else "") for p in row.parts
+        )
+        table.add_row(
+            row.claimed_at.strftime("%Y-%m-%d %H:%M:%S"),
+            row.channel,
+            escape(row.reply_id),
+            row.provider,
+            row.status,
+            escape(reported or "—"),
         )
     console.print(table)
 

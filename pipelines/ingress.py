@@ -16,8 +16,8 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from connectors.channels import ChannelSecrets, webhook_routes
-from connectors.channels.outbox import list_outbox
+from connectors.channels import ChannelSecrets, VoiceCalls, webhook_routes
+from connectors.channels.outbox import list_outbox, mark_spoken
 from connectors.channels.session_tokens import CustomerTokens, SessionTokens
 from connectors.channels.webchat import WebChat
 from connectors.conversation_view import ConversationView
@@ -30,7 +30,7 @@ from connectors.snapshot_cache import InProcessSnapshotCache, RedisSnapshotCache
 from pipelines.channel_senders import outbox_channels
 from pipelines.settings import Settings
 from pipelines.topology import Topology
-from schemas import Escalation, Feedback, Message, OutboundMessage, RawInbound
+from schemas import CallRecording, DeliveryStatus, Escalation, Feedback, Message, OutboundMessage, RawInbound
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 DEMO_TOKEN_PLACEHOLDER = "__SUPPORTFLOW_CUSTOMER_TOKEN__"
@@ -160,10 +160,34 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
         teams_app_id=settings.teams_app_id,
         teams_openid_metadata_url=settings.teams_openid_metadata_url,
     )
+
+    async def spoken(reply_id: str, call_sid: str) -> None:
+        assert store is not None
+        await mark_spoken(await store.pool(), reply_id, call_sid)
+
+    voice = VoiceCalls(
+        answer=view.answer,
+        escalation=view.escalation,
+        wait_s=settings.voice_answer_wait_s,
+        rounds=settings.voice_wait_rounds,
+        transfer_to=settings.voice_transfer_to,
+        queue=settings.voice_queue,
+        record_calls=settings.voice_record_calls,
+        spoken=spoken if store is not None else None,
+    )
     # mounted after the API's own routes, which stay as they are; the same limiter keeps one
     # bucket per channel and sender whichever way a message came in
     app.router.routes.extend(
-        webhook_routes(secrets, producer.send, limiter, ingress_topic, settings.http_max_body_bytes)
+        webhook_routes(
+            secrets,
+            producer.send,
+            limiter,
+            voice,
+            ingress_topic=ingress_topic,
+            delivery_topic=topology.topic_for(DeliveryStatus),
+            recordings_topic=topology.topic_for(CallRecording),
+            max_body_bytes=settings.http_max_body_bytes,
+        )
     )
     app.state.view = view
     return app

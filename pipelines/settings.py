@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -239,6 +240,31 @@ class Settings(BaseSettings):
         default=None, description="Slack app signing secret: checks X-Slack-Signature on /webhooks/slack/events"
     )
 
+    # voice calls through Twilio (connectors/channels/routes.py): the answer is spoken within the call
+    voice_answer_wait_s: float = Field(
+        default=8.0,
+        gt=0,
+        lt=15,
+        description="how long a voice webhook waits for the turn's reply or escalation before answering 'one moment' "
+        "and redirecting to wait again; below Twilio's 15 s webhook timeout",
+    )
+    voice_wait_rounds: int = Field(
+        default=3, ge=0, le=10, description="'one moment' redirects before the caller is transferred to a human"
+    )
+    voice_transfer_to: str | None = Field(
+        default=None,
+        description="where an escalated call is dialled: an E.164 number (+15551234567) or a sip: URI; unset: the "
+        "caller is put in the Twilio queue voice_queue (<Enqueue>) for an agent to dequeue",
+    )
+    voice_queue: str = Field(
+        default="support", min_length=1, max_length=64, description="the Twilio queue escalated callers wait in"
+    )
+    voice_record_calls: bool = Field(
+        default=False,
+        description="record each call (<Start><Recording>); Twilio posts the recording URL to "
+        "/webhooks/twilio/recording and it is kept with the conversation. Tell callers they are recorded.",
+    )
+
     # agent workspace: the escalation router (pipelines/escalation_router.py, connectors/workspace/router.py)
     workspace_priority: PriorityRule = Field(
         default_factory=PriorityRule,
@@ -307,6 +333,18 @@ class Settings(BaseSettings):
         value = value.strip().rstrip("/")
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"expected http(s)://host[:port], got {value!r}")
+        return value
+
+    @field_validator("voice_transfer_to")
+    @classmethod
+    def _transfer_is_a_number_or_sip(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not re.fullmatch(r"\+[1-9]\d{6,14}", value) and not re.fullmatch(r"sips?:[^\s<>\"]+@[^\s<>\"]+", value):
+            raise ValueError(
+                f"expected an E.164 number (+15551234567) or a sip: URI (sip:queue@pbx.example.com), got {value!r}"
+            )
         return value
 
     @property

@@ -29,9 +29,11 @@ from pipelines.metrics import SINK_BATCH_SECONDS, SINK_RECORDS, SINK_WRITE_FAILU
 from pipelines.settings import Settings
 from pipelines.topology import Topology
 from schemas import (
+    CallRecording,
     ConversationEvent,
     CustomerProfile,
     DeadLetter,
+    DeliveryStatus,
     Escalation,
     Feedback,
     Message,
@@ -49,7 +51,16 @@ Writer = Callable[[str, Sequence[Record]], Awaitable[int]]
 
 # What each sink stores, by record type; the topology says which topic carries each type.
 SINK_RECORDS_BY_TARGET: dict[str, tuple[type[Record], ...]] = {
-    "postgres": (Message, OutboundMessage, Escalation, ConversationEvent, CustomerProfile, Feedback),
+    "postgres": (
+        Message,
+        OutboundMessage,
+        Escalation,
+        ConversationEvent,
+        CustomerProfile,
+        Feedback,
+        DeliveryStatus,
+        CallRecording,
+    ),
     "clickhouse": (ConversationEvent, Feedback),
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from schemas._base import Record
 from schemas.agent import ActionCall, ActionResult, GuardVerdict, Plan, Reply, RouteDecision, RouteReason
-from schemas.inbound import CHANNELS, Channel, Message, RawInbound, utcnow
+from schemas.inbound import CHANNEL_META_KEYS, CHANNELS, Channel, Message, RawInbound, utcnow
 from schemas.nlu import Entity, NluResult, Sentiment
 from schemas.outbound import (
     ConversationEvent,
@@ -23,6 +23,7 @@ from schemas.outbound import (
     RawConversationEvent,
 )
 from schemas.profile import ContactAddress, CustomerProfile, LifetimeSummary, contact_key
+from schemas.provider import STATUS_RANK, CallRecording, DeliveryStatus
 from schemas.session import HistoryTurn, SessionContext, TaskState
 from schemas.turn import (
     AuthorizedTurn,
@@ -39,17 +40,21 @@ from schemas.workspace import AgentSpec, AgentState, Presence, QueueEntry, Route
 
 __all__ = [
     "CHANNELS",
+    "CHANNEL_META_KEYS",
+    "STATUS_RANK",
     "ActionCall",
     "ActionResult",
     "AgentSpec",
     "AgentState",
     "AuthorizedTurn",
+    "CallRecording",
     "Channel",
     "ContactAddress",
     "ContextTurn",
     "ConversationEvent",
     "CustomerProfile",
     "DeadLetter",
+    "DeliveryStatus",
     "Emitted",
     "Entity",
     "Escalation",

@@ -11,6 +11,8 @@ from schemas._base import Record
 
 Channel = Literal["webchat", "mobile", "email", "sms", "whatsapp", "voice", "slack", "teams", "api"]
 CHANNELS: tuple[str, ...] = Channel.__args__  # type: ignore[attr-defined]
+# RawInbound.payload keys that normalize keeps on the Message (and the store in messages.channel_meta)
+CHANNEL_META_KEYS: tuple[str, ...] = ("call_sid", "recording_url", "recording_sid", "confidence")
 
 
 def utcnow() -> datetime:
@@ -54,6 +56,11 @@ class Message(Record):
     text: str
     content_type: Literal["text", "empty"] = "text"
     provider_message_id: str | None = None
+    channel_meta: dict[str, str] = Field(
+        default_factory=dict,
+        description="the channel's extras worth keeping with the message (CHANNEL_META_KEYS of the raw payload): "
+        "a call turn's call_sid, recording_url, confidence",
+    )
     reply_to: str | None = Field(default=None, description="the reply address when not `sender` (see RawInbound)")
     received_at: datetime
     normalized_at: datetime = Field(default_factory=utcnow)

@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from connectors.channels import meta, slack, teams, twilio
 from connectors.channels._common import REJECTIONS
-from connectors.channels.routes import ChannelSecrets, webhook_routes
+from connectors.channels.routes import ChannelSecrets, VoiceCalls, webhook_routes
 
-__all__ = ["REJECTIONS", "ChannelSecrets", "meta", "slack", "teams", "twilio", "webhook_routes"]
+__all__ = ["REJECTIONS", "ChannelSecrets", "VoiceCalls", "meta", "slack", "teams", "twilio", "webhook_routes"]

@@ -1,30 +1,62 @@
 """The webhook endpoints: verify the provider's signature first, then adapt, rate-limit and publish.
 
-Nothing reaches `sf.ingress` before the signature holds, and refused requests are not dead-lettered:
+Nothing reaches a topic before the signature holds, and refused requests are not dead-lettered:
 unsigned bodies are anyone's input, and keeping them would let a stranger fill the topic.
+
+A voice turn is answered within the call: the webhook publishes the transcript, waits (a bounded
+`VoiceCalls.wait_s`) for the turn's reply or escalation on the ingress's conversation view, and
+answers TwiML that speaks the reply, or transfers the caller to a person, or says "one moment" and
+redirects Twilio to `/webhooks/twilio/voice/wait` to wait again (`rounds` times, then a transfer).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from connectors.channels import meta, slack, teams, twilio
 from connectors.channels._common import not_configured, refuse
+from connectors.conversation_view import ViewItem
 from connectors.rate_limit import RateLimiter, retry_after_header
 from schemas import RawInbound
 
-__all__ = ["ChannelSecrets", "webhook_routes"]
+__all__ = ["ChannelSecrets", "VoiceCalls", "webhook_routes"]
+
+log = logging.getLogger("connectors.channels")
 
 Publish = Callable[[str, str | None, bytes], Awaitable[None]]
 TWIML = "application/xml"
+MAX_TURN = 10_000
+
+
+@dataclass(frozen=True)
+class VoiceCalls:
+    """How a call is answered: where answers come from, how long to wait, whom to transfer to.
+
+    `answer(message_id, timeout_s)` is the conversation view's wait for a message's reply or
+    escalation; `escalation(message_id)` its hand-over, if any, which wins over the notices a
+    workspace router sends after it (a call is transferred, not told its place in line).
+    `spoken(reply_id, call_sid)`, when set, records that a reply was spoken in the call (the
+    senders' ledger), so the senders do not keep it in the outbox as undelivered.
+    """
+
+    answer: Callable[[str, float], Awaitable[ViewItem | None]]
+    escalation: Callable[[str], ViewItem | None] = lambda _message_id: None
+    wait_s: float = 8.0
+    rounds: int = 3
+    transfer_to: str | None = None
+    queue: str = "support"
+    record_calls: bool = False
+    spoken: Callable[[str, str], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -44,15 +76,29 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _query_int(request: Request, name: str, low: int, high: int) -> int | None:
+    value = request.query_params.get(name)
+    if value is None or not value.isdigit():
+        return None
+    number = int(value)
+    return number if low <= number <= high else None
+
+
 def webhook_routes(
     secrets: ChannelSecrets,
     publish: Publish,
     limiter: RateLimiter,
+    voice: VoiceCalls,
     ingress_topic: str = "sf.ingress",
+    delivery_topic: str | None = "sf.delivery",
+    recordings_topic: str | None = "sf.recordings",
     max_body_bytes: int = 64_000,
     clock: Callable[[], float] = time.time,
 ) -> list[Route]:
-    """The provider routes, to mount next to the ingress API's own."""
+    """The provider routes, to mount next to the ingress API's own.
+
+    The status and recording callbacks are mounted only when the topology has a topic for them.
+    """
 
     async def read_body(request: Request) -> bytes | Response:
         declared = request.headers.get("content-length")
@@ -118,16 +164,96 @@ def webhook_routes(
             return _error(400, "not a Twilio messaging webhook: From and MessageSid are required")
         return await admit([raw]) or Response(twilio.empty_twiml(), media_type=TWIML)
 
+    def twiml(text: str) -> Response:
+        return Response(text, media_type=TWIML)
+
+    async def mark_spoken(reply_id: str, call_sid: str) -> None:
+        """Tell the senders' ledger; the caller heard the reply whether or not this works."""
+        if voice.spoken is None:
+            return
+        try:
+            await asyncio.wait_for(voice.spoken(reply_id, call_sid), timeout=2.0)
+        except Exception as exc:  # the ledger is bookkeeping: never fail the call over it
+            log.warning("voice: could not record reply %s as spoken in call %s: %s", reply_id, call_sid, exc)
+
+    async def answer_call(message_id: str, call_sid: str, turn: int, round_: int) -> Response:
+        """The TwiML for a turn: its reply spoken, a transfer, or "one moment" and a redirect to wait again."""
+        item = await voice.answer(message_id, voice.wait_s)
+        if item is not None and item.kind != "escalation":
+            item = voice.escalation(message_id) or item
+        if item is None:
+            if round_ >= voice.rounds:
+                log.warning("voice: no answer to %s after %d wait(s); transferring the caller", message_id, round_ + 1)
+                return twiml(twilio.transfer_twiml(voice.transfer_to, voice.queue, twilio.LATE_HANDOVER))
+            return twiml(twilio.hold_twiml(twilio.wait_url(message_id, turn, round_ + 1)))
+        if item.kind == "escalation":
+            return twiml(twilio.transfer_twiml(voice.transfer_to, voice.queue))
+        text = str(item.record.get("text") or "").strip()
+        if not text:  # nothing to say is no answer to give: a person takes it
+            return twiml(twilio.transfer_twiml(voice.transfer_to, voice.queue))
+        await mark_spoken(item.id, call_sid)
+        return twiml(twilio.gather_twiml(text, twilio.voice_action(turn + 1)))
+
+    def public_url(request: Request, path: str) -> str:
+        base = secrets.public_base_url or str(request.base_url).rstrip("/")
+        return base + path
+
     async def twilio_voice(request: Request) -> Response:
         params = await twilio_verified(request)
         if isinstance(params, Response):
             return params
+        turn = _query_int(request, "turn", 1, MAX_TURN)
         if not params.first("SpeechResult"):
-            return Response(twilio.gather_twiml(), media_type=TWIML)
-        raw = twilio.voice_to_raw(params)
+            # the call's first request (no turn yet) greets, and starts the recording if asked;
+            # a turn with nothing heard asks again for the same turn
+            recording = None
+            if voice.record_calls and turn is None and recordings_topic is not None:
+                recording = public_url(request, twilio.RECORDING_PATH)
+            return twiml(twilio.gather_twiml(twilio.GREETING, twilio.voice_action(turn or 1), recording))
+        raw = twilio.voice_to_raw(params, turn)
         if raw is None:
             return _error(400, "not a Twilio voice webhook: From and CallSid are required")
-        return await admit([raw]) or Response(twilio.gather_twiml(twilio.HANDLING), media_type=TWIML)
+        refused = await admit([raw])
+        if refused is not None:
+            return refused
+        return await answer_call(raw.message_id, str(raw.payload["call_sid"]), turn or 1, 0)
+
+    async def twilio_voice_wait(request: Request) -> Response:
+        params = await twilio_verified(request)
+        if isinstance(params, Response):
+            return params
+        message_id = request.query_params.get("message_id") or ""
+        call_sid = params.first("CallSid") or ""
+        turn = _query_int(request, "turn", 1, MAX_TURN)
+        round_ = _query_int(request, "round", 1, 100)
+        # the URL is ours (Twilio signed what we wrote), and a call only waits for its own turns
+        if not call_sid or not message_id.startswith(f"tw-{call_sid}-") or turn is None or round_ is None:
+            return _error(400, "not a redirect of ours: message_id of this CallSid, turn and round are required")
+        return await answer_call(message_id, call_sid, turn, round_)
+
+    async def twilio_status(request: Request) -> Response:
+        params = await twilio_verified(request)
+        if isinstance(params, Response):
+            return params
+        try:
+            status = twilio.status_from_form(params)
+        except ValidationError as exc:
+            return _error(400, f"not a Twilio message status callback: {_fields(exc)}")
+        assert delivery_topic is not None
+        await publish(delivery_topic, status.partition_key(), status.to_bytes())
+        return Response(status_code=204)
+
+    async def twilio_recording(request: Request) -> Response:
+        params = await twilio_verified(request)
+        if isinstance(params, Response):
+            return params
+        try:
+            recording = twilio.recording_from_form(params)
+        except ValidationError as exc:
+            return _error(400, f"not a Twilio recording status callback: {_fields(exc)}")
+        assert recordings_topic is not None
+        await publish(recordings_topic, recording.partition_key(), recording.to_bytes())
+        return Response(status_code=204)
 
     async def meta_handshake(request: Request) -> Response:
         if secrets.meta_verify_token is None:
@@ -192,11 +318,22 @@ def webhook_routes(
     if secrets.teams_app_id:
         teams_auth = teams.BotFrameworkAuth(secrets.teams_app_id, secrets.teams_openid_metadata_url)
 
-    return [
+    routes = [
         Route(twilio.MESSAGES_PATH, twilio_messages, methods=["POST"]),
         Route(twilio.VOICE_PATH, twilio_voice, methods=["POST"]),
+        Route(twilio.VOICE_WAIT_PATH, twilio_voice_wait, methods=["POST"]),
         Route(meta.PATH, meta_handshake, methods=["GET"]),
         Route(meta.PATH, meta_messages, methods=["POST"]),
         Route(slack.PATH, slack_events, methods=["POST"]),
         Route(teams.PATH, teams.messages_endpoint(teams_auth, read_body, admit), methods=["POST"]),
     ]
+    if delivery_topic is not None:
+        routes.append(Route(twilio.STATUS_PATH, twilio_status, methods=["POST"]))
+    if recordings_topic is not None:
+        routes.append(Route(twilio.RECORDING_PATH, twilio_recording, methods=["POST"]))
+    return routes
+
+
+def _fields(exc: ValidationError) -> str:
+    """Which fields were wrong, without echoing their values (they are outside input)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())

@@ -121,6 +121,9 @@ class _RebasedHttpClient(TwilioHttpClient):
 class TwilioSender:
     """SMS and WhatsApp through Twilio's Messages API: one message per part, paced per recipient.
 
+    With `status_callback` (the public URL of `/webhooks/twilio/status`), Twilio reports each
+    part's progress there (sent, delivered, undelivered with an error code, ...).
+
     The twilio client is synchronous (requests), so each call runs in a thread. Parts already
     accepted are remembered per reply while the process lives, so a retry after a transient
     failure on part 3 resumes at part 3 instead of resending parts 1-2.
@@ -137,9 +140,11 @@ class TwilioSender:
         base_url: str = TWILIO_API_BASE_URL,
         min_interval_s: float = 1.0,
         timeout_s: float = 15.0,
+        status_callback: str | None = None,
     ) -> None:
         self.from_number = from_number
         self.whatsapp_from = whatsapp_from
+        self.status_callback = status_callback
         http_client = _RebasedHttpClient(base_url, timeout_s)
         self.client = TwilioClient(account_sid, auth_token, http_client=http_client)
         self.pacer = Pacer(min_interval_s)
@@ -156,11 +161,14 @@ class TwilioSender:
 
     async def send(self, message: OutboundMessage) -> str:
         to, from_ = self._ends(message)
+        extra = {"status_callback": self.status_callback} if self.status_callback else {}
         accepted = self._accepted.setdefault(message.reply_id, [])
         for part in _parts(message)[len(accepted) :]:
             try:
                 async with self.pacer.slot(message.recipient):
-                    created = await asyncio.to_thread(self.client.messages.create, to=to, from_=from_, body=part)
+                    created = await asyncio.to_thread(
+                        self.client.messages.create, to=to, from_=from_, body=part, **extra
+                    )
             except TwilioRestException as exc:
                 if _permanent(exc.status):
                     self._accepted.pop(message.reply_id, None)

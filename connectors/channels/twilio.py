@@ -1,42 +1,68 @@
-"""Twilio: SMS and WhatsApp messages, and speech from voice calls, as form-encoded webhooks.
+"""Twilio: SMS and WhatsApp messages, voice calls, and the status callbacks of both, as form-encoded webhooks.
 
 Twilio signs each request with the account's Auth Token over the exact public URL it called plus
 the sorted form fields (`X-Twilio-Signature`); the twilio library's `RequestValidator` checks it, so
-the URL must be the one Twilio saw: behind a proxy, set `public_base_url`.
+the URL must be the one Twilio saw: behind a proxy, set `public_base_url`. The query strings of the
+URLs we hand Twilio (a call's turn, the message a redirect waits for) are covered by that signature,
+so they come back as we wrote them.
+
+TwiML is built with the library's `VoiceResponse` / `MessagingResponse`, never by hand.
 """
 
 from __future__ import annotations
 
 import hashlib
-from urllib.parse import parse_qsl
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from connectors.channels._common import clip
-from schemas import RawInbound
+from schemas import CallRecording, DeliveryStatus, RawInbound
+from schemas.provider import MessageStatus, RecordingStatus
 
 __all__ = [
+    "GOODBYE",
+    "GREETING",
+    "HANDOVER",
     "MESSAGES_PATH",
+    "ONE_MOMENT",
+    "RECORDING_PATH",
     "SIGNATURE_HEADER",
     "SIGNATURE_SETTINGS_HEADER",
+    "STATUS_PATH",
     "VOICE_PATH",
+    "VOICE_WAIT_PATH",
     "FormParams",
     "empty_twiml",
     "gather_twiml",
+    "hold_twiml",
     "message_to_raw",
     "parse_form",
+    "recording_from_form",
+    "status_from_form",
+    "transfer_twiml",
     "verify_signature",
+    "voice_action",
     "voice_to_raw",
+    "wait_url",
 ]
 
 MESSAGES_PATH = "/webhooks/twilio/messages"
 VOICE_PATH = "/webhooks/twilio/voice"
+VOICE_WAIT_PATH = "/webhooks/twilio/voice/wait"
+STATUS_PATH = "/webhooks/twilio/status"
+RECORDING_PATH = "/webhooks/twilio/recording"
 SIGNATURE_HEADER = "X-Twilio-Signature"
 SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
 GREETING = "How can I help?"
-HANDLING = "Thanks, we are on it. Anything else?"
+ONE_MOMENT = "One moment, please."
+HANDOVER = "Let me put you through to a colleague."
+LATE_HANDOVER = "Sorry this is taking long. Let me put you through to a colleague."
+GOODBYE = "Thank you for calling. Goodbye."
 
 
 class FormParams(dict[str, list[str]]):
@@ -104,39 +130,137 @@ def message_to_raw(params: FormParams) -> RawInbound | None:
     )
 
 
-def voice_to_raw(params: FormParams) -> RawInbound | None:
+def voice_to_raw(params: FormParams, turn: int | None = None) -> RawInbound | None:
     """A call's transcribed answer as a RawInbound on channel voice; None without a caller or CallSid.
 
-    One call has many turns under one CallSid, so the id adds a hash of the transcript: a resent
-    webhook maps to the same message, a new utterance to a new one.
+    One call has many turns under one CallSid, so the id adds a hash of the turn number (from the
+    Gather action we wrote) and the transcript: a resent webhook maps to the same message, a new
+    utterance to a new one, and the same words at a later turn ("yes", twice) too.
     """
     call_sid, caller, speech = params.first("CallSid"), params.first("From"), params.first("SpeechResult")
     if not call_sid or not caller or not speech:
         return None
-    turn = hashlib.sha256(speech.encode("utf-8")).hexdigest()[:12]
-    payload = {"provider": "twilio", "call_sid": call_sid, "from": caller, "to": params.first("To")}
+    hashed = speech if turn is None else f"{turn}:{speech}"
+    digest = hashlib.sha256(hashed.encode("utf-8")).hexdigest()[:12]
+    payload: dict[str, Any] = {"provider": "twilio", "call_sid": call_sid, "from": caller, "to": params.first("To")}
+    if turn is not None:
+        payload["turn"] = turn
     if recording := params.first("RecordingUrl"):
         payload["recording_url"] = recording
     if confidence := params.first("Confidence"):
         payload["confidence"] = confidence
     return RawInbound(
-        message_id=clip(f"tw-{call_sid}-{turn}"),
+        message_id=clip(f"tw-{call_sid}-{digest}"),
         channel="voice",
         sender=clip(caller, 320),
         text=speech,
-        provider_message_id=clip(f"{call_sid}:{turn}"),
+        provider_message_id=clip(f"{call_sid}:{digest}"),
         payload=payload,
     )
 
 
-def gather_twiml(say: str = GREETING, action: str = VOICE_PATH) -> str:
-    """Ask the caller to speak; Twilio posts the transcript back to `action` as SpeechResult."""
+def voice_action(turn: int) -> str:
+    """Where the caller's next answer is posted: the voice webhook, with the turn it answers."""
+    return f"{VOICE_PATH}?{urlencode({'turn': turn})}"
+
+
+def wait_url(message_id: str, turn: int, round_: int) -> str:
+    """The follow-up a held call is redirected to, to wait again for `message_id`'s answer."""
+    return f"{VOICE_WAIT_PATH}?{urlencode({'message_id': message_id, 'turn': turn, 'round': round_})}"
+
+
+def gather_twiml(say: str = GREETING, action: str = VOICE_PATH, recording_callback: str | None = None) -> str:
+    """Say `say` and listen; Twilio posts the transcript to `action` as SpeechResult.
+
+    If the caller says nothing, Twilio falls through to the goodbye and the call ends. With
+    `recording_callback`, the call is recorded from here on (`<Start><Recording>`), and Twilio posts
+    the recording's URL there when it is ready.
+    """
     response = VoiceResponse()
+    if recording_callback:
+        response.start().recording(recording_status_callback=recording_callback)
     gather = response.gather(input="speech", action=action, method="POST")
     gather.say(say)
+    response.say(GOODBYE)
+    return str(response)
+
+
+def hold_twiml(redirect_to: str, say: str = ONE_MOMENT) -> str:
+    """No answer yet: tell the caller, then have Twilio come back to `redirect_to` to wait again."""
+    response = VoiceResponse()
+    response.say(say)
+    response.redirect(redirect_to, method="POST")
+    return str(response)
+
+
+def transfer_twiml(transfer_to: str | None, queue: str, say: str = HANDOVER) -> str:
+    """Hand the caller to a person: `<Dial>` a number or a SIP URI, else `<Enqueue>` in a Twilio queue.
+
+    Agents take callers off the queue by dialling it (`<Dial><Queue>`); the caller hears the
+    queue's hold music meanwhile.
+    """
+    response = VoiceResponse()
+    response.say(say)
+    if transfer_to is None:
+        response.enqueue(queue)
+    elif transfer_to.startswith(("sip:", "sips:")):
+        response.dial().sip(transfer_to)
+    else:
+        response.dial().number(transfer_to)
     return str(response)
 
 
 def empty_twiml() -> str:
     """Nothing to send now: the reply goes out later through the senders, not in this response."""
     return str(MessagingResponse())
+
+
+class _Form(BaseModel):
+    """A callback's form fields we read (Twilio sends more, which are ignored); empty values are absent."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_absent(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @classmethod
+    def of(cls, params: FormParams) -> Any:
+        fields = {field.alias or name for name, field in cls.model_fields.items()}
+        return cls.model_validate({name: params.first(name) for name in fields if params.first(name) is not None})
+
+
+class StatusCallback(_Form):
+    message_sid: str = Field(alias="MessageSid", min_length=1, max_length=64)
+    message_status: MessageStatus = Field(alias="MessageStatus")
+    error_code: int | None = Field(default=None, alias="ErrorCode", ge=0)
+    to: str | None = Field(default=None, alias="To", max_length=320)
+
+
+class RecordingCallback(_Form):
+    recording_sid: str = Field(alias="RecordingSid", min_length=1, max_length=64)
+    recording_url: str = Field(alias="RecordingUrl", min_length=1, max_length=2000, pattern=r"^https?://")
+    call_sid: str = Field(alias="CallSid", min_length=1, max_length=64)
+    recording_status: RecordingStatus = Field(default="completed", alias="RecordingStatus")
+    recording_duration: int | None = Field(default=None, alias="RecordingDuration", ge=0)
+
+
+def status_from_form(params: FormParams) -> DeliveryStatus:
+    """A message status callback as a DeliveryStatus; pydantic's ValidationError when it is not one."""
+    form = StatusCallback.of(params)
+    return DeliveryStatus(
+        message_sid=form.message_sid, status=form.message_status, error_code=form.error_code, recipient=form.to
+    )
+
+
+def recording_from_form(params: FormParams) -> CallRecording:
+    """A recording status callback as a CallRecording; pydantic's ValidationError when it is not one."""
+    form = RecordingCallback.of(params)
+    return CallRecording(
+        recording_sid=form.recording_sid,
+        call_sid=form.call_sid,
+        recording_url=form.recording_url,
+        status=form.recording_status,
+        duration_s=form.recording_duration,
+    )

@@ -4,9 +4,9 @@ A batch is written in one transaction, one statement per table, each statement t
 columns as arrays (`INSERT ... SELECT FROM unnest(...)`), so a batch of 500 records costs a
 handful of round trips. Replaying a batch changes nothing: records are inserted by their ids
 (`ON CONFLICT DO NOTHING`), derived values only move one way (first seen by LEAST, latest by
-GREATEST, closed once), counts are queried rather than kept, and profiles are
-last-writer-wins by `updated_at`. Rows are fed in key order so concurrent writers lock rows
-in the same order and do not deadlock.
+GREATEST, closed once; a delivery status or a call recording only by its rank), counts are
+queried rather than kept, and profiles are last-writer-wins by `updated_at`. Rows are fed in
+key order so concurrent writers lock rows in the same order and do not deadlock.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ import asyncpg
 
 from connectors.postgres.migrator import migrate as apply_migrations
 from schemas import (
+    CallRecording,
     ContactAddress,
     ConversationEvent,
     CustomerProfile,
+    DeliveryStatus,
     Escalation,
     Feedback,
     Message,
@@ -59,9 +61,13 @@ WHERE (conversations.started_at, conversations.last_message_at) IS DISTINCT FROM
 
 _MESSAGES = """
 INSERT INTO messages (message_id, conversation_id, customer_id, role, channel, address, text,
-                      in_reply_to, content_type, subject, provider_message_id, at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[])
+                      in_reply_to, content_type, subject, provider_message_id, at, channel_meta)
+SELECT m.message_id, m.conversation_id, m.customer_id, m.role, m.channel, m.address, m.text, m.in_reply_to,
+       m.content_type, m.subject, m.provider_message_id, m.at, m.channel_meta::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::text[])
+     AS m(message_id, conversation_id, customer_id, role, channel, address, text, in_reply_to, content_type,
+          subject, provider_message_id, at, channel_meta)
 ORDER BY 1
 ON CONFLICT (message_id) DO NOTHING
 """
@@ -148,6 +154,40 @@ ON CONFLICT (channel, address) DO UPDATE SET customer_id = excluded.customer_id
 WHERE customer_contacts.customer_id <> excluded.customer_id
 """
 
+# A status replaces the stored one only if it is further along (rank); its error code, once
+# known, stays (a repeat of the same status may bring a missing one); the earliest arrival is
+# kept. A replayed status changes no row.
+_DELIVERY_STATUSES = """
+INSERT INTO delivery_statuses AS d (message_sid, provider, status, rank, error_code, recipient, first_at, updated_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::int4[], $6::text[], $7::timestamptz[],
+                     $8::timestamptz[])
+ORDER BY 1
+ON CONFLICT (message_sid) DO UPDATE
+SET status = CASE WHEN excluded.rank > d.rank THEN excluded.status ELSE d.status END,
+    rank = GREATEST(d.rank, excluded.rank),
+    error_code = CASE WHEN excluded.rank > d.rank THEN COALESCE(excluded.error_code, d.error_code)
+                      WHEN excluded.status = d.status THEN COALESCE(d.error_code, excluded.error_code)
+                      ELSE d.error_code END,
+    recipient = COALESCE(d.recipient, excluded.recipient),
+    first_at = LEAST(d.first_at, excluded.first_at),
+    updated_at = CASE WHEN excluded.rank > d.rank THEN excluded.updated_at ELSE d.updated_at END
+WHERE excluded.rank > d.rank
+   OR (excluded.status = d.status AND d.error_code IS NULL AND excluded.error_code IS NOT NULL)
+   OR (d.recipient IS NULL AND excluded.recipient IS NOT NULL)
+   OR excluded.first_at < d.first_at
+"""
+
+_CALL_RECORDINGS = """
+INSERT INTO call_recordings (recording_sid, call_sid, provider, recording_url, status, rank, duration_s, received_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int2[], $7::int4[],
+                     $8::timestamptz[])
+ORDER BY 1
+ON CONFLICT (recording_sid) DO UPDATE
+SET recording_url = excluded.recording_url, status = excluded.status, rank = excluded.rank,
+    duration_s = COALESCE(excluded.duration_s, call_recordings.duration_s), received_at = excluded.received_at
+WHERE excluded.rank > call_recordings.rank
+"""
+
 _SNAPSHOT = """
 SELECT jsonb_build_object(
     'conversation', to_jsonb(c) || jsonb_build_object(
@@ -159,7 +199,12 @@ SELECT jsonb_build_object(
     'sessions', COALESCE((SELECT jsonb_agg(to_jsonb(s) ORDER BY s.started_at NULLS LAST, s.session_id)
                           FROM sessions s WHERE s.conversation_id = c.conversation_id), '[]'::jsonb),
     'actions', COALESCE((SELECT jsonb_agg(to_jsonb(a) ORDER BY a.at, a.event_id)
-                         FROM actions a WHERE a.conversation_id = c.conversation_id), '[]'::jsonb)
+                         FROM actions a WHERE a.conversation_id = c.conversation_id), '[]'::jsonb),
+    'recordings', COALESCE((SELECT jsonb_agg(to_jsonb(r) ORDER BY r.received_at, r.recording_sid)
+                            FROM call_recordings r
+                            WHERE r.call_sid IN (SELECT m.channel_meta ->> 'call_sid' FROM messages m
+                                                 WHERE m.conversation_id = c.conversation_id
+                                                   AND m.channel_meta ? 'call_sid')), '[]'::jsonb)
 )::text
 FROM conversations c WHERE c.conversation_id = $1
 """
@@ -191,6 +236,9 @@ class _Batch:
     actions: list[tuple[Any, ...]] = field(default_factory=list)
     feedback: list[tuple[Any, ...]] = field(default_factory=list)
     profiles: dict[str, CustomerProfile] = field(default_factory=dict)
+    # per message sid: the furthest status (the first of its rank), the earliest arrival, an error code
+    statuses: dict[str, tuple[DeliveryStatus, datetime, int | None]] = field(default_factory=dict)
+    recordings: dict[str, CallRecording] = field(default_factory=dict)
 
     def seen(self, customer_id: str, conversation_id: str, at: datetime, is_message: bool) -> None:
         self.customers.append((customer_id, at))
@@ -205,6 +253,7 @@ class _Batch:
             self.messages.append((
                 record.message_id, record.conversation_id, record.customer_id, "customer", record.channel,
                 record.sender, record.text, None, record.content_type, None, record.provider_message_id, at,
+                json.dumps(record.channel_meta, sort_keys=True),
             ))  # fmt: skip
         elif isinstance(record, OutboundMessage):
             at = _utc(record.created_at)
@@ -212,6 +261,7 @@ class _Batch:
             self.messages.append((
                 record.reply_id, record.conversation_id, record.customer_id, record.author, record.channel,
                 record.recipient, record.text, record.in_reply_to, record.content_format, record.subject, None, at,
+                "{}",
             ))  # fmt: skip
         elif isinstance(record, Escalation):
             at = _utc(record.created_at)
@@ -252,8 +302,37 @@ class _Batch:
                 held.model_dump_json(),
             ):
                 self.profiles[record.customer_id] = record
+        elif isinstance(record, DeliveryStatus):
+            at = _utc(record.received_at)
+            held = self.statuses.get(record.message_sid)
+            if held is None:
+                self.statuses[record.message_sid] = (record, at, record.error_code)
+            else:
+                best, first, error = held
+                if record.rank > best.rank:
+                    best, error = record, record.error_code if record.error_code is not None else error
+                elif record.status == best.status and error is None:
+                    error = record.error_code
+                self.statuses[record.message_sid] = (best, min(first, at), error)
+        elif isinstance(record, CallRecording):
+            held_recording = self.recordings.get(record.recording_sid)
+            if held_recording is None or record.rank > held_recording.rank:
+                self.recordings[record.recording_sid] = record
         else:
             raise TypeError(f"the conversation store does not take {type(record).__name__} records")
+
+    def status_rows(self) -> list[tuple[Any, ...]]:
+        return [
+            (sid, s.provider, s.status, s.rank, error, s.recipient, first, _utc(s.received_at))
+            for sid, (s, first, error) in sorted(self.statuses.items())
+        ]
+
+    def recording_rows(self) -> list[tuple[Any, ...]]:
+        return [
+            (r.recording_sid, r.call_sid, r.provider, r.recording_url, r.status, r.rank, r.duration_s,
+             _utc(r.received_at))
+            for r in sorted(self.recordings.values(), key=lambda r: r.recording_sid)
+        ]  # fmt: skip
 
 
 async def intent_corrections(conn: asyncpg.Connection, since: datetime | None = None) -> list[dict[str, Any]]:
@@ -309,13 +388,17 @@ class PostgresStore:
                 await conn.execute(_CUSTOMERS_SEEN, *_columns(batch.customers, 2))
                 await conn.execute(_CONVERSATIONS, *_columns(batch.conversations, 4))
             if batch.messages:
-                await conn.execute(_MESSAGES, *_columns(batch.messages, 12))
+                await conn.execute(_MESSAGES, *_columns(batch.messages, 13))
             if batch.sessions:
                 await conn.execute(_SESSIONS, *_columns(batch.sessions, 6))
             if batch.escalations:
                 await conn.execute(_ESCALATIONS, *_columns(batch.escalations, 14))
             if batch.actions:
                 await conn.execute(_ACTIONS, *_columns(batch.actions, 9))
+            if batch.statuses:
+                await conn.execute(_DELIVERY_STATUSES, *_columns(batch.status_rows(), 8))
+            if batch.recordings:
+                await conn.execute(_CALL_RECORDINGS, *_columns(batch.recording_rows(), 8))
             if batch.feedback:
                 await conn.execute(_FEEDBACK, *_columns(batch.feedback, 16))
         return len(records)
@@ -347,7 +430,8 @@ class PostgresStore:
             await conn.execute(_CONTACTS, *_columns(((c, a, who) for (c, a), who in contacts.items()), 3))
 
     async def conversation_snapshot(self, conversation_id: str) -> dict[str, Any] | None:
-        """The conversation, its messages and replies in order, sessions, escalations and actions, as JSON values."""
+        """The conversation, its messages and replies in order, sessions, escalations, actions and call
+        recordings, as JSON values."""
         async with (await self.pool()).acquire() as conn:
             text = await conn.fetchval(_SNAPSHOT, conversation_id)
         return None if text is None else json.loads(text)

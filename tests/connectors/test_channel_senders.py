@@ -91,6 +91,22 @@ async def test_twilio_sends_a_long_sms_as_its_parts_in_order_paced_per_recipient
     assert min(gaps) >= 0.28, gaps  # one message per interval per recipient
 
 
+async def test_twilio_asks_for_status_callbacks_at_the_public_url_when_given_one(provider):
+    provider.reply(MESSAGES, created("SM1"), created("SM2"))
+    callback = "https://support.example.com/webhooks/twilio/status"
+    sender = TwilioSender(SID, TOKEN, from_number="+15550000001", base_url=provider.url, status_callback=callback)
+    try:
+        assert await sender.send(reply("sms", "+15551230000", "a b", ["a", "b"])) == "SM1,SM2"
+    finally:
+        await sender.aclose()
+    sent = provider.to(MESSAGES)
+    assert [(r.method, form(r.body)) for r in sent] == [
+        ("POST", {"To": "+15551230000", "From": "+15550000001", "Body": part, "StatusCallback": callback})
+        for part in ("a", "b")
+    ]
+    assert {r.headers["authorization"] for r in sent} == {basic(SID, TOKEN)}
+
+
 async def test_twilio_whatsapp_prefixes_both_numbers(provider):
     provider.reply(MESSAGES, created("SMw"))
     sender = twilio(provider)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,7 +25,8 @@ from pipelines.embedded import EmbeddedBroker
 from pipelines.ingress import build_ingress
 from pipelines.runtime import ensure_topics
 from pipelines.topology import load_topology
-from tests.support import DEFAULT_TOPOLOGY, read_topics, settings_for
+from schemas import Escalation, OutboundMessage
+from tests.support import DEFAULT_TOPOLOGY, produce, read_topics, settings_for
 
 TWILIO_TOKEN = "twilio-auth-token-for-tests"
 META_SECRET = "meta-app-secret-for-tests"
@@ -202,32 +205,249 @@ def test_a_twilio_signature_for_another_url_or_altered_body_is_refused(ingress, 
     assert ingress_records(broker, 0) == []
 
 
-def test_twilio_voice_gathers_speech_then_publishes_the_transcript(ingress, broker):
-    client = ingress(**SECRETS)
-    call = {"CallSid": "CA0123", "From": "+15551230000", "To": "+15559876543", "CallStatus": "ringing"}
-    greeting = twilio_post(client, "/webhooks/twilio/voice", call)
+CALL = {"CallSid": "CA0123", "From": "+15551230000", "To": "+15559876543", "CallStatus": "in-progress"}
+
+
+def spoken(words: str, **extra: str) -> dict[str, str]:
+    return {**CALL, "SpeechResult": words, "Confidence": "0.92", **extra}
+
+
+def twiml(response: Any) -> ET.Element:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/xml")
+    return ET.fromstring(response.content)
+
+
+def verbs(root: ET.Element) -> list[str]:
+    return [child.tag for child in root]
+
+
+def follow(client: TestClient, root: ET.Element, params: dict[str, str] = CALL) -> Any:
+    """Do what Twilio does with a <Redirect>: POST the call's parameters there, signed."""
+    redirect = root.find("Redirect")
+    assert redirect is not None and redirect.get("method") == "POST", ET.tostring(root)
+    assert redirect.text is not None
+    return twilio_post(client, redirect.text, params)
+
+
+def records_on(broker: EmbeddedBroker, topic: str, expected: int) -> list[Any]:
+    return read_topics(broker.bootstrap, [topic], until=lambda r: len(r) >= expected, timeout_s=20)
+
+
+def voice_reply(message_id: str, text: str) -> OutboundMessage:
+    return OutboundMessage(
+        reply_id=f"r-{message_id}",
+        in_reply_to=message_id,
+        conversation_id="conv-caller",
+        customer_id="caller",
+        channel="voice",
+        recipient=CALL["From"],
+        text=text,
+        parts=[text],
+    )
+
+
+def test_twilio_voice_greets_then_publishes_the_turn_and_holds_the_call_while_no_answer_comes(ingress, broker):
+    client = ingress(**SECRETS, voice_answer_wait_s=0.3)
+    greeting = twilio_post(client, "/webhooks/twilio/voice", {**CALL, "CallStatus": "ringing"})
     assert greeting.status_code == 200 and greeting.headers["content-type"].startswith("application/xml")
     assert greeting.text.endswith(
-        '<Response><Gather action="/webhooks/twilio/voice" input="speech" method="POST">'
-        "<Say>How can I help?</Say></Gather></Response>"
+        '<Response><Gather action="/webhooks/twilio/voice?turn=1" input="speech" method="POST">'
+        "<Say>How can I help?</Say></Gather><Say>Thank you for calling. Goodbye.</Say></Response>"
     )
     assert ingress_records(broker, 0) == [], "a greeting publishes nothing"
 
-    spoken = {
-        **call,
-        "CallStatus": "in-progress",
-        "SpeechResult": "I want to cancel my order",
-        "Confidence": "0.92",
-        "RecordingUrl": "https://api.twilio.com/recordings/RE1",
-    }
-    answer = twilio_post(client, "/webhooks/twilio/voice", spoken)
-    assert answer.status_code == 200
-    assert '<Gather action="/webhooks/twilio/voice" input="speech" method="POST"><Say>' in answer.text
+    turn = spoken("I want to cancel my order", RecordingUrl="https://api.twilio.com/recordings/RE1")
+    held = twiml(twilio_post(client, "/webhooks/twilio/voice?turn=1", turn))
     [record] = ingress_records(broker, 1)
-    assert (record["channel"], record["sender"], record["text"]) == ("voice", "+15551230000", spoken["SpeechResult"])
-    assert record["payload"]["call_sid"] == "CA0123"
+    assert (record["channel"], record["sender"], record["text"]) == ("voice", "+15551230000", turn["SpeechResult"])
+    assert record["payload"]["call_sid"] == "CA0123" and record["payload"]["confidence"] == "0.92"
     assert record["payload"]["recording_url"] == "https://api.twilio.com/recordings/RE1"
     assert record["message_id"].startswith("tw-CA0123-")
+    assert verbs(held) == ["Say", "Redirect"] and held[0].text == "One moment, please."
+    assert held[1].text == f"/webhooks/twilio/voice/wait?message_id={record['message_id']}&turn=1&round=1"
+
+
+def test_a_held_call_hears_the_reply_that_arrives_while_it_waits(ingress, broker):
+    client = ingress(**SECRETS, voice_answer_wait_s=2.0, voice_wait_rounds=3)
+    held = twiml(twilio_post(client, "/webhooks/twilio/voice?turn=1", spoken("cancel order 1000002")))
+    [record] = ingress_records(broker, 1)
+    reply = voice_reply(record["message_id"], "Order 1000002 is cancelled. Anything else?")
+    records = [(reply.partition_key(), reply.to_bytes())]
+    later = threading.Timer(0.5, produce, (broker.bootstrap, "sf.outbound", records))
+    later.start()
+    try:
+        answered = twiml(follow(client, held))
+    finally:
+        later.join()
+    assert verbs(answered) == ["Gather", "Say"]
+    gather = answered[0]
+    assert (gather.get("input"), gather.get("action"), gather.get("method")) == (
+        "speech",
+        "/webhooks/twilio/voice?turn=2",
+        "POST",
+    )
+    assert [say.text for say in gather] == ["Order 1000002 is cancelled. Anything else?"]
+    assert answered[1].text == "Thank you for calling. Goodbye."
+    again = twiml(follow(client, held))  # Twilio resending the redirect hears the same answer at once
+    assert ET.tostring(again) == ET.tostring(answered)
+    assert len(ingress_records(broker, 1)) == 1, "waiting publishes nothing more"
+
+
+@pytest.mark.parametrize(
+    ("transfer_to", "expected"),
+    [
+        (None, ("Enqueue", None, "support")),
+        ("+15550009999", ("Dial", "Number", "+15550009999")),
+        ("sip:agents@pbx.example.com", ("Dial", "Sip", "sip:agents@pbx.example.com")),
+    ],
+    ids=["queue", "number", "sip"],
+)
+def test_a_call_still_unanswered_after_the_last_round_is_transferred(ingress, broker, transfer_to, expected):
+    client = ingress(**SECRETS, voice_answer_wait_s=0.2, voice_wait_rounds=1, voice_transfer_to=transfer_to)
+    held = twiml(twilio_post(client, "/webhooks/twilio/voice?turn=1", spoken("are you there?")))
+    assert held.find("Redirect") is not None and "round=1" in (held.find("Redirect").text or "")
+    transferred = twiml(follow(client, held))
+    verb, noun, target = expected
+    assert verbs(transferred) == ["Say", verb]
+    assert transferred[0].text == "Sorry this is taking long. Let me put you through to a colleague."
+    element = transferred[1] if noun is None else transferred[1].find(noun)
+    assert element is not None and element.text == target
+
+
+def test_an_escalated_turn_is_dialled_through_to_a_person_even_after_a_queue_notice(ingress, broker):
+    client = ingress(**SECRETS, voice_answer_wait_s=0.3, voice_transfer_to="+15550009999")
+    held = twiml(twilio_post(client, "/webhooks/twilio/voice?turn=1", spoken("a human please")))
+    [record] = ingress_records(broker, 1)
+    escalation = Escalation(
+        escalation_id="x-1", message_id=record["message_id"], conversation_id="conv-caller", customer_id="caller",
+        session_id="s-1", channel="voice", recipient=CALL["From"], text="a human please",
+        reason="customer_requested_human",
+    )  # fmt: skip
+    produce(broker.bootstrap, "sf.escalations", [(escalation.partition_key(), escalation.to_bytes())])
+    # the workspace router's notice to the customer answers the same message, after the hand-over
+    notice = voice_reply(record["message_id"], "You are number 2 in line.")
+    produce(broker.bootstrap, "sf.outbound", [(notice.partition_key(), notice.to_bytes())])
+    time.sleep(1)  # the ingress has read both
+    answered = twiml(follow(client, held))
+    assert verbs(answered) == ["Say", "Dial"] and answered[0].text == "Let me put you through to a colleague."
+    assert [(n.tag, n.text) for n in answered[1]] == [("Number", "+15550009999")]
+
+
+def test_the_same_words_at_a_later_turn_are_a_new_message_and_a_resent_turn_is_not(ingress, broker):
+    client = ingress(**SECRETS, voice_answer_wait_s=0.1, voice_wait_rounds=0)
+    for path in ("/webhooks/twilio/voice?turn=1", "/webhooks/twilio/voice?turn=1", "/webhooks/twilio/voice?turn=2"):
+        assert twilio_post(client, path, spoken("yes")).status_code == 200
+    first, resent, later = ingress_records(broker, 3)
+    assert first["message_id"] == resent["message_id"] != later["message_id"]
+    assert (first["payload"]["turn"], later["payload"]["turn"]) == (1, 2)
+
+
+def test_a_call_asks_for_its_recording_when_calls_are_recorded(ingress, broker):
+    client = ingress(**SECRETS, voice_record_calls=True)
+    greeting = twiml(twilio_post(client, "/webhooks/twilio/voice", CALL))
+    assert verbs(greeting) == ["Start", "Gather", "Say"]
+    recording = greeting.find("Start/Recording")
+    assert recording is not None and recording.get("recordingStatusCallback") == f"{PUBLIC}/webhooks/twilio/recording"
+    again = twiml(twilio_post(client, "/webhooks/twilio/voice?turn=2", CALL))
+    assert verbs(again) == ["Gather", "Say"], "a silent turn asks again without starting another recording"
+    assert again[0].get("action") == "/webhooks/twilio/voice?turn=2"
+
+
+@pytest.mark.parametrize("path", ["/webhooks/twilio/voice", "/webhooks/twilio/voice/wait?message_id=tw-CA0123-x"])
+def test_a_wrongly_signed_voice_webhook_is_refused_and_publishes_nothing(ingress, broker, path):
+    client = ingress(**SECRETS)
+    assert twilio_post(client, path, spoken("refund me"), signature=None).status_code == 401
+    assert twilio_post(client, path, spoken("refund me"), signature="bm90IHRoZSBzaWduYXR1cmU=").status_code == 403
+    other_url = RequestValidator(TWILIO_TOKEN).compute_signature(PUBLIC + "/webhooks/twilio/messages", spoken("x"))
+    assert twilio_post(client, path, spoken("x"), signature=other_url).status_code == 403
+    assert ingress_records(broker, 0) == []
+
+
+def test_a_wait_redirect_must_be_one_of_ours_for_this_call(ingress, broker):
+    client = ingress(**SECRETS, voice_answer_wait_s=0.1)
+    for path in (
+        "/webhooks/twilio/voice/wait?message_id=tw-CAother-abc&turn=1&round=1",  # another call's turn
+        "/webhooks/twilio/voice/wait?message_id=tw-CA0123-abc&turn=1",  # no round
+        "/webhooks/twilio/voice/wait?turn=1&round=1",
+    ):
+        refused = twilio_post(client, path, CALL)
+        assert refused.status_code == 400 and "message_id" in refused.json()["error"], path
+    assert ingress_records(broker, 0) == []
+
+
+# --- Twilio status callbacks ---------------------------------------------------------------------------
+
+
+STATUS = {
+    "MessageSid": "SM0123456789abcdef0123456789abcdef",
+    "SmsSid": "SM0123456789abcdef0123456789abcdef",
+    "AccountSid": "AC0123",
+    "From": "+15559876543",
+    "To": "+15551234567",
+    "ApiVersion": "2010-04-01",
+}
+
+
+def test_a_signed_delivery_status_is_published_keyed_by_its_message_sid(ingress, broker):
+    client = ingress(**SECRETS)
+    failed = {**STATUS, "MessageStatus": "undelivered", "SmsStatus": "undelivered", "ErrorCode": "30005"}
+    assert twilio_post(client, "/webhooks/twilio/status", failed).status_code == 204
+    sent = {**STATUS, "MessageStatus": "sent", "ErrorCode": ""}
+    assert twilio_post(client, "/webhooks/twilio/status", sent).status_code == 204
+    first, second = records_on(broker, "sf.delivery", 2)
+    assert first.key == second.key == STATUS["MessageSid"].encode()
+    record = json.loads(first.value)
+    assert {k: record[k] for k in ("message_sid", "provider", "status", "error_code", "recipient")} == {
+        "message_sid": STATUS["MessageSid"],
+        "provider": "twilio",
+        "status": "undelivered",
+        "error_code": 30005,
+        "recipient": "+15551234567",
+    }
+    assert (json.loads(second.value)["status"], json.loads(second.value)["error_code"]) == ("sent", None)
+    assert ingress_records(broker, 0) == [], "a status is not a customer message"
+
+
+def test_status_callbacks_that_are_unsigned_or_malformed_publish_nothing(ingress, broker):
+    client = ingress(**SECRETS)
+    ok = {**STATUS, "MessageStatus": "delivered"}
+    assert twilio_post(client, "/webhooks/twilio/status", ok, signature=None).status_code == 401
+    assert twilio_post(client, "/webhooks/twilio/status", ok, signature="bm90IGl0").status_code == 403
+    bogus = twilio_post(client, "/webhooks/twilio/status", {**STATUS, "MessageStatus": "teleported"})
+    assert bogus.status_code == 400 and "MessageStatus" in bogus.json()["error"]
+    no_sid = twilio_post(client, "/webhooks/twilio/status", {"MessageStatus": "sent", "ErrorCode": "x"})
+    assert no_sid.status_code == 400
+    assert "MessageSid" in no_sid.json()["error"] and "ErrorCode" in no_sid.json()["error"]
+    assert records_on(broker, "sf.delivery", 0) == []
+
+
+def test_a_signed_recording_callback_is_published_keyed_by_its_call(ingress, broker):
+    client = ingress(**SECRETS)
+    done = {
+        "AccountSid": "AC0123",
+        "CallSid": "CA0123",
+        "RecordingSid": "RE0123",
+        "RecordingUrl": "https://api.twilio.com/2010-04-01/Accounts/AC0123/Recordings/RE0123",
+        "RecordingStatus": "completed",
+        "RecordingDuration": "42",
+        "RecordingChannels": "1",
+        "RecordingSource": "StartCallRecordingTwiML",
+    }
+    assert twilio_post(client, "/webhooks/twilio/recording", done).status_code == 204
+    not_a_url = twilio_post(client, "/webhooks/twilio/recording", {**done, "RecordingUrl": "javascript:alert(1)"})
+    assert not_a_url.status_code == 400 and "RecordingUrl" in not_a_url.json()["error"]
+    assert twilio_post(client, "/webhooks/twilio/recording", done, signature="bm90IGl0").status_code == 403
+    [published] = records_on(broker, "sf.recordings", 1)
+    record = json.loads(published.value)
+    assert published.key == b"CA0123"
+    assert (record["call_sid"], record["recording_sid"], record["status"], record["duration_s"]) == (
+        "CA0123",
+        "RE0123",
+        "completed",
+        42,
+    )
+    assert record["recording_url"] == done["RecordingUrl"]
 
 
 # --- Meta WhatsApp Cloud API ------------------------------------------------------------------------
@@ -330,6 +550,8 @@ def test_unconfigured_providers_answer_503_and_publish_nothing(ingress, broker):
     assert twilio.status_code == 503
     assert twilio.json()["error"] == "twilio webhooks are not configured: set SUPPORTFLOW_TWILIO_AUTH_TOKEN"
     assert twilio_post(client, "/webhooks/twilio/voice", {"CallSid": "CA1", "From": "+1"}).status_code == 503
+    for path in ("/webhooks/twilio/voice/wait", "/webhooks/twilio/status", "/webhooks/twilio/recording"):
+        assert twilio_post(client, path, {"CallSid": "CA1", "MessageSid": "SM1"}).status_code == 503
     meta_response = meta_post(client, meta_message({"from": "1", "id": "w", "type": "text", "text": {"body": "x"}}))
     assert meta_response.status_code == 503 and "SUPPORTFLOW_META_APP_SECRET" in meta_response.json()["error"]
     handshake = client.get(meta.PATH, params={"hub.mode": "subscribe", "hub.verify_token": "", "hub.challenge": "1"})
@@ -372,7 +594,13 @@ def test_random_requests_never_get_a_5xx_and_publish_nothing(ingress, broker):
         )
         noise = {_random_header(rng)[:20].strip() or "x": _random_header(rng)}
         params = {_random_text(rng, 12): _random_text(rng, 30) for _ in range(rng.randrange(5))}
-        for path in ("/webhooks/twilio/messages", "/webhooks/twilio/voice"):
+        for path in (
+            "/webhooks/twilio/messages",
+            "/webhooks/twilio/voice",
+            "/webhooks/twilio/voice/wait?message_id=tw-x-1&turn=1&round=1",
+            "/webhooks/twilio/status",
+            "/webhooks/twilio/recording",
+        ):
             signature = (
                 RequestValidator(TWILIO_TOKEN).compute_signature(PUBLIC + path, params)
                 if signed
@@ -395,3 +623,4 @@ def test_random_requests_never_get_a_5xx_and_publish_nothing(ingress, broker):
         statuses.append(client.post(slack.PATH, content=json_body, headers=slack_headers).status_code)
     assert all(status < 500 for status in statuses), sorted(set(statuses))
     assert ingress_records(broker, 0) == []
+    assert records_on(broker, "sf.delivery", 0) == [] and records_on(broker, "sf.recordings", 0) == []

@@ -13,9 +13,11 @@ import pytest
 
 from connectors.postgres import PostgresStore, available_migrations, migrate, migration_status
 from schemas import (
+    CallRecording,
     ContactAddress,
     ConversationEvent,
     CustomerProfile,
+    DeliveryStatus,
     Escalation,
     EventAction,
     EventMetadata,
@@ -27,6 +29,7 @@ from schemas import (
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 TABLES = [
     "customers", "customer_contacts", "conversations", "messages", "sessions", "escalations", "actions", "feedback",
+    "delivery_statuses", "call_recordings",
 ]  # fmt: skip
 
 
@@ -106,6 +109,36 @@ def profile(seconds: float, contacts: list[tuple[str, str]], tier: str = "gold",
     )
 
 
+def status(sid: str, state: str, seconds: float, error: int | None = None) -> DeliveryStatus:
+    return DeliveryStatus(
+        message_sid=sid,
+        status=state,  # type: ignore[arg-type]
+        error_code=error,
+        recipient="+15550100",
+        received_at=at(seconds),
+    )
+
+
+def recording(sid: str, call: str, seconds: float, state: str = "completed") -> CallRecording:
+    return CallRecording(
+        recording_sid=sid,
+        call_sid=call,
+        recording_url=f"https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/{sid}",
+        status=state,  # type: ignore[arg-type]
+        duration_s=42 if state == "completed" else None,
+        received_at=at(seconds),
+    )
+
+
+def call_turn(n: int, seconds: float, call: str = "CA1") -> Message:
+    return message(n, seconds, text="I want to cancel my order").model_copy(
+        update={
+            "channel": "voice",
+            "channel_meta": {"call_sid": call, "confidence": "0.92", "recording_url": f"https://rec/{call}-{n}"},
+        }
+    )
+
+
 @pytest.fixture
 async def store(postgres_dsn: str) -> AsyncIterator[PostgresStore]:
     s = PostgresStore(postgres_dsn, pool_size=4)
@@ -178,6 +211,8 @@ def every_record_type() -> dict[str, list[Any]]:
             event(2, "escalated", 10.5),
             event(3, "session_closed", 100),
         ],
+        "sf.delivery": [status("SM1", "sent", 2), status("SM1", "delivered", 3), status("SM2", "failed", 4, 30003)],
+        "sf.recordings": [recording("RE1", "CA1", 30, "in-progress"), recording("RE1", "CA1", 40)],
         "sf.feedback": [
             feedback("resolve-1", "resolution", 30, resolution_code="solved", handle_time_s=12.5, first_response_s=3),
             feedback("csat-1", "csat", 40, rating=4, comment="Thanks Ann, call me on +1 555 0100", author="customer"),
@@ -339,6 +374,65 @@ async def test_raw_text_with_emails_and_phone_numbers_is_stored_intact(store, po
 async def test_a_record_the_store_does_not_keep_is_refused(store):
     with pytest.raises(TypeError, match=r"^sf\.messages: the conversation store does not take dict"):
         await store.write("sf.messages", [{"message_id": "m1"}])
+
+
+async def fetch_statuses(dsn: str) -> dict[str, dict[str, Any]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return {r["message_sid"]: dict(r) for r in await conn.fetch("SELECT * FROM delivery_statuses")}
+    finally:
+        await conn.close()
+
+
+async def test_a_delivery_status_never_moves_backwards_whatever_order_callbacks_arrive_in(store, postgres_dsn):
+    # one at a time, out of order: delivered, then a late sent and queued
+    for one in [status("SM1", "delivered", 5), status("SM1", "sent", 6), status("SM1", "queued", 7)]:
+        await store.write("sf.delivery", [one])
+    # in one batch, out of order: undelivered (with its error code) before sending
+    await store.write("sf.delivery", [status("SM2", "undelivered", 5, 30005), status("SM2", "sending", 6)])
+    # the error code comes on the failure; a later callback of the same rank does not replace it
+    await store.write("sf.delivery", [status("SM3", "sent", 1)])
+    await store.write("sf.delivery", [status("SM3", "failed", 2, 30003)])
+    await store.write("sf.delivery", [status("SM3", "undelivered", 3, 30008)])
+    # an outcome that contradicts the stored one lends it no error code
+    await store.write("sf.delivery", [status("SM1", "failed", 8, 30003)])
+    rows = await fetch_statuses(postgres_dsn)
+    assert {sid: (r["status"], r["error_code"]) for sid, r in rows.items()} == {
+        "SM1": ("delivered", None),
+        "SM2": ("undelivered", 30005),
+        "SM3": ("failed", 30003),
+    }
+    assert rows["SM1"]["first_at"] == at(5) and rows["SM1"]["updated_at"] == at(5)
+    assert rows["SM3"]["first_at"] == at(1) and rows["SM3"]["updated_at"] == at(2)
+    # WhatsApp's read comes after delivered
+    await store.write("sf.delivery", [status("SM1", "read", 9)])
+    assert (await fetch_statuses(postgres_dsn))["SM1"]["status"] == "read"
+
+
+async def test_a_failure_reported_without_its_code_gets_the_code_a_later_callback_brings(store, postgres_dsn):
+    await store.write("sf.delivery", [status("SM4", "failed", 1)])
+    await store.write("sf.delivery", [status("SM4", "failed", 2, 30007)])
+    in_one_batch = [status("SM5", "sent", 1), status("SM5", "failed", 2), status("SM5", "failed", 3, 30001)]
+    await store.write("sf.delivery", in_one_batch)
+    rows = await fetch_statuses(postgres_dsn)
+    assert (rows["SM4"]["status"], rows["SM4"]["error_code"], rows["SM4"]["updated_at"]) == ("failed", 30007, at(1))
+    assert (rows["SM5"]["status"], rows["SM5"]["error_code"], rows["SM5"]["updated_at"]) == ("failed", 30001, at(2))
+
+
+async def test_a_call_turn_keeps_its_call_sid_confidence_and_recording_in_the_conversation(store):
+    await store.write("sf.messages", [call_turn(1, 0), call_turn(2, 20, call="CA2")])
+    await store.write("sf.recordings", [recording("RE1", "CA1", 60), recording("RE9", "CA-elsewhere", 61)])
+    await store.write("sf.recordings", [recording("RE2", "CA2", 62, "in-progress")])
+    await store.write("sf.recordings", [recording("RE2", "CA2", 63)])
+    await store.write("sf.recordings", [recording("RE2", "CA2", 64, "in-progress")])  # late: changes nothing
+    snapshot = await store.conversation_snapshot("conv-alice")
+    assert snapshot is not None
+    first = snapshot["messages"][0]
+    assert (first["channel"], first["text"]) == ("voice", "I want to cancel my order")
+    assert first["channel_meta"] == {"call_sid": "CA1", "confidence": "0.92", "recording_url": "https://rec/CA1-1"}
+    recordings = [(r["recording_sid"], r["call_sid"], r["status"], r["duration_s"]) for r in snapshot["recordings"]]
+    assert recordings == [("RE1", "CA1", "completed", 42), ("RE2", "CA2", "completed", 42)]
+    assert snapshot["recordings"][0]["recording_url"].endswith("/Recordings/RE1")
 
 
 async def test_feedback_is_stored_whole_once_per_id_for_training(store, postgres_dsn):

@@ -22,12 +22,14 @@ import asyncpg
 import pytest
 from typer.testing import CliRunner
 
+from connectors.channels.outbox import mark_spoken
 from connectors.kafka import TopicPlan, create_topics
+from connectors.postgres import PostgresStore
 from pipelines.channel_senders import run_senders
 from pipelines.cli import app
 from pipelines.settings import PROJECT_DIR, Settings
 from pipelines.topology import load_topology
-from schemas import OutboundMessage
+from schemas import DeliveryStatus, OutboundMessage
 from tests.http_recorder import Recorder, Reply, serve
 from tests.support import produce, read_topics
 
@@ -252,3 +254,77 @@ async def test_the_senders_command_starts_delivers_and_stops_on_sigterm(broker, 
             process.kill()
             process.wait()
         log.close()
+
+
+async def outbox_ids(dsn: str) -> set[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return {r["reply_id"] for r in await conn.fetch("SELECT reply_id FROM channel_outbox")}
+    finally:
+        await conn.close()
+
+
+async def test_a_voice_reply_spoken_in_the_call_stays_out_of_the_outbox_and_a_late_one_is_kept(
+    broker, postgres_dsn, tmp_path
+):
+    s = settings(broker, postgres_dsn, tmp_path, provider=None)
+    spoken_first = outbound(1, "voice", "+15551230001", "Your order is cancelled.")
+    missed = outbound(2, "voice", "+15551230002", "Your refund is on its way.")
+    spoken_later = outbound(3, "voice", "+15551230003", "Your parcel arrives Thursday.")
+    pool = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=2)
+    try:
+        async with senders(s):  # migrates, so the ledger exists from here
+            await mark_spoken(pool, "reply-1", "CA1")  # the ingress spoke it before the senders saw it
+            await send(s, spoken_first, missed, spoken_later)
+            await eventually(postgres_dsn, finished("reply-1", "reply-2", "reply-3"))
+            await mark_spoken(pool, "reply-3", "CA3")  # spoken after the senders kept it
+            await send(s, spoken_first, missed)  # a replay changes nothing
+            await asyncio.sleep(2)
+    finally:
+        await pool.close()
+    rows = await deliveries(postgres_dsn)
+    assert {r: (rows[r]["provider"], rows[r]["provider_message_id"]) for r in rows} == {
+        "reply-1": ("twilio-call", "call:CA1"),
+        "reply-2": ("outbox", "outbox:reply-2"),
+        "reply-3": ("twilio-call", "call:CA3"),
+    }
+    assert await outbox_ids(postgres_dsn) == {"reply-2"}, "only what the call never heard waits for a call back"
+
+
+async def test_deliveries_lists_each_part_with_the_status_twilio_reported(broker, postgres_dsn, tmp_path, provider):
+    provider.reply(TWILIO, Reply(201, {"sid": "SM1"}), Reply(201, {"sid": "SM2"}))
+    s = settings(broker, postgres_dsn, tmp_path, provider).model_copy(
+        update={"public_base_url": "https://support.example.com"}
+    )
+    async with senders(s):
+        await send(s, outbound(1, "sms", "+15551230001", "One two", ["One", "two"]))
+        await eventually(postgres_dsn, finished("reply-1"))
+    assert {parse_qs(r.body.decode())["StatusCallback"][0] for r in provider.to(TWILIO)} == {
+        "https://support.example.com/webhooks/twilio/status"
+    }
+    store = PostgresStore(postgres_dsn, pool_size=2)
+    try:
+        callbacks = [("SM2", "failed", 30003), ("SM1", "delivered", None), ("SM1", "sent", None)]
+        for sid, state, error in callbacks:
+            await store.write("sf.delivery", [DeliveryStatus(message_sid=sid, status=state, error_code=error)])
+    finally:
+        await store.close()
+
+    def cli(*args: str) -> Any:
+        return CliRunner().invoke(app, list(args), env={"DATABASE_URL": postgres_dsn, "COLUMNS": "200"})
+
+    listed = await asyncio.to_thread(cli, "deliveries", "--json")
+    assert listed.exit_code == 0, listed.output
+    [row] = json.loads(listed.output)
+    assert (row["reply_id"], row["provider"], row["status"], row["provider_message_id"]) == (
+        "reply-1",
+        "twilio",
+        "delivered",
+        "SM1,SM2",
+    )
+    assert row["parts"] == [
+        {"message_sid": "SM1", "status": "delivered", "error_code": None},
+        {"message_sid": "SM2", "status": "failed", "error_code": 30003},
+    ]
+    table = await asyncio.to_thread(cli, "deliveries")
+    assert table.exit_code == 0 and "delivered, failed (error 30003)" in table.output, table.output
