@@ -214,6 +214,9 @@ def webhook_routes(
         if raw is None:
             return _error(400, "not a Twilio voice webhook: From and CallSid are required")
         refused = await admit([raw])
+        if refused is not None and refused.status_code == 429:
+            # not published; a non-TwiML answer would be read to the caller as an application error
+            return twiml(twilio.gather_twiml(twilio.SLOW_DOWN, twilio.voice_action(turn or 1)))
         if refused is not None:
             return refused
         return await answer_call(raw.message_id, str(raw.payload["call_sid"]), turn or 1, 0)

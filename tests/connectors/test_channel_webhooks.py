@@ -21,6 +21,7 @@ from starlette.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
 from connectors.channels import meta, slack
+from connectors.rate_limit import RateLimit
 from pipelines.embedded import EmbeddedBroker
 from pipelines.ingress import build_ingress
 from pipelines.runtime import ensure_topics
@@ -624,3 +625,15 @@ def test_random_requests_never_get_a_5xx_and_publish_nothing(ingress, broker):
     assert all(status < 500 for status in statuses), sorted(set(statuses))
     assert ingress_records(broker, 0) == []
     assert records_on(broker, "sf.delivery", 0) == [] and records_on(broker, "sf.recordings", 0) == []
+
+
+def test_a_rate_limited_caller_is_asked_to_repeat_in_twiml_and_nothing_is_published(ingress, broker):
+    client = ingress(**SECRETS, voice_answer_wait_s=0.2, rate_limits={"voice": RateLimit(requests=1, per_seconds=3600)})
+    first = twiml(twilio_post(client, "/webhooks/twilio/voice?turn=1", spoken("where is my order")))
+    assert verbs(first) == ["Say", "Redirect"], "the first turn is taken and held"
+    again = twilio_post(client, "/webhooks/twilio/voice?turn=2", spoken("hello? anyone there?"))
+    assert again.status_code == 200 and again.headers["content-type"].startswith("application/xml")
+    answer = twiml(again)
+    assert verbs(answer) == ["Gather", "Say"] and answer[0].get("action") == "/webhooks/twilio/voice?turn=2"
+    assert [say.text for say in answer[0]] == ["Sorry, I could not take that in. Please say it again in a moment."]
+    assert len(ingress_records(broker, 1)) == 1, "the refused turn is not published"
