@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import jwt
@@ -27,9 +25,6 @@ from pipelines.stack import Stack
 from tests.support import read_topics
 
 TWILIO_TOKEN = "twilio-auth-token-for-the-web-tests"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +32,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir = tmp_path_factory.mktemp("webchat-stack")
     with Stack(Settings(data_dir=data_dir, http_port=0, twilio_auth_token=TWILIO_TOKEN)) as running:
         yield running
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is not installed (make test installs it)")
-    with playwright.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def test_the_widget_sends_shows_the_reply_and_keeps_the_history_on_reload(stack, browser, tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,9 +29,6 @@ from pipelines.stack import Stack
 from schemas import ContactAddress, CustomerProfile
 from tests.support import read_topics
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]  # fmt: skip
 PASSWORD = "ana-has-a-long-password"
 BEN_PASSWORD = "ben-has-another-password"
 ORDER = "1000006"
@@ -92,19 +88,6 @@ def stack(commerce_dsn: str, tmp_path: Path) -> Iterator[Stack]:
         publish_profiles(running.settings.kafka_client_config(), "sf.profiles", [alice], exact_offsets=True)
         time.sleep(2)  # the workers' profile mirrors pick it up
         yield running
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is not installed (make test installs it)")
-    with playwright.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def customer_says(page: Any, text: str, expect: str) -> str:
