@@ -7,6 +7,8 @@ so a record keyed here lands in the partition whose faust table holds that key's
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import threading
 import time
@@ -15,7 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Message as KafkaMessage
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from schemas import DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +32,7 @@ __all__ = [
     "TopicPlan",
     "consume_all",
     "create_topics",
+    "dead_letter_of",
     "make_producer",
     "make_reader",
     "wait_for_broker",
@@ -39,6 +45,27 @@ class TopicPlan:
     partitions: int
     replication_factor: int = 1
     config: dict[str, str] | None = None
+
+
+def dead_letter_of(message: KafkaMessage, stage: str, exc: Exception, operator: str = "decode") -> DeadLetter:
+    """A consumed record no one could read, kept whole with the reason; its id is its place in the log,
+    so dead-lettering it again after a replay is the same letter."""
+    value = message.value() or b""
+    key = message.key()
+    place = f"{message.topic()}:{message.partition()}:{message.offset()}"
+    return DeadLetter(
+        dead_letter_id="d-" + hashlib.sha256(place.encode()).hexdigest()[:24],
+        stage=stage,
+        operator=operator,
+        error_type=type(exc).__name__,
+        error=str(exc)[:2000],
+        source_topic=message.topic() or "",
+        partition=message.partition(),
+        offset=message.offset(),
+        key=key.decode("utf-8", "replace") if key else None,
+        original=value.decode("utf-8", "replace"),
+        original_b64=base64.b64encode(value).decode(),
+    )
 
 
 def wait_for_broker(conf: dict[str, Any], timeout_s: float = 30.0) -> None:

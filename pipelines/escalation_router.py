@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -33,7 +31,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, KafkaErro
 from confluent_kafka import Message as KafkaMessage
 from pydantic import ValidationError
 
-from connectors.kafka import AsyncProducer
+from connectors.kafka import AsyncProducer, dead_letter_of
 from connectors.workspace import EscalationRouter, PriorityRule, RouterOptions, load_agents, load_categories
 from pipelines.metrics import WORKSPACE_ASSIGNMENT_SECONDS, WORKSPACE_COMMANDS, WORKSPACE_QUEUE_DEPTH
 from pipelines.settings import Settings
@@ -327,7 +325,7 @@ class RouterService:
                     rows += self.router.on_command(cmd, now)
                     verdicts.append(cmd)
             except (ValidationError, ValueError) as exc:
-                dead.append(_dead_letter(message, exc))
+                dead.append(dead_letter_of(message, "router", exc))
                 continue
             self.records_applied += 1
         await self._publish(rows, dead)
@@ -390,25 +388,6 @@ def _close_consumer(consumer: Consumer, offsets: dict[tuple[str, int], int]) -> 
         log.warning("router: the final commit failed (%s); the next router replays a little", exc)
     finally:
         consumer.close()
-
-
-def _dead_letter(message: KafkaMessage, exc: Exception) -> DeadLetter:
-    value = message.value() or b""
-    key = message.key()
-    return DeadLetter(
-        dead_letter_id="d-"
-        + hashlib.sha256(f"{message.topic()}:{message.partition()}:{message.offset()}".encode()).hexdigest()[:24],
-        stage="router",
-        operator="decode",
-        error_type=type(exc).__name__,
-        error=str(exc)[:2000],
-        source_topic=message.topic(),
-        partition=message.partition(),
-        offset=message.offset(),
-        key=key.decode("utf-8", "replace") if key else None,
-        original=value.decode("utf-8", "replace"),
-        original_b64=base64.b64encode(value).decode(),
-    )
 
 
 def serve_router(settings: Settings, ready_file: Path | None) -> int:

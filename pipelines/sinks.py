@@ -10,8 +10,6 @@ not parse goes to the dead-letter topic with its reason, and its offset is commi
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,7 +21,7 @@ from confluent_kafka import Consumer, KafkaException
 from confluent_kafka import Message as KafkaMessage
 from pydantic import ValidationError
 
-from connectors.kafka import AsyncProducer
+from connectors.kafka import AsyncProducer, dead_letter_of
 from connectors.protocols import ConversationStore, EventStore
 from pipelines.metrics import SINK_BATCH_SECONDS, SINK_RECORDS, SINK_WRITE_FAILURES
 from pipelines.settings import Settings
@@ -200,7 +198,7 @@ class SinkRunner:
             try:
                 record = self.record_type[topic].model_validate_json(value)
             except (ValidationError, ValueError) as exc:
-                batch.dead.append(self._dead_letter(message, exc))
+                batch.dead.append(dead_letter_of(message, f"sink:{self.name}", exc))
                 continue
             batch.by_topic.setdefault(topic, []).append(record)
             batch.size += 1
@@ -240,21 +238,3 @@ class SinkRunner:
             consumer.commit(asynchronous=False)
         except KafkaException as exc:  # a rebalance took the partitions: their new owner rewrites, idempotently
             log.info("sink %s: commit skipped (%s)", self.name, exc)
-
-    def _dead_letter(self, message: KafkaMessage, exc: Exception) -> DeadLetter:
-        value = message.value() or b""
-        key = message.key()
-        return DeadLetter(
-            dead_letter_id="d-"
-            + hashlib.sha256(f"{message.topic()}:{message.partition()}:{message.offset()}".encode()).hexdigest()[:24],
-            stage=f"sink:{self.name}",
-            operator="decode",
-            error_type=type(exc).__name__,
-            error=str(exc)[:2000],
-            source_topic=message.topic(),
-            partition=message.partition(),
-            offset=message.offset(),
-            key=key.decode("utf-8", "replace") if key else None,
-            original=value.decode("utf-8", "replace"),
-            original_b64=base64.b64encode(value).decode(),
-        )

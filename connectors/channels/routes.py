@@ -27,7 +27,7 @@ from connectors.channels import meta, slack, teams, twilio
 from connectors.channels._common import not_configured, refuse
 from connectors.conversation_view import ViewItem
 from connectors.rate_limit import RateLimiter, retry_after_header
-from schemas import RawInbound
+from schemas import RawInbound, Record
 
 __all__ = ["ChannelSecrets", "VoiceCalls", "webhook_routes"]
 
@@ -234,29 +234,26 @@ def webhook_routes(
             return _error(400, "not a redirect of ours: message_id of this CallSid, turn and round are required")
         return await answer_call(message_id, call_sid, turn, round_)
 
-    async def twilio_status(request: Request) -> Response:
+    async def twilio_callback(
+        request: Request, parse: Callable[[twilio.FormParams], Record], topic: str | None, what: str
+    ) -> Response:
+        """A signed status callback (no customer words): validated, published as its record, 204."""
         params = await twilio_verified(request)
         if isinstance(params, Response):
             return params
         try:
-            status = twilio.status_from_form(params)
+            record = parse(params)
         except ValidationError as exc:
-            return _error(400, f"not a Twilio message status callback: {_fields(exc)}")
-        assert delivery_topic is not None
-        await publish(delivery_topic, status.partition_key(), status.to_bytes())
+            return _error(400, f"not a Twilio {what}: {_fields(exc)}")
+        assert topic is not None
+        await publish(topic, record.partition_key(), record.to_bytes())
         return Response(status_code=204)
 
+    async def twilio_status(request: Request) -> Response:
+        return await twilio_callback(request, twilio.status_from_form, delivery_topic, "message status callback")
+
     async def twilio_recording(request: Request) -> Response:
-        params = await twilio_verified(request)
-        if isinstance(params, Response):
-            return params
-        try:
-            recording = twilio.recording_from_form(params)
-        except ValidationError as exc:
-            return _error(400, f"not a Twilio recording status callback: {_fields(exc)}")
-        assert recordings_topic is not None
-        await publish(recordings_topic, recording.partition_key(), recording.to_bytes())
-        return Response(status_code=204)
+        return await twilio_callback(request, twilio.recording_from_form, recordings_topic, "recording status callback")
 
     async def meta_handshake(request: Request) -> Response:
         if secrets.meta_verify_token is None:
