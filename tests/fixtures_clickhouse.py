@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.embedded import free_port, spawn, stop
+from tests.support import missing
 
 INSTALL_HINT = "apt-get install clickhouse-server (make test installs it when missing)"
 
@@ -120,6 +121,6 @@ def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clic
     """One server for the session (it takes a second or two to start)."""
     argv = clickhouse_server_argv()
     if argv is None:
-        pytest.skip(f"no clickhouse-server binary on this machine: {INSTALL_HINT}")
+        missing(f"no clickhouse-server binary on this machine: {INSTALL_HINT}")
     with running_clickhouse_server(tmp_path_factory.mktemp("clickhouse"), argv) as server:
         yield server

@@ -75,7 +75,6 @@ def test_scunthorpe_words_pass_alone(word: str):
     assert screen_input(word) is None
 
 
-@pytest.mark.skipif(not BITEXT.exists(), reason="Bitext sample not present")
 def test_bitext_requests_raise_no_injection_finding():
     """The 4,514 Bitext requests are real support phrasing; some swear (profanity is right), none inject."""
     with BITEXT.open(encoding="utf-8") as f:
