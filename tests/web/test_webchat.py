@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import jwt
@@ -136,34 +136,37 @@ def test_the_protocol_refuses_bad_frames(chat):
         assert refused["code"] == "invalid_frame" and "at most 4000 characters" in refused["error"]
 
 
-NONE_ALG = b64({"alg": "none", "typ": "JWT"}) + "." + b64(session_claims()) + "."
-REFUSED_SESSION_TOKENS = {
-    "expired": jwt.encode(session_claims(iat=1, exp=2), WEBCHAT_KEY, algorithm="HS256"),
-    "bad_signature": jwt.encode(session_claims(), "another-key-of-at-least-32-bytes-long", algorithm="HS256"),
-    "wrong_audience": jwt.encode(session_claims(aud=CUSTOMER_AUDIENCE), WEBCHAT_KEY, algorithm="HS256"),
-    "bad_algorithm": NONE_ALG,
-    "malformed": "someone-else.forged-mac",  # the old <session>.<hmac> shape, or any garbage
+# Minted when the test runs, not at collection: a suite longer than a token's 10 minutes would
+# otherwise see every one of them expire first.
+REFUSED_SESSION_TOKENS: dict[str, Callable[[], str]] = {
+    "expired": lambda: jwt.encode(session_claims(iat=1, exp=2), WEBCHAT_KEY, algorithm="HS256"),
+    "bad_signature": lambda: jwt.encode(session_claims(), "another-key-of-at-least-32-bytes-long", algorithm="HS256"),
+    "wrong_audience": lambda: jwt.encode(session_claims(aud=CUSTOMER_AUDIENCE), WEBCHAT_KEY, algorithm="HS256"),
+    "bad_algorithm": lambda: b64({"alg": "none", "typ": "JWT"}) + "." + b64(session_claims()) + ".",
+    "malformed": lambda: "someone-else.forged-mac",  # the old <session>.<hmac> shape, or any garbage
 }
-REFUSED_CUSTOMER_TOKENS = {
-    "expired": customer_token("C000002", exp=int(time.time()) - 3600),
-    "bad_signature": customer_token("C000002", key=WEBCHAT_KEY),  # signed with the wrong key
-    "wrong_audience": customer_token("C000002", aud="someone-else"),
-    "bad_algorithm": b64({"alg": "none"}) + "." + b64({"sub": "C000002", "aud": CUSTOMER_AUDIENCE, "exp": 2**40}) + ".",
-    "malformed": "not-a-jwt",
-    "missing_claim": jwt.encode({"sub": "C000002", "aud": CUSTOMER_AUDIENCE}, CUSTOMER_KEY, algorithm="HS256"),
+REFUSED_CUSTOMER_TOKENS: dict[str, Callable[[], str]] = {
+    "expired": lambda: customer_token("C000002", exp=int(time.time()) - 3600),
+    "bad_signature": lambda: customer_token("C000002", key=WEBCHAT_KEY),  # signed with the wrong key
+    "wrong_audience": lambda: customer_token("C000002", aud="someone-else"),
+    "bad_algorithm": lambda: (
+        b64({"alg": "none"}) + "." + b64({"sub": "C000002", "aud": CUSTOMER_AUDIENCE, "exp": 2**40}) + "."
+    ),
+    "malformed": lambda: "not-a-jwt",
+    "missing_claim": lambda: jwt.encode({"sub": "C000002", "aud": CUSTOMER_AUDIENCE}, CUSTOMER_KEY, algorithm="HS256"),
 }
 
 
 @pytest.mark.parametrize(
-    ("field", "reason", "token"),
+    ("field", "reason", "mint"),
     [("token", r, t) for r, t in REFUSED_SESSION_TOKENS.items()]
     + [("customer_token", r, t) for r, t in REFUSED_CUSTOMER_TOKENS.items()],
     ids=[f"session-{r}" for r in REFUSED_SESSION_TOKENS] + [f"customer-{r}" for r in REFUSED_CUSTOMER_TOKENS],
 )
-def test_each_refused_token_gets_its_own_error_frame_and_the_socket_stays_usable(chat, field, reason, token):
+def test_each_refused_token_gets_its_own_error_frame_and_the_socket_stays_usable(chat, field, reason, mint):
     kind = "session_token" if field == "token" else "customer_token"
     with chat.websocket_connect("/v1/chat") as socket:
-        refused = say(socket, {"type": "hello", field: token})
+        refused = say(socket, {"type": "hello", field: mint()})
         assert refused["type"] == "error" and refused["code"] == f"{kind}_{reason}", refused
         assert refused["error"].startswith(f"the {kind.replace('_', ' ')}")
         assert say(socket, {"type": "message", "text": "hi"})["code"] == "hello_first", "no session was opened"
