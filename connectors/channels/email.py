@@ -406,6 +406,14 @@ def build_reply(message: OutboundMessage, support_address: str, thread: ThreadIn
     return mail
 
 
+def _reply_mail(message: OutboundMessage, support_address: str, threads: ThreadStore | None) -> EmailMessage:
+    """The mail a reply becomes, threaded under the customer's mail when we know it; relay and outbox alike."""
+    if message.channel != "email":
+        raise PermanentEmailError(f"not an email reply: channel {message.channel}")
+    thread = threads.get(message.in_reply_to) if threads is not None else None
+    return build_reply(message, support_address, thread)
+
+
 class EmailSender:
     """Sends replies through an SMTP relay, one connection per message (replies are infrequent)."""
 
@@ -418,10 +426,7 @@ class EmailSender:
 
     async def send(self, message: OutboundMessage) -> str:
         """Deliver `message`; the Message-ID it went out with."""
-        if message.channel != "email":
-            raise PermanentEmailError(f"not an email reply: channel {message.channel}")
-        thread = self.threads.get(message.in_reply_to) if self.threads is not None else None
-        mail = build_reply(message, self.support_address, thread)
+        mail = _reply_mail(message, self.support_address, self.threads)
         password = self.relay.password.get_secret_value() if self.relay.password else None
         try:
             await aiosmtplib.send(
@@ -463,10 +468,7 @@ class EmailOutbox:
         self.threads = threads
 
     async def send(self, message: OutboundMessage) -> str:
-        if message.channel != "email":
-            raise PermanentEmailError(f"not an email reply: channel {message.channel}")
-        thread = self.threads.get(message.in_reply_to) if self.threads is not None else None
-        mail = build_reply(message, self.support_address, thread)
+        mail = _reply_mail(message, self.support_address, self.threads)
         headers = {name: str(mail[name]) for name in EMAIL_HEADERS if mail[name] is not None}
         await self.outbox.store(message, subject=headers["Subject"], html=message.html, headers=headers)
         return headers["Message-ID"]
