@@ -33,7 +33,7 @@ from rich.progress import track
 from bench.generate_events import END, SPAN, generate_events
 from connectors.clickhouse import ChdbEventStore, ClickHouseEventStore, load_query, query_names
 from connectors.protocols import EventStore
-from pipelines.analytics import bucket_seconds_for, build_report
+from pipelines.evaluation.analytics_report import bucket_seconds_for, build_report
 from schemas import ConversationEvent
 
 console = Console(stderr=True)
@@ -80,7 +80,7 @@ def server_url(given: str | None, workdir: Path) -> Iterator[tuple[str, str]]:
     if given:
         yield given, "server given by --clickhouse-url"
         return
-    from tests.fixtures_clickhouse import INSTALL_HINT, clickhouse_server_argv, running_clickhouse_server
+    from tests.support.clickhouse import INSTALL_HINT, clickhouse_server_argv, running_clickhouse_server
 
     logging.getLogger("clickhouse_driver").setLevel(logging.CRITICAL)  # refused connections while it starts
     argv = clickhouse_server_argv()

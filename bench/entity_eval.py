@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from operators._entities import EntityExtractor
+from operators.nlu.entities import EntityExtractor
 
 BITEXT_CSV = Path(__file__).resolve().parents[1] / "datasets/bitext-customer-support/bitext_customer_support_4514.csv"
 BITEXT_TYPES: dict[str, str] = {

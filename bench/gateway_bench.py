@@ -34,10 +34,10 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_DIR))
 
 from connectors._process import free_port, spawn, stop  # noqa: E402
-from pipelines.embedded import EmbeddedBroker  # noqa: E402
-from pipelines.runtime import ensure_topics  # noqa: E402
-from pipelines.settings import Settings  # noqa: E402
-from pipelines.topology import load_topology  # noqa: E402
+from pipelines.devstack.embedded import EmbeddedBroker  # noqa: E402
+from pipelines.runtime.app import ensure_topics  # noqa: E402
+from pipelines.runtime.settings import Settings  # noqa: E402
+from pipelines.runtime.topology import load_topology  # noqa: E402
 
 TWILIO_TOKEN = "bench-twilio-auth-token"
 

@@ -32,7 +32,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from connectors.triton import EmbeddedTriton, FallbackIntentModel, build_intent_model
-from pipelines.settings import PROJECT_DIR
+from pipelines.runtime.settings import PROJECT_DIR
 
 DATA = PROJECT_DIR / "datasets" / "bitext-customer-support" / "bitext_customer_support_4514.csv"
 

@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python bench/policy_bench.py [--rounds 50]
 
-Runs `screen_input` over every message in tests/operators/data/injection_suite.yaml (adversarial, abusive,
+Runs `screen_input` over every message in tests/support/data/injection_suite.yaml (adversarial, abusive,
 benign, Scunthorpe) and over the 4,514 Bitext requests, after one warm-up pass (the word list loads lazily).
 Also prints the suite results (caught / false positives) so README figures come from one run.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from operators._policy import screen_input
+from operators.policy import screen_input
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "tests" / "operators" / "data" / "injection_suite.yaml"

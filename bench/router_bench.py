@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python bench/router_bench.py [--waiting 500] [--agents 50] [--probes 300] [--rate 20]
 
-Starts an embedded tansu and the router as deployed (`python -m pipelines.escalation_router`, its
+Starts an embedded tansu and the router as deployed (`python -m pipelines.services.escalation_router`, its
 own process, the table on `sf.workspace.state`), and drives it from this process through Kafka
 only: escalations onto `sf.escalations`, agents' commands onto `sf.workspace.commands`, and the
 router's rows read back from `sf.workspace.state`. Every time is taken here, so each includes the
@@ -48,10 +48,10 @@ sys.path.insert(0, str(PROJECT_DIR))
 
 from connectors._process import spawn, stop  # noqa: E402
 from connectors.kafka import make_producer  # noqa: E402
-from pipelines.embedded import EmbeddedBroker  # noqa: E402
-from pipelines.runtime import ensure_topics  # noqa: E402
-from pipelines.settings import Settings  # noqa: E402
-from pipelines.topology import load_topology  # noqa: E402
+from pipelines.devstack.embedded import EmbeddedBroker  # noqa: E402
+from pipelines.runtime.app import ensure_topics  # noqa: E402
+from pipelines.runtime.settings import Settings  # noqa: E402
+from pipelines.runtime.topology import load_topology  # noqa: E402
 from schemas import (  # noqa: E402
     AgentSpec,
     CustomerProfile,
@@ -198,7 +198,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             }
         )
         ready = workdir / "router.ready"
-        argv = [sys.executable, "-m", "pipelines.escalation_router", "--ready-file", str(ready)]
+        argv = [sys.executable, "-m", "pipelines.services.escalation_router", "--ready-file", str(ready)]
         router = spawn(argv, workdir / "router.log", env=env)
         watcher = StateWatcher(conf)
         producer = make_producer(conf, exact_offsets=True)
@@ -359,7 +359,7 @@ def main() -> None:
             "probe_rate_per_s": args.rate,
             "probe_handle_s": args.handle_s,
             "broker": "embedded tansu (memory), one record per producer batch",
-            "router": "python -m pipelines.escalation_router (own process), commit after publish",
+            "router": "python -m pipelines.services.escalation_router (own process), commit after publish",
         },
         **measured,
         "machine": {

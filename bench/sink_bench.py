@@ -27,12 +27,12 @@ from rich.progress import Progress
 from bench.generate_events import generate_events
 from connectors.kafka import create_topics, make_producer
 from connectors.postgres import EmbeddedPostgres
-from pipelines.embedded import EmbeddedBroker
-from pipelines.runtime import topic_plans
-from pipelines.settings import PROJECT_DIR, Settings
-from pipelines.sink_service import open_writer
-from pipelines.sinks import SinkRunner
-from pipelines.topology import load_topology
+from pipelines.devstack.embedded import EmbeddedBroker
+from pipelines.runtime.app import topic_plans
+from pipelines.runtime.settings import PROJECT_DIR, Settings
+from pipelines.runtime.sinks import SinkRunner
+from pipelines.runtime.topology import load_topology
+from pipelines.services.sinks import open_writer
 
 console = Console()
 
@@ -92,7 +92,7 @@ def main() -> None:
         results["chdb"] = asyncio.run(time_sink(base, "clickhouse", "bench-chdb", args.events))
         console.print(f"chdb: {results['chdb']}")
 
-        from tests.fixtures_clickhouse import clickhouse_server_argv, running_clickhouse_server
+        from tests.support.clickhouse import clickhouse_server_argv, running_clickhouse_server
 
         argv = clickhouse_server_argv()
         if argv is None:

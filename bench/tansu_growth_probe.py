@@ -12,7 +12,7 @@ import statistics
 import time
 
 from connectors.kafka import TopicPlan, create_topics, make_producer, make_reader
-from pipelines.embedded import EmbeddedBroker
+from pipelines.devstack.embedded import EmbeddedBroker
 
 PROBE = b"p" * 300
 

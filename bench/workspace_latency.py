@@ -35,11 +35,11 @@ sys.path.insert(0, str(PROJECT_DIR))
 
 from connectors._process import free_port, spawn, stop  # noqa: E402
 from connectors.kafka import make_producer  # noqa: E402
-from connectors.workspace.auth import hash_password  # noqa: E402
-from pipelines.embedded import EmbeddedBroker  # noqa: E402
-from pipelines.runtime import ensure_topics  # noqa: E402
-from pipelines.settings import Settings  # noqa: E402
-from pipelines.topology import load_topology  # noqa: E402
+from pipelines.devstack.embedded import EmbeddedBroker  # noqa: E402
+from pipelines.handover.auth import hash_password  # noqa: E402
+from pipelines.runtime.app import ensure_topics  # noqa: E402
+from pipelines.runtime.settings import Settings  # noqa: E402
+from pipelines.runtime.topology import load_topology  # noqa: E402
 from schemas import CustomerProfile, Escalation, NluResult, Sentiment, utcnow  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

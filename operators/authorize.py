@@ -44,7 +44,7 @@ class Authorize(Operator[PlannedTurn, AuthorizedTurn]):
         self._policy: Any = None
 
     def warm_up(self, ctx: OperatorContext) -> None:
-        from operators._policy import load_action_policy
+        from operators.policy import load_action_policy
 
         cfg: AuthorizeConfig = self.config  # type: ignore[assignment]
         self._policy = load_action_policy(cfg.policy_file)
@@ -58,7 +58,7 @@ class Authorize(Operator[PlannedTurn, AuthorizedTurn]):
         return AuthorizedTurn(**dict(record), authorization=self.verdict(record))
 
     def verdict(self, record: PlannedTurn) -> GuardVerdict:
-        from operators._policy import check_actions
+        from operators.policy import check_actions
 
         plan = record.plan
         if not plan.steps and not plan.pending_steps:

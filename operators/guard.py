@@ -3,7 +3,7 @@
 Blocks (and so escalates): an empty reply, an unfilled template placeholder, a turn whose action
 failed on the backend's side (a human follows up; the customer is never told it worked), a reply
 carrying an email, phone, card or IBAN the customer did not give this session and that is not
-their own (`operators/_policy.py: check_reply_pii`), and a message the input screening flags
+their own (`operators/policy/__init__.py: check_reply_pii`), and a message the input screening flags
 (prompt injection, tool-call look-alikes, abuse) in case `route` was configured not to screen.
 Actions themselves were checked against policy by `authorize` before they ran.
 """
@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from operators._policy import check_reply_pii, screen_input
 from operators.base import Operator, OperatorConfig
+from operators.policy import check_reply_pii, screen_input
 from operators.protocols import OperatorContext
 from schemas import ActionResult, ExecutedTurn, GuardedTurn, GuardVerdict
 

@@ -26,9 +26,9 @@ from typing import ClassVar
 from pydantic import Field
 
 from connectors.triton import FallbackIntentModel, build_intent_model
-from operators._keywords import OUT_OF_SCOPE
 from operators.base import OperatorConfig
-from operators.nlu import IntentGuess, Nlu, NluConfig
+from operators.keyword_nlu import IntentGuess, Nlu, NluConfig
+from operators.nlu.keywords import OUT_OF_SCOPE
 from operators.protocols import OperatorContext
 
 DEFAULT_REPOSITORY = Path(__file__).resolve().parents[1] / "triton_models"

@@ -1,6 +1,6 @@
 """plan: decide what to do and say for the turn, from the intent's playbook.
 
-An intent with a playbook (`playbooks/<intent>.yaml`, see `operators/_playbooks.py`) becomes a
+An intent with a playbook (`playbooks/<intent>.yaml`, see `operators/playbooks.py`) becomes a
 task kept in the session: slots are filled from this message's entities, from what the customer
 said earlier in the session (on any channel), or by asking; the customer proves who they are
 (order number plus the account's email or ZIP) before any step; write steps wait for an explicit
@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 import yaml
 from pydantic import Field
 
-from operators._playbooks import DEFAULT_FOLDER, Playbook, load_playbooks
 from operators.base import Operator, OperatorConfig
+from operators.playbooks import DEFAULT_FOLDER, Playbook, load_playbooks
 from operators.protocols import OperatorContext
 from schemas import ActionCall, Plan, PlannedTurn, RoutedTurn, SessionContext, TaskState
 

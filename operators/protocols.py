@@ -24,7 +24,7 @@ class StateTable(Protocol[V]):
 
 
 class ToolSource(Protocol):
-    """Where operators find backend actions by name (`connectors.tools.ToolRegistry`).
+    """Where operators find backend actions by name (`connectors.backends.registry.ToolRegistry`).
 
     Returns a `connectors.protocols.Tool`, or None when no connector offers that name.
     """

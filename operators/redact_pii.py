@@ -14,11 +14,11 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from connectors.batching import MicroBatcher, batcher_on_this_loop
 from connectors.pii import DEFAULT_ENTITIES, DEFAULT_SCORE_THRESHOLD, PresidioRedactor
 from connectors.protocols import Redactor
 from operators.base import Operator, OperatorConfig
 from operators.protocols import OperatorContext
-from pipelines.batching import MicroBatcher, batcher_on_this_loop
 from schemas import ConversationEvent, RawConversationEvent
 
 _PII_ENTITY_WORDS: dict[str, str] = {

@@ -1,24 +1,34 @@
-"""Find operators by the names topology.yaml uses."""
+"""Find operators by the names topology.yaml uses.
+
+A built-in operator is the one `Operator` subclass of a module in `operators/`; its `name` is what
+topology.yaml writes (normally the module's name: `operators/normalize.py` is `normalize`).
+Helper modules (`_events.py`, `playbooks.py`) and the helper packages (`nlu/`, `policy/`) define
+none and are skipped.
+"""
 
 from __future__ import annotations
 
 import importlib
 import inspect
 import pkgutil
+from functools import cache
 from pathlib import Path
 
 from operators.base import Operator
 
+__all__ = ["UnknownOperator", "builtin_names", "resolve"]
+
 PACKAGE_DIR = Path(__file__).parent
+_NOT_OPERATORS = frozenset({"base", "protocols", "registry", "playbooks"})
 
 
 class UnknownOperator(LookupError):
     pass
 
 
-def _operator_in(module_name: str) -> type[Operator] | None:
+def _operators_in(module_name: str) -> list[type[Operator]]:
     module = importlib.import_module(module_name)
-    found = [
+    return [
         obj
         for obj in vars(module).values()
         if inspect.isclass(obj)
@@ -26,20 +36,30 @@ def _operator_in(module_name: str) -> type[Operator] | None:
         and obj is not Operator
         and obj.__module__ == module.__name__
     ]
-    return found[0] if len(found) == 1 else None
+
+
+@cache
+def _builtins() -> dict[str, str]:
+    """Operator name → module, for the modules of `operators/` that define exactly one operator."""
+    found: dict[str, str] = {}
+    for info in pkgutil.iter_modules([str(PACKAGE_DIR)]):
+        if info.ispkg or info.name.startswith("_") or info.name in _NOT_OPERATORS:
+            continue
+        module_name = f"operators.{info.name}"
+        classes = _operators_in(module_name)
+        if len(classes) != 1:
+            raise UnknownOperator(f"operators/{info.name}.py must define exactly one Operator subclass")
+        found[classes[0].name] = module_name
+    return found
 
 
 def builtin_names() -> list[str]:
-    """Modules in `operators/` that define exactly one operator (helpers start with `_`)."""
-    return sorted(
-        info.name
-        for info in pkgutil.iter_modules([str(PACKAGE_DIR)])
-        if not info.name.startswith("_") and info.name not in {"base", "protocols", "registry"}
-    )
+    """The names of the built-in operators, as topology.yaml writes them."""
+    return sorted(_builtins())
 
 
 def resolve(name: str) -> type[Operator]:
-    """`normalize` names `operators/normalize.py`; `package.module:Class` names any importable operator."""
+    """`normalize` names a built-in operator; `package.module:Class` names any importable operator."""
     if ":" in name:
         module_name, _, class_name = name.partition(":")
         try:
@@ -49,9 +69,7 @@ def resolve(name: str) -> type[Operator]:
         if not (inspect.isclass(cls) and issubclass(cls, Operator)):
             raise UnknownOperator(f"{name!r} is not an Operator subclass")
         return cls
-    if name not in builtin_names():
-        raise UnknownOperator(f"unknown operator {name!r} (known: {', '.join(builtin_names())})")
-    cls = _operator_in(f"operators.{name}")
-    if cls is None:
-        raise UnknownOperator(f"operators/{name}.py must define exactly one Operator subclass")
-    return cls
+    builtins = _builtins()
+    if name not in builtins:
+        raise UnknownOperator(f"unknown operator {name!r} (known: {', '.join(sorted(builtins))})")
+    return _operators_in(builtins[name])[0]

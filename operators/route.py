@@ -9,8 +9,8 @@ from typing import ClassVar
 from pydantic import Field
 
 from operators._events import HISTORY_KEPT
-from operators._policy import screen_input
 from operators.base import Operator, OperatorConfig
+from operators.policy import screen_input
 from operators.protocols import OperatorContext
 from schemas import HistoryTurn, NluTurn, RouteDecision, RoutedTurn
 

@@ -46,10 +46,10 @@ class AgentSpec(_Model):
     """A human agent as configured (the agents YAML file): what they can take and how much.
 
     `skills` name intents (`get_refund`) or categories (`refund`, from the intent->category map
-    in connectors/workspace/data/categories.yaml); `"*"` takes any. `languages` are primary
+    in pipelines/handover/data/categories.yaml); `"*"` takes any. `languages` are primary
     language tags (`en`, `de`; `en-GB` counts as `en`); `"*"` speaks any. `capacity` is how many
     conversations they hold at once. `queues` are the queues whose waiting entries they see and
-    are given (`"*"`: all). `password_hash` is the workspace login (format: connectors/workspace/auth.py).
+    are given (`"*"`: all). `password_hash` is the workspace login (format: pipelines/handover/auth.py).
     """
 
     agent_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._@-]+$")

@@ -11,10 +11,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from pipelines.embedded import EmbeddedBroker, free_port, spawn, stop
-from tests.support import WorkerPool
+from pipelines.devstack.embedded import EmbeddedBroker, free_port, spawn, stop
+from tests.support.stream import WorkerPool
 
-pytest_plugins = ["tests.fixtures_clickhouse", "tests.fixtures_postgres", "tests.fixtures_triton"]
+pytest_plugins = [
+    "tests.support.browser",
+    "tests.support.clickhouse",
+    "tests.support.postgres",
+    "tests.support.triton",
+]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ conversation an answer belongs to is recovered from our Message-IDs in `In-Reply
 `References` (email_threading.py) and put in `payload["thread_conversation_id"]`.
 
 Outbound: replies on `sf.outbound` with channel email are delivered by the channel senders'
-machinery (pipelines/channel_senders.py: a SinkRunner batch loop, the delivery ledger, retries and
+machinery (pipelines/services/senders.py: a SinkRunner batch loop, the delivery ledger, retries and
 dead letters) with one of two senders: `EmailSender` (aiosmtplib) through a relay, as
 multipart/alternative threaded under the customer's mail with a Message-ID derived from the reply
 id, so a resend is recognisably the same mail; or, with no relay configured, `EmailOutbox`, which
@@ -48,7 +48,7 @@ from connectors.channels.email_threading import (
 from connectors.channels.outbox import Outbox
 from connectors.channels.senders import PermanentSendError
 from connectors.kafka import AsyncProducer
-from connectors.rate_limit import DEFAULT_LIMITS, InProcessRateLimiter, RateLimit
+from connectors.redis.rate_limit import DEFAULT_LIMITS, InProcessRateLimiter, RateLimit
 from schemas import OutboundMessage, RawInbound
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from starlette.routing import Route
 
 from connectors.channels import meta, slack, teams, twilio
 from connectors.channels._common import not_configured, refuse
-from connectors.conversation_view import ViewItem
-from connectors.rate_limit import RateLimiter, retry_after_header
+from connectors.channels.conversation_view import ViewItem
+from connectors.redis.rate_limit import RateLimiter, retry_after_header
 from schemas import RawInbound, Record
 
 __all__ = ["ChannelSecrets", "VoiceCalls", "webhook_routes"]

@@ -55,8 +55,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from connectors.channels.conversation_view import ConversationView, ViewItem
 from connectors.channels.session_tokens import CustomerTokens, Session, SessionTokens, TokenError
-from connectors.conversation_view import ConversationView, ViewItem
 from connectors.protocols import RateLimiter
 from schemas import Feedback, RawInbound
 

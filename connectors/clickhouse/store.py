@@ -28,7 +28,7 @@ from schemas import ConversationEvent, Feedback
 
 if TYPE_CHECKING:
     from connectors.protocols import EventStore
-    from pipelines.settings import Settings
+    from pipelines.runtime.settings import Settings
 
 T = TypeVar("T")
 AnalyticsRecord = ConversationEvent | Feedback

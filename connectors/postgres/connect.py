@@ -12,7 +12,7 @@ from connectors.postgres.embedded import EmbeddedPostgres
 from connectors.postgres.store import PostgresStore
 
 if TYPE_CHECKING:
-    from pipelines.settings import Settings
+    from pipelines.runtime.settings import Settings
 
 __all__ = ["database_dsn", "describe_dsn", "open_conversation_store"]
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.batching import MicroBatcher
+from connectors.batching import MicroBatcher
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from operators.enrich_context import EnrichContext, EnrichContextConfig
-from tests.operators.helpers import FixedClock, context, message
+from tests.support.operators import FixedClock, context, message
 
 
 async def test_first_message_opens_session_one_with_one_turn():

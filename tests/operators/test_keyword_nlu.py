@@ -1,4 +1,4 @@
-"""Pins the behaviour of the first-version keyword NLU (operators/_keywords.py) and its data files."""
+"""Pins the behaviour of the first-version keyword NLU (operators/nlu/keywords.py) and its data files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from operators._keywords import (
+from operators.nlu.keywords import (
     DEFAULT_KEYWORDS_PATH,
     OUT_OF_SCOPE,
     KeywordIntentClassifier,

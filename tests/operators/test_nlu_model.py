@@ -10,8 +10,8 @@ import pytest
 from connectors._process import free_port
 from operators.nlu_model import NluModel, NluModelConfig
 from operators.route import Route
-from tests.operators.helpers import context, context_turn
-from tests.triton_models import LABELS
+from tests.support.operators import context, context_turn
+from tests.support.triton_models import LABELS
 
 TRITON = "triton:intent_classifier:1"
 ORT = "onnxruntime:intent_classifier:1"
@@ -132,6 +132,6 @@ async def test_committed_model_through_triton_answers_as_in_process(project_trit
     # Not exactly equal: the int8 model quantizes activations per batch (see README, "Serving the NLU
     # model"), and here Triton saw one batch of nine texts where the in-process model saw nine of one.
     # The shift is largest where the model is unsure (off-topic texts, all out of scope either way);
-    # tests/connectors/test_triton.py pins exact equality for identical batches.
+    # tests/connectors/triton/test_client.py pins exact equality for identical batches.
     for a, b in zip(served[: len(UNDERSTOOD)], in_process, strict=False):
         assert a.nlu.confidence == pytest.approx(b.nlu.confidence, abs=0.02)

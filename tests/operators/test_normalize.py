@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from operators.normalize import Normalize, NormalizeConfig, customer_id_for_address
-from tests.operators.helpers import context, raw
+from tests.support.operators import context, raw
 
 
 async def test_unidentified_sender_gets_a_stable_customer_id_from_the_address():

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from operators._playbooks import PlaybookError, load_playbooks
 from operators.plan import PlaybookPlanner
+from operators.playbooks import PlaybookError, load_playbooks
 from schemas import Entity, Message, NluResult, PlannedTurn, RouteDecision, RoutedTurn, Sentiment, SessionContext
-from tests.operators.helpers import T0, context, session
+from tests.support.operators import T0, context, session
 
 
 def turn(
@@ -135,9 +135,9 @@ def test_the_shipped_playbooks_load():
 
 def test_every_shipped_playbook_step_is_allowed_by_the_shipped_action_policy():
     """A playbook the policy forbids would escalate every time it ran: catch the mismatch here."""
-    from operators._policy import load_action_policy
     from operators.authorize import DEFAULT_POLICY
     from operators.plan import VERIFY_TOOL
+    from operators.policy import load_action_policy
 
     policy = load_action_policy(DEFAULT_POLICY)
     for intent, playbook in load_playbooks().items():

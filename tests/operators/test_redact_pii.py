@@ -8,11 +8,11 @@ from collections.abc import Sequence
 import pytest
 
 from connectors.pii import PresidioRedactor
-from operators._entities import EntityExtractor
 from operators._events import turn_event
+from operators.nlu.entities import EntityExtractor
 from operators.redact_pii import RedactPii, RedactPiiConfig, found_values, placeholder_for_entity_type
 from schemas import ConversationEvent, EventAction, EventMetadata, EventResponse, RawConversationEvent
-from tests.operators.helpers import T0, context, nlu_turn
+from tests.support.operators import T0, context, nlu_turn
 
 PII = ["Jane Doe", "jane.doe@example.com", "+1 415 555 0134", "4111 1111 1111 1111", "Tom Baker"]
 

@@ -20,7 +20,7 @@ from schemas import (
     Reply,
     RouteDecision,
 )
-from tests.operators.helpers import context, routed_turn
+from tests.support.operators import context, routed_turn
 
 TEMPLATE_INTENT = "check_refund_policy"  # no playbook: answered from its template
 

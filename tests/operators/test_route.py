@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from operators.route import Route, RouteConfig
-from tests.operators.helpers import nlu_turn
+from tests.support.operators import nlu_turn
 
 
 async def decide(**kwargs):
@@ -65,7 +65,7 @@ async def test_a_vip_with_a_high_severity_issue_goes_to_a_human_and_others_do_no
 
 async def test_an_answer_to_the_agents_question_continues_the_task_despite_low_confidence():
     from schemas import TaskState
-    from tests.operators.helpers import T0
+    from tests.support.operators import T0
 
     task = TaskState(task_id="m-0", intent="cancel_order", awaiting="slot", awaiting_slot="order_number", started_at=T0)
     decision = (

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 from operators.enrich_context import EnrichContext, EnrichContextConfig
 from operators.escalate import Escalate, escalation_id_for
-from operators.nlu import Nlu
+from operators.keyword_nlu import Nlu
 from operators.route import Route
 from schemas import CustomerProfile, Message, NluTurn, RoutedTurn
-from tests.operators.helpers import T0, FixedClock, context, message, nlu_turn, session
+from tests.support.operators import T0, FixedClock, context, message, nlu_turn, session
 
 
 def handback(message_id: str = "h-1") -> Message:

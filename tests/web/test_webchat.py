@@ -20,9 +20,9 @@ from starlette.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
 from connectors.channels.session_tokens import CUSTOMER_AUDIENCE, ISSUER, SESSION_AUDIENCE
-from pipelines.settings import Settings
-from pipelines.stack import Stack
-from tests.support import read_topics
+from pipelines.devstack.stack import Stack
+from pipelines.runtime.settings import Settings
+from tests.support.stream import read_topics
 
 TWILIO_TOKEN = "twilio-auth-token-for-the-web-tests"
 
@@ -108,7 +108,7 @@ def customer_token(customer_id: str, key: str = CUSTOMER_KEY, **extra: object) -
 @pytest.fixture
 def chat(stack):
     """The ingress app of the running stack with known keys, over Starlette's TestClient."""
-    from pipelines.ingress import build_ingress
+    from pipelines.services.ingress import build_ingress
 
     settings = stack.settings.model_copy(
         update={"webchat_secret": SecretStr(WEBCHAT_KEY), "customer_token_secret": SecretStr(CUSTOMER_KEY)}

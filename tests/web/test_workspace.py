@@ -22,12 +22,12 @@ import httpx
 import pytest
 import yaml
 
-from connectors.workspace.auth import hash_password
-from pipelines.profiles import publish_profiles
-from pipelines.settings import Settings
-from pipelines.stack import Stack
+from pipelines.devstack.stack import Stack
+from pipelines.handover.auth import hash_password
+from pipelines.runtime.settings import Settings
+from pipelines.services.profiles import publish_profiles
 from schemas import ContactAddress, CustomerProfile
-from tests.support import read_topics
+from tests.support.stream import read_topics
 
 PASSWORD = "ana-has-a-long-password"
 BEN_PASSWORD = "ben-has-another-password"

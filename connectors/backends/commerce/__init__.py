@@ -1,0 +1,67 @@
+"""The default e-commerce tenant's backend (schema `commerce`, migration 0002) and its tools.
+
+`commerce_tools(pool)` gives every tool by name; they share one asyncpg pool that the caller
+creates once (with `server_settings={"timezone": "UTC"}` for readable timestamps) and reuses.
+Every tool acts only for `call.customer_id`, and every write happens once per idempotency key
+(connectors/backends/commerce/_base.py). `seed.py` fills the tables with demo data (`supportflow seed`).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from connectors.backends.commerce._base import CommerceTool
+from connectors.backends.commerce.crm import AddNote, CreateCase, LookupCustomer, VerifyIdentity
+from connectors.backends.commerce.orders import (
+    CancelOrder,
+    ChangeAddress,
+    CreateReturn,
+    GetOrder,
+    ListOrders,
+    ModifyItems,
+)
+from connectors.backends.commerce.payments import PaymentStatus, Refund, RefundStatus
+from connectors.backends.commerce.seed import KNOWN_CUSTOMERS, seed_commerce
+from connectors.protocols import Tool
+
+__all__ = [
+    "KNOWN_CUSTOMERS",
+    "TOOL_CLASSES",
+    "AddNote",
+    "CancelOrder",
+    "ChangeAddress",
+    "CommerceTool",
+    "CreateCase",
+    "CreateReturn",
+    "GetOrder",
+    "ListOrders",
+    "LookupCustomer",
+    "ModifyItems",
+    "PaymentStatus",
+    "Refund",
+    "RefundStatus",
+    "VerifyIdentity",
+    "commerce_tools",
+    "seed_commerce",
+]
+
+TOOL_CLASSES: tuple[type[CommerceTool], ...] = (
+    LookupCustomer,
+    VerifyIdentity,
+    AddNote,
+    CreateCase,
+    GetOrder,
+    ListOrders,
+    CancelOrder,
+    ChangeAddress,
+    ModifyItems,
+    CreateReturn,
+    Refund,
+    RefundStatus,
+    PaymentStatus,
+)
+
+
+def commerce_tools(pool: asyncpg.Pool, timeout_s: float = 5.0) -> dict[str, Tool]:
+    """Every commerce tool by its name (e.g. `payments.refund`), all on the one given pool."""
+    return {cls.name: cls(pool, timeout_s) for cls in TOOL_CLASSES}

@@ -1,0 +1,147 @@
+"""The registry of backend tools the agent may call: the commerce backend and a tenant's REST tools.
+
+A successful write is announced to the tenant's webhook subscribers (`connectors/backends/webhooks.py`,
+`Settings.webhooks`): `payments.refund` as `refund.created`, `orders.cancel_order` as
+`order.cancelled`, other writes under their tool name. The delivery id is the action's
+idempotency key, so a replayed turn announces the same delivery and receivers drop the repeat.
+Deliveries run beside the stream (they retry for seconds); those still retrying when the worker
+stops are lost, and permanent failures are dead-lettered on `sf.dlq`.
+
+Built once per worker from settings and handed to operators in their context. Connections open
+on first use, on the event loop that uses them (an asyncpg pool for the commerce backend in
+PostgreSQL, one httpx client for the REST tools), and are reused by every call after that. With
+no database configured the commerce tools are simply absent: `get` answers None and the
+`execute` operator reports the action as failed, so the turn goes to a human.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from connectors.protocols import Tool, ToolCall
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AnnouncingTool", "ToolRegistry"]
+
+EVENT_TYPES = {"payments.refund": "refund.created", "orders.cancel_order": "order.cancelled"}
+
+
+class AnnouncingTool:
+    """A write tool whose successful calls are announced to webhook subscribers, without waiting for them."""
+
+    def __init__(self, tool: Tool, dispatcher: Any, pending: set[asyncio.Task[Any]]) -> None:
+        self.inner = tool
+        self.name = tool.name
+        self.writes = tool.writes
+        self.description = tool.description
+        self.dispatcher = dispatcher
+        self.pending = pending
+
+    async def call(self, call: ToolCall) -> dict[str, Any]:
+        result = await self.inner.call(call)
+        payload = {"tool": call.name, "customer_id": call.customer_id, "arguments": call.arguments, "result": result}
+        event_type = EVENT_TYPES.get(call.name, call.name)
+        task = asyncio.get_running_loop().create_task(
+            self.dispatcher.dispatch(event_type, call.idempotency_key, payload)
+        )
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+        return result
+
+
+class ToolRegistry:
+    """Tools by name; `tools` fixes them (tests), else they come from `database_url` and `rest_tools_file`."""
+
+    def __init__(
+        self,
+        tools: Mapping[str, Tool] | None = None,
+        database_url: str | None = None,
+        rest_tools_file: Path | None = None,
+        pool_size: int = 5,
+        dispatcher: Any = None,
+    ) -> None:
+        self._tools: dict[str, Tool] = dict(tools or {})
+        self._fixed = tools is not None
+        self.database_url = database_url
+        self.rest_tools_file = rest_tools_file
+        self.pool_size = pool_size
+        self._pool: Any = None
+        self._rest: Any = None
+        self._lock: asyncio.Lock | None = None  # created on the loop that first uses it
+        self.dispatcher = dispatcher
+        self._announcing: set[asyncio.Task[Any]] = set()
+        self._loaded = False
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ToolRegistry:
+        url = getattr(settings, "database_url", None)
+        dispatcher = None
+        if getattr(settings, "webhooks", None):
+            from connectors.backends.webhooks import KafkaDeadLetterSink, WebhookDispatcher
+
+            sink = KafkaDeadLetterSink(settings.kafka_client_config())
+            dispatcher = WebhookDispatcher(settings.webhooks, sink)
+        return cls(
+            database_url=url.get_secret_value() if url is not None else None,
+            rest_tools_file=getattr(settings, "rest_tools_file", None),
+            pool_size=min(5, getattr(settings, "database_pool_size", 5)),
+            dispatcher=dispatcher,
+        )
+
+    async def get(self, name: str) -> Tool | None:
+        await self._load()
+        tool = self._tools.get(name)
+        if tool is not None and tool.writes and self.dispatcher is not None:
+            return AnnouncingTool(tool, self.dispatcher, self._announcing)
+        return tool
+
+    async def names(self) -> list[str]:
+        await self._load()
+        return sorted(self._tools)
+
+    async def _load(self) -> None:
+        if self._loaded or self._fixed:
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._loaded:
+                return
+            if self.database_url:
+                try:
+                    import asyncpg
+
+                    from connectors.backends.commerce import commerce_tools
+
+                    self._pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=self.pool_size)
+                    self._tools.update(commerce_tools(self._pool))
+                except Exception:
+                    log.exception("the commerce backend is unreachable; its tools are unavailable for now")
+                    await self._close_pool()
+                    return  # not marked loaded: the next call tries again
+            if self.rest_tools_file is not None:
+                from connectors.backends.rest_tools import load_rest_tools
+
+                self._rest = load_rest_tools(Path(self.rest_tools_file))
+                self._tools.update(self._rest.tools)
+            self._loaded = True
+
+    async def _close_pool(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def close(self) -> None:
+        if self._announcing:  # give deliveries in flight a moment; the rest are lost (see module docstring)
+            await asyncio.wait(self._announcing, timeout=5)
+        if self.dispatcher is not None:
+            await self.dispatcher.aclose()
+        await self._close_pool()
+        if self._rest is not None:
+            rest, self._rest = self._rest, None
+            await rest.aclose()

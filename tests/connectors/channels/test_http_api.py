@@ -1,0 +1,180 @@
+"""The HTTP ingress against the real embedded stack: accept, answer, stream, refuse clearly."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from connectors.kafka import consume_all, make_reader
+from pipelines.devstack.embedded import EmbeddedBroker
+from pipelines.devstack.stack import Stack
+from pipelines.runtime.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
+    """Workers and ingress against configured servers (a tansu and a Redis the tests start), not embedded ones."""
+    data_dir: Path = tmp_path_factory.mktemp("stack")
+    with EmbeddedBroker(log_file=data_dir / "tansu.log") as broker:
+        settings = Settings(
+            data_dir=data_dir,
+            http_port=0,
+            kafka_bootstrap_servers=broker.bootstrap,
+            kafka_exact_offsets=True,
+            redis_url=redis_url,
+        )
+        with Stack(settings) as running:
+            assert running.broker is None, "the stack used the configured cluster"
+            yield running
+
+
+@pytest.fixture
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    assert stack.ingress is not None
+    with httpx.Client(base_url=stack.ingress.url, timeout=20) as client:
+        yield client
+
+
+def dead_letters(stack: Stack) -> list[dict]:
+    reader = make_reader(stack.settings.kafka_client_config(), ["sf.dlq"], from_beginning=True)
+    try:
+        return [json.loads(r.value) for r in consume_all(reader, idle_s=1.0, max_s=5.0)]
+    finally:
+        reader.close()
+
+
+def test_a_posted_message_is_answered_and_readable_back(http):
+    body = {"channel": "webchat", "sender": "web-h1", "customer_id": "h1", "text": "where is my order 1234567?"}
+    accepted = http.post("/v1/messages", json=body)
+    assert accepted.status_code == 202
+    message_id = accepted.json()["message_id"]
+
+    status = http.get(f"/v1/messages/{message_id}", params={"wait": 15}).json()
+    assert status["status"] == "replied"
+    assert "1234567" in status["answer"]["text"] and status["answer"]["in_reply_to"] == message_id
+
+    conversation = http.get("/v1/conversations/conv-h1/messages").json()
+    kinds = [(i["kind"], i.get("in_reply_to")) for i in conversation["items"]]
+    assert kinds == [("message", None), ("reply", message_id)]
+
+
+def test_unknown_message_is_pending_and_unknown_conversation_is_404(http):
+    assert http.get("/v1/messages/m-nope").json() == {"message_id": "m-nope", "status": "pending"}
+    missing = http.get("/v1/conversations/conv-nobody/messages")
+    assert missing.status_code == 404 and "conv-nobody" in missing.json()["error"]
+
+
+def test_server_sent_events_stream_the_reply(http, stack):
+    events: list[str] = []
+    connected = threading.Event()
+
+    def listen() -> None:
+        with httpx.stream("GET", f"{stack.ingress.url}/v1/conversations/conv-h2/stream", timeout=20) as response:
+            for line in response.iter_lines():
+                connected.set()
+                if line.startswith("event: "):
+                    events.append(line.removeprefix("event: "))
+                if "reply" in events:
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert connected.wait(10)
+    body = {"channel": "sms", "sender": "+15550009999", "customer_id": "h2", "text": "how do I get a refund?"}
+    assert http.post("/v1/messages", json=body).status_code == 202
+    listener.join(20)
+    assert events[:2] == ["message", "reply"]
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "error"),
+    [
+        (b'{"channel": "sms", ', 400, "malformed JSON"),
+        (b'{"channel": "sms", "sender": "+1", "text": "\xff\xfe"}', 400, "not valid UTF-8"),
+        (json.dumps({"channel": "pigeon", "sender": "a", "text": "hi"}).encode(), 422, "invalid message"),
+        (json.dumps({"channel": "sms", "sender": 5, "text": ["x"]}).encode(), 422, "invalid message"),
+        (
+            json.dumps({"channel": "sms", "sender": "+1", "text": "hi", "colour": "red"}).encode(),
+            422,
+            "invalid message",
+        ),
+        (json.dumps({"channel": "sms", "sender": "+1", "text": "x" * 4001}).encode(), 413, "the limit is 4000"),
+    ],
+    ids=["malformed-json", "invalid-utf8", "unknown-channel", "wrong-types", "unknown-field", "oversized-text"],
+)
+def test_bad_requests_get_a_clear_error_and_a_dead_letter(http, stack, content, status, error):
+    response = http.post("/v1/messages", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == status
+    assert error in response.json()["error"]
+    letters = [d for d in dead_letters(stack) if base64.b64decode(d["original_b64"]) == content]
+    assert len(letters) == 1
+    assert letters[0]["stage"] == "ingress" and error in letters[0]["error"]
+
+
+def test_validation_errors_name_the_fields(http):
+    response = http.post("/v1/messages", json={"channel": "sms", "sender": 5, "text": ["x"]})
+    details = response.json()["details"]
+    assert any(d.startswith("sender:") for d in details) and any(d.startswith("text:") for d in details)
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(http):
+    response = http.post("/v1/messages", content=b"x" * 70_000, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_health_and_metrics(http):
+    http.post("/v1/messages", json={"channel": "webchat", "sender": "w-m", "text": "hello"})
+    assert http.get("/healthz").json() == {"status": "ok"}
+    metrics = http.get("/metrics").text
+    assert 'supportflow_ingress_requests_total{channel="webchat",status="202"}' in metrics
+
+
+def test_a_sender_over_the_channel_limit_gets_429_with_retry_after(http):
+    body = {"channel": "sms", "sender": "+15557770000", "text": "where is my order 1234567?"}
+    statuses = [http.post("/v1/messages", json=body).status_code for _ in range(11)]
+    assert statuses == [202] * 10 + [429], "SMS allows 10 a minute per sender"
+    refused = http.post("/v1/messages", json=body)
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 6
+    assert "too many sms messages" in refused.json()["error"]
+    other = http.post("/v1/messages", json={**body, "sender": "+15557770001"})
+    assert other.status_code == 202, "another sender is not affected"
+
+
+def test_a_conversation_snapshot_comes_from_the_store_and_is_reused_from_redis(http, stack, redis_url):
+    body = {"channel": "sms", "sender": "+14155550111", "customer_id": "h-snap", "text": "where is my order 7654321?"}
+    message_id = http.post("/v1/messages", json=body).json()["message_id"]
+    assert http.get(f"/v1/messages/{message_id}", params={"wait": 15}).json()["status"] == "replied"
+
+    deadline = time.monotonic() + 30
+    while True:  # the sink stores the turn shortly after the reply goes out
+        redis.Redis.from_url(redis_url).flushdb()
+        first = http.get("/v1/conversations/conv-h-snap")
+        if (first.status_code == 200 and len(first.json()["messages"]) == 2) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert first.status_code == 200, first.text
+    assert first.headers["X-Cache"] == "miss"
+    roles = [(m["role"], m["text"]) for m in first.json()["messages"]]
+    assert roles[0] == ("customer", "where is my order 7654321?") and roles[1][0] == "agent"
+
+    again = http.get("/v1/conversations/conv-h-snap")
+    assert again.headers["X-Cache"] == "hit" and again.json() == first.json()
+    missing = http.get("/v1/conversations/conv-nobody")
+    assert missing.status_code == 404 and "conversation store" in missing.json()["error"]
+
+    # the redaction stage runs in its own low-priority worker, in a consumer group of its own
+    reader = make_reader(stack.settings.kafka_client_config(), ["sf.events"], from_beginning=True)
+    try:
+        events = [json.loads(r.value) for r in consume_all(reader, idle_s=2.0, max_s=20.0)]
+    finally:
+        reader.close()
+    assert message_id in {e["message"]["id"] for e in events if e.get("message")}
+    assert "analytics" in stack.describe_workers() and len(stack.workers) == 2

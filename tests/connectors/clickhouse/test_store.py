@@ -1,0 +1,194 @@
+"""The events table: the same tests on chdb (in process) and on a real ClickHouse 18.16 server.
+
+Each test runs once per backend through the EventStore Protocol, so the DDL and every report
+query are pinned on the newest engine (chdb) and the oldest server we support (Debian's).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from connectors.clickhouse import ChdbEventStore, ClickHouseEventStore, ddl, load_query, render
+from connectors.clickhouse.rows import FEEDBACK_COLUMNS
+from connectors.protocols import EventStore
+from pipelines.evaluation.analytics_report import build_report
+from tests.support.analytics_events import (
+    EXPECTED_WITH_FEEDBACK,
+    SINCE,
+    UNTIL,
+    assert_report_matches,
+    known_events,
+    known_feedback,
+)
+from tests.support.clickhouse import ClickHouseServer
+
+COUNT = "SELECT count() AS n FROM events FINAL"
+
+
+@pytest.fixture(params=["chdb", "clickhouse-server"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
+    """A migrated, empty events table on each backend."""
+    if request.param == "chdb":
+        event_store: EventStore = ChdbEventStore(tmp_path / "chdb")
+    else:
+        server: ClickHouseServer = request.getfixturevalue("clickhouse_server")
+        event_store = ClickHouseEventStore(server.fresh_database())
+    await event_store.migrate()
+    await event_store.migrate()  # idempotent: a restarted sink migrates again
+    try:
+        yield event_store
+    finally:
+        await event_store.close()
+
+
+async def test_inserting_a_batch_twice_changes_no_count(store: EventStore) -> None:
+    events = known_events()
+    assert await store.insert(events) == len(events)
+    first = (await build_report(store, SINCE, UNTIL)).model_dump(mode="json")
+    await store.insert(events)  # the sink retries a batch whose acknowledgement was lost
+    await store.insert(events[:10])
+    assert (await store.query(COUNT))[0]["n"] == len(events)
+    assert_report_matches((await build_report(store, SINCE, UNTIL)).model_dump(mode="json"), first)
+
+
+async def test_report_over_known_events_gives_the_numbers_worked_out_by_hand(store: EventStore) -> None:
+    await store.insert(known_events())
+    report = await build_report(store, SINCE, UNTIL)
+    assert_report_matches(report.model_dump(mode="json"))
+
+
+async def test_a_replayed_turn_with_a_new_timestamp_counts_once_at_its_latest_version(store: EventStore) -> None:
+    original = known_events()[0]
+    replayed = original.model_copy(
+        update={"timestamp": original.timestamp + timedelta(hours=2), "metadata": original.metadata.model_copy()}
+    )
+    replayed.metadata.latency_ms = 4321.0
+    await store.insert([original])
+    await store.insert([replayed])
+    rows = await store.query(
+        "SELECT timestamp, latency_ms FROM events FINAL WHERE event_id = {id:String}", {"id": "r0"}
+    )
+    assert rows == [{"timestamp": replayed.timestamp, "latency_ms": 4321.0}]
+    report = await build_report(store, SINCE, UNTIL)
+    assert (report.turns, report.reply_latency.p50_ms) == (1, 4321.0)
+
+
+async def test_an_empty_window_reports_zeros_and_no_rates(store: EventStore) -> None:
+    await store.insert(known_events())
+    later = UNTIL + timedelta(days=30)
+    report = await build_report(store, later, later + timedelta(days=1))
+    assert (report.turns, report.conversations, report.total_cost_usd) == (0, 0, 0.0)
+    assert report.autonomous_resolution_rate is None and report.escalation_rate is None
+    assert report.cost_per_conversation_usd is None
+    assert (report.reply_latency.replies, report.reply_latency.p50_ms, report.reply_latency.p99_ms) == (0, None, None)
+    assert report.volume_by_channel == report.sentiment_trend == report.escalation_reasons == []
+
+
+async def test_text_entities_and_absent_parts_survive_the_round_trip(store: EventStore) -> None:
+    reply, closed = known_events()[0], next(e for e in known_events() if e.event_type == "session_closed")
+    tricky = reply.model_copy(update={"event_id": "tricky", "message": reply.message.model_copy()})  # type: ignore[union-attr]
+    tricky.message.content = "it's a \\ back'slash,\nnew line, tab\t, ünïcode ✓ and \x1f unit separator"  # type: ignore[union-attr]
+    tricky.nlu.entities = [*tricky.nlu.entities, tricky.nlu.entities[0].model_copy(update={"type": "email"})]  # type: ignore[union-attr]
+    await store.insert([tricky, closed])
+    columns = "event_id, message_content, entity_types, intent, action_type, timestamp"
+    rows = await store.query(f"SELECT {columns} FROM events FINAL ORDER BY event_id")
+    assert rows == [
+        {
+            "event_id": "closed-c0",
+            "message_content": "",
+            "entity_types": [],
+            "intent": "",
+            "action_type": "",
+            "timestamp": datetime(2025, 3, 1, 1, tzinfo=UTC),
+        },
+        {
+            "event_id": "tricky",
+            "message_content": tricky.message.content,  # type: ignore[union-attr]
+            "entity_types": ["order_id", "email"],
+            "intent": "track_order",
+            "action_type": "",
+            "timestamp": SINCE,
+        },
+    ]
+
+
+def test_every_report_query_reads_the_table_with_final_and_the_window() -> None:
+    for name in ("volume_by_channel", "volume_by_intent", "autonomous_resolution", "escalation_rate"):
+        sql = load_query(name)
+        assert "FROM events FINAL" in sql and "{since:DateTime('UTC')}" in sql and "{until:DateTime('UTC')}" in sql
+    rendered = render(load_query("sentiment_trend"), {"since": SINCE, "until": UNTIL, "bucket_seconds": 3600})
+    assert "toDateTime('2025-03-01 00:00:00', 'UTC')" in rendered and "{" not in rendered
+
+
+def test_a_query_parameter_without_a_value_is_named_in_the_error() -> None:
+    with pytest.raises(KeyError, match="until"):
+        render(load_query("escalation_rate"), {"since": SINCE})
+
+
+async def test_a_shared_chdb_folder_takes_turns_between_processes(tmp_path: Path) -> None:
+    """The sink keeps writing while `analytics report` or `replay` read the same folder from another process."""
+    here = ChdbEventStore(tmp_path / "chdb")
+    await here.migrate()
+    await here.insert(known_events()[:10])
+    other_process = textwrap.dedent(
+        f"""
+        import asyncio
+        from pathlib import Path
+        from connectors.clickhouse import ChdbEventStore
+        from tests.support.analytics_events import known_events
+
+        async def main():
+            store = ChdbEventStore(Path({str(tmp_path / "chdb")!r}))
+            for event in known_events()[10:20]:
+                await store.insert([event])
+            print((await store.query("{COUNT}"))[0]["n"])
+
+        asyncio.run(main())
+        """
+    )
+    writer = subprocess.Popen([sys.executable, "-c", other_process], stdout=subprocess.PIPE, text=True)
+    seen = [(await here.query(COUNT))[0]["n"] for _ in range(5)]  # reads interleave with the other's writes
+    out, _ = writer.communicate(timeout=120)
+    assert writer.returncode == 0
+    assert int(out.strip()) == 20
+    assert seen == sorted(seen) and 10 <= seen[0] <= 20
+    assert (await here.query(COUNT))[0]["n"] == 20
+
+
+async def test_feedback_counts_once_per_id_and_gives_the_figures_worked_out_by_hand(store: EventStore) -> None:
+    feedback = known_feedback()
+    assert await store.insert([*known_events(), *feedback]) == len(known_events()) + len(feedback)
+    await store.insert(feedback[:5])  # a retried batch
+    distinct = len({f.feedback_id for f in feedback})
+    assert (await store.query("SELECT count() AS n FROM feedback FINAL"))[0]["n"] == distinct
+    report = await build_report(store, SINCE, UNTIL)
+    assert_report_matches(report.model_dump(mode="json"), EXPECTED_WITH_FEEDBACK)
+
+
+async def test_no_free_text_of_a_feedback_reaches_the_analytics_table(store: EventStore) -> None:
+    (csat,) = [f for f in known_feedback() if f.comment][:1]
+    untimed = next(f for f in known_feedback() if f.kind == "resolution" and f.handle_time_s is None)
+    await store.insert([csat, untimed])
+    rows = await store.query("SELECT * FROM feedback FINAL ORDER BY kind")
+    assert [sorted(row) for row in rows] == [sorted([*FEEDBACK_COLUMNS])] * 2 and "comment" not in FEEDBACK_COLUMNS
+    assert not any(csat.comment in str(value) for row in rows for value in row.values())
+    assert (rows[0]["kind"], rows[0]["rating"], rows[0]["has_comment"], rows[0]["channel"]) == ("csat", 5, 1, "webchat")
+    assert (rows[1]["handle_time_s"], rows[1]["first_response_s"], rows[1]["message_id"]) == (-1.0, -1.0, "")
+
+
+async def test_a_store_migrated_before_feedback_existed_reports_no_human_figures(tmp_path: Path) -> None:
+    """An events table from an older sink: the report still runs (the next sink start adds the table)."""
+    store = ChdbEventStore(tmp_path / "chdb")
+    await store.query(ddl()[0])
+    await store.insert(known_events())
+    try:
+        assert_report_matches((await build_report(store, SINCE, UNTIL)).model_dump(mode="json"))
+    finally:
+        await store.close()

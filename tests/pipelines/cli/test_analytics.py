@@ -1,0 +1,126 @@
+"""`supportflow analytics report`: the report over a chdb folder, its chart, and its argument errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from connectors.clickhouse import ChdbEventStore
+from pipelines.cli import app
+from pipelines.evaluation.analytics_report import parse_moment
+from tests.support.analytics_events import (
+    EXPECTED_WITH_FEEDBACK,
+    SINCE,
+    UNTIL,
+    assert_report_matches,
+    known_events,
+    known_feedback,
+)
+
+runner = CliRunner()
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+WINDOW = ["--since", "2025-03-01T00:00:00Z", "--until", "2025-03-02"]
+
+
+@pytest.fixture(autouse=True)
+def _no_server_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CLICKHOUSE_URL", "SUPPORTFLOW_CLICKHOUSE_URL", "SUPPORTFLOW_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A data folder whose chdb holds the known events and feedback, closed as a stopped stack leaves it."""
+
+    async def fill() -> None:
+        store = ChdbEventStore(tmp_path / "data" / "chdb")
+        await store.migrate()
+        await store.insert([*known_events(), *known_feedback()])
+        await store.close()
+
+    asyncio.run(fill())
+    return tmp_path / "data"
+
+
+def test_report_json_prints_the_known_metrics_and_writes_a_png(data_dir: Path, tmp_path: Path) -> None:
+    png = tmp_path / "chart.png"
+    result = runner.invoke(
+        app, ["analytics", "report", "--json", "--data-dir", str(data_dir), "--png", str(png), *WINDOW]
+    )
+    assert result.exit_code == 0, result.output
+    assert_report_matches(json.loads(result.stdout), EXPECTED_WITH_FEEDBACK)
+    data = png.read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000  # a 1600x900 chart, not an empty file
+
+
+def test_report_as_text_shows_the_headline_and_no_png_writes_none(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the default chart path is in the working directory
+    result = runner.invoke(app, ["analytics", "report", "--no-png", "--data-dir", str(data_dir), *WINDOW])
+    assert result.exit_code == 0, result.output
+    assert "autonomous resolution" in result.stdout and "70.0%" in result.stdout
+    assert "customer_requested_human" in result.stdout and "$0.0200" in result.stdout
+    assert "CSAT by channel" in result.stdout and "3.62 / 5" in result.stdout and "62.5%" in result.stdout
+    assert "get_refund" in result.stdout and "cancel_order" in result.stdout and "human handle time" in result.stdout
+    assert not (tmp_path / "analytics-report.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--since", "yesterday"], "invalid --since"),
+        (["--until", "2025-13-01"], "invalid --until"),
+        (["--since", "2025-03-02", "--until", "2025-03-01"], "must be before --until"),
+        (["--clickhouse-url", "http://localhost:8123"], "--clickhouse-url must look like clickhouse://"),
+    ],
+)
+def test_bad_arguments_are_a_clear_error_and_exit_code_2(
+    data_dir: Path, arguments: list[str], message: str, tmp_path: Path
+) -> None:
+    result = runner.invoke(app, ["analytics", "report", "--data-dir", str(data_dir), "--no-png", *arguments])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_data_dir_without_chdb_is_refused_rather_than_reported_empty(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["analytics", "report", "--data-dir", str(tmp_path / "typo"), "--no-png"])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_chdb_folder_held_by_a_running_stack_is_a_clear_error(data_dir: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from chdb.session import Session; s = Session(sys.argv[1]); "
+            "print('open', flush=True); time.sleep(60)",
+            str(data_dir / "chdb"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        result = runner.invoke(app, ["analytics", "report", "--data-dir", str(data_dir), "--no-png", *WINDOW])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 1, result.output
+    assert "held open by another process" in result.output and "one process at a time" in result.output
+
+
+def test_relative_and_iso_times_parse_to_utc_seconds() -> None:
+    now = UNTIL.replace(microsecond=0)
+    assert parse_moment("24h", now) == SINCE
+    assert parse_moment("1d", now) == parse_moment("2025-03-01", now) == parse_moment("2025-03-01T01:00+01:00", now)
+    assert parse_moment("now", now) == now
+    with pytest.raises(ValueError, match="duration ago"):
+        parse_moment("-3d", now)
