@@ -18,12 +18,11 @@ from typing import Any, ClassVar
 
 from operators.base import Operator, OperatorConfig
 from operators.protocols import OperatorContext
-from schemas import AuthorizedTurn, GuardVerdict, PlannedTurn
+from schemas import VERIFY_TOOL, AuthorizedTurn, GuardVerdict, PlannedTurn
 
 log = logging.getLogger(__name__)
 
 DEFAULT_POLICY = Path(__file__).parent / "data" / "action_policy.yaml"
-VERIFY_TOOL = "crm.verify_identity"
 
 
 class AuthorizeConfig(OperatorConfig):
@@ -76,4 +75,4 @@ class Authorize(Operator[PlannedTurn, AuthorizedTurn]):
             return GuardVerdict(branch="block", reason=f"policy error: {type(exc).__name__}")
         if finding is None:
             return GuardVerdict(branch="pass")
-        return GuardVerdict(branch="block", reason=f"{finding.kind}: {finding.reason}")
+        return GuardVerdict(branch="block", reason=f"{finding.kind}: {finding.reason}", kind=finding.kind)

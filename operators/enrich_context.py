@@ -43,6 +43,12 @@ class EnrichContext(Operator[Message, ContextTurn]):
     output_type = ContextTurn
     Config: ClassVar[type[OperatorConfig]] = EnrichContextConfig
 
+    @property
+    def session_idle_limit(self) -> timedelta:
+        """After this long without a turn the session is closed (`operators.protocols.KeepsSessions`)."""
+        config: EnrichContextConfig = self.config  # type: ignore[assignment]
+        return timedelta(minutes=config.session_idle_minutes)
+
     async def run(self, record: Message, ctx: OperatorContext) -> ContextTurn | None:
         config: EnrichContextConfig = self.config  # type: ignore[assignment]
         now = ctx.clock.now()

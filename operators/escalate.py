@@ -7,9 +7,14 @@ import hashlib
 from operators._events import session_after_turn, turn_event
 from operators.base import Operator
 from operators.protocols import OperatorContext
-from schemas import AuthorizedTurn, Emitted, Escalation, EventAction, GuardedTurn, RawConversationEvent, RoutedTurn
-
-VERIFY_TOOL = "crm.verify_identity"
+from schemas import (
+    VERIFY_TOOL,
+    Emitted,
+    Escalation,
+    EventAction,
+    RawConversationEvent,
+    RoutedTurn,
+)
 
 PRIORITY_BY_REASON = {
     "keyword_trigger": "high",
@@ -42,19 +47,14 @@ class Escalate(Operator[RoutedTurn, Emitted]):
 
     async def run(self, record: RoutedTurn, ctx: OperatorContext) -> Emitted:
         now = ctx.clock.now()
-        reason, detail = record.route.reason, record.route.detail
+        reason, detail, plan = record.hand_over()
         prepared = []
         task_intent = None
-        if isinstance(record, GuardedTurn) and record.guard.branch == "block":
-            reason, detail = "policy_block", record.guard.reason
-        elif isinstance(record, AuthorizedTurn) and record.authorization.branch == "block":
-            detail = record.authorization.reason
-            reason = "needs_approval" if detail.startswith("needs_approval") else "policy_block"
-            if reason == "needs_approval":  # what a human approves with one click, keys and all
-                # the identity check planned for this turn has not run: the approval runs it first
-                steps = [*record.plan.steps, *record.plan.pending_steps]
-                prepared = [s for s in steps if s.writes or s.name == VERIFY_TOOL]
-                task_intent = record.plan.intent
+        if plan is not None:  # what a human approves with one click, keys and all
+            # the identity check planned for this turn has not run: the approval runs it first
+            steps = [*plan.steps, *plan.pending_steps]
+            prepared = [s for s in steps if s.writes or s.name == VERIFY_TOOL]
+            task_intent = plan.intent
         message = record.message
         escalation_id = escalation_id_for(message.message_id)
         follow_up = reason == "with_human" and record.session.escalated

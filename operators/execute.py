@@ -20,9 +20,8 @@ from pydantic import Field
 from connectors.protocols import ToolCall, ToolError
 from operators.base import Operator, OperatorConfig
 from operators.protocols import OperatorContext, ToolSource
-from schemas import ActionCall, ActionResult, AuthorizedTurn, ExecutedTurn, Reply, SessionContext
+from schemas import VERIFY_TOOL, ActionCall, ActionResult, AuthorizedTurn, ExecutedTurn, Reply, SessionContext
 
-VERIFY_TOOL = "crm.verify_identity"
 OPTIONAL_SEGMENT = re.compile(r"\[([^\[\]]*)\]")
 
 

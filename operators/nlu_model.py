@@ -13,9 +13,10 @@ process and `model_used` says so (`onnxruntime:intent_classifier:1` instead of
 failure. A confidence under the out-of-scope threshold (by default the one calibrated by the
 trainer, in `labels.json`) also becomes `out_of_scope`.
 
-Triton's address is the operator's `triton_url`, else `Settings.triton_url`; `supportflow run`
-sets the latter to the embedded tritonserver it starts (`connectors.triton.EmbeddedTriton`).
-Neither set: in-process onnxruntime only.
+The model client comes from the runtime (`ctx.clients.intent_model`, built in
+`pipelines/runtime/clients.py`): Triton's address is the operator's `triton_url`, else
+`Settings.triton_url`; `supportflow run` sets the latter to the embedded tritonserver it starts
+(`connectors.triton.EmbeddedTriton`). Neither set: in-process onnxruntime only.
 """
 
 from __future__ import annotations
@@ -25,13 +26,10 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from connectors.triton import FallbackIntentModel, build_intent_model
 from operators.base import OperatorConfig
 from operators.keyword_nlu import IntentGuess, Nlu, NluConfig
 from operators.nlu.keywords import OUT_OF_SCOPE
-from operators.protocols import OperatorContext
-
-DEFAULT_REPOSITORY = Path(__file__).resolve().parents[1] / "triton_models"
+from operators.protocols import IntentModel, IntentModelOptions, OperatorContext
 
 
 class NluModelConfig(NluConfig):
@@ -61,20 +59,17 @@ class NluModel(Nlu):
 
     def __init__(self, config: OperatorConfig | None = None) -> None:
         super().__init__(config)
-        self.model: FallbackIntentModel | None = None
+        self.model: IntentModel | None = None
 
     def warm_up(self, ctx: OperatorContext) -> None:
         cfg: NluModelConfig = self.config  # type: ignore[assignment]
         self._entities.warm_up()
         self._sentiment.warm_up()
-        settings = ctx.settings if ctx is not None else None
-        settings_url = getattr(settings, "triton_url", None)
-        repository = cfg.model_repository or getattr(settings, "model_repository", None) or DEFAULT_REPOSITORY
-        self.model = build_intent_model(
-            repository,
-            cfg.model_name,
-            cfg.model_version,
-            triton_url=cfg.triton_url or settings_url,
+        options = IntentModelOptions(
+            triton_url=cfg.triton_url,
+            model_repository=cfg.model_repository,
+            model_name=cfg.model_name,
+            model_version=cfg.model_version,
             in_process_fallback=cfg.in_process_fallback,
             timeout_s=cfg.timeout_s,
             retries=cfg.retries,
@@ -83,6 +78,7 @@ class NluModel(Nlu):
             breaker_open_s=cfg.breaker_open_s,
             max_length=cfg.max_length,
         )
+        self.model = ctx.require_clients(self.name).intent_model(options)
 
     @property
     def warmed_up(self) -> bool:
@@ -93,7 +89,7 @@ class NluModel(Nlu):
         cfg: NluModelConfig = self.config  # type: ignore[assignment]
         prediction = await self.model.classify(text)
         intent = prediction.intent
-        threshold = self.model.meta.oos_threshold if cfg.out_of_scope_threshold is None else cfg.out_of_scope_threshold
+        threshold = self.model.oos_threshold if cfg.out_of_scope_threshold is None else cfg.out_of_scope_threshold
         if prediction.available and prediction.confidence < threshold:
             intent = OUT_OF_SCOPE
         return IntentGuess(intent, prediction.confidence, prediction.model_used, list(prediction.alternatives))

@@ -25,11 +25,10 @@ from pydantic import Field
 from operators.base import Operator, OperatorConfig
 from operators.playbooks import DEFAULT_FOLDER, Playbook, load_playbooks
 from operators.protocols import OperatorContext
-from schemas import ActionCall, Plan, PlannedTurn, RoutedTurn, SessionContext, TaskState
+from schemas import VERIFY_TOOL, ActionCall, Plan, PlannedTurn, RoutedTurn, SessionContext, TaskState
 
 DEFAULT_REPLIES = Path(__file__).parent / "data" / "replies.yaml"
 FALLBACK_INTENT = "out_of_scope"
-VERIFY_TOOL = "crm.verify_identity"
 VERIFY_ASK = (
     "Before I look into your account: please tell me the email address or the ZIP code on the account "
     "that placed order {order_number}."

@@ -1,15 +1,31 @@
 """The interfaces operators receive their collaborators through, in one place.
 
-Operators never open connections: the runtime builds these from configuration (a Kafka-backed
-faust table in production and tests, a dict in unit tests) and passes them in the context.
+Operators never open connections: the runtime builds their clients from typed settings
+(`pipelines/runtime/clients.py`) and passes them in the context; a unit test passes its own.
+The connectors satisfy these Protocols structurally, so no operator imports a concrete client.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
+
+__all__ = [
+    "Clients",
+    "Clock",
+    "DictTable",
+    "IntentModel",
+    "IntentModelOptions",
+    "IntentPrediction",
+    "KeepsSessions",
+    "OperatorContext",
+    "PiiRedactor",
+    "StateTable",
+    "ToolSource",
+]
 
 V = TypeVar("V")
 
@@ -37,6 +53,79 @@ class Clock(Protocol):
     def now(self) -> datetime: ...
 
 
+class IntentPrediction(Protocol):
+    """One text's intent as a served classifier answers it (`connectors.triton.Prediction`)."""
+
+    @property
+    def intent(self) -> str: ...
+
+    @property
+    def confidence(self) -> float: ...
+
+    @property
+    def model_used(self) -> str: ...
+
+    @property
+    def alternatives(self) -> list[tuple[str, float]]: ...
+
+    @property
+    def available(self) -> bool: ...
+
+
+class IntentModel(Protocol):
+    """A served intent classifier (`connectors.triton.FallbackIntentModel`); concurrent calls batch."""
+
+    @property
+    def oos_threshold(self) -> float: ...
+
+    async def classify(self, text: str) -> IntentPrediction: ...
+
+    async def close(self) -> None: ...
+
+
+class PiiRedactor(Protocol):
+    """Replaces PII in texts by placeholders (`connectors.pii.PresidioRedactor`); blocking, batched."""
+
+    def warm_up(self) -> None: ...
+
+    def redact_many(self, texts: Sequence[str]) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class IntentModelOptions:
+    """What an operator asks of its intent model; unset fields take the application's settings."""
+
+    triton_url: str | None = None
+    model_repository: Path | None = None
+    model_name: str = "intent_classifier"
+    model_version: str | None = None
+    in_process_fallback: bool = True
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    timeout_s: float = 1.0
+    retries: int = 1
+    breaker_open_s: float = 5.0
+    max_length: int | None = None
+
+
+class Clients(Protocol):
+    """The factory of outside-system clients the runtime offers operators during `warm_up`."""
+
+    def intent_model(self, options: IntentModelOptions) -> IntentModel: ...
+
+    def pii_redactor(self, entities: Sequence[str] | None, score_threshold: float | None) -> PiiRedactor:
+        """None: the redactor's own defaults."""
+        ...
+
+
+@runtime_checkable
+class KeepsSessions(Protocol):
+    """An operator that opens sessions says when one is idle: the runtime's reaper closes those."""
+
+    @property
+    def session_idle_limit(self) -> timedelta: ...
+
+
 class DictTable(dict[str, Any]):
     """A StateTable over a plain dict: for unit tests and one-off tools, never for the stream."""
 
@@ -48,18 +137,23 @@ class DictTable(dict[str, Any]):
 class OperatorContext:
     """What an operator may use besides its input record.
 
-    `tables` holds the runtime's state tables by name (`sessions`, `identities`, `seen`);
-    `settings` is the validated application configuration; `clock` is injectable for tests;
-    `tools` is the backend actions' registry (`ToolSource`), built by the runtime from settings.
+    `tables` holds the runtime's state tables by name (`sessions`, `identities`, `seen`); `clock`
+    is injectable for tests; `tools` is the backend actions' registry (`ToolSource`); `clients`
+    builds the outside systems' clients (models, redaction) from the application's settings.
     """
 
     tables: Mapping[str, StateTable[Any]]
     clock: Clock
-    settings: Any = None
     tools: ToolSource | None = None
+    clients: Clients | None = field(default=None)
 
     def table(self, name: str) -> StateTable[Any]:
         try:
             return self.tables[name]
         except KeyError:
             raise LookupError(f"state table {name!r} is not configured; known: {sorted(self.tables)}") from None
+
+    def require_clients(self, operator: str) -> Clients:
+        if self.clients is None:
+            raise LookupError(f"{operator} needs the runtime's clients; the context carries none")
+        return self.clients

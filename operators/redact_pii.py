@@ -15,10 +15,8 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from connectors.batching import MicroBatcher, batcher_on_this_loop
-from connectors.pii import DEFAULT_ENTITIES, DEFAULT_SCORE_THRESHOLD, PresidioRedactor
-from connectors.protocols import Redactor
 from operators.base import Operator, OperatorConfig
-from operators.protocols import OperatorContext
+from operators.protocols import OperatorContext, PiiRedactor
 from schemas import ConversationEvent, RawConversationEvent
 
 _PII_ENTITY_WORDS: dict[str, str] = {
@@ -74,8 +72,10 @@ def placeholder_for_entity_type(entity_type: str) -> str | None:
 class RedactPiiConfig(OperatorConfig):
     max_batch: int = Field(default=64, ge=1, description="texts per spaCy batch at most")
     max_wait_ms: float = Field(default=5.0, ge=0, description="longest a text waits for others to share its batch")
-    entities: list[str] = Field(default_factory=lambda: list(DEFAULT_ENTITIES), min_length=1)
-    score_threshold: float = Field(default=DEFAULT_SCORE_THRESHOLD, ge=0, le=1)
+    entities: list[str] | None = Field(
+        default=None, min_length=1, description="presidio entity types; unset: the redactor's own set"
+    )
+    score_threshold: float | None = Field(default=None, ge=0, le=1, description="unset: the redactor's own")
 
 
 class RedactPii(Operator[RawConversationEvent, ConversationEvent]):
@@ -91,13 +91,15 @@ class RedactPii(Operator[RawConversationEvent, ConversationEvent]):
     output_type = ConversationEvent
     Config: ClassVar[type[OperatorConfig]] = RedactPiiConfig
 
-    def __init__(self, config: OperatorConfig | None = None, redactor: Redactor | None = None) -> None:
+    def __init__(self, config: OperatorConfig | None = None, redactor: PiiRedactor | None = None) -> None:
         super().__init__(config)
-        cfg: RedactPiiConfig = self.config  # type: ignore[assignment]
-        self.redactor: Redactor = redactor or PresidioRedactor(cfg.entities, cfg.score_threshold)
+        self.redactor: PiiRedactor | None = redactor
         self._batcher: MicroBatcher[str, str] | None = None
 
     def warm_up(self, ctx: OperatorContext) -> None:
+        if self.redactor is None:
+            cfg: RedactPiiConfig = self.config  # type: ignore[assignment]
+            self.redactor = ctx.require_clients(self.name).pii_redactor(cfg.entities, cfg.score_threshold)
         self.redactor.warm_up()
 
     async def run(self, record: RawConversationEvent, ctx: OperatorContext) -> ConversationEvent:
@@ -154,10 +156,13 @@ class RedactPii(Operator[RawConversationEvent, ConversationEvent]):
     def _batcher_for_this_loop(self) -> MicroBatcher[str, str]:
         """The batcher lives on the event loop that runs the stage; a new loop (tests) gets a new one."""
         cfg: RedactPiiConfig = self.config  # type: ignore[assignment]
+        if self.redactor is None:
+            raise RuntimeError("redact_pii ran before warm_up gave it a redactor")
+        redactor = self.redactor
         self._batcher = batcher_on_this_loop(
             self._batcher,
             lambda: MicroBatcher(
-                self.redactor.redact_many, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms, name="redact_pii"
+                redactor.redact_many, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms, name="redact_pii"
             ),
         )
         return self._batcher

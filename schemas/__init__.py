@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from schemas._base import Record
-from schemas.agent import ActionCall, ActionResult, GuardVerdict, Plan, Reply, RouteDecision, RouteReason
+from schemas.agent import VERIFY_TOOL, ActionCall, ActionResult, GuardVerdict, Plan, Reply, RouteDecision, RouteReason
 from schemas.inbound import CHANNEL_META_KEYS, CHANNELS, Channel, Message, RawInbound, utcnow
 from schemas.nlu import Entity, NluResult, Sentiment
 from schemas.outbound import (
@@ -32,6 +32,7 @@ from schemas.turn import (
     ExecutedTurn,
     FormattedTurn,
     GuardedTurn,
+    HandOver,
     NluTurn,
     PlannedTurn,
     RoutedTurn,
@@ -42,6 +43,7 @@ __all__ = [
     "CHANNELS",
     "CHANNEL_META_KEYS",
     "STATUS_RANK",
+    "VERIFY_TOOL",
     "ActionCall",
     "ActionResult",
     "AgentSpec",
@@ -71,6 +73,7 @@ __all__ = [
     "FormattedTurn",
     "GuardVerdict",
     "GuardedTurn",
+    "HandOver",
     "HistoryTurn",
     "LifetimeSummary",
     "Message",

@@ -8,6 +8,10 @@ from pydantic import Field
 
 from schemas._base import Record
 
+VERIFY_TOOL = "crm.verify_identity"
+"""The identity check a plan runs before account actions: planners add it, the policy requires it,
+`execute` reads its result and `escalate` carries it with a prepared action."""
+
 RouteReason = Literal[
     "confident",
     "low_confidence",
@@ -80,3 +84,8 @@ class Reply(Record):
 class GuardVerdict(Record):
     branch: Literal["pass", "block"]
     reason: str = ""
+    kind: str | None = Field(
+        default=None,
+        description="what blocked, as a word a program acts on (the action policy's finding: `needs_approval`, "
+        "`not_allowed`...); `reason` is for people",
+    )

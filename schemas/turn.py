@@ -7,6 +7,8 @@ can prove consecutive operators fit with a plain subclass test.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from schemas._base import Record
 from schemas.agent import ActionResult, GuardVerdict, Plan, Reply, RouteDecision
 from schemas.inbound import Message
@@ -29,8 +31,20 @@ class NluTurn(ContextTurn):
     nlu: NluResult
 
 
+class HandOver(NamedTuple):
+    """Why a turn goes to a human, as the step that decided it says; `plan` when a human may approve it."""
+
+    reason: str
+    detail: str
+    plan: Plan | None = None
+
+
 class RoutedTurn(NluTurn):
     route: RouteDecision
+
+    def hand_over(self) -> HandOver:
+        """The reason a human takes this turn: each later step that can block overrides it."""
+        return HandOver(self.route.reason, self.route.detail)
 
 
 class PlannedTurn(RoutedTurn):
@@ -42,6 +56,13 @@ class AuthorizedTurn(PlannedTurn):
 
     authorization: GuardVerdict
 
+    def hand_over(self) -> HandOver:
+        if self.authorization.branch != "block":
+            return super().hand_over()
+        if self.authorization.kind == "needs_approval":  # a human approves the prepared action
+            return HandOver("needs_approval", self.authorization.reason, self.plan)
+        return HandOver("policy_block", self.authorization.reason)
+
 
 class ExecutedTurn(AuthorizedTurn):
     results: list[ActionResult]
@@ -50,6 +71,11 @@ class ExecutedTurn(AuthorizedTurn):
 
 class GuardedTurn(ExecutedTurn):
     guard: GuardVerdict
+
+    def hand_over(self) -> HandOver:
+        if self.guard.branch == "block":
+            return HandOver("policy_block", self.guard.reason)
+        return super().hand_over()
 
 
 class FormattedTurn(GuardedTurn):

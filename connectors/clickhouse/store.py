@@ -20,7 +20,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from pydantic import SecretStr
 
 from connectors.clickhouse.rows import COLUMNS, FEEDBACK_COLUMNS, feedback_to_columns, to_columns
 from connectors.clickhouse.sql import ddl, render
@@ -28,7 +30,6 @@ from schemas import ConversationEvent, Feedback
 
 if TYPE_CHECKING:
     from connectors.protocols import EventStore
-    from pipelines.runtime.settings import Settings
 
 T = TypeVar("T")
 AnalyticsRecord = ConversationEvent | Feedback
@@ -212,7 +213,17 @@ class ClickHouseEventStore(_Serialized):
         self._client.disconnect()
 
 
-def open_event_store(settings: Settings) -> EventStore:
+class EventStoreSettings(Protocol):
+    """What locating the analytics store needs of the application's settings (passed in, never imported)."""
+
+    @property
+    def clickhouse_url(self) -> SecretStr | None: ...
+
+    @property
+    def data_dir(self) -> Path: ...
+
+
+def open_event_store(settings: EventStoreSettings) -> EventStore:
     """The server named by settings.clickhouse_url, else chdb in data_dir/chdb."""
     if settings.clickhouse_url is not None:
         return ClickHouseEventStore(settings.clickhouse_url.get_secret_value())

@@ -5,16 +5,29 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit
+
+from pydantic import SecretStr
 
 from connectors.postgres.embedded import EmbeddedPostgres
 from connectors.postgres.store import PostgresStore
 
-if TYPE_CHECKING:
-    from pipelines.runtime.settings import Settings
+__all__ = ["StoreSettings", "database_dsn", "describe_dsn", "open_conversation_store"]
 
-__all__ = ["database_dsn", "describe_dsn", "open_conversation_store"]
+
+class StoreSettings(Protocol):
+    """What locating the store needs of the application's settings (passed in, never imported)."""
+
+    @property
+    def database_url(self) -> SecretStr | None: ...
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    @property
+    def database_pool_size(self) -> int: ...
 
 
 def describe_dsn(dsn: str) -> str:
@@ -31,7 +44,7 @@ def describe_dsn(dsn: str) -> str:
 
 
 @asynccontextmanager
-async def database_dsn(settings: Settings) -> AsyncIterator[str]:
+async def database_dsn(settings: StoreSettings) -> AsyncIterator[str]:
     """The DSN to use for as long as the block runs; an embedded server started here stops at its end."""
     if settings.database_url is not None:
         yield settings.database_url.get_secret_value()
@@ -44,7 +57,7 @@ async def database_dsn(settings: Settings) -> AsyncIterator[str]:
         await asyncio.to_thread(server.stop)
 
 
-async def open_conversation_store(settings: Settings, migrate: bool = False) -> PostgresStore:
+async def open_conversation_store(settings: StoreSettings, migrate: bool = False) -> PostgresStore:
     """A store on `settings.database_url`, or on an embedded server (persistent in data_dir/postgres)
     that lives until the store is closed."""
     if settings.database_url is not None:

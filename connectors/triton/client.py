@@ -360,6 +360,11 @@ class FallbackIntentModel:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
+    def oos_threshold(self) -> float:
+        """The calibrated confidence under which the intent is out of scope (`labels.json`)."""
+        return self.meta.oos_threshold
+
+    @property
     def available(self) -> bool:
         return self.tokenizer is not None and bool(self.labels) and (self.primary or self.fallback) is not None
 

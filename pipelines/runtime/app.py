@@ -20,6 +20,8 @@ from faust.types import EventT, StreamT
 from connectors.backends.registry import ToolRegistry
 from connectors.kafka import AsyncProducer
 from connectors.kafka.topic_table import TopicTable
+from operators.protocols import KeepsSessions
+from pipelines.runtime.clients import RuntimeClients
 from pipelines.runtime.lanes import KeyedLanes
 from pipelines.runtime.metrics import IN_FLIGHT
 from pipelines.runtime.settings import Settings
@@ -232,6 +234,7 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
         outputs.close()
 
     tools = ToolRegistry.from_settings(settings)
+    clients = RuntimeClients(settings)
 
     @app.on_before_shutdown.connect
     async def close_tools(app: faust.App, **_: Any) -> None:
@@ -246,7 +249,7 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
             dead_letter_topic=spec.dead_letter_topic,
             tables={t: raw_tables[t] for t in stage.tables},
             send=send,
-            settings=settings,
+            clients=clients,
             tools=tools,
         )
         processor.warm_up()  # fail at start, with the operator's own error, not on the first record
@@ -309,11 +312,11 @@ def _install_session_reaper(
     app: faust.App, sessions: RecordTable, lanes: KeyedLanes, send: Any, topology: Topology, settings: Settings
 ) -> None:
     """Close sessions idle past their stage's limit and emit a session_closed event for each."""
-    idle_minutes = 30.0
+    idle_limit = timedelta(minutes=30)
     for stage in topology.stages.values():
         for node in stage.root.walk():
-            if node.operator.name == "enrich_context":
-                idle_minutes = node.operator.config.session_idle_minutes  # type: ignore[attr-defined]
+            if isinstance(node.operator, KeepsSessions):
+                idle_limit = node.operator.session_idle_limit
     events_topic = topology.topic_for(ConversationEvent)
     clock = SystemClock()
 
@@ -323,7 +326,7 @@ def _install_session_reaper(
         for customer_id, session in sessions.items():
             if not isinstance(session, SessionContext) or session.closed or lanes.busy(customer_id):
                 continue
-            if now - session.last_activity_at <= timedelta(minutes=idle_minutes):
+            if now - session.last_activity_at <= idle_limit:
                 continue
             event = ConversationEvent(
                 event_id=f"e-closed-{session.session_id}",

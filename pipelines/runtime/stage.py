@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from connectors.kafka import DeliveryRejected
-from operators.protocols import OperatorContext, StateTable
+from operators.protocols import Clients, OperatorContext, StateTable
 from pipelines.runtime.metrics import DELIVERY_RETRIES, OPERATOR_SECONDS, RECORDS, STAGE_SECONDS
 from pipelines.runtime.topology import Node, Stage
 from schemas import DeadLetter, Emitted, Record
@@ -104,7 +104,7 @@ class StageProcessor:
         dead_letter_topic: str,
         tables: Mapping[str, StateTable[Any]],
         send: Send,
-        settings: Any = None,
+        clients: Clients | None = None,
         clock: Any = None,
         tools: Any = None,
     ) -> None:
@@ -115,11 +115,11 @@ class StageProcessor:
         self.dead_letter_topic = dead_letter_topic
         self.tables = tables
         self.send = send
-        self.settings = settings
+        self.clients = clients
         self.clock = clock or SystemClock()
 
     def warm_up(self) -> None:
-        ctx = OperatorContext(tables=self.tables, clock=self.clock, settings=self.settings, tools=self.tools)
+        ctx = OperatorContext(tables=self.tables, clock=self.clock, tools=self.tools, clients=self.clients)
         for node in self.stage.root.walk():
             node.operator.warm_up(ctx)
 
@@ -132,7 +132,7 @@ class StageProcessor:
             await self.dead_letter(value, key, topic, partition, offset, "decode", exc)
             return "dead_lettered"
         staged = {name: StagedTable(table) for name, table in self.tables.items()}
-        ctx = OperatorContext(tables=staged, clock=self.clock, settings=self.settings, tools=self.tools)
+        ctx = OperatorContext(tables=staged, clock=self.clock, tools=self.tools, clients=self.clients)
         try:
             outputs = await run_chain(self.stage.root, record, ctx, self.stage.operator_timeout_s)
         except OperatorFailed as failed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from operators.protocols import DictTable, OperatorContext
+from pipelines.runtime.clients import RuntimeClients
 from schemas import (
     ContextTurn,
     Message,
@@ -33,7 +34,7 @@ class FixedClock:
 
 def context(clock: FixedClock | None = None) -> OperatorContext:
     tables = {"sessions": DictTable(), "identities": DictTable(), "seen": DictTable()}
-    return OperatorContext(tables=tables, clock=clock or FixedClock())
+    return OperatorContext(tables=tables, clock=clock or FixedClock(), clients=RuntimeClients())
 
 
 def raw(text: str = "where is my order 1234567?", **fields: object) -> RawInbound:

@@ -1,0 +1,53 @@
+"""The clients operators receive in their context: built here, from the typed settings.
+
+Operators never open connections (`operators/protocols.py`); when one needs an outside system
+during `warm_up` it asks this factory, which knows where the system lives. The NER-heavy PII
+redactor is built once per process: every stage that asks shares it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from connectors.pii import DEFAULT_ENTITIES, DEFAULT_SCORE_THRESHOLD, PresidioRedactor
+from connectors.triton import build_intent_model
+from operators.protocols import IntentModel, IntentModelOptions, PiiRedactor
+from pipelines.runtime.settings import PROJECT_DIR, Settings
+
+__all__ = ["RuntimeClients"]
+
+
+class RuntimeClients:
+    """`operators.protocols.Clients` for the stream workers (and for tools that run operators)."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings
+        self._redactors: dict[tuple[tuple[str, ...] | None, float | None], PiiRedactor] = {}
+
+    def intent_model(self, options: IntentModelOptions) -> IntentModel:
+        settings = self.settings
+        repository = options.model_repository or (
+            settings.model_repository if settings is not None else PROJECT_DIR / "triton_models"
+        )
+        return build_intent_model(
+            repository,
+            options.model_name,
+            options.model_version,
+            triton_url=options.triton_url or (settings.triton_url if settings is not None else None),
+            in_process_fallback=options.in_process_fallback,
+            timeout_s=options.timeout_s,
+            retries=options.retries,
+            max_batch=options.max_batch,
+            max_wait_ms=options.max_wait_ms,
+            breaker_open_s=options.breaker_open_s,
+            max_length=options.max_length,
+        )
+
+    def pii_redactor(self, entities: Sequence[str] | None, score_threshold: float | None) -> PiiRedactor:
+        key = (tuple(entities) if entities is not None else None, score_threshold)
+        if key not in self._redactors:
+            self._redactors[key] = PresidioRedactor(
+                entities if entities is not None else DEFAULT_ENTITIES,
+                score_threshold if score_threshold is not None else DEFAULT_SCORE_THRESHOLD,
+            )
+        return self._redactors[key]
