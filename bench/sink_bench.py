@@ -1,4 +1,4 @@
-"""Sink throughput: records/s from a topic into each store through the real `SinkRunner`.
+"""Sink throughput: records/s from a topic into each store through the real `ConsumerLoop`.
 
 Unlike `analytics_bench.py` and `postgres_sink.py`, which time the stores alone, this puts N
 events on `sf.events` of an embedded tansu first, then times a sink consumer group reading,
@@ -29,8 +29,8 @@ from connectors.kafka import create_topics, make_producer
 from connectors.postgres import EmbeddedPostgres
 from pipelines.devstack.embedded import EmbeddedBroker
 from pipelines.runtime.app import topic_plans
+from pipelines.runtime.consumer_loop import ConsumerLoop, TopicWriterSink
 from pipelines.runtime.settings import PROJECT_DIR, Settings
-from pipelines.runtime.sinks import SinkRunner
 from pipelines.runtime.topology import load_topology
 from pipelines.services.sinks import open_writer
 
@@ -53,7 +53,7 @@ def fill_topic(bootstrap: str, count: int) -> None:
 async def time_sink(settings: Settings, target: str, group: str, count: int) -> dict[str, Any]:
     topology = load_topology(PROJECT_DIR / "topology.yaml")
     async with open_writer(settings, target, migrate=True) as write:  # type: ignore[arg-type]
-        runner = SinkRunner(target, settings, topology, ["sf.events"], write, group_id=group)
+        runner = ConsumerLoop(target, settings, topology, ["sf.events"], TopicWriterSink(target, write), group_id=group)
         started = time.perf_counter()
         task = asyncio.create_task(runner.run())
         with Progress(console=console) as progress:

@@ -9,7 +9,7 @@ conversation an answer belongs to is recovered from our Message-IDs in `In-Reply
 `References` (email_threading.py) and put in `payload["thread_conversation_id"]`.
 
 Outbound: replies on `sf.outbound` with channel email are delivered by the channel senders'
-machinery (pipelines/services/senders.py: a SinkRunner batch loop, the delivery ledger, retries and
+machinery (pipelines/services/senders.py: the ConsumerLoop batch loop, the delivery ledger, retries and
 dead letters) with one of two senders: `EmailSender` (aiosmtplib) through a relay, as
 multipart/alternative threaded under the customer's mail with a Message-ID derived from the reply
 id, so a resend is recognisably the same mail; or, with no relay configured, `EmailOutbox`, which

@@ -31,6 +31,7 @@ __all__ = [
     "KafkaRecord",
     "TopicPlan",
     "consume_all",
+    "consumer_config",
     "create_topics",
     "dead_letter_of",
     "make_producer",
@@ -140,6 +141,38 @@ class KafkaRecord:
     timestamp_ms: int
 
 
+def consumer_config(
+    conf: dict[str, Any],
+    group_id: str,
+    *,
+    fetch_max_wait_ms: int = 10,
+    from_earliest: bool = False,
+    group_member: bool = False,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Every consumer of supportflow is configured here: offsets are committed by hand, after the work.
+
+    `group_member`: the consumer subscribes and shares partitions, with the short session that
+    makes a dead member's partitions move quickly (and the first join short on tansu).
+    `from_earliest`: a group with no committed offset starts at the beginning.
+    """
+    config: dict[str, Any] = {
+        **conf,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "fetch.wait.max.ms": fetch_max_wait_ms,
+        "log.connection.close": False,
+        "logger": log,  # librdkafka's messages go through logging, not straight to stderr
+    }
+    if from_earliest:
+        config["auto.offset.reset"] = "earliest"
+    if group_member:
+        config["session.timeout.ms"] = 6000
+        config["heartbeat.interval.ms"] = 1000
+    config.update(extra)
+    return config
+
+
 def make_reader(
     conf: dict[str, Any], topics: Iterable[str], from_beginning: bool, fetch_max_wait_ms: int = 10
 ) -> Consumer:
@@ -148,16 +181,7 @@ def make_reader(
     Group membership would cost a join (seconds on tansu) and is not wanted by tools and views
     that read a whole topic.
     """
-    consumer = Consumer(
-        {
-            **conf,
-            "group.id": "supportflow-reader",
-            "logger": log,
-            "enable.auto.commit": False,
-            "log.connection.close": False,
-            "fetch.wait.max.ms": fetch_max_wait_ms,
-        }
-    )
+    consumer = Consumer(consumer_config(conf, "supportflow-reader", fetch_max_wait_ms=fetch_max_wait_ms))
     metadata = consumer.list_topics(timeout=10)
     start = OFFSET_BEGINNING if from_beginning else OFFSET_END
     assignment = [TopicPartition(topic, p, start) for topic in topics for p in metadata.topics[topic].partitions]

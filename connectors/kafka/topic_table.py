@@ -15,6 +15,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from connectors.kafka import consumer_config
 from schemas import Record
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,7 @@ class TopicTable:
     ) -> None:
         self.topic = topic
         self.record_type = record_type
-        self._conf = {
-            **conf,
-            "group.id": f"supportflow-table-{topic}",
-            "enable.auto.commit": False,
-            "log.connection.close": False,
-            "fetch.wait.max.ms": fetch_max_wait_ms,
-            "logger": log,
-        }
+        self._conf = consumer_config(conf, f"supportflow-table-{topic}", fetch_max_wait_ms=fetch_max_wait_ms)
         self._records: dict[str, Record] = {}
         self._index: dict[str, str] = {}
         self._index_of: dict[str, list[str]] = {}

@@ -2,7 +2,7 @@
 
 `supportflow run` starts it as `supportflow email run`; `supportflow email serve` and
 `supportflow email send-outbound` run one half each. The sender is the channel senders'
-machinery (`run_senders`: SinkRunner batches, the delivery ledger, retries, dead letters) with
+machinery (`run_senders`: ConsumerLoop batches, the delivery ledger, retries, dead letters) with
 the email route only and a consumer group of its own (`supportflow-email`): through the SMTP relay
 when one is configured, else into the outbox table. Both halves share the thread store
 (`<data_dir>/email_threads.sqlite`), so a reply threads under the customer's mail.

@@ -22,24 +22,22 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka import Message as KafkaMessage
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from pydantic import ValidationError
 
-from connectors.kafka import AsyncProducer, dead_letter_of
+from connectors.kafka import AsyncProducer, consumer_config
 from pipelines.handover import EscalationRouter, PriorityRule, RouterOptions, load_agents, load_categories
+from pipelines.runtime.consumer_loop import ConsumerLoop
 from pipelines.runtime.metrics import WORKSPACE_ASSIGNMENT_SECONDS, WORKSPACE_COMMANDS, WORKSPACE_QUEUE_DEPTH
 from pipelines.runtime.settings import Settings
 from pipelines.runtime.topology import Topology, load_topology
 from schemas import (
     AgentSpec,
     AgentState,
-    DeadLetter,
     Escalation,
     Message,
     OutboundMessage,
@@ -66,10 +64,7 @@ def read_state(
     before reading, and then whatever still comes within `settle_s`: tansu reports the start of
     the last producer batch as the end, and the router's state rows are batched.
     """
-    consumer = Consumer(
-        {**conf, "group.id": "supportflow-router-restore", "enable.auto.commit": False, "logger": log,
-         "log.connection.close": False, "fetch.wait.max.ms": 10}
-    )  # fmt: skip
+    consumer = Consumer(consumer_config(conf, "supportflow-router-restore"))
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
@@ -147,13 +142,31 @@ class RouterService:
         self.outbound_topic = self._topic(OutboundMessage)
         self.messages_topic = self._topic(Message)
         self.dead_letter_topic = self.topology.spec.dead_letter_topic
-        self._consumer: Consumer | None = None
         self._producer: AsyncProducer | None = None
         self._state_producer: AsyncProducer | None = None
-        self._kafka = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router-kafka")  # the consumer's thread
         self._subscribers: set[asyncio.Queue[WorkspaceState]] = set()
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
-        self._offsets: dict[tuple[str, int], int] = {}  # next offset per input partition, once its outputs are out
+        self._rows: list[WorkspaceState] = []  # the batch in hand: applied, not yet published
+        self._verdicts: list[RouterCommand] = []
+        self._next_tick = 0.0
+        # One router instance reads every partition (assigned, no group join) and hands a batch over as
+        # soon as its first record arrives; a lost async commit only replays, harmlessly (applied once).
+        self._inputs = ConsumerLoop(
+            "router",
+            settings,
+            self.topology,
+            [self.escalations_topic, self.commands_topic],
+            self,
+            self.group_id,
+            group_member=False,
+            batch_size=BATCH,
+            wait_s=0.05,
+            fill_batches=False,
+            commit_async=True,
+            retry_flush=False,
+            dead_letter_stage="router",
+            tick=self._tick,
+        )
         self.ready = asyncio.Event()
         self.records_applied = 0
 
@@ -215,10 +228,9 @@ class RouterService:
 
     async def warm_up(self) -> None:
         """Restore the table from `sf.workspace.state`, then open the input consumer at its committed offsets."""
-        loop = asyncio.get_running_loop()
         conf = self.settings.kafka_client_config()
         started = time.monotonic()
-        rows = await loop.run_in_executor(self._kafka, read_state, conf, self.state_topic)
+        rows = await asyncio.to_thread(read_state, conf, self.state_topic)
         self.router.restore(rows)
         WORKSPACE_QUEUE_DEPTH.set(self.router.waiting_count())
         log.info(
@@ -229,7 +241,7 @@ class RouterService:
             time.monotonic() - started,
         )
         self._open_producers()
-        self._consumer = await loop.run_in_executor(self._kafka, self._open_consumer, conf)
+        await self._inputs.open()
         self.ready.set()
 
     def _open_producers(self) -> tuple[AsyncProducer, AsyncProducer]:
@@ -242,97 +254,51 @@ class RouterService:
             self._state_producer = AsyncProducer(conf, **{"max.in.flight.requests.per.connection": 1})
         return self._producer, self._state_producer
 
-    def _open_consumer(self, conf: dict[str, Any]) -> Consumer:
-        consumer = Consumer(
-            {
-                **conf,
-                "group.id": self.group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": self.settings.fetch_max_wait_ms,
-                "log.connection.close": False,
-                "logger": log,
-            }
-        )
-        topics = [self.escalations_topic, self.commands_topic]
-        metadata = consumer.list_topics(timeout=10)
-        missing = [t for t in topics if t not in metadata.topics]
-        if missing:
-            consumer.close()
-            raise RuntimeError(f"topics {missing} do not exist: create the topology's topics first")
-        consumer.assign(
-            [TopicPartition(t, p, OFFSET_STORED) for t in topics for p in sorted(metadata.topics[t].partitions)]
-        )
-        return consumer
-
     async def run(self, stop: asyncio.Event) -> None:
         """Apply inputs and ticks until `stop`; the batch in hand is published and committed first."""
         if not self.ready.is_set():
             await self.warm_up()
-        assert self._consumer is not None
-        loop = asyncio.get_running_loop()
-        next_tick = 0.0
+        stopping = asyncio.create_task(self._stop_on(stop))
         try:
-            while not stop.is_set():
-                messages = await loop.run_in_executor(self._kafka, self._fetch)
-                if messages:
-                    await self._apply(messages)
-                if time.monotonic() >= next_tick:
-                    next_tick = time.monotonic() + self.tick_s
-                    await self._publish(self.router.tick(self.clock()))
+            await self._inputs.run()
         finally:
+            stopping.cancel()
             await self.close()
 
-    def _fetch(self) -> list[KafkaMessage]:
-        """What is there, up to BATCH: wait up to 50 ms for the first record only (consume() waits for all)."""
-        assert self._consumer is not None
-        first = self._consumer.poll(0.05)
-        if first is None:
-            return []
-        return [first, *self._consumer.consume(BATCH - 1, 0)]
+    async def _stop_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._inputs.stop()
+
+    async def _tick(self) -> None:
+        if time.monotonic() >= self._next_tick:
+            self._next_tick = time.monotonic() + self.tick_s
+            await self._publish(self.router.tick(self.clock()))
 
     async def close(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
-            await loop.run_in_executor(self._kafka, _close_consumer, consumer, dict(self._offsets))
+        await self._inputs.aclose()
         for producer in (self._producer, self._state_producer):
             if producer is not None:
-                await loop.run_in_executor(None, producer.close)
+                await asyncio.get_running_loop().run_in_executor(None, producer.close)
         self._producer = self._state_producer = None
-        self._kafka.shutdown(wait=False)
 
-    # ---- the stream --------------------------------------------------------------------
+    # ---- the stream: the consumer loop's sink (add each input, flush the batch) ----------
 
-    async def _apply(self, messages: list[KafkaMessage]) -> None:
-        rows: list[WorkspaceState] = []
-        dead: list[DeadLetter] = []
-        offsets: dict[tuple[str, int], int] = {}
-        verdicts: list[RouterCommand] = []
-        for message in messages:
-            if message.error():
-                if message.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("router: consumer error %s", message.error())
-                continue
-            topic, value = message.topic(), message.value() or b""
-            offsets[(topic, message.partition())] = message.offset() + 1
-            now = self.clock()
-            try:
-                if topic == self.escalations_topic:
-                    rows += self.router.on_escalation(Escalation.model_validate_json(value), now)
-                else:
-                    cmd = RouterCommand.model_validate_json(value)
-                    rows += self.router.on_command(cmd, now)
-                    verdicts.append(cmd)
-            except (ValidationError, ValueError) as exc:
-                dead.append(dead_letter_of(message, "router", exc))
-                continue
-            self.records_applied += 1
-        await self._publish(rows, dead)
-        self._offsets.update(offsets)
-        commits = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        if commits:
-            await asyncio.get_running_loop().run_in_executor(self._kafka, self._commit, commits)
+    def add(self, topic: str, record: Record) -> None:
+        """Apply one input to the router; a ValueError (an input it cannot take) dead-letters it."""
+        now = self.clock()
+        if topic == self.escalations_topic:
+            assert isinstance(record, Escalation)
+            self._rows += self.router.on_escalation(record, now)
+        else:
+            assert isinstance(record, RouterCommand)
+            self._rows += self.router.on_command(record, now)
+            self._verdicts.append(record)
+        self.records_applied += 1
+
+    async def flush(self) -> None:
+        rows, self._rows = self._rows, []
+        verdicts, self._verdicts = self._verdicts, []
+        await self._publish(rows)
         for cmd in verdicts:
             outcome = self.router.outcome(cmd.command_id) or "replayed"
             WORKSPACE_COMMANDS.labels(cmd.kind, outcome.split(":", 1)[0]).inc()
@@ -340,14 +306,7 @@ class RouterService:
                 if not future.done():
                     future.set_result(outcome)
 
-    def _commit(self, offsets: list[TopicPartition]) -> None:
-        assert self._consumer is not None
-        try:  # after the batch's outputs are delivered; not awaited: a lost commit only replays, harmlessly
-            self._consumer.commit(offsets=offsets, asynchronous=True)
-        except KafkaException as exc:
-            log.warning("router: committing offsets failed (%s)", exc)
-
-    async def _publish(self, rows: list[WorkspaceState], dead: list[DeadLetter] | None = None) -> None:
+    async def _publish(self, rows: list[WorkspaceState]) -> None:
         """Rows first (they hold the notices and handbacks in their outbox), then those messages, then tombstones.
 
         Each group is delivered before the next starts. A crash after the rows is repaired on
@@ -358,7 +317,7 @@ class RouterService:
         tombstones = self.router.drain_tombstones()
         if rows:
             await asyncio.gather(*(state_producer.send(self.state_topic, r.key, r.to_bytes()) for r in rows))
-        sends = [producer.send(self.dead_letter_topic, d.key, d.to_bytes()) for d in dead or []]
+        sends = []
         for message in messages:
             topic = self.messages_topic if isinstance(message, Message) else self.outbound_topic
             sends.append(producer.send(topic, message.partition_key(), message.to_bytes()))
@@ -377,17 +336,6 @@ class RouterService:
                 except asyncio.QueueFull:
                     log.warning("router: a subscriber is 10,000 rows behind; dropping it")
                     self._subscribers.discard(queue)
-
-
-def _close_consumer(consumer: Consumer, offsets: dict[tuple[str, int], int]) -> None:
-    """A last synchronous commit, so an orderly stop replays nothing; then close."""
-    try:
-        if offsets:
-            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
-    except KafkaException as exc:
-        log.warning("router: the final commit failed (%s); the next router replays a little", exc)
-    finally:
-        consumer.close()
 
 
 def serve_router(settings: Settings, ready_file: Path | None) -> int:

@@ -16,8 +16,9 @@ from datetime import datetime
 from confluent_kafka import Consumer, TopicPartition
 from pydantic import ValidationError
 
+from connectors.kafka import consumer_config
+from pipelines.runtime.consumer_loop import Writer
 from pipelines.runtime.settings import Settings
-from pipelines.runtime.sinks import Writer
 from schemas import Record
 
 __all__ = ["ReplayResult", "plan_replay", "replay_topic"]
@@ -45,13 +46,9 @@ class ReplayPlan:
 
 def _consumer(settings: Settings) -> Consumer:
     return Consumer(
-        {
-            **settings.kafka_client_config(),
-            "group.id": "supportflow-replay",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": settings.fetch_max_wait_ms,
-            "log.connection.close": False,
-        }
+        consumer_config(
+            settings.kafka_client_config(), "supportflow-replay", fetch_max_wait_ms=settings.fetch_max_wait_ms
+        )
     )
 
 

@@ -3,13 +3,13 @@
 Voice replies are spoken within the call by the ingress; this process keeps in the outbox only
 those the call did not speak (connectors/channels/outbox.py, `CallOutbox`).
 
-It is a sink like the others (pipelines/runtime/sinks.py's SinkRunner: read a batch, deliver it whole,
+It is a sink like the others (pipelines/runtime/sinks.py's ConsumerLoop: read a batch, deliver it whole,
 then commit), so a crash replays the batch; the delivery ledger (connectors/channels/outbox.py)
 turns the replay into "send what was not delivered yet". Within a batch, replies to different
 recipients go out concurrently and replies to one recipient one after the other, in topic order.
 
 A transient failure (5xx, 429, timeout) is retried with exponential backoff; after
-`max_attempts` the batch fails and SinkRunner retries it (delivered replies are skipped then),
+`max_attempts` the batch fails and ConsumerLoop retries it (delivered replies are skipped then),
 so a reply is never dropped while the provider is down. A permanent failure (4xx) goes to the
 dead-letter topic with its reason and is not retried.
 
@@ -46,8 +46,8 @@ from connectors.channels.senders import (
 )
 from connectors.channels.teams import TeamsSender
 from connectors.kafka import AsyncProducer
+from pipelines.runtime.consumer_loop import ConsumerLoop, TopicWriterSink
 from pipelines.runtime.settings import Settings
-from pipelines.runtime.sinks import SinkRunner
 from pipelines.runtime.topology import Topology, load_topology
 from schemas import DeadLetter, OutboundMessage, Record
 
@@ -173,7 +173,7 @@ def email_routes(settings: Settings, pool: asyncpg.Pool, threads: ThreadStore | 
 
 @dataclass
 class ChannelDelivery:
-    """The SinkRunner writer of the senders: delivers a batch of replies once each."""
+    """The ConsumerLoop writer of the senders: delivers a batch of replies once each."""
 
     routes: dict[str, Sender]
     ledger: DeliveryLedger
@@ -316,7 +316,7 @@ async def run_senders(
             retry_initial_s=retry_initial_s,
             stage=name,
         )
-        runner = SinkRunner(name, settings, topology, [topic], delivery.write, group_id)
+        runner = ConsumerLoop(name, settings, topology, [topic], TopicWriterSink(name, delivery.write), group_id)
         log.info(
             "%s running on %s: %s",
             name,

@@ -18,8 +18,9 @@ from typing import Any
 from prometheus_client import start_http_server
 
 from connectors.protocols import ConversationStore, EventStore
+from pipelines.runtime.consumer_loop import ConsumerLoop, TopicWriterSink, Writer
 from pipelines.runtime.settings import Settings
-from pipelines.runtime.sinks import SinkRunner, SinkTarget, Writer, clickhouse_writer, postgres_writer, sink_topics
+from pipelines.runtime.sinks import SinkTarget, clickhouse_writer, postgres_writer, sink_topics
 from pipelines.runtime.topology import Topology, load_topology
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,14 @@ async def run_sinks(
     ready: asyncio.Event | None = None,
     group_prefix: str | None = None,
 ) -> dict[str, int]:
-    """Run one SinkRunner per target until `stop` is set; return the records each wrote."""
+    """Run one consumer loop per target until `stop` is set; return the records each wrote."""
     async with contextlib.AsyncExitStack() as stack:
         runners = []
         for target in targets:
             writer = await stack.enter_async_context(open_writer(settings, target, migrate))
             group = f"{group_prefix or topology.spec.app_id + '-sink'}-{target}"
-            runners.append(SinkRunner(target, settings, topology, sink_topics(topology, target), writer, group))
+            sink = TopicWriterSink(target, writer)
+            runners.append(ConsumerLoop(target, settings, topology, sink_topics(topology, target), sink, group))
         started = [asyncio.Event() for _ in runners]
         tasks = [asyncio.create_task(r.run(e), name=f"sink-{r.name}") for r, e in zip(runners, started, strict=True)]
         await asyncio.gather(*(e.wait() for e in started))

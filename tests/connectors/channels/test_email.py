@@ -204,7 +204,7 @@ async def test_round_trip_inbound_mail_to_threaded_reply(
 ) -> None:
     """The email channel's process as `supportflow run` starts it: listener and sender, here with a relay.
 
-    The sender is the channel senders' machinery (SinkRunner, delivery ledger): a reply on
+    The sender is the channel senders' machinery (ConsumerLoop, delivery ledger): a reply on
     sf.outbound twice is mailed once, and a reply on another channel is not this group's.
     """
     collector, port = relay
