@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from operators.base import Operator, OperatorConfig
+from operators.policy import DEFAULT_ACTION_POLICY
 from operators.protocols import OperatorContext
 from schemas import VERIFY_TOOL, AuthorizedTurn, GuardVerdict, PlannedTurn
 
 log = logging.getLogger(__name__)
 
-DEFAULT_POLICY = Path(__file__).parent / "data" / "action_policy.yaml"
+DEFAULT_POLICY = DEFAULT_ACTION_POLICY
 
 
 class AuthorizeConfig(OperatorConfig):

@@ -1,0 +1,186 @@
+"""The action policy: which tools a plan may call, which need a verified customer, which a human's approval.
+
+`check_actions` holds a plan's steps against an `ActionPolicy` (per-intent tool allow-list, write tools need a
+verified customer, refunds above a per-currency limit need a human's approval, amounts must be sane). It is
+deterministic code, never a model: whatever proposed the plan (a playbook, later an LLM), this decides.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from schemas.agent import ActionCall
+
+__all__ = ["DEFAULT_ACTION_POLICY", "ActionFinding", "ActionPolicy", "ActionPolicyError", "check_actions",
+           "load_action_policy"]  # fmt: skip
+
+DEFAULT_ACTION_POLICY = Path(__file__).resolve().parents[1] / "data" / "action_policy.yaml"
+
+
+class ActionFinding(BaseModel):
+    """Why a plan's steps may not run as planned; `step` is the offending call (the prepared action to escalate)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["not_allowed", "needs_approval", "unverified_write", "invalid_amount"]
+    reason: str
+    step: ActionCall | None = None
+
+
+class ActionPolicyError(ValueError):
+    """The action policy file is missing, not YAML, or does not describe a valid policy; the message says where."""
+
+
+class ActionPolicy(BaseModel):
+    """Which tools each intent may use, which tools write, and the refund limits (see action_policy.yaml).
+
+    Every tool on an allow-list must be declared a read or a write tool, so a typo fails at load, not at 2 a.m.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    intents: dict[str, list[str]] = Field(description="intent -> the tools its plan may call; [] for none")
+    read_tools: list[str] = Field(default_factory=list)
+    write_tools: list[str] = Field(default_factory=list)
+    refund_tools: list[str] = Field(default_factory=lambda: ["payments.refund"])
+    refund_limit: dict[str, Decimal] = Field(
+        default_factory=lambda: {c: Decimal("100.00") for c in ("EUR", "USD", "GBP")},
+        description="currency -> the largest refund the agent may issue alone; above it a human approves",
+    )
+    require_verification_for_writes: bool = True
+
+    @field_validator("refund_limit")
+    @classmethod
+    def _limits_are_money(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        for currency, limit in value.items():
+            if not re.fullmatch(r"[A-Z]{3}", currency):
+                raise ValueError(f"refund_limit: {currency!r} is not an ISO currency code like EUR")
+            if not limit.is_finite() or limit < 0:
+                raise ValueError(f"refund_limit: {currency} limit must be a non-negative number, got {limit}")
+        return value
+
+    @model_validator(mode="after")
+    def _tools_are_declared(self) -> ActionPolicy:
+        both = set(self.read_tools) & set(self.write_tools)
+        if both:
+            raise ValueError(f"tools declared both read and write: {sorted(both)}")
+        declared = set(self.read_tools) | set(self.write_tools)
+        for intent, tools in self.intents.items():
+            unknown = [t for t in tools if t not in declared]
+            if unknown:
+                raise ValueError(f"intent {intent!r} allows {unknown}, which are in neither read_tools nor write_tools")
+        undeclared_refund = [t for t in self.refund_tools if t not in self.write_tools]
+        if undeclared_refund:
+            raise ValueError(f"refund_tools {undeclared_refund} must also be listed in write_tools")
+        return self
+
+
+def load_action_policy(path: Path | str = DEFAULT_ACTION_POLICY) -> ActionPolicy:
+    """Read and validate a policy file at start-up; every problem raises ActionPolicyError naming the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ActionPolicyError(f"{path}: cannot read the action policy: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ActionPolicyError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ActionPolicyError(f"{path}: expected a mapping with 'intents', 'read_tools', 'write_tools', ...")
+    try:
+        return ActionPolicy.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ActionPolicyError(f"{path}: invalid action policy: {problems}") from exc
+
+
+_SEVERITY = {"not_allowed": 0, "invalid_amount": 1, "unverified_write": 2, "needs_approval": 3}
+
+
+def check_actions(intent: str, steps: list[ActionCall], policy: ActionPolicy, verified: bool) -> ActionFinding | None:
+    """The most severe problem with the plan's steps, or None when every step may run now.
+
+    Severity: a tool off the intent's list, then a bad amount, then a write for an unverified customer, and
+    only then a refund above the limit (`needs_approval`: the guard escalates with the prepared step). Fails
+    closed: an unknown intent allows nothing, a step that is not an ActionCall is not allowed.
+    """
+    allowed = policy.intents.get(intent) if isinstance(intent, str) else None
+    findings: list[ActionFinding] = []
+    for step in steps:
+        finding = _check_step(intent, step, allowed, policy, verified)
+        if finding is not None:
+            if finding.kind == "not_allowed":
+                return finding
+            findings.append(finding)
+    return min(findings, key=lambda f: _SEVERITY[f.kind]) if findings else None
+
+
+def _check_step(
+    intent: str, step: Any, allowed: list[str] | None, policy: ActionPolicy, verified: bool
+) -> ActionFinding | None:
+    if not isinstance(step, ActionCall):
+        return ActionFinding(kind="not_allowed", reason="a step is not an action call")
+    if allowed is None:
+        return ActionFinding(kind="not_allowed", reason=f"intent {intent!r} has no action policy", step=step)
+    if step.name not in allowed:
+        return ActionFinding(kind="not_allowed", reason=f"{step.name} is not allowed for {intent}", step=step)
+    is_refund = step.name in policy.refund_tools
+    amount: Decimal | None = None
+    if is_refund or "amount" in step.arguments:
+        amount, problem = _amount(step.arguments.get("amount", _MISSING))
+        if problem:
+            return ActionFinding(kind="invalid_amount", reason=f"{step.name}: {problem}", step=step)
+    writes = step.writes or step.name in policy.write_tools or step.name not in policy.read_tools
+    if writes and policy.require_verification_for_writes and verified is not True:
+        return ActionFinding(kind="unverified_write", reason=f"{step.name} changes data; verify identity first",
+                             step=step)  # fmt: skip
+    if is_refund and amount is not None:
+        currency = step.arguments.get("currency")
+        if not isinstance(currency, str) or not re.fullmatch(r"[A-Za-z]{3}", currency.strip()):
+            return ActionFinding(kind="invalid_amount", reason=f"{step.name}: missing or malformed currency",
+                                 step=step)  # fmt: skip
+        limit = policy.refund_limit.get(currency.strip().upper())
+        if limit is None:
+            return ActionFinding(kind="needs_approval", reason=f"no refund limit for {currency.upper()}", step=step)
+        if amount > limit:
+            return ActionFinding(kind="needs_approval", reason=f"refund above the {limit} {currency.upper()} limit",
+                                 step=step)  # fmt: skip
+    return None
+
+
+_MISSING = object()
+
+
+def _amount(value: Any) -> tuple[Decimal | None, str | None]:
+    """A positive, finite amount with at most two decimals, or the reason it is not one."""
+    if value is _MISSING or value is None:
+        return None, "no amount"
+    if isinstance(value, bool):
+        return None, "amount is not a number"
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, "amount is not finite"
+    if isinstance(value, int | float | Decimal):
+        text = str(value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", value):
+        text = value.strip()
+    else:
+        return None, "amount is not a number"
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        return None, "amount is not a number"
+    if not amount.is_finite():
+        return None, "amount is not finite"
+    if amount <= 0:
+        return None, "amount must be positive"
+    if amount.adjusted() >= 15 or amount != amount.quantize(Decimal("0.01")):
+        return None, "amount has more than two decimals or is absurdly large"
+    return amount, None
