@@ -31,7 +31,7 @@ from schemas import Channel, DeadLetter, Feedback, RawInbound
 
 Publish = Callable[[str, str | None, bytes], Awaitable[None]]
 
-__all__ = ["CsatRequest", "InboundRequest", "IngressLimits", "create_app"]
+__all__ = ["CsatRequest", "Endpoint", "GatewayApi", "InboundRequest", "IngressLimits", "create_app"]
 
 REQUESTS = Counter(
     "supportflow_ingress_requests_total", "POST /v1/messages by channel and status.", ["channel", "status"]
@@ -92,33 +92,172 @@ def _error(status: int, message: str, details: Sequence[Any] = ()) -> JSONRespon
     return JSONResponse({"error": message, "details": list(details)}, status_code=status)
 
 
-def create_app(
-    publish: Publish,
-    view: ConversationView,
-    limits: IngressLimits,
-    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
-    rate_limiter: RateLimiter | None = None,
-    snapshots: SnapshotSource | None = None,
-    extra_routes: Sequence[BaseRoute] = (),
-    api_keys: Sequence[str] = (),
-    ready: Callable[[], bool] | None = None,
-    outbox: OutboxSource | None = None,
-) -> Starlette:
+@dataclass(frozen=True)
+class Endpoint:
+    """One REST route and its OpenAPI entry, declared together so the description cannot drift from the code.
+
+    `keyed` routes need an API key when keys are configured (checked once, in `_keyed`).
+    """
+
+    path: str
+    method: str
+    handler: Callable[[Request], Awaitable[Response]]
+    summary: str
+    responses: dict[str, str]
+    keyed: bool = True
+    body: type[BaseModel] | None = None
+    parameters: tuple[dict[str, Any], ...] = ()
+
+
+_MESSAGE_ID = {"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_CONVERSATION_ID = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+
+class GatewayApi:
     """The ingress API; `snapshots` (the conversation store behind a short cache) serves full histories.
 
     With `outbox` (replies of channels with no provider go to the outbox table), `GET /v1/outbox`
     lists its newest entries; without it the route does not exist (404).
 
-    With `api_keys`, every `/v1/` REST call needs one (`Authorization: Bearer <key>` or
+    With `api_keys`, every keyed `/v1/` REST call needs one (`Authorization: Bearer <key>` or
     `X-API-Key`): 401 without, 403 with a wrong one, compared in constant time. The web chat
     socket has its own signed sessions; health, readiness, metrics and the OpenAPI description
     stay open.
     """
-    limiter = rate_limiter or InProcessRateLimiter()
-    keys = [k.encode() for k in api_keys]
 
-    def authorized(request: Request) -> Response | None:
-        if not keys or not request.url.path.startswith("/v1/") or request.url.path == "/v1/chat":
+    def __init__(
+        self,
+        publish: Publish,
+        view: ConversationView,
+        limits: IngressLimits,
+        rate_limiter: RateLimiter | None = None,
+        snapshots: SnapshotSource | None = None,
+        api_keys: Sequence[str] = (),
+        ready: Callable[[], bool] | None = None,
+        outbox: OutboxSource | None = None,
+    ) -> None:
+        self.publish = publish
+        self.view = view
+        self.limits = limits
+        self.limiter = rate_limiter or InProcessRateLimiter()
+        self.snapshots = snapshots
+        self.keys = [k.encode() for k in api_keys]
+        self.ready = ready
+        self.outbox = outbox
+
+    def endpoints(self) -> list[Endpoint]:
+        """Every REST route of the gateway, in the order `/openapi.json` lists them."""
+        return [
+            Endpoint(
+                "/v1/messages",
+                "POST",
+                self.post_message,
+                "Accept a customer message; it is answered on the stream",
+                {"202": "accepted; poll status_url", **dict.fromkeys(("400", "401", "403", "413", "422", "429"), "")},
+                body=InboundRequest,
+            ),
+            Endpoint(
+                "/v1/messages/{message_id}",
+                "GET",
+                self.get_message,
+                "The answer to a message (reply or escalation), waiting up to `wait` seconds",
+                {"200": "pending, replied or escalated", "400": ""},
+                parameters=(
+                    _MESSAGE_ID,
+                    {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 30}},
+                ),
+            ),
+            Endpoint(
+                "/v1/feedback/csat",
+                "POST",
+                self.post_csat,
+                "A customer's satisfaction answer (1..5) for a conversation, onto sf.feedback",
+                {"202": "accepted; feedback_id names it", **dict.fromkeys(("401", "403", "413", "422"), "")},
+                body=CsatRequest,
+            ),
+            Endpoint(
+                "/v1/conversations/{conversation_id}",
+                "GET",
+                self.get_snapshot,
+                "The full history from the conversation store",
+                {"200": "the snapshot", "404": "", "503": ""},
+                parameters=(_CONVERSATION_ID,),
+            ),
+            Endpoint(
+                "/v1/conversations/{conversation_id}/messages",
+                "GET",
+                self.get_conversation,
+                "What this ingress saw of the conversation",
+                {"200": "items", "404": ""},
+                parameters=(_CONVERSATION_ID,),
+            ),
+            Endpoint(
+                "/v1/conversations/{conversation_id}/stream",
+                "GET",
+                self.stream_conversation,
+                "The conversation as it happens, as server-sent events",
+                {"200": "an event stream"},
+                parameters=(_CONVERSATION_ID,),
+            ),
+            *(
+                [
+                    Endpoint(
+                        "/v1/outbox",
+                        "GET",
+                        self.get_outbox,
+                        "The newest replies kept in the outbox (channels with no provider configured)",
+                        {"200": "entries, newest first", "400": ""},
+                        parameters=(
+                            {
+                                "name": "limit",
+                                "in": "query",
+                                "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+                            },
+                        ),
+                    )
+                ]
+                if self.outbox is not None
+                else []
+            ),
+            Endpoint("/healthz", "GET", self.health, "Alive", {"200": "ok"}, keyed=False),
+            Endpoint(
+                "/readyz", "GET", self.readiness, "Ready to serve", {"200": "ready", "503": "starting"}, keyed=False
+            ),
+        ]
+
+    def app(
+        self,
+        lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+        extra_routes: Sequence[BaseRoute] = (),
+    ) -> Starlette:
+        endpoints = self.endpoints()
+        routes: list[BaseRoute] = [
+            Route(e.path, self._keyed(e.handler) if e.keyed else e.handler, methods=[e.method]) for e in endpoints
+        ]
+        routes += [
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
+            *extra_routes,
+        ]
+        return Starlette(routes=routes, lifespan=lifespan)
+
+    # ---- the one API-key check --------------------------------------------------------------
+
+    def _keyed(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        async def checked(request: Request) -> Response:
+            refused = self.refusal(request)
+            if refused is not None:
+                if request.url.path == "/v1/messages":
+                    REQUESTS.labels("unknown", str(refused.status_code)).inc()
+                return refused
+            return await handler(request)
+
+        return checked
+
+    def refusal(self, request: Request) -> Response | None:
+        """401/403 for a request without a valid key, when keys are configured; None to let it through."""
+        if not self.keys:
             return None
         header = request.headers.get("authorization", "")
         given = (
@@ -128,11 +267,13 @@ def create_app(
         )
         if not given:
             return _error(401, "an API key is required: Authorization: Bearer <key> or X-API-Key")
-        if not any(hmac.compare_digest(given.encode(), key) for key in keys):
+        if not any(hmac.compare_digest(given.encode(), key) for key in self.keys):
             return _error(403, "that API key is not valid")
         return None
 
-    async def reject(body: bytes, status: int, message: str, details: Sequence[Any] = ()) -> JSONResponse:
+    # ---- handlers -----------------------------------------------------------------------------
+
+    async def reject(self, body: bytes, status: int, message: str, details: Sequence[Any] = ()) -> JSONResponse:
         letter = DeadLetter(
             dead_letter_id="d-" + uuid.uuid4().hex[:24],
             stage="ingress",
@@ -143,42 +284,44 @@ def create_app(
             original=body.decode("utf-8", "replace"),
             original_b64=base64.b64encode(body).decode("ascii"),
         )
-        await publish(limits.dead_letter_topic, None, letter.to_bytes())
+        await self.publish(self.limits.dead_letter_topic, None, letter.to_bytes())
         return _error(status, message, details)
 
-    async def post_message(request: Request) -> Response:
-        response = authorized(request) or await accept(request)
+    async def post_message(self, request: Request) -> Response:
+        response = await self.accept(request)
         REQUESTS.labels(getattr(request.state, "channel", "unknown"), str(response.status_code)).inc()
         return response
 
-    async def accept(request: Request) -> Response:
+    async def accept(self, request: Request) -> Response:
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
-            return _error(413, f"body is {declared} bytes; the limit is {limits.max_body_bytes}")
+        if declared and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
+            return _error(413, f"body is {declared} bytes; the limit is {self.limits.max_body_bytes}")
         body = await request.body()
-        if len(body) > limits.max_body_bytes:
-            return await reject(body[: limits.max_body_bytes], 413, f"body exceeds {limits.max_body_bytes} bytes")
+        if len(body) > self.limits.max_body_bytes:
+            return await self.reject(
+                body[: self.limits.max_body_bytes], 413, f"body exceeds {self.limits.max_body_bytes} bytes"
+            )
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return await reject(body, 400, f"body is not valid UTF-8 (byte {exc.start})")
+            return await self.reject(body, 400, f"body is not valid UTF-8 (byte {exc.start})")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            return await reject(body, 400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+            return await self.reject(body, 400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
         try:
             inbound = InboundRequest.model_validate(data)
         except ValidationError as exc:
             details = [
                 f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
             ]
-            return await reject(body, 422, "invalid message", details)
-        if len(inbound.text) > limits.max_text_chars:
-            return await reject(
-                body, 413, f"text is {len(inbound.text)} characters; the limit is {limits.max_text_chars}"
+            return await self.reject(body, 422, "invalid message", details)
+        if len(inbound.text) > self.limits.max_text_chars:
+            return await self.reject(
+                body, 413, f"text is {len(inbound.text)} characters; the limit is {self.limits.max_text_chars}"
             )
         request.state.channel = inbound.channel
-        decision = await limiter.allow(inbound.channel, inbound.sender)
+        decision = await self.limiter.allow(inbound.channel, inbound.sender)
         if not decision.allowed:
             response = _error(
                 429, f"too many {inbound.channel} messages from this sender; retry in {decision.retry_after_s:.0f}s"
@@ -195,7 +338,7 @@ def create_app(
             provider_message_id=inbound.provider_message_id,
             payload=inbound.payload,
         )
-        await publish(limits.ingress_topic, raw.partition_key(), raw.to_bytes())
+        await self.publish(self.limits.ingress_topic, raw.partition_key(), raw.to_bytes())
         return JSONResponse(
             {
                 "message_id": message_id,
@@ -205,13 +348,11 @@ def create_app(
             status_code=202,
         )
 
-    async def post_csat(request: Request) -> Response:
+    async def post_csat(self, request: Request) -> Response:
         """A customer's CSAT answer onto sf.feedback; a refused one publishes nothing (it is no customer message)."""
-        if (refused := authorized(request)) is not None:
-            return refused
         body = await request.body()
-        if len(body) > limits.max_body_bytes:
-            return _error(413, f"body exceeds {limits.max_body_bytes} bytes")
+        if len(body) > self.limits.max_body_bytes:
+            return _error(413, f"body exceeds {self.limits.max_body_bytes} bytes")
         try:
             answer = CsatRequest.model_validate_json(body)
         except ValidationError as exc:
@@ -221,7 +362,7 @@ def create_app(
             return _error(422, "invalid CSAT answer", details)
         channel = answer.channel
         if channel is None:  # the channel the conversation was last seen on, when this ingress saw it
-            items = view.conversation(answer.conversation_id) or []
+            items = self.view.conversation(answer.conversation_id) or []
             channel = next((i.record["channel"] for i in reversed(items) if "channel" in i.record), None)
         feedback = Feedback.csat(
             answer.conversation_id,
@@ -231,48 +372,40 @@ def create_app(
             channel=channel,
             escalation_id=answer.escalation_id,
         )
-        await publish(limits.feedback_topic, feedback.partition_key(), feedback.to_bytes())
+        await self.publish(self.limits.feedback_topic, feedback.partition_key(), feedback.to_bytes())
         return JSONResponse({"feedback_id": feedback.feedback_id, "status": "accepted"}, status_code=202)
 
-    async def get_message(request: Request) -> Response:
-        if (refused := authorized(request)) is not None:
-            return refused
+    async def get_message(self, request: Request) -> Response:
         message_id = request.path_params["message_id"]
         try:
-            wait = min(float(request.query_params.get("wait", "0")), limits.max_wait_s)
+            wait = min(float(request.query_params.get("wait", "0")), self.limits.max_wait_s)
         except ValueError:
             return _error(400, "wait must be a number of seconds")
-        answer = await view.answer(message_id, wait)
+        answer = await self.view.answer(message_id, wait)
         if answer is None:
             return JSONResponse({"message_id": message_id, "status": "pending"})
         status = "replied" if answer.kind == "reply" else "escalated"
         return JSONResponse({"message_id": message_id, "status": status, "answer": answer.as_json()})
 
-    async def get_conversation(request: Request) -> Response:
-        if (refused := authorized(request)) is not None:
-            return refused
+    async def get_conversation(self, request: Request) -> Response:
         conversation_id = request.path_params["conversation_id"]
-        items = view.conversation(conversation_id)
+        items = self.view.conversation(conversation_id)
         if items is None:
             return _error(404, f"no conversation {conversation_id!r} seen by this ingress")
         return JSONResponse({"conversation_id": conversation_id, "items": [i.as_json() for i in items]})
 
-    async def get_snapshot(request: Request) -> Response:
-        if (refused := authorized(request)) is not None:
-            return refused
+    async def get_snapshot(self, request: Request) -> Response:
         conversation_id = request.path_params["conversation_id"]
-        if snapshots is None:
+        if self.snapshots is None:
             return _error(503, "no conversation store is configured (set DATABASE_URL, or use `supportflow run`)")
-        snapshot, cached = await snapshots(conversation_id)
+        snapshot, cached = await self.snapshots(conversation_id)
         if snapshot is None:
             return _error(404, f"no conversation {conversation_id!r} in the conversation store")
         return JSONResponse(snapshot, headers={"X-Cache": "hit" if cached else "miss"})
 
-    async def stream_conversation(request: Request) -> Response:
-        if (refused := authorized(request)) is not None:
-            return refused
+    async def stream_conversation(self, request: Request) -> Response:
         conversation_id = request.path_params["conversation_id"]
-        queue = view.subscribe(conversation_id)
+        queue = self.view.subscribe(conversation_id)
 
         async def events() -> AsyncIterator[str]:
             try:
@@ -285,157 +418,83 @@ def create_app(
                         continue
                     yield f"event: {item.kind}\nid: {item.id}\ndata: {json.dumps(item.as_json())}\n\n"
             finally:
-                view.unsubscribe(conversation_id, queue)
+                self.view.unsubscribe(conversation_id, queue)
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    async def get_outbox(request: Request) -> Response:
-        if (refused := authorized(request)) is not None:
-            return refused
-        assert outbox is not None
+    async def get_outbox(self, request: Request) -> Response:
+        assert self.outbox is not None
         raw = request.query_params.get("limit", "50")
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_OUTBOX_LIMIT:
             return _error(400, f"limit must be a whole number from 1 to {MAX_OUTBOX_LIMIT}")
-        return JSONResponse({"entries": await outbox(int(raw))}, headers={"Cache-Control": "no-store"})
+        return JSONResponse({"entries": await self.outbox(int(raw))}, headers={"Cache-Control": "no-store"})
 
-    async def health(_: Request) -> Response:
+    async def health(self, _: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def readiness(_: Request) -> Response:
-        if ready is not None and not ready():
+    async def readiness(self, _: Request) -> Response:
+        if self.ready is not None and not self.ready():
             return JSONResponse({"status": "starting"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    async def openapi(_: Request) -> Response:
-        return JSONResponse(openapi_description(bool(keys), with_outbox=outbox is not None))
+    async def openapi(self, _: Request) -> Response:
+        return JSONResponse(self.openapi_description())
 
-    async def metrics(_: Request) -> Response:
+    async def metrics(self, _: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(
-        routes=[
-            Route("/v1/messages", post_message, methods=["POST"]),
-            Route("/v1/messages/{message_id}", get_message, methods=["GET"]),
-            Route("/v1/feedback/csat", post_csat, methods=["POST"]),
-            Route("/v1/conversations/{conversation_id}", get_snapshot, methods=["GET"]),
-            Route("/v1/conversations/{conversation_id}/messages", get_conversation, methods=["GET"]),
-            Route("/v1/conversations/{conversation_id}/stream", stream_conversation, methods=["GET"]),
-            *([Route("/v1/outbox", get_outbox, methods=["GET"])] if outbox is not None else []),
-            Route("/healthz", health, methods=["GET"]),
-            Route("/readyz", readiness, methods=["GET"]),
-            Route("/openapi.json", openapi, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            *extra_routes,
-        ],
-        lifespan=lifespan,
-    )
-
-
-def openapi_description(with_keys: bool, with_outbox: bool = False) -> dict[str, Any]:
-    """OpenAPI 3.1 of the REST API, its request body straight from the pydantic model it validates with."""
-    error = {
-        "description": "a clear error",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-    secured = [{"apiKey": []}, {"bearer": []}] if with_keys else []
-    conversation = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    outbox_path = {
-        "/v1/outbox": {
-            "get": {
-                "summary": "The newest replies kept in the outbox (channels with no provider configured)",
-                "security": secured,
-                "parameters": [
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}}
-                ],
-                "responses": {"200": {"description": "entries, newest first"}, "400": error},
+    def openapi_description(self) -> dict[str, Any]:
+        """OpenAPI 3.1 of the REST API, built from the route table; request bodies straight from their models."""
+        secured = [{"apiKey": []}, {"bearer": []}] if self.keys else []
+        error = {"description": "a clear error", "content": {"application/json": {"schema": _ERROR_REF}}}
+        paths: dict[str, Any] = {}
+        models: dict[str, Any] = {}
+        for e in self.endpoints():
+            operation: dict[str, Any] = {"summary": e.summary}
+            if e.keyed:
+                operation["security"] = secured
+            if e.parameters:
+                operation["parameters"] = list(e.parameters)
+            if e.body is not None:
+                ref = {"$ref": f"#/components/schemas/{e.body.__name__}"}
+                operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref}}}
+                models[e.body.__name__] = e.body.model_json_schema(ref_template="#/components/schemas/{model}")
+            operation["responses"] = {
+                code: ({"description": text} if text else error) for code, text in e.responses.items()
             }
+            paths.setdefault(e.path, {})[e.method.lower()] = operation
+        return {
+            "openapi": "3.1.0",
+            "info": {"title": "supportflow ingress", "version": "1"},
+            "paths": paths,
+            "components": {
+                "schemas": {
+                    **models,
+                    "Error": {
+                        "type": "object",
+                        "properties": {"error": {"type": "string"}, "details": {"type": "array"}},
+                    },
+                },
+                "securitySchemes": {
+                    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                    "bearer": {"type": "http", "scheme": "bearer"},
+                },
+            },
         }
-    }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "supportflow ingress", "version": "1"},
-        "paths": {
-            "/v1/messages": {
-                "post": {
-                    "summary": "Accept a customer message; it is answered on the stream",
-                    "security": secured,
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InboundRequest"}}},
-                    },
-                    "responses": {
-                        "202": {"description": "accepted; poll status_url"},
-                        "400": error,
-                        "401": error,
-                        "403": error,
-                        "413": error,
-                        "422": error,
-                        "429": error,
-                    },
-                }
-            },
-            "/v1/messages/{message_id}": {
-                "get": {
-                    "summary": "The answer to a message (reply or escalation), waiting up to `wait` seconds",
-                    "security": secured,
-                    "parameters": [
-                        {"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}},
-                        {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 30}},
-                    ],
-                    "responses": {"200": {"description": "pending, replied or escalated"}, "400": error},
-                }
-            },
-            "/v1/feedback/csat": {
-                "post": {
-                    "summary": "A customer's satisfaction answer (1..5) for a conversation, onto sf.feedback",
-                    "security": secured,
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CsatRequest"}}},
-                    },
-                    "responses": {
-                        "202": {"description": "accepted; feedback_id names it"},
-                        "401": error,
-                        "403": error,
-                        "413": error,
-                        "422": error,
-                    },
-                }
-            },
-            "/v1/conversations/{conversation_id}": {
-                "get": {
-                    "summary": "The full history from the conversation store",
-                    "security": secured,
-                    "parameters": [conversation],
-                    "responses": {"200": {"description": "the snapshot"}, "404": error, "503": error},
-                }
-            },
-            "/v1/conversations/{conversation_id}/messages": {
-                "get": {
-                    "summary": "What this ingress saw of the conversation",
-                    "security": secured,
-                    "parameters": [conversation],
-                    "responses": {"200": {"description": "items"}, "404": error},
-                }
-            },
-            **(outbox_path if with_outbox else {}),
-            "/healthz": {"get": {"summary": "Alive", "responses": {"200": {"description": "ok"}}}},
-            "/readyz": {
-                "get": {
-                    "summary": "Ready to serve",
-                    "responses": {"200": {"description": "ready"}, "503": {"description": "starting"}},
-                }
-            },
-        },
-        "components": {
-            "schemas": {
-                "InboundRequest": InboundRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
-                "CsatRequest": CsatRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
-                "Error": {"type": "object", "properties": {"error": {"type": "string"}, "details": {"type": "array"}}},
-            },
-            "securitySchemes": {
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-                "bearer": {"type": "http", "scheme": "bearer"},
-            },
-        },
-    }
+
+
+def create_app(
+    publish: Publish,
+    view: ConversationView,
+    limits: IngressLimits,
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+    rate_limiter: RateLimiter | None = None,
+    snapshots: SnapshotSource | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+    api_keys: Sequence[str] = (),
+    ready: Callable[[], bool] | None = None,
+    outbox: OutboxSource | None = None,
+) -> Starlette:
+    """The gateway's Starlette app: `GatewayApi`'s routes plus the channels' (`extra_routes`)."""
+    api = GatewayApi(publish, view, limits, rate_limiter, snapshots, api_keys, ready, outbox)
+    return api.app(lifespan, extra_routes)
