@@ -36,6 +36,7 @@ import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import SecretStr
 
+from connectors.channels.admit import Admission
 from connectors.channels.email_threading import (
     ThreadInfo,
     ThreadStore,
@@ -245,7 +246,8 @@ class InboundHandler:
         self.domain = next(iter(sorted(self.addresses))).rpartition("@")[2]
         self.max_bytes = max_bytes
         self.blocked = list(blocked_senders)
-        self.limiter = InProcessRateLimiter({"email": rate_limit or DEFAULT_LIMITS["email"]})
+        limiter = InProcessRateLimiter({"email": rate_limit or DEFAULT_LIMITS["email"]})
+        self.admission = Admission(producer.send, limiter, topic)
         self.threads = threads
         self.topic = topic
         self.published: int = 0
@@ -288,7 +290,7 @@ class InboundHandler:
             return "550 5.7.1 sender blocked"
         if not parsed.text:
             return "550 5.6.0 message has no text"
-        decision = await self.limiter.allow("email", sender)
+        decision = await self.admission.allow("email", sender)
         if not decision.allowed:
             return f"451 4.7.1 too many messages from {sender}; retry in {max(1, int(decision.retry_after_s))}s"
         record = self.to_record(parsed, sender, data)
@@ -296,7 +298,7 @@ class InboundHandler:
             refs = tuple(message_ids(parsed.references))
             self.threads.put(record.message_id, ThreadInfo(parsed.header_message_id, refs, parsed.subject))
         try:
-            await self.producer.send(self.topic, record.partition_key(), record.to_bytes())
+            await self.admission.publish_raw(record)
         except Exception as exc:  # the broker is away: the sending MTA keeps the mail and retries
             log.warning("email: publishing %s failed: %s", record.message_id, exc)
             return "451 4.3.0 temporarily unable to accept mail; retry later"

@@ -25,8 +25,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from connectors.channels.admit import Admission, too_many
 from connectors.channels.conversation_view import ConversationView
-from connectors.redis.rate_limit import InProcessRateLimiter, RateLimiter, retry_after_header
+from connectors.redis.rate_limit import InProcessRateLimiter, RateLimiter
 from schemas import Channel, DeadLetter, Feedback, RawInbound
 
 Publish = Callable[[str, str | None, bytes], Awaitable[None]]
@@ -140,7 +141,7 @@ class GatewayApi:
         self.publish = publish
         self.view = view
         self.limits = limits
-        self.limiter = rate_limiter or InProcessRateLimiter()
+        self.admission = Admission(publish, rate_limiter or InProcessRateLimiter(), limits.ingress_topic)
         self.snapshots = snapshots
         self.keys = [k.encode() for k in api_keys]
         self.ready = ready
@@ -321,13 +322,9 @@ class GatewayApi:
                 body, 413, f"text is {len(inbound.text)} characters; the limit is {self.limits.max_text_chars}"
             )
         request.state.channel = inbound.channel
-        decision = await self.limiter.allow(inbound.channel, inbound.sender)
+        decision = await self.admission.allow(inbound.channel, inbound.sender)
         if not decision.allowed:
-            response = _error(
-                429, f"too many {inbound.channel} messages from this sender; retry in {decision.retry_after_s:.0f}s"
-            )
-            response.headers["Retry-After"] = retry_after_header(decision)
-            return response
+            return too_many(inbound.channel, decision)
         message_id = inbound.message_id or f"m-{uuid.uuid4().hex}"
         raw = RawInbound(
             message_id=message_id,
@@ -338,7 +335,7 @@ class GatewayApi:
             provider_message_id=inbound.provider_message_id,
             payload=inbound.payload,
         )
-        await self.publish(self.limits.ingress_topic, raw.partition_key(), raw.to_bytes())
+        await self.admission.publish_raw(raw)
         return JSONResponse(
             {
                 "message_id": message_id,

@@ -25,8 +25,9 @@ from starlette.routing import Route
 
 from connectors.channels import meta, slack, teams, twilio
 from connectors.channels._common import not_configured, refuse
+from connectors.channels.admit import Admission, too_many
 from connectors.channels.conversation_view import ViewItem
-from connectors.redis.rate_limit import RateLimiter, retry_after_header
+from connectors.redis.rate_limit import RateLimiter
 from schemas import RawInbound, Record
 
 __all__ = ["ChannelSecrets", "VoiceCalls", "webhook_routes"]
@@ -109,26 +110,12 @@ def webhook_routes(
             return _error(413, f"body exceeds {max_body_bytes} bytes")
         return body
 
-    async def admit(records: Sequence[RawInbound]) -> Response | None:
-        """Publish what the channel's limits allow; 429 if any was held back, for the provider to resend.
+    admission = Admission(publish, limiter, ingress_topic)
 
-        A resend republishes the ones already sent under the same message ids, which the stream drops.
-        """
-        refused = None
-        for raw in records:
-            decision = await limiter.allow(raw.channel, raw.sender)
-            if not decision.allowed:
-                refused = refused or (raw, decision)
-                continue
-            await publish(ingress_topic, raw.partition_key(), raw.to_bytes())
-        if refused is None:
-            return None
-        raw, decision = refused
-        response = _error(
-            429, f"too many {raw.channel} messages from this sender; retry in {decision.retry_after_s:.0f}s"
-        )
-        response.headers["Retry-After"] = retry_after_header(decision)
-        return response
+    async def admit(records: Sequence[RawInbound]) -> Response | None:
+        """Publish what the channel's limits allow; 429 if any was held back, for the provider to resend."""
+        refused = await admission.admit_all(records)
+        return None if refused is None else too_many(refused[0].channel, refused[1])
 
     async def twilio_verified(request: Request) -> twilio.FormParams | Response:
         """The form of a request Twilio signed, or the refusal."""

@@ -55,6 +55,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from connectors.channels.admit import Admission
 from connectors.channels.conversation_view import ConversationView, ViewItem
 from connectors.channels.session_tokens import CustomerTokens, Session, SessionTokens, TokenError
 from connectors.protocols import RateLimiter
@@ -132,8 +133,7 @@ class WebChat:
         self.view = view
         self.sessions = sessions
         self.customers = customers
-        self.limiter = limiter
-        self.ingress_topic = ingress_topic
+        self.admission = Admission(publish, limiter, ingress_topic)
         self.max_text_chars = max_text_chars
         self.feedback_topic = feedback_topic
 
@@ -218,7 +218,7 @@ class WebChat:
 
     async def _accept(self, websocket: WebSocket, frame: ChatMessage, session: Session) -> None:
         sender = f"web-{session.id}"
-        decision = await self.limiter.allow("webchat", sender)
+        decision = await self.admission.allow("webchat", sender)
         if not decision.allowed:
             await websocket.send_json(
                 _error("rate_limited", f"too many messages; retry in {decision.retry_after_s:.0f}s")
@@ -233,7 +233,7 @@ class WebChat:
             text=frame.text,
             customer_id=session.customer_id,
         )
-        await self.publish(self.ingress_topic, raw.partition_key(), raw.to_bytes())
+        await self.admission.publish_raw(raw)
         await websocket.send_json({"type": "ack", "message_id": message_id})
         await websocket.send_json({"type": "typing"})
 
