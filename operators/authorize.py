@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from operators.base import Operator, OperatorConfig
-from operators.policy import DEFAULT_ACTION_POLICY
+from operators.policy import DEFAULT_ACTION_POLICY, ActionPolicy
 from operators.protocols import OperatorContext
 from schemas import VERIFY_TOOL, AuthorizedTurn, GuardVerdict, PlannedTurn
 
@@ -48,6 +48,13 @@ class Authorize(Operator[PlannedTurn, AuthorizedTurn]):
 
         cfg: AuthorizeConfig = self.config  # type: ignore[assignment]
         self._policy = load_action_policy(cfg.policy_file)
+
+    @property
+    def policy(self) -> ActionPolicy:
+        """The action policy this operator enforces (loaded in `warm_up`)."""
+        if self._policy is None:
+            raise RuntimeError("authorize: warm_up has not loaded the policy yet")
+        return self._policy
 
     def choose_branch(self, output: AuthorizedTurn) -> str:
         return output.authorization.branch

@@ -23,6 +23,7 @@ __all__ = [
     "KeepsSessions",
     "OperatorContext",
     "PiiRedactor",
+    "ReplyShaper",
     "StateTable",
     "ToolSource",
 ]
@@ -91,6 +92,14 @@ class PiiRedactor(Protocol):
     def redact_many(self, texts: Sequence[str]) -> list[str]: ...
 
 
+class ReplyShaper(Protocol):
+    """Shapes a reply for its channel (`connectors.channels.ChannelShaper`): segments, limits, markup."""
+
+    def shape(self, channel: str, text: str) -> dict[str, Any]:
+        """The OutboundMessage fields that depend on the channel: text, parts, content_format, subject, html."""
+        ...
+
+
 @dataclass(frozen=True)
 class IntentModelOptions:
     """What an operator asks of its intent model; unset fields take the application's settings."""
@@ -112,6 +121,10 @@ class Clients(Protocol):
     """The factory of outside-system clients the runtime offers operators during `warm_up`."""
 
     def intent_model(self, options: IntentModelOptions) -> IntentModel: ...
+
+    def reply_shaper(self, style: Mapping[str, Any]) -> ReplyShaper:
+        """`style`: the format operator's settings (email_signature, whatsapp_limit, slack_limit, voice_limit)."""
+        ...
 
     def pii_redactor(self, entities: Sequence[str] | None, score_threshold: float | None) -> PiiRedactor:
         """None: the redactor's own defaults."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import html
 import logging
 import re
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import SecretStr
 
 from connectors.channels.admit import Admission
+from connectors.channels.base import OutputChannel, PermanentSendError, ReplyStyle, Shaped
 from connectors.channels.email_threading import (
     ThreadInfo,
     ThreadStore,
@@ -47,7 +49,6 @@ from connectors.channels.email_threading import (
     reply_subject,
 )
 from connectors.channels.outbox import Outbox
-from connectors.channels.senders import PermanentSendError
 from connectors.kafka import AsyncProducer
 from connectors.redis.rate_limit import DEFAULT_LIMITS, InProcessRateLimiter, RateLimit
 from schemas import OutboundMessage, RawInbound
@@ -416,7 +417,7 @@ def _reply_mail(message: OutboundMessage, support_address: str, threads: ThreadS
     return build_reply(message, support_address, thread)
 
 
-class EmailSender:
+class EmailSender(OutputChannel):
     """Sends replies through an SMTP relay, one connection per message (replies are infrequent)."""
 
     provider = "smtp"
@@ -477,3 +478,19 @@ class EmailOutbox:
 
     async def aclose(self) -> None:
         """The pool belongs to the caller."""
+
+
+# ---- reply shape ------------------------------------------------------------------------------
+
+
+def email_html(text: str) -> str:
+    """The plain text as HTML paragraphs, escaped: never markup the customer or a tool wrote."""
+    paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
+    body = "".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs)
+    return f'<!doctype html><html><body style="font-family:sans-serif">{body}</body></html>'
+
+
+def email_reply(text: str, style: ReplyStyle) -> Shaped:
+    """Email: a greeting and the signature around the text, a subject, and an HTML alternative."""
+    body = f"Hello,\n\n{text}\n\n{style.email_signature}"
+    return Shaped(body, [body], "text", "Re: your message to support", email_html(body))

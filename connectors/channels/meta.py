@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from connectors.channels._common import clip
-from schemas import RawInbound
+from connectors.channels.base import HttpSender, PermanentSendError, ReplyStyle, Shaped, message_parts, split_segments
+from schemas import OutboundMessage, RawInbound
 
 __all__ = ["PATH", "SIGNATURE_HEADER", "handshake_challenge", "payload_to_raw", "sign", "verify_signature"]
 
@@ -97,3 +98,41 @@ def payload_to_raw(data: Any) -> list[RawInbound]:
                     )
                 )
     return out
+
+
+# ---- out: WhatsApp replies through the Cloud API --------------------------------------------
+
+
+def whatsapp_reply(text: str, style: ReplyStyle) -> Shaped:
+    """WhatsApp (through Meta or Twilio): parts of at most `whatsapp_limit` characters."""
+    return Shaped(text, split_segments(text, style.whatsapp_limit))
+
+
+class MetaWhatsAppSender(HttpSender):
+    """Meta's WhatsApp Cloud API: one text message per part (a body holds at most 4096 chars)."""
+
+    provider = "meta"
+
+    def __init__(
+        self,
+        token: str,
+        phone_number_id: str,
+        base_url: str = "https://graph.facebook.com/v21.0",
+        timeout_s: float = 15.0,
+    ) -> None:
+        super().__init__(base_url, token, timeout_s)
+        self.phone_number_id = phone_number_id
+        self._accepted: dict[str, list[str]] = {}
+
+    async def send(self, message: OutboundMessage) -> str:
+        to = message.recipient.removeprefix("whatsapp:").lstrip("+")
+        accepted = self._accepted.setdefault(message.reply_id, [])
+        for part in message_parts(message)[len(accepted) :]:
+            body = {"messaging_product": "whatsapp", "to": to, "type": "text", "text": {"body": part}}
+            try:
+                data = await self._post(f"/{self.phone_number_id}/messages", body)
+            except PermanentSendError:
+                self._accepted.pop(message.reply_id, None)
+                raise
+            accepted.append(str(data["messages"][0]["id"]))
+        return ",".join(self._accepted.pop(message.reply_id))

@@ -12,7 +12,8 @@ import hmac
 from typing import Any
 
 from connectors.channels._common import clip
-from schemas import RawInbound
+from connectors.channels.base import HttpSender, PermanentSendError, ReplyStyle, Shaped, split_segments
+from schemas import OutboundMessage, RawInbound
 
 __all__ = [
     "MAX_AGE_S",
@@ -83,3 +84,42 @@ def payload_to_raw(data: Any) -> RawInbound | None:
             "thread_ts": thread_ts,
         },
     )
+
+
+# ---- out: replies through chat.postMessage --------------------------------------------------
+
+
+def slack_reply(text: str, style: ReplyStyle) -> Shaped:
+    """Slack: markdown, in parts of at most `slack_limit` characters."""
+    return Shaped(text, split_segments(text, style.slack_limit), "markdown")
+
+
+def parse_slack_recipient(recipient: str) -> tuple[str, str | None]:
+    """`C123` → (C123, None); `C123:1700000000.0001` → (C123, 1700000000.0001)."""
+    channel, _, thread_ts = recipient.partition(":")
+    return channel, thread_ts or None
+
+
+class SlackSender(HttpSender):
+    """Slack's `chat.postMessage`; the whole text in one message (Slack takes up to 40,000 chars)."""
+
+    provider = "slack"
+
+    # Slack answers 200 with ok=false; these errors are worth retrying, every other one is not
+    _TRANSIENT = frozenset({"ratelimited", "service_unavailable", "internal_error", "fatal_error", "request_timeout"})
+
+    def __init__(self, token: str, base_url: str = "https://slack.com/api", timeout_s: float = 15.0) -> None:
+        super().__init__(base_url, token, timeout_s)
+
+    async def send(self, message: OutboundMessage) -> str:
+        channel, thread_ts = parse_slack_recipient(message.recipient)
+        body: dict[str, Any] = {"channel": channel, "text": message.text}
+        if thread_ts:
+            body["thread_ts"] = thread_ts
+        data = await self._post("/chat.postMessage", body)
+        if not data.get("ok"):
+            error = str(data.get("error", "unknown_error"))
+            if error in self._TRANSIENT:
+                raise RuntimeError(f"slack: {error}")
+            raise PermanentSendError(f"slack: {error}")
+        return f"{data.get('channel', channel)}:{data['ts']}"

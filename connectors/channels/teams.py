@@ -47,7 +47,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from connectors.channels._common import clip, not_configured, refuse
-from connectors.channels.senders import PermanentSendError
+from connectors.channels.base import OutputChannel, PermanentSendError
 from schemas import OutboundMessage, RawInbound
 
 __all__ = [
@@ -431,7 +431,7 @@ def _permanent(status: int) -> bool:
     return 400 <= status < 500 and status != 429
 
 
-class TeamsSender:
+class TeamsSender(OutputChannel):
     """Replies through the Bot Connector REST API with an app token from the client-credentials flow.
 
     The token is fetched once and reused until shortly before `expires_in` runs out; a 401 from the

@@ -11,17 +11,33 @@ TwiML is built with the library's `VoiceResponse` / `MessagingResponse`, never b
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response as TwilioResponse
 from twilio.request_validator import RequestValidator, get_signature_algorithm
+from twilio.rest import Client as TwilioClient
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from connectors.channels._common import clip
-from schemas import CallRecording, DeliveryStatus, RawInbound
+from connectors.channels.base import (
+    OutputChannel,
+    Pacer,
+    PermanentSendError,
+    ReplyStyle,
+    Shaped,
+    message_parts,
+    permanent_status,
+    split_segments,
+)
+from schemas import CallRecording, DeliveryStatus, OutboundMessage, RawInbound
 from schemas.provider import MessageStatus, RecordingStatus
 
 __all__ = [
@@ -265,3 +281,127 @@ def recording_from_form(params: FormParams) -> CallRecording:
         status=form.recording_status,
         duration_s=form.recording_duration,
     )
+
+
+# ---- out: replies by SMS, WhatsApp and voice ------------------------------------------------
+
+TWILIO_API_BASE_URL = "https://api.twilio.com"
+
+GSM7_SEGMENT = 153
+UCS2_SEGMENT = 67
+GSM7_CHARS = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿"
+    "abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+
+
+def sms_segment_size(text: str) -> int:
+    return GSM7_SEGMENT if set(text) <= GSM7_CHARS else UCS2_SEGMENT
+
+
+def sms_reply(text: str, style: ReplyStyle) -> Shaped:
+    """SMS: segments of 153 GSM-7 (or 67 UCS-2) characters, split on word boundaries."""
+    return Shaped(text, split_segments(text, sms_segment_size(text)))
+
+
+def voice_form(text: str, limit: int) -> str:
+    """Whole sentences up to `limit` characters: speech cut mid-sentence confuses callers."""
+    sentences = re.split(r"(?<=[.!?])\s+", text.strip())
+    spoken = ""
+    for sentence in sentences:
+        if spoken and len(spoken) + 1 + len(sentence) > limit:
+            break
+        spoken = f"{spoken} {sentence}".strip()
+    return spoken if len(spoken) <= limit else split_segments(spoken, limit)[0]
+
+
+def voice_reply(text: str, style: ReplyStyle) -> Shaped:
+    """Voice: whole sentences up to the limit; speech cut mid-sentence confuses callers."""
+    spoken = voice_form(text, style.voice_limit)
+    return Shaped(spoken, [spoken])
+
+
+class _RebasedHttpClient(TwilioHttpClient):
+    """twilio's HTTP client with `https://api.twilio.com` rewritten to a configured base URL.
+
+    twilio-python hardcodes each domain's URL (ApiBase); rewriting at the HTTP client is the
+    one place that covers every request without touching the generated classes.
+    """
+
+    def __init__(self, base_url: str, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self.base_url = base_url.rstrip("/")
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> TwilioResponse:
+        if url.startswith(TWILIO_API_BASE_URL):
+            url = self.base_url + url[len(TWILIO_API_BASE_URL) :]
+        return super().request(method, url, *args, **kwargs)
+
+
+def _whatsapp(number: str) -> str:
+    return number if number.startswith("whatsapp:") else f"whatsapp:{number}"
+
+
+class TwilioSender(OutputChannel):
+    """SMS and WhatsApp through Twilio's Messages API: one message per part, paced per recipient.
+
+    With `status_callback` (the public URL of `/webhooks/twilio/status`), Twilio reports each
+    part's progress there (sent, delivered, undelivered with an error code, ...).
+
+    The twilio client is synchronous (requests), so each call runs in a thread. Parts already
+    accepted are remembered per reply while the process lives, so a retry after a transient
+    failure on part 3 resumes at part 3 instead of resending parts 1-2.
+    """
+
+    provider = "twilio"
+
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        from_number: str | None = None,
+        whatsapp_from: str | None = None,
+        base_url: str = TWILIO_API_BASE_URL,
+        min_interval_s: float = 1.0,
+        timeout_s: float = 15.0,
+        status_callback: str | None = None,
+    ) -> None:
+        self.from_number = from_number
+        self.whatsapp_from = whatsapp_from
+        self.status_callback = status_callback
+        http_client = _RebasedHttpClient(base_url, timeout_s)
+        self.client = TwilioClient(account_sid, auth_token, http_client=http_client)
+        self.pacer = Pacer(min_interval_s)
+        self._accepted: dict[str, list[str]] = {}
+
+    def _ends(self, message: OutboundMessage) -> tuple[str, str]:
+        if message.channel == "whatsapp":
+            if not self.whatsapp_from:
+                raise PermanentSendError("no Twilio WhatsApp sender number configured (twilio_whatsapp_from)")
+            return _whatsapp(message.recipient), _whatsapp(self.whatsapp_from)
+        if not self.from_number:
+            raise PermanentSendError("no Twilio sender number configured (twilio_from_number)")
+        return message.recipient, self.from_number
+
+    async def send(self, message: OutboundMessage) -> str:
+        to, from_ = self._ends(message)
+        extra = {"status_callback": self.status_callback} if self.status_callback else {}
+        accepted = self._accepted.setdefault(message.reply_id, [])
+        for part in message_parts(message)[len(accepted) :]:
+            try:
+                async with self.pacer.slot(message.recipient):
+                    created = await asyncio.to_thread(
+                        self.client.messages.create, to=to, from_=from_, body=part, **extra
+                    )
+            except TwilioRestException as exc:
+                if permanent_status(exc.status):
+                    self._accepted.pop(message.reply_id, None)
+                    raise PermanentSendError(f"twilio {exc.status}: {exc.msg} (code {exc.code})") from exc
+                raise
+            accepted.append(str(created.sid))
+        return ",".join(self._accepted.pop(message.reply_id))
+
+    async def aclose(self) -> None:
+        session = self.client.http_client.session  # type: ignore[attr-defined]
+        if session is not None:
+            session.close()

@@ -37,9 +37,12 @@ import math
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from operators.format import outbound_reply
+from operators.protocols import ReplyShaper
 from schemas import (
     AgentSpec,
     AgentState,
@@ -168,6 +171,13 @@ def _choice_in(text: str) -> str | None:
     return None
 
 
+class _AsWritten:
+    """The shaper of a router built without one (the pure router's own tests): the text as one part."""
+
+    def shape(self, channel: str, text: str) -> dict[str, Any]:
+        return {"text": text, "parts": [text]}
+
+
 class EscalationRouter:
     """The workspace queue and assignment; see the module docstring for the rules."""
 
@@ -177,6 +187,7 @@ class EscalationRouter:
         rule: PriorityRule,
         categories: dict[str, str],
         options: RouterOptions | None = None,
+        shaper: ReplyShaper | None = None,
     ) -> None:
         ids = [a.agent_id for a in agents]
         if len(ids) != len(set(ids)):
@@ -185,6 +196,7 @@ class EscalationRouter:
         self.rule = rule
         self.categories = {k.lower(): v.lower() for k, v in categories.items()}
         self.options = options or RouterOptions()
+        self.shaper: ReplyShaper = shaper or _AsWritten()
         self._reset()
 
     # ---- state -------------------------------------------------------------------------
@@ -705,7 +717,8 @@ class EscalationRouter:
         entry.notices.append(kind)
         self._record_message(
             entry,
-            OutboundMessage(
+            outbound_reply(  # shaped for the channel like every other reply
+                self.shaper,
                 reply_id=notice_reply_id(entry.escalation_id, kind),
                 in_reply_to=in_reply_to or entry.escalation.message_id,
                 conversation_id=entry.conversation_id,
@@ -713,8 +726,6 @@ class EscalationRouter:
                 channel=entry.channel,
                 recipient=entry.recipient,
                 text=text,
-                parts=[text],
-                author="agent",
                 created_at=now,
             ),
         )

@@ -7,14 +7,19 @@ redactor is built once per process: every stage that asks shares it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+from connectors.channels import ChannelShaper
+from connectors.channels.base import ReplyStyle
 from connectors.pii import DEFAULT_ENTITIES, DEFAULT_SCORE_THRESHOLD, PresidioRedactor
 from connectors.triton import build_intent_model
-from operators.protocols import IntentModel, IntentModelOptions, PiiRedactor
+from operators.format import Format
+from operators.protocols import IntentModel, IntentModelOptions, PiiRedactor, ReplyShaper
 from pipelines.runtime.settings import PROJECT_DIR, Settings
+from pipelines.runtime.topology import Topology
 
-__all__ = ["RuntimeClients"]
+__all__ = ["RuntimeClients", "reply_shaper_for"]
 
 
 class RuntimeClients:
@@ -43,6 +48,9 @@ class RuntimeClients:
             max_length=options.max_length,
         )
 
+    def reply_shaper(self, style: Mapping[str, Any]) -> ReplyShaper:
+        return ChannelShaper(ReplyStyle(**style))
+
     def pii_redactor(self, entities: Sequence[str] | None, score_threshold: float | None) -> PiiRedactor:
         key = (tuple(entities) if entities is not None else None, score_threshold)
         if key not in self._redactors:
@@ -51,3 +59,10 @@ class RuntimeClients:
                 score_threshold if score_threshold is not None else DEFAULT_SCORE_THRESHOLD,
             )
         return self._redactors[key]
+
+
+def reply_shaper_for(topology: Topology, clients: RuntimeClients) -> ReplyShaper:
+    """The shaper with the style of the topology's `format` operator: replies from outside the stream
+    (a human's, the router's notices) are shaped exactly like the agent's."""
+    fmt = topology.operator(Format)
+    return clients.reply_shaper(fmt.config.model_dump() if fmt is not None else {})

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -19,6 +19,8 @@ from operators.registry import UnknownOperator, resolve
 from schemas import Emitted, Record, record_types
 
 Path_ = tuple[str | int, ...]
+
+OpT = TypeVar("OpT", bound=Operator)
 
 
 class _Spec(BaseModel):
@@ -120,6 +122,18 @@ class Topology:
 
     def source_type(self, stage: Stage) -> type[Record]:
         return record_types()[self.spec.topics[stage.source].record]
+
+    def operator(self, kind: type[OpT]) -> OpT | None:
+        """The first operator of this class in the topology, configured as topology.yaml says; None if absent.
+
+        How the processes around the stream (the workspace, the router) use the agent's own operators,
+        with the agent's settings, instead of copies.
+        """
+        for stage in self.stages.values():
+            for node in stage.root.walk():
+                if isinstance(node.operator, kind):
+                    return node.operator
+        return None
 
 
 def _line_index(text: str) -> dict[Path_, int]:

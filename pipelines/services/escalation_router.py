@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from connectors.kafka import AsyncProducer, consumer_config
 from pipelines.handover import EscalationRouter, PriorityRule, RouterOptions, load_agents, load_categories
+from pipelines.runtime.clients import RuntimeClients, reply_shaper_for
 from pipelines.runtime.consumer_loop import ConsumerLoop
 from pipelines.runtime.metrics import WORKSPACE_ASSIGNMENT_SECONDS, WORKSPACE_COMMANDS, WORKSPACE_QUEUE_DEPTH
 from pipelines.runtime.settings import Settings
@@ -132,6 +133,7 @@ class RouterService:
                 default_handle_time_s=settings.workspace_handle_time_s,
                 queue_by_skill=settings.workspace_queue_by_skill,
             ),
+            reply_shaper_for(self.topology, RuntimeClients(settings)),
         )
         self.tick_s = tick_s
         self.clock = clock

@@ -34,17 +34,14 @@ import asyncpg
 from prometheus_client import Counter
 
 from connectors.channels import twilio as twilio_channel
+from connectors.channels.base import PermanentSendError, Sender
 from connectors.channels.email import EmailOutbox, EmailSender, RelayConfig
 from connectors.channels.email_threading import ThreadStore
+from connectors.channels.meta import MetaWhatsAppSender
 from connectors.channels.outbox import CallOutbox, DeliveryLedger, Outbox
-from connectors.channels.senders import (
-    MetaWhatsAppSender,
-    PermanentSendError,
-    Sender,
-    SlackSender,
-    TwilioSender,
-)
+from connectors.channels.slack import SlackSender
 from connectors.channels.teams import TeamsSender
+from connectors.channels.twilio import TwilioSender
 from connectors.kafka import AsyncProducer
 from pipelines.runtime.consumer_loop import ConsumerLoop, TopicWriterSink
 from pipelines.runtime.settings import Settings

@@ -19,12 +19,11 @@ This module puts a Starlette app in front of it (`web/workspace.html`, `web/work
   assigned to them or waiting in one of their queues; a supervisor, all. Anything else is 403
   with the reason; a missing or expired token is 401.
 
-Approving runs the escalation's prepared actions through the same tool registry, action policy
-and reply guard as the agent stage (`operators/execute.py: call_action`, `operators/policy/__init__.py:
-check_actions`, `operators/guard.py: reply_problem`), with the idempotency keys the agent
+Approving runs the escalation's prepared actions through the topology's own authorize, execute
+and guard operators (`pipelines/handover/approval.py`), with the idempotency keys the agent
 prepared, so approving twice makes one refund; the customer is then told the outcome in the
 playbook's words. A human's reply is an `OutboundMessage(author="human")` on `sf.outbound`,
-shaped for the customer's channel like the agent's replies.
+built by the one reply formatter (`operators.format.outbound_reply`) with the channel's shape.
 """
 
 from __future__ import annotations
@@ -50,12 +49,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from connectors.channels.conversation_view import ConversationView
 from connectors.kafka import AsyncProducer, BackgroundReader, KafkaRecord
-from operators.execute import VERIFY_TOOL, ExecuteConfig, call_action, flatten, render
-from operators.format import FormatConfig, reply_id_for, shape_for_channel
-from operators.guard import reply_problem
-from operators.playbooks import Playbook
-from operators.policy import ActionPolicy
-from operators.protocols import ToolSource
+from operators.authorize import Authorize
+from operators.execute import FALLBACK_REPLIES, Execute
+from operators.format import outbound_reply, reply_id_for
+from operators.guard import Guard
+from operators.plan import PlaybookPlanner
+from operators.protocols import OperatorContext, ReplyShaper, ToolSource
+from pipelines.handover.approval import ApprovalRefused, ApprovalRunner
 from pipelines.handover.auth import (
     AgentsFileError,
     Claims,
@@ -68,9 +68,11 @@ from pipelines.handover.auth import (
     may_access,
     may_act,
 )
+from pipelines.runtime.clients import RuntimeClients, reply_shaper_for
 from pipelines.runtime.settings import Settings
+from pipelines.runtime.stage import SystemClock
 from pipelines.runtime.topology import Topology
-from schemas import ActionCall, ActionResult, Escalation, Feedback, Message, OutboundMessage, utcnow
+from schemas import ActionCall, Escalation, Feedback, Message, OutboundMessage, utcnow
 from schemas.workspace import AgentSpec, Presence, QueueEntry, RouterCommand, WorkspaceState
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ __all__ = [
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 COOKIE = "sf_workspace"
 DEMO_AGENTS_FILE = "workspace-agents.yaml"
+APPROVED_AND_DONE = "A colleague approved your request and it has been carried out."
 
 # What a resolution may be recorded as (Feedback.resolution_code); analytics groups by these.
 RESOLUTION_CODES: tuple[str, ...] = (
@@ -291,11 +294,8 @@ class Workspace:
         publish: Callable[[str, str | None, bytes], Awaitable[None]],
         tokens: Tokens,
         throttle: LoginThrottle,
-        policy: ActionPolicy,
-        playbooks: dict[str, Playbook],
-        tools: ToolSource | None,
-        execute_config: ExecuteConfig | None = None,
-        format_config: FormatConfig | None = None,
+        approvals: ApprovalRunner,
+        shaper: ReplyShaper,
         snapshots: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
         outbound_topic: str = "sf.outbound",
         feedback_topic: str = "sf.feedback",
@@ -307,11 +307,8 @@ class Workspace:
         self.publish = publish
         self.tokens = tokens
         self.throttle = throttle
-        self.policy = policy
-        self.playbooks = playbooks
-        self.tools = tools
-        self.execute_config = execute_config or ExecuteConfig()
-        self.format_config = format_config or FormatConfig()
+        self.approvals = approvals
+        self.shaper = shaper
         self.snapshots = snapshots
         self.outbound_topic = outbound_topic
         self.feedback_topic = feedback_topic
@@ -322,7 +319,7 @@ class Workspace:
         # where a conversation may be transferred: every queue an agent serves or a skill is routed to
         named = {q for agent in agents for q in agent.queues} | set(queues or []) | {"general"}
         self.queues = sorted(named - {"*"})
-        self.intents = sorted(policy.intents)
+        self.intents = approvals.intents()
 
     # --- who is asking -------------------------------------------------------------------------
 
@@ -528,15 +525,16 @@ class Workspace:
 
     async def _send(self, entry: QueueEntry, reply_id: str, text: str) -> OutboundMessage:
         latest = self._latest(entry)
-        message = OutboundMessage(
+        message = outbound_reply(
+            self.shaper,
             reply_id=reply_id,
             in_reply_to=latest.message_id,
             conversation_id=entry.conversation_id,
             customer_id=entry.customer_id,
             channel=latest.channel,
             recipient=latest.recipient,
+            text=text,
             author="human",
-            **shape_for_channel(latest.channel, text, self.format_config),
         )
         await self.publish(self.outbound_topic, message.partition_key(), message.to_bytes())
         self.view.add_record(message)  # shown in the transcript at once, before it comes back round
@@ -600,8 +598,6 @@ class Workspace:
         )
 
     async def _approve(self, agent: AgentSpec, entry: QueueEntry, action: ApproveAction) -> dict[str, Any]:
-        from operators.policy import check_actions
-
         earlier = self._decision(entry)
         if earlier is not None and earlier.decision == "rejected":
             raise WorkspaceError(409, f"{earlier.agent_id} already rejected these actions")
@@ -613,23 +609,15 @@ class Workspace:
         intent = self._task_intent(entry)
         if intent is None:
             raise WorkspaceError(409, "the prepared actions do not say which task they belong to; act by hand")
-        checks = [step for step in prepared if step.name == VERIFY_TOOL]
-        actions = [step for step in prepared if step.name != VERIFY_TOOL]
-        # The agent's own policy, with one difference: a human's approval is what `needs_approval` asks for.
-        # Identity: the agent verified the customer before it escalated, or prepared the check to run first.
-        finding = check_actions(intent, prepared, self.policy, verified=True)
-        if finding is not None and finding.kind != "needs_approval":
-            raise WorkspaceError(422, f"the action policy refuses this: {finding.kind}: {finding.reason}")
-        results: list[ActionResult] = []
-        outcome = "succeeded"
-        ran = [*checks, *actions]
-        for step in ran:
-            result = await call_action(step, entry.customer_id, self.tools, self.execute_config)
-            results.append(result)
-            if result.status != "succeeded":
-                outcome = "failed" if result.error_kind in (None, "unavailable") else result.error_kind or "failed"
-                break
-        text = self._outcome_text(entry, intent, outcome, ran, results)
+        try:  # the agent's own authorize -> execute -> guard (pipelines/handover/approval.py)
+            done = await self.approvals.run(entry, prepared, intent)
+        except ApprovalRefused as refused:
+            raise WorkspaceError(422, f"the action policy refuses this: {refused}") from None
+        outcome, results = done.outcome, done.results
+        text = done.reply
+        if text is None:
+            log.warning("approval outcome of %s not sent as written: %s", entry.escalation_id, done.blocked)
+            text = APPROVED_AND_DONE if outcome == "succeeded" else FALLBACK_REPLIES["failed"]
         # one message per outcome: a repeat is the same message, a success after an outage a new one
         reply_id = derive_id("h-", "approval", entry.escalation_id, outcome, *(s.idempotency_key for s in prepared))
         await self._send(entry, reply_id, text)
@@ -645,37 +633,6 @@ class Workspace:
         if outcome != "failed":  # a backend that was unavailable may be tried again, with the same keys
             await self._record(agent, entry, action.action_id, decision)
         return {**decision.as_json(), "reply_text": text}
-
-    def _outcome_text(
-        self, entry: QueueEntry, intent: str, outcome: str, ran: list[ActionCall], results: list[ActionResult]
-    ) -> str:
-        """The playbook's reply for the outcome, passed through the agent's reply guard."""
-        from operators.execute import FALLBACK_REPLIES
-
-        esc = entry.escalation
-        variables: dict[str, Any] = dict(esc.slots)
-        if esc.profile is not None and esc.profile.display_name:
-            variables.setdefault("customer_name", esc.profile.display_name)
-        for step, result in zip(ran, results, strict=False):
-            if result.status == "succeeded" and step.save_as:
-                variables.update(flatten(result.result, step.save_as))
-            if result.status != "succeeded":
-                variables["error"] = result.error or ""
-        playbook = self.playbooks.get(intent)
-        template = playbook.reply_for(outcome) if playbook else FALLBACK_REPLIES.get(outcome, "")
-        if outcome == "succeeded" and not template:
-            template = "That's done: a colleague approved it."
-        text = render(template or FALLBACK_REPLIES["failed"], variables)
-        said = [t.text for e in [esc, *entry.follow_ups] for t in e.history if t.role == "customer"]
-        said += [e.text for e in [esc, *entry.follow_ups]]
-        own = [c.address for c in esc.profile.contacts] if esc.profile else []
-        problem = reply_problem(text, results, "", said, own)
-        if problem is None:
-            return text
-        log.warning("approval outcome of %s not sent as written: %s", entry.escalation_id, problem)
-        if outcome == "succeeded":
-            return "A colleague approved your request and it has been carried out."
-        return FALLBACK_REPLIES["failed"]
 
     async def _reject(self, agent: AgentSpec, entry: QueueEntry, action: RejectAction) -> dict[str, Any]:
         earlier = self._decision(entry)
@@ -1078,13 +1035,14 @@ def agents_file_for(settings: Settings) -> tuple[Path, dict[str, str] | None]:
     return path, ensure_demo_agents(path)
 
 
-def _operator_configs(topology: Topology) -> dict[str, Any]:
-    """The configs of the agent stage's operators, so approvals use exactly the agent's policy and settings."""
-    found: dict[str, Any] = {}
-    for stage in topology.stages.values():
-        for node in stage.root.walk():
-            found.setdefault(node.operator.name, node.operator.config)
-    return found
+def _approvals(topology: Topology, playbooks: dict[str, Any], tools: ToolSource) -> ApprovalRunner:
+    """The topology's own authorize, execute and guard operators, as it configures them (defaults if absent)."""
+    clients = RuntimeClients()
+    ctx = OperatorContext(tables={}, clock=SystemClock(), tools=tools, clients=clients)
+    authorize, execute, guard = (topology.operator(kind) or kind() for kind in (Authorize, Execute, Guard))
+    for operator in (authorize, execute, guard):
+        operator.warm_up(ctx)
+    return ApprovalRunner(authorize, execute, guard, playbooks, tools)
 
 
 async def run_workspace(
@@ -1098,16 +1056,13 @@ async def run_workspace(
     import uvicorn
 
     from connectors.backends.registry import ToolRegistry
-    from operators.authorize import DEFAULT_POLICY
     from operators.playbooks import DEFAULT_FOLDER, load_playbooks
-    from operators.policy import load_action_policy
     from pipelines.services.escalation_router import RouterService
 
     # the caller (the CLI, `supportflow run`) wrote the demo file and showed its passwords
     agents = load_agents(agents_file_for(settings)[0])
-    configs = _operator_configs(topology)
-    policy = load_action_policy(getattr(configs.get("authorize"), "policy_file", DEFAULT_POLICY))
-    playbooks = load_playbooks(getattr(configs.get("plan"), "playbooks_dir", DEFAULT_FOLDER))
+    plan = topology.operator(PlaybookPlanner)
+    playbooks = load_playbooks(plan.config.playbooks_dir if plan is not None else DEFAULT_FOLDER)  # type: ignore[attr-defined]
     secret = settings.workspace_secret.get_secret_value().encode() if settings.workspace_secret else os.urandom(32)
 
     service = RouterService(settings, topology, agents)
@@ -1125,11 +1080,8 @@ async def run_workspace(
         producer.send,
         Tokens(secret, settings.workspace_token_ttl_s),
         LoginThrottle(settings.workspace_login_max_failures, settings.workspace_login_window_s),
-        policy,
-        playbooks,
-        tools,
-        execute_config=configs.get("execute"),
-        format_config=configs.get("format"),
+        _approvals(topology, playbooks, tools),
+        reply_shaper_for(topology, RuntimeClients(settings)),
         snapshots=store.conversation_snapshot if store is not None else None,
         outbound_topic=topology.topic_for(OutboundMessage) or "sf.outbound",
         feedback_topic=topology.topic_for(Feedback) or "sf.feedback",

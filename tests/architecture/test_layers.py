@@ -21,7 +21,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "schemas": (),
     "connectors": ("schemas",),
     "operators": ("schemas", "connectors.protocols", "connectors.batching"),
-    "pipelines.handover": ("schemas",),
+    "pipelines.handover": ("schemas", "operators"),
     "pipelines.runtime": ("schemas", "connectors", "operators", "pipelines.handover"),
     "pipelines.services": ("schemas", "connectors", "operators", "pipelines.handover", "pipelines.runtime"),
     "pipelines.ml": ("schemas", "connectors", "pipelines.runtime"),

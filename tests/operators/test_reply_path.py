@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+from connectors.channels.base import split_segments
 from operators.authorize import Authorize
 from operators.emit import Emit
 from operators.escalate import Escalate
 from operators.execute import Execute
-from operators.format import Format, reply_id_for, split_segments
+from operators.format import Format, reply_id_for
 from operators.guard import Guard
 from operators.plan import PlaybookPlanner
 from schemas import (
@@ -136,7 +137,8 @@ async def test_escalation_after_a_guard_block_says_policy_block():
 
 
 async def test_email_has_an_escaped_html_alternative_and_voice_speaks_whole_sentences():
-    from operators.format import email_html, voice_form
+    from connectors.channels.email import email_html
+    from connectors.channels.twilio import voice_form
 
     *_, formatted, _ = await reply_for(channel="email")
     assert formatted.outbound.html and formatted.outbound.html.count("<p>") == 3  # greeting, reply, signature

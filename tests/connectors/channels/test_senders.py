@@ -16,13 +16,10 @@ from urllib.parse import parse_qs
 import pytest
 from twilio.base.exceptions import TwilioRestException
 
-from connectors.channels.senders import (
-    MetaWhatsAppSender,
-    PermanentSendError,
-    SlackSender,
-    TwilioSender,
-    parse_slack_recipient,
-)
+from connectors.channels.base import PermanentSendError
+from connectors.channels.meta import MetaWhatsAppSender
+from connectors.channels.slack import SlackSender, parse_slack_recipient
+from connectors.channels.twilio import TwilioSender
 from schemas import OutboundMessage
 from tests.support.http_recorder import Recorder, Reply, serve
 

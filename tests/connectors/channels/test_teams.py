@@ -33,7 +33,7 @@ from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 
 from connectors.channels import teams
-from connectors.channels.senders import PermanentSendError
+from connectors.channels.base import PermanentSendError
 from connectors.channels.teams import TeamsAddress, TeamsSender, service_url_allowed
 from pipelines.devstack.embedded import EmbeddedBroker, free_port
 from pipelines.runtime.app import ensure_topics
