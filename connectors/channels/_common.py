@@ -6,6 +6,7 @@ import logging
 from typing import Literal
 
 from prometheus_client import Counter
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -55,3 +56,20 @@ def not_configured(request: Request, provider: Provider, setting: str) -> JSONRe
 def clip(value: str, limit: int = 200) -> str:
     """Provider ids are short, but a RawInbound field has a limit and a signed body is still outside input."""
     return value[:limit]
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def query_int(request: Request, name: str, low: int, high: int) -> int | None:
+    value = request.query_params.get(name)
+    if value is None or not value.isdigit():
+        return None
+    number = int(value)
+    return number if low <= number <= high else None
+
+
+def invalid_fields(exc: ValidationError) -> str:
+    """Which fields were wrong, without echoing their values (they are outside input)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())

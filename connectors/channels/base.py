@@ -20,7 +20,7 @@ import contextlib
 import textwrap
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -29,8 +29,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from connectors.channels.admit import Admission
-from schemas import OutboundMessage
+from connectors.channels.admit import Admission, too_many
+from schemas import OutboundMessage, RawInbound
 
 __all__ = [
     "HttpSender",
@@ -70,6 +70,11 @@ class WebhookContext:
         if len(body) > self.max_body_bytes:
             return JSONResponse({"error": f"body exceeds {self.max_body_bytes} bytes"}, 413)
         return body
+
+    async def admit(self, records: Sequence[RawInbound]) -> Response | None:
+        """Publish what the limits allow (the one admit path); 429 if any was held back, for the provider to resend."""
+        refused = await self.admission.admit_all(records)
+        return None if refused is None else too_many(refused[0].channel, refused[1])
 
 
 class InputChannel(ABC):

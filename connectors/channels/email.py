@@ -65,6 +65,8 @@ __all__ = [
     "PermanentEmailError",
     "RelayConfig",
     "build_reply",
+    "email_html",
+    "email_reply",
     "html_to_text",
     "parse_email",
     "strip_reply",

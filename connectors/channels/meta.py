@@ -9,14 +9,39 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.channels._common import clip
-from connectors.channels.base import HttpSender, PermanentSendError, ReplyStyle, Shaped, message_parts, split_segments
+from pydantic import SecretStr
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from connectors.channels._common import clip, error, not_configured, refuse
+from connectors.channels.base import (
+    HttpSender,
+    InputChannel,
+    PermanentSendError,
+    ReplyStyle,
+    Shaped,
+    WebhookContext,
+    message_parts,
+    split_segments,
+)
 from schemas import OutboundMessage, RawInbound
 
-__all__ = ["PATH", "SIGNATURE_HEADER", "handshake_challenge", "payload_to_raw", "sign", "verify_signature"]
+__all__ = [
+    "PATH",
+    "SIGNATURE_HEADER",
+    "MetaInput",
+    "MetaWhatsAppSender",
+    "handshake_challenge",
+    "payload_to_raw",
+    "sign",
+    "verify_signature",
+    "whatsapp_reply",
+]
 
 PATH = "/webhooks/meta"
 SIGNATURE_HEADER = "X-Hub-Signature-256"
@@ -136,3 +161,46 @@ class MetaWhatsAppSender(HttpSender):
                 raise
             accepted.append(str(data["messages"][0]["id"]))
         return ",".join(self._accepted.pop(message.reply_id))
+
+
+# ---- in: the subscription handshake and message webhooks --------------------------------------
+
+
+class MetaInput(InputChannel):
+    """Meta's webhooks: the GET handshake (our verify token) and signed message notifications."""
+
+    name = "meta"
+
+    def __init__(self, app_secret: SecretStr | None, verify_token: SecretStr | None) -> None:
+        self.app_secret = app_secret
+        self.verify_token = verify_token
+
+    def routes(self, context: WebhookContext) -> list[BaseRoute]:
+        self.context = context
+        return [Route(PATH, self.handshake, methods=["GET"]), Route(PATH, self.messages, methods=["POST"])]
+
+    async def handshake(self, request: Request) -> Response:
+        if self.verify_token is None:
+            return not_configured(request, "meta", "meta_verify_token")
+        challenge = handshake_challenge(request.query_params, self.verify_token.get_secret_value())
+        if challenge is None:
+            return refuse(request, "meta", "bad_verify_token", "hub.mode must be subscribe with our hub.verify_token")
+        return PlainTextResponse(challenge)
+
+    async def messages(self, request: Request) -> Response:
+        if self.app_secret is None:
+            return not_configured(request, "meta", "meta_app_secret")
+        body = await self.context.read_body(request)
+        if isinstance(body, Response):
+            return body
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if not signature:
+            return refuse(request, "meta", "missing_signature", f"missing {SIGNATURE_HEADER} header")
+        if not verify_signature(self.app_secret.get_secret_value(), body, signature):
+            return refuse(request, "meta", "bad_signature", f"{SIGNATURE_HEADER} does not match the body")
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return error(400, "body is not JSON")
+        # statuses and unknown shapes get 200 too: a non-2xx makes Meta resend them for days
+        return await self.context.admit(payload_to_raw(data)) or JSONResponse({"status": "ok"})

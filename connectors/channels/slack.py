@@ -9,10 +9,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from typing import Any
 
-from connectors.channels._common import clip
-from connectors.channels.base import HttpSender, PermanentSendError, ReplyStyle, Shaped, split_segments
+from pydantic import SecretStr
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from connectors.channels._common import clip, error, not_configured, refuse
+from connectors.channels.base import (
+    HttpSender,
+    InputChannel,
+    PermanentSendError,
+    ReplyStyle,
+    Shaped,
+    WebhookContext,
+    split_segments,
+)
 from schemas import OutboundMessage, RawInbound
 
 __all__ = [
@@ -20,9 +34,13 @@ __all__ = [
     "PATH",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
+    "SlackInput",
+    "SlackSender",
     "check_signature",
+    "parse_slack_recipient",
     "payload_to_raw",
     "sign",
+    "slack_reply",
 ]
 
 PATH = "/webhooks/slack/events"
@@ -123,3 +141,46 @@ class SlackSender(HttpSender):
                 raise RuntimeError(f"slack: {error}")
             raise PermanentSendError(f"slack: {error}")
         return f"{data.get('channel', channel)}:{data['ts']}"
+
+
+# ---- in: the Events API -----------------------------------------------------------------------
+
+
+class SlackInput(InputChannel):
+    """Slack's Events API, each request signed with the app's signing secret and recent."""
+
+    name = "slack"
+
+    def __init__(self, signing_secret: SecretStr | None) -> None:
+        self.signing_secret = signing_secret
+
+    def routes(self, context: WebhookContext) -> list[BaseRoute]:
+        self.context = context
+        return [Route(PATH, self.events, methods=["POST"])]
+
+    async def events(self, request: Request) -> Response:
+        if self.signing_secret is None:
+            return not_configured(request, "slack", "slack_signing_secret")
+        body = await self.context.read_body(request)
+        if isinstance(body, Response):
+            return body
+        signature = request.headers.get(SIGNATURE_HEADER)
+        timestamp = request.headers.get(TIMESTAMP_HEADER)
+        if not signature or not timestamp:
+            return refuse(
+                request, "slack", "missing_signature", f"missing {SIGNATURE_HEADER} or {TIMESTAMP_HEADER} header"
+            )
+        secret = self.signing_secret.get_secret_value()
+        reason = check_signature(secret, body, timestamp, signature, self.context.clock())
+        if reason == "stale_timestamp":
+            return refuse(request, "slack", reason, f"{TIMESTAMP_HEADER} is more than {MAX_AGE_S}s from now")
+        if reason is not None:
+            return refuse(request, "slack", "bad_signature", f"{SIGNATURE_HEADER} does not match the body")
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return error(400, "body is not JSON")
+        if isinstance(data, dict) and data.get("type") == "url_verification":
+            return JSONResponse({"challenge": str(data.get("challenge", ""))})
+        raw = payload_to_raw(data)
+        return await self.context.admit([raw] if raw else []) or JSONResponse({"status": "ok"})

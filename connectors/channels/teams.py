@@ -45,9 +45,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from connectors.channels._common import clip, not_configured, refuse
-from connectors.channels.base import OutputChannel, PermanentSendError
+from connectors.channels.base import InputChannel, OutputChannel, PermanentSendError, WebhookContext
 from schemas import OutboundMessage, RawInbound
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "KeysUnavailable",
     "MessageActivity",
     "TeamsAddress",
+    "TeamsInput",
     "TeamsSender",
     "TokenRejected",
     "activity_to_raw",
@@ -330,6 +332,18 @@ def activity_to_raw(data: Any) -> RawInbound | None:
             "from_aad_object_id": activity.from_.aad_object_id,
         },
     )
+
+
+class TeamsInput(InputChannel):
+    """The Bot Connector's activities, each with a Bot Framework JWT checked before the body is read."""
+
+    name = "teams"
+
+    def __init__(self, app_id: str | None, openid_metadata_url: str = OPENID_METADATA_URL) -> None:
+        self.auth = BotFrameworkAuth(app_id, openid_metadata_url) if app_id else None
+
+    def routes(self, context: WebhookContext) -> list[BaseRoute]:
+        return [Route(PATH, messages_endpoint(self.auth, context.read_body, context.admit), methods=["POST"])]
 
 
 def messages_endpoint(

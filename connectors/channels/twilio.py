@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response as TwilioResponse
@@ -26,19 +32,24 @@ from twilio.rest import Client as TwilioClient
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
-from connectors.channels._common import clip
+from connectors.channels._common import clip, error, invalid_fields, not_configured, query_int, refuse
 from connectors.channels.base import (
+    InputChannel,
     OutputChannel,
     Pacer,
     PermanentSendError,
     ReplyStyle,
     Shaped,
+    WebhookContext,
     message_parts,
     permanent_status,
     split_segments,
 )
-from schemas import CallRecording, DeliveryStatus, OutboundMessage, RawInbound
+from connectors.channels.conversation_view import ViewItem
+from schemas import CallRecording, DeliveryStatus, OutboundMessage, RawInbound, Record
 from schemas.provider import MessageStatus, RecordingStatus
+
+log = logging.getLogger("connectors.channels")
 
 __all__ = [
     "GOODBYE",
@@ -53,16 +64,21 @@ __all__ = [
     "VOICE_PATH",
     "VOICE_WAIT_PATH",
     "FormParams",
+    "TwilioInput",
+    "TwilioSender",
+    "VoiceCalls",
     "empty_twiml",
     "gather_twiml",
     "hold_twiml",
     "message_to_raw",
     "parse_form",
     "recording_from_form",
+    "sms_reply",
     "status_from_form",
     "transfer_twiml",
     "verify_signature",
     "voice_action",
+    "voice_reply",
     "voice_to_raw",
     "wait_url",
 ]
@@ -405,3 +421,196 @@ class TwilioSender(OutputChannel):
         session = self.client.http_client.session  # type: ignore[attr-defined]
         if session is not None:
             session.close()
+
+
+# ---- in: messages, calls and status callbacks ----------------------------------------------
+
+TWIML = "application/xml"
+MAX_TURN = 10_000
+
+
+@dataclass(frozen=True)
+class VoiceCalls:
+    """How a call is answered: where answers come from, how long to wait, whom to transfer to.
+
+    `answer(message_id, timeout_s)` is the conversation view's wait for a message's reply or
+    escalation; `escalation(message_id)` its hand-over, if any, which wins over the notices a
+    workspace router sends after it (a call is transferred, not told its place in line).
+    `spoken(reply_id, call_sid)`, when set, records that a reply was spoken in the call (the
+    senders' ledger), so the senders do not keep it in the outbox as undelivered.
+    """
+
+    answer: Callable[[str, float], Awaitable[ViewItem | None]]
+    escalation: Callable[[str], ViewItem | None] = lambda _message_id: None
+    wait_s: float = 8.0
+    rounds: int = 3
+    transfer_to: str | None = None
+    queue: str = "support"
+    record_calls: bool = False
+    spoken: Callable[[str, str], Awaitable[None]] | None = None
+
+
+def _twiml(text: str) -> Response:
+    return Response(text, media_type=TWIML)
+
+
+class TwilioInput(InputChannel):
+    """SMS and WhatsApp messages, voice calls and the status callbacks, each signed by Twilio.
+
+    A voice turn is answered within the call: the webhook publishes the transcript, waits (a
+    bounded `VoiceCalls.wait_s`) for the turn's reply or escalation on the ingress's conversation
+    view, and answers TwiML that speaks the reply, or transfers the caller to a person, or says
+    "one moment" and redirects Twilio to `/webhooks/twilio/voice/wait` to wait again (`rounds`
+    times, then a transfer). The status and recording callbacks are mounted only when the
+    topology has a topic for them.
+    """
+
+    name = "twilio"
+
+    def __init__(
+        self,
+        auth_token: SecretStr | None,
+        voice: VoiceCalls,
+        public_base_url: str | None = None,
+        delivery_topic: str | None = "sf.delivery",
+        recordings_topic: str | None = "sf.recordings",
+    ) -> None:
+        self.auth_token = auth_token
+        self.voice = voice
+        self.public_base_url = public_base_url
+        self.delivery_topic = delivery_topic
+        self.recordings_topic = recordings_topic
+
+    def routes(self, context: WebhookContext) -> list[BaseRoute]:
+        self.context = context
+        routes: list[BaseRoute] = [
+            Route(MESSAGES_PATH, self.messages, methods=["POST"]),
+            Route(VOICE_PATH, self.call, methods=["POST"]),
+            Route(VOICE_WAIT_PATH, self.call_wait, methods=["POST"]),
+        ]
+        if self.delivery_topic is not None:
+            routes.append(Route(STATUS_PATH, self.status, methods=["POST"]))
+        if self.recordings_topic is not None:
+            routes.append(Route(RECORDING_PATH, self.recording, methods=["POST"]))
+        return routes
+
+    async def verified(self, request: Request) -> FormParams | Response:
+        """The form of a request Twilio signed, or the refusal."""
+        if self.auth_token is None:
+            return not_configured(request, "twilio", "twilio_auth_token")
+        body = await self.context.read_body(request)
+        if isinstance(body, Response):
+            return body
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if not signature:
+            return refuse(request, "twilio", "missing_signature", f"missing {SIGNATURE_HEADER} header")
+        try:
+            params = parse_form(body)
+        except ValueError:  # Twilio always sends UTF-8 forms, so this was never signed by it
+            return refuse(request, "twilio", "bad_signature", f"{SIGNATURE_HEADER} does not match the request")
+        url = str(request.url)
+        if self.public_base_url:
+            query = request.url.query
+            url = self.public_base_url + request.url.path + (f"?{query}" if query else "")
+        settings_header = request.headers.get(SIGNATURE_SETTINGS_HEADER)
+        if not verify_signature(self.auth_token.get_secret_value(), url, params, signature, settings_header):
+            return refuse(request, "twilio", "bad_signature", f"{SIGNATURE_HEADER} does not match the request")
+        return params
+
+    async def messages(self, request: Request) -> Response:
+        params = await self.verified(request)
+        if isinstance(params, Response):
+            return params
+        raw = message_to_raw(params)
+        if raw is None:
+            return error(400, "not a Twilio messaging webhook: From and MessageSid are required")
+        return await self.context.admit([raw]) or Response(empty_twiml(), media_type=TWIML)
+
+    async def mark_spoken(self, reply_id: str, call_sid: str) -> None:
+        """Tell the senders' ledger; the caller heard the reply whether or not this works."""
+        if self.voice.spoken is None:
+            return
+        try:
+            await asyncio.wait_for(self.voice.spoken(reply_id, call_sid), timeout=2.0)
+        except Exception as exc:  # the ledger is bookkeeping: never fail the call over it
+            log.warning("voice: could not record reply %s as spoken in call %s: %s", reply_id, call_sid, exc)
+
+    async def answer_call(self, message_id: str, call_sid: str, turn: int, round_: int) -> Response:
+        """The TwiML for a turn: its reply spoken, a transfer, or "one moment" and a redirect to wait again."""
+        voice = self.voice
+        item = await voice.answer(message_id, voice.wait_s)
+        if item is not None and item.kind != "escalation":
+            item = voice.escalation(message_id) or item
+        if item is None:
+            if round_ >= voice.rounds:
+                log.warning("voice: no answer to %s after %d wait(s); transferring the caller", message_id, round_ + 1)
+                return _twiml(transfer_twiml(voice.transfer_to, voice.queue, LATE_HANDOVER))
+            return _twiml(hold_twiml(wait_url(message_id, turn, round_ + 1)))
+        if item.kind == "escalation":
+            return _twiml(transfer_twiml(voice.transfer_to, voice.queue))
+        text = str(item.record.get("text") or "").strip()
+        if not text:  # nothing to say is no answer to give: a person takes it
+            return _twiml(transfer_twiml(voice.transfer_to, voice.queue))
+        await self.mark_spoken(item.id, call_sid)
+        return _twiml(gather_twiml(text, voice_action(turn + 1)))
+
+    def public_url(self, request: Request, path: str) -> str:
+        base = self.public_base_url or str(request.base_url).rstrip("/")
+        return base + path
+
+    async def call(self, request: Request) -> Response:
+        params = await self.verified(request)
+        if isinstance(params, Response):
+            return params
+        turn = query_int(request, "turn", 1, MAX_TURN)
+        if not params.first("SpeechResult"):
+            # the call's first request (no turn yet) greets, and starts the recording if asked;
+            # a turn with nothing heard asks again for the same turn
+            recording = None
+            if self.voice.record_calls and turn is None and self.recordings_topic is not None:
+                recording = self.public_url(request, RECORDING_PATH)
+            return _twiml(gather_twiml(GREETING, voice_action(turn or 1), recording))
+        raw = voice_to_raw(params, turn)
+        if raw is None:
+            return error(400, "not a Twilio voice webhook: From and CallSid are required")
+        refused = await self.context.admit([raw])
+        if refused is not None and refused.status_code == 429:
+            # not published; a non-TwiML answer would be read to the caller as an application error
+            return _twiml(gather_twiml(SLOW_DOWN, voice_action(turn or 1)))
+        if refused is not None:
+            return refused
+        return await self.answer_call(raw.message_id, str(raw.payload["call_sid"]), turn or 1, 0)
+
+    async def call_wait(self, request: Request) -> Response:
+        params = await self.verified(request)
+        if isinstance(params, Response):
+            return params
+        message_id = request.query_params.get("message_id") or ""
+        call_sid = params.first("CallSid") or ""
+        turn = query_int(request, "turn", 1, MAX_TURN)
+        round_ = query_int(request, "round", 1, 100)
+        # the URL is ours (Twilio signed what we wrote), and a call only waits for its own turns
+        if not call_sid or not message_id.startswith(f"tw-{call_sid}-") or turn is None or round_ is None:
+            return error(400, "not a redirect of ours: message_id of this CallSid, turn and round are required")
+        return await self.answer_call(message_id, call_sid, turn, round_)
+
+    async def callback(
+        self, request: Request, parse: Callable[[FormParams], Record], topic: str | None, what: str
+    ) -> Response:
+        """A signed status callback (no customer words): validated, published as its record, 204."""
+        params = await self.verified(request)
+        if isinstance(params, Response):
+            return params
+        try:
+            record = parse(params)
+        except ValidationError as exc:
+            return error(400, f"not a Twilio {what}: {invalid_fields(exc)}")
+        assert topic is not None
+        await self.context.publish(topic, record.partition_key(), record.to_bytes())
+        return Response(status_code=204)
+
+    async def status(self, request: Request) -> Response:
+        return await self.callback(request, status_from_form, self.delivery_topic, "message status callback")
+
+    async def recording(self, request: Request) -> Response:
+        return await self.callback(request, recording_from_form, self.recordings_topic, "recording status callback")
