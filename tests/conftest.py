@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -13,6 +14,11 @@ import redis
 
 from pipelines.devstack.embedded import EmbeddedBroker, free_port, spawn, stop
 from tests.support.stream import WorkerPool
+
+# pytest-xdist gives its workers COLUMNS=80; rich would fix the CLI's table width at import from it,
+# where a user's shell (and a serial run) sizes tables when they print.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.pop("COLUMNS", None)
 
 pytest_plugins = [
     "tests.support.browser",
