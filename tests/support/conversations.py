@@ -45,3 +45,7 @@ def conversation_traffic(conversations: int, per_conversation: int, prefix: str 
                 )
             )
     return messages
+
+
+ALICE = "C000001"
+"""The demo shop's first customer (connectors/backends/commerce/seed.py)."""

@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from connectors.kafka import consume_all, make_reader
+from tests.support.conversations import ALICE
 from tests.support.stream import produce_messages, raw_message, read_answers
 
-ALICE = "C000001"
 _ids = itertools.count(1)
 
 

@@ -12,7 +12,7 @@ import pytest
 from connectors.channels.conversation_view import ConversationView
 from schemas import Escalation, OutboundMessage
 from tests.support.conversations import conversation_traffic
-from tests.support.stream import answered_ids, produce_messages, read_answers, read_topics
+from tests.support.stream import answered_ids, produce_messages, read_answers, read_topics, where_lost
 
 
 # The open defect in the README ("Known defect"): about one run in twenty loses one message across a
@@ -62,36 +62,3 @@ def test_killed_worker_is_replaced_without_loss_or_double_replies(broker, worker
         latest[record.key.decode()] = json.loads(record.value)
     assert len(latest) == 40
     assert {s["turn_count"] for s in latest.values()} == {5}, "turn counts survived the crash, none counted twice"
-
-
-def where_lost(bootstrap: str, lost: list[str]) -> str:
-    """Say how far each unanswered message got, so a failure points at the stage that dropped it."""
-    topics = ["sf.ingress", "sf.messages", "sf.dlq", "supportflow-sessions-changelog"]
-    records = read_topics(bootstrap, topics, until=lambda rs: False, timeout_s=3)
-    produced = {json.loads(r.value)["message_id"]: r for r in records if r.topic == "sf.ingress"}
-    normalized = {json.loads(r.value)["message_id"] for r in records if r.topic == "sf.messages"}
-    dead = [r.value.decode(errors="replace")[:200] for r in records if r.topic == "sf.dlq"]
-    remembered = set()
-    for r in records:
-        if r.topic == "supportflow-sessions-changelog":
-            remembered |= set(json.loads(r.value)["recent_message_ids"])
-    lines = [
-        f"{m}: on sf.ingress={m in produced}"
-        + (f" (partition {produced[m].partition}, offset {produced[m].offset})" if m in produced else "")
-        + f", on sf.messages={m in normalized}, in a session's answered ids={m in remembered}"
-        for m in lost[:5]
-    ]
-    from confluent_kafka import Consumer, TopicPartition
-
-    group = Consumer({"bootstrap.servers": bootstrap, "group.id": "supportflow"})
-    try:
-        partitions = sorted({produced[m].partition for m in lost if m in produced})
-        committed = group.committed([TopicPartition("sf.ingress", p) for p in partitions], timeout=10)
-    finally:
-        group.close()
-    commits = {tp.partition: tp.offset for tp in committed}
-    return (
-        "unanswered messages:\n"
-        + "\n".join(lines)
-        + f"\ningest group's committed offsets on sf.ingress: {commits}\ndead letters: {dead[:3]}"
-    )

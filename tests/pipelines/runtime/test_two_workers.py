@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from tests.pipelines.runtime.test_crash_recovery import where_lost
 from tests.support.conversations import conversation_traffic
-from tests.support.stream import answered_ids, produce_messages, read_answers, read_topics
+from tests.support.stream import answered_ids, produce_messages, read_answers, read_topics, where_lost
 
 
 # The open defect in the README ("Known defect"): about one run in twenty loses one message across a

@@ -16,8 +16,8 @@ import asyncpg
 
 from connectors.clickhouse import ChdbEventStore, ClickHouseEventStore
 from pipelines.evaluation.analytics_report import build_human_report
-from tests.pipelines.services.test_sinks import replay
 from tests.support.analytics_events import SINCE, UNTIL, assert_human_matches, known_feedback
+from tests.support.cli import replay
 from tests.support.stream import produce
 
 

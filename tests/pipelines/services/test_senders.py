@@ -12,8 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -28,10 +27,10 @@ from connectors.postgres import PostgresStore
 from pipelines.cli import app
 from pipelines.runtime.settings import PROJECT_DIR, Settings
 from pipelines.runtime.topology import load_topology
-from pipelines.services.senders import run_senders
-from schemas import DeliveryStatus, OutboundMessage
+from schemas import DeliveryStatus
 from tests.support.http_recorder import Recorder, Reply, serve
-from tests.support.stream import produce, read_topics
+from tests.support.senders import deliveries, eventually, finished, outbound, send, senders
+from tests.support.stream import read_topics
 
 SID = "AC0123456789abcdef0123456789abcdef"
 TWILIO = f"/2010-04-01/Accounts/{SID}/Messages.json"
@@ -44,19 +43,6 @@ TOPOLOGY = load_topology(PROJECT_DIR / "topology.yaml")
 def provider() -> AsyncIterator[Recorder]:
     with serve() as recorder:
         yield recorder
-
-
-def outbound(n: int, channel: str, recipient: str, text: str, parts: list[str] | None = None) -> OutboundMessage:
-    return OutboundMessage(
-        reply_id=f"reply-{n}",
-        in_reply_to=f"msg-{n}",
-        conversation_id=f"conv-{n}",
-        customer_id=f"C00000{n}",
-        channel=channel,  # type: ignore[arg-type]
-        recipient=recipient,
-        text=text,
-        parts=parts or [],
-    )
 
 
 def settings(broker: Any, dsn: str, tmp_path: Path, provider: Recorder | None) -> Settings:
@@ -80,48 +66,6 @@ def settings(broker: Any, dsn: str, tmp_path: Path, provider: Recorder | None) -
             meta_api_base_url=f"{provider.url}/meta",
         )
     return Settings(**values)
-
-
-@asynccontextmanager
-async def senders(s: Settings) -> AsyncIterator[None]:
-    create_topics(s.kafka_client_config(), [TopicPlan("sf.outbound", 8), TopicPlan("sf.dlq", 4)])
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_senders(s, TOPOLOGY, stop, ready, retry_initial_s=0.05))
-    await asyncio.wait([task, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED, timeout=60)
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
-
-
-async def send(s: Settings, *messages: OutboundMessage) -> None:
-    records = [(m.partition_key(), m.to_bytes()) for m in messages]
-    await asyncio.to_thread(produce, str(s.kafka_bootstrap_servers), "sf.outbound", records)
-
-
-async def deliveries(dsn: str) -> dict[str, dict[str, Any]]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        if not await conn.fetchval("SELECT to_regclass('channel_deliveries') IS NOT NULL"):
-            return {}
-        return {r["reply_id"]: dict(r) for r in await conn.fetch("SELECT * FROM channel_deliveries")}
-    finally:
-        await conn.close()
-
-
-async def eventually(dsn: str, done: Callable[[dict[str, dict[str, Any]]], bool], timeout_s: float = 60):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        rows = await deliveries(dsn)
-        if done(rows):
-            return rows
-        assert time.monotonic() < deadline, rows
-        await asyncio.sleep(0.2)
-
-
-def finished(*reply_ids: str, status: str = "delivered") -> Callable[[dict[str, dict[str, Any]]], bool]:
-    return lambda rows: all(rows.get(r, {}).get("status") == status for r in reply_ids)
 
 
 def bodies(provider: Recorder, path: str) -> list[str]:

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +16,7 @@ from pathlib import Path
 import asyncpg
 
 from connectors.clickhouse import ChdbEventStore, ClickHouseEventStore
+from tests.support.cli import replay
 from tests.support.conversations import conversation_traffic
 from tests.support.stream import answered_ids, produce_messages, raw_message, read_answers, read_topics
 
@@ -109,19 +107,6 @@ def test_200_messages_land_once_in_postgres_chdb_and_clickhouse_through_sigkills
     workers.stop(sink)  # chdb's folder belongs to one process at a time
     workers.stop(server_sink)
     assert clickhouse_counts(ChdbEventStore(chdb_dir / "chdb")) == {"events": 200, "messages": 200}
-
-
-def replay(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTFLOW_")}
-    child_env.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "replay", *args],
-        env=child_env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_replaying_sf_events_rebuilds_empty_stores_exactly_and_a_second_replay_changes_nothing(

@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 
 from pipelines.runtime.settings import Settings
-from tests.pipelines.services.test_senders import eventually, finished, outbound, send, senders
 from tests.support.http_recorder import Recorder, Reply, serve
+from tests.support.senders import eventually, finished, outbound, send, senders
 
 APP_ID = "8b7c1d2e-0000-4a4a-9f9f-123456789abc"
 TOKEN = "/botframework.com/oauth2/v2.0/token"

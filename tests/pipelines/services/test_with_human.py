@@ -18,7 +18,7 @@ from operators.format import reply_id_for
 from pipelines.devstack.embedded import EmbeddedBroker
 from pipelines.handover.router import handback_message_id
 from pipelines.services.escalation_router import RouterService
-from tests.pipelines.devstack.test_agent_conversations import ALICE
+from tests.support.conversations import ALICE
 from tests.support.handover import agent, command, online
 from tests.support.stream import WorkerPool, produce_messages, raw_message, settings_for
 
