@@ -47,7 +47,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_DIR))
 
 from connectors._process import spawn, stop  # noqa: E402
-from connectors.kafka import make_producer  # noqa: E402
+from connectors.kafka import consumer_config, make_producer  # noqa: E402
 from pipelines.devstack.embedded import EmbeddedBroker  # noqa: E402
 from pipelines.runtime.app import ensure_topics  # noqa: E402
 from pipelines.runtime.settings import Settings  # noqa: E402
@@ -129,9 +129,7 @@ class StateWatcher(threading.Thread):
         self._closed = threading.Event()
 
     def run(self) -> None:
-        consumer = Consumer(
-            {**self.conf, "group.id": "router-bench", "enable.auto.commit": False, "fetch.wait.max.ms": 5}
-        )
+        consumer = Consumer(consumer_config(self.conf, "router-bench", fetch_max_wait_ms=5))
         consumer.assign([TopicPartition("sf.workspace.state", 0, OFFSET_BEGINNING)])
         while not self._closed.is_set():
             msg = consumer.poll(0.05)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import shutil
 import signal
 import socket
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["die_with_parent", "free_port", "spawn", "stop"]
+__all__ = ["bound_to_parent", "die_with_parent", "free_port", "spawn", "stop"]
 
 PR_SET_PDEATHSIG = 1
 
@@ -34,17 +35,34 @@ def die_with_parent(signal_number: int = signal.SIGTERM) -> Callable[[], None]:
     return bind
 
 
+def bound_to_parent(
+    argv: Sequence[str], signal_number: int = signal.SIGTERM
+) -> tuple[list[str], Callable[[], None] | None]:
+    """`argv` (and a `preexec_fn`, or None) for a child that gets `signal_number` when this process dies.
+
+    Through util-linux's `setpriv --pdeathsig` when it is installed: then no Python code runs between
+    fork and exec, which a process with threads (gRPC's, librdkafka's) needs — gRPC's fork handlers
+    abort a child forked while its threads are busy. Else the `preexec_fn` of `die_with_parent`.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return list(argv), die_with_parent(signal_number)
+    name = signal.Signals(signal_number).name.removeprefix("SIG")
+    return [setpriv, "--pdeathsig", name, "--", *argv], None
+
+
 def spawn(
     argv: Sequence[str], log_file: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """Start a child that ends when this process ends, logging to a file when given."""
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
+    command, preexec = bound_to_parent(argv, signal.SIGTERM)
     return subprocess.Popen(
-        list(argv),
+        command,
         stdout=out,
         stderr=subprocess.STDOUT,
         env=env,
-        preexec_fn=die_with_parent(signal.SIGTERM),
+        preexec_fn=preexec,
         close_fds=True,
         process_group=0,  # a terminal's Ctrl-C reaches only the parent, which stops children in order
     )

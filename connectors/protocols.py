@@ -66,14 +66,6 @@ class SnapshotCache(Protocol):
     async def close(self) -> None: ...
 
 
-class Redactor(Protocol):
-    """Replaces PII in texts with typed placeholders such as `<EMAIL_ADDRESS>`."""
-
-    def warm_up(self) -> None: ...
-
-    def redact_many(self, texts: Sequence[str]) -> list[str]: ...
-
-
 class ToolError(Exception):
     """An action that did not happen, and why, in words safe to show the customer.
 
@@ -150,7 +142,6 @@ __all__ = [
     "EventStore",
     "IntentModel",
     "RateLimiter",
-    "Redactor",
     "SnapshotCache",
     "Tool",
     "ToolCall",

@@ -29,7 +29,7 @@ IBANs pass their checksum (score 1.0) or are not reported at all; the weakest US
 
 
 class PresidioRedactor:
-    """Replace PII with `<ENTITY_TYPE>` placeholders; a `Redactor` (connectors/protocols.py).
+    """Replace PII with `<ENTITY_TYPE>` placeholders; what `operators.protocols.PiiRedactor` asks for.
 
     `__init__` only records settings; `warm_up()` loads spaCy and builds the engines (about a
     second), and `redact_many` calls it on first use if nobody did. Not thread-safe: one thread

@@ -17,7 +17,7 @@ import time
 import warnings
 from pathlib import Path
 
-from connectors._process import die_with_parent, free_port
+from connectors._process import bound_to_parent, free_port
 
 with warnings.catch_warnings():
     # importing the wheel asks platformdirs for XDG_RUNTIME_DIR (unused here) and warns when it is unset
@@ -126,14 +126,15 @@ class EmbeddedPostgres:
         ]  # fmt: skip
         if not self.durable:
             argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        command, preexec = bound_to_parent(argv, signal.SIGINT)  # SIGINT: postgres's fast shutdown
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(
-                argv,
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 user=self._run_as,
-                preexec_fn=die_with_parent(signal.SIGINT),  # SIGINT: postgres's fast shutdown
+                preexec_fn=preexec,
                 close_fds=True,
                 process_group=0,  # Ctrl-C reaches the parent only; it stops the server after the sink
             )

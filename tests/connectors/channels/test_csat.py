@@ -32,8 +32,10 @@ def app_for(bootstrap: str, **extra: object) -> Any:
 
 
 def feedback_on_topic(bootstrap: str, expected: int) -> list[Feedback]:
+    """In the order they were given: records of different conversations sit in different partitions,
+    which a reader may interleave either way."""
     records = read_topics(bootstrap, ["sf.feedback"], until=lambda rs: len(rs) >= expected, timeout_s=10)
-    return [Feedback.model_validate_json(r.value or b"") for r in records]
+    return sorted((Feedback.model_validate_json(r.value or b"") for r in records), key=lambda f: f.at)
 
 
 def publish_until_seen(bootstrap: str, topic: str, records: list[Any], seen: Any, timeout_s: float = 30.0) -> None:
