@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from schemas import DeadLetter
@@ -68,12 +68,18 @@ def make_reader(
     """A consumer with no group: assigned every partition directly, so it starts reading at once.
 
     Group membership would cost a join (seconds on tansu) and is not wanted by tools and views
-    that read a whole topic.
+    that read a whole topic. Reading from the end, each partition's end is looked up here, before
+    this returns: a symbolic OFFSET_END is resolved only at the partition's first fetch, so a record
+    written in between would be skipped by a reader that already said it was reading.
     """
     consumer = Consumer(consumer_config(conf, "supportflow-reader", fetch_max_wait_ms=fetch_max_wait_ms))
     metadata = consumer.list_topics(timeout=10)
-    start = OFFSET_BEGINNING if from_beginning else OFFSET_END
-    assignment = [TopicPartition(topic, p, start) for topic in topics for p in metadata.topics[topic].partitions]
+    partitions = [TopicPartition(topic, p) for topic in topics for p in metadata.topics[topic].partitions]
+    if from_beginning:
+        assignment = [TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in partitions]
+    else:
+        ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions]
+        assignment = [TopicPartition(tp.topic, tp.partition, end) for tp, end in zip(partitions, ends, strict=True)]
     consumer.assign(assignment)
     return consumer
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,15 +16,18 @@ from pipelines.cli._common import (
 def worker(
     stage: Annotated[Optional[list[str]], typer.Option(help="Run only these stages (repeatable); default all.")] = None,
     ready_file: Annotated[Optional[Path], typer.Option(help="Written once the worker processes records.")] = None,
-    nice: Annotated[int, typer.Option(min=0, max=19, help="Lower this worker's CPU priority (background stages).")] = 0,
+    nice: Annotated[
+        int,
+        typer.Option(
+            min=0, max=19, help="Lower this worker's CPU priority once its models are loaded (background stages)."
+        ),
+    ] = 0,
 ) -> None:
     """Run one stream worker against KAFKA_BOOTSTRAP_SERVERS (start as many as you need)."""
     from pipelines.services.worker import run_worker
 
     s = cluster_settings("worker")
-    if nice:
-        os.nice(nice)
-    run_worker(s, stage or None, ready_file)
+    run_worker(s, stage or None, ready_file, nice)
 
 
 def ingress(

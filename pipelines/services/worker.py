@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from pathlib import Path
 
 import faust
@@ -29,13 +30,21 @@ class SupportflowWorker(faust.Worker):
         log.info("supportflow worker ready")
 
 
-def run_worker(settings: Settings, stages: list[str] | None = None, ready_file: Path | None = None) -> None:
-    """Run until SIGTERM/SIGINT; faust commits acked offsets and leaves the group on the way out."""
+def run_worker(
+    settings: Settings, stages: list[str] | None = None, ready_file: Path | None = None, nice: int = 0
+) -> None:
+    """Run until SIGTERM/SIGINT; faust commits acked offsets and leaves the group on the way out.
+
+    `nice` lowers the priority after the operators have warmed up: loading models is start-up work
+    a background stage should not take minutes over on a busy machine; its records are what may wait.
+    """
     topology = load_topology(settings.topology_file)
     ensure_topics(settings, topology)
     app = build_app(settings, topology, stages)
     for mirror in app.topic_mirrors:  # reference data complete before the first record
         mirror.start()
+    if nice:
+        os.nice(nice)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
     # The tables keep many small long-lived objects; freezing what start-up built and collecting

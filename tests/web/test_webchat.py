@@ -30,7 +30,9 @@ TWILIO_TOKEN = "twilio-auth-token-for-the-web-tests"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir = tmp_path_factory.mktemp("webchat-stack")
-    with Stack(Settings(data_dir=data_dir, http_port=0, twilio_auth_token=TWILIO_TOKEN)) as running:
+    with Stack(
+        Settings(data_dir=data_dir, http_port=0, workspace_port=0, smtp_listen_port=0, twilio_auth_token=TWILIO_TOKEN)
+    ) as running:
         yield running
 
 

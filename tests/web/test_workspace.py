@@ -76,6 +76,7 @@ def stack(commerce_dsn: str, tmp_path: Path) -> Iterator[Stack]:
     settings = Settings(
         data_dir=tmp_path / "data",
         http_port=0,
+        smtp_listen_port=0,
         workspace_port=0,
         database_url=commerce_dsn,
         workspace_agents_file=agents,

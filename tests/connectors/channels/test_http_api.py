@@ -27,6 +27,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
         settings = Settings(
             data_dir=data_dir,
             http_port=0,
+            smtp_listen_port=0,
+            workspace_port=0,
             kafka_bootstrap_servers=broker.bootstrap,
             kafka_exact_offsets=True,
             redis_url=redis_url,

@@ -22,7 +22,10 @@ runner = CliRunner()
 
 
 def clean_env(**extra: str) -> dict[str, str]:
+    """The user's environment without supportflow's settings; every listener on a free port, since
+    other tests' stacks run at the same time."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTFLOW_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env.update(SUPPORTFLOW_WORKSPACE_PORT="0", SUPPORTFLOW_SMTP_LISTEN_PORT="0")
     env.update(extra)
     return env
 

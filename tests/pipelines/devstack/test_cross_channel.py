@@ -32,7 +32,13 @@ PHONE = "+15550001111"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("cross-channel"), http_port=0, twilio_auth_token=TOKEN)
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("cross-channel"),
+        http_port=0,
+        workspace_port=0,
+        smtp_listen_port=0,
+        twilio_auth_token=TOKEN,
+    )
     with Stack(settings) as running:
         alice = CustomerProfile(customer_id="C000001", display_name="Alice Martin",
                                 contacts=[ContactAddress(channel="sms", address=PHONE)])  # fmt: skip

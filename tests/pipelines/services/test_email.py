@@ -25,7 +25,9 @@ ORIGINAL_ID = "<refund-question-1@customer.example>"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("email-stack"), http_port=0, smtp_listen_port=0)
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("email-stack"), http_port=0, smtp_listen_port=0, workspace_port=0
+    )
     with Stack(settings) as running:
         yield running
 

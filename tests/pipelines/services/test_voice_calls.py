@@ -34,6 +34,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("voice"),
         http_port=0,
+        smtp_listen_port=0,
+        workspace_port=0,
         twilio_auth_token=TOKEN,
         voice_transfer_to=TRANSFER_TO,
         voice_record_calls=True,
