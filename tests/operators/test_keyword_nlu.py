@@ -28,10 +28,6 @@ MIN_CONFIDENT_AND_CORRECT = 0.95
 MIN_PER_INTENT_ACCURACY = 0.93
 
 
-# the module-scoped fixtures are built once: every test of this module runs in the same xdist worker
-pytestmark = pytest.mark.xdist_group("operators.test_keyword_nlu")
-
-
 @pytest.fixture(scope="module")
 def classifier() -> KeywordIntentClassifier:
     return KeywordIntentClassifier.load()

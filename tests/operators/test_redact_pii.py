@@ -17,10 +17,6 @@ from tests.support.operators import T0, context, nlu_turn
 PII = ["Jane Doe", "jane.doe@example.com", "+1 415 555 0134", "4111 1111 1111 1111", "Tom Baker"]
 
 
-# the module-scoped fixtures are built once: every test of this module runs in the same xdist worker
-pytestmark = pytest.mark.xdist_group("operators.test_redact_pii")
-
-
 @pytest.fixture(scope="module")
 def redactor() -> PresidioRedactor:
     shared = PresidioRedactor()

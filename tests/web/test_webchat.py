@@ -27,10 +27,6 @@ from tests.support.stream import read_topics
 TWILIO_TOKEN = "twilio-auth-token-for-the-web-tests"
 
 
-# the module-scoped fixtures are built once: every test of this module runs in the same xdist worker
-pytestmark = pytest.mark.xdist_group("web.test_webchat")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir = tmp_path_factory.mktemp("webchat-stack")

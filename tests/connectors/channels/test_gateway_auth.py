@@ -65,10 +65,6 @@ def test_the_openapi_description_carries_the_validated_request_schema(broker):
     assert spec["paths"]["/v1/messages"]["post"]["security"], "the description says keys are needed"
 
 
-# the module-scoped fixtures are built once: every test of this module runs in the same xdist worker
-pytestmark = pytest.mark.xdist_group("connectors.channels.test_gateway_auth")
-
-
 @pytest.fixture(scope="module")
 def fuzz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, str]]:
     """One broker and one app for every example: the app's producer belongs to its client's event loop."""

@@ -18,9 +18,6 @@ from pipelines.devstack.embedded import EmbeddedBroker
 from pipelines.devstack.stack import Stack
 from pipelines.runtime.settings import Settings
 
-# the module-scoped fixtures are built once: every test of this module runs in the same xdist worker
-pytestmark = pytest.mark.xdist_group("connectors.channels.test_http_api")
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:

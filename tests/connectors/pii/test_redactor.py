@@ -44,10 +44,6 @@ FIXTURE: list[tuple[str, list[str], list[str]]] = [
 ]
 
 
-# the module-scoped fixtures are built once: every test of this module runs in the same xdist worker
-pytestmark = pytest.mark.xdist_group("connectors.pii.test_redactor")
-
-
 @pytest.fixture(scope="module")
 def redactor() -> PresidioRedactor:
     redactor = PresidioRedactor()

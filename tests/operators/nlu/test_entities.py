@@ -39,10 +39,6 @@ FLOORS: dict[tuple[str, str, str], float] = {
 }
 
 
-# the module-scoped fixtures are built once: every test of this module runs in the same xdist worker
-pytestmark = pytest.mark.xdist_group("operators.nlu.test_entities")
-
-
 @pytest.fixture(scope="module")
 def extractor() -> EntityExtractor:
     shared = EntityExtractor(reference_date=REF)

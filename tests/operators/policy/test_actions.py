@@ -21,10 +21,6 @@ from schemas import ActionCall
 BITEXT = Path(__file__).parents[3] / "datasets" / "bitext-customer-support" / "bitext_customer_support_4514.csv"
 
 
-# the module-scoped fixtures are built once: every test of this module runs in the same xdist worker
-pytestmark = pytest.mark.xdist_group("operators.policy.test_actions")
-
-
 @pytest.fixture(scope="module")
 def policy() -> ActionPolicy:
     return load_action_policy()

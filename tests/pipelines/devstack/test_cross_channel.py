@@ -30,10 +30,6 @@ TOKEN = "twilio-test-auth-token"
 PHONE = "+15550001111"
 
 
-# the module-scoped fixtures are built once: every test of this module runs in the same xdist worker
-pytestmark = pytest.mark.xdist_group("pipelines.devstack.test_cross_channel")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     settings = Settings(

@@ -23,10 +23,6 @@ from pipelines.runtime.settings import Settings
 ORIGINAL_ID = "<refund-question-1@customer.example>"
 
 
-# the module-scoped fixtures are built once: every test of this module runs in the same xdist worker
-pytestmark = pytest.mark.xdist_group("pipelines.services.test_email")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     settings = Settings(

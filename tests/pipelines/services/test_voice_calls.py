@@ -29,10 +29,6 @@ TOKEN = "twilio-test-auth-token"
 TRANSFER_TO = "+15550009999"
 
 
-# the module-scoped fixtures are built once: every test of this module runs in the same xdist worker
-pytestmark = pytest.mark.xdist_group("pipelines.services.test_voice_calls")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     settings = Settings(

@@ -70,10 +70,6 @@ def _wait_for(check: Any, timeout_s: float = 20.0, what: str = "") -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-# the module-scoped fixtures are built once: every test of this module runs in the same xdist worker
-pytestmark = pytest.mark.xdist_group("pipelines.services.test_workspace")
-
-
 @pytest.fixture(scope="module")
 def module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     with EmbeddedBroker(log_file=tmp_path_factory.mktemp("broker") / "tansu.log") as started:
