@@ -20,15 +20,6 @@ from tests.support.stream import WorkerPool
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.pop("COLUMNS", None)
 
-# Longest first: xdist hands out modules in collection order, so the process-heavy ones (pipelines,
-# the browser) start at once and the quick unit tests fill the gaps at the end.
-_HEAVY_FIRST = ("tests/pipelines/", "tests/web/")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: 0 if item.nodeid.startswith(_HEAVY_FIRST) else 1)  # stable: order within kept
-
-
 pytest_plugins = [
     "tests.support.browser",
     "tests.support.clickhouse",
