@@ -264,10 +264,11 @@ class ConsumerLoop:
         if consumer is None:
             return
         try:
-            if self._offsets:
-                consumer.commit(
-                    offsets=[TopicPartition(t, p, o) for (t, p), o in self._offsets.items()], asynchronous=False
-                )
+            # only partitions still ours: a rebalance may have moved the others on, past what we did
+            owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+            done = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items() if (t, p) in owned]
+            if done:
+                consumer.commit(offsets=done, asynchronous=False)
         except KafkaException as exc:
             log.info("%s: the final commit failed (%s); the next run replays a little", self.name, exc)
         finally:
