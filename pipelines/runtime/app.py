@@ -1,9 +1,10 @@
 """Build the faust app from the topology: one agent per stage, Kafka-backed tables, the reaper.
 
-faust owns consumption, offsets, changelogs and rebalancing; each agent hands its records to
-keyed lanes (order per key, concurrency across keys) and acks a record only once its outputs
-and state are delivered. faust commits the highest contiguous acked offset, so a record still
-in flight holds back the commit of every later offset in its partition.
+faust owns consumption, changelogs and rebalancing; each agent hands its records to keyed lanes
+(order per key, concurrency across keys). Which offset is committed is the worker's own
+`OffsetLedger` (`offsets.py`): a record counts as finished only once its outputs and state are
+delivered, and a record still in flight, failed or cancelled holds back the commit of every
+later offset in its partition.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from operators.protocols import KeepsSessions
 from pipelines.runtime.clients import RuntimeClients
 from pipelines.runtime.lanes import KeyedLanes
 from pipelines.runtime.metrics import IN_FLIGHT
+from pipelines.runtime.offsets import OffsetLedger, PartitionLedger, commit_from_ledger
 from pipelines.runtime.settings import Settings
 from pipelines.runtime.stage import StageProcessor, SystemClock
 from pipelines.runtime.topology import Stage, Topology
@@ -120,42 +122,11 @@ def consumer_group(topology: Topology, stages: list[str]) -> str:
     return f"{topology.spec.app_id}-{'+'.join(sorted(stages))}"
 
 
-def _never_commit_past_a_record_in_flight() -> None:
-    """Stop faust from committing over a record that is still being processed.
-
-    faust's `Consumer._new_offset` returns the end of the first run of consecutive acked offsets,
-    but it only refuses when the lowest acked offset is more than one past the committed one
-    (`min(acked) - committed > 1`), and it skips that check when nothing was committed yet. The
-    committed offset is the next one to read, so with offset 31 in flight and 32 acked it commits
-    33: harmless while the worker lives (31 is acked later), but a worker killed then loses 31
-    for good. Lanes ack out of order all the time, so this lost the last turn of a conversation
-    in about one crash-recovery run in ten. The fix: no commit while the partition's lowest
-    acked offset is above its lowest record still in flight (records are tracked in offset
-    order as the stream takes them, before any later one can be acked).
-    """
-    from faust.transport.consumer import Consumer
-
-    new_offset = Consumer._new_offset
-    if getattr(new_offset, "_supportflow_floor", False):
-        return
-
-    def _new_offset(self: Any, tp: Any) -> int | None:
-        acked = self._acked[tp]
-        if acked:
-            in_flight = [m.offset for m in list(self._unacked_messages) if m.tp == tp]
-            if in_flight and min(acked) > min(in_flight):
-                return None
-        return new_offset(self, tp)
-
-    _new_offset._supportflow_floor = True  # type: ignore[attr-defined]
-    _new_offset._faust_original = new_offset  # type: ignore[attr-defined]
-    Consumer._new_offset = _new_offset  # type: ignore[method-assign]
-
-
 class SupportflowApp(faust.App):
-    """The faust app plus the topic mirrors its stages read, which the worker loads before consuming."""
+    """The faust app plus the topic mirrors its stages read, and the ledger its commits come from."""
 
     topic_mirrors: list[TopicTable]
+    offset_ledger: OffsetLedger
 
 
 def build_app(settings: Settings, topology: Topology, stage_names: list[str] | None = None) -> SupportflowApp:
@@ -163,7 +134,7 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
     assert settings.kafka_bootstrap_servers, "the broker address is known before workers start"
     spec = topology.spec
     _use_fetch_max_wait(settings.fetch_max_wait_ms)
-    _never_commit_past_a_record_in_flight()
+    commit_from_ledger()
     wanted = stage_names or list(topology.stages)
     unknown = sorted(set(wanted) - set(topology.stages))
     if unknown:
@@ -188,6 +159,17 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
         broker_credentials=_credentials(settings),
     )
     app.topic_mirrors = []
+    ledger = app.offset_ledger = OffsetLedger(topology.stages[name].source for name in wanted)
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
+        # faust has waited for the records in flight and committed the ledger's positions by now
+        ledger.revoke(revoked)
+
+    @app.on_partitions_assigned.connect
+    async def start_assigned(app: faust.App, assigned: set[Any], **_: Any) -> None:
+        # a partition starts from the broker's committed offset, whatever was taken before
+        ledger.revoke(assigned)
     partitions = table_partitions(topology)
 
     raw_tables: dict[str, RecordTable | TopicTable] = {}
@@ -276,14 +258,17 @@ def _credentials(settings: Settings) -> Any:
 
 
 def _install_stage(
-    app: faust.App, topic: faust.TopicT, stage: Stage, processor: StageProcessor, lanes: KeyedLanes
+    app: SupportflowApp, topic: faust.TopicT, stage: Stage, processor: StageProcessor, lanes: KeyedLanes
 ) -> None:
     in_flight = IN_FLIGHT.labels(stage.name)
+    ledger = app.offset_ledger
 
     async def consume(stream: StreamT) -> None:
         manual = stream.noack()
         async for event in manual.events():
-            await lanes.submit(_lane_key(event), _job(manual, event, processor))
+            # taken here, in offset order, before any later record of the partition can finish
+            partition = ledger.take(event.message.tp, event.message.offset)
+            await lanes.submit(_lane_key(event), _job(app, manual, event, processor, partition))
             in_flight.set(lanes.in_flight)
 
     consume.__name__ = f"stage_{stage.name}"
@@ -297,13 +282,31 @@ def _lane_key(event: EventT) -> str:
     return f"partition:{event.message.partition}"
 
 
-def _job(stream: StreamT, event: EventT, processor: StageProcessor) -> Any:
+def _job(app: faust.App, stream: StreamT, event: EventT, processor: StageProcessor, partition: PartitionLedger) -> Any:
+    """Process one record; mark it done only if it was (its outputs delivered, or dead-lettered).
+
+    A record whose processing is cancelled (shutdown, revoke) is not done, so it is not
+    committed and its partition's next owner processes it again. `process` dead-letters
+    whatever the record itself causes, so an error escaping it is the worker's (the broker
+    refusing every retry is not one: that retries forever): the worker stops, unfinished, and
+    the supervisor starts a fresh one, rather than skip the record or stall its partition.
+    """
+
     async def job() -> None:
         message = event.message
         try:
             await processor.process(message.value, message.key, message.topic, message.partition, message.offset)
-        finally:
-            await stream.ack(event)
+        except Exception as exc:
+            log.exception(
+                "record %s/%s@%s failed outside its stage; stopping the worker",
+                message.topic,
+                message.partition,
+                message.offset,
+            )
+            await app.crash(exc)
+            return
+        partition.done(message.offset)
+        await stream.ack(event)
 
     return job
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_not_exception_type, wait_exponential
 
 from connectors.kafka import DeliveryRejected
 from operators.protocols import Clients, OperatorContext, StateTable
@@ -172,20 +173,25 @@ class StageProcessor:
 
     async def _send_with_retry(self, topic: str, key: str | None, value: bytes) -> None:
         """Retry until the broker has it; only a record the cluster will never take is given up on."""
-        delay = 0.1
-        while True:
-            try:
+
+        def report(state: RetryCallState) -> None:  # the broker is away: keep the record, never drop it
+            DELIVERY_RETRIES.labels(self.stage.name).inc()
+            log.warning(
+                "stage %s: delivery to %s failed (%s); retrying in %.1fs",
+                self.stage.name,
+                topic,
+                state.outcome.exception() if state.outcome else None,
+                state.next_action.sleep if state.next_action else 0.0,
+            )
+
+        async for attempt in AsyncRetrying(
+            retry=retry_if_not_exception_type(DeliveryRejected),
+            wait=wait_exponential(multiplier=0.1, min=0.1, max=5.0),
+            before_sleep=report,
+            reraise=True,
+        ):
+            with attempt:
                 await self.send(topic, key, value)
-                return
-            except DeliveryRejected:
-                raise
-            except Exception as exc:  # the broker is away: keep the record, never drop it
-                DELIVERY_RETRIES.labels(self.stage.name).inc()
-                log.warning(
-                    "stage %s: delivery to %s failed (%s); retrying in %.1fs", self.stage.name, topic, exc, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     async def dead_letter(
         self,

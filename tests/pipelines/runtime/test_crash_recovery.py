@@ -7,18 +7,12 @@ import threading
 import time
 from collections import Counter, defaultdict
 
-import pytest
-
 from connectors.channels.conversation_view import ConversationView
 from schemas import Escalation, OutboundMessage
 from tests.support.conversations import conversation_traffic
 from tests.support.stream import answered_ids, produce_messages, read_answers, read_topics, where_lost
 
 
-# The open defect in the README ("Known defect"): about one run in twenty loses one message across a
-# rebalance. A failure is rerun once, and the rerun is reported in the test summary (R / RERUN);
-# two failures in a row fail the suite.
-@pytest.mark.flaky(reruns=2)
 def test_killed_worker_is_replaced_without_loss_or_double_replies(broker, workers):
     first = workers.start()
     messages = conversation_traffic(conversations=40, per_conversation=5, prefix="k")

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from tests.support.conversations import conversation_traffic
 from tests.support.stream import answered_ids, produce_messages, read_answers, read_topics, where_lost
 
 
-# The open defect in the README ("Known defect"): about one run in twenty loses one message across a
-# rebalance. A failure is rerun once, and the rerun is reported in the test summary (R / RERUN);
-# two failures in a row fail the suite.
-@pytest.mark.flaky(reruns=2)
 def test_a_worker_joining_and_another_leaving_moves_conversations_with_their_sessions(broker, workers):
     first = workers.start()
     messages = conversation_traffic(conversations=20, per_conversation=6, prefix="tw")

@@ -1,0 +1,126 @@
+"""The worker's own offset bookkeeping: commit only what is finished, per partition.
+
+faust's `Consumer` decides what to commit from the offsets streams ack, and three things in it
+can put a committed offset past a record that was never finished (see the README, "Delivery
+guarantees"): a record acked in a `finally` when its processing was cancelled at shutdown,
+acked offsets that outlive a revoke and come back with the partition, and gap filling that
+counts the fetched record itself as done. So the worker keeps its own ledger, the way Kafka
+Streams and Quix Streams checkpoint: each partition's records are *taken* in offset order as
+the stream hands them over and marked *done* only when their outputs and state are delivered
+(or dead-lettered). The offset to commit is the lowest record still in flight, or one past the
+last record taken when none is. A record that fails or is cancelled is never done, so its
+offset holds back the partition's commits until the next owner processes it again.
+
+A revoke drops the partition's ledger; a job that finishes later marks an orphaned ledger, so a
+partition that comes back starts from the broker's committed offset, never from stale state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+
+class PartitionLike(Protocol):
+    topic: str
+    partition: int
+
+
+class PartitionLedger:
+    """In-flight and finished records of one partition for one assignment."""
+
+    __slots__ = ("_in_flight", "_next")
+
+    def __init__(self) -> None:
+        self._in_flight: set[int] = set()
+        self._next: int | None = None
+
+    def take(self, offset: int) -> None:
+        self._in_flight.add(offset)
+        if self._next is None or offset >= self._next:
+            self._next = offset + 1
+
+    def done(self, offset: int) -> None:
+        self._in_flight.discard(offset)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def position(self) -> int | None:
+        """The offset to commit (the next one to read), or None before any record was taken."""
+        if self._in_flight:
+            return min(self._in_flight)
+        return self._next
+
+
+class OffsetLedger:
+    """The ledgers of every partition a worker's stages read, keyed by faust's `TP`."""
+
+    def __init__(self, topics: Iterable[str]) -> None:
+        self.topics = frozenset(topics)
+        self._partitions: dict[Any, PartitionLedger] = {}
+
+    def owns(self, tp: PartitionLike) -> bool:
+        return tp.topic in self.topics
+
+    def take(self, tp: Any, offset: int) -> PartitionLedger:
+        """Record that `offset` is now being processed; the caller marks it done on the ledger returned."""
+        ledger = self._partitions.get(tp)
+        if ledger is None:
+            ledger = self._partitions[tp] = PartitionLedger()
+        ledger.take(offset)
+        return ledger
+
+    def position(self, tp: Any) -> int | None:
+        ledger = self._partitions.get(tp)
+        return None if ledger is None else ledger.position()
+
+    def partitions(self) -> list[Any]:
+        return list(self._partitions)
+
+    def revoke(self, tps: Iterable[Any]) -> None:
+        for tp in tps:
+            self._partitions.pop(tp, None)
+
+
+def commit_from_ledger() -> None:
+    """Make faust's consumer commit, for the topics a ledger owns, the ledger's positions.
+
+    faust keeps committing (its timer, its flush of changelogs and attached messages before a
+    commit, its final commit at shutdown and on revoke); only the choice of offset is replaced.
+    Topics without a ledger (an app with none) keep faust's own choice.
+    """
+    from faust.transport.consumer import Consumer
+
+    if getattr(Consumer._new_offset, "_supportflow_ledger", False):
+        return
+    faust_new_offset = Consumer._new_offset
+    faust_pending = Consumer._filter_tps_with_pending_acks
+
+    def _new_offset(self: Any, tp: Any) -> int | None:
+        ledger: OffsetLedger | None = getattr(self.app, "offset_ledger", None)
+        if ledger is None or not ledger.owns(tp):
+            return faust_new_offset(self, tp)
+        # faust's own lists would only grow: the ledger is the record of what is done
+        self._acked.pop(tp, None)
+        self._acked_index.pop(tp, None)
+        self._gap.pop(tp, None)
+        return ledger.position(tp)
+
+    def _filter_tps_with_pending_acks(self: Any, topics: Any = None) -> Any:
+        ledger: OffsetLedger | None = getattr(self.app, "offset_ledger", None)
+        if ledger is None:
+            yield from faust_pending(self, topics)
+            return
+        for tp in ledger.partitions():
+            if topics is None or tp in topics or tp.topic in topics:
+                yield tp
+        for tp in list(faust_pending(self, topics)):
+            if not ledger.owns(tp):
+                yield tp
+
+    _new_offset._supportflow_ledger = True  # type: ignore[attr-defined]
+    _new_offset._faust_original = faust_new_offset  # type: ignore[attr-defined]
+    Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+    Consumer._filter_tps_with_pending_acks = _filter_tps_with_pending_acks  # type: ignore[method-assign]
