@@ -170,6 +170,7 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
     async def start_assigned(app: faust.App, assigned: set[Any], **_: Any) -> None:
         # a partition starts from the broker's committed offset, whatever was taken before
         ledger.revoke(assigned)
+
     partitions = table_partitions(topology)
 
     raw_tables: dict[str, RecordTable | TopicTable] = {}
