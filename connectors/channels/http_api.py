@@ -137,6 +137,7 @@ class GatewayApi:
         api_keys: Sequence[str] = (),
         ready: Callable[[], bool] | None = None,
         outbox: OutboxSource | None = None,
+        warnings: Sequence[str] = (),
     ) -> None:
         self.publish = publish
         self.view = view
@@ -146,6 +147,7 @@ class GatewayApi:
         self.keys = [k.encode() for k in api_keys]
         self.ready = ready
         self.outbox = outbox
+        self.warnings = list(warnings)  # shown on /healthz while the process runs, e.g. an opted-in open API
 
     def endpoints(self) -> list[Endpoint]:
         """Every REST route of the gateway, in the order `/openapi.json` lists them."""
@@ -427,7 +429,7 @@ class GatewayApi:
         return JSONResponse({"entries": await self.outbox(int(raw))}, headers={"Cache-Control": "no-store"})
 
     async def health(self, _: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok", "warnings": self.warnings} if self.warnings else {"status": "ok"})
 
     async def readiness(self, _: Request) -> Response:
         if self.ready is not None and not self.ready():
@@ -491,7 +493,8 @@ def create_app(
     api_keys: Sequence[str] = (),
     ready: Callable[[], bool] | None = None,
     outbox: OutboxSource | None = None,
+    warnings: Sequence[str] = (),
 ) -> Starlette:
     """The gateway's Starlette app: `GatewayApi`'s routes plus the channels' (`extra_routes`)."""
-    api = GatewayApi(publish, view, limits, rate_limiter, snapshots, api_keys, ready, outbox)
+    api = GatewayApi(publish, view, limits, rate_limiter, snapshots, api_keys, ready, outbox, warnings)
     return api.app(lifespan, extra_routes)

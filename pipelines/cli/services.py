@@ -9,6 +9,7 @@ import typer
 
 from pipelines.cli._common import (
     cluster_settings,
+    refuse_open_doors,
     sink_targets,
 )
 
@@ -41,6 +42,7 @@ def ingress(
     from pipelines.services.ingress import build_ingress
 
     s = cluster_settings("ingress")
+    refuse_open_doors(s, ingress=True)
     topology = load_topology(s.topology_file)
     ensure_topics(s, topology)
     uvicorn.run(build_ingress(s, topology), host=s.http_host, port=port or s.http_port, log_level="info")

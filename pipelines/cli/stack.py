@@ -15,6 +15,7 @@ from pipelines.cli._common import (
     console,
     err,
     print_demo_agents,
+    refuse_open_doors,
     settings,
 )
 
@@ -33,6 +34,7 @@ def run(
 
     s = settings()
     configure_logging(s.log_level)
+    refuse_open_doors(s, ingress=True, workspace=True)  # before anything starts
     stack = Stack(s, workers=workers)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:

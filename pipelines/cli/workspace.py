@@ -12,6 +12,7 @@ from pipelines.cli._common import (
     cluster_settings,
     err,
     print_demo_agents,
+    refuse_open_doors,
 )
 
 workspace_app = typer.Typer(
@@ -41,6 +42,7 @@ def workspace(
     from pipelines.services.workspace import agents_file_for, serve_workspace
 
     s = cluster_settings("workspace")
+    refuse_open_doors(s, workspace=True)
     path, passwords = agents_file_for(s)
     if passwords:
         print_demo_agents(path, passwords)

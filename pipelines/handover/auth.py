@@ -8,8 +8,9 @@
 - **Tokens** are JWTs (PyJWT, HS256, the key from settings) carrying the agent id and an expiry;
   the page keeps one in an HttpOnly cookie, scripts and tests may send it as a bearer token. The
   role and queues are read from the agents file on every request, never trusted from the token.
-- **Login throttling**: after `max_failures` wrong passwords for one agent id or from one client
-  address within `window_s`, further attempts are refused (429) until the window has passed.
+- **Login throttling** (`LoginThrottle`): per (agent id, address) and per address, failures pause
+  (429); per agent id across addresses they only slow sign-ins from addresses the agent never
+  used, so nobody can lock an agent out.
 - **Demo agents**: with no agents file configured, the first start writes one into the data dir
   with random passwords and returns them once for the console; they are never in the repository.
 """
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -222,12 +224,43 @@ class Tokens:
 
 
 class LoginThrottle:
-    """Refuses logins for an agent id or a client address after too many recent failures."""
+    """Throttles failed sign-ins without letting anyone lock an agent out.
 
-    def __init__(self, max_failures: int = 5, window_s: float = 300.0) -> None:
+    Failures count in a sliding window of `window_s`, under three keys:
+
+    - **(agent id, address)**: `max_failures` wrong passwords for one agent from one address pause
+      that pair (429 until the window passes): a guesser at one address stops, the agent's own
+      address is untouched.
+    - **address**: `max_per_address` failures from one address, for any agent ids, pause the address.
+    - **agent id**, from every address: past `max_per_agent`, sign-ins *slow down* rather than stop.
+      An address the agent has signed in from before passes as usual; any other address gets one
+      attempt per backoff interval (1 s, doubling with each further failure, at most `max_backoff_s`),
+      the rest 429 with Retry-After. So an attacker spreading guesses over many addresses is slowed
+      to a trickle, and the agent at their usual desk is never locked out.
+
+    State is in this process: the workspace is one process (the web app beside the one escalation
+    router that owns the queue), so there is no replica to share it with. A restart forgets it,
+    known addresses included: after one, an agent at a new address is slowed, never refused.
+    """
+
+    def __init__(
+        self,
+        max_failures: int = 5,
+        window_s: float = 300.0,
+        max_per_address: int = 20,
+        max_per_agent: int = 20,
+        max_backoff_s: float = 60.0,
+        known_for_s: float = 30 * 86400.0,
+    ) -> None:
         self.max_failures = max_failures
         self.window_s = window_s
+        self.max_per_address = max_per_address
+        self.max_per_agent = max_per_agent
+        self.max_backoff_s = max_backoff_s
+        self.known_for_s = known_for_s
         self._failures: dict[str, deque[float]] = {}
+        self._known: dict[str, dict[str, float]] = {}  # agent id -> {address: last sign-in}
+        self._next_slot: dict[str, float] = {}  # agent id -> when an unknown address may try again
 
     def _recent(self, key: str, now: float) -> deque[float]:
         failures = self._failures.setdefault(key, deque())
@@ -235,25 +268,57 @@ class LoginThrottle:
             failures.popleft()
         return failures
 
+    def _known_address(self, agent_id: str, client: str, now: float) -> bool:
+        seen = self._known.get(agent_id, {}).get(client)
+        return seen is not None and seen > now - self.known_for_s
+
     def retry_after(self, agent_id: str, client: str, now: float | None = None) -> float | None:
-        """Seconds until a login may be tried again, or None if it may be tried now."""
+        """Seconds until this attempt may be made, or None to check the password now.
+
+        Allowing an attempt from an unknown address while the agent id is slowed takes the
+        agent id's one slot until the next backoff interval.
+        """
         now = time.monotonic() if now is None else now
         waits = []
-        for key in (f"agent:{agent_id}", f"client:{client}"):
+        pauses = ((f"pair:{client} {agent_id}", self.max_failures), (f"client:{client}", self.max_per_address))
+        for key, limit in pauses:
             failures = self._recent(key, now)
-            if len(failures) >= self.max_failures:
+            if len(failures) >= limit:
                 waits.append(failures[0] + self.window_s - now)
-        return max(waits) if waits else None
+        if waits:
+            return max(waits)
+        excess = len(self._recent(f"agent:{agent_id}", now)) - self.max_per_agent
+        if excess < 0 or self._known_address(agent_id, client, now):
+            return None
+        slot = self._next_slot.get(agent_id, 0.0)
+        if now < slot:
+            return slot - now
+        self._next_slot[agent_id] = now + min(2.0**excess, self.max_backoff_s)
+        return None
 
-    def failed(self, agent_id: str, client: str, now: float | None = None) -> None:
+    def failed(self, agent_id: str, client: str, now: float | None = None) -> float:
+        """Count a failure; returns its time. Count each attempt *before* checking its password (and call
+        `succeeded` if it was right): concurrent guesses then cannot all slip in under a limit."""
         now = time.monotonic() if now is None else now
-        for key in (f"agent:{agent_id}", f"client:{client}"):
+        for key in (f"pair:{client} {agent_id}", f"client:{client}", f"agent:{agent_id}"):
             self._recent(key, now).append(now)
         if len(self._failures) > 100_000:  # bounded: forget keys with no recent failure
             self._failures = {k: v for k, v in self._failures.items() if v and v[-1] > now - self.window_s}
+        return now
 
-    def succeeded(self, agent_id: str) -> None:
-        self._failures.pop(f"agent:{agent_id}", None)
+    def succeeded(self, agent_id: str, client: str, attempt: float) -> None:
+        """The attempt counted at `attempt` was right: it is no failure, the pair's earlier failures are
+        forgotten, and the address is known. The address's earlier failures stay, so a guesser who
+        knows one password cannot clear its count for the others."""
+        for key in (f"client:{client}", f"agent:{agent_id}"):
+            with contextlib.suppress(KeyError, ValueError):
+                self._failures[key].remove(attempt)
+        self._failures.pop(f"pair:{client} {agent_id}", None)
+        known = self._known.setdefault(agent_id, {})
+        known[client] = attempt
+        if len(known) > 50:  # bounded: the agent's most recent addresses
+            for address in sorted(known, key=known.__getitem__)[: len(known) - 50]:
+                del known[address]
 
 
 def check_password(agents: dict[str, AgentSpec], agent_id: str, password: str) -> AgentSpec | None:

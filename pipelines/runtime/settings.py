@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 from connectors.backends.webhooks import WebhookSubscription
 from connectors.redis.rate_limit import DEFAULT_LIMITS, RateLimit
@@ -16,6 +22,7 @@ from pipelines.handover.router import PriorityRule
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 CONFIG_ENV = "SUPPORTFLOW_CONFIG_FILE"
+SECRETS_DIR_ENV = "SUPPORTFLOW_SECRETS_DIR"
 
 
 class Settings(BaseSettings):
@@ -23,7 +30,9 @@ class Settings(BaseSettings):
 
     Environment variables are `SUPPORTFLOW_<NAME>` (and `KAFKA_BOOTSTRAP_SERVERS`); a YAML file
     named by `--config` or `SUPPORTFLOW_CONFIG_FILE` may hold the same names in lower case.
-    Environment wins over the file.
+    `SUPPORTFLOW_SECRETS_DIR` (e.g. /run/secrets, where Docker mounts its secrets) names a folder
+    of files named like the variables in lower case (`supportflow_api_keys`), each holding a value.
+    Environment wins over the secret files, and they over the YAML file.
     """
 
     config_file: Path | None = Field(default=None, description="the YAML file these settings were read from")
@@ -93,7 +102,19 @@ class Settings(BaseSettings):
     )
     api_keys: list[SecretStr] = Field(
         default_factory=list,
-        description="keys for the REST API (/v1/...), JSON list; empty: the REST API is open (embedded development)",
+        description="keys for the REST API (/v1/...), JSON list; empty: the REST API is open, which is allowed only "
+        "on a loopback http_host (embedded development) unless allow_open_api is set",
+    )
+    allow_open_api: bool = Field(
+        default=False,
+        description="serve the REST API without api_keys on a non-loopback http_host (a trusted network only); "
+        "logged as a warning at start and shown on /healthz. Unset, such a start is refused",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="web pages (scheme://host[:port]) besides the ingress's own that a browser may call it from, "
+        "e.g. the site the web chat widget is embedded in; any other Origin is refused (403), requests and "
+        "WebSocket handshakes alike (webhooks are exempt: they are signed server-to-server calls)",
     )
     webchat_secret: SecretStr | None = Field(
         default=None,
@@ -190,7 +211,17 @@ class Settings(BaseSettings):
     )
     workspace_token_ttl_s: float = Field(default=8 * 3600, gt=0, le=7 * 86400, description="a sign-in lasts this long")
     workspace_login_max_failures: int = Field(
-        default=5, ge=1, le=1000, description="wrong passwords per agent id or client address before logins pause"
+        default=5, ge=1, le=1000, description="wrong passwords for one agent id from one address before that pauses"
+    )
+    workspace_login_max_failures_per_address: int = Field(
+        default=20, ge=1, le=10_000, description="wrong passwords from one address, any agent id, before it pauses"
+    )
+    workspace_login_max_failures_per_agent: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="wrong passwords for one agent id from all addresses before sign-ins from addresses it never "
+        "signed in from slow down (an exponential backoff, never a lockout: its own addresses stay open)",
     )
     workspace_login_window_s: float = Field(default=300.0, gt=0, description="the window those failures count in")
 
@@ -320,6 +351,17 @@ class Settings(BaseSettings):
             raise ValueError("an HS256 key needs at least 32 characters (256 bits)")
         return value
 
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_are_origins(cls, values: list[str]) -> list[str]:
+        origins = []
+        for value in values:
+            origin = value.strip().rstrip("/").lower()
+            if not re.fullmatch(r"https?://[a-z0-9.-]+(:\d{1,5})?|https?://\[[0-9a-f:.]+\](:\d{1,5})?", origin):
+                raise ValueError(f"expected an origin, scheme://host[:port] without a path, got {value!r}")
+            origins.append(origin)
+        return origins
+
     @field_validator("smtp_relay_host")
     @classmethod
     def _blank_relay_is_none(cls, value: str | None) -> str | None:
@@ -404,6 +446,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         config_file = settings_cls.model_config.get("yaml_file") or os.environ.get(CONFIG_ENV)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        secrets_dir = os.environ.get(SECRETS_DIR_ENV)
+        if secrets_dir:
+            if not Path(secrets_dir).is_dir():
+                raise FileNotFoundError(f"{SECRETS_DIR_ENV}={secrets_dir} is not a directory")
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
         if config_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)

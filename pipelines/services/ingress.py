@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from connectors.channels import ChannelSecrets, VoiceCalls, webhook_routes
 from connectors.channels.conversation_view import ConversationView
 from connectors.channels.http_api import IngressLimits, OutboxSource, create_app
+from connectors.channels.origin import install_origin_policy
 from connectors.channels.outbox import list_outbox, mark_spoken
 from connectors.channels.session_tokens import CustomerTokens, SessionTokens
 from connectors.channels.webchat import WebChat
@@ -27,6 +29,7 @@ from connectors.postgres import PostgresStore
 from connectors.protocols import SnapshotCache
 from connectors.redis.rate_limit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
 from connectors.redis.snapshot_cache import InProcessSnapshotCache, RedisSnapshotCache
+from pipelines.runtime.exposure import check_ingress_exposure
 from pipelines.runtime.settings import Settings
 from pipelines.runtime.topology import Topology
 from pipelines.services.senders import outbox_channels
@@ -35,8 +38,14 @@ from schemas import CallRecording, DeliveryStatus, Escalation, Feedback, Message
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 DEMO_TOKEN_PLACEHOLDER = "__SUPPORTFLOW_CUSTOMER_TOKEN__"
 
+log = logging.getLogger(__name__)
+
 
 def build_ingress(settings: Settings, topology: Topology) -> Starlette:
+    """The gateway app; raises OpenDoorError rather than serve an open REST API to a network."""
+    warnings = check_ingress_exposure(settings)
+    for warning in warnings:
+        log.warning("SECURITY: %s", warning)
     conf = settings.kafka_client_config()
     view = ConversationView()
     shown = {t: topology.topic_for(t) for t in (Message, OutboundMessage, Escalation)}
@@ -150,6 +159,7 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
         api_keys=[k.get_secret_value() for k in settings.api_keys],
         ready=lambda: reader_started.is_set(),
         outbox=outbox,
+        warnings=warnings,
     )
     secrets = ChannelSecrets(
         twilio_auth_token=settings.twilio_auth_token,
@@ -189,5 +199,6 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
             max_body_bytes=settings.http_max_body_bytes,
         )
     )
+    install_origin_policy(app, settings.allowed_origins, settings.public_base_url)
     app.state.view = view
     return app

@@ -157,12 +157,13 @@ class Workspace:
         if wait is not None:
             seconds = max(1, round(wait))
             raise WorkspaceError(429, f"too many failed sign-ins; try again in {seconds} s", retry_after_s=seconds)
+        # counted as failed until proven right: concurrent guesses cannot all pass the check above
+        attempt = self.throttle.failed(agent_id, client)
         # scrypt takes ~50 ms of CPU by design: off the event loop, so live updates keep flowing
         agent = await asyncio.to_thread(check_password, self.agents, agent_id, password)
         if agent is None:
-            self.throttle.failed(agent_id, client)
             raise WorkspaceError(401, "unknown agent id or wrong password")
-        self.throttle.succeeded(agent_id)
+        self.throttle.succeeded(agent_id, client, attempt)
         return agent, self.tokens.issue(agent.agent_id)
 
     def authenticate(self, token: str | None) -> tuple[AgentSpec, Claims]:

@@ -24,6 +24,7 @@ from pipelines.handover.auth import (
     load_agents,
 )
 from pipelines.runtime.clients import RuntimeClients, reply_shaper_for
+from pipelines.runtime.exposure import OpenDoorError, check_workspace_exposure
 from pipelines.runtime.settings import Settings
 from pipelines.runtime.stage import SystemClock
 from pipelines.runtime.topology import Topology
@@ -87,7 +88,12 @@ async def run_workspace(
         service,
         producer.send,
         Tokens(secret, settings.workspace_token_ttl_s),
-        LoginThrottle(settings.workspace_login_max_failures, settings.workspace_login_window_s),
+        LoginThrottle(
+            settings.workspace_login_max_failures,
+            settings.workspace_login_window_s,
+            max_per_address=settings.workspace_login_max_failures_per_address,
+            max_per_agent=settings.workspace_login_max_failures_per_agent,
+        ),
         _approvals(topology, playbooks, tools),
         reply_shaper_for(topology, RuntimeClients(settings)),
         snapshots=store.conversation_snapshot if store is not None else None,
@@ -144,6 +150,10 @@ def serve_workspace(settings: Settings, ready_file: Path | None, port: int | Non
     from pipelines.runtime.topology import load_topology
     from pipelines.services.sinks import serve_until_stopped
 
+    try:
+        check_workspace_exposure(settings)
+    except OpenDoorError as exc:
+        raise SystemExit(f"workspace: {exc}") from None
     topology = load_topology(settings.topology_file)
     try:
         serve_until_stopped(
