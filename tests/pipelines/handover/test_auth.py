@@ -101,18 +101,74 @@ def test_tokens_carry_the_agent_and_expire():
         Tokens(b"short")
 
 
-def test_the_throttle_pauses_an_agent_id_or_a_client_until_the_window_passes():
-    throttle = LoginThrottle(max_failures=3, window_s=60)
-    for n in range(3):
-        assert throttle.retry_after("ana", "10.0.0.1", now=100 + n) is None
-        throttle.failed("ana", "10.0.0.1", now=100 + n)
-    assert throttle.retry_after("ana", "10.0.0.2", now=103) == pytest.approx(57), "the agent id is paused"
-    assert throttle.retry_after("ben", "10.0.0.1", now=103) == pytest.approx(57), "and so is the client"
-    assert throttle.retry_after("ben", "10.0.0.2", now=103) is None
-    assert throttle.retry_after("ana", "10.0.0.2", now=161) is None, "the window passed"
-    throttle.failed("ben", "10.0.0.3", now=200)
-    throttle.succeeded("ben")
-    assert throttle._failures.get("agent:ben") is None
+def guess(throttle: LoginThrottle, agent_id: str, client: str, now: float) -> float | None:
+    """One wrong password as the workspace tries it: the check, then the attempt counted as failed."""
+    wait = throttle.retry_after(agent_id, client, now=now)
+    if wait is None:
+        throttle.failed(agent_id, client, now=now)
+    return wait
+
+
+def test_failures_pause_one_agent_from_one_address_and_a_busy_address_but_not_the_agent_elsewhere():
+    throttle = LoginThrottle(max_failures=3, window_s=60, max_per_address=5, max_per_agent=100)
+    assert [guess(throttle, "ana", "10.0.0.1", now=100 + n) for n in range(3)] == [None] * 3
+    assert throttle.retry_after("ana", "10.0.0.1", now=103) == pytest.approx(57), "this pair is paused"
+    assert throttle.retry_after("ana", "10.0.0.2", now=103) is None, "ana from her own address is not"
+    assert guess(throttle, "ben", "10.0.0.1", now=104) is None
+    assert guess(throttle, "cy", "10.0.0.1", now=105) is None
+    assert throttle.retry_after("dee", "10.0.0.1", now=106) == pytest.approx(54), "five failures pause the address"
+    assert throttle.retry_after("ana", "10.0.0.1", now=161) is None, "the window passed"
+
+
+def test_an_attack_from_many_addresses_cannot_lock_the_agent_out_of_their_own_address():
+    throttle = LoginThrottle(max_failures=5, window_s=300, max_per_address=20, max_per_agent=20)
+    attempt = throttle.failed("ana", "198.51.100.7", now=0)  # yesterday's sign-in from her desk
+    throttle.succeeded("ana", "198.51.100.7", attempt)
+    waits = [guess(throttle, "ana", f"203.0.113.{n}", now=10 + n * 0.01) for n in range(50)]
+    refused = [w for w in waits if w is not None]
+    assert waits[:20] == [None] * 20, "the first failures are only counted"
+    assert len(refused) == 29 and all(0 < w <= 1 for w in refused), "then one guess per backoff slot, the rest 429"
+    assert throttle.retry_after("ana", "198.51.100.7", now=10.6) is None, "her own address still signs in"
+
+
+def test_the_slowdown_backs_off_exponentially_up_to_a_cap_and_ends_with_the_window():
+    throttle = LoginThrottle(max_failures=5, window_s=300, max_per_address=20, max_per_agent=4, max_backoff_s=8)
+    now = 0.0
+    for n in range(4):
+        assert guess(throttle, "ana", f"203.0.113.{n}", now=now) is None
+    intervals = []
+    for n in range(6):  # each guess waits as long as it is told, then gets the slot
+        wait = throttle.retry_after("ana", f"198.18.0.{n}", now=now)
+        if wait is not None:
+            now += wait
+            assert throttle.retry_after("ana", f"198.18.0.{n}", now=now) is None
+        throttle.failed("ana", f"198.18.0.{n}", now=now)
+        intervals.append(wait or 0.0)
+    assert intervals == pytest.approx([0, 1, 2, 4, 8, 8]), "1 s doubling per failure, capped"
+    assert throttle.retry_after("ana", "198.18.1.1", now=now + 300) is None, "the failures left the window"
+
+
+def test_a_right_password_clears_its_pair_but_not_the_addresss_other_failures():
+    throttle = LoginThrottle(max_failures=3, window_s=60, max_per_address=3, max_per_agent=100)
+    guess(throttle, "ana", "10.0.0.1", now=1)
+    guess(throttle, "ben", "10.0.0.1", now=2)
+    attempt = throttle.failed("ana", "10.0.0.1", now=3)  # counted before its check, as the workspace does
+    throttle.succeeded("ana", "10.0.0.1", attempt)
+    assert len(throttle._failures["client:10.0.0.1"]) == 2, "the right attempt is no failure; the wrong ones stay"
+    assert throttle._failures.get("pair:10.0.0.1 ana") is None
+    guess(throttle, "cy", "10.0.0.1", now=4)
+    assert throttle.retry_after("ana", "10.0.0.1", now=5) is not None, "knowing ana's password unlocks no guessing"
+
+
+def test_concurrent_guesses_are_counted_before_their_checks_end():
+    """The workspace counts an attempt before scrypt runs: a burst cannot all pass the check at once."""
+    throttle = LoginThrottle(max_failures=3, window_s=60, max_per_address=100, max_per_agent=100)
+    admitted = 0
+    for _ in range(10):  # ten requests in flight, none of whose password checks has finished
+        if throttle.retry_after("ana", "10.0.0.1", now=1) is None:
+            throttle.failed("ana", "10.0.0.1", now=1)
+            admitted += 1
+    assert admitted == 3
 
 
 def test_hash_password_command_prints_a_hash_that_verifies():
