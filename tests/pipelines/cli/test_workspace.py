@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pipelines.devstack.embedded import free_port
 from tests.support.cli import clean_env, refused_start
+from tests.support.stream import WorkerPool
 
 
 def test_a_workspace_on_0_0_0_0_with_the_generated_demo_team_refuses_to_start(broker, tmp_path):
+    WorkerPool(broker.bootstrap, tmp_path).ensure_topics()  # everything it needs to start is there
     env = clean_env(
         KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
         SUPPORTFLOW_KAFKA_EXACT_OFFSETS="true",
