@@ -64,7 +64,9 @@ def test_a_csat_answer_is_published_once_per_request_id_and_bad_ones_are_refused
             "rating 4.5": client.post("/v1/feedback/csat", json={**body, "rating": 4.5}, headers=AUTH),
             "no conversation": client.post("/v1/feedback/csat", json={"rating": 5}, headers=AUTH),
             "unknown field": client.post("/v1/feedback/csat", json={**body, "stars": 5}, headers=AUTH),
-            "not JSON": client.post("/v1/feedback/csat", content=b"{rating", headers=AUTH),
+            "not JSON": client.post(
+                "/v1/feedback/csat", content=b"{rating", headers={**AUTH, "content-type": "application/json"}
+            ),
         }
         first = client.post("/v1/feedback/csat", json=body, headers=AUTH)
         resent = client.post("/v1/feedback/csat", json=body, headers={"Authorization": f"Bearer {KEY}"})
