@@ -6,7 +6,8 @@ This module puts a Starlette app in front of it (`web/workspace.html`, `web/work
 
 - **Sign-in**: `POST /workspace/api/login` checks the agents file (pipelines/handover/auth.py)
   and sets an HttpOnly, SameSite=Strict cookie holding a JWT; scripts may send the same token as
-  `Authorization: Bearer`. Failed logins are throttled per agent id and per client address (429).
+  `Authorization: Bearer`. Failed logins are throttled per address and per agent id from an address
+  (429); across addresses they only slow sign-ins from addresses the agent never used.
 - **Live queue**: `/workspace/ws` (a WebSocket, authenticated by the cookie or a first
   `{"type": "auth", "token": ...}` frame) sends the entries the agent may see, then every change
   as the router publishes it. The same socket takes actions as frames.
