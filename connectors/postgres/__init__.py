@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from connectors.postgres.connect import database_dsn, describe_dsn, open_conversation_store
 from connectors.postgres.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from connectors.postgres.errors import is_data_error
 from connectors.postgres.migrator import (
     MigrationError,
     MigrationStatus,
@@ -23,6 +24,7 @@ __all__ = [
     "database_dsn",
     "describe_dsn",
     "intent_corrections",
+    "is_data_error",
     "migrate",
     "migration_status",
     "open_conversation_store",

@@ -34,6 +34,11 @@ SINK_BATCH_SECONDS = Histogram(
 SINK_WRITE_FAILURES = Counter(
     "supportflow_sink_write_failures_total", "Batch writes that failed and were retried.", ["sink"]
 )
+SINK_DEAD_LETTERS = Counter(
+    "supportflow_sink_dead_letters_total",
+    "Records a consumer loop set aside on the dead-letter topic: refused by its sink, or failing alone on their data.",
+    ["sink"],
+)
 
 WORKSPACE_ASSIGNMENT_SECONDS = Histogram(
     "supportflow_workspace_assignment_seconds",

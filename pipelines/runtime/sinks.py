@@ -4,22 +4,25 @@ A sink is a consumer group running the one consumer loop (`consumer_loop.Consume
 reads a batch, writes it whole, and only then commits the batch's offsets. A crash between
 write and commit replays the batch, and the stores are idempotent by record id, so the result is
 every record once. A write that fails is retried with backoff until it succeeds or the sink is
-stopped; it is never skipped. A record that does not parse goes to the dead-letter topic with
-its reason, and its offset is committed. This module says what each store keeps and how.
+stopped, as long as the store is away; a record the store refuses for what it holds (a NUL in a
+PostgreSQL text) is found by bisecting the batch and goes to the dead-letter topic with its
+reason, as does a record that does not parse; their offsets are committed. This module says what
+each store keeps and how, and which of its failures blame the data.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from confluent_kafka import Consumer
 
 from connectors.kafka import consumer_config
+from connectors.postgres.errors import is_data_error as postgres_data_error
 from connectors.protocols import ConversationStore, EventStore
-from pipelines.runtime.consumer_loop import Writer
+from pipelines.runtime.consumer_loop import Writer, never_data_error
 from pipelines.runtime.settings import Settings
 from pipelines.runtime.topology import Topology
 from schemas import (
@@ -40,6 +43,7 @@ __all__ = [
     "SINK_RECORDS_BY_TARGET",
     "SinkTarget",
     "clickhouse_writer",
+    "data_errors",
     "postgres_writer",
     "sink_topics",
     "wait_until_caught_up",
@@ -78,6 +82,16 @@ def clickhouse_writer(store: EventStore) -> Writer:
 
 def postgres_writer(store: ConversationStore) -> Writer:
     return store.write
+
+
+def data_errors(target: SinkTarget) -> Callable[[Exception], bool]:
+    """Which failures of `target`'s writes blame the records, so the sink dead-letters the culprit.
+
+    PostgreSQL names them by SQLSTATE (connectors/postgres/errors.py). ClickHouse's String takes
+    any bytes and every record is validated before it is written, so no record-caused failure of
+    it is known: all count as outages, retried and never dead-lettered.
+    """
+    return postgres_data_error if target == "postgres" else never_data_error
 
 
 def wait_until_caught_up(

@@ -286,7 +286,7 @@ class RouterService:
     # ---- the stream: the consumer loop's sink (add each input, flush the batch) ----------
 
     def add(self, topic: str, record: Record) -> None:
-        """Apply one input to the router; a ValueError (an input it cannot take) dead-letters it."""
+        """Apply one input to the router; raising (an input it cannot take) dead-letters it."""
         now = self.clock()
         if topic == self.escalations_topic:
             assert isinstance(record, Escalation)
@@ -296,6 +296,10 @@ class RouterService:
             self._rows += self.router.on_command(record, now)
             self._verdicts.append(record)
         self.records_applied += 1
+
+    def is_data_error(self, exc: Exception) -> bool:
+        """Never: a flush only publishes the router's own rows, so a failure is the broker, not an input."""
+        return False
 
     async def flush(self) -> None:
         rows, self._rows = self._rows, []

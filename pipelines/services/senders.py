@@ -11,7 +11,9 @@ recipients go out concurrently and replies to one recipient one after the other,
 A transient failure (5xx, 429, timeout) is retried with exponential backoff; after
 `max_attempts` the batch fails and ConsumerLoop retries it (delivered replies are skipped then),
 so a reply is never dropped while the provider is down. A permanent failure (4xx) goes to the
-dead-letter topic with its reason and is not retried.
+dead-letter topic with its reason and is not retried. A reply the delivery database refuses for
+what it holds (a NUL in its text: connectors/postgres/errors.py) is not retried either: it fails
+the batch at once, and ConsumerLoop bisects the batch and dead-letters that one reply.
 
 Channels webchat, mobile and api are answered through the HTTP API, which reads sf.outbound
 itself: no sender has a route for them. Email is delivered by the same machinery in a consumer
@@ -43,6 +45,7 @@ from connectors.channels.slack import SlackSender
 from connectors.channels.teams import TeamsSender
 from connectors.channels.twilio import TwilioSender
 from connectors.kafka import AsyncProducer
+from connectors.postgres.errors import is_data_error
 from pipelines.runtime.consumer_loop import ConsumerLoop, TopicWriterSink
 from pipelines.runtime.settings import Settings
 from pipelines.runtime.topology import Topology, load_topology
@@ -193,8 +196,10 @@ class ChannelDelivery:
             lanes.setdefault((record.channel, record.recipient), []).append(record)
         results = await asyncio.gather(*(self._lane(topic, lane) for lane in lanes.values()), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
+        # an outage first: the loop retries it whole, where a data error alone would have it bisect the batch
+        transient = [f for f in failures if not (isinstance(f, Exception) and is_data_error(f))]
         if failures:
-            raise failures[0]
+            raise (transient or failures)[0]
         return len(records)
 
     async def _lane(self, topic: str, messages: list[OutboundMessage]) -> None:
@@ -219,7 +224,9 @@ class ChannelDelivery:
                 await self.ledger.failed(message.reply_id, str(exc))
                 CHANNEL_SENDS.labels(message.channel, "dead_lettered").inc()
                 return
-            except Exception as exc:  # transient by contract: anything but PermanentSendError
+            except Exception as exc:  # transient by contract: anything but PermanentSendError ...
+                if is_data_error(exc):  # ... or the database refusing the reply's values: it fails the same again
+                    raise
                 CHANNEL_SENDS.labels(message.channel, "retried").inc()
                 if attempt == self.max_attempts:
                     raise SendRetriesExhausted(
@@ -313,7 +320,8 @@ async def run_senders(
             retry_initial_s=retry_initial_s,
             stage=name,
         )
-        runner = ConsumerLoop(name, settings, topology, [topic], TopicWriterSink(name, delivery.write), group_id)
+        sink = TopicWriterSink(name, delivery.write, is_data_error)
+        runner = ConsumerLoop(name, settings, topology, [topic], sink, group_id, dead_letter_stage=name)
         log.info(
             "%s running on %s: %s",
             name,

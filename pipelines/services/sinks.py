@@ -20,7 +20,7 @@ from prometheus_client import start_http_server
 from connectors.protocols import ConversationStore, EventStore
 from pipelines.runtime.consumer_loop import ConsumerLoop, TopicWriterSink, Writer
 from pipelines.runtime.settings import Settings
-from pipelines.runtime.sinks import SinkTarget, clickhouse_writer, postgres_writer, sink_topics
+from pipelines.runtime.sinks import SinkTarget, clickhouse_writer, data_errors, postgres_writer, sink_topics
 from pipelines.runtime.topology import Topology, load_topology
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,9 @@ __all__ = ["open_writer", "run_sinks", "serve_sinks"]
 
 @contextlib.asynccontextmanager
 async def open_writer(settings: Settings, target: SinkTarget, migrate: bool) -> AsyncIterator[Writer]:
-    """The store of `target`, migrated if asked, as a batch writer; closed on exit."""
+    """The store of `target`, migrated if asked, as a batch writer; closed on exit.
+
+    Its failures that blame the data are told apart by `data_errors(target)`."""
     store: EventStore | ConversationStore
     if target == "clickhouse":
         from connectors.clickhouse import open_event_store
@@ -67,7 +69,7 @@ async def run_sinks(
         for target in targets:
             writer = await stack.enter_async_context(open_writer(settings, target, migrate))
             group = f"{group_prefix or topology.spec.app_id + '-sink'}-{target}"
-            sink = TopicWriterSink(target, writer)
+            sink = TopicWriterSink(target, writer, data_errors(target))
             runners.append(ConsumerLoop(target, settings, topology, sink_topics(topology, target), sink, group))
         started = [asyncio.Event() for _ in runners]
         tasks = [asyncio.create_task(r.run(e), name=f"sink-{r.name}") for r, e in zip(runners, started, strict=True)]

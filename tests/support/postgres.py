@@ -86,3 +86,14 @@ def commerce_dsn(postgres_dsn: str) -> str:
     """A fresh database with the migrations applied and a small demo shop (the well-known customers)."""
     asyncio.run(_migrate_and_seed(postgres_dsn))
     return postgres_dsn
+
+
+@pytest.fixture
+def stoppable_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+    """A server of the test's own, on a fixed port, that the test may stop and start again (an outage)."""
+    server = EmbeddedPostgres(tmp_path / "pg-data", durable=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

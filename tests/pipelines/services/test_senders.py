@@ -272,3 +272,24 @@ async def test_deliveries_lists_each_part_with_the_status_twilio_reported(broker
     ]
     table = await asyncio.to_thread(cli, "deliveries")
     assert table.exit_code == 0 and "delivered, failed (error 30003)" in table.output, table.output
+
+
+async def test_a_reply_the_outbox_cannot_hold_is_dead_lettered_and_the_replies_behind_it_go_out(
+    broker, postgres_dsn, tmp_path
+):
+    s = settings(broker, postgres_dsn, tmp_path, provider=None)
+    poison = outbound(1, "sms", "+15551230001", "refund\x00approved")
+    same_recipient = outbound(2, "sms", "+15551230001", "And a second reply to the same customer.")
+    others = [outbound(n, "sms", f"+1555123{n:04d}", f"Reply {n}") for n in range(3, 9)]
+    async with senders(s):
+        await send(s, poison, same_recipient)
+        await send(s, *others)
+        rows = await eventually(postgres_dsn, finished(*(f"reply-{n}" for n in range(2, 9)), status="delivered"))
+        letters = read_topics(broker.bootstrap, ["sf.dlq"], until=lambda records: bool(records), timeout_s=30)
+    assert len(letters) == 1, (rows.get("reply-1"), letters)
+    [letter] = [json.loads(r.value) for r in letters]
+    assert (letter["stage"], letter["operator"]) == ("senders", "write")
+    assert letter["error_type"] == "CharacterNotInRepertoireError" and "0x00" in letter["error"]
+    assert letter["source_topic"] == "sf.outbound" and letter["offset"] is not None
+    assert json.loads(letter["original"])["reply_id"] == "reply-1"
+    assert rows["reply-1"]["status"] == "sending", "not delivered: its replay from sf.dlq would send it"

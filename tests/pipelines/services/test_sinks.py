@@ -7,18 +7,33 @@ and (where the binary is installed) Debian's clickhouse-server.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
 
 from connectors.clickhouse import ChdbEventStore, ClickHouseEventStore
+from pipelines.runtime.app import ensure_topics
+from pipelines.runtime.metrics import SINK_WRITE_FAILURES
+from pipelines.runtime.topology import load_topology
+from pipelines.services.sinks import run_sinks
+from schemas import Message, utcnow
 from tests.support.cli import replay
 from tests.support.conversations import conversation_traffic
-from tests.support.stream import answered_ids, produce_messages, raw_message, read_answers, read_topics
+from tests.support.stream import (
+    answered_ids,
+    produce,
+    produce_messages,
+    raw_message,
+    read_answers,
+    read_topics,
+    settings_for,
+)
 
 TURN_EVENTS = "event_type IN ('turn_processed', 'escalated')"
 
@@ -196,3 +211,101 @@ def test_pii_in_customer_messages_never_reaches_clickhouse_but_stays_intact_in_p
     for kind, secret in secrets.items():
         assert secret not in analytics, f"the {kind} reached ClickHouse"
     assert "<EMAIL_ADDRESS>" in analytics and "<PERSON>" in analytics and "<CREDIT_CARD>" in analytics
+
+
+# ---- a record the store refuses, and the store going away --------------------------------------
+
+
+def customer_message(n: int, text: str = "where is my order?") -> Message:
+    return Message(
+        message_id=f"msg-{n}",
+        conversation_id=f"conv-C{n}",
+        customer_id=f"C{n}",
+        channel="webchat",
+        sender=f"w-{n}",
+        text=text,
+        received_at=utcnow(),
+    )
+
+
+def stored_message_ids(dsn: str) -> set[str]:
+    async def read() -> set[str]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return {r["message_id"] for r in await conn.fetch("SELECT message_id FROM messages")}
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
+
+
+@contextlib.contextmanager
+def postgres_sink(bootstrap: str, dsn: str) -> Iterator[asyncio.Task[dict[str, int]]]:
+    """The `supportflow sink --to postgres` consumer loop, run in a thread of the test; stopped on exit."""
+    settings = settings_for(bootstrap, database_url=dsn)
+    topology = load_topology(settings.topology_file)
+    ensure_topics(settings, topology)
+    loop = asyncio.new_event_loop()
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = loop.create_task(run_sinks(settings, topology, ["postgres"], True, stop, ready))
+    thread = threading.Thread(target=loop.run_until_complete, args=(task,), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not ready.is_set():
+        assert not task.done() and time.monotonic() < deadline, "the sink did not start"
+        time.sleep(0.05)
+    try:
+        yield task
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(60)
+        loop.close()
+
+
+def put_messages(bootstrap: str, messages: list[Message]) -> None:
+    produce(bootstrap, "sf.messages", [(m.partition_key(), m.to_bytes()) for m in messages])
+
+
+def test_a_nul_in_one_customers_message_is_dead_lettered_and_every_other_customers_messages_reach_postgres(
+    broker, postgres_dsn
+):
+    # produced straight onto sf.messages, as any Kafka client could: no HTTP boundary in between
+    before = [customer_message(n) for n in range(5)]
+    poison = customer_message(99, "hello\x00world")
+    after = [customer_message(n) for n in range(5, 30)]
+    with postgres_sink(broker.bootstrap, postgres_dsn) as sink:
+        put_messages(broker.bootstrap, [*before, poison, *after])
+        wanted = {m.message_id for m in (*before, *after)}
+        stored = eventually(lambda: {"ids": stored_message_ids(postgres_dsn)}, lambda s: wanted <= s["ids"], 60)
+        assert wanted <= stored["ids"], f"messages after the NUL never reached the store: {wanted - stored['ids']}"
+        assert not sink.done(), "the sink is still running"
+    assert stored_message_ids(postgres_dsn) == wanted, "the NUL record is not in the store"
+    letters = read_topics(broker.bootstrap, ["sf.dlq"], until=lambda rs: bool(rs), timeout_s=10)
+    [letter] = [json.loads(r.value) for r in letters]
+    assert (letter["stage"], letter["operator"]) == ("sink:postgres", "write")
+    assert letter["error_type"] == "CharacterNotInRepertoireError" and "0x00" in letter["error"]
+    assert letter["source_topic"] == "sf.messages" and letter["offset"] is not None
+    assert base64.b64decode(letter["original_b64"]) == poison.to_bytes(), "the original bytes are kept exactly"
+
+
+def test_postgres_going_away_dead_letters_nothing_and_every_row_arrives_once_it_is_back(broker, stoppable_postgres):
+    dsn = stoppable_postgres.start()
+    failures = SINK_WRITE_FAILURES.labels("postgres")
+    messages = [customer_message(n) for n in range(40)]
+    with postgres_sink(broker.bootstrap, dsn) as sink:
+        put_messages(broker.bootstrap, messages[:10])
+        eventually(lambda: {"n": len(stored_message_ids(dsn))}, lambda s: s["n"] == 10, 60)
+        stoppable_postgres.stop()
+        failed_before = failures._value.get()
+        put_messages(broker.bootstrap, messages[10:])
+        deadline = time.monotonic() + 60
+        while failures._value.get() < failed_before + 4:  # the sink has tried, and failed, several times
+            assert time.monotonic() < deadline, "the sink never tried to write while the store was away"
+            time.sleep(0.1)
+        assert not sink.done(), "the store being away does not end the sink"
+        stoppable_postgres.start()
+        wanted = {m.message_id for m in messages}
+        stored = eventually(lambda: {"ids": stored_message_ids(dsn)}, lambda s: s["ids"] == wanted, 90)
+        assert stored["ids"] == wanted, f"lost: {wanted - stored['ids']}"
+        assert not sink.done()
+    assert read_topics(broker.bootstrap, ["sf.dlq"], until=lambda rs: False, timeout_s=1) == [], "nothing dead-lettered"
