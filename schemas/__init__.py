@@ -21,6 +21,7 @@ from schemas.outbound import (
     FeedbackKind,
     OutboundMessage,
     RawConversationEvent,
+    WebhookEvent,
 )
 from schemas.profile import ContactAddress, CustomerProfile, LifetimeSummary, contact_key
 from schemas.provider import STATUS_RANK, CallRecording, DeliveryStatus
@@ -95,6 +96,7 @@ __all__ = [
     "Sentiment",
     "SessionContext",
     "TaskState",
+    "WebhookEvent",
     "WorkspaceState",
     "contact_key",
     "record_types",

@@ -98,6 +98,26 @@ class DeadLetter(Record):
         return self.key
 
 
+class WebhookEvent(Record):
+    """What the agent did, to announce to the tenant's webhook subscribers (topic `sf.webhooks`).
+
+    Written by the tool registry when a write succeeds, delivered by the webhook deliverer in the
+    senders' process. `delivery_id` is the action's idempotency key (derived from the task's message
+    ids), so a replayed turn records the same id and every attempt, retry and replay carries it.
+    `created_at` is fixed here so every attempt sends the same bytes.
+    """
+
+    delivery_id: str = Field(min_length=1)
+    event_type: str = Field(min_length=1)
+    customer_id: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def partition_key(self) -> str:
+        # one customer's events in one partition: a subscriber sees the refund before the cancellation
+        return self.customer_id
+
+
 FeedbackKind = Literal["resolution", "intent_correction", "reply_rating", "csat"]
 
 

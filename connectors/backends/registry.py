@@ -4,8 +4,9 @@ A successful write is announced to the tenant's webhook subscribers (`connectors
 `Settings.webhooks`): `payments.refund` as `refund.created`, `orders.cancel_order` as
 `order.cancelled`, other writes under their tool name. The delivery id is the action's
 idempotency key, so a replayed turn announces the same delivery and receivers drop the repeat.
-Deliveries run beside the stream (they retry for seconds); those still retrying when the worker
-stops are lost, and permanent failures are dead-lettered on `sf.dlq`.
+The call only records the event on `sf.webhooks` and returns once the broker has it, before the
+turn can be committed; the deliverer in the senders' process POSTs it (at least once, retried
+across restarts) and dead-letters permanent refusals on `sf.dlq`.
 
 Built once per worker from settings and handed to operators in their context. Connections open
 on first use, on the event loop that uses them (an asyncpg pool for the commerce backend in
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.protocols import Tool, ToolCall
+from schemas import WebhookEvent
 
 log = logging.getLogger(__name__)
 
@@ -32,25 +34,27 @@ EVENT_TYPES = {"payments.refund": "refund.created", "orders.cancel_order": "orde
 
 
 class AnnouncingTool:
-    """A write tool whose successful calls are announced to webhook subscribers, without waiting for them."""
+    """A write tool whose successful calls are recorded in the durable webhook outbox before they return."""
 
-    def __init__(self, tool: Tool, dispatcher: Any, pending: set[asyncio.Task[Any]]) -> None:
+    def __init__(self, tool: Tool, outbox: Any) -> None:
         self.inner = tool
         self.name = tool.name
         self.writes = tool.writes
         self.description = tool.description
-        self.dispatcher = dispatcher
-        self.pending = pending
+        self.outbox = outbox
 
     async def call(self, call: ToolCall) -> dict[str, Any]:
         result = await self.inner.call(call)
         payload = {"tool": call.name, "customer_id": call.customer_id, "arguments": call.arguments, "result": result}
-        event_type = EVENT_TYPES.get(call.name, call.name)
-        task = asyncio.get_running_loop().create_task(
-            self.dispatcher.dispatch(event_type, call.idempotency_key, payload)
+        event = WebhookEvent(
+            delivery_id=call.idempotency_key,
+            event_type=EVENT_TYPES.get(call.name, call.name),
+            customer_id=call.customer_id,
+            data=payload,
         )
-        self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
+        # awaited: a worker killed after this line has the event on the topic; one killed before it
+        # has not committed the turn either, and the replayed turn records it (same key, same id)
+        await self.outbox.record(event)
         return result
 
 
@@ -63,7 +67,7 @@ class ToolRegistry:
         database_url: str | None = None,
         rest_tools_file: Path | None = None,
         pool_size: int = 5,
-        dispatcher: Any = None,
+        outbox: Any = None,
     ) -> None:
         self._tools: dict[str, Tool] = dict(tools or {})
         self._fixed = tools is not None
@@ -73,31 +77,29 @@ class ToolRegistry:
         self._pool: Any = None
         self._rest: Any = None
         self._lock: asyncio.Lock | None = None  # created on the loop that first uses it
-        self.dispatcher = dispatcher
-        self._announcing: set[asyncio.Task[Any]] = set()
+        self.outbox = outbox  # a KafkaWebhookOutbox when webhooks are configured
         self._loaded = False
 
     @classmethod
     def from_settings(cls, settings: Any) -> ToolRegistry:
         url = getattr(settings, "database_url", None)
-        dispatcher = None
+        outbox = None
         if getattr(settings, "webhooks", None):
-            from connectors.backends.webhooks import KafkaDeadLetterSink, WebhookDispatcher
+            from connectors.backends.webhooks import KafkaWebhookOutbox
 
-            sink = KafkaDeadLetterSink(settings.kafka_client_config())
-            dispatcher = WebhookDispatcher(settings.webhooks, sink)
+            outbox = KafkaWebhookOutbox(settings.kafka_client_config(), exact_offsets=settings.exact_offsets)
         return cls(
             database_url=url.get_secret_value() if url is not None else None,
             rest_tools_file=getattr(settings, "rest_tools_file", None),
             pool_size=min(5, getattr(settings, "database_pool_size", 5)),
-            dispatcher=dispatcher,
+            outbox=outbox,
         )
 
     async def get(self, name: str) -> Tool | None:
         await self._load()
         tool = self._tools.get(name)
-        if tool is not None and tool.writes and self.dispatcher is not None:
-            return AnnouncingTool(tool, self.dispatcher, self._announcing)
+        if tool is not None and tool.writes and self.outbox is not None:
+            return AnnouncingTool(tool, self.outbox)
         return tool
 
     async def names(self) -> list[str]:
@@ -137,10 +139,8 @@ class ToolRegistry:
             await pool.close()
 
     async def close(self) -> None:
-        if self._announcing:  # give deliveries in flight a moment; the rest are lost (see module docstring)
-            await asyncio.wait(self._announcing, timeout=5)
-        if self.dispatcher is not None:
-            await self.dispatcher.aclose()
+        if self.outbox is not None:
+            await self.outbox.close()
         await self._close_pool()
         if self._rest is not None:
             rest, self._rest = self._rest, None

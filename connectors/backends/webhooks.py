@@ -1,40 +1,48 @@
 """Outgoing webhooks: tell a tenant's systems what the agent did (a refund made, an order cancelled).
 
+The outbox is durable: the worker only records each event (`KafkaWebhookOutbox`, a `WebhookEvent`
+on topic `sf.webhooks`, awaited until the broker has it) and the deliverer in the senders' process
+(pipelines/services/webhooks.py) POSTs it with `WebhookDispatcher`, committing the topic's offset
+only once every subscriber has it or it was dead-lettered. A worker or deliverer that stops or
+is killed mid-retry loses nothing: the event is delivered again after the restart.
+
 Each delivery is a JSON POST signed with the subscription's secret, so a receiver can tell it came
 from us and was not altered or replayed later:
 
     X-Supportflow-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, f"{t}.{raw body}")>
 
-`verify_signature` is the receiver's side. `X-Supportflow-Delivery` carries the event id, the same
-on every retry, so a receiver that saw it already can answer 2xx and do nothing. Deliveries that
-fail for good (after the retries, or at once on a 4xx other than 429) become `DeadLetter` records
-(topic `sf.dlq` by default) holding what is needed to replay them: reason, url, event id, attempts
-and the event itself; never the secret.
+`verify_signature` is the receiver's side. `X-Supportflow-Delivery` carries the event's delivery id,
+the same on every attempt, after a restart and for a replayed turn, so a receiver that saw it
+already can answer 2xx and do nothing. Deliveries refused for good (a 4xx other than 408/429, a
+redirect) or still failing when the retry window closes become `DeadLetter` records (topic
+`sf.dlq` by default) holding what is needed to replay them: reason, url, event id, attempts and
+the event itself; never the secret.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
-import random
 import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import httpx
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from connectors.kafka import AsyncProducer
 from connectors.protocols import DeadLetterSink
-from schemas import DeadLetter
+from schemas import DeadLetter, WebhookEvent
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +51,15 @@ __all__ = [
     "EVENT_HEADER",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
+    "WEBHOOK_TOPIC",
     "DeadLetterSink",
+    "DeliveryInterrupted",
     "DeliveryResult",
     "KafkaDeadLetterSink",
+    "KafkaWebhookOutbox",
     "WebhookDispatcher",
     "WebhookSubscription",
+    "envelope_of",
     "sign",
     "verify_signature",
 ]
@@ -56,6 +68,7 @@ EVENT_HEADER = "X-Supportflow-Event"
 DELIVERY_HEADER = "X-Supportflow-Delivery"
 TIMESTAMP_HEADER = "X-Supportflow-Timestamp"
 SIGNATURE_HEADER = "X-Supportflow-Signature"
+WEBHOOK_TOPIC = "sf.webhooks"  # topology.yaml's topic of WebhookEvent records
 
 DELIVERIES = Counter(
     "supportflow_webhook_deliveries_total",
@@ -64,7 +77,7 @@ DELIVERIES = Counter(
 )
 ATTEMPTS = Counter(
     "supportflow_webhook_attempts_total",
-    "Webhook HTTP attempts, by result (2xx, 4xx, 429, 5xx, timeout, connect_error, other_error).",
+    "Webhook HTTP attempts, by result (2xx, 4xx, 408, 429, 5xx, timeout, connect_error, other_error).",
     ["result"],
 )
 
@@ -178,6 +191,28 @@ class KafkaDeadLetterSink:
         await asyncio.to_thread(self._producer.close)
 
 
+class KafkaWebhookOutbox:
+    """The recording side: each event becomes a `WebhookEvent` on `topic`, keyed by customer.
+
+    `record` returns once the broker has the record, so an action announced before the turn's
+    offset is committed survives any stop of the worker that made it.
+    """
+
+    def __init__(self, conf: Mapping[str, Any], topic: str = WEBHOOK_TOPIC, exact_offsets: bool = False) -> None:
+        self.topic = topic
+        self._producer = AsyncProducer(dict(conf), exact_offsets=exact_offsets)
+
+    async def record(self, event: WebhookEvent) -> None:
+        await self._producer.send(self.topic, event.partition_key(), event.to_bytes())
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._producer.close)
+
+
+class DeliveryInterrupted(Exception):
+    """The dispatcher was stopped while a delivery was still being retried: it is not done, not dead."""
+
+
 class _Retry(Exception):
     def __init__(self, reason: str, status: int | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(reason)
@@ -193,12 +228,26 @@ class _Permanent(Exception):
         self.status = status
 
 
+def _reason(state: RetryCallState) -> str:
+    failure = state.outcome.exception() if state.outcome is not None else None
+    return failure.reason if isinstance(failure, _Retry) else repr(failure)
+
+
+def envelope_of(event: WebhookEvent) -> bytes:
+    """The body POSTed for `event`: the same bytes for every subscriber, attempt and restart."""
+    created = event.created_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    envelope = {"id": event.delivery_id, "type": event.event_type, "created_at": created, "data": event.data}
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
 class WebhookDispatcher:
     """Signs and POSTs events to every subscriber that wants them, concurrently, with retries.
 
-    Subscribers are independent: each has its own retry loop, so a slow or failing one delays
-    nobody else's delivery. `dispatch` returns once every delivery is done or dead-lettered;
-    a caller that must not wait runs it as a task.
+    A transient failure (connection error, timeout, 408, 429, 5xx) is retried with exponential
+    backoff and jitter (`Retry-After` honoured) until the delivery succeeds or `retry_window_s`
+    has passed since its first attempt (or `max_attempts` were made), then it is dead-lettered;
+    any other status is final at once. Setting `stopping` ends the retries with
+    `DeliveryInterrupted`: the caller keeps the event for the next run.
     """
 
     def __init__(
@@ -206,69 +255,89 @@ class WebhookDispatcher:
         subscriptions: Sequence[WebhookSubscription],
         dead_letter: DeadLetterSink,
         *,
-        max_attempts: int = 6,
+        max_attempts: int | None = None,
+        retry_window_s: float = 240.0,
         base_delay_s: float = 0.5,
         max_delay_s: float = 60.0,
         timeout_s: float = 10.0,
+        stopping: asyncio.Event | None = None,
     ) -> None:
-        if max_attempts < 1:
+        if max_attempts is not None and max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.subscriptions = list(subscriptions)
         self.dead_letter = dead_letter
         self.max_attempts = max_attempts
-        self.base_delay_s = base_delay_s
+        self.retry_window_s = retry_window_s
         self.max_delay_s = max_delay_s
+        self.stopping = stopping or asyncio.Event()
+        self._backoff = wait_random_exponential(multiplier=base_delay_s, max=max_delay_s)
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), follow_redirects=False)
 
-    async def dispatch(self, event_type: str, event_id: str, payload: Mapping[str, Any]) -> list[DeliveryResult]:
+    def targets(self, event_type: str) -> list[WebhookSubscription]:
+        return [s for s in self.subscriptions if s.wants(event_type)]
+
+    async def dispatch(self, event: WebhookEvent) -> list[DeliveryResult]:
         """Deliver one event to its subscribers; the results say who got it and who was dead-lettered."""
-        envelope = {
-            "id": event_id,
-            "type": event_type,
-            "created_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "data": dict(payload),
-        }
-        # one body for every subscriber and attempt: the bytes signed are the bytes sent
-        body = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False, default=str).encode()
-        targets = [s for s in self.subscriptions if s.wants(event_type)]
         outcomes = await asyncio.gather(
-            *(self._deliver(s, event_type, event_id, body, envelope) for s in targets), return_exceptions=True
+            *(self.deliver(s, event) for s in self.targets(event.event_type)), return_exceptions=True
         )
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if failures:
-            raise failures[0]  # e.g. the dead-letter sink itself failed: never lose a delivery silently
+            raise failures[0]  # stopped, or the dead-letter sink itself failed: never lose a delivery silently
         return [o for o in outcomes if isinstance(o, DeliveryResult)]
 
-    async def _deliver(
-        self,
-        subscription: WebhookSubscription,
-        event_type: str,
-        event_id: str,
-        body: bytes,
-        envelope: Mapping[str, Any],
-    ) -> DeliveryResult:
-        url = subscription.url
-        failure: _Retry | _Permanent | None = None
-        attempt = 0
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                status = await self._attempt(subscription, event_type, event_id, body)
-                DELIVERIES.labels("delivered").inc()
-                return DeliveryResult(url, delivered=True, attempts=attempt, status=status)
-            except _Permanent as exc:
-                failure = exc
-                break
-            except _Retry as exc:
-                failure = exc
-                if attempt < self.max_attempts:
-                    delay = self._delay(attempt, exc.retry_after_s)
-                    log.info("webhook %s to %s: %s; retry in %.2fs", event_id, url, exc.reason, delay)
-                    await asyncio.sleep(delay)
-        assert failure is not None
-        log.warning("webhook %s to %s dead-lettered after %d attempts: %s", event_id, url, attempt, failure.reason)
-        await self.dead_letter.send(self._letter(url, event_type, event_id, attempt, failure, envelope))
-        DELIVERIES.labels("dead_lettered").inc()
-        return DeliveryResult(url, delivered=False, attempts=attempt, status=failure.status, reason=failure.reason)
+    async def deliver(self, subscription: WebhookSubscription, event: WebhookEvent) -> DeliveryResult:
+        """One subscriber's delivery: delivered, or dead-lettered; `DeliveryInterrupted` if stopped first."""
+        url, event_id = subscription.url, event.delivery_id
+        body = envelope_of(event)
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Retry),
+            stop=self._give_up,
+            wait=self._wait,
+            sleep=self._pause,
+            before_sleep=lambda state: log.info(
+                "webhook %s to %s: %s; retry in %.2fs",
+                event_id,
+                url,
+                _reason(state),
+                state.next_action.sleep if state.next_action is not None else 0.0,
+            ),
+            reraise=True,
+        )
+        attempts = 0
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if self.stopping.is_set():
+                        raise DeliveryInterrupted(f"webhook {event_id} to {url}: stopped while retrying")
+                    attempts = attempt.retry_state.attempt_number
+                    status = await self._attempt(subscription, event.event_type, event_id, body)
+        except (_Retry, _Permanent) as exc:
+            if isinstance(exc, _Retry) and self.stopping.is_set():
+                raise DeliveryInterrupted(f"webhook {event_id} to {url}: stopped while retrying") from None
+            log.warning("webhook %s to %s dead-lettered after %d attempts: %s", event_id, url, attempts, exc.reason)
+            await self.dead_letter.send(self._letter(url, event, attempts, exc, body))
+            DELIVERIES.labels("dead_lettered").inc()
+            return DeliveryResult(url, delivered=False, attempts=attempts, status=exc.status, reason=exc.reason)
+        DELIVERIES.labels("delivered").inc()
+        return DeliveryResult(url, delivered=True, attempts=attempts, status=status)
+
+    def _give_up(self, state: RetryCallState) -> bool:
+        if self.stopping.is_set():
+            return True
+        if self.max_attempts is not None and state.attempt_number >= self.max_attempts:
+            return True
+        return state.seconds_since_start >= self.retry_window_s
+
+    def _wait(self, state: RetryCallState) -> float:
+        failure = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(failure, _Retry) and failure.retry_after_s is not None:
+            return min(failure.retry_after_s, self.max_delay_s)
+        return float(self._backoff(state))
+
+    async def _pause(self, seconds: float) -> None:  # wakes at once when stopping
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
 
     async def _attempt(self, subscription: WebhookSubscription, event_type: str, event_id: str, body: bytes) -> int:
         timestamp = int(time.time())  # signed afresh per attempt, so a late retry is not "stale"
@@ -296,51 +365,38 @@ class WebhookDispatcher:
         if 200 <= status < 300:
             ATTEMPTS.labels("2xx").inc()
             return status
-        if status == 429:
-            ATTEMPTS.labels("429").inc()
+        if status in (408, 429):  # "not now": the receiver asks to be tried again
+            ATTEMPTS.labels(str(status)).inc()
             after = response.headers.get("Retry-After", "")
-            raise _Retry("HTTP 429", status, float(after) if after.isdigit() else None)
+            raise _Retry(f"HTTP {status}", status, float(after) if after.isdigit() else None)
         if status >= 500:
             ATTEMPTS.labels("5xx").inc()
             raise _Retry(f"HTTP {status}", status)
         ATTEMPTS.labels("4xx").inc()  # also 3xx: redirects are not followed, the secret stays with its url
         raise _Permanent(f"HTTP {status}", status)
 
-    def _delay(self, attempt: int, retry_after_s: float | None) -> float:
-        if retry_after_s is not None:
-            return min(retry_after_s, self.max_delay_s)
-        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
-        # "equal jitter": at least half the backoff, so many events failing together spread out
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
-
     def _letter(
-        self,
-        url: str,
-        event_type: str,
-        event_id: str,
-        attempts: int,
-        failure: _Retry | _Permanent,
-        envelope: Mapping[str, Any],
+        self, url: str, event: WebhookEvent, attempts: int, failure: _Retry | _Permanent, body: bytes
     ) -> DeadLetter:
         record = {
             "reason": failure.reason,
             "url": url,
-            "event_id": event_id,
-            "event_type": event_type,
+            "event_id": event.delivery_id,
+            "event_type": event.event_type,
             "attempts": attempts,
             "last_status": failure.status,
-            "event": envelope,
+            "event": json.loads(body),
         }
         original = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str)
         return DeadLetter(
             # the same event to the same url dead-letters under the same id, so a replayed dispatch dedupes
-            dead_letter_id="d-" + hashlib.sha256(f"webhook:{event_id}:{url}".encode()).hexdigest()[:24],
+            dead_letter_id="d-" + hashlib.sha256(f"webhook:{event.delivery_id}:{url}".encode()).hexdigest()[:24],
             stage="webhooks",
             operator="dispatcher",
             error_type="WebhookDeliveryFailed",
             error=f"{failure.reason} after {attempts} attempt(s) to {url}",
             source_topic=f"webhook:{url}",
-            key=event_id,
+            key=event.delivery_id,
             original=original,
             original_b64=base64.b64encode(original.encode()).decode("ascii"),
         )

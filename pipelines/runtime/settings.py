@@ -160,6 +160,16 @@ class Settings(BaseSettings):
         description="the tenant's webhook subscribers: [{url, secret, events}] (connectors/backends/webhooks.py); "
         "as JSON in SUPPORTFLOW_WEBHOOKS so the secrets stay out of the config file",
     )
+    webhook_retry_window_s: float = Field(
+        default=240.0,
+        gt=0,
+        le=290,
+        description="how long the deliverer retries a webhook that fails transiently (down, timeout, 408/429/5xx) "
+        "before dead-lettering it; below the consumer's 300 s poll interval, so retrying never costs its partitions",
+    )
+    webhook_retry_initial_s: float = Field(
+        default=0.5, gt=0, description="the first webhook retry's backoff ceiling; it doubles per attempt, up to 60 s"
+    )
 
     # Channel senders (`supportflow senders`): a provider with its credentials unset sends nothing,
     # its replies go to the channel_outbox table instead (see `supportflow outbox`).

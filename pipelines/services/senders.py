@@ -1,5 +1,8 @@
 """`supportflow senders`: deliver the replies on `sf.outbound` to SMS, WhatsApp, Slack, Teams (and voice's outbox).
 
+With webhook subscribers configured, the same process runs the webhook deliverer
+(pipelines/services/webhooks.py) beside the replies: both deliver what leaves the system.
+
 Voice replies are spoken within the call by the ingress; this process keeps in the outbox only
 those the call did not speak (connectors/channels/outbox.py, `CallOutbox`).
 
@@ -65,6 +68,7 @@ __all__ = [
     "email_routes",
     "outbox_channels",
     "run_senders",
+    "run_senders_and_webhooks",
     "serve_senders",
 ]
 
@@ -344,12 +348,44 @@ async def run_senders(
         return delivery.delivered
 
 
+async def run_senders_and_webhooks(
+    settings: Settings, topology: Topology, stop: asyncio.Event, ready: asyncio.Event, migrate: bool = True
+) -> int:
+    """The senders' process: the replies, and the webhook deliverer beside them when subscribers are set.
+
+    Either ending (stopped, or failed) stops the other, so the process exits as one; returns the
+    replies delivered.
+    """
+    from pipelines.services.webhooks import run_webhooks
+
+    if not settings.webhooks:
+        return await run_senders(settings, topology, stop, ready, migrate)
+    replies_ready, webhooks_ready = asyncio.Event(), asyncio.Event()
+
+    async def announce() -> None:
+        await replies_ready.wait()
+        await webhooks_ready.wait()
+        ready.set()
+
+    announcer = asyncio.create_task(announce())
+    replies = asyncio.create_task(run_senders(settings, topology, stop, replies_ready, migrate), name="senders")
+    hooks = asyncio.create_task(run_webhooks(settings, topology, stop, webhooks_ready), name="webhooks")
+    try:
+        await asyncio.wait([replies, hooks], return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        await asyncio.wait([replies, hooks])  # the other finishes its batch in hand too
+    finally:
+        announcer.cancel()
+    hooks.result()  # a failure of either raises here
+    return replies.result()
+
+
 def serve_senders(settings: Settings, ready_file: Path | None, migrate: bool = True) -> None:
     """The `supportflow senders` process: run until SIGTERM/SIGINT, finishing the batch in hand."""
     from pipelines.services.sinks import serve_until_stopped
 
     topology = load_topology(settings.topology_file)
     delivered = serve_until_stopped(
-        settings, ready_file, lambda stop, ready: run_senders(settings, topology, stop, ready, migrate)
+        settings, ready_file, lambda stop, ready: run_senders_and_webhooks(settings, topology, stop, ready, migrate)
     )
     log.info("senders stopped; replies delivered: %d", delivered)

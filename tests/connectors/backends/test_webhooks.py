@@ -1,4 +1,4 @@
-"""Webhooks against real HTTP receivers and, for dead letters, a real tansu broker."""
+"""Webhooks against real HTTP receivers and, for dead letters and the outbox, a real tansu broker."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from connectors.backends.webhooks import (
     EVENT_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    DeliveryInterrupted,
     KafkaDeadLetterSink,
+    KafkaWebhookOutbox,
     WebhookDispatcher,
     WebhookSubscription,
     sign,
@@ -24,7 +26,7 @@ from connectors.backends.webhooks import (
 from connectors.kafka import TopicPlan, create_topics
 from pipelines.devstack.embedded import EmbeddedBroker
 from pipelines.runtime.settings import Settings
-from schemas import DeadLetter
+from schemas import DeadLetter, WebhookEvent
 from tests.support.http_recorder import Recorder, Reply, serve
 from tests.support.stream import read_topics
 
@@ -53,6 +55,10 @@ def server() -> Iterator[Recorder]:
 
 def subscription(server: Recorder, path: str, events: list[str] | None = None, secret: str = SECRET):
     return WebhookSubscription(url=server.url + path, secret=secret, events=events or ["*"])
+
+
+def event(event_id: str, event_type: str, data: dict | None = None) -> WebhookEvent:
+    return WebhookEvent(delivery_id=event_id, event_type=event_type, customer_id="C000001", data=data or {})
 
 
 def dispatcher(subscriptions, sink=None, **options) -> WebhookDispatcher:
@@ -86,7 +92,7 @@ def test_a_signature_verifies_and_fails_on_tampering_staleness_or_another_secret
 async def test_a_delivery_is_signed_json_the_receiver_can_verify(server):
     hooks = dispatcher([subscription(server, "/hook")])
     try:
-        [result] = await hooks.dispatch("refund.created", "evt-1", {"order_id": "1234567", "amount": "12.50"})
+        [result] = await hooks.dispatch(event("evt-1", "refund.created", {"order_id": "1234567", "amount": "12.50"}))
     finally:
         await hooks.aclose()
     assert result.delivered and result.attempts == 1 and result.status == 200
@@ -97,10 +103,10 @@ async def test_a_delivery_is_signed_json_the_receiver_can_verify(server):
     signature = seen.headers[SIGNATURE_HEADER.lower()]
     assert signature.startswith(f"t={seen.headers[TIMESTAMP_HEADER.lower()]},")
     assert verify_signature(SECRET, signature, seen.body)
-    event = json.loads(seen.body)
-    assert event["id"] == "evt-1" and event["type"] == "refund.created"
-    assert event["data"] == {"order_id": "1234567", "amount": "12.50"}
-    assert event["created_at"].endswith("Z")
+    sent = json.loads(seen.body)
+    assert sent["id"] == "evt-1" and sent["type"] == "refund.created"
+    assert sent["data"] == {"order_id": "1234567", "amount": "12.50"}
+    assert sent["created_at"].endswith("Z")
 
 
 async def test_a_failing_receiver_is_retried_until_it_accepts(server):
@@ -108,7 +114,7 @@ async def test_a_failing_receiver_is_retried_until_it_accepts(server):
     sink = ListSink()
     hooks = dispatcher([subscription(server, "/hook")], sink)
     try:
-        [result] = await hooks.dispatch("order.cancelled", "evt-2", {"order_id": "7"})
+        [result] = await hooks.dispatch(event("evt-2", "order.cancelled", {"order_id": "7"}))
     finally:
         await hooks.aclose()
     assert result.delivered and result.attempts == 3
@@ -125,10 +131,69 @@ async def test_429_and_timeouts_are_retried(server):
     server.reply("/slow", Reply(200, {}, delay_s=1.0), then=Reply(204))
     hooks = dispatcher([subscription(server, "/limited"), subscription(server, "/slow")], timeout_s=0.3)
     try:
-        results = await hooks.dispatch("refund.created", "evt-3", {})
+        results = await hooks.dispatch(event("evt-3", "refund.created", {}))
     finally:
         await hooks.aclose()
     assert [(r.delivered, r.attempts) for r in results] == [(True, 2), (True, 2)]
+
+
+async def test_a_408_is_retried_not_dead_lettered(server):
+    server.reply("/hook", Reply(408, {"error": "request timeout"}), then=Reply(200, {}))
+    sink = ListSink()
+    hooks = dispatcher([subscription(server, "/hook")], sink)
+    try:
+        [result] = await hooks.dispatch(event("evt-408", "refund.created"))
+    finally:
+        await hooks.aclose()
+    assert (result.delivered, result.attempts) == (True, 2)
+    assert sink.letters == []
+
+
+async def test_without_an_attempt_limit_the_retry_window_bounds_a_failing_delivery(server):
+    server.reply("/down", then=Reply(503, {}))
+    sink = ListSink()
+    hooks = dispatcher([subscription(server, "/down")], sink, max_attempts=None, retry_window_s=0.5)
+    started = time.monotonic()
+    try:
+        [result] = await hooks.dispatch(event("evt-window", "refund.created"))
+    finally:
+        await hooks.aclose()
+    assert not result.delivered and result.attempts >= 2 and result.reason == "HTTP 503"
+    assert 0.5 <= time.monotonic() - started < 5
+    assert len(server.to("/down")) == result.attempts
+    [letter] = sink.letters
+    assert json.loads(letter.original)["attempts"] == result.attempts
+
+
+async def test_stopping_ends_the_retries_unfinished_and_dead_letters_nothing(server):
+    server.reply("/down", then=Reply(503, {}))
+    sink = ListSink()
+    stopping = asyncio.Event()
+    hooks = dispatcher([subscription(server, "/down")], sink, max_attempts=None, base_delay_s=5.0, stopping=stopping)
+    try:
+        task = asyncio.create_task(hooks.dispatch(event("evt-stop", "refund.created")))
+        while not server.to("/down"):
+            await asyncio.sleep(0.01)
+        stopping.set()
+        with pytest.raises(DeliveryInterrupted):
+            await asyncio.wait_for(task, 2)  # the backoff sleep wakes at once
+    finally:
+        await hooks.aclose()
+    assert sink.letters == [], "an interrupted delivery is not done: it is neither delivered nor dead"
+
+
+async def test_the_outbox_puts_the_event_on_the_topic_keyed_by_customer(broker: EmbeddedBroker):
+    conf = {"bootstrap.servers": broker.bootstrap}
+    create_topics(conf, [TopicPlan("sf.webhooks", 1)])
+    outbox = KafkaWebhookOutbox(conf, exact_offsets=True)
+    recorded = event("evt-out", "refund.created", {"amount": "12.50"})
+    try:
+        await outbox.record(recorded)
+    finally:
+        await outbox.close()
+    [record] = read_topics(broker.bootstrap, ["sf.webhooks"], until=lambda rs: len(rs) >= 1, timeout_s=30)
+    assert record.key == b"C000001"
+    assert WebhookEvent.model_validate_json(record.value) == recorded
 
 
 async def test_a_4xx_is_not_retried_and_goes_to_the_dead_letter_sink(server):
@@ -136,7 +201,7 @@ async def test_a_4xx_is_not_retried_and_goes_to_the_dead_letter_sink(server):
     sink = ListSink()
     hooks = dispatcher([subscription(server, "/gone")], sink)
     try:
-        [result] = await hooks.dispatch("refund.created", "evt-4", {"amount": "1.00"})
+        [result] = await hooks.dispatch(event("evt-4", "refund.created", {"amount": "1.00"}))
     finally:
         await hooks.aclose()
     assert not result.delivered and result.attempts == 1 and result.reason == "HTTP 410"
@@ -153,7 +218,7 @@ async def test_permanent_failure_puts_exactly_one_record_on_the_dead_letter_topi
     sink = KafkaDeadLetterSink(conf, exact_offsets=True)
     hooks = dispatcher([subscription(server, "/down")], sink, max_attempts=3)
     try:
-        [result] = await hooks.dispatch("refund.created", "evt-5", {"order_id": "1234567", "amount": "12.50"})
+        [result] = await hooks.dispatch(event("evt-5", "refund.created", {"order_id": "1234567", "amount": "12.50"}))
     finally:
         await hooks.aclose()
         await sink.close()
@@ -177,7 +242,7 @@ async def test_one_failing_subscriber_does_not_stop_the_other(server):
     sink = ListSink()
     hooks = dispatcher([subscription(server, "/broken"), subscription(server, "/fine", secret=OTHER_SECRET)], sink)
     try:
-        results = await hooks.dispatch("refund.created", "evt-6", {"amount": "3.00"})
+        results = await hooks.dispatch(event("evt-6", "refund.created", {"amount": "3.00"}))
     finally:
         await hooks.aclose()
     assert [r.delivered for r in results] == [False, True]
@@ -192,7 +257,7 @@ async def test_a_slow_subscriber_does_not_delay_the_others(server):
     hooks = dispatcher([subscription(server, "/slow"), subscription(server, "/quick")])
     started = time.monotonic()
     try:
-        task = asyncio.create_task(hooks.dispatch("order.cancelled", "evt-7", {}))
+        task = asyncio.create_task(hooks.dispatch(event("evt-7", "order.cancelled", {})))
         while not server.to("/quick"):
             assert time.monotonic() - started < 1.0, "the quick subscriber waited for the slow one"
             await asyncio.sleep(0.01)
@@ -212,9 +277,9 @@ async def test_events_reach_only_the_subscribers_that_want_their_type(server):
         ]
     )
     try:
-        await hooks.dispatch("order.cancelled", "evt-8", {})
-        await hooks.dispatch("refund.created", "evt-9", {})
-        await hooks.dispatch("orderly.thing", "evt-10", {})
+        await hooks.dispatch(event("evt-8", "order.cancelled", {}))
+        await hooks.dispatch(event("evt-9", "refund.created", {}))
+        await hooks.dispatch(event("evt-10", "orderly.thing", {}))
     finally:
         await hooks.aclose()
     paths = ("/refunds", "/orders", "/all")
