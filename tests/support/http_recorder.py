@@ -103,12 +103,15 @@ class Recorder:
 
 
 @contextmanager
-def serve() -> Iterator[Recorder]:
-    """Start a recorder on 127.0.0.1 and a free port; stop it on exit."""
+def serve(port: int | None = None) -> Iterator[Recorder]:
+    """Start a recorder on 127.0.0.1 and `port` (default: a free one); stop it on exit.
+
+    A fixed port lets a test bring a receiver up where the code under test found nothing listening.
+    """
     recorder = Recorder()
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     app = Starlette(routes=[Route("/{path:path}", recorder.handle, methods=methods)])
-    port = free_port()
+    port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"http-recorder-{port}", daemon=True)
