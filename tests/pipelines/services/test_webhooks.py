@@ -75,6 +75,23 @@ async def test_a_permanent_4xx_is_dead_lettered_with_its_reason_and_later_delive
     assert SECRET not in letter.original
 
 
+def process_env(bootstrap: str, url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A child's environment: the user's without SUPPORTFLOW_*, then one webhook subscriber at `url`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTFLOW_")}
+    env.update(
+        {
+            "PYTHONPATH": str(PROJECT_DIR),
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "SUPPORTFLOW_KAFKA_EXACT_OFFSETS": "true",
+            "SUPPORTFLOW_DATA_DIR": str(tmp_path),
+            "SUPPORTFLOW_WEBHOOKS": json.dumps([{"url": url, "secret": SECRET, "events": ["*"]}]),
+            "SUPPORTFLOW_WEBHOOK_RETRY_INITIAL_S": "0.05",
+            **extra,
+        }
+    )
+    return env
+
+
 def start_senders(tmp_path: Path, env: dict[str, str], run: int) -> tuple[subprocess.Popen[bytes], Path, Path]:
     ready, log = tmp_path / f"senders-{run}.ready", tmp_path / f"senders-{run}.log"
     argv = [sys.executable, "-m", "pipelines.cli", "senders", "--ready-file", str(ready)]
@@ -90,18 +107,7 @@ async def test_a_delivery_pending_when_the_deliverer_is_sigkilled_arrives_after_
     url = f"http://127.0.0.1:{port}/hooks"
     s = webhook_settings(broker.bootstrap, url, tmp_path)
     create_webhook_topics(s)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTFLOW_")}
-    env.update(
-        {
-            "PYTHONPATH": str(PROJECT_DIR),
-            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-            "SUPPORTFLOW_KAFKA_EXACT_OFFSETS": "true",
-            "DATABASE_URL": postgres_dsn,
-            "SUPPORTFLOW_DATA_DIR": str(tmp_path),
-            "SUPPORTFLOW_WEBHOOKS": json.dumps([{"url": url, "secret": SECRET, "events": ["order.*"]}]),
-            "SUPPORTFLOW_WEBHOOK_RETRY_INITIAL_S": "0.05",
-        }
-    )
+    env = process_env(broker.bootstrap, url, tmp_path, DATABASE_URL=postgres_dsn)
     await cancel_orders(s, ("1000001", "k-killed"))
     first, _, log = start_senders(tmp_path, env, 1)
     second: subprocess.Popen[bytes] | None = None
@@ -124,3 +130,56 @@ async def test_a_delivery_pending_when_the_deliverer_is_sigkilled_arrives_after_
                 process.wait()
     assert {r.headers[DELIVERY_HEADER.lower()] for r in seen} == {"k-killed"}, "the same delivery id after the kill"
     assert all(verify_signature(SECRET, r.headers[SIGNATURE_HEADER.lower()], r.body) for r in seen)
+
+
+CANCEL_TOOL = """
+tools:
+  - name: acme.cancel
+    description: cancel an order
+    method: POST
+    url: {url}/cancellations
+    writes: true
+    arguments:
+      order: {{type: string, required: true}}
+    body:
+      order: order
+    response:
+      status: status
+"""
+
+
+async def test_the_webhook_of_a_write_survives_the_worker_killed_right_after_the_write(broker, postgres_dsn, tmp_path):
+    """The issue's case: on main the announcement lived only in the worker's memory, retrying."""
+    port = free_port()  # the receiver is down when the worker makes the write
+    url = f"http://127.0.0.1:{port}/hooks"
+    create_webhook_topics(webhook_settings(broker.bootstrap, url, tmp_path))
+    with serve() as backend:
+        backend.reply("/cancellations", then=Reply(200, {"status": "cancelled"}))
+        tools = tmp_path / "tools.yaml"
+        tools.write_text(CANCEL_TOOL.format(url=backend.url))
+        env = process_env(broker.bootstrap, url, tmp_path, SUPPORTFLOW_REST_TOOLS_FILE=str(tools))
+        call = ["acme.cancel", "C000001", "k-worker", '{"order": "1"}']
+        argv = [sys.executable, "-m", "tests.support.tool_worker", *call]
+        worker = subprocess.Popen(argv, cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            assert worker.stdout is not None
+            said = await asyncio.wait_for(asyncio.to_thread(worker.stdout.readline), 60)
+            assert said == b"called\n", said + worker.stdout.read()
+        finally:
+            worker.kill()  # SIGKILL, right after the write
+            worker.wait()
+        assert len(backend.to("/cancellations")) == 1
+    senders: subprocess.Popen[bytes] | None = None
+    with serve(port=port) as receiver:
+        try:
+            env = process_env(broker.bootstrap, url, tmp_path, DATABASE_URL=postgres_dsn)
+            senders, _, log = start_senders(tmp_path, env, 1)
+            await until(lambda: bool(receiver.to("/hooks")), f"the delivery: {log}", timeout_s=90)
+            seen = receiver.to("/hooks")
+        finally:
+            if senders is not None:
+                senders.kill()
+                senders.wait()
+    assert {r.headers[DELIVERY_HEADER.lower()] for r in seen} == {"k-worker"}
+    sent = json.loads(seen[0].body)
+    assert sent["type"] == "acme.cancel" and sent["data"]["result"] == {"status": "cancelled"}
