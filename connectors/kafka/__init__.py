@@ -4,7 +4,7 @@ Producers use the murmur2 partitioner, the one Java clients and aiokafka (inside
 so a record keyed here lands in the partition whose faust table holds that key's state.
 """
 
-from connectors.kafka._admin import TopicPlan, create_topics, wait_for_broker
+from connectors.kafka._admin import GroupLag, TopicPlan, consumer_group_lag, create_topics, wait_for_broker
 from connectors.kafka._consumer import (
     BackgroundReader,
     KafkaRecord,
@@ -19,10 +19,12 @@ __all__ = [
     "AsyncProducer",
     "BackgroundReader",
     "DeliveryRejected",
+    "GroupLag",
     "KafkaRecord",
     "TopicPlan",
     "consume_all",
     "consumer_config",
+    "consumer_group_lag",
     "create_topics",
     "dead_letter_of",
     "make_producer",

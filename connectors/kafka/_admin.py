@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 log = logging.getLogger("connectors.kafka")
@@ -65,3 +65,44 @@ def create_topics(conf: dict[str, Any], topics: Iterable[TopicPlan], timeout_s: 
         if found != plan.partitions:
             raise RuntimeError(f"topic {plan.name} has {found} partitions; the topology says {plan.partitions}")
     return created
+
+
+@dataclass(frozen=True)
+class GroupLag:
+    """How far one consumer group is behind: records between its committed offsets and the ends."""
+
+    group: str
+    lag: int
+    partitions: int
+    topics: tuple[str, ...]
+
+
+def consumer_group_lag(conf: dict[str, Any], timeout_s: float = 5.0) -> list[GroupLag]:
+    """Every consumer group the cluster knows, with its lag summed over the partitions of the topics it
+    committed on (a partition with no commit yet counts from its low watermark).
+
+    On tansu the end offset can trail a multi-record batch (see ENVIRONMENT), so the figure is a
+    view for people, not a number to test against.
+    """
+    admin = AdminClient({**conf, "logger": log})
+    listed = admin.list_consumer_groups(request_timeout=timeout_s).result(timeout=timeout_s)
+    reader = Consumer({**conf, "group.id": "supportflow-lag-probe", "enable.auto.commit": False, "logger": log})
+    try:
+        partitions_of = {name: list(t.partitions) for name, t in reader.list_topics(timeout=timeout_s).topics.items()}
+        lags = []
+        for group in sorted({g.group_id for g in listed.valid}):
+            request = [ConsumerGroupTopicPartitions(group)]
+            answer = admin.list_consumer_group_offsets(request, request_timeout=timeout_s)[group].result(timeout_s)
+            committed = {(tp.topic, tp.partition): tp.offset for tp in answer.topic_partitions or []}
+            topics = sorted({topic for topic, _ in committed if topic in partitions_of})
+            lag = count = 0
+            for topic in topics:
+                for partition in partitions_of[topic]:
+                    low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+                    done = committed.get((topic, partition), -1)
+                    lag += max(high - (done if done >= 0 else low), 0)
+                    count += 1
+            lags.append(GroupLag(group, lag, count, tuple(topics)))
+        return lags
+    finally:
+        reader.close()

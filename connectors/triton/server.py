@@ -136,24 +136,31 @@ class EmbeddedTriton:
         return env
 
     def start(self, timeout_s: float = 60.0) -> EmbeddedTriton:
+        process = self.launch()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                self.process = None
+                raise RuntimeError(f"tritonserver exited with {process.returncode}; see {self.log_file}")
+            if self.ready():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"tritonserver was not ready within {timeout_s}s; see {self.log_file}")
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the server process on this object's ports without waiting (a supervisor's restart)."""
         if self.log_file is not None:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.process = spawn(self.argv(), self.log_file, env=self.env())
-        deadline = time.monotonic() + timeout_s
-        with httpx.Client(timeout=1.0) as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    code = self.process.returncode
-                    self.process = None
-                    raise RuntimeError(f"tritonserver exited with {code}; see {self.log_file}")
-                try:
-                    if client.get(f"{self.http_url}/v2/health/ready").status_code == 200:
-                        return self
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"tritonserver was not ready within {timeout_s}s; see {self.log_file}")
+        return self.process
+
+    def ready(self) -> bool:
+        """Whether every model is loaded (`/v2/health/ready`)."""
+        try:
+            return httpx.get(f"{self.http_url}/v2/health/ready", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     @property
     def running(self) -> bool:

@@ -149,6 +149,30 @@ def until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     asyncio.run(go())
 
 
+class StopOnSignal:
+    """SIGINT and SIGTERM raise KeyboardInterrupt once, wherever the main thread is; then `stopping` ignores more.
+
+    Installed outright, not only when SIGINT has Python's default handler: a shell that starts a
+    command in the background hands it SIGINT ignored, and a start-up must still be stoppable.
+    """
+
+    def __init__(self) -> None:
+        self.stopping = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.stopping:
+            logging.getLogger(__name__).warning("already stopping (%s ignored)", signal.Signals(signum).name)
+            return
+        self.stopping = True
+        raise KeyboardInterrupt
+
+    def hold(self) -> None:
+        """From here on (an orderly stop under way) a signal no longer interrupts."""
+        self.stopping = True
+
+
 def print_demo_agents(path: Path, passwords: dict[str, str]) -> None:
     console.print(f"  agents         demo team written to {path} (shown once; change with `workspace hash-password`):")
     for agent_id, password in passwords.items():

@@ -37,6 +37,7 @@ def main(
 
 # Top-level commands, in the order `--help` lists them.
 app.command()(stack.run)
+app.command()(stack.status)
 app.command()(services.worker)
 app.command()(services.ingress)
 app.command()(stack.chat)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from pipelines.cli._common import (
+    StopOnSignal,
     configure_logging,
     console,
     err,
@@ -25,31 +25,34 @@ def run(
     port: Annotated[Optional[int], typer.Option(help="HTTP ingress port (default: settings.http_port).")] = None,
 ) -> None:
     """Run the whole pipeline here until Ctrl-C: broker (embedded unless configured), topics, workers, stores,
-    channel senders, the email channel (SMTP listener and sender) and the HTTP ingress."""
-    import uvicorn
+    channel senders, the email channel (SMTP listener and sender) and the HTTP ingress.
 
+    Children that crash are restarted with backoff (a crash loop gives up and says so); see them with
+    `supportflow status`. Ctrl-C stops whatever has started, at any moment of the start-up too."""
     from pipelines.devstack.stack import Stack
-    from pipelines.services.ingress import build_ingress
     from pipelines.services.senders import outbox_channels
 
     s = settings()
     configure_logging(s.log_level)
     refuse_open_doors(s, ingress=True, workspace=True)  # before anything starts
+    signals = StopOnSignal()
     stack = Stack(s, workers=workers)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    failure: str | None = None
     try:
         with console.status("starting broker, Triton, stores, workers and channels…"):
-            stack.start(with_ingress=False)
-        http_port = port if port is not None else s.http_port
+            stack.start(ingress_port=port if port is not None else s.http_port)
+        assert stack.ingress is not None
+        url = stack.ingress.url
         where = "embedded tansu" if s.embedded else "Kafka"
         console.print(
             f"[green]supportflow is running[/green] — {where} at {stack.bootstrap}; {stack.describe_workers()}"
         )
-        console.print(f"  web chat demo  http://{s.http_host}:{http_port}/  (the widget; WebSocket /v1/chat)")
-        console.print(f"  HTTP ingress   http://{s.http_host}:{http_port}/v1/messages  (POST a message)")
-        console.print(f"  replies        http://{s.http_host}:{http_port}/v1/conversations/<id>/messages")
-        console.print(f"  metrics        http://{s.http_host}:{http_port}/metrics")
+        console.print(f"  web chat demo  {url}/  (the widget; WebSocket /v1/chat)")
+        console.print(f"  HTTP ingress   {url}/v1/messages  (POST a message)")
+        console.print(f"  replies        {url}/v1/conversations/<id>/messages")
+        console.print(f"  metrics        {url}/metrics")
         console.print(f"  terminal chat  supportflow chat     logs: {stack.log_dir}")
+        console.print("  processes      supportflow status  (restarts, health, consumer lag)")
         console.print(f"  NLU            {stack.nlu_summary()}")
         if stack.with_sinks:
             console.print(f"  stores         {stack.store_summary()}")
@@ -72,17 +75,19 @@ def run(
             else:
                 console.print(f"                 sign in as an agent of {stack.agents_file}")
         console.print("Ctrl-C stops everything.")
-        stack.write_state(f"http://{s.http_host}:{http_port}")
-        uvicorn.run(
-            build_ingress(stack.settings, stack.topology), host=s.http_host, port=http_port, log_level="warning"
-        )
+        stack.supervise()
     except KeyboardInterrupt:
         pass
+    except Exception as exc:  # a start that failed, or the ingress gone: stop the rest, then say why
+        failure = str(exc)
     finally:
-        (stack.data_dir / "stack.json").unlink(missing_ok=True)
+        signals.hold()
         with console.status("stopping…"):
             stack.stop()
         console.print("stopped.")
+    if failure is not None:
+        err.print(f"[red]supportflow run failed:[/red] {escape(failure)}")
+        raise typer.Exit(1)
 
 
 def chat(
@@ -146,3 +151,54 @@ def demo(
     summary = play_demo(settings(), console=None if as_json else console)
     if as_json:
         print(json.dumps(summary, indent=2))
+
+
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Show the processes of the `supportflow run` serving from this data dir (state, restarts, uptime,
+    health) and each consumer group's lag. Exit code 1 if none runs, 3 if a process has failed."""
+    from rich.table import Table
+
+    from pipelines.devstack.status import stack_status
+
+    s = settings()
+    found = stack_status(s)
+    if found is None:
+        err.print(f"no `supportflow run` is serving from {s.data_dir.resolve()}")
+        raise typer.Exit(1)
+    if as_json:
+        print(json.dumps(found.as_dict(), indent=2))
+    else:
+        table = Table("process", "pid", "state", "restarts", "uptime", "health", "last exit", title="processes")
+        for p in found.processes:
+            state = {"running": "green", "starting": "cyan", "restarting": "yellow"}.get(p.state, "red")
+            shown = p.state + (f" (in {p.restart_in_s:.1f} s)" if p.restart_in_s is not None else "")
+            table.add_row(
+                p.name,
+                str(p.pid),
+                f"[{state}]{shown}[/{state}]",
+                str(p.restarts),
+                _duration(p.uptime_s),
+                escape(p.health),
+                escape(p.last_exit or "-"),
+            )
+        console.print(table)
+        lag = Table("consumer group", "lag", "partitions", "topics", title=f"consumer lag at {found.bootstrap}")
+        for g in found.consumer_groups:
+            lag.add_row(g.group, str(g.lag), str(g.partitions), ", ".join(g.topics))
+        console.print(lag)
+        if found.lag_error:
+            err.print(f"[red]the broker did not answer:[/red] {escape(found.lag_error)}")
+        if found.failed:
+            err.print(f"[red bold]FAILED (no longer restarted): {', '.join(found.failed)}[/red bold]")
+    if found.failed:
+        raise typer.Exit(3)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

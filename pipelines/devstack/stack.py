@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from connectors.postgres import EmbeddedPostgres
 from connectors.triton import EmbeddedTriton, TritonUnavailableError
 from pipelines.devstack.embedded import EmbeddedBroker, free_port, spawn, stop
+from pipelines.devstack.supervisor import Child, Supervisor
 from pipelines.runtime.app import ensure_topics
 from pipelines.runtime.settings import Settings
 from pipelines.runtime.topology import Topology, load_topology
@@ -41,11 +42,41 @@ class WorkerProcess:
     process: subprocess.Popen[bytes]
     ready_file: Path
     log_file: Path
+    argv: list[str]
+    env: dict[str, str]
+    health_url: str | None = None
 
     @property
     def name(self) -> str:
         names = {-1: "the sink process", -2: "the channel senders", -3: "the email channel", -4: "the agent workspace"}
         return names.get(self.index, f"worker {self.index}")
+
+    @property
+    def short_name(self) -> str:
+        names = {-1: "sink", -2: "senders", -3: "email", -4: "workspace"}
+        return names.get(self.index, f"worker-{self.index}")
+
+    @property
+    def kind(self) -> str:
+        """What the chaos benchmark and `status` call it; the workspace process holds the escalation router."""
+        return {-1: "sink", -2: "senders", -3: "email", -4: "router"}.get(self.index, "worker")
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """A fresh copy of the process, with the same command, environment and files."""
+        self.ready_file.unlink(missing_ok=True)
+        self.process = spawn(self.argv, self.log_file, env=self.env)
+        return self.process
+
+    def supervised(self) -> Child:
+        return Child(
+            self.short_name,
+            self.kind,
+            self.process,
+            launch=self.launch,
+            ready=self.ready_file.exists,
+            health_url=self.health_url,
+            log_file=self.log_file,
+        )
 
 
 class IngressServer:
@@ -66,6 +97,10 @@ class IngressServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"the HTTP ingress did not start on {self.url}")
             time.sleep(0.02)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -102,6 +137,7 @@ class Stack:
         self.workers: list[WorkerProcess] = []
         self.ingress: IngressServer | None = None
         self.topology: Topology = load_topology(settings.topology_file)
+        self.supervisor = Supervisor(self.data_dir, extra_state=self._shared_state)
 
     @property
     def bootstrap(self) -> str:
@@ -111,7 +147,11 @@ class Stack:
     def start(self, ingress_port: int | None = None, with_ingress: bool = True) -> Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.settings.embedded:
-            self.broker = EmbeddedBroker(self.settings.embedded_broker_port, self.log_dir / "tansu.log").start()
+            # kept before it starts, so a Ctrl-C while it comes up still finds it to stop
+            self.broker = EmbeddedBroker(self.settings.embedded_broker_port, self.log_dir / "tansu.log")
+            self.broker.start()
+            assert self.broker.process is not None
+            self.supervisor.add(Child("broker", "broker", self.broker.process, log_file=self.broker.log_file))
             self.settings = self.settings.model_copy(
                 update={"kafka_bootstrap_servers": self.broker.bootstrap, "kafka_exact_offsets": True}
             )
@@ -134,6 +174,7 @@ class Stack:
             self.wait_ready()
             if self.email is not None:
                 self.email_port = int(self.email.ready_file.read_text().strip())
+                self._keep_email_port()
             if with_ingress:
                 port = self.settings.http_port if ingress_port is None else ingress_port
                 port = port or free_port()
@@ -182,12 +223,26 @@ class Stack:
             return
         try:
             self.triton = EmbeddedTriton(self.settings.model_repository, log_file=self.log_dir / "tritonserver.log")
+            log.info("starting tritonserver")
             self.triton.start(timeout_s=90)
         except (TritonUnavailableError, RuntimeError, TimeoutError) as exc:
             log.warning("no embedded Triton (%s); the NLU model runs in each worker's process", exc)
             self.triton = None
             return
-        self.settings = self.settings.model_copy(update={"triton_url": self.triton.grpc_url})
+        assert self.triton.process is not None
+        triton = self.triton
+        self.supervisor.add(
+            Child(
+                "triton",
+                "triton",
+                triton.process,
+                launch=triton.launch,
+                ready=triton.ready,
+                health_url=f"{triton.http_url}/v2/health/ready",
+                log_file=triton.log_file,
+            )
+        )
+        self.settings = self.settings.model_copy(update={"triton_url": triton.grpc_url})
 
     def nlu_summary(self) -> str:
         if self.triton is not None:
@@ -200,7 +255,12 @@ class Stack:
         """The embedded Postgres when no DATABASE_URL is set; chdb needs no server (the sink opens it)."""
         if self.settings.database_url is None:
             self.postgres = EmbeddedPostgres(self.data_dir / "postgres")
+            log.info("starting PostgreSQL")
             dsn = self.postgres.start()
+            if self.postgres.process is not None:  # None: it joined a server another process runs
+                self.supervisor.add(
+                    Child("postgres", "postgres", self.postgres.process, log_file=self.postgres.log_file)
+                )
             self.settings = self.settings.model_copy(update={"database_url": SecretStr(dsn)})
             self.seeded = asyncio.run(_seed_demo_backend(dsn))
             self.sign_in_demo_page()
@@ -238,8 +298,7 @@ class Stack:
         ready_file.unlink(missing_ok=True)
         log_file = self.log_dir / "sink.log"
         argv = [sys.executable, "-m", "pipelines.cli", "sink", "--migrate", "--ready-file", str(ready_file)]
-        process = spawn(argv, log_file, env={**self.worker_env(), **self.store_env()})
-        return WorkerProcess(-1, process, ready_file, log_file)
+        return self._launch(-1, argv, ready_file, log_file, {**self.worker_env(), **self.store_env()})
 
     def start_senders(self) -> WorkerProcess:
         """The channel senders: providers with credentials get the replies, the others the outbox table."""
@@ -247,8 +306,7 @@ class Stack:
         ready_file.unlink(missing_ok=True)
         log_file = self.log_dir / "senders.log"
         argv = [sys.executable, "-m", "pipelines.cli", "senders", "--ready-file", str(ready_file)]
-        process = spawn(argv, log_file, env={**self.worker_env(), **self.store_env()})
-        return WorkerProcess(-2, process, ready_file, log_file)
+        return self._launch(-2, argv, ready_file, log_file, {**self.worker_env(), **self.store_env()})
 
     def start_workspace(self) -> WorkerProcess:
         """The agent workspace (page + escalation router); a demo agents file on first start (passwords kept
@@ -275,8 +333,8 @@ class Stack:
             str(ready_file),
         ]
         env = {**self.worker_env(), **self.store_env(), **self.workspace_env()}
-        process = spawn(argv, log_file, env=env)
-        return WorkerProcess(-4, process, ready_file, log_file)
+        health = f"http://{self.settings.workspace_host}:{port}/healthz"
+        return self._launch(-4, argv, ready_file, log_file, env, health)
 
     def workspace_env(self) -> dict[str, str]:
         s = self.settings
@@ -310,8 +368,30 @@ class Stack:
         argv += ["--port", str(self.settings.smtp_listen_port)]
         if "smtp_listen_port" not in self.settings.model_fields_set:
             argv.append("--free-port-if-busy")
-        process = spawn(argv, log_file, env={**self.worker_env(), **self.store_env(), **self.email_env()})
-        return WorkerProcess(-3, process, ready_file, log_file)
+        env = {**self.worker_env(), **self.store_env(), **self.email_env()}
+        return self._launch(-3, argv, ready_file, log_file, env)
+
+    def _keep_email_port(self) -> None:
+        """A restarted email channel listens where the first one did (it may have picked a free port)."""
+        assert self.email is not None and self.email_port is not None
+        argv = [arg for arg in self.email.argv if arg != "--free-port-if-busy"]
+        argv[argv.index("--port") + 1] = str(self.email_port)
+        self.email.argv = argv
+
+    def _launch(
+        self,
+        index: int,
+        argv: list[str],
+        ready_file: Path,
+        log_file: Path,
+        env: dict[str, str],
+        health_url: str | None = None,
+    ) -> WorkerProcess:
+        """Spawn one of the stack's Python children and put it under supervision."""
+        process = spawn(argv, log_file, env=env)
+        child = WorkerProcess(index, process, ready_file, log_file, argv, env, health_url)
+        self.supervisor.add(child.supervised())
+        return child
 
     def email_env(self) -> dict[str, str]:
         """The email settings the child needs (worker_env passes no SUPPORTFLOW_ variable of this process)."""
@@ -358,10 +438,10 @@ class Stack:
         argv += [arg for stage in stages or [] for arg in ("--stage", stage)]
         argv += ["--nice", str(nice)] if nice else []
         env = self.worker_env()
-        if self.settings.worker_metrics_port:
-            env["SUPPORTFLOW_WORKER_METRICS_PORT"] = str(self.settings.worker_metrics_port + index)
-        process = spawn(argv, log_file, env=env)
-        worker = WorkerProcess(index, process, ready_file, log_file)
+        # every worker serves its metrics, so `supportflow status` can see it answer (a free port unless set)
+        metrics_port = self.settings.worker_metrics_port + index if self.settings.worker_metrics_port else free_port()
+        env["SUPPORTFLOW_WORKER_METRICS_PORT"] = str(metrics_port)
+        worker = self._launch(index, argv, ready_file, log_file, env, f"http://127.0.0.1:{metrics_port}/metrics")
         self.workers.append(worker)
         return worker
 
@@ -385,7 +465,27 @@ class Stack:
         state = {"pid": os.getpid(), "ingress_url": ingress_url, "bootstrap": self.bootstrap}
         (self.data_dir / STATE_FILE).write_text(json.dumps(state))
 
+    def _shared_state(self) -> dict[str, object]:
+        """Beside the processes in the supervisor's state file: where `status` finds the broker and ingress."""
+        return {
+            "bootstrap": self.settings.kafka_bootstrap_servers,
+            "ingress_url": self.ingress.url if self.ingress is not None else None,
+        }
+
+    def supervise(self, interval_s: float = 0.5) -> None:
+        """Watch the children until interrupted (Ctrl-C, SIGTERM): restart the ones that die, report the rest.
+
+        Runs on the main thread, the one that started the children: they are bound to it (PDEATHSIG).
+        """
+        self.supervisor.write_state()
+        while True:
+            self.supervisor.check()
+            if self.ingress is not None and not self.ingress.alive:
+                raise RuntimeError("the HTTP ingress stopped serving")
+            time.sleep(interval_s)
+
     def stop(self) -> None:
+        self.supervisor.close()
         if self.ingress is not None:
             self.ingress.stop()
             self.ingress = None
