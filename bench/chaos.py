@@ -451,7 +451,7 @@ def main() -> int:
     parser.add_argument("--conversations", type=int, default=200, help="conversations they spread over (200)")
     parser.add_argument("--rate", type=float, default=50.0, help="messages per second sent (default 50)")
     parser.add_argument("--workers", type=int, default=2, help="stream workers (default 2)")
-    parser.add_argument("--chaos-every-s", type=float, default=5.0, help="mean seconds between kills (default 5)")
+    parser.add_argument("--chaos-every-s", type=float, default=3.0, help="mean seconds between kills (default 3)")
     parser.add_argument("--settle-s", type=float, default=180.0, help="longest wait for every answer (180)")
     parser.add_argument("--start-timeout-s", type=float, default=300.0, help="longest wait for the stack (300)")
     parser.add_argument("--work-dir", type=Path, default=None, help="where the runs' data dirs go (a temp dir)")

@@ -445,7 +445,7 @@ class Stack:
         self.workers.append(worker)
         return worker
 
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
+    def wait_ready(self, timeout_s: float = 180.0) -> None:  # warm-up takes minutes on a busy 2-core machine
         deadline = time.monotonic() + timeout_s
         services = [self.sink, self.senders, self.email, self.workspace]
         for worker in [*self.workers, *(service for service in services if service is not None)]:
