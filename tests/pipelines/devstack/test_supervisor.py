@@ -90,7 +90,7 @@ def test_a_child_that_ran_long_enough_starts_its_backoff_afresh(tmp_path, launch
     for _ in range(3):  # more crashes than max_restarts, each after a stable run: never given up
         check_until(supervisor, lambda: child.state == "running")
         stable_at = time.monotonic() + 0.6
-        check_until(supervisor, lambda: time.monotonic() > stable_at)
+        check_until(supervisor, lambda at=stable_at: time.monotonic() > at)
         os.kill(child.process.pid, signal.SIGKILL)
         check_until(supervisor, lambda: child.state == "starting")
     assert child.restarts == 3 and child.state != "failed"
