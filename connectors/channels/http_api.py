@@ -4,8 +4,9 @@ It does no AI work: it checks the caller's API key and its scopes (connectors/ch
 validates, rate-limits per channel and sender, publishes to `sf.ingress`, and answers. A customer
 id comes only from a key with `customers:act`; a conversation is read only with
 `conversations:read` or the conversation's own web chat session token (`X-Session-Token`). A
-rejected request is answered with a clear 4xx and also kept on the dead-letter topic with its reason, so nothing a client sent is lost; a
-rate-limited one gets 429 with Retry-After, for the client (or provider) to send again.
+rejected request is answered with a clear 4xx and also kept on the dead-letter topic with its
+reason, so nothing a client sent is lost; a rate-limited one gets 429 with Retry-After, for the
+client (or provider) to send again.
 """
 
 from __future__ import annotations

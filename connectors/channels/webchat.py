@@ -107,9 +107,7 @@ class CsatAnswer(_Frame):
     client_feedback_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,100}$")
 
 
-ClientFrame = TypeAdapter(
-    Annotated[Hello | ChatMessage | Typing | CsatAnswer | Logout, Field(discriminator="type")]
-)
+ClientFrame = TypeAdapter(Annotated[Hello | ChatMessage | Typing | CsatAnswer | Logout, Field(discriminator="type")])
 
 
 class HelloRefused(Exception):

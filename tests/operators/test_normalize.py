@@ -72,6 +72,8 @@ async def test_an_unverified_address_is_not_matched_to_the_profile_listing_it():
     profiles.set("sms:+15550001111", alice)
     ctx = OperatorContext(tables={**ctx.tables, "profiles": profiles}, clock=ctx.clock, clients=ctx.clients)
     verified = await Normalize().run(raw(channel="sms", sender="+15550001111"), ctx)
-    claimed = await Normalize().run(raw(message_id="m-2", channel="sms", sender="+15550001111", address_verified=False), ctx)
+    claimed = await Normalize().run(
+        raw(message_id="m-2", channel="sms", sender="+15550001111", address_verified=False), ctx
+    )
     assert verified is not None and verified.customer_id == "alice"
     assert claimed is not None and claimed.customer_id != "alice"
