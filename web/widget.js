@@ -102,6 +102,7 @@
       var frame = JSON.parse(event.data);
       if (frame.type === "welcome") {
         localStorage.setItem(storeKey, frame.token);
+        box.setAttribute("data-session", frame.customer_id ? "customer" : "guest"); // for the host page's styles
         frame.history.forEach(render);
         while (outbox.length) socket.send(JSON.stringify(outbox.shift()));
       } else if (frame.type === "logged_out") {
@@ -136,6 +137,7 @@
       outbox = [];
       log.textContent = "";
       typing.textContent = "";
+      box.removeAttribute("data-session");
     }
     forgetAll = forget;
     socket.onclose = function () {
