@@ -30,6 +30,16 @@ class RateLimiter(Protocol):
     async def close(self) -> None: ...
 
 
+class SessionRevocations(Protocol):
+    """Web chat sessions ended by a logout: every ingress replica refuses their tokens until they expire."""
+
+    async def revoke(self, session_id: str, ttl_s: float) -> None: ...
+
+    async def revoked(self, session_id: str) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
 class EventStore(Protocol):
     """The analytics tables of `sf.events` and `sf.feedback` (ClickHouse, or chdb in process).
 

@@ -6,6 +6,7 @@ import hashlib
 
 from operators._events import session_after_turn, turn_event
 from operators.base import Operator
+from operators.format import reply_target
 from operators.protocols import OperatorContext
 from schemas import (
     VERIFY_TOOL,
@@ -73,6 +74,7 @@ class Escalate(Operator[RoutedTurn, Emitted]):
             session.escalation_id = escalation_id
             session.escalation_priority = priority  # type: ignore[assignment]
         session.task = None  # the human takes it from here
+        recipient, verified = reply_target(message, record.profile)
         escalation = Escalation(
             escalation_id=escalation_id,
             message_id=message.message_id,
@@ -80,7 +82,8 @@ class Escalate(Operator[RoutedTurn, Emitted]):
             customer_id=message.customer_id,
             session_id=record.session.session_id,
             channel=message.channel,
-            recipient=message.reply_to or message.sender,
+            recipient=recipient,
+            recipient_verified=verified,
             text=message.text,
             reason=reason,
             detail=detail,

@@ -16,9 +16,30 @@ from pydantic import Field
 
 from operators.base import Operator, OperatorConfig
 from operators.protocols import OperatorContext, ReplyShaper
-from schemas import FormattedTurn, GuardedTurn, OutboundMessage, utcnow
+from schemas import CustomerProfile, FormattedTurn, GuardedTurn, Message, OutboundMessage, contact_key, utcnow
 
-__all__ = ["Format", "FormatConfig", "outbound_reply", "reply_id_for"]
+__all__ = ["Format", "FormatConfig", "outbound_reply", "reply_id_for", "reply_target"]
+
+
+def reply_target(message: Message, profile: CustomerProfile | None) -> tuple[str, bool]:
+    """Where a reply to `message` goes, and whether that address is verified (the senders deliver only those).
+
+    The address the message came from when its channel vouched for it; otherwise the customer's
+    own contact on that channel if the claimed address is one of them, else their first one; else
+    the claimed address, unverified: the reply is then shown through the API only, never sent by
+    SMS, email or any provider, so a request body cannot aim a reply at someone else's number.
+    """
+    claimed = message.reply_to or message.sender
+    if message.address_verified:
+        return claimed, True
+    contacts = [c.address for c in (profile.contacts if profile is not None else []) if c.channel == message.channel]
+    wanted = contact_key(message.channel, message.sender)
+    for address in contacts:
+        if contact_key(message.channel, address) == wanted:
+            return address, True
+    if contacts:
+        return contacts[0], True
+    return claimed, False
 
 
 def reply_id_for(message_id: str) -> str:
@@ -42,6 +63,7 @@ def outbound_reply(
     customer_id: str,
     channel: str,
     recipient: str,
+    recipient_verified: bool,
     text: str,
     author: Literal["agent", "human"] = "agent",
     created_at: datetime | None = None,
@@ -54,6 +76,7 @@ def outbound_reply(
         customer_id=customer_id,
         channel=channel,  # type: ignore[arg-type]
         recipient=recipient,
+        recipient_verified=recipient_verified,
         author=author,
         created_at=created_at or utcnow(),
         **shaper.shape(channel, text),
@@ -81,6 +104,7 @@ class Format(Operator[GuardedTurn, FormattedTurn]):
             self.warm_up(ctx)
         assert self._shaper is not None
         message = record.message
+        recipient, verified = reply_target(message, record.profile)
         outbound = outbound_reply(
             self._shaper,
             reply_id=reply_id_for(message.message_id),
@@ -88,7 +112,8 @@ class Format(Operator[GuardedTurn, FormattedTurn]):
             conversation_id=message.conversation_id,
             customer_id=message.customer_id,
             channel=message.channel,
-            recipient=message.reply_to or message.sender,
+            recipient=recipient,
+            recipient_verified=verified,
             text=record.reply.text,
             created_at=ctx.clock.now(),
         )

@@ -26,8 +26,9 @@ def customer_id_for_address(address_key: str) -> str:
 class Normalize(Operator[RawInbound, Message]):
     """Validate the text, drop provider retries, and resolve the channel address to a customer.
 
-    Identity: an authenticated `customer_id` on the record wins and is remembered for the address;
-    otherwise a customer profile listing the address (the `profiles` table, when configured);
+    Identity: an authenticated `customer_id` on the record wins and is remembered for the address
+    (only a verified source sets it: a customer token, an API key with `customers:act`); otherwise
+    a customer profile listing the address when the channel verified it (the `profiles` table);
     otherwise the identity map; otherwise a stable id derived from the address.
     Provider retries (same provider message id, new ingress message id) are dropped here; a replay
     of the very same record (same message id) after a crash is not a retry and passes.
@@ -59,9 +60,13 @@ class Normalize(Operator[RawInbound, Message]):
             seen.set(address_key, seen_ids)
 
         identities = ctx.table("identities")
-        known = identities.get(address_key)
+        # an unverified address neither inherits nor binds a customer: claiming someone's number gets nothing
+        known = identities.get(address_key) if record.address_verified else None
+        # an address nobody verified (a REST body's claim) is not matched to a customer's profile
         profile = (
-            ctx.tables["profiles"].get(contact_key(record.channel, record.sender)) if "profiles" in ctx.tables else None
+            ctx.tables["profiles"].get(contact_key(record.channel, record.sender))
+            if "profiles" in ctx.tables and record.address_verified
+            else None
         )
         customer_id = (
             record.customer_id
@@ -69,7 +74,7 @@ class Normalize(Operator[RawInbound, Message]):
             or known
             or customer_id_for_address(address_key)
         )
-        if customer_id != known:
+        if customer_id != known and record.address_verified:
             identities.set(address_key, customer_id)
 
         return Message(
@@ -83,6 +88,7 @@ class Normalize(Operator[RawInbound, Message]):
             provider_message_id=record.provider_message_id,
             channel_meta={k: str(record.payload[k])[:2000] for k in CHANNEL_META_KEYS if record.payload.get(k)},
             reply_to=record.reply_to,
+            address_verified=record.address_verified,
             received_at=record.received_at,
             normalized_at=ctx.clock.now(),
         )

@@ -33,6 +33,11 @@ class RawInbound(Record):
         default=None, max_length=200, description="set when the channel authenticated the customer"
     )
     provider_message_id: str | None = Field(default=None, max_length=200)
+    address_verified: bool = Field(
+        default=False,
+        description="the channel vouches for `sender` (a signed webhook, the SMTP listener's checks, the web chat "
+        "socket, an API key with customers:act); replies by SMS, email, ... go only to a verified address",
+    )
     reply_to: str | None = Field(
         default=None,
         max_length=1000,
@@ -62,6 +67,7 @@ class Message(Record):
         "a call turn's call_sid, recording_url, confidence",
     )
     reply_to: str | None = Field(default=None, description="the reply address when not `sender` (see RawInbound)")
+    address_verified: bool = Field(default=False, description="the channel vouched for `sender` (see RawInbound)")
     received_at: datetime
     normalized_at: datetime = Field(default_factory=utcnow)
     control: Literal["handback"] | None = Field(

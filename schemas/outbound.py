@@ -29,6 +29,11 @@ class OutboundMessage(Record):
     customer_id: str
     channel: Channel
     recipient: str
+    recipient_verified: bool = Field(
+        default=False,
+        description="`recipient` is the address the message came from as its channel verified it, or a verified "
+        "contact of the customer; the senders deliver nothing else (operators/format.py's `reply_target`)",
+    )
     text: str
     parts: list[str] = Field(default_factory=list, description="channel-sized segments of text, in order")
     content_format: Literal["text", "markdown", "html"] = "text"
@@ -51,6 +56,7 @@ class Escalation(Record):
     session_id: str
     channel: Channel
     recipient: str
+    recipient_verified: bool = Field(default=False, description="as OutboundMessage's: a human's reply goes there")
     text: str
     reason: str
     detail: str = ""

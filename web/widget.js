@@ -11,6 +11,12 @@
  * reconnects with backoff, shows a typing indicator while the agent works, and renders every text
  * as text (never as HTML). A refused session token (expired, another key) is dropped and a new
  * session started; a refused customer token falls back to the stored session, else to a guest one.
+ *
+ * Logout ("End chat" in its header, or window.supportflowChat.logout() from the host page when its
+ * user signs out) revokes the session on the server, forgets the stored token and the page's
+ * customer token, clears the conversation from the screen, and starts a fresh guest session: a
+ * shared device keeps neither the identity nor the history. It returns a Promise settled once the
+ * server confirmed (or at once when offline: the stored token is gone either way).
  */
 (function () {
   "use strict";
@@ -23,12 +29,15 @@
   var attempts = 0;
   var shown = {};
   var outbox = [];
+  var loggedOut = null; // the pending logout's resolve, until the server says logged_out
 
   var css =
     "#sf-chat{position:fixed;bottom:16px;right:16px;width:340px;max-height:480px;display:flex;" +
     "flex-direction:column;font:14px/1.4 system-ui,sans-serif;background:#fff;border:1px solid #ccd;" +
     "border-radius:10px;box-shadow:0 4px 16px rgba(0,0,0,.15);z-index:2147483000}" +
-    "#sf-chat header{padding:10px 12px;background:#1f4e8c;color:#fff;border-radius:10px 10px 0 0;font-weight:600}" +
+    "#sf-chat header{display:flex;justify-content:space-between;padding:10px 12px;background:#1f4e8c;color:#fff;" +
+    "border-radius:10px 10px 0 0;font-weight:600}" +
+    "#sf-logout{border:0;background:transparent;color:#fff;font:inherit;font-size:12px;cursor:pointer;opacity:.85}" +
     "#sf-log{flex:1;overflow-y:auto;padding:10px;min-height:200px}" +
     ".sf-msg{margin:6px 0;padding:7px 10px;border-radius:8px;max-width:85%;white-space:pre-wrap;word-wrap:break-word}" +
     ".sf-customer{background:#e6eefb;margin-left:auto}.sf-agent{background:#f1f1f1}" +
@@ -42,10 +51,12 @@
   box.id = "sf-chat";
   box.setAttribute("aria-label", "Customer support chat");
   box.innerHTML =
-    '<style>' + css + '</style><header></header><div id="sf-log" aria-live="polite"></div>' +
+    '<style>' + css + '</style><header><span id="sf-title"></span>' +
+    '<button id="sf-logout" type="button" title="End the chat and forget it on this device">End chat</button>' +
+    '</header><div id="sf-log" aria-live="polite"></div>' +
     '<div id="sf-typing"></div><form><input id="sf-input" autocomplete="off" maxlength="4000" ' +
     'placeholder="Type your message…" aria-label="Message"><button id="sf-send" type="submit">Send</button></form>';
-  box.querySelector("header").textContent = script.getAttribute("data-title") || "Customer support";
+  box.querySelector("#sf-title").textContent = script.getAttribute("data-title") || "Customer support";
   var log = box.querySelector("#sf-log");
   var typing = box.querySelector("#sf-typing");
   var input = box.querySelector("#sf-input");
@@ -91,8 +102,14 @@
       var frame = JSON.parse(event.data);
       if (frame.type === "welcome") {
         localStorage.setItem(storeKey, frame.token);
+        box.setAttribute("data-session", frame.customer_id ? "customer" : "guest"); // for the host page's styles
         frame.history.forEach(render);
         while (outbox.length) socket.send(JSON.stringify(outbox.shift()));
+      } else if (frame.type === "logged_out") {
+        forget();
+        hello(); // a fresh guest session: nothing of the previous one
+        if (loggedOut) loggedOut();
+        loggedOut = null;
       } else if (frame.type === "ack") {
         shown[frame.message_id] = true;
       } else if (frame.type === "typing") {
@@ -112,11 +129,38 @@
         add("note", frame.error);
       }
     };
+    function forget() {
+      localStorage.removeItem(storeKey);
+      customerToken = null;
+      useCustomerToken = false;
+      shown = {};
+      outbox = [];
+      log.textContent = "";
+      typing.textContent = "";
+      box.removeAttribute("data-session");
+    }
+    forgetAll = forget;
     socket.onclose = function () {
       var delay = Math.min(30000, 500 * Math.pow(2, attempts++));
       setTimeout(connect, delay);
     };
   }
+
+  var forgetAll = function () {};
+
+  function logout() {
+    return new Promise(function (resolve) {
+      if (socket && socket.readyState === WebSocket.OPEN && localStorage.getItem(storeKey)) {
+        loggedOut = resolve;
+        socket.send(JSON.stringify({ type: "logout" }));
+      } else {
+        forgetAll(); // offline: the server cannot be told, but this device forgets the session
+        resolve();
+      }
+    });
+  }
+  window.supportflowChat = { logout: logout };
+  box.querySelector("#sf-logout").addEventListener("click", function () { logout(); });
 
   box.querySelector("form").addEventListener("submit", function (event) {
     event.preventDefault();

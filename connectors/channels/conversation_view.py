@@ -3,6 +3,10 @@
 Fed from `sf.messages`, `sf.outbound` and `sf.escalations`; deduplicated by record id, so a
 reply replayed after a worker crash is shown (and delivered) once. In memory and bounded: the
 durable conversation store is Postgres (the data-layer issue).
+
+Who may read what is the gateway's to decide (connectors/channels/http_api.py): an API key with
+`conversations:read` reads a whole conversation; a web chat session's own token reads only
+`sender_items` of that session.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ class ViewItem:
 
     def as_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "id": self.id, "in_reply_to": self.in_reply_to, **self.record}
+
+    def belongs_to(self, sender: str) -> bool:
+        """An item of this sender: its message, or an answer addressed to it."""
+        return (self.record.get("sender") if self.kind == "message" else self.record.get("recipient")) == sender
 
 
 @dataclass
@@ -87,6 +95,12 @@ class ConversationView:
 
     def conversation_of_sender(self, sender: str) -> str | None:
         return self._sender_conversation.get(sender)
+
+    def sender_items(self, sender: str) -> list[ViewItem]:
+        """What one web chat session may see: its own messages and the answers to them, nobody else's."""
+        conversation_id = self._sender_conversation.get(sender)
+        items = (self.conversation(conversation_id) or []) if conversation_id else []
+        return [item for item in items if item.belongs_to(sender)]
 
     def subscribe_sender(self, sender: str) -> asyncio.Queue[ViewItem]:
         queue: asyncio.Queue[ViewItem] = asyncio.Queue()

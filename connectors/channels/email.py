@@ -320,6 +320,7 @@ class InboundHandler:
             message_id=inbound_message_id(parsed.header_message_id, data),
             channel="email",
             sender=sender,
+            address_verified=True,  # the From the SMTP listener accepted (envelope, blocklist, loops)
             text=parsed.text,
             provider_message_id=provider_id,
             payload=payload,

@@ -1,16 +1,18 @@
 """The HTTP ingress: accept a message for any channel, publish it raw, read replies back.
 
-It authenticates nothing yet and does no AI work: it validates, rate-limits per channel and
-sender, publishes to `sf.ingress`, and answers. A rejected request is answered with a clear 4xx
-and also kept on the dead-letter topic with its reason, so nothing a client sent is lost; a
-rate-limited one gets 429 with Retry-After, for the client (or provider) to send again.
+It does no AI work: it checks the caller's API key and its scopes (connectors/channels/api_keys.py),
+validates, rate-limits per channel and sender, publishes to `sf.ingress`, and answers. A customer
+id comes only from a key with `customers:act`; a conversation is read only with
+`conversations:read` or the conversation's own web chat session token (`X-Session-Token`). A
+rejected request is answered with a clear 4xx and also kept on the dead-letter topic with its
+reason, so nothing a client sent is lost; a rate-limited one gets 429 with Retry-After, for the
+client (or provider) to send again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -26,7 +28,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from connectors.channels.admit import Admission, too_many
-from connectors.channels.conversation_view import ConversationView
+from connectors.channels.api_keys import ApiKey, KeyRing, Scope
+from connectors.channels.conversation_view import ConversationView, ViewItem
+from connectors.channels.session_tokens import SessionTokens, TokenError
 from connectors.redis.rate_limit import InProcessRateLimiter, RateLimiter
 from schemas import Channel, DeadLetter, Feedback, RawInbound
 
@@ -97,7 +101,8 @@ def _error(status: int, message: str, details: Sequence[Any] = ()) -> JSONRespon
 class Endpoint:
     """One REST route and its OpenAPI entry, declared together so the description cannot drift from the code.
 
-    `keyed` routes need an API key when keys are configured (checked once, in `_keyed`).
+    `keyed` routes need an API key with one of `scopes` when keys are configured (checked once, in
+    `_keyed`); a `session_readable` route also takes the conversation's own web chat session token.
     """
 
     path: str
@@ -108,11 +113,20 @@ class Endpoint:
     keyed: bool = True
     body: type[BaseModel] | None = None
     parameters: tuple[dict[str, Any], ...] = ()
+    scopes: tuple[Scope, ...] = ("messages:write",)
+    session_readable: bool = False
 
 
 _MESSAGE_ID = {"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _CONVERSATION_ID = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
+_SESSION_TOKEN = {
+    "name": "X-Session-Token",
+    "in": "header",
+    "required": False,
+    "description": "instead of an API key: the web chat session token of this conversation (its own items only)",
+    "schema": {"type": "string"},
+}
 
 
 class GatewayApi:
@@ -122,9 +136,10 @@ class GatewayApi:
     lists its newest entries; without it the route does not exist (404).
 
     With `api_keys`, every keyed `/v1/` REST call needs one (`Authorization: Bearer <key>` or
-    `X-API-Key`): 401 without, 403 with a wrong one, compared in constant time. The web chat
-    socket has its own signed sessions; health, readiness, metrics and the OpenAPI description
-    stay open.
+    `X-API-Key`): 401 without, 403 with a wrong one (compared in constant time) or one without the
+    route's scope. The web chat socket has its own signed sessions (`sessions`), whose tokens also
+    read their own conversation here; health, readiness, metrics and the OpenAPI description stay
+    open.
     """
 
     def __init__(
@@ -134,20 +149,22 @@ class GatewayApi:
         limits: IngressLimits,
         rate_limiter: RateLimiter | None = None,
         snapshots: SnapshotSource | None = None,
-        api_keys: Sequence[str] = (),
+        api_keys: Sequence[ApiKey | str] = (),
         ready: Callable[[], bool] | None = None,
         outbox: OutboxSource | None = None,
         warnings: Sequence[str] = (),
+        sessions: SessionTokens | None = None,
     ) -> None:
         self.publish = publish
         self.view = view
         self.limits = limits
         self.admission = Admission(publish, rate_limiter or InProcessRateLimiter(), limits.ingress_topic)
         self.snapshots = snapshots
-        self.keys = [k.encode() for k in api_keys]
+        self.keys = KeyRing(api_keys)
         self.ready = ready
         self.outbox = outbox
         self.warnings = list(warnings)  # shown on /healthz while the process runs, e.g. an opted-in open API
+        self.sessions = sessions
 
     def endpoints(self) -> list[Endpoint]:
         """Every REST route of the gateway, in the order `/openapi.json` lists them."""
@@ -166,6 +183,7 @@ class GatewayApi:
                 self.get_message,
                 "The answer to a message (reply or escalation), waiting up to `wait` seconds",
                 {"200": "pending, replied or escalated", "400": ""},
+                scopes=("messages:write", "conversations:read"),
                 parameters=(
                     _MESSAGE_ID,
                     {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 30}},
@@ -178,6 +196,7 @@ class GatewayApi:
                 "A customer's satisfaction answer (1..5) for a conversation, onto sf.feedback",
                 {"202": "accepted; feedback_id names it", **dict.fromkeys(("401", "403", "413", "422"), "")},
                 body=CsatRequest,
+                scopes=("customers:act",),
             ),
             Endpoint(
                 "/v1/conversations/{conversation_id}",
@@ -186,6 +205,7 @@ class GatewayApi:
                 "The full history from the conversation store",
                 {"200": "the snapshot", "404": "", "503": ""},
                 parameters=(_CONVERSATION_ID,),
+                scopes=("conversations:read",),
             ),
             Endpoint(
                 "/v1/conversations/{conversation_id}/messages",
@@ -193,7 +213,9 @@ class GatewayApi:
                 self.get_conversation,
                 "What this ingress saw of the conversation",
                 {"200": "items", "404": ""},
-                parameters=(_CONVERSATION_ID,),
+                parameters=(_CONVERSATION_ID, _SESSION_TOKEN),
+                scopes=("conversations:read",),
+                session_readable=True,
             ),
             Endpoint(
                 "/v1/conversations/{conversation_id}/stream",
@@ -201,7 +223,9 @@ class GatewayApi:
                 self.stream_conversation,
                 "The conversation as it happens, as server-sent events",
                 {"200": "an event stream"},
-                parameters=(_CONVERSATION_ID,),
+                parameters=(_CONVERSATION_ID, _SESSION_TOKEN),
+                scopes=("conversations:read",),
+                session_readable=True,
             ),
             *(
                 [
@@ -211,6 +235,7 @@ class GatewayApi:
                         self.get_outbox,
                         "The newest replies kept in the outbox (channels with no provider configured)",
                         {"200": "entries, newest first", "400": ""},
+                        scopes=("conversations:read",),
                         parameters=(
                             {
                                 "name": "limit",
@@ -236,7 +261,7 @@ class GatewayApi:
     ) -> Starlette:
         endpoints = self.endpoints()
         routes: list[BaseRoute] = [
-            Route(e.path, self._keyed(e.handler) if e.keyed else e.handler, methods=[e.method]) for e in endpoints
+            Route(e.path, self._keyed(e) if e.keyed else e.handler, methods=[e.method]) for e in endpoints
         ]
         routes += [
             Route("/openapi.json", self.openapi, methods=["GET"]),
@@ -247,31 +272,48 @@ class GatewayApi:
 
     # ---- the one API-key check --------------------------------------------------------------
 
-    def _keyed(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    def _keyed(self, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
         async def checked(request: Request) -> Response:
-            refused = self.refusal(request)
+            if endpoint.session_readable and "x-session-token" in request.headers:
+                refused = await self.session_refusal(request)
+            else:
+                refused = self.refusal(request, endpoint.scopes)
             if refused is not None:
                 if request.url.path == "/v1/messages":
                     REQUESTS.labels("unknown", str(refused.status_code)).inc()
                 return refused
-            return await handler(request)
+            return await endpoint.handler(request)
 
         return checked
 
-    def refusal(self, request: Request) -> Response | None:
-        """401/403 for a request without a valid key, when keys are configured; None to let it through."""
-        if not self.keys:
-            return None
-        header = request.headers.get("authorization", "")
-        given = (
-            header.removeprefix("Bearer ").strip()
-            if header.startswith("Bearer ")
-            else request.headers.get("x-api-key", "")
-        )
-        if not given:
+    def refusal(self, request: Request, scopes: Sequence[Scope] = ("messages:write",)) -> Response | None:
+        """401/403 for a request without a valid key or one lacking all of `scopes`; None to let it through.
+
+        The key's scopes are left on `request.state.scopes` (every scope when no key is configured).
+        """
+        given = self.keys.presented(request)
+        if not given and not self.keys.open:
             return _error(401, "an API key is required: Authorization: Bearer <key> or X-API-Key")
-        if not any(hmac.compare_digest(given.encode(), key) for key in self.keys):
+        granted = self.keys.scopes(given)
+        if granted is None:
             return _error(403, "that API key is not valid")
+        if not granted.intersection(scopes):
+            return _error(403, f"that API key lacks the scope this needs: {' or '.join(scopes)}")
+        request.state.scopes = granted
+        return None
+
+    async def session_refusal(self, request: Request) -> Response | None:
+        """A conversation read with a web chat session token: only that session's own conversation and items."""
+        if self.sessions is None:
+            return _error(403, "session tokens are not accepted here")
+        try:
+            session = await self.sessions.check(request.headers["x-session-token"])
+        except TokenError as exc:
+            return JSONResponse({"error": exc.message, "code": exc.code, "details": []}, status_code=403)
+        sender = f"web-{session.id}"
+        if self.view.conversation_of_sender(sender) != request.path_params["conversation_id"]:
+            return _error(403, "that session token is not this conversation's")
+        request.state.own_sender = sender
         return None
 
     # ---- handlers -----------------------------------------------------------------------------
@@ -323,6 +365,14 @@ class GatewayApi:
             return await self.reject(
                 body, 413, f"text is {len(inbound.text)} characters; the limit is {self.limits.max_text_chars}"
             )
+        if (inbound.customer_id is not None or inbound.channel != "api") and not self._acts_for_customers(request):
+            # a customer id, or a channel address (a phone, a mailbox, a chat session), is a claim about
+            # who is writing: only a key trusted to act for customers may make it
+            return _error(
+                403,
+                "naming a customer_id or posting on a channel other than `api` needs an API key with scope "
+                "customers:act (customers are identified by their channel, a customer token, or such a key)",
+            )
         request.state.channel = inbound.channel
         decision = await self.admission.allow(inbound.channel, inbound.sender)
         if not decision.allowed:
@@ -346,6 +396,16 @@ class GatewayApi:
             },
             status_code=202,
         )
+
+    @staticmethod
+    def _acts_for_customers(request: Request) -> bool:
+        return "customers:act" in getattr(request.state, "scopes", frozenset())
+
+    @staticmethod
+    def _readable(request: Request, items: list[ViewItem]) -> list[ViewItem]:
+        """All items for a key with conversations:read; a web chat session's own only, for its token."""
+        sender = getattr(request.state, "own_sender", None)
+        return items if sender is None else [item for item in items if item.belongs_to(sender)]
 
     async def post_csat(self, request: Request) -> Response:
         """A customer's CSAT answer onto sf.feedback; a refused one publishes nothing (it is no customer message)."""
@@ -391,7 +451,8 @@ class GatewayApi:
         items = self.view.conversation(conversation_id)
         if items is None:
             return _error(404, f"no conversation {conversation_id!r} seen by this ingress")
-        return JSONResponse({"conversation_id": conversation_id, "items": [i.as_json() for i in items]})
+        readable = self._readable(request, items)
+        return JSONResponse({"conversation_id": conversation_id, "items": [i.as_json() for i in readable]})
 
     async def get_snapshot(self, request: Request) -> Response:
         conversation_id = request.path_params["conversation_id"]
@@ -414,6 +475,8 @@ class GatewayApi:
                         item = await asyncio.wait_for(queue.get(), timeout=15)
                     except TimeoutError:
                         yield ": keep-alive\n\n"
+                        continue
+                    if not self._readable(request, [item]):
                         continue
                     yield f"event: {item.kind}\nid: {item.id}\ndata: {json.dumps(item.as_json())}\n\n"
             finally:
@@ -444,7 +507,7 @@ class GatewayApi:
 
     def openapi_description(self) -> dict[str, Any]:
         """OpenAPI 3.1 of the REST API, built from the route table; request bodies straight from their models."""
-        secured = [{"apiKey": []}, {"bearer": []}] if self.keys else []
+        secured = [{"apiKey": []}, {"bearer": []}] if not self.keys.open else []
         error = {"description": "a clear error", "content": {"application/json": {"schema": _ERROR_REF}}}
         paths: dict[str, Any] = {}
         models: dict[str, Any] = {}
@@ -490,11 +553,12 @@ def create_app(
     rate_limiter: RateLimiter | None = None,
     snapshots: SnapshotSource | None = None,
     extra_routes: Sequence[BaseRoute] = (),
-    api_keys: Sequence[str] = (),
+    api_keys: Sequence[ApiKey | str] = (),
     ready: Callable[[], bool] | None = None,
     outbox: OutboxSource | None = None,
     warnings: Sequence[str] = (),
+    sessions: SessionTokens | None = None,
 ) -> Starlette:
     """The gateway's Starlette app: `GatewayApi`'s routes plus the channels' (`extra_routes`)."""
-    api = GatewayApi(publish, view, limits, rate_limiter, snapshots, api_keys, ready, outbox, warnings)
+    api = GatewayApi(publish, view, limits, rate_limiter, snapshots, api_keys, ready, outbox, warnings, sessions)
     return api.app(lifespan, extra_routes)

@@ -112,6 +112,7 @@ def payload_to_raw(data: Any) -> list[RawInbound]:
                         message_id=clip(f"meta-{provider_id}"),
                         channel="whatsapp",
                         sender=clip(sender, 320),
+                        address_verified=True,  # the wa_id of a body Meta signed
                         text=text,
                         provider_message_id=clip(provider_id),
                         payload={

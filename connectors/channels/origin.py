@@ -91,7 +91,7 @@ def install_origin_policy(app: Starlette, allowed_origins: Sequence[str], public
         CORSMiddleware,
         allow_origins=list(allowed_origins),
         allow_methods=["GET", "POST"],
-        allow_headers=["authorization", "content-type", "x-api-key"],
+        allow_headers=["authorization", "content-type", "x-api-key", "x-session-token"],
         max_age=600,
     )
     app.add_middleware(OriginPolicy, allowed_origins=allowed_origins, public_base_url=public_base_url)

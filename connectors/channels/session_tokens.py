@@ -11,6 +11,10 @@ Two kinds, two keys, two audiences, so neither can stand in for the other:
   Claims: `sub` = the customer id (required), `aud` = "supportflow:customer" (required), `exp`
   (required; keep it short, minutes), `iat` and `iss` optional. HS256 only.
 
+A logout revokes its session (`SessionTokens.revoke`): the session id is kept in the revocation
+store (Redis when configured) for as long as any token of it may be valid, and `check` refuses
+such a token with `session_token_revoked`, whichever replica it is shown to.
+
 Verification accepts HS256 only (so `alg: none` and algorithm swaps are refused), requires the
 claims above, allows `LEEWAY_S` of clock skew, and classifies each refusal (expired, wrong key,
 wrong audience, ...) so the client is told which one in a clear error frame.
@@ -25,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import jwt
+
+from connectors.protocols import SessionRevocations
 
 __all__ = [
     "ALGORITHM",
@@ -103,13 +109,29 @@ class Session:
 
 
 class SessionTokens:
-    """Issues and verifies the gateway's own session JWTs."""
+    """Issues and verifies the gateway's own session JWTs; `check` also refuses the sessions a logout revoked."""
 
-    def __init__(self, secret: bytes, ttl_s: float = 7 * 24 * 3600) -> None:
+    def __init__(
+        self, secret: bytes, ttl_s: float = 7 * 24 * 3600, revocations: SessionRevocations | None = None
+    ) -> None:
         if len(secret) < MIN_SECRET_BYTES:
             raise ValueError(f"the web chat secret needs at least {MIN_SECRET_BYTES} bytes")
         self.secret = secret
         self.ttl_s = ttl_s
+        self.revocations = revocations
+
+    async def check(self, token: str) -> Session:
+        """`verify`, then refuse a session that was logged out (`session_token_revoked`)."""
+        session = self.verify(token)
+        if self.revocations is not None and await self.revocations.revoked(session.id):
+            raise TokenError("session_token", "revoked", "the session token was revoked: that session was logged out")
+        return session
+
+    async def revoke(self, session: Session) -> None:
+        """End `session` everywhere: its tokens are refused until the last one it may have had expires."""
+        if self.revocations is None:
+            raise RuntimeError("no revocation store: SessionTokens was built without one")
+        await self.revocations.revoke(session.id, self.ttl_s + LEEWAY_S)
 
     def issue(self, session: Session | None = None) -> tuple[Session, str]:
         """A token for `session` (a new anonymous one if None), valid for `ttl_s` from now."""

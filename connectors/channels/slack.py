@@ -90,6 +90,7 @@ def payload_to_raw(data: Any) -> RawInbound | None:
         message_id=clip(f"slack-{event_id}"),
         channel="slack",
         sender=clip(user, 320),  # type: ignore[arg-type]
+        address_verified=True,  # the user of an event Slack signed
         text=text,
         provider_message_id=clip(event_id),
         reply_to=f"{channel}:{thread_ts}",  # the sender's format for a reply in that thread

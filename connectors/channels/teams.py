@@ -316,6 +316,7 @@ def activity_to_raw(data: Any) -> RawInbound | None:
         message_id=f"teams-{digest}",
         channel="teams",
         sender=str(conversation),
+        address_verified=True,  # the conversation of an activity the Bot Connector's token vouches for
         text=_without_bot_mentions(activity.text or "", activity),
         provider_message_id=clip(activity.id),
         reply_to=str(TeamsAddress(*ids)),

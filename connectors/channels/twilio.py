@@ -157,6 +157,7 @@ def message_to_raw(params: FormParams) -> RawInbound | None:
         message_id=clip(f"tw-{sid}"),
         channel=channel,  # type: ignore[arg-type]
         sender=clip(sender, 320),
+        address_verified=True,  # the From of a request Twilio signed
         text=params.first("Body") or "",
         provider_message_id=clip(sid),
         payload=payload,
@@ -186,6 +187,7 @@ def voice_to_raw(params: FormParams, turn: int | None = None) -> RawInbound | No
         message_id=clip(f"tw-{call_sid}-{digest}"),
         channel="voice",
         sender=clip(caller, 320),
+        address_verified=True,  # the caller of a request Twilio signed
         text=speech,
         provider_message_id=clip(f"{call_sid}:{digest}"),
         payload=payload,

@@ -13,6 +13,8 @@ pydantic; a frame that is refused gets an `error` frame and the socket stays ope
     client → server  {"type": "typing"}                          (optional keep-alive, no answer)
     client → server  {"type": "csat", "rating": 1..5, "comment": "..."?, "client_feedback_id": "..."?}
     server → client  {"type": "csat_ack", "feedback_id": "..."}   (the answer is on sf.feedback)
+    client → server  {"type": "logout"}
+    server → client  {"type": "logged_out"}   (the session is revoked; say hello again for a new one)
     server → client  {"type": "error", "code": "...", "error": "a sentence for humans"}
 
 Tokens are HS256 JWTs (connectors/channels/session_tokens.py has every claim):
@@ -29,8 +31,13 @@ Tokens are HS256 JWTs (connectors/channels/session_tokens.py has every claim):
 - A session token bound to one customer restores that session only for the same customer; a
   `customer_token` for someone else starts a new session bound to them.
 
+`logout` revokes the session on the server (connectors/redis/session_revocations.py): its
+tokens, this one and every one a `welcome` renewed, are refused from then on
+(`session_token_revoked`), so a shared device that kept one inherits neither the customer nor the
+history. The widget also forgets its stored token.
+
 A refused token is an `error` frame, never a silent new session: `code` is
-`session_token_<reason>` or `customer_token_<reason>`, with reason `expired`, `bad_signature`
+`session_token_<reason>` or `customer_token_<reason>`, with reason `expired`, `revoked`, `bad_signature`
 (wrong key), `wrong_audience`, `wrong_issuer`, `bad_algorithm` (anything but HS256, `alg: none`
 included), `missing_claim`, `not_yet_valid`, `malformed` (not a JWT), `invalid`, or for customer
 tokens `not_configured`. The client may then say `hello` again (e.g. without the stale token).
@@ -89,6 +96,10 @@ class Typing(_Frame):
     type: Literal["typing"]
 
 
+class Logout(_Frame):
+    type: Literal["logout"]
+
+
 class CsatAnswer(_Frame):
     type: Literal["csat"]
     rating: int = Field(ge=1, le=5, strict=True)
@@ -96,7 +107,7 @@ class CsatAnswer(_Frame):
     client_feedback_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,100}$")
 
 
-ClientFrame = TypeAdapter(Annotated[Hello | ChatMessage | Typing | CsatAnswer, Field(discriminator="type")])
+ClientFrame = TypeAdapter(Annotated[Hello | ChatMessage | Typing | CsatAnswer | Logout, Field(discriminator="type")])
 
 
 class HelloRefused(Exception):
@@ -108,11 +119,6 @@ class HelloRefused(Exception):
 
 def _error(code: str, message: str) -> dict[str, str]:
     return {"type": "error", "code": code, "error": message}
-
-
-def _own(item: ViewItem, sender: str) -> bool:
-    """An item of this sender: its message, or an answer addressed to it."""
-    return (item.record.get("sender") if item.kind == "message" else item.record.get("recipient")) == sender
 
 
 class WebChat:
@@ -152,7 +158,7 @@ class WebChat:
                     continue
                 if isinstance(frame, Hello):
                     try:
-                        new_session, token = self.hello(frame)
+                        new_session, token = await self.hello(frame)
                     except HelloRefused as refused:  # the socket keeps whatever session it had
                         await websocket.send_json(_error(refused.code, refused.message))
                         continue
@@ -181,6 +187,16 @@ class WebChat:
                         await websocket.send_json(_error("hello_first", "say hello first"))
                         continue
                     await self._csat(websocket, frame, f"web-{session.id}")
+                elif isinstance(frame, Logout):
+                    if session is None:
+                        await websocket.send_json(_error("hello_first", "say hello first"))
+                        continue
+                    await self.sessions.revoke(session)
+                    if pushing is not None:
+                        pushing.cancel()
+                        pushing = None
+                    session = None
+                    await websocket.send_json({"type": "logged_out"})
                 # a Typing frame needs no answer; it only keeps the socket warm
         except WebSocketDisconnect:
             pass
@@ -188,10 +204,10 @@ class WebChat:
             if pushing is not None:
                 pushing.cancel()
 
-    def hello(self, frame: Hello) -> tuple[Session, str]:
+    async def hello(self, frame: Hello) -> tuple[Session, str]:
         """The session a hello opens, and its renewed token; HelloRefused when a token or claim is refused."""
         try:
-            restored = self.sessions.verify(frame.token) if frame.token else None
+            restored = await self.sessions.check(frame.token) if frame.token else None
             if frame.customer_token:
                 customer = self.customers.verify(frame.customer_token)
             else:
@@ -212,9 +228,7 @@ class WebChat:
         return self.sessions.issue(Session(secrets.token_urlsafe(16), customer))
 
     def _history(self, sender: str) -> list[ViewItem]:
-        conversation_id = self.view.conversation_of_sender(sender)
-        items = (self.view.conversation(conversation_id) or []) if conversation_id else []
-        return [item for item in items if _own(item, sender)]
+        return self.view.sender_items(sender)
 
     async def _accept(self, websocket: WebSocket, frame: ChatMessage, session: Session) -> None:
         sender = f"web-{session.id}"
@@ -230,6 +244,7 @@ class WebChat:
             message_id=message_id,
             channel="webchat",
             sender=sender,
+            address_verified=True,  # the session's own address: its replies go back on this socket
             text=frame.text,
             customer_id=session.customer_id,
         )
@@ -254,7 +269,7 @@ class WebChat:
         try:
             while True:
                 item = await queue.get()
-                if item.kind in ("reply", "escalation") and _own(item, sender):
+                if item.kind in ("reply", "escalation") and item.belongs_to(sender):
                     await websocket.send_json({"type": item.kind, **item.as_json()})
         except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
             pass

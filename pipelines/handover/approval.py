@@ -123,6 +123,7 @@ class ApprovalRunner:
             customer_id=entry.customer_id,
             channel=latest.channel,
             sender=latest.recipient,
+            address_verified=latest.recipient_verified,
             text=latest.text,
             received_at=latest.created_at,
         )

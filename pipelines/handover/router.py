@@ -725,6 +725,7 @@ class EscalationRouter:
                 customer_id=entry.customer_id,
                 channel=entry.channel,
                 recipient=entry.recipient,
+                recipient_verified=entry.escalation.recipient_verified,
                 text=text,
                 created_at=now,
             ),

@@ -17,6 +17,7 @@ from pydantic_settings import (
 )
 
 from connectors.backends.webhooks import WebhookSubscription
+from connectors.channels.api_keys import ApiKey
 from connectors.redis.rate_limit import DEFAULT_LIMITS, RateLimit
 from pipelines.handover.router import PriorityRule
 
@@ -100,10 +101,12 @@ class Settings(BaseSettings):
     rest_tools_file: Path | None = Field(
         default=None, description="YAML file of a tenant's REST tools (see README, Tenant backends); unset: none"
     )
-    api_keys: list[SecretStr] = Field(
+    api_keys: list[ApiKey] = Field(
         default_factory=list,
-        description="keys for the REST API (/v1/...), JSON list; empty: the REST API is open, which is allowed only "
-        "on a loopback http_host (embedded development) unless allow_open_api is set",
+        description='keys for the REST API (/v1/...), JSON list: a bare "key" may do everything, '
+        '{"key": ..., "scopes": [messages:write, customers:act, conversations:read]} only those; '
+        "empty: the REST API is open (every scope), which is allowed only on a loopback http_host (embedded "
+        "development) unless allow_open_api is set",
     )
     allow_open_api: bool = Field(
         default=False,
@@ -438,6 +441,8 @@ class Settings(BaseSettings):
                 value = "redis://**********@" + value.rsplit("@", 1)[1]
             elif name == "webhooks":
                 value = [subscription.model_dump(mode="json") for subscription in value]  # secrets as '**********'
+            elif name == "api_keys":
+                value = [{"key": "**********", "scopes": sorted(key.scopes)} for key in value]
             elif name == "workspace_priority":
                 value = value.model_dump()
             elif name == "rate_limits":

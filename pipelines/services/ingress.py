@@ -26,8 +26,9 @@ from connectors.channels.session_tokens import CustomerTokens, SessionTokens
 from connectors.channels.webchat import WebChat
 from connectors.kafka import AsyncProducer, BackgroundReader, KafkaRecord
 from connectors.postgres import PostgresStore
-from connectors.protocols import SnapshotCache
+from connectors.protocols import SessionRevocations, SnapshotCache
 from connectors.redis.rate_limit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
+from connectors.redis.session_revocations import InProcessSessionRevocations, RedisSessionRevocations
 from connectors.redis.snapshot_cache import InProcessSnapshotCache, RedisSnapshotCache
 from pipelines.runtime.exposure import check_ingress_exposure
 from pipelines.runtime.settings import Settings
@@ -37,6 +38,7 @@ from schemas import CallRecording, DeliveryStatus, Escalation, Feedback, Message
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 DEMO_TOKEN_PLACEHOLDER = "__SUPPORTFLOW_CUSTOMER_TOKEN__"
+DEMO_SIGNED_OUT_COOKIE = "sf_demo_signed_out"
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,9 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
         RedisRateLimiter(settings.redis_url, settings.rate_limits)
         if settings.redis_url
         else InProcessRateLimiter(settings.rate_limits)
+    )
+    revocations: SessionRevocations = (
+        RedisSessionRevocations(settings.redis_url) if settings.redis_url else InProcessSessionRevocations()
     )
     producer = AsyncProducer(conf)  # no changelog is written here, so batching is safe even on tansu
     cache: SnapshotCache = RedisSnapshotCache(settings.redis_url) if settings.redis_url else InProcessSnapshotCache()
@@ -116,6 +121,7 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
             reader.close()
             producer.close()
             await limiter.close()
+            await revocations.close()
             await cache.close()
             if store is not None:
                 await store.close()
@@ -123,7 +129,7 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
     secret = settings.webchat_secret.get_secret_value().encode() if settings.webchat_secret else os.urandom(32)
     customer_secret = settings.customer_token_secret
     customers = CustomerTokens(customer_secret.get_secret_value().encode() if customer_secret else None)
-    sessions = SessionTokens(secret, settings.webchat_session_ttl_s)
+    sessions = SessionTokens(secret, settings.webchat_session_ttl_s, revocations)
     webchat = WebChat(
         producer.send,
         view,
@@ -135,10 +141,15 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
         feedback_topic=feedback_topic,
     )
 
-    async def demo_page(_: Request) -> HTMLResponse:
-        """The demo shop's page; signed in as `demo_customer_id` when set, as a host site's backend would do it."""
+    async def demo_page(request: Request) -> HTMLResponse:
+        """The demo shop's page; signed in as `demo_customer_id` when set, as a host site's backend would do it.
+
+        Its "Sign out" sets the `sf_demo_signed_out` cookie (the demo shop's own sign-in state): the
+        page is then served without a customer token, as a host site serves a signed-out visitor.
+        """
         token = ""
-        if settings.demo_customer_id and customers.secret is not None:
+        signed_out = request.cookies.get(DEMO_SIGNED_OUT_COOKIE) == "1"
+        if settings.demo_customer_id and customers.secret is not None and not signed_out:
             token = customers.mint(settings.demo_customer_id, ttl_s=3600)
         page = (WEB_DIR / "demo.html").read_text(encoding="utf-8")
         return HTMLResponse(page.replace(DEMO_TOKEN_PLACEHOLDER, token), headers={"Cache-Control": "no-store"})
@@ -156,10 +167,11 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
         rate_limiter=limiter,
         snapshots=snapshots if store is not None else None,
         extra_routes=web_routes,
-        api_keys=[k.get_secret_value() for k in settings.api_keys],
+        api_keys=settings.api_keys,
         ready=lambda: reader_started.is_set(),
         outbox=outbox,
         warnings=warnings,
+        sessions=sessions,
     )
     secrets = ChannelSecrets(
         twilio_auth_token=settings.twilio_auth_token,

@@ -11,6 +11,10 @@ then commit), so a crash replays the batch; the delivery ledger (connectors/chan
 turns the replay into "send what was not delivered yet". Within a batch, replies to different
 recipients go out concurrently and replies to one recipient one after the other, in topic order.
 
+A reply whose recipient is not verified (`OutboundMessage.recipient_verified`: not the address
+the message came from as its channel vouched for it, nor a contact of the customer's profile) is
+withheld: marked failed in the ledger with its reason and never sent, whatever set the address.
+
 A transient failure (5xx, 429, timeout) is retried with exponential backoff; after
 `max_attempts` the batch fails and ConsumerLoop retries it (delivered replies are skipped then),
 so a reply is never dropped while the provider is down. A permanent failure (4xx) goes to the
@@ -81,7 +85,7 @@ SENDER_CHANNELS = ("sms", "whatsapp", "slack", "teams", "voice")  # `supportflow
 CHANNEL_SENDS = Counter(
     "supportflow_channel_sends_total",
     "Replies the channel senders handled, by outcome (delivered, in_call, outbox, duplicate, retried, dead_lettered, "
-    "skipped).",
+    "skipped, withheld: an unverified recipient).",
     ["channel", "outcome"],
 )
 
@@ -218,6 +222,14 @@ class ChannelDelivery:
             return
         if not await self.ledger.claim(message, sender.provider):
             CHANNEL_SENDS.labels(message.channel, "duplicate").inc()
+            return
+        if not message.recipient_verified:
+            # the last guard: whatever built this reply, an address nobody verified is never sent to;
+            # the reply stays readable through the API and the conversation store
+            reason = f"not sent: {message.channel} recipient {message.recipient!r} is not a verified address"
+            log.warning("%s: reply %s %s", self.stage, message.reply_id, reason)
+            await self.ledger.failed(message.reply_id, reason)
+            CHANNEL_SENDS.labels(message.channel, "withheld").inc()
             return
         delay = self.retry_initial_s
         for attempt in range(1, self.max_attempts + 1):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from operators.normalize import Normalize, NormalizeConfig, customer_id_for_address
+from operators.protocols import DictTable, OperatorContext
+from schemas import ContactAddress, CustomerProfile
 from tests.support.operators import context, raw
 
 
@@ -47,3 +49,31 @@ async def test_replay_of_the_same_record_passes_so_a_crash_loses_nothing():
     ctx = context()
     assert await Normalize().run(raw(provider_message_id="SM123"), ctx) is not None
     assert await Normalize().run(raw(provider_message_id="SM123"), ctx) is not None
+
+
+async def test_an_unverified_address_neither_inherits_nor_binds_a_customer():
+    """A REST body claiming someone's number is not that customer, and does not make the number its own."""
+    ctx = context()
+    owner = await Normalize().run(raw(channel="sms", sender="+15550001111", customer_id="alice"), ctx)
+    claim = raw(message_id="m-2", channel="sms", sender="+15550001111", address_verified=False)
+    claimed = await Normalize().run(claim, ctx)
+    assert owner is not None and claimed is not None
+    assert claimed.customer_id != "alice" and claimed.address_verified is False
+    relayed = raw(message_id="m-3", channel="sms", sender="+15550002222", customer_id="bob", address_verified=False)
+    await Normalize().run(relayed, ctx)
+    later = await Normalize().run(raw(message_id="m-4", channel="sms", sender="+15550002222"), ctx)
+    assert later is not None and later.customer_id != "bob", "the claimed number was not bound to bob"
+
+
+async def test_an_unverified_address_is_not_matched_to_the_profile_listing_it():
+    alice = CustomerProfile(customer_id="alice", contacts=[ContactAddress(channel="sms", address="+15550001111")])
+    ctx = context()
+    profiles: DictTable = DictTable()
+    profiles.set("sms:+15550001111", alice)
+    ctx = OperatorContext(tables={**ctx.tables, "profiles": profiles}, clock=ctx.clock, clients=ctx.clients)
+    verified = await Normalize().run(raw(channel="sms", sender="+15550001111"), ctx)
+    claimed = await Normalize().run(
+        raw(message_id="m-2", channel="sms", sender="+15550001111", address_verified=False), ctx
+    )
+    assert verified is not None and verified.customer_id == "alice"
+    assert claimed is not None and claimed.customer_id != "alice"

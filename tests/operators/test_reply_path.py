@@ -12,6 +12,7 @@ from operators.format import Format, reply_id_for
 from operators.guard import Guard
 from operators.plan import PlaybookPlanner
 from schemas import (
+    ContactAddress,
     CustomerProfile,
     Entity,
     Escalation,
@@ -147,3 +148,48 @@ async def test_email_has_an_escaped_html_alternative_and_voice_speaks_whole_sent
     assert spoken == "Your order shipped. It arrives Tuesday."
     *_, voiced, _ = await reply_for(channel="voice")
     assert voiced.outbound.text.endswith((".", "?", "!")) and len(voiced.outbound.text) <= 600
+
+
+def _claimed(turn, channel: str, sender: str, verified: bool):
+    turn.message.channel = channel  # type: ignore[assignment]
+    turn.message.sender = sender
+    turn.message.address_verified = verified
+    return turn
+
+
+async def test_a_reply_goes_to_the_verified_address_it_came_from():
+    ctx = context()
+    turn = _claimed(routed_turn(intent=TEMPLATE_INTENT), "sms", "+15550001111", verified=True)
+    _, executed = await plan_and_execute(turn, ctx)
+    formatted = await Format().run(await Guard().run(executed, ctx), ctx)
+    assert (formatted.outbound.recipient, formatted.outbound.recipient_verified) == ("+15550001111", True)
+
+
+async def test_a_claimed_address_gets_no_deliverable_reply_unless_it_is_the_customers_contact():
+    """A body naming someone's number: the reply is marked unverified (the senders withhold it), or goes to
+    the customer's own verified contact on that channel — never to the claimed number."""
+    ctx = context()
+    stranger = _claimed(routed_turn(intent=TEMPLATE_INTENT), "sms", "+15559999999", verified=False)
+    _, executed = await plan_and_execute(stranger, ctx)
+    formatted = await Format().run(await Guard().run(executed, ctx), ctx)
+    assert formatted.outbound.recipient_verified is False
+
+    with_profile = _claimed(routed_turn(intent=TEMPLATE_INTENT), "sms", "+15559999999", verified=False)
+    with_profile.profile = CustomerProfile(
+        customer_id="c1", contacts=[ContactAddress(channel="sms", address="+15550001111")]
+    )
+    _, executed = await plan_and_execute(with_profile, ctx)
+    formatted = await Format().run(await Guard().run(executed, ctx), ctx)
+    assert (formatted.outbound.recipient, formatted.outbound.recipient_verified) == ("+15550001111", True)
+
+
+async def test_an_escalation_carries_the_same_reply_target_for_the_human_who_answers():
+    ctx = context()
+    turn = _claimed(routed_turn(intent="contact_human_agent"), "sms", "+15559999999", verified=False)
+    turn.route = RouteDecision(branch="human", reason="customer_requested_human")
+    [escalation, _] = (await Escalate().run(turn, ctx)).records
+    assert isinstance(escalation, Escalation) and escalation.recipient_verified is False
+    verified = _claimed(routed_turn(intent="contact_human_agent"), "sms", "+15550001111", verified=True)
+    verified.route = RouteDecision(branch="human", reason="customer_requested_human")
+    [escalation, _] = (await Escalate().run(verified, ctx)).records
+    assert (escalation.recipient, escalation.recipient_verified) == ("+15550001111", True)

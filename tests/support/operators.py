@@ -38,7 +38,10 @@ def context(clock: FixedClock | None = None) -> OperatorContext:
 
 
 def raw(text: str = "where is my order 1234567?", **fields: object) -> RawInbound:
-    base: dict[str, object] = {"message_id": "m-1", "channel": "webchat", "sender": "web-1", "text": text}
+    """A record as a channel that verified its sender publishes it (pass address_verified=False for a claim)."""
+    base: dict[str, object] = {
+        "message_id": "m-1", "channel": "webchat", "sender": "web-1", "text": text, "address_verified": True,
+    }  # fmt: skip
     base.update(fields)
     return RawInbound.model_validate(base)
 
@@ -50,6 +53,7 @@ def message(text: str = "where is my order 1234567?", message_id: str = "m-1", c
         customer_id="c1",
         channel=channel,  # type: ignore[arg-type]
         sender="web-1",
+        address_verified=True,
         text=text,
         received_at=T0,
     )

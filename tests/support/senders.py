@@ -20,7 +20,10 @@ from tests.support.stream import produce
 TOPOLOGY = load_topology(PROJECT_DIR / "topology.yaml")
 
 
-def outbound(n: int, channel: str, recipient: str, text: str, parts: list[str] | None = None) -> OutboundMessage:
+def outbound(
+    n: int, channel: str, recipient: str, text: str, parts: list[str] | None = None, verified: bool = True
+) -> OutboundMessage:
+    """A reply to `recipient`, verified as the pipeline marks an address a channel vouched for, unless told not."""
     return OutboundMessage(
         reply_id=f"reply-{n}",
         in_reply_to=f"msg-{n}",
@@ -28,6 +31,7 @@ def outbound(n: int, channel: str, recipient: str, text: str, parts: list[str] |
         customer_id=f"C00000{n}",
         channel=channel,  # type: ignore[arg-type]
         recipient=recipient,
+        recipient_verified=verified,
         text=text,
         parts=parts or [],
     )

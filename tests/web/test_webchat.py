@@ -18,6 +18,7 @@ import pytest
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 from twilio.request_validator import RequestValidator
+from websockets.sync.client import connect
 
 from connectors.channels.session_tokens import CUSTOMER_AUDIENCE, ISSUER, SESSION_AUDIENCE
 from pipelines.devstack.stack import Stack
@@ -227,3 +228,45 @@ def test_a_customer_token_binds_the_session_and_history_is_the_sessions_own(chat
         assert carol["history"] == []
         guest_with_bobs_token = say(socket, {"type": "hello", "token": bob["token"], "customer_id": "C000003"})
         assert guest_with_bobs_token["code"] == "customer_id_mismatch"
+
+
+def test_after_sign_out_a_reload_restores_neither_the_customer_nor_the_history(stack, browser, tmp_path):
+    """A shared device: Alice chats, signs out; the next person reloads and gets a guest chat, and
+    Alice's old session token, if someone kept it, is refused by the server."""
+    assert stack.ingress is not None
+    page = browser.new_page()
+    page.goto(stack.ingress.url + "/")
+    page.fill("#sf-input", "how do I get a refund?")
+    page.click("#sf-send")
+    page.wait_for_selector(".sf-agent", timeout=30_000)
+    [alices] = page.evaluate("Object.values(localStorage)")
+    assert jwt.decode(alices, options={"verify_signature": False})["cid"] == "C000001"
+
+    page.click("#sign-out")
+    page.wait_for_selector("#sign-in:not([hidden])", timeout=10_000)
+    assert page.query_selector_all(".sf-msg") == [], "the conversation left the screen"
+    assert alices not in page.evaluate("Object.values(localStorage)")
+
+    page.reload()
+    page.wait_for_selector("#sf-chat[data-session]", timeout=15_000)
+    assert page.get_attribute("#sf-chat", "data-session") == "guest"
+    assert page.query_selector_all(".sf-msg") == [], "no history came back"
+    [stored] = page.evaluate("Object.values(localStorage)")
+    assert "cid" not in jwt.decode(stored, options={"verify_signature": False}), "no customer on this device"
+    page.screenshot(path=str(tmp_path / "webchat-after-sign-out.png"))
+
+    with connect(stack.ingress.url.replace("http://", "ws://") + "/v1/chat", open_timeout=10) as socket:
+        socket.send(json.dumps({"type": "hello", "token": alices}))
+        refused = json.loads(socket.recv(timeout=10))
+    assert refused["code"] == "session_token_revoked", refused
+
+
+def test_logout_revokes_the_session_and_needs_one(chat):
+    with chat.websocket_connect("/v1/chat") as socket:
+        assert say(socket, {"type": "logout"})["code"] == "hello_first"
+        bob = say(socket, {"type": "hello", "customer_token": customer_token("C000002")})
+        assert say(socket, {"type": "logout"}) == {"type": "logged_out"}
+        assert say(socket, {"type": "message", "text": "hi"})["code"] == "hello_first", "the socket has no session"
+        assert say(socket, {"type": "hello", "token": bob["token"]})["code"] == "session_token_revoked"
+        fresh = say(socket, {"type": "hello"})
+        assert fresh["type"] == "welcome" and fresh["customer_id"] is None and fresh["history"] == []

@@ -363,6 +363,7 @@ class Workspace:
             customer_id=entry.customer_id,
             channel=latest.channel,
             recipient=latest.recipient,
+            recipient_verified=latest.recipient_verified,
             text=text,
             author="human",
         )

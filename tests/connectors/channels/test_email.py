@@ -168,6 +168,7 @@ def outbound(reply_id: str, in_reply_to: str, html: str | None = HTML) -> Outbou
         customer_id="c-42",
         channel="email",
         recipient="ann.smith@customer.example",
+        recipient_verified=True,  # the From the listener accepted
         text="Your order ships today.",
         subject="Re: your message to support",
         html=html,

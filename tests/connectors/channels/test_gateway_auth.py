@@ -18,26 +18,10 @@ from starlette.testclient import TestClient
 
 from connectors.postgres import migrate
 from pipelines.devstack.embedded import EmbeddedBroker
-from pipelines.runtime.app import ensure_topics
-from pipelines.runtime.settings import Settings
-from pipelines.runtime.topology import load_topology
-from pipelines.services.ingress import build_ingress
-from tests.support.stream import read_topics
+from tests.support.gateway import app_for, published
 
 KEY = "sf-test-key-0123456789"
 BODY = {"channel": "webchat", "sender": "web-1", "text": "where is my order 1234567?"}
-
-
-def app_for(bootstrap: str, **extra: object):
-    s = Settings(kafka_bootstrap_servers=bootstrap, kafka_exact_offsets=True, **extra)
-    topology = load_topology(s.topology_file)
-    ensure_topics(s, topology)
-    return build_ingress(s, topology)
-
-
-def published(bootstrap: str) -> list[dict]:
-    records = read_topics(bootstrap, ["sf.ingress"], until=lambda rs: False, timeout_s=2)
-    return [json.loads(r.value) for r in records]
 
 
 def test_with_api_keys_the_rest_api_needs_one_and_publishes_only_then(broker):

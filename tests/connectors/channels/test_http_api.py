@@ -8,10 +8,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis
+from websockets.sync.client import connect
 
 from connectors.kafka import consume_all, make_reader
 from pipelines.devstack.embedded import EmbeddedBroker
@@ -180,3 +182,41 @@ def test_a_conversation_snapshot_comes_from_the_store_and_is_reused_from_redis(h
         reader.close()
     assert message_id in {e["message"]["id"] for e in events if e.get("message")}
     assert "analytics" in stack.describe_workers() and len(stack.workers) == 2
+
+
+def _chat(stack: Stack) -> Any:
+    assert stack.ingress is not None
+    return connect(stack.ingress.url.replace("http://", "ws://") + "/v1/chat", open_timeout=10)
+
+
+def _say(socket: Any, frame: dict) -> dict:
+    socket.send(json.dumps(frame))
+    return json.loads(socket.recv(timeout=10))
+
+
+def test_a_conversation_is_read_with_its_own_session_token_and_no_other_and_not_after_logout(http, stack):
+    """Conversation ids are predictable; reading one takes its own session token (or the read scope)."""
+    with _chat(stack) as socket:
+        alice = _say(socket, {"type": "hello"})
+        ack = _say(socket, {"type": "message", "text": "how do I get a refund?", "client_message_id": "r1"})
+        assert ack["type"] == "ack"
+        while (frame := json.loads(socket.recv(timeout=30)))["type"] not in ("reply", "escalation"):
+            pass
+        conversation = frame["conversation_id"]
+        with _chat(stack) as other:
+            stranger = _say(other, {"type": "hello"})
+
+        path = f"/v1/conversations/{conversation}/messages"
+        own = http.get(path, headers={"X-Session-Token": alice["token"]})
+        others = http.get(path, headers={"X-Session-Token": stranger["token"]})
+        forged = http.get(path, headers={"X-Session-Token": "not-a-token"})
+        assert own.status_code == 200
+        assert [i["id"] for i in own.json()["items"]] == [ack["message_id"], frame["id"]]
+        assert (others.status_code, forged.status_code) == (403, 403)
+        assert "not this conversation's" in others.json()["error"]
+
+        assert _say(socket, {"type": "logout"}) == {"type": "logged_out"}
+        after = http.get(path, headers={"X-Session-Token": alice["token"]})
+        assert after.status_code == 403 and after.json()["code"] == "session_token_revoked"
+        again = _say(socket, {"type": "hello", "token": alice["token"]})
+        assert again["code"] == "session_token_revoked", "the revocation is kept in Redis, where every replica looks"

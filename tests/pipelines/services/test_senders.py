@@ -105,6 +105,23 @@ async def test_each_reply_is_delivered_once_even_when_the_record_comes_twice(bro
     assert rows["reply-3"]["provider"] == "meta" and rows["reply-3"]["attempts"] == 1
 
 
+async def test_a_reply_to_an_unverified_recipient_is_withheld_and_never_reaches_the_provider(
+    broker, postgres_dsn, tmp_path, provider
+):
+    """The senders' last guard: whatever built the reply, an address nobody verified gets nothing."""
+    provider.reply(TWILIO, Reply(201, {"sid": "SM1"}))
+    s = settings(broker, postgres_dsn, tmp_path, provider)
+    async with senders(s):
+        await send(s, outbound(1, "sms", "+15559999999", "Your order 1000001...", verified=False))
+        await send(s, outbound(2, "sms", "+15551230002", "Hi"))
+        rows = await eventually(
+            postgres_dsn, lambda r: finished("reply-2")(r) and finished("reply-1", status="failed")(r)
+        )
+    assert bodies(provider, TWILIO) == ["Hi"], "only the verified recipient was sent to"
+    assert [parse_qs(r.body.decode())["To"][0] for r in provider.to(TWILIO)] == ["+15551230002"]
+    assert "not a verified address" in rows["reply-1"]["error"]
+
+
 async def test_a_503_is_retried_once_and_delivered(broker, postgres_dsn, tmp_path, provider):
     provider.reply(TWILIO, Reply(503, {"message": "busy", "status": 503}), Reply(201, {"sid": "SM9"}))
     s = settings(broker, postgres_dsn, tmp_path, provider)
