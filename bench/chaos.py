@@ -108,7 +108,16 @@ def traffic(messages: int, conversations: int, run: int) -> list[dict[str, Any]]
                 channel, f"web-{run}-{conv}"
             )
             text = f"{UTTERANCES[(conv + turn) % len(UTTERANCES)]} (turn {turn})"
-            out.append({"message_id": f"c{run}-{conv}-{turn}", "channel": channel, "sender": sender, "text": text})
+            # as the channel's webhook or listener publishes it, having checked the sender
+            out.append(
+                {
+                    "message_id": f"c{run}-{conv}-{turn}",
+                    "channel": channel,
+                    "sender": sender,
+                    "text": text,
+                    "address_verified": True,
+                }
+            )
     return out
 
 
