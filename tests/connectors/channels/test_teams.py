@@ -40,6 +40,7 @@ from pipelines.runtime.app import ensure_topics
 from pipelines.runtime.topology import load_topology
 from pipelines.services.ingress import build_ingress
 from schemas import OutboundMessage
+from tests.support.hostile import HOSTILE
 from tests.support.http_recorder import Recorder, Reply, serve
 from tests.support.stream import DEFAULT_TOPOLOGY, read_topics, settings_for
 
@@ -306,6 +307,20 @@ def test_a_valid_token_with_an_unusable_body_is_400_and_unconfigured_is_503(gate
     assert refused.status_code == 503
     assert refused.json()["error"] == "teams webhooks are not configured: set SUPPORTFLOW_TEAMS_APP_ID"
     assert ingress_records(broker, 0) == []
+
+
+def test_signed_hostile_bodies_get_a_clear_4xx_and_publish_nothing(gateway, microsoft, broker):
+    """A valid token over a hostile body: the one strict parser answers, the activity adapter never sees it."""
+    client = configured(gateway, microsoft)
+    bearer = f"Bearer {sign(claims())}"
+    template = json.dumps({**ACTIVITY, "text": "__HOSTILE__"}).encode()
+    answers = {}
+    for case in HOSTILE:
+        response = post(client, case.body(lambda text: template.replace(b'"__HOSTILE__"', text)), bearer)
+        answers[case.name] = (response.status_code, case.says in response.json()["error"])
+    assert answers == {case.name: (case.status, True) for case in HOSTILE}
+    assert post(client, ACTIVITY, bearer).status_code == 200, "the gateway still takes a good activity"
+    assert len(ingress_records(broker, 1)) == 1, "only the good activity was published"
 
 
 def test_keys_that_cannot_be_fetched_are_a_503_not_a_refusal(gateway, microsoft, broker):
