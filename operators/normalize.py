@@ -10,6 +10,7 @@ from pydantic import Field
 from operators.base import Operator, OperatorConfig
 from operators.protocols import OperatorContext
 from schemas import CHANNEL_META_KEYS, Message, RawInbound, contact_key
+from schemas.text import refused_character
 
 SEEN_PROVIDER_IDS_KEPT = 500
 
@@ -23,6 +24,21 @@ def customer_id_for_address(address_key: str) -> str:
     return "c-" + hashlib.sha256(address_key.encode("utf-8")).hexdigest()[:16]
 
 
+def _refuse_control_characters(record: RawInbound, channel_meta: dict[str, str]) -> None:
+    """ValueError (so a dead letter with the reason) for a record whose kept strings hold U+0000 and the like.
+
+    The ingress refuses them at its boundaries; a record an outside client wrote to `sf.ingress`
+    directly never met those, and one U+0000 would stop the conversation store's sink for everyone.
+    """
+    fields = {name: getattr(record, name) for name in ("message_id", "sender", "text", "customer_id",
+                                                       "provider_message_id", "reply_to")}  # fmt: skip
+    fields.update({f"payload.{k}": v for k, v in channel_meta.items()})
+    for name, value in fields.items():
+        found = refused_character(value) if value else None
+        if found is not None:
+            raise ValueError(f"{name} holds {found}, a control character no record may carry")
+
+
 class Normalize(Operator[RawInbound, Message]):
     """Validate the text, drop provider retries, and resolve the channel address to a customer.
 
@@ -32,6 +48,7 @@ class Normalize(Operator[RawInbound, Message]):
     otherwise the identity map; otherwise a stable id derived from the address.
     Provider retries (same provider message id, new ingress message id) are dropped here; a replay
     of the very same record (same message id) after a crash is not a retry and passes.
+    Text holding U+0000 or another refused control character (`schemas/text.py`) is dead-lettered.
     The payload's few keys worth keeping (`CHANNEL_META_KEYS`: a call's sid, recording URL and
     transcription confidence) ride along as `channel_meta`; the rest of the payload stays behind.
     """
@@ -43,6 +60,8 @@ class Normalize(Operator[RawInbound, Message]):
 
     async def run(self, record: RawInbound, ctx: OperatorContext) -> Message | None:
         config: NormalizeConfig = self.config  # type: ignore[assignment]
+        channel_meta = {k: str(record.payload[k])[:2000] for k in CHANNEL_META_KEYS if record.payload.get(k)}
+        _refuse_control_characters(record, channel_meta)
         text = " ".join(record.text.split())
         if len(text) > config.max_text_chars:
             raise ValueError(f"text is {len(text)} characters; the limit is {config.max_text_chars}")
@@ -86,7 +105,7 @@ class Normalize(Operator[RawInbound, Message]):
             text=text,
             content_type="text" if text else "empty",
             provider_message_id=record.provider_message_id,
-            channel_meta={k: str(record.payload[k])[:2000] for k in CHANNEL_META_KEYS if record.payload.get(k)},
+            channel_meta=channel_meta,
             reply_to=record.reply_to,
             address_verified=record.address_verified,
             received_at=record.received_at,

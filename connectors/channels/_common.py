@@ -64,7 +64,7 @@ def error(status: int, message: str) -> JSONResponse:
 
 def query_int(request: Request, name: str, low: int, high: int) -> int | None:
     value = request.query_params.get(name)
-    if value is None or not value.isdigit():
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 9:  # int() of 4,301 digits raises
         return None
     number = int(value)
     return number if low <= number <= high else None

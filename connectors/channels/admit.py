@@ -3,6 +3,9 @@
 Every inbound route (the REST API, the providers' webhooks, the web chat socket, the SMTP
 listener) verifies its caller first, then builds a `RawInbound` and hands it here: the sender's
 rate limit is checked before any other work, and what is allowed is published to `sf.ingress`.
+The REST API, whose sender is only known once its body is parsed, first asks the client
+address's bucket (`allow_source`), and keeps a refused body on the dead-letter topic only while
+that address's dead-letter allowance lasts (`may_dead_letter`).
 The routes differ only in how they answer a refusal (429 with Retry-After, an error frame, an
 SMTP 451), which is theirs to say.
 """
@@ -17,9 +20,12 @@ from connectors.protocols import Decision, RateLimiter
 from connectors.redis.rate_limit import retry_after_header
 from schemas import RawInbound
 
-__all__ = ["Admission", "Publish", "too_many"]
+__all__ = ["Admission", "Publish", "too_many", "too_many_from"]
 
 Publish = Callable[[str, str | None, bytes], Awaitable[None]]
+
+SOURCE = "source"
+DEAD_LETTERS = "dead_letters"
 
 
 class Admission:
@@ -29,6 +35,22 @@ class Admission:
         self.publish = publish
         self.limiter = limiter
         self.ingress_topic = ingress_topic
+
+    async def allow_source(self, source: str) -> Decision:
+        """Whether this client address may make another request now: asked before its body is read.
+
+        The sender is in the body, so a body that cannot be parsed has no sender to count against;
+        this bucket (`source` in the limits) bounds what one address can make the ingress do at all.
+        """
+        return await self.limiter.allow(SOURCE, source)
+
+    async def may_dead_letter(self, source: str) -> bool:
+        """Whether a refused request of this address may still be kept on the dead-letter topic.
+
+        The bucket (`dead_letters` in the limits) caps what a flood of bad requests can write;
+        past it the request is still answered with its 4xx, and only counted.
+        """
+        return (await self.limiter.allow(DEAD_LETTERS, source)).allowed
 
     async def allow(self, channel: str, sender: str) -> Decision:
         """Whether this sender may send another message now: asked before anything else is done."""
@@ -66,6 +88,16 @@ def too_many(channel: str, decision: Decision) -> JSONResponse:
             "error": f"too many {channel} messages from this sender; retry in {decision.retry_after_s:.0f}s",
             "details": [],
         },
+        status_code=429,
+    )
+    response.headers["Retry-After"] = retry_after_header(decision)
+    return response
+
+
+def too_many_from(decision: Decision) -> JSONResponse:
+    """The HTTP refusal of a client address over its `source` limit: 429 with Retry-After."""
+    response = JSONResponse(
+        {"error": f"too many requests from this address; retry in {decision.retry_after_s:.0f}s", "details": []},
         status_code=429,
     )
     response.headers["Retry-After"] = retry_after_header(decision)

@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from connectors.channels.admit import Admission, too_many
+from connectors.inbound_body import BodyRefused, JsonLimits, parse_json, read_body
 from schemas import OutboundMessage, RawInbound
 
 __all__ = [
@@ -63,13 +64,14 @@ class WebhookContext:
 
     async def read_body(self, request: Request) -> bytes | Response:
         """The raw body (signatures are over the exact bytes), or 413 past the limit."""
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
-            return JSONResponse({"error": f"body is {declared} bytes; the limit is {self.max_body_bytes}"}, 413)
-        body = await request.body()
-        if len(body) > self.max_body_bytes:
-            return JSONResponse({"error": f"body exceeds {self.max_body_bytes} bytes"}, 413)
-        return body
+        try:
+            return await read_body(request, self.max_body_bytes)
+        except BodyRefused as refused:
+            return JSONResponse({"error": refused.message}, refused.status)
+
+    def parse(self, body: bytes) -> Any:
+        """A signed JSON body's value (the one strict parser); BodyRefused says what is wrong with it."""
+        return parse_json(body, JsonLimits(self.max_body_bytes))
 
     async def admit(self, records: Sequence[RawInbound]) -> Response | None:
         """Publish what the limits allow (the one admit path); 429 if any was held back, for the provider to resend."""

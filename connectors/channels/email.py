@@ -52,6 +52,7 @@ from connectors.channels.outbox import Outbox
 from connectors.kafka import AsyncProducer
 from connectors.redis.rate_limit import DEFAULT_LIMITS, InProcessRateLimiter, RateLimit
 from schemas import OutboundMessage, RawInbound
+from schemas.text import clean_text, refused_character
 
 log = logging.getLogger(__name__)
 
@@ -205,16 +206,28 @@ def parse_email(data: bytes) -> ParsedEmail:
         if body.get_content_subtype() == "html":
             raw = html_to_text(raw)
     auto = str(msg.get("Auto-Submitted", "no")).strip().lower()
+    if sender is not None and refused_character(sender) is not None:
+        sender = None  # an address with control characters or undecodable bytes is no address to answer
     return ParsedEmail(
         sender=sender,
-        display_name=name,
-        subject=str(msg["Subject"]).strip() if msg["Subject"] is not None else None,
-        header_message_id=str(msg["Message-ID"]).strip() if msg["Message-ID"] is not None else None,
-        in_reply_to=str(msg["In-Reply-To"]) if msg["In-Reply-To"] is not None else None,
-        references=str(msg["References"]) if msg["References"] is not None else None,
-        text=strip_reply(raw),
+        display_name=clean_text(name),
+        subject=_header(msg, "Subject"),
+        header_message_id=_header(msg, "Message-ID"),
+        in_reply_to=_header(msg, "In-Reply-To"),
+        references=_header(msg, "References"),
+        text=clean_text(strip_reply(raw)),
         auto_submitted=auto not in ("", "no") or msg.get("X-Autoreply") is not None,
     )
+
+
+def _header(msg: EmailMessage, name: str) -> str | None:
+    """A header as text a record can carry: mail is free text, so what no record may hold is removed.
+
+    Undecodable 8-bit bytes come out of the parser as lone surrogates, and an encoded word may
+    hold U+0000; a mail cannot be asked again more clearly, so it is cleaned rather than refused.
+    """
+    value = msg[name]
+    return None if value is None else clean_text(str(value)).strip()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,7 +274,9 @@ class InboundHandler:
         if address and _blocked(address, self.blocked):
             return "550 5.7.1 sender blocked"
         for option in mail_options:  # refuse early when the client announces the size (RFC 1870)
-            if option.upper().startswith("SIZE=") and option[5:].isdigit() and int(option[5:]) > self.max_bytes:
+            size = option[5:]  # float(): int() of 4,301 digits raises
+            announced = float(size) if option.upper().startswith("SIZE=") and size.isascii() and size.isdigit() else 0
+            if announced > self.max_bytes:
                 return f"552 5.3.4 message exceeds the {self.max_bytes}-byte limit"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)

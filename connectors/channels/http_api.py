@@ -1,12 +1,14 @@
 """The HTTP ingress: accept a message for any channel, publish it raw, read replies back.
 
 It does no AI work: it checks the caller's API key and its scopes (connectors/channels/api_keys.py),
-validates, rate-limits per channel and sender, publishes to `sf.ingress`, and answers. A customer
-id comes only from a key with `customers:act`; a conversation is read only with
-`conversations:read` or the conversation's own web chat session token (`X-Session-Token`). A
-rejected request is answered with a clear 4xx and also kept on the dead-letter topic with its
-reason, so nothing a client sent is lost; a rate-limited one gets 429 with Retry-After, for the
-client (or provider) to send again.
+validates, rate-limits per channel and sender, publishes to `sf.ingress`, and answers. Each client
+address has a bucket asked before its body is even read (429 past it, nothing written). A body is
+parsed by the one strict parser (`connectors/inbound_body.py`). A customer id comes only from a key
+with `customers:act`; a conversation is read only with `conversations:read` or the conversation's
+own web chat session token (`X-Session-Token`). A rejected request is answered with a clear 4xx and
+kept on the dead-letter topic with its reason (its first 8 KiB) while its address's dead-letter
+allowance lasts, so a flood of bad bodies cannot fill `sf.dlq`; a rate-limited one gets 429 with
+Retry-After, for the client (or provider) to send again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -27,10 +30,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from connectors.channels.admit import Admission, too_many
+from connectors.channels.admit import Admission, too_many, too_many_from
 from connectors.channels.api_keys import ApiKey, KeyRing, Scope
 from connectors.channels.conversation_view import ConversationView, ViewItem
 from connectors.channels.session_tokens import SessionTokens, TokenError
+from connectors.inbound_body import BodyRefused, JsonLimits, parse_json, read_body
 from connectors.redis.rate_limit import InProcessRateLimiter, RateLimiter
 from schemas import Channel, DeadLetter, Feedback, RawInbound
 
@@ -40,6 +44,10 @@ __all__ = ["CsatRequest", "Endpoint", "GatewayApi", "InboundRequest", "IngressLi
 
 REQUESTS = Counter(
     "supportflow_ingress_requests_total", "POST /v1/messages by channel and status.", ["channel", "status"]
+)
+UNKEPT = Counter(
+    "supportflow_ingress_refusals_not_kept_total",
+    "Refused bodies answered but not dead-lettered: their address had used its dead-letter allowance.",
 )
 
 
@@ -82,6 +90,7 @@ class IngressLimits:
     max_text_chars: int = 4000
     max_body_bytes: int = 64_000
     max_wait_s: float = 30.0
+    max_dead_letter_bytes: int = 8_192  # of a refused body, kept on the dead-letter topic
 
 
 SnapshotSource = Callable[[str], Awaitable[tuple[dict[str, Any] | None, bool]]]
@@ -95,6 +104,11 @@ MAX_OUTBOX_LIMIT = 200
 
 def _error(status: int, message: str, details: Sequence[Any] = ()) -> JSONResponse:
     return JSONResponse({"error": message, "details": list(details)}, status_code=status)
+
+
+def _source(request: Request) -> str:
+    """The client address the per-address buckets count (behind a proxy: uvicorn's --forwarded-allow-ips)."""
+    return request.client.host if request.client else "unknown"
 
 
 @dataclass(frozen=True)
@@ -194,7 +208,10 @@ class GatewayApi:
                 "POST",
                 self.post_csat,
                 "A customer's satisfaction answer (1..5) for a conversation, onto sf.feedback",
-                {"202": "accepted; feedback_id names it", **dict.fromkeys(("401", "403", "413", "422"), "")},
+                {
+                    "202": "accepted; feedback_id names it",
+                    **dict.fromkeys(("400", "401", "403", "413", "422", "429"), ""),
+                },
                 body=CsatRequest,
                 scopes=("customers:act",),
             ),
@@ -318,18 +335,26 @@ class GatewayApi:
 
     # ---- handlers -----------------------------------------------------------------------------
 
-    async def reject(self, body: bytes, status: int, message: str, details: Sequence[Any] = ()) -> JSONResponse:
-        letter = DeadLetter(
-            dead_letter_id="d-" + uuid.uuid4().hex[:24],
-            stage="ingress",
-            operator="http",
-            error_type=f"HTTP {status}",
-            error=message + (f": {'; '.join(str(d) for d in details)}" if details else ""),
-            source_topic="http:/v1/messages",
-            original=body.decode("utf-8", "replace"),
-            original_b64=base64.b64encode(body).decode("ascii"),
-        )
-        await self.publish(self.limits.dead_letter_topic, None, letter.to_bytes())
+    async def reject(
+        self, source: str, body: bytes, status: int, message: str, details: Sequence[Any] = ()
+    ) -> JSONResponse:
+        """The 4xx, and a dead letter of the body while the address's allowance lasts (a flood writes no more)."""
+        if await self.admission.may_dead_letter(source):
+            sample = body[: self.limits.max_dead_letter_bytes]
+            kept = f" (the first {len(sample)} of {len(body)} bytes kept)" if len(sample) < len(body) else ""
+            letter = DeadLetter(
+                dead_letter_id="d-" + uuid.uuid4().hex[:24],
+                stage="ingress",
+                operator="http",
+                error_type=f"HTTP {status}",
+                error=message + (f": {'; '.join(str(d) for d in details)}" if details else "") + kept,
+                source_topic="http:/v1/messages",
+                original=sample.decode("utf-8", "replace"),
+                original_b64=base64.b64encode(sample).decode("ascii"),
+            )
+            await self.publish(self.limits.dead_letter_topic, None, letter.to_bytes())
+        else:
+            UNKEPT.inc()
         return _error(status, message, details)
 
     async def post_message(self, request: Request) -> Response:
@@ -338,32 +363,28 @@ class GatewayApi:
         return response
 
     async def accept(self, request: Request) -> Response:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
-            return _error(413, f"body is {declared} bytes; the limit is {self.limits.max_body_bytes}")
-        body = await request.body()
-        if len(body) > self.limits.max_body_bytes:
-            return await self.reject(
-                body[: self.limits.max_body_bytes], 413, f"body exceeds {self.limits.max_body_bytes} bytes"
-            )
+        source = _source(request)
+        decision = await self.admission.allow_source(source)
+        if not decision.allowed:  # before the body is read: a flood costs a bucket lookup, and writes nothing
+            return too_many_from(decision)
         try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return await self.reject(body, 400, f"body is not valid UTF-8 (byte {exc.start})")
+            body = await read_body(request, self.limits.max_body_bytes)
+        except BodyRefused as refused:
+            return _error(refused.status, refused.message)
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            return await self.reject(body, 400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+            data = parse_json(body, JsonLimits(self.limits.max_body_bytes))
+        except BodyRefused as refused:
+            return await self.reject(source, body, refused.status, refused.message)
         try:
             inbound = InboundRequest.model_validate(data)
         except ValidationError as exc:
             details = [
                 f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
             ]
-            return await self.reject(body, 422, "invalid message", details)
+            return await self.reject(source, body, 422, "invalid message", details)
         if len(inbound.text) > self.limits.max_text_chars:
             return await self.reject(
-                body, 413, f"text is {len(inbound.text)} characters; the limit is {self.limits.max_text_chars}"
+                source, body, 413, f"text is {len(inbound.text)} characters; the limit is {self.limits.max_text_chars}"
             )
         if (inbound.customer_id is not None or inbound.channel != "api") and not self._acts_for_customers(request):
             # a customer id, or a channel address (a phone, a mailbox, a chat session), is a claim about
@@ -409,11 +430,15 @@ class GatewayApi:
 
     async def post_csat(self, request: Request) -> Response:
         """A customer's CSAT answer onto sf.feedback; a refused one publishes nothing (it is no customer message)."""
-        body = await request.body()
-        if len(body) > self.limits.max_body_bytes:
-            return _error(413, f"body exceeds {self.limits.max_body_bytes} bytes")
+        decision = await self.admission.allow_source(_source(request))
+        if not decision.allowed:
+            return too_many_from(decision)
         try:
-            answer = CsatRequest.model_validate_json(body)
+            data = parse_json(await read_body(request, self.limits.max_body_bytes))
+        except BodyRefused as refused:
+            return _error(refused.status, refused.message)
+        try:
+            answer = CsatRequest.model_validate(data)
         except ValidationError as exc:
             details = [
                 f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
@@ -437,9 +462,12 @@ class GatewayApi:
     async def get_message(self, request: Request) -> Response:
         message_id = request.path_params["message_id"]
         try:
-            wait = min(float(request.query_params.get("wait", "0")), self.limits.max_wait_s)
+            wait = float(request.query_params.get("wait", "0"))
         except ValueError:
-            return _error(400, "wait must be a number of seconds")
+            wait = math.nan
+        if not 0 <= wait <= math.inf:  # NaN too: it compares false both ways
+            return _error(400, "wait must be a number of seconds, 0 or more")
+        wait = min(wait, self.limits.max_wait_s)
         answer = await self.view.answer(message_id, wait)
         if answer is None:
             return JSONResponse({"message_id": message_id, "status": "pending"})
@@ -487,7 +515,7 @@ class GatewayApi:
     async def get_outbox(self, request: Request) -> Response:
         assert self.outbox is not None
         raw = request.query_params.get("limit", "50")
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_OUTBOX_LIMIT:
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= MAX_OUTBOX_LIMIT:
             return _error(400, f"limit must be a whole number from 1 to {MAX_OUTBOX_LIMIT}")
         return JSONResponse({"entries": await self.outbox(int(raw))}, headers={"Cache-Control": "no-store"})
 

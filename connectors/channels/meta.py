@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +28,7 @@ from connectors.channels.base import (
     message_parts,
     split_segments,
 )
+from connectors.inbound_body import BodyRefused
 from schemas import OutboundMessage, RawInbound
 
 __all__ = [
@@ -200,8 +200,8 @@ class MetaInput(InputChannel):
         if not verify_signature(self.app_secret.get_secret_value(), body, signature):
             return refuse(request, "meta", "bad_signature", f"{SIGNATURE_HEADER} does not match the body")
         try:
-            data = json.loads(body)
-        except ValueError:
-            return error(400, "body is not JSON")
+            data = self.context.parse(body)
+        except BodyRefused as refused:
+            return error(refused.status, refused.message)
         # statuses and unknown shapes get 200 too: a non-2xx makes Meta resend them for days
         return await self.context.admit(payload_to_raw(data)) or JSONResponse({"status": "ok"})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from typing import Any
 
 from pydantic import SecretStr
@@ -27,6 +26,7 @@ from connectors.channels.base import (
     WebhookContext,
     split_segments,
 )
+from connectors.inbound_body import BodyRefused
 from schemas import OutboundMessage, RawInbound
 
 __all__ = [
@@ -178,9 +178,9 @@ class SlackInput(InputChannel):
         if reason is not None:
             return refuse(request, "slack", "bad_signature", f"{SIGNATURE_HEADER} does not match the body")
         try:
-            data = json.loads(body)
-        except ValueError:
-            return error(400, "body is not JSON")
+            data = self.context.parse(body)
+        except BodyRefused as refused:
+            return error(refused.status, refused.message)
         if isinstance(data, dict) and data.get("type") == "url_verification":
             return JSONResponse({"challenge": str(data.get("challenge", ""))})
         raw = payload_to_raw(data)

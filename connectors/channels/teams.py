@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -49,6 +48,7 @@ from starlette.routing import BaseRoute, Route
 
 from connectors.channels._common import clip, not_configured, refuse
 from connectors.channels.base import InputChannel, OutputChannel, PermanentSendError, WebhookContext
+from connectors.inbound_body import BodyRefused, parse_json
 from schemas import OutboundMessage, RawInbound
 
 __all__ = [
@@ -371,9 +371,9 @@ def messages_endpoint(
         if isinstance(body, Response):
             return body
         try:
-            data = json.loads(body)
-        except ValueError:
-            return JSONResponse({"error": "body is not JSON"}, 400)
+            data = parse_json(body)
+        except BodyRefused as refused:
+            return JSONResponse({"error": refused.message}, refused.status)
         if not isinstance(data, dict):
             return JSONResponse({"error": "body is not a Bot Framework activity"}, 400)
         claimed = verified.claims.get("serviceurl", verified.claims.get("serviceUrl"))

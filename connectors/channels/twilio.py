@@ -48,6 +48,7 @@ from connectors.channels.base import (
 from connectors.channels.conversation_view import ViewItem
 from schemas import CallRecording, DeliveryStatus, OutboundMessage, RawInbound, Record
 from schemas.provider import MessageStatus, RecordingStatus
+from schemas.text import refused_character
 
 log = logging.getLogger("connectors.channels")
 
@@ -517,6 +518,10 @@ class TwilioInput(InputChannel):
         settings_header = request.headers.get(SIGNATURE_SETTINGS_HEADER)
         if not verify_signature(self.auth_token.get_secret_value(), url, params, signature, settings_header):
             return refuse(request, "twilio", "bad_signature", f"{SIGNATURE_HEADER} does not match the request")
+        for name, values in params.items():  # the same characters a JSON body may not carry (schemas/text.py)
+            found = next(filter(None, map(refused_character, (name, *values))), None)
+            if found is not None:
+                return error(422, f"the field {name[:80]!r} holds {found}, a control character that is not accepted")
         return params
 
     async def messages(self, request: Request) -> Response:

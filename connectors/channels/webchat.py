@@ -1,7 +1,9 @@
 """Web chat over a WebSocket: the protocol the widget (`web/widget.js`) and mobile apps speak.
 
-One socket per browser tab or app screen at `/v1/chat`. Frames are JSON objects, validated with
-pydantic; a frame that is refused gets an `error` frame and the socket stays open and usable.
+One socket per browser tab or app screen at `/v1/chat`. Frames are JSON objects (text or binary
+frames), read by the one strict parser (`connectors/inbound_body.py`: no U+0000 or other control
+characters, lone surrogates, duplicate keys, NaN, deep nesting, frames over 64 kB) and validated
+with pydantic; a frame that is refused gets an `error` frame and the socket stays open and usable.
 
     client → server  {"type": "hello", "token": "<session token>"?, "customer_token": "<JWT>"?,
                       "customer_id": "..."?}
@@ -65,6 +67,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from connectors.channels.admit import Admission
 from connectors.channels.conversation_view import ConversationView, ViewItem
 from connectors.channels.session_tokens import CustomerTokens, Session, SessionTokens, TokenError
+from connectors.inbound_body import BodyRefused, JsonLimits, parse_json, receive_frame
 from connectors.protocols import RateLimiter
 from schemas import Feedback, RawInbound
 
@@ -106,6 +109,8 @@ class CsatAnswer(_Frame):
     comment: str = Field(default="", max_length=2000)
     client_feedback_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,100}$")
 
+
+FRAME_LIMITS = JsonLimits(max_bytes=64_000, max_depth=8)  # frames are flat; 4,000 characters escaped fit
 
 ClientFrame = TypeAdapter(Annotated[Hello | ChatMessage | Typing | CsatAnswer | Logout, Field(discriminator="type")])
 
@@ -149,9 +154,13 @@ class WebChat:
         pushing: asyncio.Task[None] | None = None
         try:
             while True:
-                raw = await websocket.receive_text()
+                try:  # the one strict parser: NUL, lone surrogates, duplicate keys, NaN, deep nesting refused
+                    data = parse_json(await receive_frame(websocket), FRAME_LIMITS)
+                except BodyRefused as refused:
+                    await websocket.send_json(_error("invalid_frame", f"invalid frame: {refused.message}"))
+                    continue
                 try:
-                    frame = ClientFrame.validate_json(raw)
+                    frame = ClientFrame.validate_python(data)
                 except ValidationError as exc:
                     problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'frame'}: {e['msg']}" for e in exc.errors())
                     await websocket.send_json(_error("invalid_frame", f"invalid frame: {problems}"))

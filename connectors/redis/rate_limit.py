@@ -1,7 +1,9 @@
 """Per-channel rate limits for the ingress: token buckets, in process or shared through Redis.
 
 One bucket per channel and sender, sized by the channel's limit (the design's: web chat and
-mobile 60 a minute, SMS 10 a minute, WhatsApp 30 a minute, email 100 an hour). Behind a load
+mobile 60 a minute, SMS 10 a minute, WhatsApp 30 a minute, email 100 an hour). Two more are per
+client address, for the REST API: `source` (requests of any kind, before the body is read) and
+`dead_letters` (how many refused bodies one address may have kept on the dead-letter topic). Behind a load
 balancer every ingress replica must see the same buckets, so production keeps them in Redis,
 updated atomically by one Lua script; the embedded default keeps them in this process.
 """
@@ -51,6 +53,9 @@ DEFAULT_LIMITS: dict[str, RateLimit] = {
     "slack": RateLimit(requests=60, per_seconds=60),
     "teams": RateLimit(requests=60, per_seconds=60),
     "api": RateLimit(requests=600, per_seconds=60),
+    # not channels: buckets per client address (admit.py), checked before a request is even read
+    "source": RateLimit(requests=6000, per_seconds=60),
+    "dead_letters": RateLimit(requests=30, per_seconds=60),
 }
 
 

@@ -39,6 +39,18 @@ async def test_oversized_text_is_refused_with_the_limit_in_the_reason():
         await Normalize(NormalizeConfig(max_text_chars=10)).run(raw("x" * 11), context())
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("text", "a\x00b"), ("sender", "web-\x00"), ("customer_id", "c\x1b[2J"), ("payload.call_sid", "CA\x00")],
+)
+async def test_a_record_carrying_nul_or_another_control_character_is_refused_with_the_field_in_the_reason(field, value):
+    """A raw record an outside client wrote to sf.ingress never met the ingress's parser: U+0000 is stopped here,
+    before the conversation store's sink would fail on it."""
+    record = raw(payload={"call_sid": value}) if field.startswith("payload.") else raw(**{field: value})
+    with pytest.raises(ValueError, match=rf"{field} holds U\+00"):
+        await Normalize().run(record, context())
+
+
 async def test_provider_retry_with_a_new_message_id_is_dropped():
     ctx = context()
     assert await Normalize().run(raw(provider_message_id="SM123"), ctx) is not None

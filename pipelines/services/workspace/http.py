@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from connectors.inbound_body import BodyRefused, parse_json, read_body
 from pipelines.handover.auth import (
     Claims,
 )
@@ -32,6 +32,8 @@ from pipelines.services.workspace.requests import (
 from schemas.workspace import AgentSpec
 
 log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64_000  # an agent's reply is at most 4,000 characters
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -59,9 +61,9 @@ def build_workspace_app(workspace: Workspace, lifespan: Any = None) -> Starlette
 
     async def body(request: Request) -> dict[str, Any]:
         try:
-            data = json.loads(await request.body() or b"{}")
-        except ValueError:
-            raise WorkspaceError(400, "the body is not JSON") from None
+            data = parse_json(await read_body(request, MAX_BODY_BYTES) or b"{}")
+        except BodyRefused as refused:
+            raise WorkspaceError(refused.status, refused.message) from None
         if not isinstance(data, dict):
             raise WorkspaceError(400, "the body must be a JSON object")
         return data

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from connectors.inbound_body import BodyRefused, parse_json, receive_frame
 from pipelines.handover.auth import (
     Claims,
     may_access,
@@ -60,9 +60,9 @@ class LiveSocket:
                 await websocket.close(code=4401)
 
     async def _await_auth(self, websocket: WebSocket) -> str | None:
-        raw = await asyncio.wait_for(websocket.receive_text(), self.AUTH_TIMEOUT_S)
-        with contextlib.suppress(ValueError):
-            frame = json.loads(raw)
+        raw = await asyncio.wait_for(receive_frame(websocket), self.AUTH_TIMEOUT_S)
+        with contextlib.suppress(BodyRefused):
+            frame = parse_json(raw)
             if isinstance(frame, dict) and frame.get("type") == "auth" and isinstance(frame.get("token"), str):
                 return str(frame["token"])
         return None
@@ -84,7 +84,7 @@ class LiveSocket:
         pusher = asyncio.create_task(self._push(send, agent, changes, shown))
         try:
             while True:
-                raw = await websocket.receive_text()
+                raw = await receive_frame(websocket)
                 await self._frame(send, websocket, agent, claims, raw)
         finally:
             pusher.cancel()
@@ -118,11 +118,11 @@ class LiveSocket:
         websocket: WebSocket,
         agent: AgentSpec,
         claims: Claims,
-        raw: str,
+        raw: str | bytes,
     ) -> None:
         request_id = None
         try:
-            data = json.loads(raw)
+            data = parse_json(raw)
             if not isinstance(data, dict):
                 raise WorkspaceError(400, "a frame is a JSON object")
             request_id = data.pop("request_id", None)
@@ -139,6 +139,8 @@ class LiveSocket:
             await send({"type": "result", "request_id": request_id, "action": action.type, "result": result})
         except WorkspaceError as exc:
             await send({"type": "error", "request_id": request_id, "status": exc.status, "error": exc.message})
+        except BodyRefused as exc:
+            await send({"type": "error", "request_id": None, "status": exc.status, "error": f"invalid frame: {exc}"})
         except ValueError as exc:  # bad JSON or a frame that does not validate
             message = str(exc)
             if isinstance(exc, ValidationError):

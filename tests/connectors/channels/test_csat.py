@@ -64,10 +64,11 @@ def test_a_csat_answer_is_published_once_per_request_id_and_bad_ones_are_refused
             "rating 4.5": client.post("/v1/feedback/csat", json={**body, "rating": 4.5}, headers=AUTH),
             "no conversation": client.post("/v1/feedback/csat", json={"rating": 5}, headers=AUTH),
             "unknown field": client.post("/v1/feedback/csat", json={**body, "stars": 5}, headers=AUTH),
-            "not JSON": client.post(
-                "/v1/feedback/csat", content=b"{rating", headers={**AUTH, "content-type": "application/json"}
-            ),
         }
+        not_json = client.post(
+            "/v1/feedback/csat", content=b"{rating", headers={**AUTH, "content-type": "application/json"}
+        )
+        nul = client.post("/v1/feedback/csat", json={**body, "comment": "a\x00b"}, headers=AUTH)
         first = client.post("/v1/feedback/csat", json=body, headers=AUTH)
         resent = client.post("/v1/feedback/csat", json=body, headers={"Authorization": f"Bearer {KEY}"})
         other = client.post(
@@ -76,6 +77,8 @@ def test_a_csat_answer_is_published_once_per_request_id_and_bad_ones_are_refused
         spec = client.get("/openapi.json").json()
     assert no_key.status_code == 401
     assert {name: r.status_code for name, r in refused.items()} == dict.fromkeys(refused, 422)
+    assert not_json.status_code == 400 and "malformed JSON" in not_json.json()["error"]
+    assert nul.status_code == 422 and "U+0000" in nul.json()["error"], "the feedback store could not hold it"
     six = refused["rating 6"].json()
     assert six == {"error": "invalid CSAT answer", "details": ["rating: Input should be less than or equal to 5"]}
     assert refused["rating as text"].json()["details"] == ["rating: Input should be a valid integer"]

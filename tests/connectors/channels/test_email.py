@@ -132,6 +132,25 @@ async def test_inbound_mail_is_published_stripped_and_threaded(listener: EmailLi
     assert listener.handler.published == 3
 
 
+async def test_a_hostile_mail_is_published_without_what_no_record_may_carry(
+    listener: EmailListener, broker: EmbeddedBroker
+) -> None:
+    """NUL in the body and an encoded subject, raw 8-bit bytes in the From name: cleaned, not refused (the mail is
+    free text and cannot be sent again more clearly), so neither the publish nor the conversation store fails."""
+    raw = (
+        b"From: \xff\xfe Mallory <mallory@customer.example>\r\nTo: " + SUPPORT.encode() + b"\r\n"
+        b"Subject: =?utf-8?q?where=00is?=\r\nMessage-ID: <hostile-1@customer.example>\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        b"my order=00 1000001 =1B[2Jhas not arrived\r\n"
+    )
+    await aiosmtplib.send(raw, sender="mallory@customer.example", recipients=[SUPPORT],
+                          hostname="127.0.0.1", port=listener.port)  # fmt: skip
+    [record] = ingress_records(broker.bootstrap, 1)
+    assert record.text == "my order 1000001 [2Jhas not arrived"
+    assert record.payload["subject"] == "whereis"
+    assert record.payload["display_name"] == "\ufffd\ufffd Mallory"
+
+
 async def test_refusals_have_smtp_codes_and_publish_nothing(listener: EmailListener, broker: EmbeddedBroker) -> None:
     big = customer_mail("too long ", "<big@customer.example>", size_pad=30_000)
     with pytest.raises(aiosmtplib.SMTPResponseException) as refused:

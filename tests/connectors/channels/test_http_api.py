@@ -13,12 +13,19 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from starlette.testclient import TestClient
 from websockets.sync.client import connect
 
 from connectors.kafka import consume_all, make_reader
+from connectors.redis.rate_limit import RateLimit
 from pipelines.devstack.embedded import EmbeddedBroker
 from pipelines.devstack.stack import Stack
+from pipelines.runtime.app import ensure_topics
 from pipelines.runtime.settings import Settings
+from pipelines.runtime.topology import load_topology
+from pipelines.services.ingress import build_ingress
+from tests.support.hostile import HOSTILE
+from tests.support.stream import read_topics
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +41,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
             kafka_bootstrap_servers=broker.bootstrap,
             kafka_exact_offsets=True,
             redis_url=redis_url,
+            # every bad request of this module is dead-lettered; the allowance has its own test
+            rate_limits={"dead_letters": RateLimit(requests=1000, per_seconds=60)},
         )
         with Stack(settings) as running:
             assert running.broker is None, "the stack used the configured cluster"
@@ -121,6 +130,59 @@ def test_bad_requests_get_a_clear_error_and_a_dead_letter(http, stack, content, 
     letters = [d for d in dead_letters(stack) if base64.b64decode(d["original_b64"]) == content]
     assert len(letters) == 1
     assert letters[0]["stage"] == "ingress" and error in letters[0]["error"]
+
+
+def test_hostile_bodies_get_a_clear_4xx_are_dead_lettered_and_nothing_is_published(http, stack):
+    """The three bodies that got a 500 (5,000 digits, a lone surrogate, 5,000-deep arrays) and the rest of the class."""
+    answers = {}
+    for case in HOSTILE:
+        sender = f"hostile-{case.name}".encode()
+        content = case.body(lambda text, s=sender: b'{"channel": "api", "sender": "' + s + b'", "text": ' + text + b"}")
+        response = http.post("/v1/messages", content=content, headers={"content-type": "application/json"})
+        answers[case.name] = (response.status_code, case.says in response.json()["error"])
+    assert answers == {case.name: (case.status, True) for case in HOSTILE}
+    assert http.get("/healthz").json() == {"status": "ok"}, "the ingress is still up"
+    reasons = {letter["error"] for letter in dead_letters(stack)}
+    assert all(any(case.says in reason for reason in reasons) for case in HOSTILE), "each kept with its reason"
+    reader = make_reader(stack.settings.kafka_client_config(), ["sf.ingress"], from_beginning=True)
+    try:
+        senders = [json.loads(r.value).get("sender", "") for r in consume_all(reader, idle_s=1.0, max_s=5.0)]
+    finally:
+        reader.close()
+    assert not [s for s in senders if s.startswith("hostile-")], "nothing refused was published"
+
+
+@pytest.mark.parametrize("wait", ["nan", "-1", "soon", "-inf"])
+def test_a_wait_that_is_no_number_of_seconds_is_400(http, wait):
+    response = http.get("/v1/messages/m-any", params={"wait": wait})
+    assert response.status_code == 400 and "wait must be a number" in response.json()["error"]
+
+
+def test_a_flood_of_bad_bodies_from_one_address_is_limited_before_parsing_and_writes_at_most_the_cap(broker):
+    """The address's bucket is asked before the body is read; its dead-letter allowance caps what reaches sf.dlq."""
+    settings = Settings(
+        kafka_bootstrap_servers=broker.bootstrap,
+        kafka_exact_offsets=True,
+        rate_limits={
+            "source": RateLimit(requests=20, per_seconds=3600),
+            "dead_letters": RateLimit(requests=5, per_seconds=3600),
+        },
+    )
+    topology = load_topology(settings.topology_file)
+    ensure_topics(settings, topology)
+    with TestClient(build_ingress(settings, topology), raise_server_exceptions=False) as client:
+        statuses = [
+            client.post("/v1/messages", content=b'{"channel": ', headers={"content-type": "application/json"})
+            for _ in range(40)
+        ]
+        valid = client.post("/v1/messages", json={"channel": "api", "sender": "flooder", "text": "hi"})
+    assert [r.status_code for r in statuses] == [400] * 20 + [429] * 20
+    refused = statuses[-1]
+    assert "too many requests from this address" in refused.json()["error"] and int(refused.headers["Retry-After"]) > 0
+    assert valid.status_code == 429, "past the address's limit even a valid message waits"
+    letters = read_topics(broker.bootstrap, ["sf.dlq"], until=lambda rs: len(rs) >= 5, timeout_s=10)
+    assert len(letters) == 5, "sf.dlq grew by the dead-letter allowance, not by the flood"
+    assert read_topics(broker.bootstrap, ["sf.ingress"], until=lambda rs: False, timeout_s=2) == []
 
 
 def test_validation_errors_name_the_fields(http):

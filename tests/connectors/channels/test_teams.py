@@ -40,6 +40,7 @@ from pipelines.runtime.app import ensure_topics
 from pipelines.runtime.topology import load_topology
 from pipelines.services.ingress import build_ingress
 from schemas import OutboundMessage
+from tests.support.hostile import HOSTILE
 from tests.support.http_recorder import Recorder, Reply, serve
 from tests.support.stream import DEFAULT_TOPOLOGY, read_topics, settings_for
 
@@ -308,6 +309,20 @@ def test_a_valid_token_with_an_unusable_body_is_400_and_unconfigured_is_503(gate
     assert ingress_records(broker, 0) == []
 
 
+def test_signed_hostile_bodies_get_a_clear_4xx_and_publish_nothing(gateway, microsoft, broker):
+    """A valid token over a hostile body: the one strict parser answers, the activity adapter never sees it."""
+    client = configured(gateway, microsoft)
+    bearer = f"Bearer {sign(claims())}"
+    template = json.dumps({**ACTIVITY, "text": "__HOSTILE__"}).encode()
+    answers = {}
+    for case in HOSTILE:
+        response = post(client, case.body(lambda text: template.replace(b'"__HOSTILE__"', text)), bearer)
+        answers[case.name] = (response.status_code, case.says in response.json()["error"])
+    assert answers == {case.name: (case.status, True) for case in HOSTILE}
+    assert post(client, ACTIVITY, bearer).status_code == 200, "the gateway still takes a good activity"
+    assert len(ingress_records(broker, 1)) == 1, "only the good activity was published"
+
+
 def test_keys_that_cannot_be_fetched_are_a_503_not_a_refusal(gateway, microsoft, broker):
     microsoft.reply("/down/openidconfiguration", then=Reply(500, {"error": "down"}))
     client = gateway(teams_app_id=APP_ID, teams_openid_metadata_url=f"{microsoft.url}/down/openidconfiguration")
@@ -337,7 +352,8 @@ def test_random_bodies_and_headers_never_get_a_5xx_and_only_signed_messages_are_
             noise = "".join(chr(rng.randrange(32, 127)) for _ in range(rng.randrange(80))).strip()
             unsigned.append(post(client, body, rng.choice([f"Bearer {noise}", noise])).status_code)
     assert set(unsigned) <= {401, 403}, sorted(set(unsigned))
-    assert set(signed) <= {200, 400, 403}, sorted(set(signed))  # 403: a serviceUrl altered away from the claim
+    # 403: a serviceUrl altered away from the claim; 422: a U+0000 in a string (the strict parser)
+    assert set(signed) <= {200, 400, 403, 422}, sorted(set(signed))
     published = ingress_records(broker, 0)
     assert len(published) <= signed.count(200)
     assert {(r["channel"], r["sender"]) for r in published} <= {("teams", f"{SERVICE_URL}|{CONVERSATION}")}

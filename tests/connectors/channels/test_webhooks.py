@@ -27,6 +27,7 @@ from pipelines.runtime.app import ensure_topics
 from pipelines.runtime.topology import load_topology
 from pipelines.services.ingress import build_ingress
 from schemas import Escalation, OutboundMessage
+from tests.support.hostile import HOSTILE
 from tests.support.stream import DEFAULT_TOPOLOGY, produce, read_topics, settings_for
 
 TWILIO_TOKEN = "twilio-auth-token-for-tests"
@@ -625,6 +626,50 @@ def test_random_requests_never_get_a_5xx_and_publish_nothing(ingress, broker):
     assert all(status < 500 for status in statuses), sorted(set(statuses))
     assert ingress_records(broker, 0) == []
     assert records_on(broker, "sf.delivery", 0) == [] and records_on(broker, "sf.recordings", 0) == []
+
+
+def _signed(provider: str, body: bytes) -> dict[str, str]:
+    if provider == "meta":
+        return {"content-type": "application/json", "X-Hub-Signature-256": meta.sign(META_SECRET, body)}
+    timestamp = str(int(time.time()))
+    return {
+        "content-type": "application/json",
+        "X-Slack-Request-Timestamp": timestamp,
+        "X-Slack-Signature": slack.sign(SLACK_SECRET, timestamp, body),
+    }
+
+
+@pytest.mark.parametrize("provider", ["meta", "slack"])
+def test_signed_hostile_json_gets_a_clear_4xx_and_publishes_nothing(ingress, broker, provider):
+    """Signed the provider's way, so only the one strict parser stands between the body and sf.ingress."""
+    client = ingress(**SECRETS)
+    good = (
+        meta_message({"from": "15551230000", "id": "wamid.H1", "type": "text", "text": {"body": "__HOSTILE__"}})
+        if provider == "meta"
+        else {**SLACK_EVENT, "event": {**SLACK_EVENT["event"], "text": "__HOSTILE__"}}
+    )
+    template = json.dumps(good).encode()
+    path = meta.PATH if provider == "meta" else slack.PATH
+    answers = {}
+    for case in HOSTILE:
+        body = case.body(lambda text: template.replace(b'"__HOSTILE__"', text))
+        response = client.post(path, content=body, headers=_signed(provider, body))
+        answers[case.name] = (response.status_code, case.says in response.json()["error"])
+    assert answers == {case.name: (case.status, True) for case in HOSTILE}
+    assert client.get("/healthz").status_code == 200
+    assert ingress_records(broker, 0) == []
+
+
+def test_a_signed_twilio_form_with_control_characters_is_422_and_publishes_nothing(ingress, broker):
+    client = ingress(**SECRETS)
+    for field, value in [("Body", "where is\x00 my order"), ("From", "+1555\x1b[2J")]:
+        response = twilio_post(client, "/webhooks/twilio/messages", {**SMS, field: value})
+        assert response.status_code == 422, response.text
+        assert f"the field '{field}' holds U+00" in response.json()["error"]
+    # a turn number of 5,000 digits is no turn (int() would raise past 4,300): the call goes on
+    huge_turn = twilio_post(client, "/webhooks/twilio/voice?turn=" + "9" * 5000, spoken("hello"))
+    assert huge_turn.status_code == 200, huge_turn.text
+    assert [r["text"] for r in ingress_records(broker, 1)] == ["hello"], "only the voice turn was published"
 
 
 def test_a_rate_limited_caller_is_asked_to_repeat_in_twiml_and_nothing_is_published(ingress, broker):

@@ -8,6 +8,15 @@ import json
 from tests.support.stream import answered_ids, produce, produce_messages, raw_message, read_answers, read_topics
 
 
+def _with_payload(message_id: str, value: bytes) -> bytes:
+    return (
+        b'{"message_id": "'
+        + message_id.encode()
+        + b'", "channel": "sms", "sender": "+1", "text": "hi", '
+        + (b'"payload": {"n": ' + value + b"}}")
+    )
+
+
 def test_bad_records_are_dead_lettered_with_reasons_and_good_ones_still_answered(broker, workers):
     process = workers.start()
     good_before = raw_message("good-1", "webchat", "w1", "where is my order 1234567?")
@@ -19,6 +28,11 @@ def test_bad_records_are_dead_lettered_with_reasons_and_good_ones_still_answered
         ("oversized", json.dumps(raw_message("x4", "email", "big@example.com", "refund " * 1000)).encode()),
         ("invalid-utf8", b'{"message_id": "x5", "channel": "sms", "sender": "+1", "text": "\xff\xfe broken"}'),
         ("unknown-field", json.dumps({**raw_message("x6", "sms", "+1", "hi"), "colour": "red"}).encode()),
+        # what an outside Kafka client can write that no ingress would let through
+        ("number-of-5000-digits", _with_payload("x7", b"1" * 5000)),
+        ("lone-surrogate", b'{"message_id": "x8", "channel": "sms", "sender": "+1", "text": "x\\ud800y"}'),
+        ("nested-5000-deep", _with_payload("x9", b"[" * 5000 + b"]" * 5000)),
+        ("nul", json.dumps(raw_message("x10", "sms", "+15550000002", "a\u0000b")).encode()),
     ]
     produce_messages(broker.bootstrap, [good_before])
     produce(broker.bootstrap, "sf.ingress", [(name, value) for name, value in bad])
@@ -34,6 +48,9 @@ def test_bad_records_are_dead_lettered_with_reasons_and_good_ones_still_answered
     assert "the limit is 4000" in by_key["oversized"]["error"]
     assert "UTF-8" in by_key["invalid-utf8"]["error"] or "unicode" in by_key["invalid-utf8"]["error"].lower()
     assert "colour: Extra inputs are not permitted" in by_key["unknown-field"]["error"]
+    for name in ("number-of-5000-digits", "lone-surrogate", "nested-5000-deep"):
+        assert "Invalid JSON" in by_key[name]["error"], by_key[name]["error"]
+    assert by_key["nul"]["operator"] == "normalize" and "text holds U+0000" in by_key["nul"]["error"]
     for name, value in bad:
         letter = by_key[name]
         assert base64.b64decode(letter["original_b64"]) == value, "the original bytes are kept exactly"

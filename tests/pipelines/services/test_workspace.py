@@ -26,6 +26,7 @@ from pipelines.devstack.embedded import EmbeddedBroker, free_port
 from pipelines.handover.auth import Tokens, hash_password
 from schemas import utcnow
 from tests.support.handover import escalation
+from tests.support.hostile import HOSTILE
 from tests.support.stream import DEFAULT_TOPOLOGY, WorkerPool
 from tests.support.stream import produce as produce_records
 
@@ -274,6 +275,47 @@ def test_the_websocket_shows_and_answers_only_what_the_agent_may_see(workspace):
     asyncio.run(session())
     refused_texts = {"peek", "mine?"}
     assert not refused_texts & {r["text"] for r in human_replies(workspace.bootstrap)}
+
+
+def test_hostile_bodies_and_frames_get_a_clear_4xx_and_send_nothing(workspace):
+    """An agent's reply holding U+0000 would reach the customer and stop the conversation store's sink."""
+    before = len(human_replies(workspace.bootstrap))
+    cases = [case for case in HOSTILE if case.name != "empty"]  # an empty body is {} here, refused by validation
+    template = b'{"action_id": "hostile-00001", "text": __TEXT__}'
+    ana = workspace.client("ana")
+    answers = {}
+    for case in cases:
+        response = ana.post(
+            f"/workspace/api/entries/{workspace.ids['ana']}/reply",
+            content=case.body(lambda text: template.replace(b"__TEXT__", text)),
+            headers={"content-type": "application/json"},
+        )
+        answers[case.name] = (response.status_code, case.says in response.json()["error"])
+    assert answers == {case.name: (case.status, True) for case in cases}
+
+    async def session() -> dict[str, tuple[int, bool]]:
+        frames = {}
+        cookie = {"cookie": f"sf_workspace={ana.cookies.get('sf_workspace')}"}
+        async with websockets.connect(workspace.ws_url, additional_headers=cookie) as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "welcome"
+            for case in cases:
+                body = case.body(lambda text: template.replace(b"__TEXT__", text))
+                try:
+                    await ws.send(body.decode("utf-8"))
+                except UnicodeDecodeError:
+                    await ws.send(body)  # not UTF-8: only a binary frame can carry it
+                answer = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                while answer["type"] != "error":
+                    answer = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                frames[case.name] = (answer["status"], case.says in answer["error"])
+            await ws.send(json.dumps({"type": "ping", "request_id": "still-there"}))
+            answer = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            while answer["type"] != "pong":
+                answer = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        return frames
+
+    assert asyncio.run(session()) == {case.name: (case.status, True) for case in cases}
+    assert len(human_replies(workspace.bootstrap)) == before, "no refused reply was sent"
 
 
 def test_a_socket_whose_token_expires_is_closed_on_its_next_frame(workspace):
