@@ -97,11 +97,20 @@ class WorkerPool:
 
 
 def raw_message(
-    message_id: str, channel: str, sender: str, text: str, customer_id: str | None = None
+    message_id: str,
+    channel: str,
+    sender: str,
+    text: str,
+    customer_id: str | None = None,
+    *,
+    address_verified: bool = False,
 ) -> dict[str, Any]:
+    """A record as a channel publishes it to sf.ingress; `address_verified` as a signed webhook sets it."""
     body: dict[str, Any] = {"message_id": message_id, "channel": channel, "sender": sender, "text": text}
     if customer_id is not None:
         body["customer_id"] = customer_id
+    if address_verified:
+        body["address_verified"] = True
     return body
 
 

@@ -76,8 +76,11 @@ def test_one_customer_keeps_one_session_across_channels(broker, workers):
     workers.start()
     turns = [
         raw_message("omni-1", "webchat", "web-alice", "where is my order 1234567?", customer_id="alice"),
-        raw_message("omni-2", "sms", "+15550001111", "when will order 1234567 arrive?", customer_id="alice"),
-        raw_message("omni-3", "sms", "+15550001111", "how do I get a refund?"),  # no id: the phone is known now
+        # as the Twilio webhook publishes them: the signed request vouches for the phone number
+        raw_message("omni-2", "sms", "+15550001111", "when will order 1234567 arrive?", "alice", address_verified=True),
+        raw_message(
+            "omni-3", "sms", "+15550001111", "how do I get a refund?", address_verified=True
+        ),  # no id: the phone is known now
     ]
     for turn in turns:  # one after another: across channels there is no order to keep otherwise
         produce_messages(broker.bootstrap, [turn])
