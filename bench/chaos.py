@@ -51,20 +51,10 @@ sys.path.insert(0, str(ROOT))
 
 from connectors.kafka import consume_all, make_producer, make_reader  # noqa: E402
 from pipelines.devstack.supervisor import read_state  # noqa: E402
+from pipelines.evaluation.bench import TEXTS  # noqa: E402
 
 console = Console()
 SESSION_TIMEOUT_S = 6.0  # the workers' consumer session (pipelines/runtime/app.py)
-UTTERANCES = [
-    "where is my order 1234567?",
-    "I want to cancel order 7654321",
-    "how can I get a refund?",
-    "I need to change my shipping address",
-    "what payment methods do you accept?",
-    "can I talk to a human please",
-    "I forgot my password",
-    "how long does delivery take?",
-    "asdf qwerty zxcv",
-]
 CHANNELS = ["webchat", "sms", "email"]
 NOTICE_PREFIX = "n-"  # pipelines/handover/router.py notice_reply_id
 
@@ -107,7 +97,7 @@ def traffic(messages: int, conversations: int, run: int) -> list[dict[str, Any]]
             sender = {"sms": f"+1555{run:02d}{conv:05d}", "email": f"c{run}-{conv}@example.com"}.get(
                 channel, f"web-{run}-{conv}"
             )
-            text = f"{UTTERANCES[(conv + turn) % len(UTTERANCES)]} (turn {turn})"
+            text = f"{TEXTS[(conv + turn) % len(TEXTS)]} (turn {turn})"
             # as the channel's webhook or listener publishes it, having checked the sender
             out.append(
                 {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import shutil
 import signal
 import socket
@@ -11,9 +12,20 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["bound_to_parent", "die_with_parent", "free_port", "spawn", "stop"]
+__all__ = ["alive", "bound_to_parent", "die_with_parent", "free_port", "spawn", "stop"]
 
 PR_SET_PDEATHSIG = 1
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one owned by another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def free_port() -> int:

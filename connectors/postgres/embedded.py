@@ -17,7 +17,7 @@ import time
 import warnings
 from pathlib import Path
 
-from connectors._process import bound_to_parent, free_port
+from connectors._process import alive, bound_to_parent, free_port
 
 with warnings.catch_warnings():
     # importing the wheel asks platformdirs for XDG_RUNTIME_DIR (unused here) and warns when it is unset
@@ -39,16 +39,6 @@ def _postmaster_pid_file(data_dir: Path) -> list[str] | None:
         return (data_dir / "postmaster.pid").read_text().splitlines()
     except OSError:
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class EmbeddedPostgres:
@@ -105,7 +95,7 @@ class EmbeddedPostgres:
         lines = _postmaster_pid_file(self.data_dir)
         if not lines or len(lines) < 4 or not lines[0].strip().isdigit():
             return None
-        if not _alive(int(lines[0])) or not lines[3].strip().isdigit():
+        if not alive(int(lines[0])) or not lines[3].strip().isdigit():
             return None
         return f"postgresql://postgres@127.0.0.1:{int(lines[3])}/postgres"
 

@@ -6,13 +6,13 @@ health endpoint asked now, and the consumer groups' lag asked of the broker now.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
 
+from connectors._process import alive
 from connectors.kafka import consumer_group_lag
 from pipelines.devstack.supervisor import read_state
 from pipelines.runtime.settings import Settings
@@ -66,16 +66,6 @@ def health_of(url: str | None) -> str:
     return "ok" if answer.status_code == 200 else f"failing: HTTP {answer.status_code}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stack_status(settings: Settings) -> StackStatus | None:
     """The running stack's processes and lag, or None when no `supportflow run` serves from the data dir."""
     data_dir = settings.data_dir.resolve()
@@ -85,7 +75,7 @@ def stack_status(settings: Settings) -> StackStatus | None:
     now, monotonic_now = time.time(), time.monotonic()
     processes = []
     for entry in state["processes"]:
-        running = entry["state"] in ("starting", "running") and _alive(entry["pid"])
+        running = entry["state"] in ("starting", "running") and alive(entry["pid"])
         restart_at = entry.get("restart_at")
         processes.append(
             ProcessStatus(
