@@ -46,8 +46,9 @@ def test_an_imported_profile_names_the_customer_on_every_channel_and_rides_on_th
     produce_messages(
         broker.bootstrap,
         [
-            raw_message("pr-1", "email", "ada@example.com", "where is my order 12345?"),
-            raw_message("pr-2", "sms", "+14155550134", "I want to talk to a human please"),
+            # as the email listener and the Twilio webhook publish them, having checked the sender
+            raw_message("pr-1", "email", "ada@example.com", "where is my order 12345?", address_verified=True),
+            raw_message("pr-2", "sms", "+14155550134", "I want to talk to a human please", address_verified=True),
         ],
     )
     records = read_answers(broker.bootstrap, {"pr-1", "pr-2"})
