@@ -49,6 +49,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from connectors._process import die_with_parent  # noqa: E402
 from connectors.kafka import consume_all, make_producer, make_reader  # noqa: E402
 from pipelines.devstack.supervisor import read_state  # noqa: E402
 from pipelines.evaluation.bench import TEXTS  # noqa: E402
@@ -128,7 +129,12 @@ class Stack:
         self.data_dir = data_dir
         self.log = open(data_dir / "run.log", "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.cli", "run"], env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT
+            [sys.executable, "-m", "pipelines.cli", "run"],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            preexec_fn=die_with_parent(signal.SIGINT),  # a bench stopped any way stops its stack, in order
         )
 
     def output(self) -> str:

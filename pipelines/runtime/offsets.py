@@ -17,8 +17,11 @@ partition that comes back starts from the broker's committed offset, never from 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
 
 
 class PartitionLike(Protocol):
@@ -27,18 +30,33 @@ class PartitionLike(Protocol):
 
 
 class PartitionLedger:
-    """In-flight and finished records of one partition for one assignment."""
+    """In-flight and finished records of one partition for one assignment.
 
-    __slots__ = ("_in_flight", "_next")
+    The position never passes an offset this assignment did not take: a record the stream
+    skipped (a jump forward) holds the position at the skipped offset until the stream reads
+    it (after a seek back), and a seek back rewinds the position to the record read again.
+    """
+
+    __slots__ = ("_hole", "_in_flight", "_next", "start")
 
     def __init__(self) -> None:
         self._in_flight: set[int] = set()
         self._next: int | None = None
+        self._hole: int | None = None
+        self.start: int | None = None
 
     def take(self, offset: int) -> None:
+        if self.start is None:
+            self.start = offset
+        if self._hole is not None and offset <= self._hole:
+            self._hole = None  # the stream reads the skipped records now
+        if self._next is not None and offset > self._next:
+            log.warning(
+                "offsets %d..%d were skipped by the stream; not committing past %d", self._next, offset - 1, self._next
+            )
+            self._hole = self._next if self._hole is None else min(self._hole, self._next)
         self._in_flight.add(offset)
-        if self._next is None or offset >= self._next:
-            self._next = offset + 1
+        self._next = offset + 1  # after a seek back, the records read again are not done yet
 
     def done(self, offset: int) -> None:
         self._in_flight.discard(offset)
@@ -49,9 +67,14 @@ class PartitionLedger:
 
     def position(self) -> int | None:
         """The offset to commit (the next one to read), or None before any record was taken."""
+        if self._next is None:
+            return None
+        candidates = [self._next]
         if self._in_flight:
-            return min(self._in_flight)
-        return self._next
+            candidates.append(min(self._in_flight))
+        if self._hole is not None:
+            candidates.append(self._hole)
+        return min(candidates)
 
 
 class OffsetLedger:
@@ -72,9 +95,17 @@ class OffsetLedger:
         ledger.take(offset)
         return ledger
 
-    def position(self, tp: Any) -> int | None:
+    def position(self, tp: Any, committed: int | None = None) -> int | None:
+        """`tp`'s offset to commit; None while there is none, or while the records of this
+        assignment started past `committed` (the broker's committed offset it was seeked to):
+        the records between were never taken, so nothing may be committed over them."""
         ledger = self._partitions.get(tp)
-        return None if ledger is None else ledger.position()
+        if ledger is None:
+            return None
+        if committed is not None and ledger.start is not None and ledger.start > committed:
+            log.warning("%s: records taken from %d, past the committed %d; not committing", tp, ledger.start, committed)
+            return None
+        return ledger.position()
 
     def partitions(self) -> list[Any]:
         return list(self._partitions)
@@ -106,7 +137,8 @@ def commit_from_ledger() -> None:
         self._acked.pop(tp, None)
         self._acked_index.pop(tp, None)
         self._gap.pop(tp, None)
-        return ledger.position(tp)
+        # faust sets `_committed_offset` from the broker when it seeks a new assignment
+        return ledger.position(tp, self._committed_offset.get(tp))
 
     def _filter_tps_with_pending_acks(self: Any, topics: Any = None) -> Any:
         ledger: OffsetLedger | None = getattr(self.app, "offset_ledger", None)
