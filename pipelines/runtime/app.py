@@ -163,13 +163,9 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
 
     @app.on_partitions_revoked.connect
     async def forget_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
-        # faust has waited for the records in flight and committed the ledger's positions by now
+        # faust has waited for the records in flight and committed the ledger's positions by now;
+        # a partition assigned again commits nothing until faust has seeked it to the committed offset
         ledger.revoke(revoked)
-
-    @app.on_partitions_assigned.connect
-    async def start_assigned(app: faust.App, assigned: set[Any], **_: Any) -> None:
-        # a partition starts from the broker's committed offset, whatever was taken before
-        ledger.revoke(assigned)
 
     partitions = table_partitions(topology)
 

@@ -29,31 +29,37 @@ class PartitionLike(Protocol):
     partition: int
 
 
+_UNSEEKED = -1
+
+
 class PartitionLedger:
     """In-flight and finished records of one partition for one assignment.
 
-    The position never passes an offset this assignment did not take: a record the stream
-    skipped (a jump forward) holds the position at the skipped offset until the stream reads
-    it (after a seek back), and a seek back rewinds the position to the record read again.
+    Nothing is committed until faust has seeked the partition to the broker's committed offset
+    (records read before that seek may lie past it). From there the position never passes an
+    offset this assignment did not take: a jump forward holds the position at the first
+    skipped offset until the stream reads it, and a seek back rewinds the position.
     """
 
-    __slots__ = ("_hole", "_in_flight", "_next", "start")
+    __slots__ = ("_floor", "_hole", "_in_flight", "_next")
 
     def __init__(self) -> None:
         self._in_flight: set[int] = set()
         self._next: int | None = None
         self._hole: int | None = None
-        self.start: int | None = None
+        self._floor: int | None = _UNSEEKED
+
+    def seeked(self, committed: int | None) -> None:
+        """faust seeked the partition to `committed` (None: nothing committed, read from the start)."""
+        self._floor = committed
+        self._next = committed
+        self._hole = None
 
     def take(self, offset: int) -> None:
-        if self.start is None:
-            self.start = offset
         if self._hole is not None and offset <= self._hole:
             self._hole = None  # the stream reads the skipped records now
         if self._next is not None and offset > self._next:
-            log.warning(
-                "offsets %d..%d were skipped by the stream; not committing past %d", self._next, offset - 1, self._next
-            )
+            log.warning("offsets %d..%d not read in order; not committing past %d", self._next, offset - 1, self._next)
             self._hole = self._next if self._hole is None else min(self._hole, self._next)
         self._in_flight.add(offset)
         self._next = offset + 1  # after a seek back, the records read again are not done yet
@@ -66,8 +72,8 @@ class PartitionLedger:
         return len(self._in_flight)
 
     def position(self) -> int | None:
-        """The offset to commit (the next one to read), or None before any record was taken."""
-        if self._next is None:
+        """The offset to commit (the next one to read), or None while there is none yet."""
+        if self._floor == _UNSEEKED or self._next is None:
             return None
         candidates = [self._next]
         if self._in_flight:
@@ -95,17 +101,15 @@ class OffsetLedger:
         ledger.take(offset)
         return ledger
 
-    def position(self, tp: Any, committed: int | None = None) -> int | None:
-        """`tp`'s offset to commit; None while there is none, or while the records of this
-        assignment started past `committed` (the broker's committed offset it was seeked to):
-        the records between were never taken, so nothing may be committed over them."""
+    def position(self, tp: Any) -> int | None:
+        ledger = self._partitions.get(tp)
+        return None if ledger is None else ledger.position()
+
+    def seeked(self, tp: Any, committed: int | None) -> None:
         ledger = self._partitions.get(tp)
         if ledger is None:
-            return None
-        if committed is not None and ledger.start is not None and ledger.start > committed:
-            log.warning("%s: records taken from %d, past the committed %d; not committing", tp, ledger.start, committed)
-            return None
-        return ledger.position()
+            ledger = self._partitions[tp] = PartitionLedger()
+        ledger.seeked(committed)
 
     def partitions(self) -> list[Any]:
         return list(self._partitions)
@@ -137,8 +141,7 @@ def commit_from_ledger() -> None:
         self._acked.pop(tp, None)
         self._acked_index.pop(tp, None)
         self._gap.pop(tp, None)
-        # faust sets `_committed_offset` from the broker when it seeks a new assignment
-        return ledger.position(tp, self._committed_offset.get(tp))
+        return ledger.position(tp)
 
     def _filter_tps_with_pending_acks(self: Any, topics: Any = None) -> Any:
         ledger: OffsetLedger | None = getattr(self.app, "offset_ledger", None)
@@ -152,7 +155,20 @@ def commit_from_ledger() -> None:
             if not ledger.owns(tp):
                 yield tp
 
+    faust_perform_seek = Consumer.perform_seek
+
+    async def perform_seek(self: Any) -> None:
+        await faust_perform_seek(self)
+        ledger: OffsetLedger | None = getattr(self.app, "offset_ledger", None)
+        if ledger is None:
+            return
+        for tp in self.assignment():
+            if ledger.owns(tp):
+                committed = self._committed_offset.get(tp)  # faust sets it from the broker in the seek
+                ledger.seeked(tp, committed if committed is not None and committed >= 0 else None)
+
     _new_offset._supportflow_ledger = True  # type: ignore[attr-defined]
     _new_offset._faust_original = faust_new_offset  # type: ignore[attr-defined]
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
     Consumer._filter_tps_with_pending_acks = _filter_tps_with_pending_acks  # type: ignore[method-assign]
+    Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
