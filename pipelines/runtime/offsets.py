@@ -1,8 +1,8 @@
 """The worker's own offset bookkeeping: commit only what is finished, per partition.
 
 faust's `Consumer` decides what to commit from the offsets streams ack, and three things in it
-can put a committed offset past a record that was never finished (see the README, "Delivery
-guarantees"): a record acked in a `finally` when its processing was cancelled at shutdown,
+can put a committed offset past a record that was never finished (see the README, "Delivery:
+how nothing is lost"): a record acked in a `finally` when its processing was cancelled at shutdown,
 acked offsets that outlive a revoke and come back with the partition, and gap filling that
 counts the fetched record itself as done. So the worker keeps its own ledger, the way Kafka
 Streams and Quix Streams checkpoint: each partition's records are *taken* in offset order as
@@ -11,8 +11,9 @@ the stream hands them over and marked *done* only when their outputs and state a
 last record taken when none is. A record that fails or is cancelled is never done, so its
 offset holds back the partition's commits until the next owner processes it again.
 
-A revoke drops the partition's ledger; a job that finishes later marks an orphaned ledger, so a
-partition that comes back starts from the broker's committed offset, never from stale state.
+A revoke drops the partition's ledger; a job that finishes later marks an orphaned ledger. A
+partition (re)assigned commits nothing until faust has seeked it to the broker's committed
+offset, so records its stream hands over from the old position never count.
 """
 
 from __future__ import annotations
