@@ -68,10 +68,6 @@ class PartitionLedger:
     def done(self, offset: int) -> None:
         self._in_flight.discard(offset)
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._in_flight)
-
     def position(self) -> int | None:
         """The offset to commit (the next one to read), or None while there is none yet."""
         if self._floor == _UNSEEKED or self._next is None:

@@ -11,6 +11,7 @@ import base64
 import json
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import jwt
@@ -37,13 +38,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
-def test_the_widget_sends_shows_the_reply_and_keeps_the_history_on_reload(stack, browser, tmp_path):
+def open_demo_and_ask(stack: Stack, browser: Any, text: str) -> Any:
+    """The demo page in a new tab, one question typed into the widget, its answer on screen."""
     assert stack.ingress is not None
     page = browser.new_page()
     page.goto(stack.ingress.url + "/")
-    page.fill("#sf-input", "how do I get a refund?")
+    page.fill("#sf-input", text)
     page.click("#sf-send")
     page.wait_for_selector(".sf-agent", timeout=30_000)
+    return page
+
+
+def test_the_widget_sends_shows_the_reply_and_keeps_the_history_on_reload(stack, browser, tmp_path):
+    page = open_demo_and_ask(stack, browser, "how do I get a refund?")
     reply = page.inner_text(".sf-agent")
     assert "refund" in reply.lower()
     [stored] = page.evaluate("Object.values(localStorage)")
@@ -233,12 +240,7 @@ def test_a_customer_token_binds_the_session_and_history_is_the_sessions_own(chat
 def test_after_sign_out_a_reload_restores_neither_the_customer_nor_the_history(stack, browser, tmp_path):
     """A shared device: Alice chats, signs out; the next person reloads and gets a guest chat, and
     Alice's old session token, if someone kept it, is refused by the server."""
-    assert stack.ingress is not None
-    page = browser.new_page()
-    page.goto(stack.ingress.url + "/")
-    page.fill("#sf-input", "how do I get a refund?")
-    page.click("#sf-send")
-    page.wait_for_selector(".sf-agent", timeout=30_000)
+    page = open_demo_and_ask(stack, browser, "how do I get a refund?")
     [alices] = page.evaluate("Object.values(localStorage)")
     assert jwt.decode(alices, options={"verify_signature": False})["cid"] == "C000001"
 
