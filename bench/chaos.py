@@ -340,6 +340,8 @@ def one_run(args: argparse.Namespace, run: int, progress: Progress) -> RunResult
     seed = args.seed * 1000 + run
     rng = random.Random(seed)
     result = RunResult(run, seed, args.messages, args.conversations)
+    if args.work_dir:
+        Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     data_dir = Path(tempfile.mkdtemp(prefix=f"chaos-{run}-", dir=args.work_dir))
     os.chmod(data_dir, 0o755)  # the embedded PostgreSQL runs as its own user when we are root
     began = time.monotonic()

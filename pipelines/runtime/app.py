@@ -25,7 +25,14 @@ from operators.protocols import KeepsSessions
 from pipelines.runtime.clients import RuntimeClients
 from pipelines.runtime.lanes import KeyedLanes
 from pipelines.runtime.metrics import IN_FLIGHT
-from pipelines.runtime.offsets import OffsetLedger, PartitionLedger, commit_from_ledger
+from pipelines.runtime.offsets import (
+    OffsetLedger,
+    PartitionLedger,
+    Verdict,
+    commit_from_ledger,
+    drop_fetches_overtaken_by_a_seek,
+    seek_epoch,
+)
 from pipelines.runtime.settings import Settings
 from pipelines.runtime.stage import StageProcessor, SystemClock
 from pipelines.runtime.topology import Stage, Topology
@@ -135,6 +142,7 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
     spec = topology.spec
     _use_fetch_max_wait(settings.fetch_max_wait_ms)
     commit_from_ledger()
+    drop_fetches_overtaken_by_a_seek()
     wanted = stage_names or list(topology.stages)
     unknown = sorted(set(wanted) - set(topology.stages))
     if unknown:
@@ -263,13 +271,31 @@ def _install_stage(
     async def consume(stream: StreamT) -> None:
         manual = stream.noack()
         async for event in manual.events():
+            message = event.message
             # taken here, in offset order, before any later record of the partition can finish
-            partition = ledger.take(event.message.tp, event.message.offset)
+            verdict, partition = ledger.admit(message.tp, message.offset, getattr(message, "fetch_epoch", 0))
+            if verdict is not Verdict.TAKE:
+                await manual.ack(event)  # faust's own count of unfinished records; commits come from the ledger
+                if verdict is Verdict.REWIND:
+                    await _rewind(app, message.tp, partition)
+                continue
             await lanes.submit(_lane_key(event), _job(app, manual, event, processor, partition))
             in_flight.set(lanes.in_flight)
 
     consume.__name__ = f"stage_{stage.name}"
     app.agent(topic, name=f"supportflow.stage.{stage.name}")(consume)
+
+
+async def _rewind(app: SupportflowApp, tp: Any, partition: PartitionLedger) -> None:
+    """Seek `tp` back to the first record that did not reach the stream, so it is read and processed."""
+    offset = partition.next_offset
+    assert offset is not None, "a rewind has an offset to go back to"
+    try:
+        await app.consumer.seek(tp, offset)
+    except Exception:  # revoked meanwhile: its next owner reads from the committed offset, which is no later
+        log.warning("could not seek %s back to %d", tp, offset, exc_info=True)
+        return
+    partition.rewound(seek_epoch(app.consumer, tp))
 
 
 def _lane_key(event: EventT) -> str:

@@ -14,10 +14,16 @@ offset holds back the partition's commits until the next owner processes it agai
 A revoke drops the partition's ledger; a job that finishes later marks an orphaned ledger. A
 partition (re)assigned commits nothing until faust has seeked it to the broker's committed
 offset, so records its stream hands over from the old position never count.
+
+Records must also *reach* the stream in order: faust drops some on the way (a fetch that a
+seek overtook, see `drop_fetches_overtaken_by_a_seek`). Each record carries the seek epoch it
+was fetched in; one queued before its partition's latest seek is skipped (it is read again),
+and a jump past the next expected offset seeks the partition back instead of going on.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -33,35 +39,65 @@ class PartitionLike(Protocol):
 _UNSEEKED = -1
 
 
+class Verdict(enum.Enum):
+    """What the worker does with a record the stream hands over."""
+
+    TAKE = "take"  # process it
+    STALE = "stale"  # fetched before its partition's latest seek: it is read again from there
+    REWIND = "rewind"  # records before it never reached the stream: seek back to the first of them
+
+
 class PartitionLedger:
     """In-flight and finished records of one partition for one assignment.
 
     Nothing is committed until faust has seeked the partition to the broker's committed offset
-    (records read before that seek may lie past it). From there the position never passes an
-    offset this assignment did not take: a jump forward holds the position at the first
-    skipped offset until the stream reads it, and a seek back rewinds the position.
+    (records read before that seek may lie past it). From there records are taken in offset
+    order only: a record past the next expected offset means records in between were dropped
+    on the way to the stream, so the worker seeks back to the first of them rather than go on
+    (`Verdict.REWIND`). If the first record read after that seek jumps the same way, the log has
+    no records there (compaction, transaction markers) and it is taken.
     """
 
-    __slots__ = ("_floor", "_hole", "_in_flight", "_next")
+    __slots__ = ("_epoch", "_floor", "_in_flight", "_next", "_rewound_to")
 
     def __init__(self) -> None:
         self._in_flight: set[int] = set()
         self._next: int | None = None
-        self._hole: int | None = None
         self._floor: int | None = _UNSEEKED
+        self._epoch = 0
+        self._rewound_to: int | None = None
 
-    def seeked(self, committed: int | None) -> None:
+    @property
+    def next_offset(self) -> int | None:
+        return self._next
+
+    def seeked(self, committed: int | None, epoch: int = 0) -> None:
         """faust seeked the partition to `committed` (None: nothing committed, read from the start)."""
         self._floor = committed
         self._next = committed
-        self._hole = None
+        self._epoch = max(self._epoch, epoch)
+        self._rewound_to = None
+
+    def rewound(self, epoch: int) -> None:
+        """The worker seeked the partition back to `next_offset` (after `Verdict.REWIND`)."""
+        self._epoch = max(self._epoch, epoch)
+        self._rewound_to = self._next
+
+    def admit(self, offset: int, epoch: int = 0) -> Verdict:
+        """Take `offset` if it is the next record of the partition's current read."""
+        if epoch < self._epoch:
+            return Verdict.STALE
+        self._epoch = epoch
+        if self._next is not None and offset > self._next and self._floor != _UNSEEKED:
+            if self._rewound_to != self._next:
+                log.warning("offsets %d..%d did not reach the stream; reading again from there", self._next, offset - 1)
+                return Verdict.REWIND
+            log.info("offsets %d..%d are not in the log; going on from %d", self._next, offset - 1, offset)
+        self.take(offset)
+        return Verdict.TAKE
 
     def take(self, offset: int) -> None:
-        if self._hole is not None and offset <= self._hole:
-            self._hole = None  # the stream reads the skipped records now
-        if self._next is not None and offset > self._next:
-            log.warning("offsets %d..%d not read in order; not committing past %d", self._next, offset - 1, self._next)
-            self._hole = self._next if self._hole is None else min(self._hole, self._next)
+        self._rewound_to = None
         self._in_flight.add(offset)
         self._next = offset + 1  # after a seek back, the records read again are not done yet
 
@@ -72,12 +108,7 @@ class PartitionLedger:
         """The offset to commit (the next one to read), or None while there is none yet."""
         if self._floor == _UNSEEKED or self._next is None:
             return None
-        candidates = [self._next]
-        if self._in_flight:
-            candidates.append(min(self._in_flight))
-        if self._hole is not None:
-            candidates.append(self._hole)
-        return min(candidates)
+        return min(self._next, min(self._in_flight)) if self._in_flight else self._next
 
 
 class OffsetLedger:
@@ -90,23 +121,23 @@ class OffsetLedger:
     def owns(self, tp: PartitionLike) -> bool:
         return tp.topic in self.topics
 
-    def take(self, tp: Any, offset: int) -> PartitionLedger:
-        """Record that `offset` is now being processed; the caller marks it done on the ledger returned."""
+    def partition(self, tp: Any) -> PartitionLedger:
         ledger = self._partitions.get(tp)
         if ledger is None:
             ledger = self._partitions[tp] = PartitionLedger()
-        ledger.take(offset)
         return ledger
+
+    def admit(self, tp: Any, offset: int, epoch: int = 0) -> tuple[Verdict, PartitionLedger]:
+        """Whether to process `offset` now; the caller marks a taken record done on the ledger returned."""
+        ledger = self.partition(tp)
+        return ledger.admit(offset, epoch), ledger
 
     def position(self, tp: Any) -> int | None:
         ledger = self._partitions.get(tp)
         return None if ledger is None else ledger.position()
 
-    def seeked(self, tp: Any, committed: int | None) -> None:
-        ledger = self._partitions.get(tp)
-        if ledger is None:
-            ledger = self._partitions[tp] = PartitionLedger()
-        ledger.seeked(committed)
+    def seeked(self, tp: Any, committed: int | None, epoch: int = 0) -> None:
+        self.partition(tp).seeked(committed, epoch)
 
     def partitions(self) -> list[Any]:
         return list(self._partitions)
@@ -153,19 +184,155 @@ def commit_from_ledger() -> None:
                 yield tp
 
     faust_perform_seek = Consumer.perform_seek
+    faust_seek = _faust_seek()
 
     async def perform_seek(self: Any) -> None:
+        assigned = list(self.assignment())
+        _seek_begins(self, assigned, None)  # the committed offsets are known only once the seek is done
         await faust_perform_seek(self)
+        for tp in assigned:
+            _seek_ends(self, tp, self._read_offset.get(tp))  # faust sets it to the committed offset, or None
+        # counted again: records of a fetch that ended during the seek may be from either position,
+        # so the ledger (at this epoch) skips them and the stream reads from the committed offset
+        _bump(self, assigned)
+        await _reseek_overtaken(self, faust_seek)
         ledger: OffsetLedger | None = getattr(self.app, "offset_ledger", None)
         if ledger is None:
             return
         for tp in self.assignment():
             if ledger.owns(tp):
                 committed = self._committed_offset.get(tp)  # faust sets it from the broker in the seek
-                ledger.seeked(tp, committed if committed is not None and committed >= 0 else None)
+                ledger.seeked(tp, committed if committed is not None and committed >= 0 else None, seek_epoch(self, tp))
 
     _new_offset._supportflow_ledger = True  # type: ignore[attr-defined]
     _new_offset._faust_original = faust_new_offset  # type: ignore[attr-defined]
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
     Consumer._filter_tps_with_pending_acks = _filter_tps_with_pending_acks  # type: ignore[method-assign]
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+
+
+def _epoch_key(tp: PartitionLike) -> tuple[str, int]:
+    return (tp.topic, tp.partition)  # faust's TP and aiokafka's TopicPartition alike
+
+
+class _Seeks:
+    """Per partition: seeks begun (the epoch), where the latest one went, and overtaken fetches."""
+
+    def __init__(self) -> None:
+        self.epochs: dict[tuple[str, int], int] = {}
+        self.targets: dict[tuple[str, int], int | object | None] = {}
+        self.overtaken: dict[tuple[str, int], tuple[Any, int]] = {}  # key -> (tp, first offset dropped)
+
+
+_UNKNOWN = object()  # a seek under way whose target is not known yet
+
+
+def _seeks(consumer: Any) -> _Seeks:
+    seeks: _Seeks | None = consumer.__dict__.get("_supportflow_seeks")
+    if seeks is None:
+        seeks = consumer.__dict__["_supportflow_seeks"] = _Seeks()
+    return seeks
+
+
+def seek_epoch(consumer: Any, tp: PartitionLike) -> int:
+    """How many seeks of `tp` have begun on this consumer."""
+    return _seeks(consumer).epochs.get(_epoch_key(tp), 0)
+
+
+def _seek_begins(consumer: Any, tps: Iterable[PartitionLike], target: int | None) -> None:
+    _bump(consumer, tps)
+    targets = _seeks(consumer).targets
+    for tp in tps:
+        targets[_epoch_key(tp)] = _UNKNOWN if target is None else target
+
+
+def _bump(consumer: Any, tps: Iterable[PartitionLike]) -> None:
+    epochs = _seeks(consumer).epochs
+    for tp in tps:
+        key = _epoch_key(tp)
+        epochs[key] = epochs.get(key, 0) + 1
+
+
+def _seek_ends(consumer: Any, tp: PartitionLike, target: int | None) -> None:
+    _seeks(consumer).targets[_epoch_key(tp)] = target
+
+
+async def _reseek_overtaken(consumer: Any, faust_seek: Any) -> None:
+    """Put each partition whose fetch a seek overtook back where that fetch began or the seek went.
+
+    The overtaken fetch may have read from the seek's new position (and moved the consumer past
+    what it read) or from the old one: the lower of its first record and the seek's target is
+    never past a record the stream has not had. A target still unknown waits for its seek to end.
+    """
+    seeks = _seeks(consumer)
+    for key, (tp, first_dropped) in list(seeks.overtaken.items()):
+        target = seeks.targets.get(key)
+        if target is _UNKNOWN:
+            continue
+        del seeks.overtaken[key]
+        offset = first_dropped if target is None else min(first_dropped, target)  # type: ignore[call-overload]
+        try:
+            await faust_seek(consumer, tp, offset)
+        except Exception:  # revoked meanwhile: the next owner reads from the committed offset, no later
+            log.warning("could not seek %s back to %d after an overtaken fetch", tp, offset, exc_info=True)
+            continue
+        log.info("%s: a fetch was overtaken by a seek; reading again from %d", tp, offset)
+
+
+def _faust_seek() -> Any:
+    from faust.transport.consumer import Consumer
+
+    return getattr(Consumer.seek, "_faust_original", Consumer.seek)
+
+
+def drop_fetches_overtaken_by_a_seek() -> None:
+    """Make faust's consumer drop fetched records that a seek of their partition overtook.
+
+    A fetch under way while a partition was seeked (a rebalance's seek to the committed offset,
+    or the worker's own `Verdict.REWIND`) can return records from the old position after the
+    seek; faust hands them to the stream and moves its read offset past them, and then drops the
+    records the seek asked for as already read: a chaos run lost 61 messages this way with no
+    worker killed (bench/chaos.py). So each partition counts the seeks begun (its epoch); a fetch
+    during which the epoch changed is dropped for that partition and the partition is seeked
+    again to where nothing can be missed (`_reseek_overtaken`); and every record handed on
+    carries the epoch it was fetched in (`message.fetch_epoch`), so the stream can tell a record
+    queued before a seek from one read after it.
+    """
+    from faust.transport.consumer import Consumer
+
+    if getattr(Consumer.seek, "_faust_original", None) is not None:
+        return
+    faust_seek = Consumer.seek
+    faust_wait_next_records = Consumer._wait_next_records
+    faust_getmany = Consumer.getmany
+
+    async def seek(self: Any, partition: Any, offset: int) -> None:
+        _seek_begins(self, [partition], offset)
+        await faust_seek(self, partition, offset)
+
+    async def _wait_next_records(self: Any, timeout: float) -> Any:
+        seeks = _seeks(self)
+        before = dict(seeks.epochs)
+        records, active_partitions = await faust_wait_next_records(self, timeout)
+        if records:
+            overtaken = [tp for tp in records if seeks.epochs.get(_epoch_key(tp), 0) != before.get(_epoch_key(tp), 0)]
+            for tp in overtaken:
+                batch = records.pop(tp)
+                if batch:
+                    key = _epoch_key(tp)
+                    first = min(batch[0].offset, seeks.overtaken.get(key, (tp, batch[0].offset))[1])
+                    seeks.overtaken[key] = (tp, first)
+            if overtaken:
+                await _reseek_overtaken(self, faust_seek)
+        self._supportflow_fetch_epochs = before
+        return records, active_partitions
+
+    async def getmany(self: Any, timeout: float) -> Any:
+        async for tp, message in faust_getmany(self, timeout):
+            message.fetch_epoch = self.__dict__.get("_supportflow_fetch_epochs", {}).get(_epoch_key(tp), 0)
+            yield tp, message
+
+    seek._faust_original = faust_seek  # type: ignore[attr-defined]
+    Consumer.seek = seek  # type: ignore[method-assign]
+    Consumer._wait_next_records = _wait_next_records  # type: ignore[method-assign]
+    Consumer.getmany = getmany  # type: ignore[method-assign]
