@@ -56,6 +56,14 @@ def _key(phrase: str) -> str:
     return re.sub(_SEPARATOR, " ", phrase).strip()
 
 
+def _phrase_pattern(key: str) -> str:
+    """Whole words only where the phrase has word edges: "?", "..." and emoji may touch a word ("yes?")."""
+    body = _SEPARATOR.join(re.escape(word) for word in key.split(" "))
+    before = r"(?<![\w'])" if re.match(r"[\w']", key) else ""
+    after = r"(?![\w'])" if re.search(r"[\w']$", key) else ""
+    return before + body + after
+
+
 @dataclass(frozen=True)
 class ConfirmationCues:
     """The compiled cue lists: one alternation, longest phrase first, and each phrase's category."""
@@ -78,8 +86,7 @@ class ConfirmationCues:
         for key, name in list(category.items()):
             category.setdefault(_strip_accents(key), name)
         alternatives = sorted(category, key=len, reverse=True)
-        body = "|".join(_SEPARATOR.join(re.escape(word) for word in key.split(" ")) for key in alternatives)
-        pattern = re.compile(rf"(?<![\w'])(?:{body})(?![\w'])")
+        pattern = re.compile("|".join(_phrase_pattern(key) for key in alternatives))
         alone_words = {_normalize(word): name for name, words in alone.items() for word in words}
         return cls(pattern=pattern, category=category, alone=alone_words)
 

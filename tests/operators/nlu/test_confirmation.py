@@ -98,6 +98,17 @@ def test_a_lone_short_word_is_an_answer_and_emphasis_or_missing_accents_change_n
     assert classify_confirmation(text) is expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("yes?", Confirmation.UNCLEAR), ("sure...", Confirmation.UNCLEAR), ("ok👎", Confirmation.UNCLEAR),
+     ("yes🙄", Confirmation.UNCLEAR), ("yes👍", Confirmation.YES)],
+)  # fmt: skip
+def test_a_question_mark_ellipsis_or_emoji_written_against_the_word_still_counts(
+    text: str, expected: Confirmation
+) -> None:
+    assert classify_confirmation(text) is expected
+
+
 def test_a_cue_listed_under_two_categories_is_refused_with_the_file(tmp_path: Path) -> None:
     path = tmp_path / "cues.yaml"
     path.write_text('"yes": ["sure"]\nhedge: ["Sure"]\n', encoding="utf-8")
