@@ -3,9 +3,11 @@
 An intent with a playbook (`playbooks/<intent>.yaml`, see `operators/playbooks.py`) becomes a
 task kept in the session: slots are filled from this message's entities, from what the customer
 said earlier in the session (on any channel), or by asking; the customer proves who they are
-(order number plus the account's email or ZIP) before any step; write steps wait for an explicit
-yes. Each turn's output is a `Plan` — data: the steps to run now, the write steps waiting for a
-yes (so policy can check them before the question is even asked), and the reply per outcome.
+(order number plus the account's email or ZIP) before any step; write steps wait for an
+unambiguous yes (`operators/nlu/confirmation.py`): an unclear answer is asked again once, and a
+second one ends the task with nothing written. Each turn's output is a `Plan` — data: the steps
+to run now, the write steps waiting for a yes (so policy can check them before the question is
+even asked), and the reply per outcome.
 
 An intent without a playbook is answered from its reply template (`operators/data/replies.yaml`),
 as before. The interface stays open for an LLM planner: it would produce the same `Plan`.
@@ -23,6 +25,7 @@ import yaml
 from pydantic import Field
 
 from operators.base import Operator, OperatorConfig
+from operators.nlu.confirmation import Confirmation, classify_confirmation
 from operators.playbooks import DEFAULT_FOLDER, Playbook, load_playbooks
 from operators.protocols import OperatorContext
 from schemas import VERIFY_TOOL, ActionCall, Plan, PlannedTurn, RoutedTurn, SessionContext, TaskState
@@ -33,8 +36,9 @@ VERIFY_ASK = (
     "Before I look into your account: please tell me the email address or the ZIP code on the account "
     "that placed order {order_number}."
 )
-YES = re.compile(r"^\s*(yes|yeah|yep|y|sure|ok(ay)?|confirm(ed)?|go ahead|please do|do it|correct)\b", re.IGNORECASE)
-NO = re.compile(r"^\s*(no|nope|n|don'?t|do not|cancel that|stop|never ?mind|not now)\b", re.IGNORECASE)
+REASK_PREFIX = "I need a clear yes or no before I change anything. "
+LEFT_AS_IS = "I didn't get a clear yes, so I've left everything as it is. Just ask again whenever you're ready."
+MAX_CONFIRM_REASKS = 1
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 ZIP = re.compile(r"(?<![\d-])(\d{5})(?![\d-])")
 
@@ -53,14 +57,6 @@ def load_replies(path: Path) -> dict[str, dict[str, Any]]:
     if not isinstance(data, dict) or FALLBACK_INTENT not in data:
         raise ValueError(f"{path}: expected a mapping of intent to templates with an {FALLBACK_INTENT!r} entry")
     return data
-
-
-def yes_or_no(text: str) -> bool | None:
-    if YES.search(text):
-        return True
-    if NO.search(text):
-        return False
-    return None
 
 
 def idempotency_key(task_id: str, tool: str, arguments: dict[str, Any]) -> str:
@@ -120,7 +116,7 @@ class PlaybookPlanner(Operator[RoutedTurn, PlannedTurn]):
     def _answers(self, task: TaskState, record: RoutedTurn) -> bool:
         text = record.message.text
         if task.awaiting == "confirmation":
-            return yes_or_no(text) is not None
+            return classify_confirmation(text) is not Confirmation.UNCLEAR
         if task.awaiting == "verification":
             return bool(EMAIL.search(text) or ZIP.search(text))
         if task.awaiting == "slot" and task.awaiting_slot:
@@ -155,10 +151,16 @@ class PlaybookPlanner(Operator[RoutedTurn, PlannedTurn]):
                         session.slots[name] = value
 
         base = {"planner": "playbooks-v1", "intent": task.intent, "replies": dict(playbook.replies)}
-        answer = yes_or_no(text) if task.awaiting == "confirmation" else None
-        if answer is False:
+        answer = classify_confirmation(text) if task.awaiting == "confirmation" else None
+        if answer is Confirmation.NO:
             session.task = None
             return Plan(**base, reply_template=playbook.reply_for("declined"), reply_variables=dict(task.slots))
+        if answer is Confirmation.UNCLEAR:
+            if task.confirm_reasks >= MAX_CONFIRM_REASKS:
+                # asking a third time would wear the customer down into a yes; nothing changes instead
+                session.task = None
+                return Plan(**base, reply_template=LEFT_AS_IS, reply_variables=dict(task.slots))
+            task.confirm_reasks += 1
 
         missing = [name for name in playbook.slots if name not in task.slots]
         if missing:
@@ -187,15 +189,16 @@ class PlaybookPlanner(Operator[RoutedTurn, PlannedTurn]):
 
         reads = [self._step(task, s) for s in playbook.steps if not s.writes]
         writes = [self._step(task, s) for s in playbook.steps if s.writes]
-        confirmed = answer is True
+        confirmed = answer is Confirmation.YES
         if writes and not confirmed:
             task.awaiting, task.awaiting_slot = "confirmation", None
             session.task = task
+            question = playbook.confirm or ""
             return Plan(
                 **base,
                 steps=steps + reads,
                 pending_steps=writes,
-                reply_template=playbook.confirm or "",
+                reply_template=REASK_PREFIX + question if answer is Confirmation.UNCLEAR else question,
                 reply_variables=dict(task.slots),
                 awaiting="confirmation",
             )

@@ -32,6 +32,7 @@ class TaskState(BaseModel):
     awaiting_slot: str | None = None
     verify_attempts: int = 0
     asked_turns: int = 0
+    confirm_reasks: int = Field(default=0, description="unclear answers to the confirmation question so far")
     started_at: datetime
 
 

@@ -165,3 +165,73 @@ def test_every_playbook_reply_field_comes_from_a_slot_or_a_tool_result():
                 root, _, rest = field.partition(".")
                 if root in saved:
                     assert rest in returned[saved[root]], f"{intent}: {{{field}}} is not in {saved[root]}'s result"
+
+
+async def awaiting_cancel_confirmation(planner: PlaybookPlanner) -> PlannedTurn:
+    text = "please cancel order 1000002"
+    state = session(verified=True)
+    asked = await step(planner, text, "cancel_order", state, "m-1", entities=[order_entity("1000002", text)])
+    assert asked.plan.awaiting == "confirmation" and not any(s.writes for s in asked.plan.steps)
+    return asked
+
+
+def writes_in(turn: PlannedTurn) -> list[str]:
+    return [s.name for s in turn.plan.steps if s.writes]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "ok wait, no, don't cancel it",
+        "y'know, I'm not sure",
+        "Sure? what does cancelling cost?",
+        "correct me if I'm wrong…",
+    ],
+)
+async def test_a_hesitant_answer_from_issue_15_cancels_nothing(planner: PlaybookPlanner, answer: str) -> None:
+    asked = await awaiting_cancel_confirmation(planner)
+    reply = await step(planner, answer, "out_of_scope", asked.session, "m-2", confidence=0.3)
+    assert writes_in(reply) == [], f"{answer!r} ran the cancellation"
+    assert "cancelled" not in reply.plan.reply_template
+
+
+async def test_an_unclear_answer_is_asked_again_once_and_runs_no_write(planner: PlaybookPlanner) -> None:
+    asked = await awaiting_cancel_confirmation(planner)
+    again = await step(planner, "y'know, I'm not sure", "out_of_scope", asked.session, "m-2", confidence=0.3)
+    assert writes_in(again) == [] and [s.name for s in again.plan.pending_steps] == ["orders.cancel_order"]
+    assert again.plan.awaiting == "confirmation" and again.session.task is not None
+    assert again.plan.reply_template.startswith("I need a clear yes or no")
+    assert again.plan.reply_template.endswith(asked.plan.reply_template), "the same question, asked plainly again"
+    assert again.session.task.confirm_reasks == 1
+
+
+async def test_a_second_unclear_answer_ends_the_task_with_nothing_written(planner: PlaybookPlanner) -> None:
+    asked = await awaiting_cancel_confirmation(planner)
+    again = await step(planner, "hmm maybe", "out_of_scope", asked.session, "m-2", confidence=0.3)
+    left = await step(planner, "Sure? what does cancelling cost?", "out_of_scope", again.session, "m-3", confidence=0.3)
+    assert left.plan.steps == [] and left.plan.pending_steps == [] and left.plan.awaiting is None
+    assert left.session.task is None and "left everything as it is" in left.plan.reply_template
+    late_yes = await step(planner, "yes", "out_of_scope", left.session, "m-4", confidence=0.3)
+    assert writes_in(late_yes) == [], "a yes after the task ended confirms nothing"
+
+
+async def test_yes_after_one_reask_runs_the_write_with_the_tasks_key(planner: PlaybookPlanner) -> None:
+    asked = await awaiting_cancel_confirmation(planner)
+    again = await step(planner, "wait, is there a fee?", "out_of_scope", asked.session, "m-2", confidence=0.3)
+    done = await step(planner, "yes, go ahead", "out_of_scope", again.session, "m-3", confidence=0.3)
+    assert writes_in(done) == ["orders.cancel_order"] and done.session.task is None
+    assert done.plan.steps[-1].idempotency_key == asked.plan.pending_steps[0].idempotency_key
+
+
+async def test_no_after_a_reask_declines_as_a_first_no_does(planner: PlaybookPlanner) -> None:
+    asked = await awaiting_cancel_confirmation(planner)
+    again = await step(planner, "not sure", "out_of_scope", asked.session, "m-2", confidence=0.3)
+    declined = await step(planner, "no, keep it", "out_of_scope", again.session, "m-3", confidence=0.3)
+    assert declined.plan.steps == [] and declined.session.task is None
+    assert "stays" in declined.plan.reply_template
+
+
+def test_a_task_stored_before_the_reask_count_existed_still_loads() -> None:
+    stored = {"task_id": "m-1", "intent": "cancel_order", "awaiting": "confirmation", "started_at": T0.isoformat()}
+    task = session(task=stored).task
+    assert task is not None and task.confirm_reasks == 0
