@@ -5,9 +5,9 @@ that outcome (`not_found`, `not_allowed`, `invalid`, `unverified`, `failed`), ne
 text. Each call has a timeout; a backend that is unavailable is retried with backoff. A write
 carries the plan's idempotency key, derived from message ids, so a turn replayed after a crash
 repeats the same key and the backend acts once. Identity verification, when the plan asks for it,
-marks the session verified; a failed one counts against the task. The check always carries the
-message's channel address as its `source`, set here from the message, not by the plan, so no
-planner can leave it out or name another. A backend that has locked identity checks (too many
+marks the session verified; a failed one counts against the task. Every call carries the
+message's channel address as its `source` (`ToolCall.source`), set here from the message, not by
+the plan, so no planner can leave it out or name another. A backend that has locked identity checks (too many
 failures for the customer or the source, `connectors/backends/commerce/crm.py: VerifyIdentity`)
 makes the outcome `identity_locked`: the customer is told account actions are paused and how to
 get help, and the session remembers until when, so `authorize` hands a further account action to
@@ -65,9 +65,7 @@ class Execute(Operator[AuthorizedTurn, ExecutedTurn]):
         outcome = "succeeded"
         cfg: ExecuteConfig = self.config  # type: ignore[assignment]
         for step in record.plan.steps:
-            if step.name == VERIFY_TOOL:
-                step = with_source(step, record.message)
-            result = await call_action(step, record.message.customer_id, ctx.tools, cfg)
+            result = await call_action(step, record.message.customer_id, ctx.tools, cfg, source_of(record.message))
             results.append(result)
             if result.status != "succeeded":
                 outcome = "failed" if result.error_kind in (None, "unavailable") else result.error_kind
@@ -111,14 +109,16 @@ class Execute(Operator[AuthorizedTurn, ExecutedTurn]):
             session.failed_turns = 0
 
 
-async def call_action(step: ActionCall, customer_id: str, tools: ToolSource | None, cfg: ExecuteConfig) -> ActionResult:
+async def call_action(
+    step: ActionCall, customer_id: str, tools: ToolSource | None, cfg: ExecuteConfig, source: str | None = None
+) -> ActionResult:
     """Run one step through the tool registry: timeout per call, retries while the backend is unavailable.
 
     A verification whose details do not match counts as failed (`unverified`); one the backend
     refused because of too many failures is `identity_locked`. Shared by `execute` and the
     workspace's approval of prepared actions, so both act the same way with the same keys.
     """
-    result = await _call_once(step, customer_id, tools, cfg)
+    result = await _call_once(step, customer_id, tools, cfg, source)
     if step.name == VERIFY_TOOL and result.status == "succeeded" and not result.result.get("verified"):
         if result.result.get("locked"):
             return result.model_copy(update={"status": "failed", "error_kind": "identity_locked",
@@ -128,10 +128,9 @@ async def call_action(step: ActionCall, customer_id: str, tools: ToolSource | No
     return result
 
 
-def with_source(step: ActionCall, message: Message) -> ActionCall:
-    """The identity check as asked from this message's channel address, which the backend counts failures of."""
-    source = f"{message.channel}:{message.sender}"
-    return step.model_copy(update={"arguments": {**step.arguments, "source": source}})
+def source_of(message: Message) -> str:
+    """The channel address a message came from, which the backend counts failed identity checks of."""
+    return f"{message.channel}:{message.sender}"
 
 
 def _locked_until(result: ActionResult) -> datetime | None:
@@ -141,11 +140,13 @@ def _locked_until(result: ActionResult) -> datetime | None:
         return None
 
 
-async def _call_once(step: ActionCall, customer_id: str, tools: ToolSource | None, cfg: ExecuteConfig) -> ActionResult:
+async def _call_once(
+    step: ActionCall, customer_id: str, tools: ToolSource | None, cfg: ExecuteConfig, source: str | None
+) -> ActionResult:
     tool = await tools.get(step.name) if tools is not None else None
     if tool is None:
         return _failed(step, "unavailable", f"no connector offers {step.name}")
-    call = ToolCall(step.name, dict(step.arguments), customer_id, step.idempotency_key)
+    call = ToolCall(step.name, dict(step.arguments), customer_id, step.idempotency_key, source)
     for attempt in range(cfg.retries + 1):
         try:
             result = await asyncio.wait_for(tool.call(call), cfg.timeout_s)

@@ -59,11 +59,6 @@ class VerifyIdentityArguments(StrictModel):
     order_number: OrderNumber
     email: str | None = Field(default=None, max_length=320)
     zip: str | None = Field(default=None, max_length=20)
-    source: str | None = Field(
-        default=None,
-        max_length=400,
-        description="the channel address the attempt came from (`<channel>:<sender>`), counted against guessing",
-    )
 
     @model_validator(mode="after")
     def _one_secret(self) -> VerifyIdentityArguments:
@@ -117,7 +112,7 @@ class VerifyIdentity(CommerceTool):
     name = "crm.verify_identity"
     description = (
         "Check that the caller knows an order number of theirs AND the account's email or ZIP code. "
-        "Arguments: order_number, email or zip, and source (the channel address asked from). "
+        "Arguments: order_number, and email or zip. "
         "Returns {verified: true|false}, never why; after too many failures {verified: false, locked: true, "
         "locked_until}, whatever the details."
     )
@@ -135,11 +130,12 @@ class VerifyIdentity(CommerceTool):
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended('identity-customer:' || $1, 0))", call.customer_id
             )
-            if args.source:
+            source = call.source[:400] if call.source else None  # the runtime's, never an argument
+            if source:
                 await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended('identity-source:' || $1, 0))", args.source
+                    "SELECT pg_advisory_xact_lock(hashtextextended('identity-source:' || $1, 0))", source
                 )
-            until = await self._locked_until(conn, call.customer_id, args.source, since)
+            until = await self._locked_until(conn, call.customer_id, source, since)
             if until is not None:
                 return {"verified": False, "locked": True, "locked_until": when(until)}
             verified = await self._matches(conn, call.customer_id, args)
@@ -154,10 +150,10 @@ class VerifyIdentity(CommerceTool):
             await conn.execute(
                 "INSERT INTO commerce.identity_failures (customer_id, source, failed_at) VALUES ($1, $2, $3)",
                 call.customer_id,
-                args.source,
+                source,
                 now,
             )
-            until = await self._locked_until(conn, call.customer_id, args.source, since)
+            until = await self._locked_until(conn, call.customer_id, source, since)
         if until is not None:  # this miss was the last one allowed: say so now, not on the next try
             return {"verified": False, "locked": True, "locked_until": when(until)}
         return {"verified": False}

@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 
 from connectors.backends.commerce import IdentityLockout, VerifyIdentity
-from connectors.protocols import ToolCall
+from connectors.protocols import ToolCall, ToolError
 
 ALICE, BOB = "C000001", "C000002"
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -36,9 +37,7 @@ async def check(
     try:
         tool = VerifyIdentity(pool, lockout=lockout)
         arguments: dict[str, Any] = {"order_number": order, **secret}
-        if source is not None:
-            arguments["source"] = source
-        return await tool.call(ToolCall("crm.verify_identity", arguments, customer, "k"))
+        return await tool.call(ToolCall("crm.verify_identity", arguments, customer, "k", source))
     finally:
         await pool.close()
 
@@ -126,3 +125,15 @@ async def test_concurrent_wrong_guesses_never_get_past_the_threshold(commerce_ds
     )
     assert recorded == 3, "checks of one customer are serialised: the locked ones compare and record nothing"
     assert sum(1 for a in answers if a.get("locked")) == 8 - 2
+
+
+async def test_a_source_named_in_the_arguments_is_refused_not_counted(commerce_dsn):
+    lockout = IdentityLockout(max_per_customer=5, max_per_source=1)
+    call = ToolCall("crm.verify_identity", {"order_number": "1000001", "zip": "1", "source": "x"}, ALICE, "k")
+    pool = await asyncpg.create_pool(commerce_dsn, min_size=1, max_size=1)
+    try:
+        with pytest.raises(ToolError) as refused:
+            await VerifyIdentity(pool, lockout=lockout).call(call)
+    finally:
+        await pool.close()
+    assert refused.value.kind == "invalid", "only the runtime says where a request came from"
