@@ -7,11 +7,11 @@ carries the plan's idempotency key, derived from message ids, so a turn replayed
 repeats the same key and the backend acts once. Identity verification, when the plan asks for it,
 marks the session verified; a failed one counts against the task. Every call carries the
 message's channel address as its `source` (`ToolCall.source`), set here from the message, not by
-the plan, so no planner can leave it out or name another. A backend that has locked identity checks (too many
-failures for the customer or the source, `connectors/backends/commerce/crm.py: VerifyIdentity`)
-makes the outcome `identity_locked`: the customer is told account actions are paused and how to
-get help, and the session remembers until when, so `authorize` hands a further account action to
-a human.
+the plan, so no planner can leave it out or name another. A backend that has locked identity
+checks (too many failures for the customer or the source, `connectors/backends/commerce/crm.py:
+VerifyIdentity`) makes the outcome `identity_locked`: the customer is told account actions are
+paused and how to get help, and the session remembers until when, so `authorize` hands a further
+account action to a human.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 import string
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -135,9 +135,11 @@ def source_of(message: Message) -> str:
 
 def _locked_until(result: ActionResult) -> datetime | None:
     try:
-        return datetime.fromisoformat(str(result.result["locked_until"]))
+        until = datetime.fromisoformat(str(result.result["locked_until"]))
     except (KeyError, ValueError):
-        return None
+        return None  # locked all the same: the backend refuses the next check too, and says so again
+    # a tenant backend's naive time is taken as UTC, so `authorize` can compare it with the clock
+    return until if until.tzinfo is not None else until.replace(tzinfo=UTC)
 
 
 async def _call_once(
