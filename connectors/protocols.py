@@ -96,13 +96,16 @@ class ToolCall:
     """One call of a backend action, on behalf of one customer.
 
     `idempotency_key` is derived from the message ids of the task (never random), so a replayed
-    turn repeats the same key and a write action happens once.
+    turn repeats the same key and a write action happens once. `source` is the channel address the
+    request came from (`<channel>:<sender>`), set like `customer_id` by the runtime from the message,
+    never from the arguments: the identity check counts failures against it.
     """
 
     name: str
     arguments: dict[str, Any]
     customer_id: str
     idempotency_key: str
+    source: str | None = None
 
 
 class Tool(Protocol):

@@ -8,11 +8,18 @@ refund above the limit goes to a human before the customer is asked to confirm i
 takes the `block` branch (to `escalate`); a plan that needs a human's approval is blocked with
 reason `needs_approval`, and the escalation carries the prepared actions for one-click approval.
 Fails closed: a policy it cannot evaluate blocks.
+
+An account action (a plan that asks for or runs the identity check) for a customer whose checks
+the backend has locked (`session.identity_locked_until`, recorded by `execute` from the backend's
+answer) is blocked with kind `identity_locked`: the escalation says so, and a human, not the
+customer's next guess, decides. The backend still refuses the check itself while locked, so a
+session that does not know of the lock (another customer's guesses locked the source) is safe too.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -62,12 +69,16 @@ class Authorize(Operator[PlannedTurn, AuthorizedTurn]):
     async def run(self, record: PlannedTurn, ctx: OperatorContext) -> AuthorizedTurn:
         if self._policy is None:
             self.warm_up(ctx)
-        return AuthorizedTurn(**dict(record), authorization=self.verdict(record))
+        return AuthorizedTurn(**dict(record), authorization=self.verdict(record, ctx.clock.now()))
 
-    def verdict(self, record: PlannedTurn) -> GuardVerdict:
+    def verdict(self, record: PlannedTurn, now: datetime | None = None) -> GuardVerdict:
+        """`now` (default: when the message arrived) decides whether a recorded identity lock still holds."""
         from operators.policy import check_actions
 
         plan = record.plan
+        locked = identity_locked(record, now or record.message.received_at)
+        if locked is not None:
+            return locked
         if not plan.steps and not plan.pending_steps:
             return GuardVerdict(branch="pass")
         # Steps running now need a session verified in an earlier turn; pending writes run on a later
@@ -84,3 +95,15 @@ class Authorize(Operator[PlannedTurn, AuthorizedTurn]):
         if finding is None:
             return GuardVerdict(branch="pass")
         return GuardVerdict(branch="block", reason=f"{finding.kind}: {finding.reason}", kind=finding.kind)
+
+
+def identity_locked(record: PlannedTurn, now: datetime) -> GuardVerdict | None:
+    """The block for an account action while the backend's identity lock holds, or None."""
+    session, plan = record.session, record.plan
+    until = session.identity_locked_until
+    if session.verified or until is None or now >= until:
+        return None  # a customer who proved who they are before the lock keeps their session
+    if plan.awaiting != "verification" and not any(step.name == VERIFY_TOOL for step in plan.steps):
+        return None  # general questions are still answered
+    reason = f"identity checks locked after too many failures, until {until:%Y-%m-%d %H:%M} UTC"
+    return GuardVerdict(branch="block", reason=reason, kind="identity_locked")

@@ -76,6 +76,8 @@ class EnrichContext(Operator[Message, ContextTurn]):
                 session.escalated_at = previous.escalated_at
                 session.escalation_id = previous.escalation_id
                 session.escalation_priority = previous.escalation_priority
+            # the backend's lockout spans sessions; the copy saves asking a locked customer for details again
+            session.identity_locked_until = previous.identity_locked_until
         else:
             session = previous.model_copy()  # shallow: every list below is replaced, never mutated
 

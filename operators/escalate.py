@@ -25,6 +25,7 @@ PRIORITY_BY_REASON = {
     "needs_approval": "high",
     "vip_high_severity": "urgent",
     "repeated_failure": "high",
+    "identity_locked": "high",  # someone may be guessing their way into the account
 }
 
 

@@ -5,7 +5,13 @@ that outcome (`not_found`, `not_allowed`, `invalid`, `unverified`, `failed`), ne
 text. Each call has a timeout; a backend that is unavailable is retried with backoff. A write
 carries the plan's idempotency key, derived from message ids, so a turn replayed after a crash
 repeats the same key and the backend acts once. Identity verification, when the plan asks for it,
-marks the session verified; a failed one counts against the task.
+marks the session verified; a failed one counts against the task. Every call carries the
+message's channel address as its `source` (`ToolCall.source`), set here from the message, not by
+the plan, so no planner can leave it out or name another. A backend that has locked identity
+checks (too many failures for the customer or the source, `connectors/backends/commerce/crm.py:
+VerifyIdentity`) makes the outcome `identity_locked`: the customer is told account actions are
+paused and how to get help, and the session remembers until when, so `authorize` hands a further
+account action to a human.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 import string
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -20,7 +27,16 @@ from pydantic import Field
 from connectors.protocols import ToolCall, ToolError
 from operators.base import Operator, OperatorConfig
 from operators.protocols import OperatorContext, ToolSource
-from schemas import VERIFY_TOOL, ActionCall, ActionResult, AuthorizedTurn, ExecutedTurn, Reply, SessionContext
+from schemas import (
+    VERIFY_TOOL,
+    ActionCall,
+    ActionResult,
+    AuthorizedTurn,
+    ExecutedTurn,
+    Message,
+    Reply,
+    SessionContext,
+)
 
 OPTIONAL_SEGMENT = re.compile(r"\[([^\[\]]*)\]")
 
@@ -49,14 +65,19 @@ class Execute(Operator[AuthorizedTurn, ExecutedTurn]):
         outcome = "succeeded"
         cfg: ExecuteConfig = self.config  # type: ignore[assignment]
         for step in record.plan.steps:
-            result = await call_action(step, record.message.customer_id, ctx.tools, cfg)
+            result = await call_action(step, record.message.customer_id, ctx.tools, cfg, source_of(record.message))
             results.append(result)
             if result.status != "succeeded":
                 outcome = "failed" if result.error_kind in (None, "unavailable") else result.error_kind
                 variables["error"] = result.error or ""
+                if outcome == "identity_locked":
+                    session.identity_locked_until = _locked_until(result)
+                    if session.identity_locked_until is not None:
+                        variables["locked_until"] = f"{session.identity_locked_until:%d %B %Y, %H:%M} UTC"
                 break
             if step.name == VERIFY_TOOL:
                 session.verified = True
+                session.identity_locked_until = None  # the backend let the check through: no lock holds
             if step.save_as:
                 variables.update(flatten(result.result, step.save_as))
         self._update_task(session, record, outcome)
@@ -70,7 +91,10 @@ class Execute(Operator[AuthorizedTurn, ExecutedTurn]):
         """What the task waits for next; turns without progress count towards a hand-over (`route`)."""
         cfg: ExecuteConfig = self.config  # type: ignore[assignment]
         task = session.task
-        if outcome == "unverified" and task is not None:
+        if outcome == "identity_locked":
+            # not a turn without progress: the lock is the answer, and retrying the question cannot help
+            session.task = None
+        elif outcome == "unverified" and task is not None:
             task.verify_attempts += 1
             task.awaiting, task.awaiting_slot = "verification", None
             session.failed_turns += 1
@@ -85,24 +109,46 @@ class Execute(Operator[AuthorizedTurn, ExecutedTurn]):
             session.failed_turns = 0
 
 
-async def call_action(step: ActionCall, customer_id: str, tools: ToolSource | None, cfg: ExecuteConfig) -> ActionResult:
+async def call_action(
+    step: ActionCall, customer_id: str, tools: ToolSource | None, cfg: ExecuteConfig, source: str | None = None
+) -> ActionResult:
     """Run one step through the tool registry: timeout per call, retries while the backend is unavailable.
 
-    A verification whose details do not match counts as failed (`unverified`). Shared by `execute`
-    and the workspace's approval of prepared actions, so both act the same way with the same keys.
+    A verification whose details do not match counts as failed (`unverified`); one the backend
+    refused because of too many failures is `identity_locked`. Shared by `execute` and the
+    workspace's approval of prepared actions, so both act the same way with the same keys.
     """
-    result = await _call_once(step, customer_id, tools, cfg)
+    result = await _call_once(step, customer_id, tools, cfg, source)
     if step.name == VERIFY_TOOL and result.status == "succeeded" and not result.result.get("verified"):
+        if result.result.get("locked"):
+            return result.model_copy(update={"status": "failed", "error_kind": "identity_locked",
+                                             "error": "too many failed identity checks"})  # fmt: skip
         result = result.model_copy(update={"status": "failed", "error_kind": "unverified",
                                            "error": "the details do not match the account"})  # fmt: skip
     return result
 
 
-async def _call_once(step: ActionCall, customer_id: str, tools: ToolSource | None, cfg: ExecuteConfig) -> ActionResult:
+def source_of(message: Message) -> str:
+    """The channel address a message came from, which the backend counts failed identity checks of."""
+    return f"{message.channel}:{message.sender}"
+
+
+def _locked_until(result: ActionResult) -> datetime | None:
+    try:
+        until = datetime.fromisoformat(str(result.result["locked_until"]))
+    except (KeyError, ValueError):
+        return None  # locked all the same: the backend refuses the next check too, and says so again
+    # a tenant backend's naive time is taken as UTC, so `authorize` can compare it with the clock
+    return until if until.tzinfo is not None else until.replace(tzinfo=UTC)
+
+
+async def _call_once(
+    step: ActionCall, customer_id: str, tools: ToolSource | None, cfg: ExecuteConfig, source: str | None
+) -> ActionResult:
     tool = await tools.get(step.name) if tools is not None else None
     if tool is None:
         return _failed(step, "unavailable", f"no connector offers {step.name}")
-    call = ToolCall(step.name, dict(step.arguments), customer_id, step.idempotency_key)
+    call = ToolCall(step.name, dict(step.arguments), customer_id, step.idempotency_key, source)
     for attempt in range(cfg.retries + 1):
         try:
             result = await asyncio.wait_for(tool.call(call), cfg.timeout_s)
@@ -121,6 +167,12 @@ async def _call_once(step: ActionCall, customer_id: str, tools: ToolSource | Non
 FALLBACK_REPLIES = {
     "failed": "Sorry, something went wrong on our side, so nothing was changed. A colleague will follow up.",
     "unverified": "I couldn't verify your identity with those details, so I can't go ahead.",
+    "identity_locked": (
+        "For your security I've paused account actions (orders, refunds, account changes) after several identity "
+        "checks that didn't match[, until {locked_until}]. Even the right details won't work until then. I can "
+        "still answer general questions. If you need help with your account sooner, ask for a person and a "
+        "colleague will take over, or contact our customer service team (details on our Contact us page)."
+    ),
     "not_found": "I couldn't find that on your account.",
     "not_allowed": "I'm sorry, I can't do that: {error}",
     "invalid": "Something in that request doesn't look right: {error}",

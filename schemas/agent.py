@@ -73,7 +73,9 @@ class ActionResult(Record):
     status: Literal["succeeded", "failed", "skipped"]
     result: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
-    error_kind: Literal["not_found", "not_allowed", "invalid", "unavailable", "unverified"] | None = None
+    error_kind: (
+        Literal["not_found", "not_allowed", "invalid", "unavailable", "unverified", "identity_locked"] | None
+    ) = None
 
 
 class Reply(Record):

@@ -61,6 +61,11 @@ class SessionContext(Record):
     failed_turns: int = 0
     task: TaskState | None = None
     verified: bool = False
+    identity_locked_until: datetime | None = Field(
+        default=None,
+        description="the backend refused identity checks until then (too many failures); account actions escalate "
+        "as `identity_locked` meanwhile. A copy of the backend's answer, which stays the authority",
+    )
     escalated: bool = False
     escalated_at: datetime | None = Field(default=None, description="when the open hand-over to a human began")
     escalation_id: str | None = Field(default=None, description="the open hand-over's first escalation")

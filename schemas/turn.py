@@ -61,6 +61,8 @@ class AuthorizedTurn(PlannedTurn):
             return super().hand_over()
         if self.authorization.kind == "needs_approval":  # a human approves the prepared action
             return HandOver("needs_approval", self.authorization.reason, self.plan)
+        if self.authorization.kind == "identity_locked":  # nothing to approve: a human checks who it is
+            return HandOver("identity_locked", self.authorization.reason)
         return HandOver("policy_block", self.authorization.reason)
 
 

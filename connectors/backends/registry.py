@@ -68,6 +68,7 @@ class ToolRegistry:
         rest_tools_file: Path | None = None,
         pool_size: int = 5,
         outbox: Any = None,
+        identity_lockout: Any = None,
     ) -> None:
         self._tools: dict[str, Tool] = dict(tools or {})
         self._fixed = tools is not None
@@ -78,6 +79,7 @@ class ToolRegistry:
         self._rest: Any = None
         self._lock: asyncio.Lock | None = None  # created on the loop that first uses it
         self.outbox = outbox  # a KafkaWebhookOutbox when webhooks are configured
+        self.identity_lockout = identity_lockout  # commerce.IdentityLockout; None: its defaults
         self._loaded = False
 
     @classmethod
@@ -88,7 +90,19 @@ class ToolRegistry:
             from connectors.backends.webhooks import KafkaWebhookOutbox
 
             outbox = KafkaWebhookOutbox(settings.kafka_client_config(), exact_offsets=settings.exact_offsets)
+        lockout = None
+        if url is not None and hasattr(settings, "identity_max_failures_per_customer"):
+            from datetime import timedelta
+
+            from connectors.backends.commerce import IdentityLockout
+
+            lockout = IdentityLockout(
+                max_per_customer=settings.identity_max_failures_per_customer,
+                max_per_source=settings.identity_max_failures_per_source,
+                window=timedelta(hours=settings.identity_lockout_hours),
+            )
         return cls(
+            identity_lockout=lockout,
             database_url=url.get_secret_value() if url is not None else None,
             rest_tools_file=getattr(settings, "rest_tools_file", None),
             pool_size=min(5, getattr(settings, "database_pool_size", 5)),
@@ -121,7 +135,7 @@ class ToolRegistry:
                     from connectors.backends.commerce import commerce_tools
 
                     self._pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=self.pool_size)
-                    self._tools.update(commerce_tools(self._pool))
+                    self._tools.update(commerce_tools(self._pool, lockout=self.identity_lockout))
                 except Exception:
                     log.exception("the commerce backend is unreachable; its tools are unavailable for now")
                     await self._close_pool()

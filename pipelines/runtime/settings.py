@@ -78,6 +78,21 @@ class Settings(BaseSettings):
         "in data_dir/postgres",
     )
     database_pool_size: int = Field(default=10, ge=1, le=200)
+    identity_max_failures_per_customer: int = Field(
+        default=5,
+        ge=1,
+        description="failed identity checks (order number + email/ZIP) for one customer, on any channel and in "
+        "any session, that pause their account actions for identity_lockout_hours (commerce backend)",
+    )
+    identity_max_failures_per_source: int = Field(
+        default=10,
+        ge=1,
+        description="failed identity checks from one channel address, whichever customers they were for, that "
+        "pause identity checks from it for identity_lockout_hours (commerce backend)",
+    )
+    identity_lockout_hours: float = Field(
+        default=24.0, gt=0, le=24 * 30, description="the window the failures are counted in, and the lock's length"
+    )
     clickhouse_url: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("CLICKHOUSE_URL", "SUPPORTFLOW_CLICKHOUSE_URL", "clickhouse_url"),

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -86,6 +86,16 @@ def commerce_dsn(postgres_dsn: str) -> str:
     """A fresh database with the migrations applied and a small demo shop (the well-known customers)."""
     asyncio.run(_migrate_and_seed(postgres_dsn))
     return postgres_dsn
+
+
+@pytest.fixture
+async def commerce_pool(commerce_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """An asyncpg pool on `commerce_dsn`, as the tool registry makes one (UTC timestamps)."""
+    pool = await asyncpg.create_pool(commerce_dsn, min_size=1, max_size=8, server_settings={"timezone": "UTC"})
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 @pytest.fixture

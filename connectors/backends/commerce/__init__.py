@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncpg
 
 from connectors.backends.commerce._base import CommerceTool
-from connectors.backends.commerce.crm import AddNote, CreateCase, LookupCustomer, VerifyIdentity
+from connectors.backends.commerce.crm import AddNote, CreateCase, IdentityLockout, LookupCustomer, VerifyIdentity
 from connectors.backends.commerce.orders import (
     CancelOrder,
     ChangeAddress,
@@ -34,6 +34,7 @@ __all__ = [
     "CreateCase",
     "CreateReturn",
     "GetOrder",
+    "IdentityLockout",
     "ListOrders",
     "LookupCustomer",
     "ModifyItems",
@@ -62,6 +63,15 @@ TOOL_CLASSES: tuple[type[CommerceTool], ...] = (
 )
 
 
-def commerce_tools(pool: asyncpg.Pool, timeout_s: float = 5.0) -> dict[str, Tool]:
-    """Every commerce tool by its name (e.g. `payments.refund`), all on the one given pool."""
-    return {cls.name: cls(pool, timeout_s) for cls in TOOL_CLASSES}
+def commerce_tools(
+    pool: asyncpg.Pool, timeout_s: float = 5.0, lockout: IdentityLockout | None = None
+) -> dict[str, Tool]:
+    """Every commerce tool by its name (e.g. `payments.refund`), all on the one given pool.
+
+    `lockout` sets the thresholds of `crm.verify_identity` (default: 5 failures per customer, 10 per
+    source, in 24 hours).
+    """
+    tools: dict[str, Tool] = {}
+    for cls in TOOL_CLASSES:
+        tools[cls.name] = VerifyIdentity(pool, timeout_s, lockout) if cls is VerifyIdentity else cls(pool, timeout_s)
+    return tools

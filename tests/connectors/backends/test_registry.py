@@ -58,3 +58,18 @@ async def test_without_a_database_the_commerce_tools_are_absent_not_crashing():
         assert await registry.get("payments.refund") is None
     finally:
         await registry.close()
+
+
+async def test_the_identity_lockout_thresholds_come_from_the_settings(commerce_dsn):
+    settings = Settings(database_url=commerce_dsn, identity_max_failures_per_customer=2, identity_lockout_hours=0.5)
+    registry = ToolRegistry.from_settings(settings)
+    try:
+        verify = await registry.get("crm.verify_identity")
+        assert verify is not None
+        answers = [
+            await verify.call(ToolCall("crm.verify_identity", {"order_number": "1000001", "zip": zip_}, "C000001", "k"))
+            for zip_ in ("00001", "00002", "94107")
+        ]
+        assert answers[0] == {"verified": False} and answers[1]["locked"] and answers[2]["locked"]
+    finally:
+        await registry.close()
