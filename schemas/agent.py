@@ -73,7 +73,10 @@ class ActionResult(Record):
     status: Literal["succeeded", "failed", "skipped"]
     result: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
-    error_kind: Literal["not_found", "not_allowed", "invalid", "unavailable", "unverified"] | None = None
+    # needs_approval: the backend refused a refund above the automatic limit (a human approves it)
+    error_kind: Literal["not_found", "not_allowed", "invalid", "unavailable", "unverified", "needs_approval"] | None = (
+        None
+    )
 
 
 class Reply(Record):

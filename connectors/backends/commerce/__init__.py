@@ -20,7 +20,7 @@ from connectors.backends.commerce.orders import (
     ListOrders,
     ModifyItems,
 )
-from connectors.backends.commerce.payments import PaymentStatus, Refund, RefundStatus
+from connectors.backends.commerce.payments import PaymentStatus, Refund, RefundPolicy, RefundQuote, RefundStatus
 from connectors.backends.commerce.seed import KNOWN_CUSTOMERS, seed_commerce
 from connectors.protocols import Tool
 
@@ -39,6 +39,8 @@ __all__ = [
     "ModifyItems",
     "PaymentStatus",
     "Refund",
+    "RefundPolicy",
+    "RefundQuote",
     "RefundStatus",
     "VerifyIdentity",
     "commerce_tools",
@@ -57,11 +59,21 @@ TOOL_CLASSES: tuple[type[CommerceTool], ...] = (
     ModifyItems,
     CreateReturn,
     Refund,
+    RefundQuote,
     RefundStatus,
     PaymentStatus,
 )
 
 
-def commerce_tools(pool: asyncpg.Pool, timeout_s: float = 5.0) -> dict[str, Tool]:
-    """Every commerce tool by its name (e.g. `payments.refund`), all on the one given pool."""
-    return {cls.name: cls(pool, timeout_s) for cls in TOOL_CLASSES}
+def commerce_tools(
+    pool: asyncpg.Pool, timeout_s: float = 5.0, refund_policy: RefundPolicy | None = None
+) -> dict[str, Tool]:
+    """Every commerce tool by its name (e.g. `payments.refund`), all on the one given pool.
+
+    `refund_policy` is the tenant's refund rules (limits, windows, clock), shared by the refund and its quote.
+    """
+    policy = refund_policy or RefundPolicy()
+    tools: dict[str, Tool] = {}
+    for cls in TOOL_CLASSES:
+        tools[cls.name] = cls(pool, timeout_s, policy) if issubclass(cls, Refund | RefundQuote) else cls(pool, timeout_s)
+    return tools
