@@ -118,11 +118,11 @@ class ActionPolicy(BaseModel):
             unknown = [t for t in tools if t not in declared]
             if unknown:
                 raise ValueError(f"intent {intent!r} allows {unknown}, which are in neither read_tools nor write_tools")
-        if self.refund_tools and self.refund_quote_tool not in self.read_tools:
-            raise ValueError(f"refund_quote_tool {self.refund_quote_tool!r} must be listed in read_tools")
         undeclared_refund = [t for t in self.refund_tools if t not in self.write_tools]
         if undeclared_refund:
             raise ValueError(f"refund_tools {undeclared_refund} must also be listed in write_tools")
+        if self.refund_tools and self.refund_quote_tool not in self.read_tools:
+            raise ValueError(f"refund_quote_tool {self.refund_quote_tool!r} must be listed in read_tools")
         return self
 
 
