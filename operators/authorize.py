@@ -5,8 +5,9 @@ language model later), a step runs only if the action policy (`operators/data/ac
 allows that tool for the turn's intent, a write comes after identity verification, and amounts
 stay within the limits. A refund is judged on what the backend says it comes to (the refund-quote
 read tool: the named items' worth, and what the order and the customer were already refunded
-automatically), so many small refunds reach the limit like one large one. The write steps still waiting for the customer's yes are checked too, so a
-refund above the limit goes to a human before the customer is asked to confirm it. A refused plan
+automatically), so many small refunds reach the limit like one large one. The write steps still
+waiting for the customer's yes are checked too, so a refund above the limit goes to a human before
+the customer is asked to confirm it. A refused plan
 takes the `block` branch (to `escalate`); a plan that needs a human's approval is blocked with
 reason `needs_approval`, and the escalation carries the prepared actions for one-click approval.
 Fails closed: a policy it cannot evaluate blocks.

@@ -75,5 +75,7 @@ def commerce_tools(
     policy = refund_policy or RefundPolicy()
     tools: dict[str, Tool] = {}
     for cls in TOOL_CLASSES:
-        tools[cls.name] = cls(pool, timeout_s, policy) if issubclass(cls, Refund | RefundQuote) else cls(pool, timeout_s)
+        tools[cls.name] = (
+            cls(pool, timeout_s, policy) if issubclass(cls, Refund | RefundQuote) else cls(pool, timeout_s)
+        )
     return tools

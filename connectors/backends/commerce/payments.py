@@ -56,9 +56,7 @@ def _utcnow() -> datetime:
 class RefundPolicy:
     """The tenant's refund rules; the same limit as `refund_limit` in operators/data/action_policy.yaml."""
 
-    limit: Mapping[str, Decimal] = field(
-        default_factory=lambda: {c: Decimal("100.00") for c in ("EUR", "USD", "GBP")}
-    )
+    limit: Mapping[str, Decimal] = field(default_factory=lambda: {c: Decimal("100.00") for c in ("EUR", "USD", "GBP")})
     return_window: timedelta = timedelta(days=30)
     customer_window: timedelta = timedelta(days=7)
     refundable_statuses: tuple[str, ...] = REFUNDABLE_STATUSES
@@ -149,7 +147,10 @@ class Assessment:
             "items_text": ", ".join(f"{line['qty']} x {line['name']}" for line in self.lines),
             "amount": money(self.amount),
             "refundable_left": money(self.left),
-            "refunded_automatically": {"order": money(self.order_automatic), "customer": money(self.customer_automatic)},
+            "refunded_automatically": {
+                "order": money(self.order_automatic),
+                "customer": money(self.customer_automatic),
+            },
             "limit": None if self.limit is None else money(self.limit),
             "needs_approval": self.needs_approval,
             "window_closes": when(self.window_closes.date()),
@@ -199,7 +200,11 @@ async def assess_refund(
         raise ToolError(
             "not_allowed",
             f"At most {money(left)} {order['currency']} can be refunded on order {number}"
-            + ("" if payment is None else f" ({money(payment['refunded'])} of {money(payment['amount'])} already refunded)")
+            + (
+                ""
+                if payment is None
+                else f" ({money(payment['refunded'])} of {money(payment['amount'])} already refunded)"
+            )
             + f"; the items named come to {money(amount)} {order['currency']}.",
         )
     order_automatic = await conn.fetchval(
@@ -261,7 +266,8 @@ def _match(
             raise ToolError("not_allowed", f"{line['name']} on order {number} has already been refunded.")
         if qty > open_qty[line["sku"]]:
             raise ToolError(
-                "not_allowed", f"Only {open_qty[line['sku']]} of {line['name']} on order {number} can still be refunded."
+                "not_allowed",
+                f"Only {open_qty[line['sku']]} of {line['name']} on order {number} can still be refunded.",
             )
         chosen[line["sku"]] = (line, qty)
     return list(chosen.values())

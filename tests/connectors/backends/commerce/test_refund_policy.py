@@ -26,6 +26,7 @@ from connectors.protocols import Tool, ToolCall, ToolError
 
 ALICE, BOB = "C000001", "C000002"
 BIG, SECOND_BIG = "1000009", "1000010"
+LINES = [("APP-SOCK-3", "Merino wool socks (3-pack)", 10, "29.95"), ("OUT-TENT-2", "Two-person tent", 1, "249.00")]
 _keys = itertools.count()
 
 
@@ -36,8 +37,7 @@ async def pool(postgres_dsn: str) -> AsyncIterator[asyncpg.Pool]:
         await migrate(conn)
         await seed_commerce(conn, customers=20, orders=60, seed=3)
         for number in (BIG, SECOND_BIG):
-            await add_order(conn, number, ALICE, "delivered", [("APP-SOCK-3", "Merino wool socks (3-pack)", 10, "29.95"),
-                                                            ("OUT-TENT-2", "Two-person tent", 1, "249.00")])  # fmt: skip
+            await add_order(conn, number, ALICE, "delivered", LINES)
     finally:
         await conn.close()
     created = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=10, server_settings={"timezone": "UTC"})
@@ -53,7 +53,9 @@ async def add_order(
     """A captured order delivered two days ago (or not yet, by its status)."""
     now = datetime.now(UTC)
     total = sum((Decimal(price) * qty for _, _, qty, price in lines), Decimal(0))
-    address = json.dumps({"name": "Alice Martin", "lines": ["1 Main St"], "city": "SF", "zip": "94107", "country": "US"})
+    address = json.dumps(
+        {"name": "Alice Martin", "lines": ["1 Main St"], "city": "SF", "zip": "94107", "country": "US"}
+    )
     await conn.execute(
         "INSERT INTO commerce.orders VALUES ($1, $2, $3, 'EUR', $4, $5::jsonb, $6, $6)",
         number, customer, status, total, address, now - timedelta(days=4),
@@ -67,7 +69,9 @@ async def add_order(
         f"SH{number}", number, f"1Z{number}", "delivered" if delivered else "in_transit",
         now - timedelta(days=3), (now + timedelta(days=1)).date(), delivered,
     )  # fmt: skip
-    method = await conn.fetchval("SELECT payment_method_id FROM commerce.payment_methods WHERE customer_id = $1", customer)
+    method = await conn.fetchval(
+        "SELECT payment_method_id FROM commerce.payment_methods WHERE customer_id = $1", customer
+    )
     await conn.execute(
         "INSERT INTO commerce.payments VALUES ($1, $2, $3, $4, 'captured', $5)",
         f"PY{number}", number, method, total, now - timedelta(days=4),
