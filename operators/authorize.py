@@ -3,8 +3,11 @@
 This is the guard in front of the backend: whatever proposed the plan (a playbook today, a
 language model later), a step runs only if the action policy (`operators/data/action_policy.yaml`)
 allows that tool for the turn's intent, a write comes after identity verification, and amounts
-stay within the limits. The write steps still waiting for the customer's yes are checked too, so a
-refund above the limit goes to a human before the customer is asked to confirm it. A refused plan
+stay within the limits. A refund is judged on what the backend says it comes to (the refund-quote
+read tool: the named items' worth, and what the order and the customer were already refunded
+automatically), so many small refunds reach the limit like one large one. The write steps still
+waiting for the customer's yes are checked too, so a refund above the limit goes to a human before
+the customer is asked to confirm it. A refused plan
 takes the `block` branch (to `escalate`); a plan that needs a human's approval is blocked with
 reason `needs_approval`, and the escalation carries the prepared actions for one-click approval.
 Fails closed: a policy it cannot evaluate blocks.
@@ -18,13 +21,17 @@ session that does not know of the lock (another customer's guesses locked the so
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import Field
+
+from connectors.protocols import ToolCall, ToolError
 from operators.base import Operator, OperatorConfig
-from operators.policy import DEFAULT_ACTION_POLICY, ActionPolicy
+from operators.policy import DEFAULT_ACTION_POLICY, ActionPolicy, RefundSummary
 from operators.protocols import OperatorContext
 from schemas import VERIFY_TOOL, AuthorizedTurn, GuardVerdict, PlannedTurn
 
@@ -35,6 +42,7 @@ DEFAULT_POLICY = DEFAULT_ACTION_POLICY
 
 class AuthorizeConfig(OperatorConfig):
     policy_file: Path = DEFAULT_POLICY
+    quote_timeout_s: float = Field(default=5.0, gt=0, description="longest the refund quote may take")
 
 
 class Authorize(Operator[PlannedTurn, AuthorizedTurn]):
@@ -69,10 +77,39 @@ class Authorize(Operator[PlannedTurn, AuthorizedTurn]):
     async def run(self, record: PlannedTurn, ctx: OperatorContext) -> AuthorizedTurn:
         if self._policy is None:
             self.warm_up(ctx)
-        return AuthorizedTurn(**dict(record), authorization=self.verdict(record, ctx.clock.now()))
+        refunds = await self.refund_summaries(record, ctx)
+        return AuthorizedTurn(**dict(record), authorization=self.verdict(record, refunds, ctx.clock.now()))
 
-    def verdict(self, record: PlannedTurn, now: datetime | None = None) -> GuardVerdict:
-        """`now` (default: when the message arrived) decides whether a recorded identity lock still holds."""
+    async def refund_summaries(self, record: PlannedTurn, ctx: OperatorContext) -> dict[str, RefundSummary]:
+        """The backend's word on each refund step, by idempotency key; a step it cannot judge is left out.
+
+        Left out means `check_actions` sends the refund to a human: a quote that fails never lets one through.
+        """
+        policy = self.policy
+        steps = [s for s in [*record.plan.steps, *record.plan.pending_steps] if s.name in policy.refund_tools]
+        tool = await ctx.tools.get(policy.refund_quote_tool) if steps and ctx.tools is not None else None
+        if tool is None:
+            return {}
+        cfg: AuthorizeConfig = self.config  # type: ignore[assignment]
+        summaries: dict[str, RefundSummary] = {}
+        for step in steps:
+            arguments = {k: step.arguments[k] for k in ("order_number", "items") if k in step.arguments}
+            call = ToolCall(policy.refund_quote_tool, arguments, record.message.customer_id, "")
+            try:
+                quote = await asyncio.wait_for(tool.call(call), cfg.quote_timeout_s)
+                summaries[step.idempotency_key] = RefundSummary.from_quote(quote)
+            except ToolError as exc:
+                if exc.kind in ("not_found", "not_allowed", "invalid"):
+                    summaries[step.idempotency_key] = RefundSummary(refusal=exc.message)
+            except Exception:  # unavailable, timed out, a malformed quote: the step goes to a human
+                log.warning("refund quote failed on %s", record.message.message_id, exc_info=True)
+        return summaries
+
+    def verdict(
+        self, record: PlannedTurn, refunds: dict[str, RefundSummary] | None = None, now: datetime | None = None
+    ) -> GuardVerdict:
+        """`refunds`: the backend's quotes by step; `now` (default: when the message arrived) decides
+        whether a recorded identity lock still holds."""
         from operators.policy import check_actions
 
         plan = record.plan
@@ -85,10 +122,10 @@ class Authorize(Operator[PlannedTurn, AuthorizedTurn]):
         # turn, after this turn's verification step (if any) has succeeded.
         verifying = any(step.name == VERIFY_TOOL for step in plan.steps)
         try:
-            finding = check_actions(plan.intent, plan.steps, self._policy, verified=record.session.verified)
+            finding = check_actions(plan.intent, plan.steps, self._policy, record.session.verified, refunds)
             if finding is None and plan.pending_steps:
                 verified_then = record.session.verified or verifying
-                finding = check_actions(plan.intent, plan.pending_steps, self._policy, verified=verified_then)
+                finding = check_actions(plan.intent, plan.pending_steps, self._policy, verified_then, refunds)
         except Exception as exc:  # fail closed: a policy that cannot be evaluated allows nothing
             log.exception("action policy failed on %s", record.message.message_id)
             return GuardVerdict(branch="block", reason=f"policy error: {type(exc).__name__}")

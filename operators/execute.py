@@ -176,6 +176,7 @@ FALLBACK_REPLIES = {
     "not_found": "I couldn't find that on your account.",
     "not_allowed": "I'm sorry, I can't do that: {error}",
     "invalid": "Something in that request doesn't look right: {error}",
+    "needs_approval": "I can't do that on my own: {error} Nothing was changed; a colleague can help if you ask.",
 }
 
 

@@ -142,6 +142,8 @@ class PlaybookPlanner(Operator[RoutedTurn, PlannedTurn]):
         text = record.message.text
         for name, spec in playbook.slots.items():
             if name not in task.slots:
+                if spec.only_when_asked and (task.awaiting, task.awaiting_slot) != ("slot", name):
+                    continue
                 value = self._slot_value(playbook, name, record)
                 if value is None and spec.remember:
                     value = session.slots.get(name)

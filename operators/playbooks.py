@@ -29,7 +29,9 @@ __all__ = [
 ]
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[1] / "playbooks"
-Outcome = Literal["succeeded", "declined", "not_found", "not_allowed", "invalid", "unverified", "failed"]
+Outcome = Literal[
+    "succeeded", "declined", "not_found", "not_allowed", "invalid", "unverified", "failed", "needs_approval"
+]
 OUTCOMES: tuple[str, ...] = Outcome.__args__  # type: ignore[attr-defined]
 DEFAULT_REPLIES: dict[str, str] = {
     "declined": "No problem, I've left everything as it was.",
@@ -38,6 +40,7 @@ DEFAULT_REPLIES: dict[str, str] = {
     "invalid": "Something in that request doesn't look right: {error}",
     "unverified": "I couldn't verify your identity with those details, so I can't go ahead.",
     "failed": "Sorry, something went wrong on our side, so nothing was changed. A colleague will follow up.",
+    "needs_approval": "I can't do that on my own: {error} Nothing was changed; a colleague can help if you ask.",
 }
 TOOL_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
@@ -60,6 +63,11 @@ class SlotSpec(_Strict):
     pattern: str | None = Field(default=None, description="regex over the message text; group 1 (or all) is the value")
     ask: str = Field(description="the question when the value is missing")
     remember: bool = Field(default=True, description="keep the value in the session for later tasks")
+    only_when_asked: bool = Field(
+        default=False,
+        description="filled only from the answer to its own question (for free text such as the items to refund, "
+        "which a pattern would otherwise take from the first message)",
+    )
 
     @field_validator("pattern")
     @classmethod

@@ -73,8 +73,11 @@ class ActionResult(Record):
     status: Literal["succeeded", "failed", "skipped"]
     result: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
+    # needs_approval: the backend refused a refund above the automatic limit (a human approves it);
+    # identity_locked: too many failed identity checks for the customer or the source
     error_kind: (
-        Literal["not_found", "not_allowed", "invalid", "unavailable", "unverified", "identity_locked"] | None
+        Literal["not_found", "not_allowed", "invalid", "unavailable", "unverified", "identity_locked", "needs_approval"]
+        | None
     ) = None
 
 

@@ -11,10 +11,12 @@ cheap enough to run on every message, and fail closed. One module per check:
 """
 
 from operators.policy.actions import (
+    APPROVAL_ARGUMENT,
     DEFAULT_ACTION_POLICY,
     ActionFinding,
     ActionPolicy,
     ActionPolicyError,
+    RefundSummary,
     check_actions,
     load_action_policy,
 )
@@ -22,11 +24,13 @@ from operators.policy.reply_pii import ReplyFinding, check_reply_pii
 from operators.policy.screening import InputFinding, normalize_text, screen_input
 
 __all__ = [
+    "APPROVAL_ARGUMENT",
     "DEFAULT_ACTION_POLICY",
     "ActionFinding",
     "ActionPolicy",
     "ActionPolicyError",
     "InputFinding",
+    "RefundSummary",
     "ReplyFinding",
     "check_actions",
     "check_reply_pii",

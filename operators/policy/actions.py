@@ -1,14 +1,22 @@
 """The action policy: which tools a plan may call, which need a verified customer, which a human's approval.
 
 `check_actions` holds a plan's steps against an `ActionPolicy` (per-intent tool allow-list, write tools need a
-verified customer, refunds above a per-currency limit need a human's approval, amounts must be sane). It is
-deterministic code, never a model: whatever proposed the plan (a playbook, later an LLM), this decides.
+verified customer, amounts must be sane, and refunds need a human's approval once the agent's automatic refunds
+would pass the per-currency limit). It is deterministic code, never a model: whatever proposed the plan (a
+playbook, later an LLM), this decides.
+
+A refund is judged cumulatively, on what the backend says (`RefundSummary`, from the refund-quote read tool):
+what the named items come to, plus what was already refunded automatically on the order and on the customer's
+account in the backend's rolling window. Splitting a large refund into small steps or small tasks therefore
+reaches the limit like one large refund. Without a summary a refund step needs a human (fail closed); the
+backend (`payments.refund`) applies the same limits again as the authority.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
@@ -18,8 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from schemas.agent import ActionCall
 
-__all__ = ["DEFAULT_ACTION_POLICY", "ActionFinding", "ActionPolicy", "ActionPolicyError", "check_actions",
-           "load_action_policy"]  # fmt: skip
+__all__ = ["APPROVAL_ARGUMENT", "DEFAULT_ACTION_POLICY", "ActionFinding", "ActionPolicy", "ActionPolicyError",
+           "RefundSummary", "check_actions", "load_action_policy"]  # fmt: skip
+
+# the refund argument naming the human who approved it; only the workspace's approval may set it
+APPROVAL_ARGUMENT = "approved_by"
 
 DEFAULT_ACTION_POLICY = Path(__file__).resolve().parents[1] / "data" / "action_policy.yaml"
 
@@ -32,6 +43,34 @@ class ActionFinding(BaseModel):
     kind: Literal["not_allowed", "needs_approval", "unverified_write", "invalid_amount"]
     reason: str
     step: ActionCall | None = None
+
+
+class RefundSummary(BaseModel):
+    """What the backend says a refund step comes to, and what was refunded automatically before it.
+
+    `refusal` is set when the backend refuses the refund outright (order not refundable, items not on it):
+    there is then nothing for a human to approve; the step fails in `execute` with the backend's words.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    amount: Decimal = Decimal(0)
+    currency: str = ""
+    order_refunded: Decimal = Field(default=Decimal(0), description="automatic refunds of this order so far")
+    customer_refunded: Decimal = Field(
+        default=Decimal(0), description="the customer's automatic refunds in this currency, in the backend's window"
+    )
+    refusal: str | None = None
+
+    @classmethod
+    def from_quote(cls, quote: dict[str, Any]) -> RefundSummary:
+        done = quote.get("refunded_automatically") or {}
+        return cls(
+            amount=Decimal(str(quote["amount"])),
+            currency=str(quote["currency"]).upper(),
+            order_refunded=Decimal(str(done.get("order", "0"))),
+            customer_refunded=Decimal(str(done.get("customer", "0"))),
+        )
 
 
 class ActionPolicyError(ValueError):
@@ -50,6 +89,9 @@ class ActionPolicy(BaseModel):
     read_tools: list[str] = Field(default_factory=list)
     write_tools: list[str] = Field(default_factory=list)
     refund_tools: list[str] = Field(default_factory=lambda: ["payments.refund"])
+    refund_quote_tool: str = Field(
+        default="payments.refund_quote", description="the read tool that says what a refund step comes to"
+    )
     refund_limit: dict[str, Decimal] = Field(
         default_factory=lambda: {c: Decimal("100.00") for c in ("EUR", "USD", "GBP")},
         description="currency -> the largest refund the agent may issue alone; above it a human approves",
@@ -79,6 +121,8 @@ class ActionPolicy(BaseModel):
         undeclared_refund = [t for t in self.refund_tools if t not in self.write_tools]
         if undeclared_refund:
             raise ValueError(f"refund_tools {undeclared_refund} must also be listed in write_tools")
+        if self.refund_tools and self.refund_quote_tool not in self.read_tools:
+            raise ValueError(f"refund_quote_tool {self.refund_quote_tool!r} must be listed in read_tools")
         return self
 
 
@@ -105,17 +149,25 @@ def load_action_policy(path: Path | str = DEFAULT_ACTION_POLICY) -> ActionPolicy
 _SEVERITY = {"not_allowed": 0, "invalid_amount": 1, "unverified_write": 2, "needs_approval": 3}
 
 
-def check_actions(intent: str, steps: list[ActionCall], policy: ActionPolicy, verified: bool) -> ActionFinding | None:
+def check_actions(
+    intent: str,
+    steps: list[ActionCall],
+    policy: ActionPolicy,
+    verified: bool,
+    refunds: Mapping[str, RefundSummary] | None = None,
+) -> ActionFinding | None:
     """The most severe problem with the plan's steps, or None when every step may run now.
 
-    Severity: a tool off the intent's list, then a bad amount, then a write for an unverified customer, and
-    only then a refund above the limit (`needs_approval`: the guard escalates with the prepared step). Fails
-    closed: an unknown intent allows nothing, a step that is not an ActionCall is not allowed.
+    `refunds` maps a refund step's idempotency key to the backend's summary of it. Severity: a tool off the
+    intent's list, then a bad amount, then a write for an unverified customer, and only then a refund whose
+    cumulative total passes the limit (`needs_approval`: the guard escalates with the prepared step). Fails
+    closed: an unknown intent allows nothing, a step that is not an ActionCall is not allowed, a refund step
+    without a summary needs a human.
     """
     allowed = policy.intents.get(intent) if isinstance(intent, str) else None
     findings: list[ActionFinding] = []
     for step in steps:
-        finding = _check_step(intent, step, allowed, policy, verified)
+        finding = _check_step(intent, step, allowed, policy, verified, refunds or {})
         if finding is not None:
             if finding.kind == "not_allowed":
                 return finding
@@ -124,7 +176,12 @@ def check_actions(intent: str, steps: list[ActionCall], policy: ActionPolicy, ve
 
 
 def _check_step(
-    intent: str, step: Any, allowed: list[str] | None, policy: ActionPolicy, verified: bool
+    intent: str,
+    step: Any,
+    allowed: list[str] | None,
+    policy: ActionPolicy,
+    verified: bool,
+    refunds: Mapping[str, RefundSummary],
 ) -> ActionFinding | None:
     if not isinstance(step, ActionCall):
         return ActionFinding(kind="not_allowed", reason="a step is not an action call")
@@ -133,26 +190,50 @@ def _check_step(
     if step.name not in allowed:
         return ActionFinding(kind="not_allowed", reason=f"{step.name} is not allowed for {intent}", step=step)
     is_refund = step.name in policy.refund_tools
+    if is_refund and APPROVAL_ARGUMENT in step.arguments:
+        return ActionFinding(kind="not_allowed", reason=f"{step.name}: only a human's approval may set "
+                             f"{APPROVAL_ARGUMENT}", step=step)  # fmt: skip
     amount: Decimal | None = None
-    if is_refund or "amount" in step.arguments:
-        amount, problem = _amount(step.arguments.get("amount", _MISSING))
+    if "amount" in step.arguments:
+        amount, problem = _amount(step.arguments["amount"])
         if problem:
             return ActionFinding(kind="invalid_amount", reason=f"{step.name}: {problem}", step=step)
     writes = step.writes or step.name in policy.write_tools or step.name not in policy.read_tools
     if writes and policy.require_verification_for_writes and verified is not True:
         return ActionFinding(kind="unverified_write", reason=f"{step.name} changes data; verify identity first",
                              step=step)  # fmt: skip
-    if is_refund and amount is not None:
-        currency = step.arguments.get("currency")
-        if not isinstance(currency, str) or not re.fullmatch(r"[A-Za-z]{3}", currency.strip()):
-            return ActionFinding(kind="invalid_amount", reason=f"{step.name}: missing or malformed currency",
-                                 step=step)  # fmt: skip
-        limit = policy.refund_limit.get(currency.strip().upper())
-        if limit is None:
-            return ActionFinding(kind="needs_approval", reason=f"no refund limit for {currency.upper()}", step=step)
-        if amount > limit:
-            return ActionFinding(kind="needs_approval", reason=f"refund above the {limit} {currency.upper()} limit",
-                                 step=step)  # fmt: skip
+    if is_refund:
+        return _check_refund(step, amount, policy, refunds.get(step.idempotency_key))
+    return None
+
+
+def _check_refund(
+    step: ActionCall, typed: Decimal | None, policy: ActionPolicy, summary: RefundSummary | None
+) -> ActionFinding | None:
+    """The refund against the limit, counting what the order and the customer were already refunded."""
+    if summary is None:
+        return ActionFinding(kind="needs_approval", reason="the refunds already made could not be checked",
+                             step=step)  # fmt: skip
+    if summary.refusal is not None:
+        return None  # the backend refuses it itself, in words for the customer: nothing to approve
+    currency = summary.currency.strip().upper()
+    stated = step.arguments.get("currency")
+    if stated is not None and (not isinstance(stated, str) or stated.strip().upper() != currency):
+        return ActionFinding(kind="invalid_amount", reason=f"{step.name}: the order is in {currency}", step=step)
+    if typed is not None and typed != summary.amount:
+        return ActionFinding(kind="invalid_amount", reason=f"{step.name}: the items come to {summary.amount} "
+                             f"{currency}, not {typed}", step=step)  # fmt: skip
+    limit = policy.refund_limit.get(currency)
+    if limit is None:
+        return ActionFinding(kind="needs_approval", reason=f"no refund limit for {currency}", step=step)
+    before = max(summary.order_refunded, summary.customer_refunded)
+    if before + summary.amount > limit:
+        return ActionFinding(
+            kind="needs_approval",
+            reason=f"refund of {summary.amount} {currency} on top of {summary.order_refunded} refunded on the order "
+            f"and {summary.customer_refunded} to the customer recently passes the {limit} {currency} limit",
+            step=step,
+        )
     return None
 
 

@@ -17,6 +17,7 @@ from operators.authorize import Authorize
 from operators.execute import Execute
 from operators.guard import Guard
 from operators.playbooks import Playbook
+from operators.policy import APPROVAL_ARGUMENT
 from operators.protocols import Clock, DictTable, OperatorContext, ToolSource
 from schemas import (
     VERIFY_TOOL,
@@ -40,7 +41,7 @@ from schemas.nlu import Sentiment
 __all__ = ["APPROVED_WITHOUT_TEMPLATE", "ApprovalOutcome", "ApprovalRefused", "ApprovalRunner"]
 
 APPROVED_WITHOUT_TEMPLATE = "That's done: a colleague approved it."
-FAILURE_OUTCOMES = ("failed", "unverified", "not_found", "not_allowed", "invalid")
+FAILURE_OUTCOMES = ("failed", "unverified", "not_found", "not_allowed", "invalid", "needs_approval")
 
 
 class ApprovalRefused(Exception):
@@ -99,6 +100,16 @@ class ApprovalRunner:
         verdict = self.authorize.verdict(planned)
         if verdict.branch == "block" and verdict.kind != "needs_approval":
             raise ApprovalRefused(verdict.reason)
+        # the backend refuses a refund above its automatic limit unless it names who approved it
+        refund_tools = set(self.authorize.policy.refund_tools)
+        approver = f"workspace:{entry.agent_id or 'supervisor'}"
+        steps = [
+            s.model_copy(update={"arguments": {**s.arguments, APPROVAL_ARGUMENT: approver}})
+            if s.name in refund_tools
+            else s
+            for s in ran
+        ]
+        planned = planned.model_copy(update={"plan": planned.plan.model_copy(update={"steps": steps})})
         ctx = OperatorContext(tables={"sessions": DictTable()}, clock=self.clock or _Clock(), tools=self.tools)
         authorized = AuthorizedTurn(**dict(planned), authorization=GuardVerdict(branch="pass"))
         executed = await self.execute.run(authorized, ctx)

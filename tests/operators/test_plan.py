@@ -155,6 +155,7 @@ def test_every_playbook_reply_field_comes_from_a_slot_or_a_tool_result():
                              "shipment.eta", "order_number"},
         "payments.refund_status": {"refunded_total", "currency", "order_number"},
         "payments.refund": {"refund_id", "amount", "currency", "status", "payment_method"},
+        "payments.refund_quote": {"items_text", "amount", "currency", "needs_approval"},
         "orders.cancel_order": {"status", "order_number", "refund.amount", "refund.currency", "refund.payment_method"},
         "orders.change_address": {"order_number", "status", "shipping_address.city", "shipping_address.zip"},
     }  # fmt: skip

@@ -20,7 +20,7 @@ from connectors.backends.commerce.orders import (
     ListOrders,
     ModifyItems,
 )
-from connectors.backends.commerce.payments import PaymentStatus, Refund, RefundStatus
+from connectors.backends.commerce.payments import PaymentStatus, Refund, RefundPolicy, RefundQuote, RefundStatus
 from connectors.backends.commerce.seed import KNOWN_CUSTOMERS, seed_commerce
 from connectors.protocols import Tool
 
@@ -40,6 +40,8 @@ __all__ = [
     "ModifyItems",
     "PaymentStatus",
     "Refund",
+    "RefundPolicy",
+    "RefundQuote",
     "RefundStatus",
     "VerifyIdentity",
     "commerce_tools",
@@ -58,20 +60,31 @@ TOOL_CLASSES: tuple[type[CommerceTool], ...] = (
     ModifyItems,
     CreateReturn,
     Refund,
+    RefundQuote,
     RefundStatus,
     PaymentStatus,
 )
 
 
 def commerce_tools(
-    pool: asyncpg.Pool, timeout_s: float = 5.0, lockout: IdentityLockout | None = None
+    pool: asyncpg.Pool,
+    timeout_s: float = 5.0,
+    lockout: IdentityLockout | None = None,
+    refund_policy: RefundPolicy | None = None,
 ) -> dict[str, Tool]:
     """Every commerce tool by its name (e.g. `payments.refund`), all on the one given pool.
 
     `lockout` sets the thresholds of `crm.verify_identity` (default: 5 failures per customer, 10 per
-    source, in 24 hours).
+    source, in 24 hours); `refund_policy` is the tenant's refund rules (limits, windows, clock),
+    shared by the refund and its quote.
     """
+    policy = refund_policy or RefundPolicy()
     tools: dict[str, Tool] = {}
     for cls in TOOL_CLASSES:
-        tools[cls.name] = VerifyIdentity(pool, timeout_s, lockout) if cls is VerifyIdentity else cls(pool, timeout_s)
+        if cls is VerifyIdentity:
+            tools[cls.name] = VerifyIdentity(pool, timeout_s, lockout)
+        elif issubclass(cls, Refund | RefundQuote):
+            tools[cls.name] = cls(pool, timeout_s, policy)  # type: ignore[call-arg]
+        else:
+            tools[cls.name] = cls(pool, timeout_s)
     return tools

@@ -29,7 +29,7 @@ async def test_a_refund_is_made_once_and_recorded_in_the_outbox_with_its_key_as_
         try:
             refund = await registry.get("payments.refund")
             assert refund is not None and refund.writes
-            arguments = {"order_number": "1000004", "amount": "10.00", "currency": "EUR", "reason": "test"}
+            arguments = {"order_number": "1000004", "items": "1 socks", "currency": "EUR", "reason": "test"}
             call = ToolCall("payments.refund", arguments, "C000001", "k-registry-1")
             first, replayed = await refund.call(call), await refund.call(call)
             lookup = await registry.get("orders.get_order")

@@ -13,6 +13,7 @@ from operators.policy.actions import (
     DEFAULT_ACTION_POLICY,
     ActionPolicy,
     ActionPolicyError,
+    RefundSummary,
     check_actions,
     load_action_policy,
 )
@@ -32,6 +33,16 @@ def step(name: str, writes: bool = False, **arguments: Any) -> ActionCall:
 
 def refund(amount: Any, currency: Any = "EUR") -> ActionCall:
     return step("payments.refund", writes=True, order_id="1234567", amount=amount, currency=currency)
+
+
+def quoted(amount: Any, currency: str = "EUR", order: str = "0", customer: str = "0") -> dict[str, RefundSummary]:
+    """The backend's summary of the refund step: what its items come to, and the automatic refunds before it."""
+    return {
+        "k-payments.refund": RefundSummary(
+            amount=Decimal(str(amount)), currency=currency.upper(), order_refunded=Decimal(order),
+            customer_refunded=Decimal(customer),
+        )
+    }  # fmt: skip
 
 
 def test_shipped_policy_covers_the_27_bitext_intents(policy: ActionPolicy):
@@ -68,25 +79,25 @@ def test_unknown_intent_allows_nothing(policy: ActionPolicy):
 
 def test_refund_above_the_limit_needs_approval_and_carries_the_step(policy: ActionPolicy):
     big = refund("100.01")
-    finding = check_actions("get_refund", [step("orders.get_order"), big], policy, verified=True)
+    finding = check_actions("get_refund", [step("orders.get_order"), big], policy, True, quoted("100.01"))
     assert finding is not None and finding.kind == "needs_approval"
     assert finding.step == big
 
 
 @pytest.mark.parametrize("amount", ["100.00", "100", 100, 100.0, Decimal("100.00"), "0.01", 99.99])
 def test_refund_at_or_below_the_limit_passes(policy: ActionPolicy, amount: Any):
-    assert check_actions("get_refund", [refund(amount)], policy, verified=True) is None
+    assert check_actions("get_refund", [refund(amount)], policy, True, quoted(amount)) is None
 
 
 @pytest.mark.parametrize("currency", ["USD", "gbp"])
 def test_limit_applies_per_currency(policy: ActionPolicy, currency: str):
-    assert check_actions("get_refund", [refund("100.00", currency)], policy, verified=True) is None
-    finding = check_actions("get_refund", [refund("250", currency)], policy, verified=True)
+    assert check_actions("get_refund", [refund("100.00", currency)], policy, True, quoted("100", currency)) is None
+    finding = check_actions("get_refund", [refund("250", currency)], policy, True, quoted("250", currency))
     assert finding is not None and finding.kind == "needs_approval"
 
 
 def test_refund_in_a_currency_without_a_limit_needs_approval(policy: ActionPolicy):
-    finding = check_actions("get_refund", [refund("5", "JPY")], policy, verified=True)
+    finding = check_actions("get_refund", [refund("5", "JPY")], policy, True, quoted("5", "JPY"))
     assert finding is not None and finding.kind == "needs_approval"
 
 
@@ -95,16 +106,48 @@ def test_refund_in_a_currency_without_a_limit_needs_approval(policy: ActionPolic
                [10], {"value": 10}, "10,00"],
 )  # fmt: skip
 def test_malformed_amount_is_invalid(policy: ActionPolicy, amount: Any):
-    finding = check_actions("get_refund", [refund(amount)], policy, verified=True)
+    finding = check_actions("get_refund", [refund(amount)], policy, True, quoted("10"))
     assert finding is not None and finding.kind == "invalid_amount"
 
 
-def test_refund_without_amount_or_currency_is_invalid(policy: ActionPolicy):
-    no_amount = step("payments.refund", writes=True, order_id="1234567", currency="EUR")
-    no_currency = step("payments.refund", writes=True, order_id="1234567", amount="10.00")
-    for s in (no_amount, no_currency):
-        finding = check_actions("get_refund", [s], policy, verified=True)
+def test_refund_of_named_items_is_judged_on_the_backends_amount(policy: ActionPolicy):
+    items = step("payments.refund", writes=True, order_number="1234567", items="the socks")
+    assert check_actions("get_refund", [items], policy, True, quoted("29.95")) is None
+    finding = check_actions("get_refund", [items], policy, True, quoted("129.95"))
+    assert finding is not None and finding.kind == "needs_approval" and finding.step == items
+
+
+def test_small_refunds_add_up_to_the_limit_with_what_was_refunded_before(policy: ActionPolicy):
+    small = step("payments.refund", writes=True, order_number="1234567", items="1 socks")
+    assert check_actions("get_refund", [small], policy, True, quoted("29.95", order="70.05")) is None
+    for before in ({"order": "89.85"}, {"customer": "89.85"}):  # on this order, or on any of the customer's
+        finding = check_actions("get_refund", [small], policy, True, quoted("29.95", **before))
+        assert finding is not None and finding.kind == "needs_approval" and "89.85" in finding.reason
+
+
+def test_refund_the_backend_cannot_quote_needs_a_human(policy: ActionPolicy):
+    small = step("payments.refund", writes=True, order_number="1234567", items="1 socks")
+    for refunds in (None, {}, {"another-key": quoted("1")["k-payments.refund"]}):
+        finding = check_actions("get_refund", [small], policy, True, refunds)
+        assert finding is not None and finding.kind == "needs_approval"
+
+
+def test_refund_the_backend_refuses_is_left_to_the_backend(policy: ActionPolicy):
+    small = step("payments.refund", writes=True, order_number="1234567", items="all")
+    refusal = {"k-payments.refund": RefundSummary(refusal="Order 1234567 cannot be refunded: it is cancelled.")}
+    assert check_actions("get_refund", [small], policy, True, refusal) is None
+
+
+def test_typed_amount_or_currency_must_match_the_backends(policy: ActionPolicy):
+    for typed, currency in (("5.00", "EUR"), ("29.95", "USD")):
+        finding = check_actions("get_refund", [refund(typed, currency)], policy, True, quoted("29.95"))
         assert finding is not None and finding.kind == "invalid_amount"
+
+
+def test_a_planned_refund_may_not_claim_a_humans_approval(policy: ActionPolicy):
+    claimed = step("payments.refund", writes=True, order_number="1234567", items="all", approved_by="workspace:me")
+    finding = check_actions("get_refund", [claimed], policy, True, quoted("500"))
+    assert finding is not None and finding.kind == "not_allowed"
 
 
 def test_write_for_an_unverified_customer_is_refused(policy: ActionPolicy):

@@ -125,7 +125,8 @@ ORDER_TOOLS: list[tuple[str, dict[str, Any]]] = [
     ("orders.change_address", {"address": {"lines": ["1 Main St"], "city": "Austin", "zip": "78701", "country": "US"}}),
     ("orders.modify_items", {"changes": [{"sku": "KIT-MUGS-04", "qty": 1}]}),
     ("orders.create_return", {"kind": "return"}),
-    ("payments.refund", {"amount": "5.00", "reason": "goodwill"}),
+    ("payments.refund", {"items": "all", "reason": "goodwill"}),
+    ("payments.refund_quote", {"items": "all"}),
     ("payments.refund_status", {}),
     ("payments.payment_status", {}),
 ]
@@ -204,11 +205,11 @@ async def test_cancel_twice_with_one_key_cancels_once(tools, pool):
 
 
 async def test_refund_twice_with_one_key_creates_one_refund(tools, pool):
-    args = {"order_number": "1000004", "amount": "10.00", "reason": "late delivery"}
+    args = {"order_number": "1000004", "items": "1 socks", "reason": "late delivery"}
     first = await run(tools, "payments.refund", ALICE, key="turn-42", **args)
     second = await run(tools, "payments.refund", ALICE, key="turn-42", **args)
     assert second == first
-    assert first["amount"] == "10.00" and first["refundable_left"] == "49.90"
+    assert first["amount"] == "29.95" and first["refundable_left"] == "29.95"
     assert first["payment_status"] == "partially_refunded" and first["payment_method"] == "Visa •••• 4242"
     assert await pool.fetchval("SELECT count(*) FROM commerce.refunds WHERE order_number = '1000004'") == 1
     logged = await pool.fetchrow("SELECT tool, customer_id FROM commerce.action_log WHERE idempotency_key = 'turn-42'")
@@ -216,39 +217,38 @@ async def test_refund_twice_with_one_key_creates_one_refund(tools, pool):
 
 
 async def test_concurrent_refunds_with_one_key_create_one_refund(tools, pool):
-    args = {"order_number": "2000003", "amount": 20, "reason": "scratched"}
+    args = {"order_number": "2000003", "items": [{"sku": "KIT-SKIL-10"}], "reason": "scratched"}
     results = await asyncio.gather(*(run(tools, "payments.refund", BOB, key="turn-9", **args) for _ in range(6)))
     assert all(r == results[0] for r in results)
     assert await pool.fetchval("SELECT count(*) FROM commerce.refunds WHERE order_number = '2000003'") == 1
-    assert await pool.fetchval("SELECT status FROM commerce.payments WHERE order_number = '2000003'") == (
-        "partially_refunded"
-    )
+    assert await pool.fetchval("SELECT status FROM commerce.payments WHERE order_number = '2000003'") == "refunded"
 
 
 async def test_concurrent_refunds_with_different_keys_never_exceed_what_was_captured(tools, pool):
-    args = {"order_number": "2000003", "amount": "10.00", "reason": "goodwill"}  # 45.00 captured
+    args = {"order_number": "2000003", "items": "the skillet", "reason": "goodwill"}  # one 45.00 line, captured
     outcomes = await asyncio.gather(
         *(run(tools, "payments.refund", BOB, **args) for _ in range(6)), return_exceptions=True
     )
-    assert sum(isinstance(o, dict) for o in outcomes) == 4
+    assert sum(isinstance(o, dict) for o in outcomes) == 1
     assert all(o.kind == "not_allowed" for o in outcomes if isinstance(o, ToolError))
-    assert await pool.fetchval("SELECT sum(amount) FROM commerce.refunds WHERE order_number = '2000003'") == 40
+    assert await pool.fetchval("SELECT sum(amount) FROM commerce.refunds WHERE order_number = '2000003'") == 45
 
 
-async def test_refund_is_limited_to_what_is_left_and_updates_the_payment(tools, pool):
-    error = await refused(tools, "payments.refund", ALICE, order_number="1000004", amount="59.91", reason="x")
-    assert error.kind == "not_allowed" and "At most 59.90 EUR" in error.message
-    await run(tools, "payments.refund", ALICE, order_number="1000004", amount="9.90", reason="damaged box")
-    error = await refused(tools, "payments.refund", ALICE, order_number="1000004", amount=50.01, reason="x")
-    assert "At most 50.00 EUR" in error.message and "9.90 of 59.90 already refunded" in error.message
-    last = await run(tools, "payments.refund", ALICE, order_number="1000004", amount=50, reason="returned")
-    assert last["payment_status"] == "refunded" and last["refundable_left"] == "0.00"
-    error = await refused(tools, "payments.refund", ALICE, order_number="1000004", amount="1", reason="x")
-    assert error.kind == "not_allowed" and "no payment left" in error.message
-    error = await refused(tools, "payments.refund", ALICE, order_number="1000001", amount="1", reason="x")
+async def test_refund_is_limited_to_the_lines_not_yet_refunded_and_updates_the_payment(tools, pool):
+    # 1000004: 2 x Merino wool socks at 29.95, 59.90 EUR captured
+    error = await refused(tools, "payments.refund", ALICE, order_number="1000004", items="3 socks", reason="x")
+    assert error.kind == "not_allowed" and "Only 2 of Merino wool socks" in error.message
+    await run(tools, "payments.refund", ALICE, order_number="1000004", items="1 socks", reason="damaged box")
+    error = await refused(tools, "payments.refund", ALICE, order_number="1000004", items="2 socks", reason="x")
+    assert error.kind == "not_allowed" and "Only 1 of Merino wool socks" in error.message
+    last = await run(tools, "payments.refund", ALICE, order_number="1000004", items="all", reason="returned")
+    assert last["amount"] == "29.95" and last["payment_status"] == "refunded" and last["refundable_left"] == "0.00"
+    error = await refused(tools, "payments.refund", ALICE, order_number="1000004", items="all", reason="x")
+    assert error.kind == "not_allowed" and "already been refunded" in error.message
+    error = await refused(tools, "payments.refund", ALICE, order_number="1000001", items="all", reason="x")
     assert error.kind == "not_allowed"  # pending: nothing captured yet
     status = await run(tools, "payments.refund_status", ALICE, order_number="1000004")
-    assert status["refunded_total"] == "59.90" and [r["amount"] for r in status["refunds"]] == ["9.90", "50.00"]
+    assert status["refunded_total"] == "59.90" and [r["amount"] for r in status["refunds"]] == ["29.95", "29.95"]
     assert all(r["status"] == "pending" and r["payment_method"] == "Visa •••• 4242" for r in status["refunds"])
 
 
@@ -344,9 +344,9 @@ async def test_add_note_and_create_case_write_once_per_key(tools, pool):
 
 
 async def test_a_key_used_by_another_customer_or_action_returns_nothing_of_theirs(tools, pool):
-    mine = await run(tools, "payments.refund", BOB, key="shared", order_number="2000003", amount="5", reason="x")
+    mine = await run(tools, "payments.refund", BOB, key="shared", order_number="2000003", items="all", reason="x")
     error = await refused_with_key(
-        tools, "payments.refund", ALICE, "shared", order_number="1000004", amount="5", reason="x"
+        tools, "payments.refund", ALICE, "shared", order_number="1000004", items="all", reason="x"
     )
     assert error.kind == "invalid" and "2000003" not in error.message and mine["refund_id"] not in error.message
     error = await refused_with_key(tools, "crm.add_note", BOB, "shared", text="hello")
@@ -366,7 +366,8 @@ async def refused_with_key(tools: dict[str, Tool], name: str, customer: str, key
         ({"order_number": "1000004", "amount": "ten", "reason": "x"}, "amount"),
         ({"order_number": "1000004", "amount": "-5", "reason": "x"}, "amount: Input should be greater than 0"),
         ({"order_number": "1000004", "amount": "1.999", "reason": "x"}, "decimal places"),
-        ({"order_number": "1000004", "reason": "x"}, "amount: Field required"),
+        ({"order_number": "1000004", "items": "all"}, "reason: Field required"),
+        ({"order_number": "1000004", "items": [], "reason": "x"}, "items: List should have at least 1 item"),
         ({"order_number": "12345", "amount": "1", "reason": "x"}, "an order number has 7 digits"),
         ({"order_number": "1000004", "amount": "1", "reason": "x", "to_card": "4111"}, "to_card: Extra inputs"),
     ],
