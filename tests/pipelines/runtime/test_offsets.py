@@ -16,6 +16,7 @@ from pipelines.runtime.app import _job
 from pipelines.runtime.offsets import (
     OffsetLedger,
     PartitionLedger,
+    ReadOffsets,
     Verdict,
     commit_from_ledger,
     drop_fetches_overtaken_by_a_seek,
@@ -185,6 +186,17 @@ def test_a_fetch_no_seek_overtook_is_handed_on_with_its_epoch():
     records, _ = asyncio.run(Consumer._wait_next_records(consumer, 1.0))  # type: ignore[arg-type]
     assert [r.offset for r in records[PARTITION]] == [9, 10] and consumer.positions == []
     assert consumer._supportflow_fetch_epochs == {}  # type: ignore[attr-defined]
+
+
+def test_faust_never_drops_a_record_of_a_ledger_topic_as_already_read():
+    # a chaos run lost 329 messages: a batch fetched before the worker's seek back moved faust's
+    # read offset past the offsets the seek asked for, and faust dropped them as already read
+    consumer = SimpleNamespace(app=SimpleNamespace(offset_ledger=OffsetLedger(["sf.ingress"])))
+    read = ReadOffsets(consumer, {PARTITION: 300, TP("supportflow-sessions-changelog", 0): 12})
+    read[PARTITION] = 301  # the drain still writes; it never reads for a ledger's topic
+    assert read[PARTITION] is None and read.get(PARTITION) == 301
+    assert read[TP("supportflow-sessions-changelog", 0)] == 12, "other topics keep faust's behaviour"
+    assert read[TP("sf.other", 0)] is None
 
 
 def test_topics_without_a_ledger_keep_fausts_choice():
