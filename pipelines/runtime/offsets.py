@@ -12,8 +12,8 @@ last record taken when none is. A record that fails or is cancelled is never don
 offset holds back the partition's commits until the next owner processes it again.
 
 A revoke drops the partition's ledger; a job that finishes later marks an orphaned ledger. A
-partition (re)assigned commits nothing until faust has seeked it to the broker's committed
-offset, so records its stream hands over from the old position never count.
+partition (re)assigned processes and commits nothing until faust has seeked it to the broker's
+committed offset, so records its stream hands over from the old position are read again, in order.
 
 Records must also *reach* the stream in order: faust drops some on the way (a fetch that a
 seek overtook, see `drop_fetches_overtaken_by_a_seek`). Each record carries the seek epoch it
@@ -50,8 +50,8 @@ class Verdict(enum.Enum):
 class PartitionLedger:
     """In-flight and finished records of one partition for one assignment.
 
-    Nothing is committed until faust has seeked the partition to the broker's committed offset
-    (records read before that seek may lie past it). From there records are taken in offset
+    Nothing is taken or committed until faust has seeked the partition to the broker's committed
+    offset (records read before that seek may lie past it). From there records are taken in offset
     order only: a record past the next expected offset means records in between were dropped
     on the way to the stream, so the worker seeks back to the first of them rather than go on
     (`Verdict.REWIND`). If the first record read after that seek jumps the same way, the log has
@@ -85,10 +85,13 @@ class PartitionLedger:
 
     def admit(self, offset: int, epoch: int = 0) -> Verdict:
         """Take `offset` if it is the next record of the partition's current read."""
-        if epoch < self._epoch:
+        if epoch < self._epoch or self._floor == _UNSEEKED:
+            # a record read before faust seeked the partition to its committed offset may lie past
+            # records never processed: processing it first would answer a later turn before an
+            # earlier one (a chaos run answered a conversation's first message after its fifth)
             return Verdict.STALE
         self._epoch = epoch
-        if self._next is not None and offset > self._next and self._floor != _UNSEEKED:
+        if self._next is not None and offset > self._next:
             if self._rewound_to != self._next:
                 log.warning("offsets %d..%d did not reach the stream; reading again from there", self._next, offset - 1)
                 return Verdict.REWIND
