@@ -353,10 +353,15 @@ class ItemChangesPlan:
             "status": "pending",
             "currency": self.currency,
             "changes": [
-                {"sku": c.sku, "name": c.name, "qty_before": c.before, "qty_after": c.after,
-                 "unit_price": money(c.unit_price)}
+                {
+                    "sku": c.sku,
+                    "name": c.name,
+                    "qty_before": c.before,
+                    "qty_after": c.after,
+                    "unit_price": money(c.unit_price),
+                }
                 for c in self.changes
-            ],  # fmt: skip
+            ],
             "changes_text": "; ".join(c.text(self.currency) for c in self.changes),
             "total_before": money(self.total_before),
             "total_after": money(self.total_after),
@@ -773,7 +778,8 @@ class CreateExchange(_WithPolicy):
         for sku, name, qty in plan.replacements:
             # the replacement is paid for by the item coming back
             await conn.execute(
-                "INSERT INTO commerce.order_items (order_number, sku, name, qty, unit_price) VALUES ($1, $2, $3, $4, 0)",
+                "INSERT INTO commerce.order_items (order_number, sku, name, qty, unit_price) "
+                "VALUES ($1, $2, $3, $4, 0)",
                 number, sku, name, qty,
             )  # fmt: skip
         await conn.execute(

@@ -28,13 +28,13 @@ from connectors.protocols import ToolCall, ToolError
 
 __all__ = [
     "REFUNDABLE_STATUSES",
+    "ItemsArguments",
     "PaymentStatus",
     "Refund",
+    "RefundItem",
     "RefundPolicy",
     "RefundQuote",
     "RefundStatus",
-    "ItemsArguments",
-    "RefundItem",
     "assess_refund",
     "best_named",
     "match_lines",

@@ -132,7 +132,9 @@ async def test_items_change_only_on_a_pending_order_and_only_items_that_exist(to
 async def test_a_return_registers_the_items_and_refunds_what_they_cost_once_per_key(tools, pool):
     quote = await run(tools, "orders.return_quote", ALICE, order_number="1000004", items="the socks")
     assert (quote["items_text"], quote["amount"], quote["needs_approval"]) == (
-        "2 x Merino wool socks (3-pack)", "59.90", False
+        "2 x Merino wool socks (3-pack)",
+        "59.90",
+        False,
     )
 
     done = await run(tools, "orders.create_return", ALICE, key="ret-1", order_number="1000004", items="the socks")
@@ -196,9 +198,13 @@ async def test_an_exchange_for_another_size_ships_a_free_replacement_order_and_m
     arguments = {"order_number": SHOES, "items": "the shoes", "replacement": "size 43"}
     quote = await run(tools, "orders.exchange_quote", ALICE, **arguments)
     assert (quote["items_text"], quote["replacement_text"]) == (
-        "1 x Trail running shoes", "1 x Trail running shoes, size 43"
+        "1 x Trail running shoes",
+        "1 x Trail running shoes, size 43",
     )
-    money_before = [await pool.fetch("SELECT * FROM commerce.payments"), await pool.fetch("SELECT * FROM commerce.refunds")]
+    money_before = [
+        await pool.fetch("SELECT * FROM commerce.payments"),
+        await pool.fetch("SELECT * FROM commerce.refunds"),
+    ]
 
     done = await run(tools, "orders.create_exchange", ALICE, key="ex-1", **arguments)
     assert done["replacement_order"] == "0100001" and done["kind"] == "exchange"
@@ -210,15 +216,18 @@ async def test_an_exchange_for_another_size_ships_a_free_replacement_order_and_m
                                  done["return_id"])  # fmt: skip
     assert (stored["kind"], stored["replacement_order"]) == ("exchange", "0100001")
     assert await pool.fetchval("SELECT count(*) FROM commerce.orders WHERE customer_id = $1", ALICE) == 7
-    assert [await pool.fetch("SELECT * FROM commerce.payments"), await pool.fetch("SELECT * FROM commerce.refunds")] == (
-        money_before
-    )
+    assert [
+        await pool.fetch("SELECT * FROM commerce.payments"),
+        await pool.fetch("SELECT * FROM commerce.refunds"),
+    ] == (money_before)
     error = await refused(tools, "orders.create_return", ALICE, order_number=SHOES, items="shoes")
     assert error.kind == "not_allowed" and "already been returned" in error.message
 
 
 async def test_an_exchange_is_for_the_same_item_or_a_same_priced_variant_of_a_delivered_order(tools, pool):
-    same = await run(tools, "orders.exchange_quote", ALICE, order_number="1000004", items="socks", replacement="the same")
+    same = await run(
+        tools, "orders.exchange_quote", ALICE, order_number="1000004", items="socks", replacement="the same"
+    )
     assert same["replacement_text"] == "2 x Merino wool socks (3-pack)"
     await pool.execute("INSERT INTO commerce.products VALUES ('SHO-TRAI-45', 'Trail running shoes, size 45', 129)")
     before = await snapshot(pool)
