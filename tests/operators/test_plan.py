@@ -128,9 +128,10 @@ def test_playbook_errors_name_the_file_and_the_field(tmp_path: Path):
 
 
 def test_the_shipped_playbooks_load():
-    assert {"track_order", "cancel_order", "get_refund", "track_refund", "change_shipping_address"} <= set(
-        load_playbooks()
-    )
+    assert {
+        "track_order", "cancel_order", "get_refund", "track_refund", "change_shipping_address", "change_order",
+        "return_items", "exchange_items",
+    } <= set(load_playbooks())  # fmt: skip
 
 
 def test_every_shipped_playbook_step_is_allowed_by_the_shipped_action_policy():
@@ -158,6 +159,13 @@ def test_every_playbook_reply_field_comes_from_a_slot_or_a_tool_result():
         "payments.refund_quote": {"items_text", "amount", "currency", "needs_approval"},
         "orders.cancel_order": {"status", "order_number", "refund.amount", "refund.currency", "refund.payment_method"},
         "orders.change_address": {"order_number", "status", "shipping_address.city", "shipping_address.zip"},
+        "orders.quote_item_changes": {"changes_text", "total_before", "total_after", "currency", "difference"},
+        "orders.modify_items": {"changes_text", "total", "currency", "order_number"},
+        "orders.return_quote": {"items_text", "amount", "currency", "needs_approval", "return_by"},
+        "orders.create_return": {"return_id", "items_text", "refund.amount", "refund.currency",
+                                 "refund.payment_method"},
+        "orders.exchange_quote": {"items_text", "replacement_text", "return_by"},
+        "orders.create_exchange": {"return_id", "items_text", "replacement_text", "replacement_order"},
     }  # fmt: skip
     for intent, playbook in load_playbooks().items():
         saved = {step.save_as: step.tool for step in playbook.steps if step.save_as}

@@ -15,10 +15,14 @@ from connectors.backends.commerce.crm import AddNote, CreateCase, IdentityLockou
 from connectors.backends.commerce.orders import (
     CancelOrder,
     ChangeAddress,
+    CreateExchange,
     CreateReturn,
+    ExchangeQuote,
     GetOrder,
+    ItemChangesQuote,
     ListOrders,
     ModifyItems,
+    ReturnQuote,
 )
 from connectors.backends.commerce.payments import PaymentStatus, Refund, RefundPolicy, RefundQuote, RefundStatus
 from connectors.backends.commerce.seed import KNOWN_CUSTOMERS, seed_commerce
@@ -32,9 +36,12 @@ __all__ = [
     "ChangeAddress",
     "CommerceTool",
     "CreateCase",
+    "CreateExchange",
     "CreateReturn",
+    "ExchangeQuote",
     "GetOrder",
     "IdentityLockout",
+    "ItemChangesQuote",
     "ListOrders",
     "LookupCustomer",
     "ModifyItems",
@@ -43,6 +50,7 @@ __all__ = [
     "RefundPolicy",
     "RefundQuote",
     "RefundStatus",
+    "ReturnQuote",
     "VerifyIdentity",
     "commerce_tools",
     "seed_commerce",
@@ -58,7 +66,11 @@ TOOL_CLASSES: tuple[type[CommerceTool], ...] = (
     CancelOrder,
     ChangeAddress,
     ModifyItems,
+    ItemChangesQuote,
     CreateReturn,
+    ReturnQuote,
+    CreateExchange,
+    ExchangeQuote,
     Refund,
     RefundQuote,
     RefundStatus,
@@ -76,14 +88,14 @@ def commerce_tools(
 
     `lockout` sets the thresholds of `crm.verify_identity` (default: 5 failures per customer, 10 per
     source, in 24 hours); `refund_policy` is the tenant's refund rules (limits, windows, clock),
-    shared by the refund and its quote.
+    shared by the refund, its quote, and the returns and exchanges (the return window).
     """
     policy = refund_policy or RefundPolicy()
     tools: dict[str, Tool] = {}
     for cls in TOOL_CLASSES:
         if cls is VerifyIdentity:
             tools[cls.name] = VerifyIdentity(pool, timeout_s, lockout)
-        elif issubclass(cls, Refund | RefundQuote):
+        elif issubclass(cls, Refund | RefundQuote | CreateReturn | ReturnQuote | CreateExchange | ExchangeQuote):
             tools[cls.name] = cls(pool, timeout_s, policy)  # type: ignore[call-arg]
         else:
             tools[cls.name] = cls(pool, timeout_s)

@@ -28,11 +28,18 @@ from connectors.protocols import ToolCall, ToolError
 
 __all__ = [
     "REFUNDABLE_STATUSES",
+    "ItemsArguments",
     "PaymentStatus",
     "Refund",
+    "RefundItem",
     "RefundPolicy",
     "RefundQuote",
     "RefundStatus",
+    "assess_refund",
+    "best_named",
+    "match_lines",
+    "name_words",
+    "parse_item_names",
     "refund_payment",
 ]
 
@@ -87,7 +94,7 @@ _LEADING_QTY = re.compile(r"^(\d{1,3})\s*(?:x\s+|×\s*)?(.+)$")
 _FILLER = {"the", "my", "a", "an", "of", "both", "pair", "set", "all", "item", "items", "please", "one", "just"}
 
 
-def _parse_items(value: Any) -> Any:
+def parse_item_names(value: Any) -> Any:
     """A playbook slot is one line of text ("the socks and 1 mug", "all"); a list is passed on as it is."""
     if not isinstance(value, str):
         return value
@@ -100,11 +107,11 @@ def _parse_items(value: Any) -> Any:
         qty = _LEADING_QTY.match(phrase)
         items.append({"name": qty.group(2), "qty": int(qty.group(1))} if qty else {"name": phrase})
     if not items:
-        raise ValueError("name the items to refund, e.g. 'the socks and the mug', or 'all'")
+        raise ValueError("name the items, e.g. 'the socks and the mug', or 'all'")
     return items
 
 
-def _words(text: str) -> set[str]:
+def name_words(text: str) -> set[str]:
     # singular and lower-case, so "mug" names "Stoneware mugs (set of 4)"
     return {w.removesuffix("s") for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _FILLER and len(w) > 1}
 
@@ -192,7 +199,7 @@ async def assess_refund(
     for (done,) in await conn.fetch("SELECT items FROM commerce.refunds WHERE order_number = $1", number):
         for item in json.loads(done):
             refunded[item["sku"]] = refunded.get(item["sku"], 0) + item["qty"]
-    wanted = _match(number, lines, refunded, items)
+    wanted = match_lines(number, lines, refunded, items)
     amount = sum((line["unit_price"] * qty for line, qty in wanted), Decimal(0))
     payment = await conn.fetchrow(_PAYMENT, number)
     left = Decimal(0) if payment is None or payment["status"] == "failed" else payment["amount"] - payment["refunded"]
@@ -233,15 +240,22 @@ async def assess_refund(
     )
 
 
-def _match(
-    number: str, lines: list[asyncpg.Record], refunded: dict[str, int], items: list[RefundItem] | None
+def match_lines(
+    number: str,
+    lines: list[asyncpg.Record],
+    done: dict[str, int],
+    items: list[RefundItem] | None,
+    verb: str = "refunded",
 ) -> list[tuple[asyncpg.Record, int]]:
-    """The order lines the customer named, each with the quantity to refund."""
-    open_qty = {line["sku"]: line["qty"] - refunded.get(line["sku"], 0) for line in lines}
+    """The order lines the customer named, each with its quantity; `done` is what was already `verb` per SKU.
+
+    Shared by refunds, returns and exchanges, so "the socks" names the same line for each of them.
+    """
+    open_qty = {line["sku"]: line["qty"] - done.get(line["sku"], 0) for line in lines}
     if items is None:
         wanted = [(line, open_qty[line["sku"]]) for line in lines if open_qty[line["sku"]] > 0]
         if not wanted:
-            raise ToolError("not_allowed", f"Every item of order {number} has already been refunded.")
+            raise ToolError("not_allowed", f"Every item of order {number} has already been {verb}.")
         return wanted
     listing = "; ".join(line["name"] for line in lines)
     chosen: dict[str, tuple[asyncpg.Record, int]] = {}
@@ -249,28 +263,34 @@ def _match(
         named = item.sku or item.name or ""
         found = [line for line in lines if item.sku and line["sku"].upper() == item.sku.strip().upper()]
         if not found and item.name:
-            words = _words(item.name)
-            found = [line for line in lines if words and words & _words(line["name"])]
-            if len(found) > 1:  # the most specific wins: "wool socks" over "wool throw" when both share "wool"
-                best = max(len(words & _words(line["name"])) for line in found)
-                found = [line for line in found if len(words & _words(line["name"])) == best]
+            found = best_named(item.name, lines)
         if not found:
             raise ToolError("invalid", f"Order {number} has no item {named!r}; its items are: {listing}.")
         if len(found) > 1:
             names = " or ".join(line["name"] for line in found)
-            raise ToolError("invalid", f"{named!r} could be {names}; which one should be refunded?")
+            raise ToolError("invalid", f"{named!r} could be {names}; which one should be {verb}?")
         line = found[0]
         before = chosen.get(line["sku"], (line, 0))[1]
         qty = before + (item.qty if item.qty is not None else open_qty[line["sku"]] - before)
         if open_qty[line["sku"]] <= 0:
-            raise ToolError("not_allowed", f"{line['name']} on order {number} has already been refunded.")
+            raise ToolError("not_allowed", f"{line['name']} on order {number} has already been {verb}.")
         if qty > open_qty[line["sku"]]:
             raise ToolError(
                 "not_allowed",
-                f"Only {open_qty[line['sku']]} of {line['name']} on order {number} can still be refunded.",
+                f"Only {open_qty[line['sku']]} of {line['name']} on order {number} can still be {verb}.",
             )
         chosen[line["sku"]] = (line, qty)
     return list(chosen.values())
+
+
+def best_named(name: str, rows: list[Any]) -> list[Any]:
+    """The rows (with a "name") whose names share the most words with `name`; [] when none shares one."""
+    words = name_words(name)
+    found = [row for row in rows if words and words & name_words(row["name"])]
+    if len(found) > 1:  # the most specific wins: "wool socks" over "wool throw" when both share "wool"
+        best = max(len(words & name_words(row["name"])) for row in found)
+        found = [row for row in found if len(words & name_words(row["name"])) == best]
+    return found
 
 
 async def refund_payment(
@@ -337,7 +357,7 @@ async def refund_payment(
     }
 
 
-class _ItemsArguments(StrictModel):
+class ItemsArguments(StrictModel):
     order_number: OrderNumber
     items: list[RefundItem] | None = Field(
         default=None,
@@ -350,10 +370,10 @@ class _ItemsArguments(StrictModel):
     @field_validator("items", mode="before")
     @classmethod
     def _one_line(cls, value: Any) -> Any:
-        return _parse_items(value)
+        return parse_item_names(value)
 
 
-class RefundArguments(_ItemsArguments):
+class RefundArguments(ItemsArguments):
     amount: Decimal | None = Field(
         default=None,
         gt=0,
@@ -422,13 +442,13 @@ class RefundQuote(CommerceTool):
         "alone (needs_approval), with what was already refunded automatically on the order and the account. "
         "Refuses like payments.refund when the order cannot be refunded. Arguments: order_number, items."
     )
-    Arguments = _ItemsArguments
+    Arguments = ItemsArguments
 
     def __init__(self, pool: asyncpg.Pool, timeout_s: float = 5.0, policy: RefundPolicy | None = None) -> None:
         super().__init__(pool, timeout_s)
         self.policy = policy or RefundPolicy()
 
-    async def run(self, conn: asyncpg.Connection, call: ToolCall, args: _ItemsArguments) -> dict[str, Any]:
+    async def run(self, conn: asyncpg.Connection, call: ToolCall, args: ItemsArguments) -> dict[str, Any]:
         order = await owned_order(conn, call.customer_id, args.order_number)
         return (await assess_refund(conn, call.customer_id, order, args.items, self.policy)).as_dict()
 

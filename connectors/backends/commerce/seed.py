@@ -39,6 +39,7 @@ __all__ = [
     "KNOWN_ORDER_COUNT",
     "ORDER_STATUSES",
     "PRODUCTS",
+    "VARIANTS",
     "KnownCustomer",
     "KnownOrder",
     "SeedData",
@@ -94,6 +95,22 @@ PRODUCTS: tuple[tuple[str, str, Decimal], ...] = tuple(
         ("TOY-PUZZ-1K", "Jigsaw puzzle, 1000 pieces", "24.00"),
         ("TOY-BLOC-01", "Wooden building blocks", "49.00"),
         ("BOK-COOK-01", "Cookbook: Weeknight Vegetables", "28.00"),
+    )
+)
+# Other sizes of catalog products, for exchanges (`orders.create_exchange`: same SKU stem, same price).
+# Only in the catalog, never drawn for generated orders, so adding them changes no seeded order.
+VARIANTS: tuple[tuple[str, str, Decimal], ...] = tuple(
+    (sku, name, Decimal(price))
+    for sku, name, price in (
+        ("SHO-TRAI-41", "Trail running shoes, size 41", "119.00"),
+        ("SHO-TRAI-43", "Trail running shoes, size 43", "119.00"),
+        ("SHO-TRAI-44", "Trail running shoes, size 44", "119.00"),
+        ("APP-TEE-S", "Organic cotton T-shirt, size S", "25.00"),
+        ("APP-TEE-L", "Organic cotton T-shirt, size L", "25.00"),
+        ("APP-HOOD-M", "Fleece hoodie, size M", "69.00"),
+        ("APP-HOOD-XL", "Fleece hoodie, size XL", "69.00"),
+        ("APP-GLOV-L", "Leather gloves, size L", "55.00"),
+        ("SHO-SNEA-42", "Canvas sneakers, size 42", "65.00"),
     )
 )
 _PRODUCT = {sku: (name, price) for sku, name, price in PRODUCTS}
@@ -383,7 +400,7 @@ class _Builder:
     def __init__(self, rng: random.Random, now: datetime) -> None:
         self.rng = rng
         self.now = now
-        self.data = SeedData(products=[(sku, name, price) for sku, name, price in PRODUCTS])
+        self.data = SeedData(products=[(sku, name, price) for sku, name, price in PRODUCTS + VARIANTS])
         self.invoice_number = 100_000
 
     def customer(

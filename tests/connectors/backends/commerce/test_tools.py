@@ -80,6 +80,7 @@ def test_every_tool_satisfies_the_protocol(tools):
         "orders.change_address",
         "orders.modify_items",
         "orders.create_return",
+        "orders.create_exchange",
         "payments.refund",
     }
     for name, tool in tools.items():
@@ -124,7 +125,11 @@ ORDER_TOOLS: list[tuple[str, dict[str, Any]]] = [
     ("orders.cancel_order", {}),
     ("orders.change_address", {"address": {"lines": ["1 Main St"], "city": "Austin", "zip": "78701", "country": "US"}}),
     ("orders.modify_items", {"changes": [{"sku": "KIT-MUGS-04", "qty": 1}]}),
-    ("orders.create_return", {"kind": "return"}),
+    ("orders.quote_item_changes", {"changes": "add 1 mug"}),
+    ("orders.create_return", {"items": "all"}),
+    ("orders.return_quote", {"items": "all"}),
+    ("orders.create_exchange", {"items": "all"}),
+    ("orders.exchange_quote", {"items": "all"}),
     ("payments.refund", {"items": "all", "reason": "goodwill"}),
     ("payments.refund_quote", {"items": "all"}),
     ("payments.refund_status", {}),
@@ -310,13 +315,12 @@ async def test_modify_items_recomputes_the_total_on_pending_orders_only(tools, p
 
 
 async def test_create_return_within_30_days_of_delivery_only(tools, pool):
-    created = await run(
-        tools, "orders.create_return", ALICE, order_number="1000004", kind="exchange", reason="too small"
-    )
+    created = await run(tools, "orders.create_exchange", ALICE, order_number="1000004", reason="too small")
     assert created["kind"] == "exchange" and created["status"] == "requested"
-    assert created["items"] == [{"sku": "APP-SOCK-3", "qty": 2}] and created["return_id"].startswith("RT-")
+    assert created["items"] == [{"sku": "APP-SOCK-3", "name": "Merino wool socks (3-pack)", "qty": 2}]
+    assert created["return_id"].startswith("RT-")
     error = await refused(tools, "orders.create_return", ALICE, order_number="1000004")
-    assert error.kind == "not_allowed" and "already being returned" in error.message
+    assert error.kind == "not_allowed" and "already been returned" in error.message
     error = await refused(tools, "orders.create_return", ALICE, order_number="1000005")
     assert error.kind == "not_allowed" and "30-day return window closed" in error.message
     error = await refused(tools, "orders.create_return", ALICE, order_number="1000003")
@@ -327,6 +331,7 @@ async def test_create_return_within_30_days_of_delivery_only(tools, pool):
     assert error.kind == "not_allowed" and "Only 1" in error.message
     one = await run(tools, "orders.create_return", BOB, order_number="2000003", items=[{"sku": "KIT-SKIL-10"}])
     assert one["items"] == [{"sku": "KIT-SKIL-10", "qty": 1}] and one["kind"] == "return"
+    assert one["refund"]["amount"] == "45.00"
     assert await pool.fetchval("SELECT count(*) FROM commerce.returns WHERE status = 'requested'") == 2
 
 
