@@ -58,9 +58,10 @@ class PartitionLedger:
     no records there (compaction, transaction markers) and it is taken.
     """
 
-    __slots__ = ("_epoch", "_floor", "_in_flight", "_next", "_rewound_to")
+    __slots__ = ("_epoch", "_floor", "_in_flight", "_next", "_rewound_to", "name")
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "") -> None:
+        self.name = name
         self._in_flight: set[int] = set()
         self._next: int | None = None
         self._floor: int | None = _UNSEEKED
@@ -89,13 +90,14 @@ class PartitionLedger:
             # a record read before faust seeked the partition to its committed offset may lie past
             # records never processed: processing it first would answer a later turn before an
             # earlier one (a chaos run answered a conversation's first message after its fifth)
+            self._rewound_to = None  # a jump after records were skipped proves no gap in the log
             return Verdict.STALE
         self._epoch = epoch
         if self._next is not None and offset > self._next:
             if self._rewound_to != self._next:
-                log.warning("offsets %d..%d did not reach the stream; reading again from there", self._next, offset - 1)
+                log.warning("%s: %d..%d never reached the stream; reading again", self.name, self._next, offset - 1)
                 return Verdict.REWIND
-            log.info("offsets %d..%d are not in the log; going on from %d", self._next, offset - 1, offset)
+            log.info("%s: %d..%d are not in the log; going on from %d", self.name, self._next, offset - 1, offset)
         self.take(offset)
         return Verdict.TAKE
 
@@ -127,7 +129,7 @@ class OffsetLedger:
     def partition(self, tp: Any) -> PartitionLedger:
         ledger = self._partitions.get(tp)
         if ledger is None:
-            ledger = self._partitions[tp] = PartitionLedger()
+            ledger = self._partitions[tp] = PartitionLedger(f"{tp.topic}/{tp.partition}")
         return ledger
 
     def admit(self, tp: Any, offset: int, epoch: int = 0) -> tuple[Verdict, PartitionLedger]:
@@ -282,6 +284,10 @@ async def _reseek_overtaken(consumer: Any, faust_seek: Any) -> None:
         log.info("%s: a fetch was overtaken by a seek; reading again from %d", tp, offset)
 
 
+async def _seek_on_the_consumer_thread(thread: Any, partition: Any, offset: int) -> None:
+    thread.seek(partition, offset)
+
+
 def _faust_seek() -> Any:
     from faust.transport.consumer import Consumer
 
@@ -301,7 +307,7 @@ def drop_fetches_overtaken_by_a_seek() -> None:
     carries the epoch it was fetched in (`message.fetch_epoch`), so the stream can tell a record
     queued before a seek from one read after it.
     """
-    from faust.transport.consumer import Consumer
+    from faust.transport.consumer import Consumer, ThreadDelegateConsumer
 
     if getattr(Consumer.seek, "_faust_original", None) is not None:
         return
@@ -347,8 +353,15 @@ def drop_fetches_overtaken_by_a_seek() -> None:
             self._read_offset = ReadOffsets(self, self._read_offset)
         await faust_drain_messages(self, fetcher)
 
+    async def _seek_on_its_thread(self: Any, partition: Any, offset: int) -> None:
+        # faust calls aiokafka's seek from the event loop's thread while aiokafka runs on its own:
+        # the wake-up of its fetcher could be lost and the partition read no more (a chaos run
+        # stalled that way). Queued on the consumer's thread, it also comes before any later fetch.
+        await self._thread.call_thread(_seek_on_the_consumer_thread, self._thread, partition, offset)
+
     seek._faust_original = faust_seek  # type: ignore[attr-defined]
     Consumer.seek = seek  # type: ignore[method-assign]
+    ThreadDelegateConsumer._seek = _seek_on_its_thread  # type: ignore[method-assign]
     Consumer._wait_next_records = _wait_next_records  # type: ignore[method-assign]
     Consumer.getmany = getmany  # type: ignore[method-assign]
     Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]
