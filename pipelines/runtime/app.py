@@ -9,6 +9,7 @@ later offset in its partition.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 from datetime import timedelta
@@ -30,8 +31,9 @@ from pipelines.runtime.offsets import (
     PartitionLedger,
     Verdict,
     commit_from_ledger,
-    drop_fetches_overtaken_by_a_seek,
     seek_epoch,
+    sought_offset,
+    track_seek_epochs,
 )
 from pipelines.runtime.settings import Settings
 from pipelines.runtime.stage import StageProcessor, SystemClock
@@ -39,6 +41,8 @@ from pipelines.runtime.topology import Stage, Topology
 from schemas import ConversationEvent, EventMetadata, Record, SessionContext, record_types
 
 log = logging.getLogger(__name__)
+
+REWIND_TIMEOUT_S = 10.0
 
 
 class RecordTable:
@@ -142,7 +146,7 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
     spec = topology.spec
     _use_fetch_max_wait(settings.fetch_max_wait_ms)
     commit_from_ledger()
-    drop_fetches_overtaken_by_a_seek()
+    track_seek_epochs()
     wanted = stage_names or list(topology.stages)
     unknown = sorted(set(wanted) - set(topology.stages))
     if unknown:
@@ -273,7 +277,9 @@ def _install_stage(
         async for event in manual.events():
             message = event.message
             # taken here, in offset order, before any later record of the partition can finish
-            verdict, partition = ledger.admit(message.tp, message.offset, getattr(message, "fetch_epoch", 0))
+            epoch = getattr(message, "fetch_epoch", 0)
+            sought = sought_offset(app.consumer, message.tp, epoch)
+            verdict, partition = ledger.admit(message.tp, message.offset, epoch, sought)
             if verdict is not Verdict.TAKE:
                 await manual.ack(event)  # faust's own count of unfinished records; commits come from the ledger
                 if verdict is Verdict.REWIND:
@@ -291,7 +297,12 @@ async def _rewind(app: SupportflowApp, tp: Any, partition: PartitionLedger) -> N
     offset = partition.next_offset
     assert offset is not None, "a rewind has an offset to go back to"
     try:
-        await app.consumer.seek(tp, offset)
+        await asyncio.wait_for(app.consumer.seek(tp, offset), REWIND_TIMEOUT_S)
+    except TimeoutError as exc:
+        # the commit is held at `offset`: a fresh worker (the supervisor starts one) reads from there
+        log.error("seeking %s back to %d timed out; stopping the worker", tp, offset)
+        await app.crash(exc)
+        return
     except Exception:  # revoked meanwhile: its next owner reads from the committed offset, which is no later
         log.warning("could not seek %s back to %d", tp, offset, exc_info=True)
         return

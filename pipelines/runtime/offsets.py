@@ -15,9 +15,9 @@ A revoke drops the partition's ledger; a job that finishes later marks an orphan
 partition (re)assigned processes and commits nothing until faust has seeked it to the broker's
 committed offset, so records its stream hands over from the old position are read again, in order.
 
-Records must also *reach* the stream in order: faust drops some on the way (a fetch that a
-seek overtook, see `drop_fetches_overtaken_by_a_seek`). Each record carries the seek epoch it
-was fetched in; one queued before its partition's latest seek is skipped (it is read again),
+Records must also *reach* the stream in order: faust hands on records fetched before a seek
+and drops some fetched after it (see `track_seek_epochs`). Each record carries the seek epoch
+it was fetched in; one older than its partition's latest seek is skipped (it is read again),
 and a jump past the next expected offset seeks the partition back instead of going on.
 """
 
@@ -26,6 +26,8 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
+from types import MappingProxyType
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ class PartitionLedger:
 
     def seeked(self, committed: int | None, epoch: int = 0) -> None:
         """faust seeked the partition to `committed` (None: nothing committed, read from the start)."""
+        if epoch and epoch <= self._epoch and self._floor != _UNSEEKED:
+            return  # a record fetched after this seek told the ledger first (`admit`)
         self._floor = committed
         self._next = committed
         self._epoch = max(self._epoch, epoch)
@@ -84,15 +88,22 @@ class PartitionLedger:
         self._epoch = max(self._epoch, epoch)
         self._rewound_to = self._next
 
-    def admit(self, offset: int, epoch: int = 0) -> Verdict:
-        """Take `offset` if it is the next record of the partition's current read."""
-        if epoch < self._epoch or self._floor == _UNSEEKED:
+    def admit(self, offset: int, epoch: int = 0, sought: int | None = None) -> Verdict:
+        """Take `offset` if it is the next record of the partition's current read.
+
+        `epoch` is the seek epoch the record was fetched in and `sought` where that seek went: the
+        first record fetched after a seek can arrive before faust tells the ledger of the seek.
+        """
+        if epoch > self._epoch:
+            self._epoch = epoch
+            self._floor = self._next = sought
+            self._rewound_to = None
+        elif epoch < self._epoch or self._floor == _UNSEEKED:
             # a record read before faust seeked the partition to its committed offset may lie past
             # records never processed: processing it first would answer a later turn before an
             # earlier one (a chaos run answered a conversation's first message after its fifth)
             self._rewound_to = None  # a jump after records were skipped proves no gap in the log
             return Verdict.STALE
-        self._epoch = epoch
         if self._next is not None and offset > self._next:
             if self._rewound_to != self._next:
                 log.warning("%s: %d..%d never reached the stream; reading again", self.name, self._next, offset - 1)
@@ -132,10 +143,10 @@ class OffsetLedger:
             ledger = self._partitions[tp] = PartitionLedger(f"{tp.topic}/{tp.partition}")
         return ledger
 
-    def admit(self, tp: Any, offset: int, epoch: int = 0) -> tuple[Verdict, PartitionLedger]:
+    def admit(self, tp: Any, offset: int, epoch: int = 0, sought: int | None = None) -> tuple[Verdict, PartitionLedger]:
         """Whether to process `offset` now; the caller marks a taken record done on the ledger returned."""
         ledger = self.partition(tp)
-        return ledger.admit(offset, epoch), ledger
+        return ledger.admit(offset, epoch, sought), ledger
 
     def position(self, tp: Any) -> int | None:
         ledger = self._partitions.get(tp)
@@ -189,18 +200,9 @@ def commit_from_ledger() -> None:
                 yield tp
 
     faust_perform_seek = Consumer.perform_seek
-    faust_seek = _faust_seek()
 
     async def perform_seek(self: Any) -> None:
-        assigned = list(self.assignment())
-        _seek_begins(self, assigned, None)  # the committed offsets are known only once the seek is done
-        await faust_perform_seek(self)
-        for tp in assigned:
-            _seek_ends(self, tp, self._read_offset.get(tp))  # faust sets it to the committed offset, or None
-        # counted again: records of a fetch that ended during the seek may be from either position,
-        # so the ledger (at this epoch) skips them and the stream reads from the committed offset
-        _bump(self, assigned)
-        await _reseek_overtaken(self, faust_seek)
+        await faust_perform_seek(self)  # the seek epochs move on the consumer's thread, with the positions
         ledger: OffsetLedger | None = getattr(self.app, "offset_ledger", None)
         if ledger is None:
             return
@@ -220,148 +222,114 @@ def _epoch_key(tp: PartitionLike) -> tuple[str, int]:
     return (tp.topic, tp.partition)  # faust's TP and aiokafka's TopicPartition alike
 
 
-class _Seeks:
-    """Per partition: seeks begun (the epoch), where the latest one went, and overtaken fetches."""
-
-    def __init__(self) -> None:
-        self.epochs: dict[tuple[str, int], int] = {}
-        self.targets: dict[tuple[str, int], int | object | None] = {}
-        self.overtaken: dict[tuple[str, int], tuple[Any, int]] = {}  # key -> (tp, first offset dropped)
-
-
-_UNKNOWN = object()  # a seek under way whose target is not known yet
-
-
-def _seeks(consumer: Any) -> _Seeks:
-    seeks: _Seeks | None = consumer.__dict__.get("_supportflow_seeks")
-    if seeks is None:
-        seeks = consumer.__dict__["_supportflow_seeks"] = _Seeks()
-    return seeks
+def _epochs(consumer: Any) -> dict[tuple[str, int], int]:
+    epochs: dict[tuple[str, int], int] = consumer.__dict__.setdefault("_supportflow_epochs", {})
+    return epochs
 
 
 def seek_epoch(consumer: Any, tp: PartitionLike) -> int:
-    """How many seeks of `tp` have begun on this consumer."""
-    return _seeks(consumer).epochs.get(_epoch_key(tp), 0)
+    """How many times `tp` has been seeked on this consumer."""
+    return _epochs(consumer).get(_epoch_key(tp), 0)
 
 
-def _seek_begins(consumer: Any, tps: Iterable[PartitionLike], target: int | None) -> None:
-    _bump(consumer, tps)
-    targets = _seeks(consumer).targets
-    for tp in tps:
-        targets[_epoch_key(tp)] = _UNKNOWN if target is None else target
+def sought_offset(consumer: Any, tp: PartitionLike, epoch: int) -> int | None:
+    """Where the seek that began `epoch` of `tp` went."""
+    targets: dict[tuple[str, int, int], int] = consumer.__dict__.get("_supportflow_targets", {})
+    return targets.get((tp.topic, tp.partition, epoch))
 
 
-def _bump(consumer: Any, tps: Iterable[PartitionLike]) -> None:
-    epochs = _seeks(consumer).epochs
-    for tp in tps:
+def _bump(consumer: Any, sought: Mapping[Any, int]) -> None:
+    """Count a seek of each partition to its offset (called on aiokafka's thread, with the seek)."""
+    epochs = _epochs(consumer)
+    targets: dict[tuple[str, int, int], int] = consumer.__dict__.setdefault("_supportflow_targets", {})
+    for tp, offset in sought.items():
         key = _epoch_key(tp)
-        epochs[key] = epochs.get(key, 0) + 1
+        epoch = epochs[key] = epochs.get(key, 0) + 1
+        targets[(key[0], key[1], epoch)] = offset
 
 
-def _seek_ends(consumer: Any, tp: PartitionLike, target: int | None) -> None:
-    _seeks(consumer).targets[_epoch_key(tp)] = target
+class _EpochedRecords(dict[Any, Any]):
+    """A fetch's records, with each partition's seek epoch at the moment the fetch returned."""
+
+    epochs: Mapping[tuple[str, int], int]
 
 
-async def _reseek_overtaken(consumer: Any, faust_seek: Any) -> None:
-    """Put each partition whose fetch a seek overtook back where that fetch began or the seek went.
-
-    The overtaken fetch may have read from the seek's new position (and moved the consumer past
-    what it read) or from the old one: the lower of its first record and the seek's target is
-    never past a record the stream has not had. A target still unknown waits for its seek to end.
-    """
-    seeks = _seeks(consumer)
-    for key, (tp, first_dropped) in list(seeks.overtaken.items()):
-        target = seeks.targets.get(key)
-        if target is _UNKNOWN:
-            continue
-        del seeks.overtaken[key]
-        offset = first_dropped if target is None else min(first_dropped, target)  # type: ignore[call-overload]
-        try:
-            await faust_seek(consumer, tp, offset)
-        except Exception:  # revoked meanwhile: the next owner reads from the committed offset, no later
-            log.warning("could not seek %s back to %d after an overtaken fetch", tp, offset, exc_info=True)
-            continue
-        log.info("%s: a fetch was overtaken by a seek; reading again from %d", tp, offset)
+_NO_EPOCHS: Mapping[tuple[str, int], int] = MappingProxyType({})
+_FETCHED_IN: ContextVar[Mapping[tuple[str, int], int]] = ContextVar("supportflow_fetched_in", default=_NO_EPOCHS)
 
 
 async def _seek_on_the_consumer_thread(thread: Any, partition: Any, offset: int) -> None:
     thread.seek(partition, offset)
+    _bump(thread.consumer, {partition: offset})
 
 
-def _faust_seek() -> Any:
-    from faust.transport.consumer import Consumer
+def track_seek_epochs() -> None:
+    """Stamp every record faust fetches with its partition's seek epoch, counted where aiokafka runs.
 
-    return getattr(Consumer.seek, "_faust_original", Consumer.seek)
-
-
-def drop_fetches_overtaken_by_a_seek() -> None:
-    """Make faust's consumer drop fetched records that a seek of their partition overtook.
-
-    A fetch under way while a partition was seeked (a rebalance's seek to the committed offset,
-    or the worker's own `Verdict.REWIND`) can return records from the old position after the
-    seek; faust hands them to the stream and moves its read offset past them, and then drops the
-    records the seek asked for as already read: a chaos run lost 61 messages this way with no
-    worker killed (bench/chaos.py). So each partition counts the seeks begun (its epoch); a fetch
-    during which the epoch changed is dropped for that partition and the partition is seeked
-    again to where nothing can be missed (`_reseek_overtaken`); and every record handed on
-    carries the epoch it was fetched in (`message.fetch_epoch`), so the stream can tell a record
-    queued before a seek from one read after it.
+    A fetch that returns before a seek of its partition holds records from the old position, one
+    that returns after holds records from the new one (aiokafka discards what no longer matches
+    its position). faust cannot tell them apart on its event loop, hands both on, and then drops
+    the records the seek asked for as already read: a chaos run lost 61 messages this way with no
+    worker killed, another 329 (bench/chaos.py). So the seeks are counted on aiokafka's own thread,
+    in the same step as the position moves (aiokafka's `seek` and `seek_to_committed`, which faust
+    also called from the wrong thread for `seek`: a run stalled that way), and every fetch carries
+    the counts as they were when it returned. Each record handed on gets its partition's
+    (`message.fetch_epoch`); the ledger skips a record older than the partition's latest seek, to
+    be read again from the seek's position.
     """
     from faust.transport.consumer import Consumer, ThreadDelegateConsumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-    if getattr(Consumer.seek, "_faust_original", None) is not None:
+    if getattr(ThreadDelegateConsumer._seek, "_supportflow", False):
         return
-    faust_seek = Consumer.seek
+    faust_fetch_records = AIOKafkaConsumerThread._fetch_records
     faust_wait_next_records = Consumer._wait_next_records
     faust_getmany = Consumer.getmany
+    faust_drain_messages = Consumer._drain_messages
 
-    async def seek(self: Any, partition: Any, offset: int) -> None:
-        _seek_begins(self, [partition], offset)
-        await faust_seek(self, partition, offset)
+    async def _seek(self: Any, partition: Any, offset: int) -> None:
+        await self._thread.call_thread(_seek_on_the_consumer_thread, self._thread, partition, offset)
+
+    async def seek_to_committed(self: Any) -> Mapping[Any, int]:
+        aiokafka_consumer = self._ensure_consumer()
+
+        async def on_the_thread() -> Mapping[Any, int]:
+            committed: Mapping[Any, int] = await aiokafka_consumer.seek_to_committed()
+            ledger: OffsetLedger | None = getattr(self.consumer.app, "offset_ledger", None)
+            sought = {tp: offset if offset and offset > 0 else 0 for tp, offset in committed.items()}
+            sought = {tp: offset for tp, offset in sought.items() if ledger is not None and ledger.owns(tp)}
+            for tp, offset in sought.items():
+                if offset == 0:  # aiokafka leaves a partition without a commit where it is: read it from the start
+                    aiokafka_consumer.seek(tp, 0)
+            _bump(self.consumer, sought)
+            return committed
+
+        return await self.call_thread(on_the_thread)
+
+    async def _fetch_records(self: Any, *args: Any, **kwargs: Any) -> Any:
+        records = _EpochedRecords(await faust_fetch_records(self, *args, **kwargs))
+        records.epochs = dict(_epochs(self.consumer))
+        return records
 
     async def _wait_next_records(self: Any, timeout: float) -> Any:
-        seeks = _seeks(self)
-        before = dict(seeks.epochs)
         records, active_partitions = await faust_wait_next_records(self, timeout)
-        if records:
-            overtaken = [tp for tp in records if seeks.epochs.get(_epoch_key(tp), 0) != before.get(_epoch_key(tp), 0)]
-            for tp in overtaken:
-                batch = records.pop(tp)
-                if batch:
-                    key = _epoch_key(tp)
-                    first = min(batch[0].offset, seeks.overtaken.get(key, (tp, batch[0].offset))[1])
-                    seeks.overtaken[key] = (tp, first)
-            if overtaken:
-                await _reseek_overtaken(self, faust_seek)
-        self._supportflow_fetch_epochs = before
+        _FETCHED_IN.set(getattr(records, "epochs", _NO_EPOCHS))  # read by `getmany`, in this same task
         return records, active_partitions
 
     async def getmany(self: Any, timeout: float) -> Any:
-        epochs = _seeks(self).epochs
         async for tp, message in faust_getmany(self, timeout):
-            key = _epoch_key(tp)
-            fetched_in = self.__dict__.get("_supportflow_fetch_epochs", {}).get(key, 0)
-            if epochs.get(key, 0) != fetched_in:
-                continue  # seeked while this batch was handed on: the seek's position is the truth
-            message.fetch_epoch = fetched_in
+            message.fetch_epoch = _FETCHED_IN.get().get(_epoch_key(tp), 0)
             yield tp, message
-
-    faust_drain_messages = Consumer._drain_messages
 
     async def _drain_messages(self: Any, fetcher: Any) -> None:
         if not isinstance(self._read_offset, ReadOffsets):
             self._read_offset = ReadOffsets(self, self._read_offset)
         await faust_drain_messages(self, fetcher)
 
-    async def _seek_on_its_thread(self: Any, partition: Any, offset: int) -> None:
-        # faust calls aiokafka's seek from the event loop's thread while aiokafka runs on its own:
-        # the wake-up of its fetcher could be lost and the partition read no more (a chaos run
-        # stalled that way). Queued on the consumer's thread, it also comes before any later fetch.
-        await self._thread.call_thread(_seek_on_the_consumer_thread, self._thread, partition, offset)
-
-    seek._faust_original = faust_seek  # type: ignore[attr-defined]
-    Consumer.seek = seek  # type: ignore[method-assign]
-    ThreadDelegateConsumer._seek = _seek_on_its_thread  # type: ignore[method-assign]
+    _seek._supportflow = True  # type: ignore[attr-defined]
+    ThreadDelegateConsumer._seek = _seek  # type: ignore[method-assign]
+    AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+    AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign]
     Consumer._wait_next_records = _wait_next_records  # type: ignore[method-assign]
     Consumer.getmany = getmany  # type: ignore[method-assign]
     Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]
