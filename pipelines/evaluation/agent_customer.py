@@ -156,7 +156,7 @@ def draw_style(rng: random.Random) -> Style:
 
 
 # What the agent is asking for, by meaning. Checked in this order: a confirmation question names
-# the order too, an identity question names the order number too.
+# the order too, an address question may spell out a ZIP, an identity question names the order.
 _ASKS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "confirm",
@@ -166,16 +166,19 @@ _ASKS: tuple[tuple[str, re.Pattern[str]], ...] = (
             re.I,
         ),
     ),
-    (
-        "identity",
-        re.compile(r"\b(e-?mail( address)?|zip( code)?|post(al)? ?code|verify|prove who|confirm (that )?it'?s you)\b", re.I),
-    ),
     ("items", re.compile(r"\b(which|what) (items?|products?|things?|articles?)\b|\bname them\b", re.I)),
     ("address", re.compile(r"\b(new|delivery|shipping) address\b.*\?|\bwhere should (it|the order) go\b", re.I)),
     (
+        "identity",
+        re.compile(
+            r"\b(e-?mail( address)?|zip( code)?|post(al)? ?code|verify|prove who|confirm (that )?it'?s you)\b", re.I
+        ),
+    ),
+    (
         "order_number",
         re.compile(
-            r"\border (number|no\.?|#|id)\b|\bwhich order\b|\b7-digit\b|\bcheck the number\b|\bwhat(?:'s| is) the order\b",
+            r"\border (number|no\.?|#|id)\b|\bwhich order\b|\b7-digit\b|\bcheck the number\b"
+            r"|\bwhat(?:'s| is) the order\b",
             re.I,
         ),
     ),

@@ -46,9 +46,7 @@ EXPECTED_DB = "sf_eval_expected"
 MAX_TURNS = 12
 
 
-async def converse(
-    client: httpx.AsyncClient, task: Task, facts: dict[str, str], trial: int, seed: int
-) -> Transcript:
+async def converse(client: httpx.AsyncClient, task: Task, facts: dict[str, str], trial: int, seed: int) -> Transcript:
     """One trial of one task through the HTTP ingress, until the customer has nothing more to say."""
     customer = SimulatedCustomer(task, facts, trial, seed)
     transcript = Transcript(task, trial)
