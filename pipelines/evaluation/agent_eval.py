@@ -213,6 +213,8 @@ def run_agent_eval(
     verdicts: list[Verdict] = []
     expected: State | None = None
     must_say: dict[str, list[str]] = {}
+    # read before the run: files edited while it runs must not pass for what was measured
+    measured_on = provenance(base, trials, concurrency, seed, tasks_dir)
     started = time.perf_counter()
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
@@ -252,7 +254,7 @@ def run_agent_eval(
                 verdicts.append(Verdict("(no task)", trial, False, [f"write for {c}: {w}" for c, w in stray], stray))  # type: ignore[arg-type]
     result = summarise(verdicts, transcripts, tasks, trials)
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
-    result["measured_on"] = provenance(base, trials, concurrency, seed, tasks_dir)
+    result["measured_on"] = measured_on
     return result
 
 
