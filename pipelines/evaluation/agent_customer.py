@@ -155,25 +155,21 @@ def draw_style(rng: random.Random) -> Style:
     )
 
 
-# What the agent is asking for, by meaning. Checked in this order: a confirmation question names
-# the order too, an address question may spell out a ZIP, an identity question names the order.
+# What the agent is asking for, by meaning, read from its questions only (a sentence ending in "?"
+# or a request such as "please tell me…"), so a statement that mentions an order number or an
+# email is not taken for a question. Checked in this order: a confirmation names the order too,
+# "which order should go to a new address?" asks for the order, an address question may spell out a
+# ZIP, and an identity question names the order it is about.
 _ASKS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "confirm",
         re.compile(
-            r"\b(yes or no|shall i|should i|go ahead\?|do you want me to|would you like me to|ok(ay)? to proceed|"
+            r"\b(yes or no|shall i|should i|go ahead|do you want me to|would you like me to|ok(ay)? to proceed|"
             r"can you confirm|please confirm|is that (right|correct))\b",
             re.I,
         ),
     ),
     ("items", re.compile(r"\b(which|what) (items?|products?|things?|articles?)\b|\bname them\b", re.I)),
-    ("address", re.compile(r"\b(new|delivery|shipping) address\b.*\?|\bwhere should (it|the order) go\b", re.I)),
-    (
-        "identity",
-        re.compile(
-            r"\b(e-?mail( address)?|zip( code)?|post(al)? ?code|verify|prove who|confirm (that )?it'?s you)\b", re.I
-        ),
-    ),
     (
         "order_number",
         re.compile(
@@ -182,17 +178,41 @@ _ASKS: tuple[tuple[str, re.Pattern[str]], ...] = (
             re.I,
         ),
     ),
+    ("address", re.compile(r"\b(new|delivery|shipping) address\b|\bwhere should (it|the order) go\b", re.I)),
+    (
+        "identity",
+        re.compile(
+            r"\b(e-?mail( address)?|zip( code)?|post(al)? ?code|verify|prove who|confirm (that )?it'?s you)\b", re.I
+        ),
+    ),
+)
+_SENTENCE = re.compile(r"[^.?!]+[.?!]*")
+_REQUEST = re.compile(
+    r"\?\s*$|\b(please (tell|give|send|share|write|type|enter|confirm)|could you|would you|tell me|give me|"
+    r"let me know|i need)\b",
+    re.I,
 )
 
 
 def asked_for(reply: str) -> str | None:
     """The slot the agent's reply asks for, or None when it asks nothing (the request is answered)."""
+    questions = " ".join(s for s in _SENTENCE.findall(reply) if _REQUEST.search(s.strip()))
+    if not questions:
+        return None
     for slot, pattern in _ASKS:
-        if pattern.search(reply):
-            if slot == "identity" and not re.search(r"\?|please|tell me|give me|need", reply, re.I):
-                continue  # a mention of the email on file, not a question
+        if pattern.search(questions):
             return slot
     return None
+
+
+# Words that show a reply is about this kind of request, to tell which of two requests it answers.
+_ABOUT = {
+    "track_order": re.compile(r"\b(pending|processing|shipped|delivered|cancelled|returned|tracking)\b", re.I),
+    "track_refund": re.compile(r"\brefund", re.I),
+    "get_refund": re.compile(r"\brefund", re.I),
+    "cancel_order": re.compile(r"\bcancel", re.I),
+    "change_shipping_address": re.compile(r"\baddress\b|\bwill go to\b", re.I),
+}
 
 
 @dataclass
@@ -210,6 +230,8 @@ class SimulatedCustomer:
     pending_resume: bool = False
     side_asked: bool = False
     mentioned: set[int] = field(default_factory=set)
+    done: set[int] = field(default_factory=set)
+    restated: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(trial_seed(self.task.id, self.trial, self.seed))
@@ -221,7 +243,7 @@ class SimulatedCustomer:
 
     def _fill(self, template: str, request: Request) -> str:
         items = request.items
-        item = items.get("say", "") if isinstance(items, dict) else "item"
+        item = items.get("say", "") if isinstance(items, dict) else "stuff"
         qty = str(items.get("qty", 1)) if isinstance(items, dict) else "1"
         return template.format(
             order=request.order or "",
@@ -276,6 +298,20 @@ class SimulatedCustomer:
             return self._fill(self._pick(answers["address"]), request) if request.address else None
         return None
 
+    def _answered(self, reply: str) -> int | None:
+        """Which open request a reply that asks nothing answers: its order number and its subject."""
+        open_ = [i for i, r in enumerate(self.task.requests) if i not in self.done]
+        named = [i for i in open_ if self.task.requests[i].order and self.task.requests[i].order in reply]
+        for i in named:
+            about = _ABOUT.get(self.task.requests[i].intent)
+            if about is None or about.search(reply):
+                return i
+        if named:
+            return named[0]
+        if open_ and not self.task.requests[open_[0]].order:
+            return open_[0]  # a request with no order to name (a human, a question): any answer ends it
+        return None
+
     def respond(self, reply: str) -> str | None:
         """The next message after the agent's reply, or None: the customer has nothing more to say."""
         if self.current >= len(self.task.requests):
@@ -283,19 +319,24 @@ class SimulatedCustomer:
         request = self.task.requests[self.current]
         slot = asked_for(reply)
         if slot is None:
-            if self.pending_resume:
-                # the agent answered the side question and let the task go: bring it back
-                self.pending_resume = False
-                resume = self._pick(self.bank["resume"])
-                return resume.format(request=self._short(request))
-            self.current += 1
-            if self.current >= len(self.task.requests):
+            answered = self._answered(reply)
+            if answered is None:
+                # the agent said something else (a general answer, the side question's answer): a
+                # customer restates what they came for, once per request (and after their own detour)
+                if self.pending_resume or self.current not in self.restated:
+                    if not self.pending_resume:
+                        self.restated.add(self.current)
+                    self.pending_resume = False
+                    return self._pick(self.bank["resume"]).format(request=self._short(request))
+                self.done.add(self.current)
+            else:
+                self.done.add(answered)
+            rest = [i for i in range(len(self.task.requests)) if i not in self.done]
+            if not rest:
+                self.current = len(self.task.requests)
                 return None
-            nxt = self.task.requests[self.current]
-            if self.current in self.mentioned:
-                return self._pick(self.bank["follow_ups"]).format(second=self._short(nxt))
-            self.mentioned.add(self.current)
-            return self._pick(self.bank["follow_ups"]).format(second=self._short(nxt))
+            self.current = rest[0]
+            return self._pick(self.bank["follow_ups"]).format(second=self._short(self.task.requests[self.current]))
         self.pending_resume = False
         if self.style.side_question and not self.side_asked and slot in ("identity", "order_number"):
             self.side_asked = True

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from pipelines.evaluation.agent_customer import (
+    Request,
     SimulatedCustomer,
     asked_for,
     bank_sentences,
@@ -72,7 +74,7 @@ def test_the_customer_answers_what_is_asked_in_any_wording_and_answers_again_whe
     assert asked_for("Your order 1000001 is pending.") is None
 
     customer = SimulatedCustomer(CANCEL_ALICE, ALICE, trial=3)
-    customer.style = customer.style.__class__(False, "with_order", False, "zip", False)
+    customer.style = replace(customer.style, side_question=False, identity="zip")
     first = customer.respond("Which ZIP code is on the account?")
     again = customer.respond("Sorry, what is the ZIP code on the account?")
     assert first is not None and "94107" in first
@@ -90,3 +92,21 @@ def test_the_tasks_cover_every_playbook_with_customers_of_their_own() -> None:
     assert covered <= set(phrasing_bank()["openings"])
     assert len({t.customer for t in tasks}) == len(tasks)
     assert any(t.escalation for t in tasks) and any(not t.calls for t in tasks)
+
+
+def test_a_general_answer_is_met_with_the_request_again_and_a_second_request_follows_the_first() -> None:
+    task = replace(
+        CANCEL_ALICE,
+        requests=(Request("track_order", order="1000003"), Request("track_refund", order="1000004")),
+    )
+    customer = SimulatedCustomer(task, ALICE, trial=0)
+    customer.style = replace(customer.style, side_question=False)
+    customer.opening()
+
+    restated = customer.respond("Standard delivery takes 3 to 5 business days.")
+    second = customer.respond("Order 1000003 is shipped. It went with UPS.")
+    last = customer.respond("So far 0.00 EUR has been refunded for order 1000004.")
+
+    assert restated is not None and "1000003" in restated
+    assert second is not None and "1000004" in second
+    assert last is None
