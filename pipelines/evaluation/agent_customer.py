@@ -210,8 +210,9 @@ _ABOUT = {
     "track_order": re.compile(r"\b(pending|processing|shipped|delivered|cancelled|returned|tracking)\b", re.I),
     "track_refund": re.compile(r"\brefund", re.I),
     "get_refund": re.compile(r"\brefund", re.I),
-    "cancel_order": re.compile(r"\bcancel", re.I),
-    "change_shipping_address": re.compile(r"\baddress\b|\bwill go to\b", re.I),
+    # a refusal answers too: "it has already shipped" is an answer to "cancel it" or "send it elsewhere"
+    "cancel_order": re.compile(r"\bcancel|\b(shipped|delivered)\b", re.I),
+    "change_shipping_address": re.compile(r"\baddress\b|\bwill go to\b|\b(shipped|delivered)\b", re.I),
 }
 
 
@@ -299,15 +300,17 @@ class SimulatedCustomer:
         return None
 
     def _answered(self, reply: str) -> int | None:
-        """Which open request a reply that asks nothing answers: its order number and its subject."""
+        """Which open request a reply that asks nothing answers: its order number and its subject.
+
+        A reply naming the order but about something else (delivery times in general) answers nothing:
+        the customer asks again.
+        """
         open_ = [i for i, r in enumerate(self.task.requests) if i not in self.done]
         named = [i for i in open_ if self.task.requests[i].order and self.task.requests[i].order in reply]
         for i in named:
             about = _ABOUT.get(self.task.requests[i].intent)
             if about is None or about.search(reply):
                 return i
-        if named:
-            return named[0]
         if open_ and not self.task.requests[open_[0]].order:
             return open_[0]  # a request with no order to name (a human, a question): any answer ends it
         return None

@@ -211,6 +211,7 @@ def run_agent_eval(
     write_tools = frozenset(cls.name for cls in TOOL_CLASSES if cls.writes)
     transcripts: list[Transcript] = []
     verdicts: list[Verdict] = []
+    stray: list[str] = []
     expected: State | None = None
     must_say: dict[str, list[str]] = {}
     # read before the run: files edited while it runs must not pass for what was measured
@@ -248,11 +249,16 @@ def run_agent_eval(
                     judge(transcript, actual, expected, must_say[task.id], writes.get(task.customer, []), write_tools)
                 )
             transcripts.extend(round_transcripts)
-            stray = [(c, w) for c, ws in writes.items() if c not in owners for w in ws]
-            if stray:
-                # a write for a customer no task has: nobody asked for it
-                verdicts.append(Verdict("(no task)", trial, False, [f"write for {c}: {w}" for c, w in stray], stray))  # type: ignore[arg-type]
+            # a write for a customer no task has: nobody asked for it
+            stray.extend(
+                f"round {trial + 1}: {c} {tool} {order}"
+                for c, ws in writes.items()
+                if c not in owners
+                for tool, order in ws
+            )
     result = summarise(verdicts, transcripts, tasks, trials)
+    result["wrong_actions"] += len(stray)
+    result["wrong_actions_outside_tasks"] = stray
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     result["measured_on"] = measured_on
     return result
