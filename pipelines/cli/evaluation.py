@@ -37,13 +37,17 @@ def bench(
 
 @eval_app.command("agent")
 def eval_agent(
-    conversations: Annotated[int, typer.Option(min=10, max=5000, help="Scripted conversations to run.")] = 200,
+    trials: Annotated[int, typer.Option(min=1, max=32, help="Trials per task (k of pass^k), each in other words.")] = 4,
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Conversations in flight at once.")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed of the customer's phrasings.")] = 0,
+    task: Annotated[Optional[list[str]], typer.Option(help="Run only these task ids (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
     out: Annotated[Path, typer.Option(help="Where to write the JSON results.")] = Path("bench/agent_eval.json"),
 ) -> None:
-    """Run scripted conversations (Bitext intents, the seeded shop) through a fresh embedded stack; score them
-    on the backend: autonomous resolution, correct escalation, wrong actions, reply latency."""
+    """Run the tasks (pipelines/evaluation/data/agent_tasks) k times each through fresh embedded stacks, with a
+    simulated customer; score them on outcomes: the backend's final state against the expected calls replayed
+    on a copy of the seed, the facts in the replies, the escalation reason. Reports pass^1, pass^k, wrong
+    actions and reply latency."""
     from pipelines.evaluation.agent_eval import render, run_agent_eval
 
     s = settings()
@@ -52,7 +56,7 @@ def eval_agent(
             "[red]eval agent runs on a fresh embedded stack[/red]: unset KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL"
         )
         raise typer.Exit(2)
-    result = run_agent_eval(s, conversations, concurrency, err if as_json else console)
+    result = run_agent_eval(s, trials, concurrency, err if as_json else console, seed=seed, only=task)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str))
     if as_json:

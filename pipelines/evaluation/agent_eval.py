@@ -1,426 +1,286 @@
-"""`supportflow eval agent`: scripted conversations through the embedded stack, scored on the backend.
+"""`supportflow eval agent`: the agent held to account on outcomes, τ-bench style.
 
-Each conversation is built from a Bitext intent and the seeded shop: a customer with an order in
-the right status, the intent's opening message (Bitext's own held-out utterances for intents
-answered from templates; everyday openings with a real order number for the playbook intents),
-and a simulated customer who answers the agent's questions the way a customer would (the order
-number, the ZIP code or email on the account, "yes" — or "no" where the script says so). The
-stack is the one `supportflow run` starts, in a fresh data folder, so the shop is freshly seeded.
-
-Scoring reads the backend, not the reply text alone:
-- resolved: no human was needed, the final reply is the right kind (the order's status, the
-  refusal, the intent's template) and the backend holds exactly the writes the script expects;
-- correct escalation: the script expects a human (asked for one, refund above the limit) and
-  the turn was escalated;
-- wrong action: any write in `commerce.action_log` the scripts did not ask for (must be 0).
-Latency is per turn, from the POST to the answer (reply or escalation) through the HTTP ingress.
+Tasks are data (`pipelines/evaluation/data/agent_tasks/`), the customer's words come from a
+phrasing bank written for this evaluation (`data/customer_phrasings.yaml`), and a simulated
+customer answers the agent by what it is asked (`agent_customer.py`). Each trial round starts a
+fresh embedded stack — broker, Triton, the demo shop freshly seeded in PostgreSQL — and runs every
+task once through the HTTP ingress, all at once (every task has a customer of its own). The
+expected state is the seed with every task's expected tool calls replayed on another fresh copy,
+in a database of its own on the same server; scoring is in `agent_scoring.py`. k rounds give each
+task k trials in k phrasings; pass^1 and pass^k are reported as τ-bench does.
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
-import random
-import statistics
+import hashlib
+import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
+from pipelines.evaluation.agent_customer import (
+    PHRASINGS,
+    TASKS_DIR,
+    SimulatedCustomer,
+    Task,
+    customer_facts,
+    load_tasks,
+)
+from pipelines.evaluation.agent_scoring import (
+    State,
+    Transcript,
+    Verdict,
+    judge,
+    replay_expected,
+    resolve_fact,
+    snapshot,
+    summarise,
+)
 from pipelines.runtime.settings import PROJECT_DIR, Settings
 
-TEST_SPLIT = PROJECT_DIR / "triton_models" / "intent_classifier" / "1" / "test_split.csv"
-REPLIES = PROJECT_DIR / "operators" / "data" / "replies.yaml"
-PLAYBOOK_INTENTS = {"track_order", "cancel_order", "get_refund", "track_refund"}
-NO_TEMPLATE_CHECK = {"contact_human_agent", "contact_customer_service"}
+EXPECTED_DB = "sf_eval_expected"
+MAX_TURNS = 12
 
 
-@dataclass
-class Script:
-    """One conversation: who, the opening line, how the simulated customer answers, what must happen."""
-
-    kind: str
-    intent: str
-    customer: str
-    opening: str
-    order: str | None = None
-    zip_code: str = ""
-    amount: str = "20 EUR"
-    answer_yes: bool = True
-    expect: str = "resolved"  # or "escalated"
-    expect_writes: list[tuple[str, str]] = field(default_factory=list)  # (tool, order_number)
-    expect_text: str = ""  # a phrase the final reply must contain
-
-
-@dataclass
-class Outcome:
-    script: Script
-    turns: list[tuple[str, str, str]] = field(default_factory=list)  # (said, kind, answer)
-    latencies_ms: list[float] = field(default_factory=list)
-    escalated: bool = False
-    reason: str = ""
-
-
-def _template_starts() -> dict[str, list[str]]:
-    data = yaml.safe_load(REPLIES.read_text(encoding="utf-8"))
-    out: dict[str, list[str]] = {}
-    for intent, entry in data.items():
-        variants = [entry["default"], *(entry.get("with") or {}).values()]
-        out[intent] = [v.split("{")[0][:40] for v in variants]
-    return out
-
-
-def held_out_utterances() -> dict[str, list[str]]:
-    by_intent: dict[str, list[str]] = {}
-    with TEST_SPLIT.open(newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            by_intent.setdefault(row["label"], []).append(row["text"])
-    return by_intent
-
-
-async def shop_facts(dsn: str) -> dict[str, list[dict[str, Any]]]:
-    """Orders by status with their owner's ZIP, from the seeded backend (generated customers only)."""
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn)
+async def converse(client: httpx.AsyncClient, task: Task, facts: dict[str, str], trial: int, seed: int) -> Transcript:
+    """One trial of one task through the HTTP ingress, until the customer has nothing more to say."""
+    customer = SimulatedCustomer(task, facts, trial, seed)
+    transcript = Transcript(task, trial)
+    said: str | None = customer.opening()
     try:
-        rows = await conn.fetch(
-            "SELECT o.order_number, o.status, o.currency, o.customer_id, c.zip, "
-            "COALESCE((SELECT sum(amount) FROM commerce.payments p WHERE p.order_number = o.order_number "
-            "AND p.status = 'captured'), 0) AS captured "
-            "FROM commerce.orders o JOIN commerce.customers c USING (customer_id) "
-            "WHERE o.customer_id > 'C000002' ORDER BY o.order_number"
-        )
-    finally:
-        await conn.close()
-    facts: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        facts.setdefault(row["status"], []).append(dict(row))
-    return facts
-
-
-def build_scripts(n: int, facts: dict[str, list[dict[str, Any]]], seed: int = 11) -> list[Script]:
-    """About 45% playbook tasks, 40% template intents, 15% expected hand-overs; one customer per conversation."""
-    rng = random.Random(seed)
-    utterances = held_out_utterances()
-    used: set[str] = set()
-
-    def pick(status: str, **where: Any) -> dict[str, Any]:
-        pool = [
-            o
-            for o in facts.get(status, [])
-            if o["customer_id"] not in used and all(o[k] == v for k, v in where.items())
-        ]
-        order = rng.choice(pool)
-        used.add(order["customer_id"])
-        return order
-
-    scripts: list[Script] = []
-    template_intents = sorted(i for i in utterances if i not in PLAYBOOK_INTENTS | {"contact_human_agent"})
-    plan = (
-        ["track"] * 14
-        + ["cancel_ok"] * 8
-        + ["cancel_shipped"] * 4
-        + ["cancel_declined"] * 4
-        + ["refund_ok"] * 8
-        + ["refund_large"] * 4
-        + ["track_refund"] * 3
-        + ["human"] * 7
-        + ["template"] * 44
-        + ["someone_else"] * 4
-    )
-    for i in range(n):
-        kind = plan[i % len(plan)]
-        if kind == "template":
-            intent = template_intents[i % len(template_intents)]
-            o = pick(rng.choice(["delivered", "shipped", "pending"]))
-            text = rng.choice(utterances[intent])
-            scripts.append(Script(kind, intent, o["customer_id"], text, zip_code=o["zip"]))
-        elif kind == "human":
-            o = pick("delivered")
-            text = rng.choice(utterances["contact_human_agent"])
-            scripts.append(Script(kind, "contact_human_agent", o["customer_id"], text, expect="escalated"))
-        elif kind == "track":
-            o = pick(rng.choice(["shipped", "processing", "delivered", "pending"]))
-            opening = rng.choice(
-                [
-                    "where is my order {n}?",
-                    "what's the status of order {n}",
-                    "track order {n}",
-                    "has my order {n} shipped yet?",
-                    "where is my order?",
-                ]
-            ).format(n=o["order_number"])
-            scripts.append(
-                Script(
-                    kind,
-                    "track_order",
-                    o["customer_id"],
-                    opening,
-                    o["order_number"],
-                    o["zip"],
-                    expect_text=f"is {o['status']}",
-                )
+        while said is not None and len(transcript.turns) < MAX_TURNS:
+            started = time.perf_counter()
+            posted = await client.post(
+                "/v1/messages",
+                json={
+                    "channel": "webchat",
+                    "sender": f"web-{task.customer}",
+                    "customer_id": task.customer,
+                    "text": said,
+                },
             )
-        elif kind in ("cancel_ok", "cancel_declined"):
-            o = pick(rng.choice(["pending", "processing"]))
-            opening = rng.choice(
-                [
-                    "I want to cancel order {n}",
-                    "please cancel my order {n}",
-                    "cancel order {n} please",
-                    "I need to cancel my order",
-                ]
-            ).format(n=o["order_number"])
-            ok = kind == "cancel_ok"
-            scripts.append(
-                Script(
-                    kind,
-                    "cancel_order",
-                    o["customer_id"],
-                    opening,
-                    o["order_number"],
-                    o["zip"],
-                    answer_yes=ok,
-                    expect_writes=[("orders.cancel_order", o["order_number"])] if ok else [],
-                    expect_text="is cancelled" if ok else "stays",
-                )
-            )
-        elif kind == "cancel_shipped":
-            o = pick(rng.choice(["shipped", "delivered"]))
-            opening = f"I want to cancel order {o['order_number']}"
-            scripts.append(
-                Script(
-                    kind, "cancel_order", o["customer_id"], opening, o["order_number"], o["zip"], expect_text="can't"
-                )
-            )
-        elif kind in ("refund_ok", "refund_large"):
-            o = pick("delivered")
-            amount = "5" if kind == "refund_ok" else "450"
-            currency = o["currency"]
-            opening = rng.choice(
-                [
-                    "I'd like a refund of {a} {c} for order {n}",
-                    "please refund {a} {c} on order {n}",
-                    "can I get {a} {c} back for order {n}?",
-                ]
-            ).format(a=amount, c=currency, n=o["order_number"])
-            ok = kind == "refund_ok"
-            scripts.append(
-                Script(
-                    kind,
-                    "get_refund",
-                    o["customer_id"],
-                    opening,
-                    o["order_number"],
-                    o["zip"],
-                    amount=f"{amount} {currency}",
-                    expect="resolved" if ok else "escalated",
-                    expect_writes=[("payments.refund", o["order_number"])] if ok else [],
-                    expect_text="on its way" if ok else "",
-                )
-            )
-        elif kind == "track_refund":
-            o = pick("delivered")
-            opening = f"where is my refund for order {o['order_number']}?"
-            scripts.append(
-                Script(
-                    kind,
-                    "track_refund",
-                    o["customer_id"],
-                    opening,
-                    o["order_number"],
-                    o["zip"],
-                    expect_text="has been refunded for order",
-                )
-            )
-        elif kind == "someone_else":
-            mine, theirs = pick("delivered"), pick("shipped")
-            opening = f"where is my order {theirs['order_number']}?"
-            scripts.append(
-                Script(
-                    kind,
-                    "track_order",
-                    mine["customer_id"],
-                    opening,
-                    theirs["order_number"],
-                    mine["zip"],
-                    expect_text="couldn't verify",
-                )
-            )
-    return scripts
+            posted.raise_for_status()
+            message_id = posted.json()["message_id"]
+            answer = (await client.get(f"/v1/messages/{message_id}", params={"wait": 30})).json()
+            transcript.latencies_ms.append((time.perf_counter() - started) * 1000)
+            body = answer.get("answer") or {}
+            if answer["status"] == "escalated":
+                transcript.turns.append({"said": said, "kind": "escalation", "text": body.get("reason", "")})
+                transcript.escalated, transcript.reason = True, body.get("reason", "")
+                break
+            reply = body.get("text", "")
+            if not reply:
+                transcript.error = f"no answer to {said!r} (status {answer['status']})"
+                break
+            transcript.turns.append({"said": said, "kind": "reply", "text": reply})
+            said = customer.respond(reply)
+    except (httpx.HTTPError, KeyError) as exc:
+        transcript.error = f"{type(exc).__name__}: {exc}"
+    return transcript
 
 
-def next_answer(script: Script, agent_said: str) -> str | None:
-    """What the simulated customer says to the agent's question, or None when there is nothing to add."""
-    text = agent_said.lower()
-    if "email address or the zip code" in text:
-        return script.zip_code
-    if "order number" in text and script.order:
-        return f"it's {script.order}"
-    if "how much" in text or "which currency" in text:
-        return script.amount
-    if "yes or no" in text:
-        return "yes" if script.answer_yes else "no"
-    return None
-
-
-async def converse(client: httpx.AsyncClient, script: Script, max_turns: int = 6) -> Outcome:
-    outcome = Outcome(script)
-    said: str | None = script.opening
-    while said is not None and len(outcome.turns) < max_turns:
-        started = time.perf_counter()
-        posted = await client.post(
-            "/v1/messages",
-            json={
-                "channel": "webchat",
-                "sender": f"web-{script.customer}",
-                "customer_id": script.customer,
-                "text": said,
-            },
-        )
-        posted.raise_for_status()
-        message_id = posted.json()["message_id"]
-        answer = (await client.get(f"/v1/messages/{message_id}", params={"wait": 30})).json()
-        outcome.latencies_ms.append((time.perf_counter() - started) * 1000)
-        body = answer.get("answer") or {}
-        if answer["status"] == "escalated":
-            outcome.turns.append((said, "escalation", body.get("reason", "")))
-            outcome.escalated, outcome.reason = True, body.get("reason", "")
-            break
-        reply = body.get("text", "")
-        outcome.turns.append((said, answer["status"], reply))
-        said = next_answer(script, reply)
-    return outcome
-
-
-def score(outcomes: list[Outcome], writes: list[tuple[str, str]]) -> dict[str, Any]:
-    """Resolution, escalation and wrong actions, from the transcripts and the backend's action log."""
-    starts = _template_starts()
-    expected_writes = {w for o in outcomes for w in o.script.expect_writes}
-    wrong = [w for w in writes if w not in expected_writes]
-    done = set(writes)
-    rows = []
-    for o in outcomes:
-        s = o.script
-        final = o.turns[-1][2] if o.turns else ""
-        writes_ok = all(w in done for w in s.expect_writes)
-        if s.expect == "escalated":
-            ok = o.escalated
-        elif o.escalated:
-            ok = False
-        elif s.kind == "template":
-            ok = s.intent in NO_TEMPLATE_CHECK or any(final.startswith(p) for p in starts.get(s.intent, []))
-        else:
-            ok = writes_ok and s.expect_text in final
-        rows.append(
-            {
-                "kind": s.kind,
-                "intent": s.intent,
-                "expect": s.expect,
-                "ok": ok,
-                "escalated": o.escalated,
-                "reason": o.reason,
-                "turns": o.turns,
-            }
-        )
-    latencies = sorted(ms for o in outcomes for ms in o.latencies_ms)
-    expected_human = [r for r in rows if r["expect"] == "escalated"]
-    by_kind: dict[str, dict[str, int]] = {}
-    for r in rows:
-        k = by_kind.setdefault(r["kind"], {"conversations": 0, "correct": 0})
-        k["conversations"] += 1
-        k["correct"] += int(r["ok"])
-    return {
-        "conversations": len(rows),
-        "turns": len(latencies),
-        "resolved_autonomously": sum(r["ok"] and r["expect"] == "resolved" for r in rows),
-        "autonomous_resolution_rate": sum(r["ok"] and r["expect"] == "resolved" for r in rows) / max(1, len(rows)),
-        "expected_escalations": len(expected_human),
-        "correct_escalation_rate": sum(r["ok"] for r in expected_human) / max(1, len(expected_human)),
-        "unneeded_escalations": sum(r["escalated"] and r["expect"] == "resolved" for r in rows),
-        "wrong_actions": len(wrong),
-        "wrong_action_list": [list(w) for w in wrong],
-        "latency_ms": {
-            "p50": round(statistics.median(latencies), 1) if latencies else None,
-            "p99": round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1) if latencies else None,
-        },
-        "by_kind": by_kind,
-        "failures": [r for r in rows if not r["ok"]][:40],
-    }
-
-
-async def _backend_writes(dsn: str) -> list[tuple[str, str]]:
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT tool, arguments->>'order_number' AS order_number FROM commerce.action_log")
-    finally:
-        await conn.close()
-    return [(r["tool"], r["order_number"]) for r in rows]
-
-
-async def run_scripts(base_url: str, scripts: list[Script], concurrency: int, progress: Any = None) -> list[Outcome]:
+async def run_round(
+    base_url: str,
+    tasks: list[Task],
+    facts: dict[str, dict[str, str]],
+    trial: int,
+    seed: int,
+    concurrency: int,
+    progress: Any = None,
+) -> list[Transcript]:
     limit = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
 
-        async def one(script: Script) -> Outcome:
+        async def one(task: Task) -> Transcript:
             async with limit:
-                outcome = await converse(client, script)
+                transcript = await converse(client, task, facts.get(task.customer, {}), trial, seed)
             if progress is not None:
                 progress()
-            return outcome
+            return transcript
 
-        return list(await asyncio.gather(*(one(s) for s in scripts)))
+        return list(await asyncio.gather(*(one(t) for t in tasks)))
 
 
-def run_agent_eval(base: Settings, conversations: int, concurrency: int, console: Any) -> dict[str, Any]:
-    """Start a fresh embedded stack, run the scripts through its HTTP ingress, score them on the backend."""
-    from rich.progress import Progress
+def _with_database(dsn: str, database: str) -> str:
+    base, _, query = dsn.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + database + (f"?{query}" if query else "")
 
+
+async def expected_world(dsn: str, tasks: list[Task]) -> tuple[State, dict[str, dict[str, Any]]]:
+    """Seed a fresh copy of the shop next to the agent's, replay the expected calls on it, read its state."""
+    import asyncpg
+
+    from connectors.backends.commerce.seed import seed_commerce
+    from connectors.postgres.migrator import migrate
+
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {EXPECTED_DB}")
+        await admin.execute(f"CREATE DATABASE {EXPECTED_DB}")
+    finally:
+        await admin.close()
+    target = _with_database(dsn, EXPECTED_DB)
+    conn = await asyncpg.connect(target)
+    try:
+        await migrate(conn)
+        await seed_commerce(conn)
+    finally:
+        await conn.close()
+    pool = await asyncpg.create_pool(target, min_size=1, max_size=4, server_settings={"timezone": "UTC"})
+    try:
+        results = await replay_expected(pool, tasks)
+        async with pool.acquire() as conn:
+            state = await snapshot(conn)
+    finally:
+        await pool.close()
+    return state, results
+
+
+async def read_outcome(dsn: str) -> tuple[State, dict[str, list[tuple[str, str | None]]]]:
+    """The agent's backend after a round: its state and every write, by customer."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        state = await snapshot(conn)
+        rows = await conn.fetch(
+            "SELECT customer_id, tool, arguments->>'order_number' AS order_number FROM commerce.action_log"
+        )
+    finally:
+        await conn.close()
+    writes: dict[str, list[tuple[str, str | None]]] = {}
+    for r in rows:
+        writes.setdefault(r["customer_id"], []).append((r["tool"], r["order_number"]))
+    return state, writes
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=PROJECT_DIR, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def provenance(settings: Settings, trials: int, concurrency: int, seed: int, tasks_dir: Path) -> dict[str, Any]:
+    """What the figures were measured on: the commit, whether the tree was dirty, and the configuration."""
+
+    def digest(paths: list[Path]) -> str:
+        h = hashlib.sha256()
+        for p in sorted(paths):
+            h.update(p.read_bytes())
+        return h.hexdigest()[:16]
+
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain")),
+        "command": f"supportflow eval agent --trials {trials} --concurrency {concurrency} --seed {seed}",
+        "trials": trials,
+        "concurrency": concurrency,
+        "seed": seed,
+        "tasks_sha256": digest(list(tasks_dir.glob("*.yaml"))),
+        "phrasings_sha256": digest([PHRASINGS]),
+        "settings": settings.model_dump(mode="json", exclude={"data_dir"}),
+    }
+
+
+def run_agent_eval(
+    base: Settings,
+    trials: int,
+    concurrency: int,
+    console: Any,
+    seed: int = 0,
+    tasks_dir: Path = TASKS_DIR,
+    only: list[str] | None = None,
+) -> dict[str, Any]:
+    """k rounds, each on a fresh embedded stack; every task once per round; scored on the backend."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from connectors.backends.commerce import TOOL_CLASSES
     from pipelines.devstack.stack import Stack
 
-    with tempfile.TemporaryDirectory(prefix="supportflow-eval-") as tmp:
-        settings = base.model_copy(update={"data_dir": Path(tmp), "http_port": 0})
-        with console.status("starting a fresh embedded stack (broker, Triton, PostgreSQL with the demo shop)…"):
-            stack = Stack(settings, with_workspace=False).start()
-        try:
-            assert stack.ingress is not None and stack.settings.database_url is not None
-            dsn = stack.settings.database_url.get_secret_value()
-            scripts = build_scripts(conversations, asyncio.run(shop_facts(dsn)))
-            with Progress(console=console) as bar:
-                task = bar.add_task("conversations", total=len(scripts))
-                started = time.perf_counter()
-                outcomes = asyncio.run(run_scripts(stack.ingress.url, scripts, concurrency, lambda: bar.advance(task)))
-                elapsed = time.perf_counter() - started
-            time.sleep(1.0)  # the last writes' transactions are committed before the answers; be generous
-            writes = asyncio.run(_backend_writes(dsn))
-        finally:
-            stack.stop()
-    result = score(outcomes, writes)
-    result["elapsed_s"] = round(elapsed, 1)
-    result["concurrency"] = concurrency
+    tasks = [t for t in load_tasks(tasks_dir) if not only or t.id in only]
+    if not tasks:
+        raise ValueError("no tasks to run")
+    facts = customer_facts({t.customer for t in tasks})
+    write_tools = frozenset(cls.name for cls in TOOL_CLASSES if cls.writes)
+    transcripts: list[Transcript] = []
+    verdicts: list[Verdict] = []
+    stray: list[str] = []
+    expected: State | None = None
+    must_say: dict[str, list[str]] = {}
+    # read before the run: files edited while it runs must not pass for what was measured
+    measured_on = provenance(base, trials, concurrency, seed, tasks_dir)
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
+        progress = bar.add_task("conversations", total=len(tasks) * trials)
+        for trial in range(trials):
+            with tempfile.TemporaryDirectory(prefix="supportflow-eval-") as tmp:
+                settings = base.model_copy(update={"data_dir": Path(tmp), "http_port": 0})
+                bar.update(progress, description=f"round {trial + 1}/{trials}: starting a fresh stack")
+                stack = Stack(settings, with_workspace=False).start()
+                try:
+                    assert stack.ingress is not None and stack.settings.database_url is not None
+                    dsn = stack.settings.database_url.get_secret_value()
+                    if expected is None:
+                        expected, results = asyncio.run(expected_world(dsn, tasks))
+                        must_say = {t.id: [resolve_fact(f, results[t.id]) for f in t.must_say] for t in tasks}
+                    bar.update(progress, description=f"round {trial + 1}/{trials}: conversations")
+                    round_transcripts = asyncio.run(
+                        run_round(
+                            stack.ingress.url, tasks, facts, trial, seed, concurrency, lambda: bar.advance(progress)
+                        )
+                    )
+                    time.sleep(1.0)  # the last writes commit before their answers; leave a margin all the same
+                    actual, writes = asyncio.run(read_outcome(dsn))
+                finally:
+                    stack.stop()
+            owners = {t.customer for t in tasks}
+            for transcript in round_transcripts:
+                task = transcript.task
+                verdicts.append(
+                    judge(transcript, actual, expected, must_say[task.id], writes.get(task.customer, []), write_tools)
+                )
+            transcripts.extend(round_transcripts)
+            # a write for a customer no task has: nobody asked for it
+            stray.extend(
+                f"round {trial + 1}: {c} {tool} {order}"
+                for c, ws in writes.items()
+                if c not in owners
+                for tool, order in ws
+            )
+    result = summarise(verdicts, transcripts, tasks, trials)
+    result["wrong_actions"] += len(stray)
+    result["wrong_actions_outside_tasks"] = stray
+    result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    result["measured_on"] = measured_on
     return result
 
 
 def render(result: dict[str, Any]) -> str:
+    k = result["trials_per_task"]
     lat = result["latency_ms"]
     lines = [
-        f"conversations {result['conversations']} ({result['turns']} turns) in {result['elapsed_s']} s",
-        f"resolved autonomously  {result['resolved_autonomously']} ({result['autonomous_resolution_rate']:.1%})",
-        f"correct escalations    {result['correct_escalation_rate']:.1%} of {result['expected_escalations']} expected",
-        f"unneeded escalations   {result['unneeded_escalations']}",
-        f"wrong actions          {result['wrong_actions']}",
-        f"reply latency          p50 {lat['p50']} ms, p99 {lat['p99']} ms",
-        "by kind: "
-        + ", ".join(f"{k} {v['correct']}/{v['conversations']}" for k, v in sorted(result["by_kind"].items())),
+        f"{result['tasks']} tasks x {k} trials = {result['conversations']} conversations "
+        f"({result['turns']} turns) in {result['elapsed_s']} s",
+        f"pass^1          {result['pass^1']:.1%}",
+        f"pass^{k}          {result[f'pass^{k}']:.1%}",
+        f"wrong actions   {result['wrong_actions']}",
+        f"reply latency   p50 {lat['p50']} ms, p99 {lat['p99']} ms",
+        "by group: "
+        + ", ".join(
+            f"{name} {g['pass^1']:.0%}/{g[f'pass^{k}']:.0%} ({g['tasks']})" for name, g in result["by_group"].items()
+        ),
+        f"measured on {result['measured_on']['commit'][:12]}" + (" (dirty)" if result["measured_on"]["dirty"] else ""),
     ]
     return "\n".join(lines)
 
 
-__all__ = ["Script", "build_scripts", "render", "run_agent_eval", "score"]
+__all__ = ["converse", "expected_world", "render", "run_agent_eval"]
