@@ -292,16 +292,21 @@ def track_seek_epochs() -> None:
 
     async def seek_to_committed(self: Any) -> Mapping[Any, int]:
         aiokafka_consumer = self._ensure_consumer()
+        ledger: OffsetLedger | None = getattr(self.consumer.app, "offset_ledger", None)
 
         async def on_the_thread() -> Mapping[Any, int]:
-            committed: Mapping[Any, int] = await aiokafka_consumer.seek_to_committed()
-            ledger: OffsetLedger | None = getattr(self.consumer.app, "offset_ledger", None)
-            sought = {tp: offset if offset and offset > 0 else 0 for tp, offset in committed.items()}
-            sought = {tp: offset for tp, offset in sought.items() if ledger is not None and ledger.owns(tp)}
-            for tp, offset in sought.items():
-                if offset == 0:  # aiokafka leaves a partition without a commit where it is: read it from the start
-                    aiokafka_consumer.seek(tp, 0)
-            _bump(self.consumer, sought)
+            # aiokafka's own seek_to_committed, except that each partition's epoch moves in the same
+            # step as its position: a fetch returning while the other partitions' commits are asked
+            # for already reads from the new position, and must not count as older than the seek
+            committed: dict[Any, int | None] = {}
+            for tp in aiokafka_consumer.assignment():
+                offset = committed[tp] = await aiokafka_consumer.committed(tp)
+                if ledger is not None and ledger.owns(tp):
+                    target = offset if offset and offset > 0 else 0  # no commit yet: from the start
+                    aiokafka_consumer.seek(tp, target)
+                    _bump(self.consumer, {tp: target})
+                elif offset and offset > 0:
+                    aiokafka_consumer.seek(tp, offset)
             return committed
 
         return await self.call_thread(on_the_thread)
