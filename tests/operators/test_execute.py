@@ -6,81 +6,11 @@ backend's tools on PostgreSQL. Alice (C000001) placed 1000001 and has ZIP 94107.
 
 from __future__ import annotations
 
-from connectors.backends.commerce import IdentityLockout, commerce_tools
-from connectors.backends.registry import ToolRegistry
-from operators.authorize import Authorize
-from operators.emit import Emit
-from operators.enrich_context import EnrichContext
-from operators.escalate import Escalate
-from operators.execute import Execute
-from operators.format import Format
-from operators.guard import Guard
-from operators.plan import PlaybookPlanner
-from operators.protocols import DictTable, OperatorContext
-from operators.route import Route
-from pipelines.runtime.clients import RuntimeClients
-from schemas import Escalation, Message, NluResult, NluTurn, OutboundMessage, Sentiment
+from schemas import Escalation, OutboundMessage
+from tests.support.agent_chain import ALICE, Agent
 from tests.support.operators import FixedClock
 
-ALICE = "C000001"
 PAUSED = "paused account actions"
-
-
-class Agent:
-    """One customer's messages through the agent stage's operators, the session kept in a table."""
-
-    def __init__(self, pool, clock: FixedClock, per_customer: int) -> None:
-        """`clock` is the agent's and the backend's: one time for the session and the lockout."""
-        self.clock = clock
-        lockout = IdentityLockout(max_per_customer=per_customer, max_per_source=100, clock=clock.now)
-        self.ctx = OperatorContext(
-            tables={"sessions": DictTable(), "profiles": DictTable()},
-            clock=clock,
-            tools=ToolRegistry(tools=commerce_tools(pool, lockout=lockout)),
-            clients=RuntimeClients(),
-        )
-        self.sent = 0
-
-    async def say(
-        self, text: str, intent: str = "out_of_scope", sender: str = "web-alice"
-    ) -> OutboundMessage | Escalation:
-        self.sent += 1
-        message = Message(
-            message_id=f"m-{self.sent}",
-            conversation_id="conv-alice",
-            customer_id=ALICE,
-            channel="webchat",
-            sender=sender,
-            address_verified=True,
-            text=text,
-            received_at=self.clock.now(),
-        )
-        ctx = self.ctx
-        context = await EnrichContext().run(message, ctx)
-        assert context is not None
-        confidence = 0.95 if intent != "out_of_scope" else 0.3
-        nlu = NluResult(intent=intent, confidence=confidence, sentiment=Sentiment(label="neutral", score=0.0),
-                        model_used="test")  # fmt: skip
-        routed = await Route().run(NluTurn(**dict(context), nlu=nlu), ctx)
-        assert routed is not None
-        if routed.route.branch == "human":
-            return _only(await Escalate().run(routed, ctx), Escalation)
-        authorized = await Authorize().run(await PlaybookPlanner().run(routed, ctx), ctx)
-        if authorized.authorization.branch == "block":
-            return _only(await Escalate().run(authorized, ctx), Escalation)
-        guarded = await Guard().run(await Execute().run(authorized, ctx), ctx)
-        if guarded.guard.branch == "block":
-            return _only(await Escalate().run(guarded, ctx), Escalation)
-        return _only(await Emit().run(await Format().run(guarded, ctx), ctx), OutboundMessage)
-
-    def new_session(self) -> None:
-        self.clock.advance(minutes=31)  # past enrich_context's idle limit
-
-
-def _only(emitted, kind):
-    found = [r for r in emitted.records if isinstance(r, kind)]
-    assert len(found) == 1, emitted.records
-    return found[0]
 
 
 async def test_wrong_zips_over_separate_sessions_lock_account_actions_and_the_customer_is_told_how_to_get_help(

@@ -16,8 +16,8 @@ import asyncpg
 import pytest
 
 from schemas import Escalation, OutboundMessage
-from tests.connectors.backends.commerce.test_refund_policy import add_order
-from tests.operators.test_execute import Agent
+from tests.support.agent_chain import Agent
+from tests.support.commerce import add_order
 from tests.support.operators import FixedClock
 
 SHOES = "1000009"

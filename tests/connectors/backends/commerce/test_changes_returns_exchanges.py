@@ -19,10 +19,8 @@ import pytest
 
 from connectors.backends.commerce import RefundPolicy, commerce_tools
 from connectors.backends.commerce.orders import parse_item_changes
-from connectors.backends.commerce.seed import seed_commerce
-from connectors.postgres import migrate
-from connectors.protocols import Tool, ToolCall, ToolError
-from tests.connectors.backends.commerce.test_refund_policy import add_order
+from connectors.protocols import Tool
+from tests.support.commerce import refused, run, seeded_shop
 
 ALICE, BOB = "C000001", "C000002"
 SHOES = "1000009"
@@ -31,35 +29,14 @@ _keys = itertools.count()
 
 @pytest.fixture
 async def pool(postgres_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    conn = await asyncpg.connect(postgres_dsn)
-    try:
-        await migrate(conn)
-        await seed_commerce(conn, customers=20, orders=60, seed=3)
-        lines = [("SHO-TRAI-42", "Trail running shoes", 1, "119.00"), ("OUT-TENT-2", "Two-person tent", 1, "249.00")]
-        await add_order(conn, SHOES, ALICE, "delivered", lines)
-    finally:
-        await conn.close()
-    created = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=4, server_settings={"timezone": "UTC"})
-    try:
-        yield created
-    finally:
-        await created.close()
+    lines = [("SHO-TRAI-42", "Trail running shoes", 1, "119.00"), ("OUT-TENT-2", "Two-person tent", 1, "249.00")]
+    async with seeded_shop(postgres_dsn, [(SHOES, ALICE, "delivered", lines)], max_size=4) as pool:
+        yield pool
 
 
 @pytest.fixture
 def tools(pool: asyncpg.Pool) -> dict[str, Tool]:
     return commerce_tools(pool)
-
-
-async def run(tools: dict[str, Tool], name: str, customer: str, key: str | None = None, **arguments: Any) -> Any:
-    call = ToolCall(name, arguments, customer, key if key is not None else f"t-key-{next(_keys)}")
-    return await tools[name].call(call)
-
-
-async def refused(tools: dict[str, Tool], name: str, customer: str, **arguments: Any) -> ToolError:
-    with pytest.raises(ToolError) as caught:
-        await run(tools, name, customer, **arguments)
-    return caught.value
 
 
 async def snapshot(pool: asyncpg.Pool) -> list[list[tuple[Any, ...]]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -20,9 +19,8 @@ import asyncpg
 import pytest
 
 from connectors.backends.commerce import RefundPolicy, commerce_tools
-from connectors.backends.commerce.seed import seed_commerce
-from connectors.postgres import migrate
 from connectors.protocols import Tool, ToolCall, ToolError
+from tests.support.commerce import seeded_shop
 
 ALICE, BOB = "C000001", "C000002"
 BIG, SECOND_BIG = "1000009", "1000010"
@@ -32,50 +30,9 @@ _keys = itertools.count()
 
 @pytest.fixture
 async def pool(postgres_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    conn = await asyncpg.connect(postgres_dsn)
-    try:
-        await migrate(conn)
-        await seed_commerce(conn, customers=20, orders=60, seed=3)
-        for number in (BIG, SECOND_BIG):
-            await add_order(conn, number, ALICE, "delivered", LINES)
-    finally:
-        await conn.close()
-    created = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=10, server_settings={"timezone": "UTC"})
-    try:
-        yield created
-    finally:
-        await created.close()
-
-
-async def add_order(
-    conn: asyncpg.Connection, number: str, customer: str, status: str, lines: list[tuple[str, str, int, str]]
-) -> None:
-    """A captured order delivered two days ago (or not yet, by its status)."""
-    now = datetime.now(UTC)
-    total = sum((Decimal(price) * qty for _, _, qty, price in lines), Decimal(0))
-    address = json.dumps(
-        {"name": "Alice Martin", "lines": ["1 Main St"], "city": "SF", "zip": "94107", "country": "US"}
-    )
-    await conn.execute(
-        "INSERT INTO commerce.orders VALUES ($1, $2, $3, 'EUR', $4, $5::jsonb, $6, $6)",
-        number, customer, status, total, address, now - timedelta(days=4),
-    )  # fmt: skip
-    for sku, name, qty, price in lines:
-        await conn.execute("INSERT INTO commerce.order_items VALUES ($1, $2, $3, $4, $5)", number, sku, name, qty,
-                           Decimal(price))  # fmt: skip
-    delivered = now - timedelta(days=2) if status == "delivered" else None
-    await conn.execute(
-        "INSERT INTO commerce.shipments VALUES ($1, $2, 'UPS', $3, $4, $5, $6, $7)",
-        f"SH{number}", number, f"1Z{number}", "delivered" if delivered else "in_transit",
-        now - timedelta(days=3), (now + timedelta(days=1)).date(), delivered,
-    )  # fmt: skip
-    method = await conn.fetchval(
-        "SELECT payment_method_id FROM commerce.payment_methods WHERE customer_id = $1", customer
-    )
-    await conn.execute(
-        "INSERT INTO commerce.payments VALUES ($1, $2, $3, $4, 'captured', $5)",
-        f"PY{number}", number, method, total, now - timedelta(days=4),
-    )  # fmt: skip
+    orders = [(number, ALICE, "delivered", LINES) for number in (BIG, SECOND_BIG)]
+    async with seeded_shop(postgres_dsn, orders, max_size=10) as pool:
+        yield pool
 
 
 def tools_at(pool: asyncpg.Pool, clock: datetime | None = None) -> dict[str, Tool]:

@@ -18,9 +18,8 @@ import asyncpg
 import pytest
 
 from connectors.backends.commerce import commerce_tools
-from connectors.backends.commerce.seed import seed_commerce
-from connectors.postgres import migrate
 from connectors.protocols import Tool, ToolCall, ToolError
+from tests.support.commerce import refused, run, seeded_shop
 
 ALICE, BOB = "C000001", "C000002"
 UNKNOWN_ORDER = "0000001"  # seeded order numbers start at 1000001
@@ -29,34 +28,13 @@ _keys = itertools.count()
 
 @pytest.fixture
 async def pool(postgres_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    conn = await asyncpg.connect(postgres_dsn)
-    try:
-        await migrate(conn)
-        await seed_commerce(conn, customers=20, orders=60, seed=3)
-    finally:
-        await conn.close()
-    created = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=8, server_settings={"timezone": "UTC"})
-    try:
-        yield created
-    finally:
-        await created.close()
+    async with seeded_shop(postgres_dsn) as pool:
+        yield pool
 
 
 @pytest.fixture
 def tools(pool: asyncpg.Pool) -> dict[str, Tool]:
     return commerce_tools(pool)
-
-
-async def run(tools: dict[str, Tool], name: str, customer: str, key: str | None = None, **arguments: Any) -> Any:
-    """One call; a write gets a fresh key unless one is given."""
-    call = ToolCall(name, arguments, customer, key if key is not None else f"test-key-{next(_keys)}")
-    return await tools[name].call(call)
-
-
-async def refused(tools: dict[str, Tool], name: str, customer: str, **arguments: Any) -> ToolError:
-    with pytest.raises(ToolError) as caught:
-        await run(tools, name, customer, **arguments)
-    return caught.value
 
 
 async def table(pool: asyncpg.Pool, sql: str, *args: Any) -> list[tuple[Any, ...]]:
