@@ -328,9 +328,13 @@ def trace_lost(bootstrap: str, lost: list[str]) -> list[str]:
     lines = []
     for m in lost[:10]:
         where = produced.get(m)
-        at = f" (partition {where.partition}, offset {where.offset}; group committed {commits.get(where.partition)})"
+        at = (
+            f" (partition {where.partition}, offset {where.offset}; group committed {commits.get(where.partition)})"
+            if where is not None
+            else ""
+        )
         lines.append(
-            f"{m}: on sf.ingress={where is not None}{at if where else ''}, on sf.messages={m in normalized}, "
+            f"{m}: on sf.ingress={where is not None}{at}, on sf.messages={m in normalized}, "
             f"in a session's answered ids={m in remembered}, dead-lettered={any(m in d for d in dead)}"
         )
     return lines

@@ -265,6 +265,15 @@ class GatewayApi:
                 if self.outbox is not None
                 else []
             ),
+            Endpoint(
+                "/v1/session",
+                "DELETE",
+                self.delete_session,
+                "Log out the web chat session of `X-Session-Token`: every token of that session is refused from now on",
+                {"204": "logged out (also when it already was)", "401": "", "404": "", "429": ""},
+                parameters=({**_SESSION_TOKEN, "required": True, "description": "the session token to log out"},),
+                keyed=False,
+            ),
             Endpoint("/healthz", "GET", self.health, "Alive", {"200": "ok"}, keyed=False),
             Endpoint(
                 "/readyz", "GET", self.readiness, "Ready to serve", {"200": "ready", "503": "starting"}, keyed=False
@@ -473,6 +482,27 @@ class GatewayApi:
             return JSONResponse({"message_id": message_id, "status": "pending"})
         status = "replied" if answer.kind == "reply" else "escalated"
         return JSONResponse({"message_id": message_id, "status": status, "answer": answer.as_json()})
+
+    async def delete_session(self, request: Request) -> Response:
+        """The `logout` frame over REST, for a host site whose user signs out while no chat page is open.
+
+        The token itself is the credential (it can only end its own session); a logout repeated or
+        arriving after the socket's own is still 204, so a host's retry needs no special case.
+        """
+        if self.sessions is None:
+            return _error(404, "this gateway issues no web chat sessions")
+        decision = await self.admission.allow_source(_source(request))
+        if not decision.allowed:
+            return too_many_from(decision)
+        token = request.headers.get("x-session-token")
+        if not token:
+            return _error(401, "the X-Session-Token header names the session to log out")
+        try:
+            session = self.sessions.verify(token)
+        except TokenError as exc:
+            return JSONResponse({"error": exc.message, "code": exc.code, "details": []}, status_code=401)
+        await self.sessions.revoke(session)
+        return Response(status_code=204)
 
     async def get_conversation(self, request: Request) -> Response:
         conversation_id = request.path_params["conversation_id"]

@@ -90,7 +90,7 @@ def install_origin_policy(app: Starlette, allowed_origins: Sequence[str], public
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(allowed_origins),
-        allow_methods=["GET", "POST"],
+        allow_methods=["GET", "POST", "DELETE"],
         allow_headers=["authorization", "content-type", "x-api-key", "x-session-token"],
         max_age=600,
     )

@@ -282,3 +282,23 @@ def test_a_conversation_is_read_with_its_own_session_token_and_no_other_and_not_
         assert after.status_code == 403 and after.json()["code"] == "session_token_revoked"
         again = _say(socket, {"type": "hello", "token": alice["token"]})
         assert again["code"] == "session_token_revoked", "the revocation is kept in Redis, where every replica looks"
+
+
+def test_a_host_logs_a_session_out_over_rest_and_every_token_of_it_is_refused(http, stack):
+    """A host site whose user signs out while no chat page is open ends the session with DELETE /v1/session."""
+    with _chat(stack) as socket:
+        bob = _say(socket, {"type": "hello"})
+    json_type = {"Content-Type": "application/json"}  # the Origin policy's rule for every state-changing call
+
+    def logout(token: str | None) -> httpx.Response:
+        return http.delete("/v1/session", headers=json_type | ({"X-Session-Token": token} if token else {}))
+
+    assert logout(None).status_code == 401, "the token names the session"
+    forged = logout(bob["token"][:-4] + "AAAA")
+    assert forged.status_code == 401 and forged.json()["code"] == "session_token_bad_signature"
+
+    assert logout(bob["token"]).status_code == 204
+    assert logout(bob["token"]).status_code == 204, "a retry"
+    with _chat(stack) as socket:
+        assert _say(socket, {"type": "hello", "token": bob["token"]})["code"] == "session_token_revoked"
+    assert "delete" in http.get("/openapi.json").json()["paths"]["/v1/session"]
