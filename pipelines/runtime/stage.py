@@ -20,15 +20,28 @@ from typing import Any
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_not_exception_type, wait_exponential
 
+from connectors.inbound_body import BodyRefused, JsonLimits, parse_json
 from connectors.kafka import DeliveryRejected
 from operators.protocols import Clients, OperatorContext, StateTable
 from pipelines.runtime.metrics import DELIVERY_RETRIES, OPERATOR_SECONDS, RECORDS, STAGE_SECONDS
 from pipelines.runtime.topology import Node, Stage
-from schemas import DeadLetter, Emitted, Record
+from schemas import DeadLetter, Emitted, RawInbound, Record
 
 log = logging.getLogger(__name__)
 
 Send = Callable[[str, str | None, bytes], Awaitable[Any]]
+
+# sf.ingress is a boundary: an outside Kafka client can write to it, so its records are read by the
+# ingress's own strict parser (duplicate keys, NaN, huge numbers, deep nesting, control characters
+# refused) rather than pydantic's lenient one; the bytes limit is Kafka's default message size
+RAW_RECORD_LIMITS = JsonLimits(max_bytes=1_048_576, max_depth=64)
+
+
+def decode_record(record_type: type[Record], value: bytes) -> Record:
+    """`value` as a `record_type`; ValidationError or BodyRefused (a dead letter's reason) when it is not one."""
+    if record_type is RawInbound:
+        return RawInbound.model_validate(parse_json(value, RAW_RECORD_LIMITS))
+    return record_type.model_validate_json(value)
 
 
 class SystemClock:
@@ -128,8 +141,8 @@ class StageProcessor:
         """Handle one source record end to end; return its outcome for metrics and tests."""
         started = time.perf_counter()
         try:
-            record = self.source_type.model_validate_json(value or b"")
-        except ValidationError as exc:
+            record = decode_record(self.source_type, value or b"")
+        except (ValidationError, BodyRefused) as exc:
             await self.dead_letter(value, key, topic, partition, offset, "decode", exc)
             return "dead_lettered"
         staged = {name: StagedTable(table) for name, table in self.tables.items()}

@@ -10,11 +10,13 @@ import asyncio
 import json
 from pathlib import Path
 
+from connectors.inbound_body import BodyRefused
 from operators.base import Operator
 from operators.protocols import DictTable, OperatorContext
-from pipelines.runtime.stage import StageProcessor
+from pipelines.runtime.stage import StageProcessor, decode_record
 from pipelines.runtime.topology import load_topology
 from schemas import RawInbound
+from tests.support.hostile import HOSTILE
 
 
 class HangOnHang(Operator[RawInbound, RawInbound]):
@@ -119,3 +121,21 @@ async def test_an_output_the_cluster_will_never_take_is_dead_lettered_not_retrie
         "the letter itself was too large: it says where the original is"
     )
     assert not tables["identities"], "a rejected record writes no state"
+
+
+def test_a_raw_record_is_read_by_the_ingress_parser_so_every_hostile_body_is_refused_with_its_reason():
+    """sf.ingress is a boundary an outside Kafka client can write to: what the HTTP ingress refuses, the
+    worker refuses too (pydantic's own parser would keep the last of two keys and read NaN)."""
+
+    def wrap(text: bytes) -> bytes:
+        return b'{"message_id": "m1", "channel": "sms", "sender": "+1", "text": "hi", "payload": {"n": ' + text + b"}}"
+
+    for hostile in HOSTILE:
+        try:
+            decode_record(RawInbound, hostile.body(wrap))
+        except BodyRefused as exc:
+            assert hostile.says in exc.message, (hostile.name, exc.message)
+        else:
+            raise AssertionError(f"{hostile.name} was decoded")
+    good = decode_record(RawInbound, wrap(b'"a\\tb"'))
+    assert isinstance(good, RawInbound) and good.payload == {"n": "a\tb"}
