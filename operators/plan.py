@@ -43,6 +43,7 @@ MAX_CONFIRM_REASKS = 1
 # a question asked while a task waits is answered, then the task's own question comes again
 ASIDE_UNKNOWN = "I can't answer that one here, but a colleague can once we're done, if you ask for one."
 ASIDE_RESUME = " Back to your request: "
+ASIDE_RECAP = "Here is what I'd do, with the details: "
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 ZIP = re.compile(r"(?<![\d-])(\d{5})(?![\d-])")
 
@@ -181,11 +182,13 @@ class PlaybookPlanner(Operator[RoutedTurn, PlannedTurn]):
         config: PlanConfig = self.config  # type: ignore[assignment]
         nlu = record.nlu
         known = nlu.intent != FALLBACK_INTENT and nlu.intent in self._replies
-        if nlu.intent == task.intent:
-            # a question about the task itself: its own question carries the details (items, amount, order)
-            answer = ""
-        elif known and nlu.confidence >= config.aside_confidence:
+        if nlu.intent != task.intent and known and nlu.confidence >= config.aside_confidence:
             answer = self._replies[nlu.intent]["default"].replace("{", "{{").replace("}", "}}") + ASIDE_RESUME
+        elif task.awaiting == "confirmation":
+            # "how much will I get back?": the confirmation carries the details (items, amount, order)
+            answer = ASIDE_RECAP
+        elif nlu.intent == task.intent:
+            answer = ""  # a question about the task itself: its own question says what it needs
         else:
             answer = ASIDE_UNKNOWN + ASIDE_RESUME
         base = {"planner": "playbooks-v1", "intent": task.intent, "replies": dict(playbook.replies)}
@@ -258,8 +261,10 @@ class PlaybookPlanner(Operator[RoutedTurn, PlannedTurn]):
 
         missing = [name for name in playbook.slots if name not in task.slots]
         if missing:
+            # the same question again counts towards "no progress" (execute); the next slot's question is progress
+            repeated = (task.awaiting, task.awaiting_slot) == ("slot", missing[0])
+            task.asked_turns = task.asked_turns + 1 if repeated else 1
             task.awaiting, task.awaiting_slot = "slot", missing[0]
-            task.asked_turns += 1
             session.task = task
             return Plan(
                 **base,

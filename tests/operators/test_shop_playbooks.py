@@ -231,3 +231,18 @@ async def test_a_question_while_the_identity_is_asked_keeps_the_exchange_and_ask
     assert "5 to 10 business days" in answer and answer.endswith(asked)
     confirm = await said(agent, "94107")
     assert confirm.startswith("I'll exchange 1 x Trail running shoes from order 1000009 for 1 x Trail running shoes")
+
+
+async def test_an_exchange_that_asks_for_the_order_the_item_and_the_size_reaches_the_yes_without_a_hand_over(
+    agent, shop
+):
+    # three different questions are progress, not the same question asked again and again
+    assert "Which order" in await said(agent, "I got the wrong size and want to exchange it", "exchange_items")
+    assert "Which item" in await said(agent, "it's 1000009")
+    assert "send instead" in await said(agent, "the shoes")
+    assert "ZIP code" in await said(agent, "size 43")
+    confirm = await agent.say("94107")
+    assert isinstance(confirm, OutboundMessage), confirm
+    assert confirm.text.startswith("I'll exchange 1 x Trail running shoes from order 1000009")
+    done = await said(agent, "yes")
+    assert "ships to you as order" in done

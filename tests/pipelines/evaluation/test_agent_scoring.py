@@ -139,3 +139,30 @@ def test_an_exchange_whose_replacement_got_another_number_in_a_concurrent_round_
     assert not any("0500001" in row for row in rows), "the generated number is left out"
     assert "orders|replaces 1000009|processing|EUR|0.00" in {row.rsplit("|", 1)[0] for row in rows}
     assert any(row.startswith("order_items|replaces 1000009|SHO-TRAI-43|1|0.00") for row in rows)
+
+
+RETURN_ALICE = Task(
+    id="return-alice",
+    customer="C000001",
+    requests=(Request(intent="return_items", order="1000004", items="all"),),
+    calls=(
+        {"tool": "orders.create_return", "arguments": {"order_number": "1000004", "items": "all", "reason": "test"}},
+    ),
+    source="return_items",
+)
+
+
+def test_a_returns_refund_is_compared_without_the_return_number_a_concurrent_round_draws(commerce_dsn: str) -> None:
+    async def returned() -> dict:
+        pool = await asyncpg.create_pool(commerce_dsn, min_size=1, max_size=2, server_settings={"timezone": "UTC"})
+        try:
+            results = await replay_expected(pool, [RETURN_ALICE])
+            async with pool.acquire() as conn:
+                return {"state": await snapshot(conn), "return_id": results[RETURN_ALICE.id]["orders.create_return"]}
+        finally:
+            await pool.close()
+
+    out = asyncio.run(returned())
+    refunds = [row for row in out["state"]["C000001"] if row.startswith("refunds|1000004|")]
+    assert out["return_id"]["return_id"].startswith("RT-")
+    assert refunds == ['refunds|1000004|59.90|pending|return: test|[{"qty": 2, "sku": "APP-SOCK-3"}]'], refunds
