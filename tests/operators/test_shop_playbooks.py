@@ -191,8 +191,8 @@ async def test_everything_in_that_order_after_sorry_returns_every_line_instead_o
     assert "return of 2 x Merino wool socks (3-pack) from order 1000004 and refund 59.90 EUR" in confirm, confirm
 
 
-async def test_all_of_it_refunds_every_line_of_the_order(agent, shop):
-    await up_to_the_question(agent, [("I want a refund for order 1000004", "get_refund"), ("all of it", "")])
+async def test_sorry_all_of_it_refunds_every_line_of_the_order(agent, shop):
+    await up_to_the_question(agent, [("I want a refund for order 1000004", "get_refund"), ("sorry - all of it", "")])
     confirm = await said(agent, "94107")
     assert "I'll refund 2 x Merino wool socks (3-pack) from order 1000004: 59.90 EUR" in confirm, confirm
 
@@ -205,7 +205,10 @@ async def test_how_much_will_i_get_back_while_the_return_waits_for_yes_is_answer
     before = await snapshot(shop)
     answer = await said(agent, "hang on, how much will I get back?", "return_items")
     assert "59.90 EUR" in answer and answer.endswith(confirm), "the quote again, with the same question"
+    assert not answer.startswith("I need a clear yes or no"), "a question is not an unclear answer"
     assert await snapshot(shop) == before, "a question is not a yes"
+    again = await said(agent, "hmm, not sure")
+    assert again.startswith("I need a clear yes or no") and again.endswith(confirm), "the one re-ask is still there"
     done = await said(agent, "ok yes")
     assert "59.90 EUR is on its way" in done
     assert [
