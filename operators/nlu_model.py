@@ -13,6 +13,12 @@ process and `model_used` says so (`onnxruntime:intent_classifier:1` instead of
 failure. A confidence under the out-of-scope threshold (by default the one calibrated by the
 trainer, in `labels.json`) also becomes `out_of_scope`.
 
+Intents the model has no label for yet (`keyword_intents`: returns and exchanges, whose playbooks
+came after the last training run) come from the keyword rules (`operators/nlu/keywords.py`): when
+those rules name one of them at least `keyword_confidence` sure, it is the intent, whatever the
+model said (it can only say its nearest label, `get_refund` or `change_order`). Everything else
+is the model's.
+
 The model client comes from the runtime (`ctx.clients.intent_model`, built in
 `pipelines/runtime/clients.py`): Triton's address is the operator's `triton_url`, else
 `Settings.triton_url`; `supportflow run` sets the latter to the embedded tritonserver it starts
@@ -28,7 +34,7 @@ from pydantic import Field
 
 from operators.base import OperatorConfig
 from operators.keyword_nlu import IntentGuess, Nlu, NluConfig
-from operators.nlu.keywords import OUT_OF_SCOPE
+from operators.nlu.keywords import OUT_OF_SCOPE, KeywordIntentClassifier
 from operators.protocols import IntentModel, IntentModelOptions, OperatorContext
 
 
@@ -48,6 +54,13 @@ class NluModelConfig(NluConfig):
     max_length: int | None = Field(default=None, ge=8, le=512, description="unset: the model's own")
     out_of_scope_threshold: float | None = Field(
         default=None, ge=0.0, le=1.0, description="unset: the calibrated threshold in the model's labels.json"
+    )
+    keyword_intents: list[str] = Field(
+        default_factory=lambda: ["return_items", "exchange_items"],
+        description="intents the model has no label for: taken from the keyword rules when they are sure enough",
+    )
+    keyword_confidence: float = Field(
+        default=0.85, ge=0.0, le=1.0, description="how sure the keyword rules must be to name a keyword intent"
     )
 
 
@@ -79,6 +92,8 @@ class NluModel(Nlu):
             max_length=cfg.max_length,
         )
         self.model = ctx.require_clients(self.name).intent_model(options)
+        if cfg.keyword_intents:
+            self._classifier = KeywordIntentClassifier.load(cfg.keywords_file)
 
     @property
     def warmed_up(self) -> bool:
@@ -87,6 +102,10 @@ class NluModel(Nlu):
     async def classify(self, text: str) -> IntentGuess:
         assert self.model is not None
         cfg: NluModelConfig = self.config  # type: ignore[assignment]
+        if self._classifier is not None:
+            intent, confidence, alternatives = self._classifier.classify(text)
+            if intent in cfg.keyword_intents and confidence >= cfg.keyword_confidence:
+                return IntentGuess(intent, confidence, "keywords-v1", alternatives)
         prediction = await self.model.classify(text)
         intent = prediction.intent
         threshold = self.model.oos_threshold if cfg.out_of_scope_threshold is None else cfg.out_of_scope_threshold

@@ -25,7 +25,8 @@ import yaml
 from pydantic import Field
 
 from operators.base import Operator, OperatorConfig
-from operators.nlu.confirmation import Confirmation, classify_confirmation
+from operators.nlu.confirmation import Confirmation, classify_confirmation, says_yes_or_no
+from operators.nlu.slots import clean_value, is_question
 from operators.playbooks import DEFAULT_FOLDER, Playbook, load_playbooks
 from operators.protocols import OperatorContext
 from schemas import VERIFY_TOOL, ActionCall, Plan, PlannedTurn, RoutedTurn, SessionContext, TaskState
@@ -39,6 +40,10 @@ VERIFY_ASK = (
 REASK_PREFIX = "I need a clear yes or no before I change anything. "
 LEFT_AS_IS = "I didn't get a clear yes, so I've left everything as it is. Just ask again whenever you're ready."
 MAX_CONFIRM_REASKS = 1
+# a question asked while a task waits is answered, then the task's own question comes again
+ASIDE_UNKNOWN = "I can't answer that one here, but a colleague can once we're done, if you ask for one."
+ASIDE_RESUME = " Back to your request: "
+ASIDE_RECAP = "Here is what I'd do, with the details: "
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 ZIP = re.compile(r"(?<![\d-])(\d{5})(?![\d-])")
 
@@ -48,6 +53,12 @@ class PlanConfig(OperatorConfig):
     playbooks_dir: Path = DEFAULT_FOLDER
     switch_confidence: float = Field(
         default=0.9, ge=0.0, le=1.0, description="a different intent this sure abandons the task under way"
+    )
+    aside_confidence: float = Field(
+        default=0.6,
+        ge=0.0,
+        le=1.0,
+        description="a question asked while a task waits is answered from its intent's template when this sure",
     )
 
 
@@ -87,6 +98,12 @@ class PlaybookPlanner(Operator[RoutedTurn, PlannedTurn]):
         if not self._replies:
             self.warm_up(ctx)
         session = record.session.model_copy(deep=True)
+        waiting = session.task
+        if waiting is not None and waiting.intent in self._playbooks:
+            playbook = self._playbooks[waiting.intent]
+            if self._is_aside(waiting, playbook, record):
+                plan = self._aside(record, session, waiting, playbook)
+                return PlannedTurn(**{**dict(record), "session": session}, plan=plan)
         task = self._task_for(record, session)
         if task is None:
             session.task = None
@@ -123,6 +140,79 @@ class PlaybookPlanner(Operator[RoutedTurn, PlannedTurn]):
             return self._slot_value(self._playbooks[task.intent], task.awaiting_slot, record) is not None
         return False
 
+    def _is_aside(self, task: TaskState, playbook: Playbook, record: RoutedTurn) -> bool:
+        """A question in the middle of the task ("how much will I get back?") that answers nothing it waits for.
+
+        Such a question is neither the yes, the ZIP nor the items, and it must not end the task, count
+        as an unclear confirmation, or be taken for the free-text answer ("what's your return policy?"
+        as the items to return). A question for another playbook naming an order of its own is a new
+        request instead (`_task_for` switches to it).
+        """
+        text = record.message.text
+        if task.awaiting is None or not is_question(text):
+            return False
+        nlu = record.nlu
+        config: PlanConfig = self.config  # type: ignore[assignment]
+        named = {e.normalized or e.value for e in nlu.entities if e.type == "order_number"}
+        if (
+            nlu.intent in self._playbooks
+            and nlu.intent != task.intent
+            and nlu.confidence >= config.switch_confidence
+            and named - {task.slots.get("order_number")}
+        ):
+            return False  # "can you cancel 1234567 instead?": a request of its own
+        if task.awaiting == "confirmation":
+            return not says_yes_or_no(text)
+        if task.awaiting == "verification":
+            return not (EMAIL.search(text) or ZIP.search(text))
+        if task.awaiting == "slot" and task.awaiting_slot in playbook.slots:
+            spec = playbook.slots[task.awaiting_slot]
+            if spec.extract in ("items", "changes", "replacement"):
+                # any text fills a free-text slot: only a confident other intent tells a question from an answer
+                return (
+                    nlu.intent not in (task.intent, FALLBACK_INTENT)
+                    and nlu.intent in self._replies
+                    and nlu.confidence >= config.aside_confidence
+                )
+            return self._slot_value(playbook, task.awaiting_slot, record) is None
+        return False
+
+    def _aside(self, record: RoutedTurn, session: SessionContext, task: TaskState, playbook: Playbook) -> Plan:
+        """Answer the side question, keep the task as it waits, and ask its question again."""
+        config: PlanConfig = self.config  # type: ignore[assignment]
+        nlu = record.nlu
+        known = nlu.intent != FALLBACK_INTENT and nlu.intent in self._replies
+        if nlu.intent != task.intent and known and nlu.confidence >= config.aside_confidence:
+            answer = self._replies[nlu.intent]["default"].replace("{", "{{").replace("}", "}}") + ASIDE_RESUME
+        elif task.awaiting == "confirmation":
+            # "how much will I get back?": the confirmation carries the details (items, amount, order)
+            answer = ASIDE_RECAP
+        elif nlu.intent == task.intent:
+            answer = ""  # a question about the task itself: its own question says what it needs
+        else:
+            answer = ASIDE_UNKNOWN + ASIDE_RESUME
+        base = {"planner": "playbooks-v1", "intent": task.intent, "replies": dict(playbook.replies)}
+        session.task = task
+        variables = dict(task.slots)
+        if task.awaiting == "confirmation":
+            # the reads run again so the question shows the backend's quote as before; the writes still wait
+            verified = not playbook.verify or session.verified
+            if verified:
+                return Plan(
+                    **base,
+                    steps=[self._step(task, s) for s in playbook.steps if not s.writes],
+                    pending_steps=[self._step(task, s) for s in playbook.steps if s.writes],
+                    reply_template=answer + (playbook.confirm or ""),
+                    reply_variables=variables,
+                    awaiting="confirmation",
+                )
+            task.awaiting, task.awaiting_slot = "verification", None
+        if task.awaiting == "slot" and task.awaiting_slot in playbook.slots:
+            question = playbook.slots[task.awaiting_slot].ask
+            return Plan(**base, reply_template=answer + question, reply_variables=variables, awaiting="slot")
+        task.awaiting, task.awaiting_slot = "verification", None
+        return Plan(**base, reply_template=answer + VERIFY_ASK, reply_variables=variables, awaiting="verification")
+
     def _slot_value(self, playbook: Playbook, name: str, record: RoutedTurn) -> str | None:
         spec = playbook.slots[name]
         for entity in record.nlu.entities:
@@ -133,7 +223,12 @@ class PlaybookPlanner(Operator[RoutedTurn, PlannedTurn]):
                 if value:
                     return value
         if spec.pattern:
-            match = re.search(spec.pattern, record.message.text)
+            text: str | None = record.message.text
+            if spec.extract is not None:
+                text = clean_value(spec.extract, record.message.text)
+                if text is None:
+                    return None
+            match = re.search(spec.pattern, text)
             if match:
                 return (match.group(1) if match.groups() else match.group(0)).strip()
         return None
@@ -166,8 +261,10 @@ class PlaybookPlanner(Operator[RoutedTurn, PlannedTurn]):
 
         missing = [name for name in playbook.slots if name not in task.slots]
         if missing:
+            # the same question again counts towards "no progress" (execute); the next slot's question is progress
+            repeated = (task.awaiting, task.awaiting_slot) == ("slot", missing[0])
+            task.asked_turns = task.asked_turns + 1 if repeated else 1
             task.awaiting, task.awaiting_slot = "slot", missing[0]
-            task.asked_turns += 1
             session.task = task
             return Plan(
                 **base,

@@ -18,6 +18,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from operators.nlu.slots import SlotKind
+
 __all__ = [
     "OUTCOMES",
     "Playbook",
@@ -62,6 +64,11 @@ class SlotSpec(_Strict):
     )
     pattern: str | None = Field(default=None, description="regex over the message text; group 1 (or all) is the value")
     ask: str = Field(description="the question when the value is missing")
+    extract: SlotKind | None = Field(
+        default=None,
+        description="free text answered in a sentence: take off the lead-in ('sure, it's ...', 'sorry - ') before "
+        "the pattern, and read 'everything in that order' as 'all' for items (operators/nlu/slots.py)",
+    )
     remember: bool = Field(default=True, description="keep the value in the session for later tasks")
     only_when_asked: bool = Field(
         default=False,

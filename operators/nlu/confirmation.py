@@ -130,6 +130,15 @@ def classify_confirmation(text: str, cues: ConfirmationCues | None = None) -> Co
     return _decide(found)
 
 
+def says_yes_or_no(text: str, cues: ConfirmationCues | None = None) -> bool:
+    """Whether the message holds a yes or a no at all (a side question holds neither)."""
+    cues = cues or _default_cues()
+    normalized = _normalize(text)
+    words = re.sub(r"[^\w']+", " ", normalized).strip()
+    found = {cues.alone[words]} if words in cues.alone else set()
+    return bool((found | cues.cues(normalized)) & {"yes", "no", "no_action"})
+
+
 def _decide(found: set[str]) -> Confirmation:
     if "sarcasm" in found:
         return Confirmation.UNCLEAR

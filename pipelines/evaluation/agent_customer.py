@@ -34,7 +34,10 @@ class Request:
     order: str | None = None
     items: str | dict[str, Any] | None = None  # "all" or {say, qty}
     address: str | None = None
+    changes: str | None = None  # change_order: "remove the soap", "candle to 2"
+    replacement: str | None = None  # exchange_items: "the same", "size 42"
     confirm: str = "yes"  # yes | no | change_of_mind
+    identity: str = "right"  # right | wrong: the customer misremembers the ZIP or email on the account
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,14 @@ def add_typo(text: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
+def misremembered(value: str) -> str:
+    """A detail one slip away from the real one: a ZIP's last digit moved on by one, an email's name doubled."""
+    if value.isdigit():
+        return value[:-1] + str((int(value[-1]) + 1) % 10)
+    name, at, domain = value.partition("@")
+    return f"{name}{name[-1:]}{at}{domain}"
+
+
 @dataclass(frozen=True)
 class Style:
     """How the customer writes in one trial: drawn once from the trial's seed."""
@@ -169,6 +180,22 @@ _ASKS: tuple[tuple[str, re.Pattern[str]], ...] = (
             re.I,
         ),
     ),
+    (
+        "replacement",
+        re.compile(
+            r"\b(send|ship)( you)? instead\b|\binstead\?|\b(which|what) (size|colou?r|variant)\b|"
+            r"\bwhat (would you like|do you want) (in exchange|instead)\b",
+            re.I,
+        ),
+    ),
+    (
+        "changes",
+        re.compile(
+            r"\bwhat (should|would you like to|do you want to|shall i) (change|add or remove)\b|"
+            r"\bwhich changes\b|\bwhat changes\b",
+            re.I,
+        ),
+    ),
     ("items", re.compile(r"\b(which|what) (items?|products?|things?|articles?)\b|\bname them\b", re.I)),
     (
         "order_number",
@@ -187,6 +214,7 @@ _ASKS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
 )
 _SENTENCE = re.compile(r"[^.?!]+[.?!]*")
+_ABBREVIATION = re.compile(r"\b(?:e\.g|i\.e)\.", re.I)
 _REQUEST = re.compile(
     r"\?\s*$|\b(please (tell|give|send|share|write|type|enter|confirm)|could you|would you|tell me|give me|"
     r"let me know|i need)\b",
@@ -196,6 +224,7 @@ _REQUEST = re.compile(
 
 def asked_for(reply: str) -> str | None:
     """The slot the agent's reply asks for, or None when it asks nothing (the request is answered)."""
+    reply = _ABBREVIATION.sub("for example", reply)  # "(e.g. 'size 43')?" does not end the question early
     questions = " ".join(s for s in _SENTENCE.findall(reply) if _REQUEST.search(s.strip()))
     if not questions:
         return None
@@ -213,7 +242,17 @@ _ABOUT = {
     # a refusal answers too: "it has already shipped" is an answer to "cancel it" or "send it elsewhere"
     "cancel_order": re.compile(r"\bcancel|\b(shipped|delivered)\b", re.I),
     "change_shipping_address": re.compile(r"\baddress\b|\bwill go to\b|\b(shipped|delivered)\b", re.I),
+    "change_order": re.compile(r"\bchang|\bupdated\b|\btotal\b|\b(processing|shipped|delivered)\b", re.I),
+    "return_items": re.compile(r"\breturn|\brefund|\bwindow\b|\bdelivered\b", re.I),
+    "exchange_items": re.compile(r"\bexchang|\breplacement\b|\bwindow\b|\bdelivered\b", re.I),
 }
+
+
+# Requests whose change the agent confirms first, and those of them that pay money back.
+_CONFIRMED = frozenset(
+    {"cancel_order", "change_shipping_address", "get_refund", "change_order", "return_items", "exchange_items"}
+)
+_MONEY_BACK = frozenset({"cancel_order", "get_refund", "return_items"})
 
 
 @dataclass
@@ -238,6 +277,8 @@ class SimulatedCustomer:
         self.rng = random.Random(trial_seed(self.task.id, self.trial, self.seed))
         self.style = draw_style(self.rng)
         self.bank = phrasing_bank()
+        # where the side question comes: drawn apart, so the words of trials drawn before this existed stay
+        self.side_at_confirm = random.Random(trial_seed(self.task.id, self.trial, self.seed) + 1).random() < 0.5
 
     def _pick(self, options: list[str]) -> str:
         return self.rng.choice(options)
@@ -253,6 +294,8 @@ class SimulatedCustomer:
             item=item,
             qty=qty,
             address=request.address or "",
+            changes=request.changes or "",
+            replacement=request.replacement or "",
             request="",
         )
 
@@ -288,7 +331,13 @@ class SimulatedCustomer:
             key = {"yes": "yes", "no": "no", "change_of_mind": "change_of_mind"}[request.confirm]
             return self._pick(answers[key])
         if slot == "identity":
-            return self._fill(self._pick(answers[self.style.identity]), request)
+            answer = self._fill(self._pick(answers[self.style.identity]), request)
+            if request.identity == "wrong":
+                # the customer misremembers: the ZIP or email they give is not the one on the account
+                for fact in ("zip", "email"):
+                    if self.facts.get(fact):
+                        answer = answer.replace(self.facts[fact], misremembered(self.facts[fact]))
+            return answer
         if slot == "order_number":
             return self._fill(self._pick(answers["order_number"]), request) if request.order else None
         if slot == "items":
@@ -297,6 +346,10 @@ class SimulatedCustomer:
             return self._fill(self._pick(answers["items"]), request) if request.items else None
         if slot == "address":
             return self._fill(self._pick(answers["address"]), request) if request.address else None
+        if slot == "changes":
+            return self._fill(self._pick(answers["changes"]), request) if request.changes else None
+        if slot == "replacement":
+            return self._fill(self._pick(answers["replacement"]), request) if request.replacement else None
         return None
 
     def _answered(self, reply: str) -> int | None:
@@ -341,10 +394,18 @@ class SimulatedCustomer:
             self.current = rest[0]
             return self._pick(self.bank["follow_ups"]).format(second=self._short(self.task.requests[self.current]))
         self.pending_resume = False
-        if self.style.side_question and not self.side_asked and slot in ("identity", "order_number"):
-            self.side_asked = True
-            self.pending_resume = True
-            return self._pick(self.bank["side_questions"])
+        if self.style.side_question and not self.side_asked:
+            at_confirm = self.side_at_confirm and request.intent in _CONFIRMED
+            if at_confirm and slot == "confirm":
+                self.side_asked = True
+                self.pending_resume = True
+                money_back = request.intent in _MONEY_BACK
+                asks = [q for q in self.bank["side_questions_at_confirm"] if money_back or "get back" not in q]
+                return self._pick(asks)
+            if not at_confirm and slot in ("identity", "order_number"):
+                self.side_asked = True
+                self.pending_resume = True
+                return self._pick(self.bank["side_questions"])
         key = (self.current, slot)
         self.asked[key] = self.asked.get(key, 0) + 1
         if self.asked[key] > MAX_ASKS:
@@ -375,5 +436,6 @@ __all__ = [
     "bank_sentences",
     "customer_facts",
     "load_tasks",
+    "misremembered",
     "phrasing_bank",
 ]

@@ -24,16 +24,22 @@ import asyncpg
 from connectors.protocols import ToolCall, ToolError
 from pipelines.evaluation.agent_customer import Task
 
+# An exchange's replacement order takes its number from a sequence, so it depends on which of a
+# round's concurrent exchanges came first: it is compared by the order it replaces instead.
+_ORDER_KEY = "coalesce('replaces ' || x.order_number, o.order_number)"
+_REPLACED = " LEFT JOIN commerce.returns x ON x.replacement_order = o.order_number"
+
 # (table, SQL giving customer_id first, then the compared columns); ids, timestamps and keys left out
 STATE_QUERIES: tuple[tuple[str, str], ...] = (
     (
         "orders",
-        "SELECT customer_id, order_number, status, currency, total::text, shipping_address::text FROM commerce.orders",
+        f"SELECT o.customer_id, {_ORDER_KEY}, o.status, o.currency, o.total::text, o.shipping_address::text "
+        f"FROM commerce.orders o{_REPLACED}",
     ),
     (
         "order_items",
-        "SELECT o.customer_id, i.order_number, i.sku, i.qty, i.unit_price::text "
-        "FROM commerce.order_items i JOIN commerce.orders o USING (order_number)",
+        f"SELECT o.customer_id, {_ORDER_KEY}, i.sku, i.qty, i.unit_price::text "
+        f"FROM commerce.order_items i JOIN commerce.orders o USING (order_number){_REPLACED}",
     ),
     (
         "payments",
@@ -42,7 +48,9 @@ STATE_QUERIES: tuple[tuple[str, str], ...] = (
     ),
     (
         "refunds",
-        "SELECT o.customer_id, r.order_number, r.amount::text, r.status, r.reason, r.items::text "
+        # a return's refund names the return, whose id comes from a sequence (see the replacement orders)
+        "SELECT o.customer_id, r.order_number, r.amount::text, r.status, "
+        "regexp_replace(r.reason, '^return RT-[0-9]+', 'return'), r.items::text "
         "FROM commerce.refunds r JOIN commerce.orders o USING (order_number)",
     ),
     (

@@ -135,3 +135,25 @@ async def test_committed_model_through_triton_answers_as_in_process(project_trit
     # tests/connectors/triton/test_client.py pins exact equality for identical batches.
     for a, b in zip(served[: len(UNDERSTOOD)], in_process, strict=False):
         assert a.nlu.confidence == pytest.approx(b.nlu.confidence, abs=0.02)
+
+
+# Returns and exchanges have playbooks but no label in the committed model: the keyword rules name them.
+RETURNS_AND_EXCHANGES = [
+    ("I want to start a return for order 6105466", "return_items"),
+    ("I'd like to send the mouse from order 6105466 back", "return_items"),
+    ("can I exchange the sneakers from order 6242758? wrong size", "exchange_items"),
+    ("I'd like a different size for the hoodie in 9075352", "exchange_items"),
+]
+
+
+async def test_a_return_or_an_exchange_reaches_its_playbook_although_the_model_has_no_label_for_it():
+    op = operator(PROJECT_REPOSITORY, None)
+    try:
+        turns = [await op.run(context_turn(text), context()) for text, _ in RETURNS_AND_EXCHANGES]
+        tracked = await op.run(context_turn("where is my order 1234567?"), context())
+    finally:
+        await op.close()
+    assert op.model is not None and not {"return_items", "exchange_items"} & set(op.model.meta.labels)
+    assert [t.nlu.intent for t in turns] == [intent for _, intent in RETURNS_AND_EXCHANGES]
+    assert all(t.nlu.confidence >= 0.85 and t.nlu.model_used == "keywords-v1" for t in turns)
+    assert tracked.nlu.model_used == REAL_ORT, "every other intent is still the model's"

@@ -101,7 +101,8 @@ async def test_no_to_the_confirmation_plans_nothing(planner):
 
 async def test_a_clearly_different_request_abandons_the_task(planner):
     asked = await step(planner, "I want to cancel my order", "cancel_order", session(), "m-1")
-    moved = await step(planner, "how do I reset my password?", "recover_password", asked.session, "m-2")
+    # said, not asked: a question in the middle is answered and the task kept (the tests further down)
+    moved = await step(planner, "forget that, I need to reset my password", "recover_password", asked.session, "m-2")
     assert moved.plan.planner == "templates-v1" and moved.session.task is None
 
 
@@ -244,3 +245,81 @@ def test_a_task_stored_before_the_reask_count_existed_still_loads() -> None:
     stored = {"task_id": "m-1", "intent": "cancel_order", "awaiting": "confirmation", "started_at": T0.isoformat()}
     task = session(task=stored).task
     assert task is not None and task.confirm_reasks == 0
+
+
+# --- what the agent evaluation found (issue 15) ---------------------------------------------------------------
+
+
+async def awaiting_address(planner: PlaybookPlanner) -> PlannedTurn:
+    text = "need to update the delivery address on 1000002"
+    state = session(verified=True)
+    asked = await step(planner, text, "change_shipping_address", state, "m-1", entities=[order_entity("1000002", text)])
+    assert asked.plan.awaiting == "slot" and asked.session.task.awaiting_slot == "address"
+    return asked
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "sure, it's 900 N Michigan Ave, Chicago, 60611, US",
+        "it's 900 N Michigan Ave, Chicago, 60611, US",
+        "new address is 900 N Michigan Ave, Chicago, 60611, US",
+        "ok sure, my new place is 900 N Michigan Ave, Chicago, 60611, US",
+    ],
+)
+async def test_an_address_answered_in_a_sentence_is_stored_without_the_sentence(
+    planner: PlaybookPlanner, answer: str
+) -> None:
+    asked = await awaiting_address(planner)
+    confirm = await step(planner, answer, "out_of_scope", asked.session, "m-2", confidence=0.3)
+    assert confirm.session.task.slots["address"] == "900 N Michigan Ave, Chicago, 60611, US"
+    assert confirm.plan.pending_steps[0].arguments["address"] == "900 N Michigan Ave, Chicago, 60611, US"
+
+
+@pytest.mark.parametrize(
+    "answer", ["everything in that order", "sorry - all of it", "the whole lot", "all of them please"]
+)
+async def test_everything_in_that_order_is_read_as_all_items(planner: PlaybookPlanner, answer: str) -> None:
+    text = "I want a refund for order 1000004"
+    asked = await step(
+        planner, text, "get_refund", session(verified=True), "m-1", entities=[order_entity("1000004", text)]
+    )
+    assert asked.session.task.awaiting_slot == "items"
+    confirm = await step(planner, answer, "out_of_scope", asked.session, "m-2", confidence=0.3)
+    assert confirm.session.task.slots["items"] == "all"
+    assert confirm.plan.steps[0].arguments == {"order_number": "1000004", "items": "all"}
+
+
+async def test_a_question_while_a_confirmation_waits_keeps_the_task_and_asks_for_the_yes_again(planner):
+    asked = await awaiting_cancel_confirmation(planner)
+    aside = await step(planner, "what's your return policy?", "check_refund_policy", asked.session, "m-2")
+    assert aside.session.task is not None and aside.session.task.awaiting == "confirmation"
+    assert aside.plan.reply_template.startswith("You can ask for a refund within 30 days")
+    assert aside.plan.reply_template.endswith(asked.plan.reply_template)
+    assert writes_in(aside) == [] and [s.name for s in aside.plan.pending_steps] == ["orders.cancel_order"]
+    assert aside.session.task.confirm_reasks == 0, "a question is not an unclear answer"
+    done = await step(planner, "yes", "out_of_scope", aside.session, "m-3", confidence=0.3)
+    assert writes_in(done) == ["orders.cancel_order"]
+    assert done.plan.steps[-1].idempotency_key == asked.plan.pending_steps[0].idempotency_key
+
+
+async def test_a_confident_question_for_another_playbook_while_the_identity_is_asked_keeps_the_task(planner):
+    asked = await step(planner, "cancel order 1000002 please", "cancel_order", session(), "m-1",
+                       entities=[order_entity("1000002", "cancel order 1000002 please")])  # fmt: skip
+    assert asked.plan.awaiting == "verification"
+    aside = await step(
+        planner, "before that - how long do refunds normally take?", "track_refund", asked.session, "m-2"
+    )
+    assert aside.session.task is not None and aside.session.task.intent == "cancel_order"
+    assert "5 to 10 business days" in aside.plan.reply_template
+    assert aside.plan.reply_template.endswith(asked.plan.reply_template) and aside.plan.awaiting == "verification"
+    verified = await step(planner, "94107", "out_of_scope", aside.session, "m-3", confidence=0.3)
+    assert verified.plan.awaiting == "confirmation"
+
+
+async def test_a_question_naming_another_order_for_another_playbook_is_a_new_request(planner):
+    asked = await awaiting_cancel_confirmation(planner)
+    text = "can you track 1000003 instead?"
+    moved = await step(planner, text, "track_order", asked.session, "m-2", entities=[order_entity("1000003", text)])
+    assert moved.session.task is None or moved.session.task.intent == "track_order"
+    assert [s.name for s in moved.plan.steps] == ["orders.get_order"]

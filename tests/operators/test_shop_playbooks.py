@@ -178,3 +178,74 @@ async def test_an_order_not_delivered_yet_cannot_be_exchanged_and_the_customer_i
         "exchanged once it is delivered."
     )
     assert await snapshot(shop) == before
+
+
+# --- what the agent evaluation found (issue 15) ---------------------------------------------------------------
+
+
+async def test_everything_in_that_order_after_sorry_returns_every_line_instead_of_an_item_named_so(agent, shop):
+    await said(agent, "I want to return order 1000004", "return_items")
+    confirm = await said(agent, "sorry - everything in that order")
+    assert "ZIP code" in confirm, confirm
+    confirm = await said(agent, "94107")
+    assert "return of 2 x Merino wool socks (3-pack) from order 1000004 and refund 59.90 EUR" in confirm, confirm
+
+
+async def test_sorry_all_of_it_refunds_every_line_of_the_order(agent, shop):
+    await up_to_the_question(agent, [("I want a refund for order 1000004", "get_refund"), ("sorry - all of it", "")])
+    confirm = await said(agent, "94107")
+    assert "I'll refund 2 x Merino wool socks (3-pack) from order 1000004: 59.90 EUR" in confirm, confirm
+
+
+async def test_how_much_will_i_get_back_while_the_return_waits_for_yes_is_answered_and_the_return_still_waits(
+    agent, shop
+):
+    confirm = await up_to_the_question(agent, [("return order 1000004", "return_items"), ("the socks", ""),
+                                               ("94107", "")])  # fmt: skip
+    before = await snapshot(shop)
+    answer = await said(agent, "hang on, how much will I get back?", "return_items")
+    assert "59.90 EUR" in answer and answer.endswith(confirm), "the quote again, with the same question"
+    assert not answer.startswith("I need a clear yes or no"), "a question is not an unclear answer"
+    assert await snapshot(shop) == before, "a question is not a yes"
+    again = await said(agent, "hmm, not sure")
+    assert again.startswith("I need a clear yes or no") and again.endswith(confirm), "the one re-ask is still there"
+    done = await said(agent, "ok yes")
+    assert "59.90 EUR is on its way" in done
+    assert [
+        r["kind"] for r in await shop.fetch("SELECT kind FROM commerce.returns WHERE order_number = '1000004'")
+    ] == ["return"]
+
+
+async def test_the_return_policy_asked_while_the_items_are_asked_for_is_answered_and_the_items_asked_again(agent, shop):
+    asked = await said(agent, "I want to return something from order 1000004", "return_items")
+    answer = await said(agent, "what's your return policy?", "check_refund_policy")
+    assert "within 30 days of delivery" in answer, "the policy is answered"
+    assert answer.endswith(asked), "and the items are asked for again"
+    assert "ZIP code" in await said(agent, "the socks")
+    confirm = await said(agent, "94107")
+    assert "return of 2 x Merino wool socks (3-pack) from order 1000004" in confirm
+
+
+async def test_a_question_while_the_identity_is_asked_keeps_the_exchange_and_asks_for_the_identity_again(agent, shop):
+    turns = [("exchange the shoes from order 1000009", "exchange_items"), ("the shoes", ""), ("size 43", "")]
+    asked = await up_to_the_question(agent, turns)
+    assert "ZIP code" in asked
+    answer = await said(agent, "before that - how long do refunds normally take to show up?", "track_refund")
+    assert "5 to 10 business days" in answer and answer.endswith(asked)
+    confirm = await said(agent, "94107")
+    assert confirm.startswith("I'll exchange 1 x Trail running shoes from order 1000009 for 1 x Trail running shoes")
+
+
+async def test_an_exchange_that_asks_for_the_order_the_item_and_the_size_reaches_the_yes_without_a_hand_over(
+    agent, shop
+):
+    # three different questions are progress, not the same question asked again and again
+    assert "Which order" in await said(agent, "I got the wrong size and want to exchange it", "exchange_items")
+    assert "Which item" in await said(agent, "it's 1000009")
+    assert "send instead" in await said(agent, "the shoes")
+    assert "ZIP code" in await said(agent, "size 43")
+    confirm = await agent.say("94107")
+    assert isinstance(confirm, OutboundMessage), confirm
+    assert confirm.text.startswith("I'll exchange 1 x Trail running shoes from order 1000009")
+    done = await said(agent, "yes")
+    assert "ships to you as order" in done

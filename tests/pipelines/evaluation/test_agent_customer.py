@@ -7,12 +7,14 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+from operators.playbooks import load_playbooks
 from pipelines.evaluation.agent_customer import (
     Request,
     SimulatedCustomer,
     asked_for,
     bank_sentences,
     load_tasks,
+    misremembered,
     phrasing_bank,
 )
 from tests.support.agent_eval import CANCEL_ALICE
@@ -83,9 +85,9 @@ def test_the_customer_answers_what_is_asked_in_any_wording_and_answers_again_whe
     assert customer.respond("Order 1000001 is cancelled.") is None
 
 
-# Playbooks added after the evaluation was rebuilt (issue 15): their tasks, openings and the simulated
-# customer's answers to their questions (items, changes, replacement) are still to be written.
-NOT_YET_EVALUATED = {"change_order", "return_items", "exchange_items"}
+# Playbooks with no tasks yet: a new playbook goes here until its tasks, openings and the simulated
+# customer's answers to its questions are written.
+NOT_YET_EVALUATED: set[str] = set()
 
 
 def test_the_tasks_cover_every_playbook_with_customers_of_their_own() -> None:
@@ -116,3 +118,59 @@ def test_a_general_answer_is_met_with_the_request_again_and_a_second_request_fol
     assert restated is not None and "1000003" in restated
     assert second is not None and "1000004" in second
     assert last is None
+
+
+def _asks(intent: str, slot: str) -> str:
+    """The playbook's own question for a slot, filled as the agent would fill it."""
+    return load_playbooks()[intent].slots[slot].ask.format(order_number="1000009")
+
+
+def test_the_customer_answers_the_questions_of_the_change_return_and_exchange_playbooks() -> None:
+    assert asked_for(_asks("change_order", "changes")) == "changes"
+    assert asked_for(_asks("return_items", "items")) == "items"
+    assert asked_for(_asks("exchange_items", "items")) == "items"
+    assert asked_for(_asks("exchange_items", "replacement")) == "replacement"
+    assert asked_for("Which size would you like instead?") == "replacement"
+    assert asked_for("What would you like to change on that order?") == "changes"
+
+    task = replace(
+        CANCEL_ALICE,
+        requests=(Request("exchange_items", order="1000009", items={"say": "shoes", "qty": 1}, replacement="size 43"),),
+    )
+    customer = SimulatedCustomer(task, ALICE, trial=0)
+    customer.style = replace(customer.style, side_question=False)
+    assert "shoes" in (customer.respond(_asks("exchange_items", "items")) or "")
+    assert "size 43" in (customer.respond(_asks("exchange_items", "replacement")) or "")
+
+    change = replace(CANCEL_ALICE, requests=(Request("change_order", order="1000001", changes="remove the dripper"),))
+    customer = SimulatedCustomer(change, ALICE, trial=0)
+    customer.style = replace(customer.style, side_question=False)
+    assert "remove the dripper" in (customer.respond(_asks("change_order", "changes")) or "")
+
+
+def test_a_customer_who_misremembers_gives_a_wrong_zip_and_the_same_wrong_zip_when_asked_again() -> None:
+    task = replace(CANCEL_ALICE, requests=(Request("cancel_order", order="1000001", identity="wrong"),))
+    customer = SimulatedCustomer(task, ALICE, trial=0)
+    customer.style = replace(customer.style, side_question=False, identity="zip")
+    first = customer.respond("Please tell me the ZIP code on the account.")
+    again = customer.respond("Those details don't match. Please tell me the ZIP code on the account.")
+    assert misremembered("94107") == "94108" and misremembered("a@b.c") != "a@b.c"
+    assert first is not None and "94108" in first and "94107" not in first
+    assert again is not None and "94108" in again
+
+
+def test_a_side_question_can_come_while_the_yes_is_awaited() -> None:
+    task = replace(CANCEL_ALICE, requests=(Request("get_refund", order="1000004", items="all"),))
+    for trial in range(40):
+        customer = SimulatedCustomer(task, ALICE, trial=trial)
+        if customer.style.side_question and customer.side_at_confirm:
+            break
+    else:
+        raise AssertionError("no trial draws a side question at the confirmation")
+    assert customer.respond("Please tell me the ZIP code on the account.") is not None
+    question = customer.respond("I'll refund 59.90 EUR. Shall I go ahead?")
+    assert question in phrasing_bank()["side_questions_at_confirm"]
+    assert (
+        customer.respond("You can ask for a refund within 30 days. Shall I go ahead?")
+        in phrasing_bank()["answers"]["yes"]
+    )

@@ -7,8 +7,10 @@ import asyncio
 import asyncpg
 import pytest
 
+from pipelines.evaluation.agent_customer import Request, Task
 from pipelines.evaluation.agent_scoring import judge, pass_hat_k, replay_expected, resolve_fact, snapshot
 from tests.support.agent_eval import CANCEL_ALICE, HUMAN_ALICE, transcript
+from tests.support.commerce import add_order
 
 WRITES = frozenset({"orders.cancel_order", "payments.refund", "orders.change_address"})
 
@@ -92,3 +94,75 @@ def test_facts_are_filled_from_the_replayed_calls_and_a_wrong_path_is_an_error()
     assert resolve_fact("{payments.refund.amount} {payments.refund.currency}", results) == "29.95 EUR"
     with pytest.raises(ValueError):
         resolve_fact("{payments.refund.total}", results)
+
+
+EXCHANGE_ALICE = Task(
+    id="exchange-alice",
+    customer="C000001",
+    requests=(
+        Request(intent="exchange_items", order="1000009", items={"say": "shoes", "qty": 1}, replacement="size 43"),
+    ),
+    calls=(
+        {
+            "tool": "orders.create_exchange",
+            "arguments": {"order_number": "1000009", "items": "shoes", "replacement": "size 43", "reason": "test"},
+        },
+    ),
+    source="exchange_items",
+)
+
+
+async def _exchanged_state(dsn: str, sequence_at: int) -> dict:
+    """Alice's exchange replayed after `sequence_at` replacement orders were numbered (by other customers)."""
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2, server_settings={"timezone": "UTC"})
+    try:
+        async with pool.acquire() as conn:
+            await add_order(
+                conn, "1000009", "C000001", "delivered", [("SHO-TRAI-42", "Trail running shoes", 1, "119.00")]
+            )
+            await conn.execute("SELECT setval('commerce.replacement_order_numbers', $1)", sequence_at)
+        results = await replay_expected(pool, [EXCHANGE_ALICE])
+        async with pool.acquire() as conn:
+            state = await snapshot(conn)
+    finally:
+        await pool.close()
+    assert results[EXCHANGE_ALICE.id]["orders.create_exchange"]["replacement_order"] == f"{sequence_at + 1:07d}"
+    return state
+
+
+def test_an_exchange_whose_replacement_got_another_number_in_a_concurrent_round_still_equals_the_replay(
+    commerce_dsn: str,
+) -> None:
+    # a round runs every task at once: which exchange takes the next replacement number is a race
+    state = asyncio.run(_exchanged_state(commerce_dsn, 500_000))
+    rows = state["C000001"]
+    assert not any("0500001" in row for row in rows), "the generated number is left out"
+    assert "orders|replaces 1000009|processing|EUR|0.00" in {row.rsplit("|", 1)[0] for row in rows}
+    assert any(row.startswith("order_items|replaces 1000009|SHO-TRAI-43|1|0.00") for row in rows)
+
+
+RETURN_ALICE = Task(
+    id="return-alice",
+    customer="C000001",
+    requests=(Request(intent="return_items", order="1000004", items="all"),),
+    calls=(
+        {"tool": "orders.create_return", "arguments": {"order_number": "1000004", "items": "all", "reason": "test"}},
+    ),
+    source="return_items",
+)
+
+
+def test_a_returns_refund_is_compared_without_the_return_number_a_concurrent_round_draws(commerce_dsn: str) -> None:
+    async def returned() -> dict:
+        pool = await asyncpg.create_pool(commerce_dsn, min_size=1, max_size=2, server_settings={"timezone": "UTC"})
+        try:
+            results = await replay_expected(pool, [RETURN_ALICE])
+            async with pool.acquire() as conn:
+                return {"state": await snapshot(conn), "return_id": results[RETURN_ALICE.id]["orders.create_return"]}
+        finally:
+            await pool.close()
+
+    out = asyncio.run(returned())
+    refunds = [row for row in out["state"]["C000001"] if row.startswith("refunds|1000004|")]
+    assert out["return_id"]["return_id"].startswith("RT-")
+    assert refunds == ['refunds|1000004|59.90|pending|return: test|[{"qty": 2, "sku": "APP-SOCK-3"}]'], refunds
