@@ -35,6 +35,10 @@ def bench(
     ] = None,
     warm_up: Annotated[int, typer.Option(min=1, help="Turns sent before each measured phase, not counted.")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the conversation mix (scripts, phrasings, channels).")] = 0,
+    one_stack: Annotated[
+        bool,
+        typer.Option(help="Quick runs: phases c/d on phase b's stack instead of a fresh one (one start-up less)."),
+    ] = False,
     profile: Annotated[
         bool,
         typer.Option(help="Run py-spy on the workers, sink and ingress during phase b; top entries in the JSON."),
@@ -71,6 +75,7 @@ def bench(
         warm_up_messages=warm_up,
         rate=rate,
         seed=seed,
+        one_stack=one_stack,
         profile_dir=out.with_name(f"{out.stem}_profile") if profile else None,
     )
     command = "supportflow bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "supportflow bench"

@@ -139,6 +139,7 @@ class Stack:
         self.ingress: IngressServer | None = None
         self.topology: Topology = load_topology(settings.topology_file)
         self.supervisor = Supervisor(self.data_dir, extra_state=self._shared_state)
+        self.ready_timeout_s = 180.0  # warm-up takes minutes on a busy 2-core machine
 
     @property
     def bootstrap(self) -> str:
@@ -181,7 +182,7 @@ class Stack:
                 self.email = self.start_email()
             if self.with_workspace:
                 self.workspace = self.start_workspace()
-            self.wait_ready()
+            self.wait_ready(self.ready_timeout_s)
             if self.email is not None:
                 self.email_port = int(self.email.ready_file.read_text().strip())
                 self._keep_email_port()

@@ -81,6 +81,7 @@ class BenchOptions:
     seed: int = 0
     profile_dir: Path | None = None
     answer_timeout_s: float = 60.0
+    one_stack: bool = False  # quick runs: c/d on phase b's stack (its broker then holds b's records too)
 
 
 def _git(*args: str) -> str:
@@ -244,6 +245,7 @@ def start_stack(base: Settings, data_dir: Path, conversations: Sequence[Conversa
 
     settings, credentials = bench_settings(base, data_dir)
     stack = Stack(settings)
+    stack.ready_timeout_s = 600.0  # the bench's seeding and a shared machine can make start-up slow
     stack.start(with_ingress=False, prepare=lambda s: _seed(s, conversations))
     try:
         port = free_port()
@@ -555,13 +557,14 @@ def _run_phase(
 ) -> Driven:
     conf = bench.settings.kafka_client_config()
     with _phase_bar(console) as bar:
-        task = bar.add_task("warm-up", total=options.warm_up_messages)
-        asyncio.run(
-            drive(
-                bench.url, conf, bench.credentials, warm_up, options.warm_up_messages, None,
-                min(options.concurrency, 32), lambda: bar.advance(task), options.answer_timeout_s,
-            )
-        )  # fmt: skip
+        if warm_up:
+            task = bar.add_task("warm-up", total=options.warm_up_messages)
+            asyncio.run(
+                drive(
+                    bench.url, conf, bench.credentials, warm_up, options.warm_up_messages, None,
+                    min(options.concurrency, 32), lambda: bar.advance(task), options.answer_timeout_s,
+                )
+            )  # fmt: skip
         task = bar.add_task(label, total=messages)
         on_started()
         return asyncio.run(
@@ -572,81 +575,113 @@ def _run_phase(
         )  # fmt: skip
 
 
-def run_bench(base: Settings, options: BenchOptions, console: Console, command: str = "") -> dict[str, Any]:
-    """Phases a-d (see the module's docstring); the results as the JSON `bench/results.json` holds."""
-    from pipelines.runtime.topology import load_topology
-
-    if not base.embedded or base.database_url is not None:
-        raise ValueError("the bench starts its own embedded stack: unset KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL")
-    mix = load_mix()
-    results: dict[str, Any] = {"measured_on": provenance(base, options, mix, command)}
-    topology = load_topology(base.topology_file)
-    from operators.nlu_model import NluModel
-
-    nlu = topology.operator(NluModel)
-    max_batch = nlu.config.max_batch if nlu is not None else 32  # type: ignore[attr-defined]
-
-    warm_up = plan(mix, options.warm_up_messages, min(options.concurrency, 32), options.seed + 1, WARM_UP_INDEX)
-    throughput_plan = plan(mix, options.messages, options.concurrency, options.seed, 0)
-    texts = [t for c in throughput_plan for t in c.texts][: options.messages]
-
-    with console.status("phase a: the bare intent model on the run's texts…"):
-        results["bare_model"] = bare_model(base, texts, max_batch)
-    console.print(f"bare model: {results['bare_model']['texts_per_s']} texts/s (batches of {max_batch})")
-
-    with tempfile.TemporaryDirectory(prefix="supportflow-bench-") as tmp:
-        with console.status("phase b: starting the embedded stack…"):
-            bench = start_stack(base, Path(tmp), [*warm_up, *throughput_plan])
-        profiler: Profiler | None = None
-        try:
-            results["stack"] = {
-                "workers": [w.short_name for w in bench.stack.workers],
-                "nlu": bench.stack.nlu_summary(),
-                "stores": bench.stack.store_summary(),
-                "ingress": "its own process (supportflow ingress), loopback, keep-alive",
-            }
-            if options.profile_dir is not None:
-                profiler = Profiler(options.profile_dir, bench)
-            driven = _run_phase(
-                bench, options, warm_up, throughput_plan, options.messages, None, "phase b: throughput", console,
-                on_started=profiler.start if profiler is not None else lambda: None,
-            )  # fmt: skip
-            if profiler is not None:
-                results["profile"] = {"dir": str(options.profile_dir), "processes": profiler.stop()}
-                profiler = None
-            results["throughput"] = summarise(driven, None, options.concurrency)
-            results["throughput"]["backend"] = backend_state(bench)
-        finally:
-            if profiler is not None:
-                profiler.stop()
-            stop_stack(bench)
+def _throughput(
+    bench: BenchStack,
+    options: BenchOptions,
+    warm_up: Sequence[Conversation],
+    conversations: Sequence[Conversation],
+    results: dict[str, Any],
+    console: Console,
+) -> None:
+    """Phase b, with py-spy on the stack's processes while it runs when asked."""
+    results["stack"] = {
+        "workers": [w.short_name for w in bench.stack.workers],
+        "nlu": bench.stack.nlu_summary(),
+        "stores": bench.stack.store_summary(),
+        "ingress": "its own process (supportflow ingress), loopback, keep-alive",
+    }
+    profiler = Profiler(options.profile_dir, bench) if options.profile_dir is not None else None
+    try:
+        driven = _run_phase(
+            bench, options, warm_up, conversations, options.messages, None, "phase b: throughput", console,
+            on_started=profiler.start if profiler is not None else lambda: None,
+        )  # fmt: skip
+    finally:
+        if profiler is not None:
+            results["profile"] = {"dir": str(options.profile_dir), "processes": profiler.stop()}
+    results["throughput"] = summarise(driven, None, options.concurrency)
+    results["throughput"]["backend"] = backend_state(bench)
     t = results["throughput"]
     console.print(
         f"throughput: {t['answered']}/{t['sent']} answered, {t['throughput_per_s']} answers/s "
         f"(steady {t['steady_throughput_per_s']}), p50 {t['latency_ms']['p50']} ms"
     )
 
-    rate = options.rate or max(1.0, t["throughput_per_s"] / 2)
-    paced_messages = max(options.messages, options.drift_messages)
-    paced_plan = plan(mix, paced_messages, int(rate * 4) + 16, options.seed + 2, 0)
-    with tempfile.TemporaryDirectory(prefix="supportflow-bench-") as tmp:
-        with console.status("phases c and d: a fresh stack…"):
-            bench = start_stack(base, Path(tmp), [*warm_up, *paced_plan])
-        try:
-            driven = _run_phase(
-                bench, options, warm_up, paced_plan, paced_messages, rate, f"phases c/d: at {rate:.0f}/s", console
-            )
-            results["latency"] = summarise(driven, round(rate, 1), None)
-            results["latency"]["backend"] = backend_state(bench)
-            if options.drift_messages:
-                results["drift"] = drift(driven)
-        finally:
-            stop_stack(bench)
+
+def _latency(
+    bench: BenchStack,
+    options: BenchOptions,
+    warm_up: Sequence[Conversation],
+    conversations: Sequence[Conversation],
+    rate: float,
+    results: dict[str, Any],
+    console: Console,
+) -> None:
+    """Phases c and d: one paced run; its percentiles, and its windows when it is the long one."""
+    messages = max(options.messages, options.drift_messages)
+    driven = _run_phase(bench, options, warm_up, conversations, messages, rate, f"phases c/d: {rate:.0f}/s", console)
+    results["latency"] = summarise(driven, round(rate, 1), None)
+    results["latency"]["backend"] = backend_state(bench)
+    if options.drift_messages:
+        results["drift"] = drift(driven)
     lat = results["latency"]
     console.print(
         f"latency at {rate:.0f}/s: {lat['answered']}/{lat['sent']} answered, p50 {lat['latency_ms']['p50']} ms, "
         f"p95 {lat['latency_ms']['p95']} ms, p99 {lat['latency_ms']['p99']} ms"
     )
+
+
+def run_bench(base: Settings, options: BenchOptions, console: Console, command: str = "") -> dict[str, Any]:
+    """Phases a-d (see the module's docstring); the results as the JSON `bench/results.json` holds."""
+    from operators.nlu_model import NluModel
+    from pipelines.runtime.topology import load_topology
+
+    if not base.embedded or base.database_url is not None:
+        raise ValueError("the bench starts its own embedded stack: unset KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL")
+    mix = load_mix()
+    results: dict[str, Any] = {"measured_on": provenance(base, options, mix, command)}
+    nlu = load_topology(base.topology_file).operator(NluModel)
+    max_batch = nlu.config.max_batch if nlu is not None else 32  # type: ignore[attr-defined]
+
+    warm_up = plan(mix, options.warm_up_messages, min(options.concurrency, 32), options.seed + 1, WARM_UP_INDEX)
+    throughput_plan = plan(mix, options.messages, options.concurrency, options.seed, 0)
+    texts = [t for c in throughput_plan for t in c.texts][: options.messages]
+    paced_messages = max(options.messages, options.drift_messages)
+
+    with console.status("phase a: the bare intent model on the run's texts…"):
+        results["bare_model"] = bare_model(base, texts, max_batch)
+    console.print(f"bare model: {results['bare_model']['texts_per_s']} texts/s (batches of {max_batch})")
+
+    if options.one_stack:
+        # customers for the paced run are seeded up front, so its rate cannot size them: enough for
+        # `concurrency` conversations cut short, as in phase b
+        paced_plan = plan(mix, paced_messages, options.concurrency, options.seed + 2, len(throughput_plan))
+        with tempfile.TemporaryDirectory(prefix="supportflow-bench-") as tmp:
+            with console.status("starting the embedded stack…"):
+                bench = start_stack(base, Path(tmp), [*warm_up, *throughput_plan, *paced_plan])
+            try:
+                _throughput(bench, options, warm_up, throughput_plan, results, console)
+                rate = options.rate or max(1.0, results["throughput"]["throughput_per_s"] / 2)
+                _latency(bench, options, [], paced_plan, rate, results, console)
+            finally:
+                stop_stack(bench)
+    else:
+        with tempfile.TemporaryDirectory(prefix="supportflow-bench-") as tmp:
+            with console.status("phase b: starting the embedded stack…"):
+                bench = start_stack(base, Path(tmp), [*warm_up, *throughput_plan])
+            try:
+                _throughput(bench, options, warm_up, throughput_plan, results, console)
+            finally:
+                stop_stack(bench)
+        rate = options.rate or max(1.0, results["throughput"]["throughput_per_s"] / 2)
+        paced_plan = plan(mix, paced_messages, int(rate * 4) + 16, options.seed + 2, 0)
+        with tempfile.TemporaryDirectory(prefix="supportflow-bench-") as tmp:
+            with console.status("phases c and d: a fresh stack…"):
+                bench = start_stack(base, Path(tmp), [*warm_up, *paced_plan])
+            try:
+                _latency(bench, options, warm_up, paced_plan, rate, results, console)
+            finally:
+                stop_stack(bench)
     results["targets"] = targets(results)
     return results
 

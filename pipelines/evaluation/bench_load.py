@@ -424,8 +424,11 @@ class _Pacer:
         self.total = total
         self.start_conversation = start_conversation
         self.waiting: collections.deque[asyncio.Future[bool]] = collections.deque()
+        self.done = False
 
     async def slot(self) -> bool:
+        if self.done:  # every slot is given: a conversation still waiting for an answer sends no more
+            return False
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.waiting.append(future)
         return await future
@@ -441,6 +444,7 @@ class _Pacer:
                 self.waiting.popleft().set_result(True)
             elif not self.start_conversation():
                 break
+        self.done = True
         while self.waiting:
             self.waiting.popleft().set_result(False)
 

@@ -23,7 +23,7 @@ from pipelines.runtime.settings import Settings
 @pytest.mark.timeout(300)
 def test_a_tiny_run_answers_every_turn_through_the_ingress_and_acts_on_the_shop(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, http_port=0, workspace_port=0)
-    options = BenchOptions(messages=120, concurrency=24, drift_messages=0, warm_up_messages=20, seed=3)
+    options = BenchOptions(messages=120, concurrency=24, drift_messages=0, warm_up_messages=20, seed=3, one_stack=True)
 
     results = run_bench(settings, options, Console(quiet=True), command="test")
 
