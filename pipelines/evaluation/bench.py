@@ -363,8 +363,10 @@ class Profiler:
             raise RuntimeError("py-spy is not installed: pip install -e '.[dev]'")
         for name, pid in self.targets.items():
             raw = self.out_dir / f"{name}.folded"
+            # --nonblocking: py-spy would otherwise stop the process for every sample, slowing what it measures
+            argv = [str(py_spy), "record", "--pid", str(pid), "--rate", "25", "--nonblocking"]
             self.processes[name] = subprocess.Popen(
-                [str(py_spy), "record", "--pid", str(pid), "--rate", "50", "--format", "raw", "--output", str(raw)],
+                [*argv, "--format", "raw", "--output", str(raw)],
                 stdout=subprocess.DEVNULL,
                 stderr=open(self.out_dir / f"{name}.py-spy.log", "wb"),  # noqa: SIM115 - the child owns it
             )
