@@ -305,9 +305,13 @@ class ChannelClients:
         """Hand one turn to the ingress; returns the message id the answer will name."""
         if conversation.channel == "webchat":
             return await self._webchat(conversation, turn, text)
-        if conversation.channel in ("sms", "whatsapp"):
-            return await self._twilio(conversation, turn, text)
-        return await self._rest(conversation, turn, text)
+        send = self._twilio if conversation.channel in ("sms", "whatsapp") else self._rest
+        try:
+            return await send(conversation, turn, text)
+        except aiohttp.ServerDisconnectedError:
+            # the server closed an idle keep-alive connection as this request went out on it; a real
+            # client sends again, and the message id (or Twilio's MessageSid) makes it the same message
+            return await send(conversation, turn, text)
 
     async def _rest(self, conversation: Conversation, turn: int, text: str) -> str:
         message_id = f"{self.run}-{conversation.index}-{turn}"
