@@ -62,7 +62,7 @@ def bench(
     window over the long paced run (drift). The JSON records the commit, topology, settings, machine and
     text mix beside the figures, and the ratio of (b) to (a).
     """
-    from pipelines.evaluation.bench import BenchOptions, keep_previous, run_bench
+    from pipelines.evaluation.bench import BenchOptions, keep_previous, render_profile, run_bench
 
     s = settings()
     if not s.embedded or s.database_url is not None:
@@ -88,7 +88,8 @@ def bench(
     if profile:
         profile_file = out.with_name(f"{out.stem}_profile.json")
         profile_file.write_text(json.dumps(results.get("profile", {}), indent=2) + "\n")
-        console.print(f"profile's top entries written to {profile_file}")
+        profile_file.with_suffix(".txt").write_text(render_profile(results.get("profile", {})))
+        console.print(f"profile's top entries written to {profile_file} and {profile_file.with_suffix('.txt')}")
     console.print(f"results written to {out}")
 
 

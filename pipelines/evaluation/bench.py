@@ -382,9 +382,22 @@ class Profiler:
         return {name: top_entries(self.out_dir / f"{name}.folded") for name in self.processes}
 
 
+# frames every sample of a thread passes through (threads, the event loop, the command line): ranked by total
+# time they would fill the list without saying where the work is
+_SCAFFOLDING = tuple(
+    f"({where})"
+    for where in (
+        "threading.py", "asyncio/base_events.py", "asyncio/runners.py", "asyncio/events.py", "<frozen runpy>",
+        "futures/thread.py", "mode/threads.py", "mode/worker.py", "uvicorn/main.py", "uvicorn/_compat.py",
+        "cli/__main__.py", "cli/main.py", "cli/services.py", "typer/main.py", "typer/core.py", "_click/core.py",
+    )
+)  # fmt: skip
+
+
 def top_entries(folded: Path, limit: int = 25) -> dict[str, Any]:
     """From py-spy's folded stacks: samples per function by own time (the leaf) and by total time (on the
-    stack at all, once per sample), as shares of the process's samples."""
+    stack at all, once per sample; the thread and event-loop scaffolding left out), as shares of the
+    process's samples."""
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     samples = 0
@@ -402,7 +415,8 @@ def top_entries(folded: Path, limit: int = 25) -> dict[str, Any]:
         samples += count
         own[frames[-1]] += count
         for name in set(frames):
-            total[name] += count
+            if not name.endswith(_SCAFFOLDING):
+                total[name] += count
 
     def share(counter: Counter[str]) -> list[dict[str, Any]]:
         return [
@@ -411,6 +425,20 @@ def top_entries(folded: Path, limit: int = 25) -> dict[str, Any]:
         ]
 
     return {"samples": samples, "own": share(own), "total": share(total)}
+
+
+def render_profile(profile: dict[str, Any], limit: int = 15) -> str:
+    """The profile's top entries as text, per process: own time (the function itself) and total time."""
+    lines = [
+        "py-spy during phase b (samples at 25/s per thread, --nonblocking; a thread blocked in a C call,",
+        "e.g. librdkafka's poll, counts as active; idle threads are left out).",
+    ]
+    for name, top in profile.get("processes", {}).items():
+        lines += ["", f"== {name}: {top.get('samples', 0)} samples"]
+        for kind in ("own", "total"):
+            lines.append(f"-- by {kind} time")
+            lines += [f"{e['percent']:5.1f}%  {e['function']}" for e in top.get(kind, [])[:limit]]
+    return "\n".join(lines) + "\n"
 
 
 def _frame_name(frame: str) -> str:
