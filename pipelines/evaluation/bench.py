@@ -123,6 +123,13 @@ def provenance(settings: Settings, options: BenchOptions, mix: Mix, command: str
         },
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in options.__dict__.items()},
         "settings": settings.model_dump(mode="json", exclude={"data_dir"}),
+        "bench_overrides": {  # what bench_settings() puts on top of those for each stack
+            "rate_limits.source": "10,000,000 requests / 60 s (every customer comes from one address here)",
+            "api_keys": [{"key": "random per stack", "scopes": BENCH_API_KEY_SCOPES}],
+            "twilio_auth_token": "random per stack",
+            "customer_token_secret": "random per stack",
+            "ingress": "its own process (supportflow ingress)",
+        },
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -704,7 +711,9 @@ def run_bench(base: Settings, options: BenchOptions, console: Console, command: 
             finally:
                 stop_stack(bench)
         rate = options.rate or max(1.0, results["throughput"]["throughput_per_s"] / 2)
-        paced_plan = plan(mix, paced_messages, int(rate * 4) + 16, options.seed + 2, 0)
+        # conversations in flight at once are rate x latency: room for 20 s of latency before the pacer
+        # would run out of seeded customers and end the run early
+        paced_plan = plan(mix, paced_messages, int(rate * 20) + 64, options.seed + 2, 0)
         with tempfile.TemporaryDirectory(prefix="supportflow-bench-") as tmp:
             with console.status("phases c and d: a fresh stack…"):
                 bench = start_stack(base, Path(tmp), [*warm_up, *paced_plan])
