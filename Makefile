@@ -39,7 +39,7 @@ demo: $(STAMP)
 	$(BIN)/supportflow demo
 
 bench: $(STAMP)
-	$(BIN)/supportflow bench --messages 10000 --conversations 1000 --out bench/results.json
+	$(BIN)/supportflow bench --out bench/results.json
 
 clean:
 	rm -rf $(VENV) .supportflow .pytest_cache .ruff_cache

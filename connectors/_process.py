@@ -89,4 +89,5 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
         process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         process.kill()
-        process.wait(timeout=5)
+        # a killed process goes, but reaping a large one on a loaded machine took more than 5 s (bench runs)
+        process.wait(timeout=30)

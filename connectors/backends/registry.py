@@ -134,7 +134,9 @@ class ToolRegistry:
 
                     from connectors.backends.commerce import commerce_tools
 
-                    self._pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=self.pool_size)
+                    self._pool = await asyncpg.create_pool(
+                        self.database_url, min_size=1, max_size=self.pool_size, reset=_keeps_no_session_state
+                    )
                     self._tools.update(commerce_tools(self._pool, lockout=self.identity_lockout))
                 except Exception:
                     log.exception("the commerce backend is unreachable; its tools are unavailable for now")
@@ -159,3 +161,14 @@ class ToolRegistry:
         if self._rest is not None:
             rest, self._rest = self._rest, None
             await rest.aclose()
+
+
+async def _keeps_no_session_state(_conn: Any) -> None:
+    """The pool's reset for the commerce tools: none, beyond the rollback asyncpg always does.
+
+    asyncpg's default sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every
+    release: one more round trip per tool call, the largest single source of the agent worker's socket
+    writes in `bench --profile`, and work for the server. The tools keep no session state: their locks are
+    transaction-scoped, and they never SET, LISTEN or leave a cursor open; a transaction left open
+    is still rolled back by asyncpg before this runs.
+    """

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,13 +139,21 @@ class Stack:
         self.ingress: IngressServer | None = None
         self.topology: Topology = load_topology(settings.topology_file)
         self.supervisor = Supervisor(self.data_dir, extra_state=self._shared_state)
+        self.ready_timeout_s = 180.0  # warm-up takes minutes on a busy 2-core machine
 
     @property
     def bootstrap(self) -> str:
         assert self.settings.kafka_bootstrap_servers
         return self.settings.kafka_bootstrap_servers
 
-    def start(self, ingress_port: int | None = None, with_ingress: bool = True) -> Stack:
+    def start(
+        self,
+        ingress_port: int | None = None,
+        with_ingress: bool = True,
+        prepare: Callable[[Stack], None] | None = None,
+    ) -> Stack:
+        """`prepare` runs once the topics and stores exist and before any worker starts: records a run needs
+        to be there from the first message (customer profiles, a backend's rows) go in there."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.settings.embedded:
             # kept before it starts, so a Ctrl-C while it comes up still finds it to stop
@@ -160,6 +169,8 @@ class Stack:
             self.start_triton()
             if self.with_sinks:
                 self.start_stores()
+            if prepare is not None:
+                prepare(self)
             main_stages, isolated = self.stage_split()
             for index in range(self.worker_count):
                 self.start_worker(index, main_stages if isolated else None)
@@ -171,7 +182,7 @@ class Stack:
                 self.email = self.start_email()
             if self.with_workspace:
                 self.workspace = self.start_workspace()
-            self.wait_ready()
+            self.wait_ready(self.ready_timeout_s)
             if self.email is not None:
                 self.email_port = int(self.email.ready_file.read_text().strip())
                 self._keep_email_port()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import random
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -44,7 +44,9 @@ __all__ = [
     "KnownOrder",
     "SeedData",
     "check_counts",
+    "customer_rows",
     "generate",
+    "insert_rows",
     "seed_commerce",
 ]
 
@@ -521,9 +523,9 @@ def _tracking_number(rng: random.Random, carrier: str) -> str:
     return "".join(rng.choices(digits, k=length))
 
 
-def _known(builder: _Builder) -> None:
+def _known(builder: _Builder, customers: Iterable[KnownCustomer] = KNOWN_CUSTOMERS.values()) -> None:
     now = builder.now
-    for c in KNOWN_CUSTOMERS.values():
+    for c in customers:
         who = builder.customer(
             c.customer_id, c.name, c.email, c.phone, c.zip, c.tier, now - timedelta(days=700),
             c.street, c.city, c.country, c.currency, c.payment_methods, billing=False,
@@ -534,6 +536,23 @@ def _known(builder: _Builder) -> None:
                 who, o.number, o.status, o.items, now - timedelta(days=o.days_ago),
                 carrier=o.carrier, tracking_number=o.tracking_number, delivered_at=delivered, invoice=o.invoice,
             )  # fmt: skip
+
+
+def customer_rows(customers: Iterable[KnownCustomer], now: datetime | None = None) -> SeedData:
+    """The rows of `customers` written as the well-known ones are (the catalog included), for callers
+    that need customers of their own on top of a seed, such as `supportflow bench`."""
+    builder = _Builder(random.Random(0), now or default_now())
+    _known(builder, customers)
+    return builder.data
+
+
+async def insert_rows(conn: asyncpg.Connection, data: SeedData, chunk: int = 2000) -> None:
+    """Insert `data` in one transaction; rows already there (same keys) are left as they are."""
+    async with conn.transaction():
+        for name, rows in data.tables():
+            statement = _INSERTS[name] + " ON CONFLICT DO NOTHING"
+            for start in range(0, len(rows), chunk):
+                await conn.executemany(statement, rows[start : start + chunk])
 
 
 def check_counts(customers: int, orders: int) -> None:

@@ -73,3 +73,31 @@ async def test_the_identity_lockout_thresholds_come_from_the_settings(commerce_d
         assert answers[0] == {"verified": False} and answers[1]["locked"] and answers[2]["locked"]
     finally:
         await registry.close()
+
+
+async def test_a_connection_back_in_the_pool_holds_no_lock_and_no_transaction(commerce_dsn):
+    registry = ToolRegistry(database_url=commerce_dsn, pool_size=1)  # every call on the same connection
+    try:
+        verify = await registry.get("crm.verify_identity")
+        get_order = await registry.get("orders.get_order")
+        assert verify is not None and get_order is not None
+        for zip_ in ("00001", "94107"):  # a failed check writes and locks; a good one clears
+            await verify.call(ToolCall("crm.verify_identity", {"order_number": "1000001", "zip": zip_}, "C000001", "k"))
+        order = await get_order.call(ToolCall("orders.get_order", {"order_number": "1000001"}, "C000001", "k2"))
+        assert order["order_number"] == "1000001"
+
+        conn = await asyncpg.connect(commerce_dsn)
+        try:
+            mine = await conn.fetchval("SELECT pg_backend_pid()")
+            locks = await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid <> $1", mine)
+            states = await conn.fetch(
+                "SELECT state FROM pg_stat_activity WHERE datname = current_database() AND pid <> $1 "
+                "AND backend_type = 'client backend'",
+                mine,
+            )
+        finally:
+            await conn.close()
+        assert locks == 0
+        assert [r["state"] for r in states] == ["idle"], "the pool's connection is idle, not idle in transaction"
+    finally:
+        await registry.close()
