@@ -31,6 +31,7 @@ from pipelines.runtime.offsets import (
     PartitionLedger,
     Verdict,
     commit_from_ledger,
+    drain_changelogs_before_commit,
     seek_epoch,
     sought_offset,
     track_seek_epochs,
@@ -147,6 +148,7 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
     _use_fetch_max_wait(settings.fetch_max_wait_ms)
     commit_from_ledger()
     track_seek_epochs()
+    drain_changelogs_before_commit()
     wanted = stage_names or list(topology.stages)
     unknown = sorted(set(wanted) - set(topology.stages))
     if unknown:

@@ -19,10 +19,16 @@ Records must also *reach* the stream in order: faust hands on records fetched be
 and drops some fetched after it (see `track_seek_epochs`). Each record carries the seek epoch
 it was fetched in; one older than its partition's latest seek is skipped (it is read again),
 and a jump past the next expected offset seeks the partition back instead of going on.
+
+A committed offset also promises that the record's *state* is durable: the table writes a record
+makes go to faust's changelog buffer, which faust flushes before each commit, but its flush gives
+up as soon as no message leaves the buffer for 0.1 s (see `drain_changelogs_before_commit`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import logging
 from collections.abc import Iterable, Mapping
@@ -362,3 +368,44 @@ class ReadOffsets(dict[Any, int | None]):
         if ledger is not None and ledger.owns(tp):
             return None
         return super().__getitem__(tp)
+
+
+def drain_changelogs_before_commit() -> None:
+    """Make faust's flush before a commit wait until every buffered table write has left the buffer.
+
+    faust's `ProducerBuffer.flush` returns when no message leaves the buffer within 0.1 s, and the
+    commit goes ahead. On a loaded broker that happens with writes still queued: the offset past a
+    record is committed while its session write is not yet sent, and a worker killed or paused then
+    loses the write for good. The next owner starts after that record with the session as it was
+    before it — in the chaos runs, a conversation handed to a human whose next message the AI
+    answered anyway, while the old owner had escalated it (two answers to one message). Here the
+    flush waits, re-checking every second, until the buffer is empty and no message is on its way
+    into the producer; the producer's own flush, which faust calls next, waits for the broker.
+    """
+    from faust.transport.producer import ProducerBuffer
+
+    if getattr(ProducerBuffer.flush, "_supportflow_drains", False):
+        return
+    faust_send_pending = ProducerBuffer._send_pending
+    faust_flush = ProducerBuffer.flush
+
+    async def _send_pending(self: Any, fut: Any) -> None:
+        # the message the buffer's task took from the queue is no longer counted in `size`
+        self._supportflow_sending = getattr(self, "_supportflow_sending", 0) + 1
+        try:
+            await faust_send_pending(self, fut)
+        finally:
+            self._supportflow_sending -= 1
+
+    async def flush(self: Any) -> None:
+        while self.size or getattr(self, "_supportflow_sending", 0):
+            if self.state != "running":
+                raise RuntimeError(f"Cannot flush: Producer not Running ({self.state})")
+            self.message_sent.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.message_sent.wait(), timeout=1.0)
+
+    flush._supportflow_drains = True  # type: ignore[attr-defined]
+    flush._faust_original = faust_flush  # type: ignore[attr-defined]
+    ProducerBuffer._send_pending = _send_pending
+    ProducerBuffer.flush = flush

@@ -20,6 +20,7 @@ from pipelines.runtime.offsets import (
     ReadOffsets,
     Verdict,
     commit_from_ledger,
+    drain_changelogs_before_commit,
     seek_epoch,
     track_seek_epochs,
 )
@@ -294,3 +295,42 @@ def test_a_finished_record_is_acked_and_committed():
 
     position, calls = asyncio.run(scenario())
     assert position == 8 and calls.acked == [7] and calls.crashed == []
+
+
+class SlowChannel:
+    """A changelog topic on a loaded broker: each message takes longer to hand over than faust waits."""
+
+    def __init__(self) -> None:
+        self.published: list[int] = []
+
+    async def publish_message(self, fut: Any, wait: bool = False) -> None:
+        await asyncio.sleep(0.25)
+        self.published.append(fut.n)
+
+
+async def _flushed_with(flush: Any) -> tuple[int, int]:
+    from faust.transport.producer import ProducerBuffer
+
+    channel = SlowChannel()
+    buffer = ProducerBuffer()
+    buffer.app = SimpleNamespace(conf=SimpleNamespace(producer_threaded=False))
+    await buffer.start()
+    try:
+        for n in range(4):
+            buffer.put(SimpleNamespace(n=n, message=SimpleNamespace(channel=channel)))
+        await flush(buffer)
+        return len(channel.published), buffer.size
+    finally:
+        await ProducerBuffer.flush(buffer)  # stopping a buffer that still holds messages raises
+        await buffer.stop()
+
+
+async def test_the_flush_before_a_commit_waits_for_every_buffered_table_write_on_a_slow_broker():
+    """faust's flush gave up after 0.1 s with writes still queued, and the commit went on without them."""
+    from faust.transport.producer import ProducerBuffer
+
+    drain_changelogs_before_commit()
+    faust_flush = ProducerBuffer.flush._faust_original  # type: ignore[attr-defined]
+    published, left = await _flushed_with(faust_flush)
+    assert published < 4 and left > 0, "faust's own flush returned before the buffer was empty"
+    assert await _flushed_with(ProducerBuffer.flush) == (4, 0)
