@@ -18,15 +18,17 @@ from typing import Any
 
 import yaml
 
-_PLACEHOLDER = re.compile(r"\{[^}]*\}")
-_DIGITS = re.compile(r"\d+")
+_PLACEHOLDER = re.compile(r"#?\{[^}]*\}")
+_DIGITS = re.compile(r"#?\d+")
+_HASH_RUN = re.compile(r"#( #)+")
 _NON_WORD = re.compile(r"[^a-z0-9#' ]+")
 
 
 def normalise(text: str) -> str:
     text = _PLACEHOLDER.sub(" # ", text.lower())
-    text = _DIGITS.sub("#", text)
-    return " ".join(_NON_WORD.sub(" ", text).split())
+    text = _DIGITS.sub(" # ", text)
+    text = " ".join(_NON_WORD.sub(" ", text).split())
+    return _HASH_RUN.sub("#", text)  # "{qty} {item}" or "#{order}" is one slot, like one number
 
 
 def csv_texts(path: Path, column: str = "text") -> list[str]:
@@ -62,17 +64,20 @@ def near_duplicates(
     """(text, other) pairs that are equal or near-equal after normalisation."""
     prepared = [(o, normalise(o), set(normalise(o).split())) for o in others]
     pairs: list[tuple[str, str]] = []
+    matcher = difflib.SequenceMatcher(autojunk=False)
     for text in texts:
         norm = normalise(text)
         words = set(norm.split())
+        matcher.set_seq2(norm)  # difflib caches what it learns about the second sequence
         for other, other_norm, other_words in prepared:
             if not norm or not other_norm:
                 continue
             union = words | other_words
-            if (
-                norm == other_norm
-                or (union and len(words & other_words) / len(union) >= jaccard)
-                or difflib.SequenceMatcher(None, norm, other_norm).ratio() >= ratio
-            ):
+            if norm == other_norm or (union and len(words & other_words) / len(union) >= jaccard):
+                pairs.append((text, other))
+                continue
+            matcher.set_seq1(other_norm)
+            # the quick ratios are upper bounds of ratio(): most pairs are rejected without the full match
+            if matcher.real_quick_ratio() >= ratio and matcher.quick_ratio() >= ratio and matcher.ratio() >= ratio:
                 pairs.append((text, other))
     return pairs
