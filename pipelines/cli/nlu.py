@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -187,6 +190,14 @@ def nlu_eval(
         IntentClassifier(version_dir), texts, labels, oos_texts=oos, latency=not no_latency, oos_labels=labels_oos
     )
     report["data"] = {"file": str(data), "oos_file": str(oos_data) if oos_data else None, "oos_labels": labels_oos}
+    # what produced the figures, for reports saved under bench/: the code's commit and the command line
+    report["provenance"] = {
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "command": "supportflow " + " ".join(sys.argv[1:]),
+        "model_labels_sha256": _sha256(version_dir / "labels.json"),
+        "model_onnx_sha256": _sha256(version_dir / "model.onnx"),
+    }
     if plot is not None and report["out_of_scope"].get("curve"):
         report["out_of_scope"]["plot"] = str(plot) if plot_curve(report, plot) else None
     text = json.dumps(report, indent=2)
@@ -292,3 +303,16 @@ def plot_curve(report: dict[str, Any], path: Path) -> bool:
     fig.savefig(path)
     plt.close(fig)
     return True
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
