@@ -11,7 +11,10 @@ process and `model_used` says so (`onnxruntime:intent_classifier:1` instead of
 `triton:intent_classifier:1`). With no model at all the intent is `out_of_scope` at confidence
 0 and `model_used="unavailable"`, so `route` escalates to a human. `run` never raises for a model
 failure. A confidence under the out-of-scope threshold (by default the one calibrated by the
-trainer, in `labels.json`) also becomes `out_of_scope`.
+trainer, in `labels.json`) also becomes `out_of_scope`, and so does an `oos_score` above the
+model's score threshold: models trained since issue 15 give that score (distance from the training
+intents in the encoder's space combined with the classifier's own out-of-scope evidence, see
+pipelines/ml/train.py), which catches off-topic text a confident softmax would let through.
 
 Intents the model has no label for yet (`keyword_intents`: returns and exchanges, whose playbooks
 came after the last training run) come from the keyword rules (`operators/nlu/keywords.py`): when
@@ -62,6 +65,9 @@ class NluModelConfig(NluConfig):
     keyword_confidence: float = Field(
         default=0.85, ge=0.0, le=1.0, description="how sure the keyword rules must be to name a keyword intent"
     )
+    oos_score_threshold: float | None = Field(
+        default=None, description="oos_score above which the intent is out_of_scope; unset: the model's labels.json"
+    )
 
 
 class NluModel(Nlu):
@@ -109,7 +115,12 @@ class NluModel(Nlu):
         prediction = await self.model.classify(text)
         intent = prediction.intent
         threshold = self.model.oos_threshold if cfg.out_of_scope_threshold is None else cfg.out_of_scope_threshold
-        if prediction.available and prediction.confidence < threshold:
+        score_threshold = self.model.oos_score_threshold if cfg.oos_score_threshold is None else cfg.oos_score_threshold
+        weak = prediction.confidence < threshold
+        far = (
+            prediction.oos_score is not None and score_threshold is not None and prediction.oos_score > score_threshold
+        )
+        if prediction.available and (weak or far):
             intent = OUT_OF_SCOPE
         return IntentGuess(intent, prediction.confidence, prediction.model_used, list(prediction.alternatives))
 

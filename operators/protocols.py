@@ -72,12 +72,20 @@ class IntentPrediction(Protocol):
     @property
     def available(self) -> bool: ...
 
+    @property
+    def oos_score(self) -> float | None:
+        """The model's out-of-scope score (higher: less like any trained intent); None when it has none."""
+        ...
+
 
 class IntentModel(Protocol):
     """A served intent classifier (`connectors.triton.FallbackIntentModel`); concurrent calls batch."""
 
     @property
     def oos_threshold(self) -> float: ...
+
+    @property
+    def oos_score_threshold(self) -> float | None: ...
 
     async def classify(self, text: str) -> IntentPrediction: ...
 

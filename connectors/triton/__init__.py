@@ -1,6 +1,7 @@
 """Serving the intent model with Triton Inference Server, and its in-process fallback."""
 
 from connectors.triton.client import (
+    OOS_SCORE,
     UNAVAILABLE,
     CircuitBreaker,
     FallbackIntentModel,
@@ -20,6 +21,7 @@ from connectors.triton.client import (
 from connectors.triton.server import EmbeddedTriton, TritonUnavailableError, pytriton_dir
 
 __all__ = [
+    "OOS_SCORE",
     "UNAVAILABLE",
     "CircuitBreaker",
     "EmbeddedTriton",

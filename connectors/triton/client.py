@@ -28,6 +28,7 @@ from connectors.batching import MicroBatcher
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "OOS_SCORE",
     "UNAVAILABLE",
     "CircuitBreaker",
     "FallbackIntentModel",
@@ -46,6 +47,8 @@ __all__ = [
 ]
 
 UNAVAILABLE = "unavailable"
+OOS_SCORE = "oos_score"
+"""The model output (float32 [batch, 1]) that trainers since issue 15 add: see pipelines/ml/train.py."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class Prediction:
     model_used: str
     alternatives: list[tuple[str, float]] = field(default_factory=list)
     probabilities: tuple[float, ...] = ()
+    oos_score: float | None = None
+    """The model's out-of-scope score (higher: further from anything it was trained on), when it has one."""
 
     @property
     def available(self) -> bool:
@@ -86,12 +91,15 @@ class ModelMeta:
     `temperature` is the calibration found by the trainer on held-out data (probabilities are
     softmax(logits / temperature)); `oos_threshold` is the calibrated confidence under which the
     intent is `out_of_scope`; `max_length` is the token length the model was trained with.
+    `oos_score_threshold` is set when the model has an `oos_score` output (models trained since issue
+    15): a score above it means out of scope, whatever the confidence.
     """
 
     labels: list[str]
     temperature: float = 1.0
     oos_threshold: float = 0.0
     max_length: int = 128
+    oos_score_threshold: float | None = None
 
 
 def load_model_meta(version_dir: Path) -> ModelMeta:
@@ -102,11 +110,13 @@ def load_model_meta(version_dir: Path) -> ModelMeta:
     labels: Any = data.get("labels", data.get("id2label", data))
     if isinstance(labels, dict):
         labels = [labels[k] for k in sorted(labels, key=lambda k: int(k))]
+    oos_score = data.get("oos_score")
     return ModelMeta(
         labels=[str(label) for label in labels],
         temperature=float(data.get("temperature", 1.0)),
         oos_threshold=float(data.get("oos_threshold", 0.0)),
         max_length=int(data.get("max_length", 128)),
+        oos_score_threshold=float(oos_score["threshold"]) if isinstance(oos_score, dict) else None,
     )
 
 
@@ -161,10 +171,19 @@ class OnnxIntentModel:
             str(self.version_dir / model_file), options, providers=["CPUExecutionProvider"]
         )
         self.model_used = _model_label("onnxruntime", self.version_dir)
+        self.has_oos_score = OOS_SCORE in {o.name for o in self.session.get_outputs()}
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         return np.asarray(self.session.run(["logits"], feeds)[0], dtype=np.float32)
+
+    def run_with_oos(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits and, when the model has that output, the out-of-scope score per text (from the same run)."""
+        if not self.has_oos_score:
+            return self.run(input_ids, attention_mask), None
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        logits, score = self.session.run(["logits", OOS_SCORE], feeds)
+        return np.asarray(logits, dtype=np.float32), np.asarray(score, dtype=np.float32).reshape(-1)
 
     async def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return await asyncio.to_thread(self.run, input_ids, attention_mask)
@@ -226,6 +245,12 @@ class TritonIntentModel:
             return False
 
     async def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return (await self.infer(input_ids, attention_mask, with_oos=False))[0]
+
+    async def infer(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, with_oos: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits and, with `with_oos`, the `oos_score` output of the same request."""
         from tritonclient.grpc import InferInput, InferRequestedOutput
         from tritonclient.utils import InferenceServerException
 
@@ -234,7 +259,7 @@ class TritonIntentModel:
                   InferInput("attention_mask", list(attention_mask.shape), "INT64")]  # fmt: skip
         inputs[0].set_data_from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64))
         inputs[1].set_data_from_numpy(np.ascontiguousarray(attention_mask, dtype=np.int64))
-        outputs = [InferRequestedOutput("logits")]
+        outputs = [InferRequestedOutput("logits")] + ([InferRequestedOutput(OOS_SCORE)] if with_oos else [])
         for attempt in range(self.retries + 1):
             try:
                 result = await client.infer(
@@ -250,7 +275,9 @@ class TritonIntentModel:
                 await asyncio.sleep(self.retry_backoff_s * 2**attempt)
                 continue
             self.answered_version = result.get_response().model_version or self.answered_version
-            return np.asarray(result.as_numpy("logits"), dtype=np.float32)
+            logits = np.asarray(result.as_numpy("logits"), dtype=np.float32)
+            score = np.asarray(result.as_numpy(OOS_SCORE), dtype=np.float32).reshape(-1) if with_oos else None
+            return logits, score
         raise AssertionError("unreachable")
 
     async def close(self) -> None:
@@ -301,14 +328,21 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def predictions(
-    logits: np.ndarray, labels: Sequence[str], model_used: str, temperature: float = 1.0, alternatives: int = 3
+    logits: np.ndarray,
+    labels: Sequence[str],
+    model_used: str,
+    temperature: float = 1.0,
+    alternatives: int = 3,
+    oos_scores: np.ndarray | None = None,
 ) -> list[Prediction]:
     """Logits [batch, n_labels] → one `Prediction` per row: calibrated softmax, top-1 and the next few."""
     probs = softmax(np.asarray(logits, dtype=np.float64) / temperature)
     if probs.shape[1] != len(labels):
         raise ValueError(f"the model gave {probs.shape[1]} logits per text for {len(labels)} labels")
+    if oos_scores is not None and len(oos_scores) != len(probs):
+        raise ValueError(f"the model gave {len(oos_scores)} out-of-scope scores for {len(probs)} texts")
     out: list[Prediction] = []
-    for row in probs:
+    for n, row in enumerate(probs):
         order = np.argsort(-row)
         out.append(
             Prediction(
@@ -317,6 +351,7 @@ def predictions(
                 model_used=model_used,
                 alternatives=[(labels[i], round(float(row[i]), 4)) for i in order[1 : 1 + alternatives]],
                 probabilities=tuple(float(p) for p in row),
+                oos_score=None if oos_scores is None else float(oos_scores[n]),
             )
         )
     return out
@@ -365,6 +400,11 @@ class FallbackIntentModel:
         return self.meta.oos_threshold
 
     @property
+    def oos_score_threshold(self) -> float | None:
+        """The `oos_score` above which the intent is out of scope (`labels.json`); None: the model has no score."""
+        return self.meta.oos_score_threshold
+
+    @property
     def available(self) -> bool:
         return self.tokenizer is not None and bool(self.labels) and (self.primary or self.fallback) is not None
 
@@ -394,13 +434,17 @@ class FallbackIntentModel:
         assert self.tokenizer is not None
         batch = self.tokenizer.encode(texts)
         result: list[Prediction] | None = None
+        # Ask for the out-of-scope score only when labels.json gives its threshold: older models lack the output.
+        with_oos = self.meta.oos_score_threshold is not None
         if self.primary is not None and self._loop is not None and self.breaker.allow():
             future = asyncio.run_coroutine_threadsafe(
-                self.primary.logits(batch.input_ids, batch.attention_mask), self._loop
+                self.primary.infer(batch.input_ids, batch.attention_mask, with_oos), self._loop
             )
             try:
-                logits = future.result(timeout=self.primary.budget_s)
-                result = predictions(logits, self.labels, self.primary.model_used, self.meta.temperature)
+                logits, scores = future.result(timeout=self.primary.budget_s)
+                result = predictions(
+                    logits, self.labels, self.primary.model_used, self.meta.temperature, oos_scores=scores
+                )
                 self.breaker.success()
             except Exception as exc:
                 future.cancel()
@@ -408,8 +452,12 @@ class FallbackIntentModel:
                 log.warning("Triton failed (%s: %s); answering in process", type(exc).__name__, exc)
         if result is None and self.fallback is not None:
             try:
-                logits = self.fallback.run(batch.input_ids, batch.attention_mask)
-                result = predictions(logits, self.labels, self.fallback.model_used, self.meta.temperature)
+                logits, scores = self.fallback.run_with_oos(batch.input_ids, batch.attention_mask)
+                if not with_oos:
+                    scores = None
+                result = predictions(
+                    logits, self.labels, self.fallback.model_used, self.meta.temperature, oos_scores=scores
+                )
             except Exception:
                 log.exception("the in-process intent model failed")
         if result is None:

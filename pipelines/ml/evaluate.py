@@ -5,6 +5,14 @@ outputs `logits` and temperature-calibrated `probabilities`), `labels.json` (lab
 temperature, out-of-scope threshold), the tokenizer files and the training card.
 `IntentClassifier` is the runtime entry point; `evaluate` produces the report that
 `supportflow nlu eval` prints and `nlu train` stores as `eval_report.json`.
+
+Out of scope is part of every report. A model trained since issue 15 has an `oos_score` output
+(higher: more out of scope) and its threshold in `labels.json`; for an older model the score is
+1 - calibrated confidence and the threshold 1 - its confidence threshold, so both are judged on one
+scale: a text is flagged when its score is above the threshold. Out-of-scope examples come from
+rows of the data labelled `out_of_scope` (or an alias such as CLINC150's `oos`) and from a
+separate text-only file; the report gives in-scope accuracy, out-of-scope recall, the in-scope
+false-flag rate, overall accuracy with out-of-scope as one more class, and the trade-off curve.
 """
 
 from __future__ import annotations
@@ -24,7 +32,13 @@ import numpy as np
 from connectors.triton import softmax
 
 OUT_OF_SCOPE = "out_of_scope"
+OOS_LABELS = ("oos", "out_of_scope")
+"""Labels read as out of scope by default (`--oos-label`): CLINC150 says `oos`, supportflow `out_of_scope`."""
 DEFAULT_REPO = Path(__file__).resolve().parents[2] / "triton_models" / "intent_classifier"
+
+
+FLOOR_SCORE = 1e9
+"""The score of a text under the model's confidence floor: flagged at any threshold (finite, so JSON-safe)."""
 
 
 class DataError(ValueError):
@@ -79,6 +93,35 @@ class IntentClassifier:
         self.max_length: int = meta.max_length
         self.tokenizer = IntentTokenizer.from_version_dir(self.dir, self.max_length)
         self.model = OnnxIntentModel(self.dir, threads or 0, model_file)
+        self.oos_score_threshold: float | None = meta.oos_score_threshold if self.model.has_oos_score else None
+
+    @property
+    def oos_signal(self) -> str:
+        """What `oos_scores` are: the model's own output, or 1 - confidence for a model without one."""
+        return "oos_score" if self.oos_score_threshold is not None else "1 - max calibrated probability"
+
+    @property
+    def oos_cut(self) -> float:
+        """The out-of-scope threshold on the `oos_scores` scale: flagged when a score is above it."""
+        return self.oos_score_threshold if self.oos_score_threshold is not None else 1.0 - self.threshold
+
+    def outputs(self, texts: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and out-of-scope scores (see `oos_signal`), batch by batch as served."""
+        logits, scores = [], []
+        for i in range(0, len(texts), batch_size):
+            batch = self.tokenizer.encode(texts[i : i + batch_size])
+            lg, sc = self.model.run_with_oos(batch.input_ids, batch.attention_mask)
+            logits.append(lg)
+            conf = softmax(lg / self.temperature).max(1)
+            if self.oos_score_threshold is not None and sc is not None:
+                # serving flags on either rule (operators/nlu_model.py): a confidence under the floor counts as
+                # a score above any threshold, so one scale describes both
+                scores.append(np.where(conf < self.threshold, FLOOR_SCORE, sc))
+            else:
+                scores.append(1.0 - conf)
+        if not logits:
+            return np.zeros((0, len(self.labels)), dtype=np.float32), np.zeros(0)
+        return np.concatenate(logits), np.concatenate(scores).astype(np.float64)
 
     def logits(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         out = []
@@ -87,16 +130,20 @@ class IntentClassifier:
             out.append(self.model.run(batch.input_ids, batch.attention_mask))
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), dtype=np.float32)
 
+    def oos_scores(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        return self.outputs(texts, batch_size)[1]
+
     def probabilities(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         return softmax(self.logits(texts, batch_size) / self.temperature)
 
     def predict(self, texts: Sequence[str]) -> list[tuple[str, float]]:
-        """(intent, calibrated confidence) per text; `out_of_scope` below the threshold."""
-        probs = self.probabilities(texts)
+        """(intent, calibrated confidence) per text; `out_of_scope` when flagged, as the `nlu_model` operator does."""
+        logits, scores = self.outputs(texts)
+        probs = softmax(logits / self.temperature)
         best = probs.argmax(1)
         return [
-            (self.labels[b] if p[b] >= self.threshold else OUT_OF_SCOPE, float(p[b]))
-            for b, p in zip(best, probs, strict=True)
+            (self.labels[b] if p[b] >= self.threshold and score <= self.oos_cut else OUT_OF_SCOPE, float(p[b]))
+            for b, p, score in zip(best, probs, scores, strict=True)
         ]
 
 
@@ -170,23 +217,124 @@ def measure_latency(model: IntentClassifier, texts: Sequence[str], n: int = 100)
     }
 
 
+def auroc(negatives: np.ndarray, positives: np.ndarray) -> float | None:
+    """P(score of a positive > score of a negative), ties half (Mann-Whitney); None without both kinds."""
+    if len(negatives) == 0 or len(positives) == 0:
+        return None
+    scores = np.concatenate([negatives, positives])
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    for value in np.unique(scores):  # average ranks over ties
+        same = scores == value
+        ranks[same] = ranks[same].mean()
+    u = ranks[len(negatives) :].sum() - len(positives) * (len(positives) + 1) / 2
+    return float(u / (len(negatives) * len(positives)))
+
+
+def operating_point(
+    in_scores: np.ndarray, in_correct: np.ndarray, oos_scores: np.ndarray, threshold: float
+) -> dict[str, float]:
+    """Rates at one threshold (flagged: score > threshold). Overall accuracy counts out of scope as a class:
+    an in-scope text is right when unflagged and correctly classified, an out-of-scope text when flagged."""
+    in_flag = in_scores > threshold
+    oos_flag = oos_scores > threshold
+    n = len(in_scores) + len(oos_scores)
+    return {
+        "threshold": float(threshold),
+        "oos_recall": float(oos_flag.mean()) if len(oos_scores) else float("nan"),
+        "in_scope_flag_rate": float(in_flag.mean()) if len(in_scores) else float("nan"),
+        "in_scope_accuracy": float((in_correct & ~in_flag).mean()) if len(in_scores) else float("nan"),
+        "overall_accuracy": float(((in_correct & ~in_flag).sum() + oos_flag.sum()) / n) if n else float("nan"),
+    }
+
+
+FLAG_RATE_GRID = (0.0, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5)
+
+
+def tradeoff_curve(in_scores: np.ndarray, in_correct: np.ndarray, oos_scores: np.ndarray) -> list[dict[str, float]]:
+    """Threshold → OOS recall / in-scope flag rate / accuracies, in order of rising threshold.
+
+    The thresholds are where the in-scope flag rate crosses FLAG_RATE_GRID (operating points one
+    would pick) and where OOS recall crosses 0, 5%, ..., 100%: evenly spaced thresholds would waste
+    most points where in-scope scores bunch up."""
+    if len(in_scores) == 0 or len(oos_scores) == 0:
+        return []
+    finite_in = in_scores[in_scores < FLOOR_SCORE]
+    finite_oos = oos_scores[oos_scores < FLOOR_SCORE]
+    cuts = [float(np.quantile(finite_in, 1.0 - r, method="higher")) for r in FLAG_RATE_GRID if len(finite_in)]
+    if len(finite_oos):
+        cuts += [float(np.quantile(finite_oos, q, method="lower")) for q in np.linspace(0.0, 1.0, 21)]
+    return [operating_point(in_scores, in_correct, oos_scores, c) for c in sorted(set(cuts))]
+
+
 def evaluate(
     model: IntentClassifier,
     texts: Sequence[str],
     gold: Sequence[str],
     oos_texts: Sequence[str] = (),
     latency: bool = True,
+    oos_labels: Sequence[str] = OOS_LABELS,
 ) -> dict[str, Any]:
-    """The evaluation report: accuracy, macro-F1, per intent, confusions, ECE, out-of-scope, latency."""
+    """The evaluation report: accuracy, macro-F1, per intent, confusions, ECE, out-of-scope, latency.
+
+    Rows of `texts` whose gold label is in `oos_labels` are out-of-scope examples, like `oos_texts`;
+    accuracy, macro-F1, ECE and the per-intent table are over the in-scope rows (the intent the
+    model names, flag or not), so they compare with reports from before out of scope was measured.
+    """
+    is_oos = np.array([g in oos_labels for g in gold], dtype=bool)
+    in_texts = [t for t, o in zip(texts, is_oos, strict=True) if not o]
+    data_oos = [t for t, o in zip(texts, is_oos, strict=True) if o]
+    report = _in_scope_report(model, in_texts, [g for g, o in zip(gold, is_oos, strict=True) if not o])
+    in_scores, in_correct = report.pop("_scores"), report.pop("_correct")
+    sources = {"data": data_oos, "oos_file": list(oos_texts)}
+    source_scores = {k: model.oos_scores(v) if v else np.zeros(0) for k, v in sources.items()}
+    oos_scores = np.concatenate(list(source_scores.values()))
+    cut = model.oos_cut
+    at = operating_point(in_scores, in_correct, oos_scores, cut)
+    o: dict[str, Any] = {
+        "signal": model.oos_signal,
+        "threshold": cut,
+        "confidence_threshold": model.threshold,
+        "in_scope_n": len(in_texts),
+        "in_scope_flagged": int((in_scores > cut).sum()),
+        "in_scope_flag_rate": at["in_scope_flag_rate"],
+        "in_scope_accuracy": at["in_scope_accuracy"],
+    }
+    if len(oos_scores):
+        caught = oos_scores > cut
+        o.update(
+            {
+                "oos_n": len(oos_scores),
+                "oos_caught": int(caught.sum()),
+                "oos_recall": float(caught.mean()),
+                "oos_catch_rate": float(caught.mean()),  # the name reports before issue 15 used
+                "overall_accuracy": at["overall_accuracy"],
+                "auroc": auroc(in_scores, oos_scores),
+                "by_source": {
+                    k: {"n": len(v), "caught": int((v > cut).sum()), "recall": float((v > cut).mean())}
+                    for k, v in source_scores.items()
+                    if len(v)
+                },
+                "curve": tradeoff_curve(in_scores, in_correct, oos_scores),
+            }
+        )
+    report["out_of_scope"] = o
+    report["oos_n_in_data"] = len(data_oos)
+    if latency and in_texts:
+        report["latency"] = measure_latency(model, in_texts)
+    return report
+
+
+def _in_scope_report(model: IntentClassifier, texts: Sequence[str], gold: Sequence[str]) -> dict[str, Any]:
     unknown = sorted(set(gold) - set(model.labels))
-    logits = model.logits(texts)
+    logits, scores = model.outputs(texts)
     probs = softmax(logits / model.temperature)
     best = probs.argmax(1)
     conf = probs[np.arange(len(best)), best]
     pred = [model.labels[b] for b in best]
     m = classification_metrics(gold, pred, model.labels)
     correct = np.array([g == p for g, p in zip(gold, pred, strict=True)], dtype=float)
-    flagged = conf < model.threshold
     report: dict[str, Any] = {
         "model": _shown(model.dir),
         "n": len(texts),
@@ -199,18 +347,7 @@ def evaluate(
         "per_intent": m.per_intent,
         "confusions": m.confusions,
         "labels_not_in_model": unknown,
-        "out_of_scope": {
-            "threshold": model.threshold,
-            "in_scope_flagged": int(flagged.sum()),
-            "in_scope_flag_rate": float(flagged.mean()),
-        },
+        "_scores": scores,
+        "_correct": correct.astype(bool),
     }
-    if oos_texts:
-        oos_conf = model.probabilities(oos_texts).max(1)
-        caught = oos_conf < model.threshold
-        report["out_of_scope"].update(
-            {"oos_n": len(oos_texts), "oos_caught": int(caught.sum()), "oos_catch_rate": float(caught.mean())}
-        )
-    if latency:
-        report["latency"] = measure_latency(model, texts)
     return report

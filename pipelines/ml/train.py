@@ -9,12 +9,36 @@ inside `train()`, so the runtime never needs it. One run:
    datasets/supportflow-phrasings/train.csv) join the training split only, so the held-out
    figures stay those of the main data set;
 3. fine-tunes with AdamW and a linear warm-up/decay schedule (a rich progress bar per epoch);
-4. fits a temperature on the validation logits (calibration) and picks the out-of-scope threshold
-   on validation as the confidence below which only `oos_flag_rate` of in-scope texts fall;
-5. exports ONNX (`logits` and `probabilities`, dynamic batch and sequence axes), quantizes it to
-   int8 (onnxruntime dynamic quantization) and checks int8 against fp32 on the test split;
+4. fits a temperature on the validation logits (calibration) and builds the out-of-scope signal
+   (below), choosing its threshold on validation;
+5. exports ONNX (`logits` and `probabilities` over the in-scope intents, `oos_score`; dynamic batch
+   and sequence axes), quantizes it to int8 (onnxruntime dynamic quantization) and checks int8
+   against fp32 on the test split;
 6. writes `<out>/<version>/`: model.onnx, labels.json, tokenizer files, test_split.csv,
    training_card.json (data sha256, parameters, metrics, timings) and eval_report.json.
+
+Out of scope (issue 15). Out-of-scope examples are rows labelled `oos` / `out_of_scope`
+(`oos_labels`) in the data and/or a separate `oos_train` file (column `text`). They are split with
+the rest - after the in-scope labels, so the in-scope split is the one a run without them makes -
+and the classifier gets one more output unit for them. A max-softmax threshold alone misses
+off-topic text the classifier is confidently wrong about, and an explicit class only knows the
+topics it was shown, so the served signal combines two things:
+
+- `maha`: the squared Mahalanobis distance of the text's pooled encoder embedding to the nearest
+  in-scope intent mean, with one covariance shared by all intents (fitted on the training split's
+  in-scope embeddings, lightly shrunk towards a scaled identity). It needs no out-of-scope examples
+  and grows for any text unlike the intents, including topics no example covered.
+- `cls`: the classifier's evidence - the out-of-scope logit minus the best in-scope logit when the
+  model has that class, else the energy -T*logsumexp(logits/T).
+
+Each is standardised by its mean and spread on the in-scope validation texts and they are mixed as
+`oos_score = w*z(maha) + (1-w)*z(cls)`. With out-of-scope validation rows, `w` is the value (of
+0, 0.1, ..., 1) with the best validation AUROC, and the threshold the one with the best overall
+validation accuracy (out of scope as a class) among those flagging at most `oos_max_flag_rate` of
+in-scope texts, placed mid-way in the best interval; without them, `w` = 0.5 and the threshold
+flags `oos_flag_rate` of in-scope validation texts. The threshold is chosen on the scores of the
+int8 model (what is served), the mixture inside the ONNX graph, so Triton and the in-process path
+compute the same number.
 """
 
 from __future__ import annotations
@@ -36,7 +60,18 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.ml.evaluate import DEFAULT_REPO, DataError, IntentClassifier, evaluate, read_labelled_csv, softmax
+from pipelines.ml.evaluate import (
+    DEFAULT_REPO,
+    OOS_LABELS,
+    OUT_OF_SCOPE,
+    DataError,
+    IntentClassifier,
+    auroc,
+    evaluate,
+    operating_point,
+    read_labelled_csv,
+    softmax,
+)
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -55,6 +90,9 @@ class TrainConfig:
     test_size: float = 0.15
     val_size: float = 0.10
     oos_flag_rate: float = 0.01
+    oos_max_flag_rate: float = 0.03
+    oos_labels: tuple[str, ...] = OOS_LABELS
+    covariance_shrinkage: float = 0.05
     threads: int | None = None
     base_model: str = "all-MiniLM-L6-v2"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -86,13 +124,22 @@ def dedupe(texts: list[str], labels: list[str]) -> tuple[list[str], list[str], d
 
 
 def add_training_rows(
-    texts: list[str], labels: list[str], train_idx: list[int], extra: Path | None, text_column: str, label_column: str
+    texts: list[str],
+    labels: list[str],
+    train_idx: list[int],
+    extra: Path | None,
+    text_column: str,
+    label_column: str,
+    oos_labels: tuple[str, ...] = OOS_LABELS,
 ) -> int:
-    """Append `extra`'s rows to the data and to the training split only; returns how many were new."""
+    """Append `extra`'s rows to the data and to the training split only; returns how many were new.
+
+    Out-of-scope rows (any of `oos_labels`) are welcome even when the main data has none."""
     if extra is None:
         return 0
     extra_texts, extra_labels = read_labelled_csv(extra, text_column, label_column)
-    unknown = sorted(set(extra_labels) - set(labels))
+    extra_labels = canonical_oos(extra_labels, oos_labels)
+    unknown = sorted(set(extra_labels) - set(labels) - {OUT_OF_SCOPE})
     if unknown:
         raise DataError(f"{extra}: labels not in the training data: {', '.join(unknown)}")
     known = {" ".join(t.lower().split()) for t in texts}
@@ -110,13 +157,17 @@ def add_training_rows(
 
 
 def stratified_split(labels: list[str], test_size: float, val_size: float, seed: int) -> tuple[list[int], ...]:
-    """Indices of train, validation and test, stratified by label; every label with ≥3 rows is in all three."""
+    """Indices of train, validation and test, stratified by label; every label with ≥3 rows is in all three.
+
+    Out-of-scope rows are split last, so adding them leaves the in-scope split as it was (the same
+    seeded draws in the same order) and figures before and after stay comparable.
+    """
     rng = random.Random(seed)
     by_label: dict[str, list[int]] = {}
     for i, y in enumerate(labels):
         by_label.setdefault(y, []).append(i)
     train, val, test = [], [], []
-    for y in sorted(by_label):
+    for y in sorted(by_label, key=lambda label: (label == OUT_OF_SCOPE, label)):
         idx = by_label[y]
         rng.shuffle(idx)
         n = len(idx)
@@ -137,6 +188,105 @@ def fit_temperature(logits: np.ndarray, gold: np.ndarray) -> float:
         if nll < best_nll:
             best_t, best_nll = float(t), nll
     return best_t
+
+
+def canonical_oos(labels: list[str], aliases: tuple[str, ...]) -> list[str]:
+    """Every out-of-scope alias (CLINC150's `oos`, ...) becomes `out_of_scope`."""
+    return [OUT_OF_SCOPE if y in aliases else y for y in labels]
+
+
+@dataclass
+class OosSignal:
+    """What the ONNX graph needs to compute `oos_score`, and what the card records about it."""
+
+    precision_factor: np.ndarray  # L with L @ L.T = inverse shared covariance, [D, D]
+    means: np.ndarray  # in-scope intent means of the pooled embeddings, [C, D]
+    maha_mean: float
+    maha_std: float
+    cls_mean: float
+    cls_std: float
+    weight: float
+    cls_kind: str
+
+
+def fit_gaussian(embeddings: np.ndarray, gold: np.ndarray, n_classes: int, shrinkage: float) -> tuple[np.ndarray, ...]:
+    """Class means and the Cholesky factor of the inverse shared covariance (shrunk towards tr/D * I)."""
+    x = embeddings.astype(np.float64)
+    means = np.stack([x[gold == c].mean(0) for c in range(n_classes)])
+    centred = x - means[gold]
+    cov = centred.T @ centred / max(1, len(x) - n_classes)
+    dim = cov.shape[0]
+    cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / dim * np.eye(dim)
+    factor = np.linalg.cholesky(np.linalg.inv(cov))
+    return means, factor
+
+
+def mahalanobis(embeddings: np.ndarray, means: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """Squared distance to the nearest class mean, computed the way the exported graph does."""
+    y = embeddings.astype(np.float64) @ factor
+    nu = means @ factor
+    d = (y * y).sum(1, keepdims=True) - 2 * y @ nu.T + (nu * nu).sum(1)[None, :]
+    return d.min(1)
+
+
+def classifier_evidence(full_logits: np.ndarray, n_in: int, temperature: float) -> tuple[np.ndarray, str]:
+    """Out-of-scope logit minus the best in-scope logit, or the energy when there is no such class."""
+    logits = full_logits[:, :n_in].astype(np.float64)
+    if full_logits.shape[1] > n_in:
+        return full_logits[:, n_in] - logits.max(1), "oos_logit_margin"
+    z = logits / temperature
+    m = z.max(1)
+    return -temperature * (m + np.log(np.exp(z - m[:, None]).sum(1))), "energy"
+
+
+def choose_weight(in_maha, in_cls, oos_maha, oos_cls, stats) -> tuple[float, dict[str, float]]:
+    """The mixing weight with the best validation AUROC (ties: nearer 0.5); 0.5 without out-of-scope rows."""
+    if len(oos_maha) == 0:
+        return 0.5, {}
+    by_w: dict[str, float] = {}
+    best = (-1.0, 0.0, 0.5)
+    for w in np.round(np.linspace(0.0, 1.0, 11), 2):
+        mix = lambda m, c, w=w: w * (m - stats[0]) / stats[1] + (1 - w) * (c - stats[2]) / stats[3]  # noqa: E731
+        a = auroc(mix(in_maha, in_cls), mix(oos_maha, oos_cls)) or 0.0
+        by_w[f"{w:.1f}"] = a
+        if (a, -abs(w - 0.5)) > best[:2]:
+            best = (a, -abs(w - 0.5), float(w))
+    return best[2], by_w
+
+
+def choose_threshold(
+    in_scores: np.ndarray, in_correct: np.ndarray, oos_scores: np.ndarray, flag_rate: float, max_flag_rate: float
+) -> tuple[float, str]:
+    """The out-of-scope threshold (flag: score > threshold) and how it was chosen; see the module docstring."""
+    if len(oos_scores) == 0:
+        return float(np.quantile(in_scores, 1.0 - flag_rate)), (
+            f"no out-of-scope validation rows: flags {flag_rate:.1%} of in-scope validation texts"
+        )
+    cuts = np.unique(np.concatenate([in_scores, oos_scores]))
+    cuts = np.concatenate([[cuts[0] - 1.0], cuts])
+    points = [operating_point(in_scores, in_correct, oos_scores, c) for c in cuts]
+    allowed = [i for i, p in enumerate(points) if p["in_scope_flag_rate"] <= max_flag_rate] or [len(points) - 1]
+    best = max(points[i]["overall_accuracy"] for i in allowed)
+    chosen = [i for i in allowed if points[i]["overall_accuracy"] == best]
+    # Every threshold in [cuts[lo], cuts[hi + 1]) gives the same validation result; the middle keeps a margin
+    # on both sides for texts that score a little differently from the validation ones.
+    runs: list[tuple[int, int]] = []
+    for i in chosen:
+        if runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+
+    def upper_of(run: tuple[int, int]) -> float:
+        return float(cuts[run[1] + 1]) if run[1] + 1 < len(cuts) else float(cuts[run[1]]) + 1.0
+
+    lo, hi = max(runs, key=lambda run: upper_of(run) - cuts[run[0]])
+    upper = upper_of((lo, hi))
+    threshold = float((cuts[lo] + upper) / 2)
+    return threshold, (
+        "best overall validation accuracy (out of scope as a class) among thresholds flagging at most "
+        f"{max_flag_rate:.1%} of in-scope validation texts, mid-way in the interval that reaches it"
+    )
 
 
 def next_version(repo: Path) -> str:
@@ -162,25 +312,40 @@ def train(
     oos_data: Path | None = None,
     oos_text_column: str = "text",
     extra_train: Path | None = None,
+    oos_train: Path | None = None,
     progress: bool = True,
     log=print,
 ) -> Path:
-    """Train, calibrate, export, quantize and evaluate; returns the version folder written."""
+    """Train, calibrate, export, quantize and evaluate; returns the version folder written.
+
+    `oos_data` is reported on only (never trained or tuned on); `oos_train` (column `oos_text_column`)
+    joins the data as `out_of_scope` rows, split into train / validation / test with the rest."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     cfg = config or TrainConfig()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    texts, labels, dedupe_stats = dedupe(*read_labelled_csv(data, text_column, label_column))
-    label_list = sorted(set(labels))
+    raw_texts, raw_labels = read_labelled_csv(data, text_column, label_column)
+    raw_labels = canonical_oos(raw_labels, cfg.oos_labels)
+    oos_train_rows = 0
+    if oos_train is not None:
+        extra_oos = read_labelled_csv(oos_train, oos_text_column, None)[0]
+        raw_texts, raw_labels = raw_texts + extra_oos, raw_labels + [OUT_OF_SCOPE] * len(extra_oos)
+        oos_train_rows = len(extra_oos)
+    texts, labels, dedupe_stats = dedupe(raw_texts, raw_labels)
+    label_list = sorted(set(labels) - {OUT_OF_SCOPE})
     if len(label_list) < 2:
         raise DataError(f"{data}: need at least two labels in {label_column!r}, found {label_list}")
     oos_texts = read_labelled_csv(oos_data, oos_text_column, None)[0] if oos_data else []
     tr, va, te = stratified_split(labels, cfg.test_size, cfg.val_size, cfg.seed)
     if not va or not te:
         raise DataError(f"{data}: too few rows per label for a validation and a test split")
-    extra_rows = add_training_rows(texts, labels, tr, extra_train, text_column="text", label_column="label")
+    extra_rows = add_training_rows(
+        texts, labels, tr, extra_train, text_column="text", label_column="label", oos_labels=cfg.oos_labels
+    )
+    has_oos_class = any(labels[i] == OUT_OF_SCOPE for i in tr)
+    n_in = len(label_list)
 
     import torch
     from tokenizers import Tokenizer
@@ -200,20 +365,23 @@ def train(
     tokenizer = Tokenizer.from_file(str(base / "tokenizer.json"))
     tokenizer.enable_truncation(cfg.max_length)
     tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-    label_id = {y: i for i, y in enumerate(label_list)}
+    # the out-of-scope class, when trained, is the last output unit; the exported `logits` leave it out
+    label_id = {y: i for i, y in enumerate(label_list)} | {OUT_OF_SCOPE: n_in}
 
     class Classifier(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.encoder = AutoModel.from_pretrained(str(base))
             self.dropout = torch.nn.Dropout(cfg.dropout)
-            self.head = torch.nn.Linear(self.encoder.config.hidden_size, len(label_list))
+            self.head = torch.nn.Linear(self.encoder.config.hidden_size, n_in + int(has_oos_class))
 
-        def forward(self, input_ids, attention_mask):
+        def pool(self, input_ids, attention_mask):
             hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return self.head(self.dropout(pooled))
+            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+        def forward(self, input_ids, attention_mask):
+            return self.head(self.dropout(self.pool(input_ids, attention_mask)))
 
     model = Classifier()
 
@@ -224,12 +392,18 @@ def train(
         return ids, mask
 
     def predict_logits(indices: list[int]) -> np.ndarray:
+        return predict_all(indices)[0]
+
+    def predict_all(indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Full logits (in-scope intents, then the out-of-scope unit if any) and pooled embeddings."""
         model.eval()
-        out = []
+        logits, pooled = [], []
         with torch.inference_mode():
             for i in range(0, len(indices), 128):
-                out.append(model(*batch(indices[i : i + 128])).numpy())
-        return np.concatenate(out)
+                p = model.pool(*batch(indices[i : i + 128]))
+                pooled.append(p.numpy())
+                logits.append(model.head(p).numpy())
+        return np.concatenate(logits), np.concatenate(pooled)
 
     steps_per_epoch = (len(tr) + cfg.batch_size - 1) // cfg.batch_size
     total_steps = steps_per_epoch * cfg.epochs
@@ -292,11 +466,32 @@ def train(
                 bar.console.print(f"  epoch {epoch + 1}: validation accuracy {val_acc:.4f}")
     timings["train_s"] = time.perf_counter() - t_train
 
-    # calibration and out-of-scope threshold, on validation only
-    val_logits = predict_logits(va)
-    temperature = fit_temperature(val_logits, gold_va)
-    val_conf = softmax(val_logits / temperature).max(1)
-    oos_threshold = float(np.quantile(val_conf, cfg.oos_flag_rate)) if cfg.oos_flag_rate > 0 else 0.0
+    # calibration and the out-of-scope signal: the training split's in-scope embeddings give the intent
+    # means and the shared covariance; everything else is decided on validation only
+    t_signal = time.perf_counter()
+    va_in = [i for i in va if labels[i] != OUT_OF_SCOPE]
+    va_oos = [i for i in va if labels[i] == OUT_OF_SCOPE]
+    tr_in = [i for i in tr if labels[i] != OUT_OF_SCOPE]
+    val_full, val_pooled = predict_all(va)
+    in_mask = np.array([labels[i] != OUT_OF_SCOPE for i in va], dtype=bool)
+    temperature = fit_temperature(val_full[in_mask][:, :n_in], gold_va[in_mask])
+    _, tr_pooled = predict_all(tr_in)
+    means, factor = fit_gaussian(
+        tr_pooled, np.array([label_id[labels[i]] for i in tr_in]), n_in, cfg.covariance_shrinkage
+    )
+    val_maha = mahalanobis(val_pooled, means, factor)
+    val_cls, cls_kind = classifier_evidence(val_full, n_in, temperature)
+    stats = (
+        float(val_maha[in_mask].mean()),
+        float(val_maha[in_mask].std() or 1.0),
+        float(val_cls[in_mask].mean()),
+        float(val_cls[in_mask].std() or 1.0),
+    )
+    weight, auroc_by_weight = choose_weight(
+        val_maha[in_mask], val_cls[in_mask], val_maha[~in_mask], val_cls[~in_mask], stats
+    )
+    signal = OosSignal(factor, means, *stats, weight=weight, cls_kind=cls_kind)
+    timings["oos_signal_s"] = time.perf_counter() - t_signal
 
     # export: fp32 ONNX, then int8
     t_export = time.perf_counter()
@@ -306,20 +501,30 @@ def train(
     for name in TOKENIZER_FILES:
         if (base / name).exists():
             shutil.copy2(base / name, target / name)
-    (target / "labels.json").write_text(
-        json.dumps(
-            {
-                "labels": label_list,
-                "temperature": temperature,
-                "oos_threshold": oos_threshold,
-                "out_of_scope_label": "out_of_scope",
-                "max_length": cfg.max_length,
-                "outputs": {"logits": "raw scores", "probabilities": "softmax(logits / temperature)"},
-            },
-            indent=2,
+
+    def write_labels(oos_score_threshold: float) -> None:
+        (target / "labels.json").write_text(
+            json.dumps(
+                {
+                    "labels": label_list,
+                    "temperature": temperature,
+                    # the oos_score decides; a confidence floor on top would only flag more in-scope texts
+                    "oos_threshold": 0.0,
+                    "oos_score": {"output": "oos_score", "threshold": oos_score_threshold, "flag": "score > threshold"},
+                    "out_of_scope_label": OUT_OF_SCOPE,
+                    "max_length": cfg.max_length,
+                    "outputs": {
+                        "logits": "raw scores of the in-scope intents",
+                        "probabilities": "softmax(logits / temperature)",
+                        "oos_score": "[batch, 1] out-of-scope score, higher is more out of scope",
+                    },
+                },
+                indent=2,
+            )
+            + "\n"
         )
-        + "\n"
-    )
+
+    write_labels(0.0)  # provisional: the threshold is chosen below on the int8 model's own scores
     with (target / "test_split.csv").open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["text", "label"])
@@ -327,13 +532,34 @@ def train(
             w.writerow([texts[i], labels[i]])
 
     class Exported(torch.nn.Module):
+        """The served graph: in-scope logits, calibrated probabilities and the out-of-scope score."""
+
         def __init__(self) -> None:
             super().__init__()
             self.inner = model
+            self.register_buffer("factor", torch.tensor(signal.precision_factor, dtype=torch.float32))
+            nu = signal.means @ signal.precision_factor
+            self.register_buffer("nu", torch.tensor(nu, dtype=torch.float32))
+            self.register_buffer("nu_sq", torch.tensor((nu * nu).sum(1), dtype=torch.float32))
 
         def forward(self, input_ids, attention_mask):
-            logits = self.inner(input_ids, attention_mask)
-            return logits, torch.softmax(logits / temperature, dim=-1)
+            pooled = self.inner.pool(input_ids, attention_mask)
+            full = self.inner.head(pooled)
+            logits = full[:, :n_in]
+            # Einsum rather than matmul: dynamic int8 quantization rewrites MatMul nodes, and the distance is a
+            # difference of large terms that 8-bit activations would blur; Einsum stays float32.
+            y = torch.einsum("bd,de->be", pooled, self.factor)
+            dist = (y * y).sum(1, keepdim=True) - 2 * torch.einsum("be,ce->bc", y, self.nu) + self.nu_sq
+            maha = dist.min(dim=1).values
+            if has_oos_class:
+                cls = full[:, n_in] - logits.max(dim=1).values
+            else:
+                cls = -temperature * torch.logsumexp(logits / temperature, dim=1)
+            score = (
+                signal.weight * (maha - signal.maha_mean) / signal.maha_std
+                + (1 - signal.weight) * (cls - signal.cls_mean) / signal.cls_std
+            )
+            return logits, torch.softmax(logits / temperature, dim=-1), score.unsqueeze(1)
 
     model.eval()
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
@@ -349,12 +575,13 @@ def train(
             (ids, mask),
             str(fp32),
             input_names=["input_ids", "attention_mask"],
-            output_names=["logits", "probabilities"],
+            output_names=["logits", "probabilities", "oos_score"],
             dynamic_axes={
                 "input_ids": {0: "batch", 1: "sequence"},
                 "attention_mask": {0: "batch", 1: "sequence"},
                 "logits": {0: "batch"},
                 "probabilities": {0: "batch"},
+                "oos_score": {0: "batch"},
             },
             opset_version=17,
             dynamo=False,
@@ -366,15 +593,44 @@ def train(
         fp32_size = fp32.stat().st_size
     timings["export_quantize_s"] = time.perf_counter() - t_export
 
+    # the out-of-scope threshold, on the served (int8) model's validation scores, batched as `nlu eval` runs
+    t_threshold = time.perf_counter()
+    served = IntentClassifier(target, model_file="model.onnx")
+    served.oos_score_threshold = 0.0
+    val_in_texts, val_oos_texts = [texts[i] for i in va_in], [texts[i] for i in va_oos]
+    in_logits, in_scores = served.outputs(val_in_texts)
+    in_correct = np.array([label_list[b] == labels[i] for b, i in zip(in_logits.argmax(1), va_in, strict=True)])
+    oos_val_scores = served.oos_scores(val_oos_texts) if val_oos_texts else np.zeros(0)
+    oos_threshold, threshold_rule = choose_threshold(
+        in_scores, in_correct, oos_val_scores, cfg.oos_flag_rate, cfg.oos_max_flag_rate
+    )
+    write_labels(oos_threshold)
+    val_point = operating_point(in_scores, in_correct, oos_val_scores, oos_threshold)
+    timings["oos_threshold_s"] = time.perf_counter() - t_threshold
+
     # evaluation on the held-out test split: int8 (the shipped model) against fp32
     t_eval = time.perf_counter()
     test_texts = [texts[i] for i in te]
     test_gold = [labels[i] for i in te]
-    fp32_report = evaluate(IntentClassifier(target, model_file="model.fp32.onnx"), test_texts, test_gold, latency=False)
+    fp32_report = evaluate(
+        IntentClassifier(target, model_file="model.fp32.onnx"),
+        test_texts,
+        test_gold,
+        oos_texts=oos_texts,
+        latency=False,
+    )
     (target / "model.fp32.onnx").unlink()
     report = evaluate(IntentClassifier(target), test_texts, test_gold, oos_texts=oos_texts)
     report["fp32"] = {k: fp32_report[k] for k in ("accuracy", "macro_f1", "ece")}
-    report["data"] = {"file": Path(data).name, "split": "test", "oos_file": Path(oos_data).name if oos_data else None}
+    report["fp32"]["out_of_scope"] = {
+        k: fp32_report["out_of_scope"].get(k) for k in ("in_scope_flag_rate", "oos_recall", "overall_accuracy")
+    }
+    report["data"] = {
+        "file": Path(data).name,
+        "split": "test",
+        "oos_file": Path(oos_data).name if oos_data else None,
+        "oos_train_file": Path(oos_train).name if oos_train else None,
+    }
     timings["evaluate_s"] = time.perf_counter() - t_eval
     timings["total_s"] = time.perf_counter() - t0
     (target / "eval_report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -400,12 +656,41 @@ def train(
             "extra_train_file": Path(extra_train).name if extra_train else None,
             "extra_train_sha256": sha256_file(extra_train) if extra_train else None,
             "extra_train_rows": extra_rows,
+            "oos_train_file": Path(oos_train).name if oos_train else None,
+            "oos_train_sha256": sha256_file(oos_train) if oos_train else None,
+            "oos_train_rows": oos_train_rows,
+            "out_of_scope_rows": {
+                "train": sum(labels[i] == OUT_OF_SCOPE for i in tr),
+                "validation": len(va_oos),
+                "test": sum(labels[i] == OUT_OF_SCOPE for i in te),
+            },
         },
         "parameters": {**asdict(cfg), "threads": threads},
         "calibration": {
             "temperature": temperature,
-            "oos_threshold": oos_threshold,
-            "chosen_on": "validation split (in-scope only)",
+            "chosen_on": "validation split (in-scope rows)",
+        },
+        "out_of_scope": {
+            "output": "oos_score",
+            "signal": (
+                f"w*z(maha) + (1-w)*z(cls), w={weight:.2f}; maha: squared Mahalanobis distance of the pooled "
+                "embedding to the nearest in-scope intent mean (shared covariance from the training split, "
+                f"shrinkage {cfg.covariance_shrinkage}); cls: {cls_kind}; z: standardised on in-scope validation"
+            ),
+            "classifier_evidence": cls_kind,
+            "explicit_class": has_oos_class,
+            "weight": weight,
+            "weight_chosen_by": (
+                "best validation AUROC over w in 0, 0.1, ..., 1" if auroc_by_weight else "fixed 0.5 (no OOS rows)"
+            ),
+            "validation_auroc_by_weight": auroc_by_weight,
+            "standardisation": {"maha_mean": stats[0], "maha_std": stats[1], "cls_mean": stats[2], "cls_std": stats[3]},
+            "threshold": oos_threshold,
+            "flag": "oos_score > threshold",
+            "threshold_chosen_by": threshold_rule,
+            "threshold_scored_with": "the int8 model.onnx, batches of 64",
+            "validation": {"in_scope_n": len(va_in), "oos_n": len(va_oos), **val_point},
+            "confidence_threshold": 0.0,
         },
         "history": history,
         "metrics": {

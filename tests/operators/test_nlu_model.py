@@ -92,7 +92,12 @@ UNDERSTOOD = [
     ("I forgot my password", "recover_password"),
     ("can I get the invoice for order 88812", "get_invoice"),
 ]
-NOT_OURS = ["what's the weather like in Paris tomorrow?", "who won the football match yesterday", "asdf qwer zxcv"]
+NOT_OURS = [
+    "what's the weather like in Paris tomorrow?",
+    "who won the football match yesterday",
+    "asdf qwer zxcv",
+    "what is 4417 plus 2290",  # issue 15: arithmetic was taken for order tracking
+]
 
 
 async def test_committed_model_understands_support_requests_confidently():
@@ -111,10 +116,21 @@ async def test_calibrated_threshold_from_the_model_turns_off_topic_text_out_of_s
         turns = [await op.run(context_turn(text), context()) for text in NOT_OURS]
     finally:
         await op.close()
-    assert op.model is not None and op.model.meta.oos_threshold > 0.5, "labels.json carries the threshold"
+    assert op.model is not None and op.model.oos_score_threshold is not None, "labels.json carries the threshold"
     assert [t.nlu.intent for t in turns] == ["out_of_scope"] * len(NOT_OURS)
     routed = await Route().run(turns[0], context())
     assert (routed.route.branch, routed.route.reason) == ("human", "out_of_scope")
+
+
+async def test_the_models_oos_score_is_what_flags_off_topic_text():
+    """With the score's threshold moved out of reach, the same texts get an intent: the flag came from the score."""
+    op = operator(PROJECT_REPOSITORY, None, oos_score_threshold=1e9)
+    try:
+        turns = [await op.run(context_turn(text), context()) for text in NOT_OURS]
+    finally:
+        await op.close()
+    assert op.model is not None and op.model.oos_threshold == 0.0, "no confidence floor besides the score"
+    assert all(t.nlu.intent != "out_of_scope" for t in turns)
 
 
 async def test_committed_model_through_triton_answers_as_in_process(project_triton):
@@ -129,6 +145,7 @@ async def test_committed_model_through_triton_answers_as_in_process(project_trit
         await local.close()
     assert {t.nlu.model_used for t in served} == {REAL_TRITON}
     assert [t.nlu.intent for t in served] == [t.nlu.intent for t in in_process]
+    assert [t.nlu.intent for t in served[len(UNDERSTOOD) :]] == ["out_of_scope"] * len(NOT_OURS), "Triton's oos_score"
     # Not exactly equal: the int8 model quantizes activations per batch (see README, "Serving the NLU
     # model"), and here Triton saw one batch of nine texts where the in-process model saw nine of one.
     # The shift is largest where the model is unsure (off-topic texts, all out of scope either way);

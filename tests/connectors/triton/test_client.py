@@ -200,7 +200,8 @@ def test_labels_and_tokenizer_of_a_version_dir(tmp_path):
 
 
 async def test_committed_model_through_triton_equals_in_process_batch_for_batch(project_triton):
-    """The real int8 model, the same batches both ways: Triton's python backend adds nothing and loses nothing."""
+    """The real int8 model, the same batches both ways: Triton's python backend adds nothing and loses nothing,
+    the out-of-scope score included."""
     from pipelines.ml.evaluate import read_labelled_csv
     from pipelines.runtime.settings import PROJECT_DIR
 
@@ -212,7 +213,12 @@ async def test_committed_model_through_triton_equals_in_process_batch_for_batch(
     try:
         for start in (0, 1, 33, 97):
             batch = tokenizer.encode(texts[start : start + (1 if start == 0 else 32)])
-            served = await remote.logits(batch.input_ids, batch.attention_mask)
-            np.testing.assert_allclose(served, local.run(batch.input_ids, batch.attention_mask), atol=1e-4)
+            served, served_scores = await remote.infer(batch.input_ids, batch.attention_mask, with_oos=True)
+            logits, scores = local.run_with_oos(batch.input_ids, batch.attention_mask)
+            np.testing.assert_allclose(served, logits, atol=1e-4)
+            assert (
+                served_scores is not None and scores is not None and served_scores.shape == (batch.input_ids.shape[0],)
+            )
+            np.testing.assert_allclose(served_scores, scores, atol=1e-3)
     finally:
         await remote.close()

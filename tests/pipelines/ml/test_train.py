@@ -10,7 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from pipelines.ml.evaluate import DEFAULT_REPO, IntentClassifier, evaluate, read_labelled_csv
+from pipelines.ml.evaluate import DEFAULT_REPO, OUT_OF_SCOPE, IntentClassifier, evaluate, read_labelled_csv
 from pipelines.ml.train import dedupe, sha256_file, stratified_split
 from tests.support.stream import missing
 
@@ -19,6 +19,7 @@ VERSION = DEFAULT_REPO / "1"
 TEST_SPLIT = VERSION / "test_split.csv"
 BITEXT = ROOT / "datasets" / "bitext-customer-support" / "bitext_customer_support_4514.csv"
 OOS = ROOT / "datasets" / "out-of-scope" / "oos_heldout.csv"
+OOS_TRAIN = ROOT / "datasets" / "out-of-scope" / "oos_train.csv"
 runner = CliRunner()
 
 
@@ -26,23 +27,35 @@ def test_committed_model_meets_the_target_on_its_held_out_test_split():
     card = json.loads((VERSION / "training_card.json").read_text())
     assert card["data"]["test_sha256"] == sha256_file(TEST_SPLIT)  # the split the card reports on
     assert card["data"]["sha256"] == sha256_file(BITEXT)  # trained on the committed Bitext file
+    assert card["data"]["oos_train_sha256"] == sha256_file(OOS_TRAIN)
     texts, labels = read_labelled_csv(TEST_SPLIT, "text", "label")
     model = IntentClassifier(VERSION)
-    assert len(model.labels) == 27
+    assert len(model.labels) == 27 and model.oos_signal == "oos_score"
     report = evaluate(model, texts, labels, oos_texts=read_labelled_csv(OOS, "text", None)[0], latency=False)
     assert report["accuracy"] >= 0.97 and report["macro_f1"] >= 0.97, report
     assert report["ece"] < 0.05
+    oos = report["out_of_scope"]
+    assert oos["threshold"] == card["out_of_scope"]["threshold"]
+    assert oos["in_scope_flag_rate"] <= 0.03, oos  # what the threshold rule allows on validation
+    assert oos["by_source"]["oos_file"]["recall"] >= 0.95, "held-out topics, never trained or tuned on"
+    assert oos["by_source"]["data"]["recall"] >= 0.9, "the test split's own out-of-scope rows"
     assert model.predict(["I want to cancel my order"])[0][0] == "cancel_order"
+    assert model.predict(["what is 4417 plus 2290"])[0][0] == OUT_OF_SCOPE
 
 
 def test_test_split_never_overlaps_training_texts():
     texts, labels = read_labelled_csv(BITEXT, "instruction", "intent")
-    texts, labels, _ = dedupe(texts, labels)
+    oos = read_labelled_csv(OOS_TRAIN, "text", None)[0]
+    bitext_only = stratified_split(dedupe(texts, labels)[1], 0.15, 0.10, 13)
+    texts, labels, _ = dedupe(texts + oos, labels + [OUT_OF_SCOPE] * len(oos))
     train, val, test = stratified_split(labels, 0.15, 0.10, 13)
     assert not (set(train) & set(test)) and not (set(val) & set(test)) and not (set(train) & set(val))
-    held_out = read_labelled_csv(TEST_SPLIT, "text", "label")[0]
+    held_out, held_labels = read_labelled_csv(TEST_SPLIT, "text", "label")
     assert sorted(held_out) == sorted(texts[i] for i in test)  # the committed split is the seeded split
     assert stratified_split(labels, 0.15, 0.10, 13) == (train, val, test)  # and it is reproducible
+    # the out-of-scope rows did not move a single Bitext row: figures before and after compare
+    assert [i for i in test if labels[i] != OUT_OF_SCOPE] == bitext_only[2]
+    assert 20 <= held_labels.count(OUT_OF_SCOPE) <= 30
 
 
 def test_nlu_eval_json_prints_the_metrics(tmp_path):
@@ -54,11 +67,17 @@ def test_nlu_eval_json_prints_the_metrics(tmp_path):
     report = json.loads(result.output)
     assert report["accuracy"] >= 0.97 and report["macro_f1"] >= 0.97
     assert {"per_intent", "confusions", "ece", "latency", "out_of_scope"} <= set(report)
-    assert report["out_of_scope"]["oos_n"] == 124
+    oos = report["out_of_scope"]
+    assert oos["by_source"]["oos_file"]["n"] == 124 and oos["oos_n"] == 124 + report["oos_n_in_data"]
+    assert {"oos_recall", "in_scope_flag_rate", "in_scope_accuracy", "overall_accuracy", "auroc"} <= set(oos)
+    assert len(oos["curve"]) >= 10 and {p["in_scope_flag_rate"] for p in oos["curve"]} >= {0.0}
     assert json.loads(out.read_text())["accuracy"] == report["accuracy"]
 
-    table = runner.invoke(app, ["nlu", "eval", "--data", str(TEST_SPLIT), "--no-latency"])
+    plot = tmp_path / "curve.png"
+    table = runner.invoke(app, ["nlu", "eval", "--data", str(TEST_SPLIT), "--no-latency", "--plot", str(plot)])
     assert table.exit_code == 0 and "macro-F1" in table.output and "cancel_order" in table.output
+    assert "out-of-scope caught" in table.output and "OOS recall" in table.output, "the rates and the curve table"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_nlu_commands_give_clear_errors_with_exit_code_2(tmp_path):
@@ -92,7 +111,7 @@ def test_nlu_train_runs_end_to_end_on_a_tiny_csv(tmp_path):
     repo = tmp_path / "intent_classifier"
     args = ["nlu", "train", "--data", str(data), "--text-column", "utterance", "--label-column", "intent"]
     args += ["--out", str(repo), "--epochs", "1", "--max-length", "16", "--batch-size", "16", "--oos-data", str(OOS)]
-    args += ["--extra-train", str(extra)]
+    args += ["--extra-train", str(extra), "--oos-train", str(OOS_TRAIN)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     version = repo / "1"
@@ -107,9 +126,21 @@ def test_nlu_train_runs_end_to_end_on_a_tiny_csv(tmp_path):
     assert "where is my order?" not in held_out and "please cancel it" not in held_out, "extra rows stay out of test"
     assert {"test_accuracy", "test_macro_f1", "test_ece", "fp32_test_accuracy"} <= set(card["metrics"])
     report = json.loads((version / "eval_report.json").read_text())
-    assert report["out_of_scope"]["oos_n"] == 124 and "latency" in report
+    assert report["out_of_scope"]["by_source"]["oos_file"]["n"] == 124 and "latency" in report
     labels = json.loads((version / "labels.json").read_text())
     assert labels["labels"] == ["cancel_order", "get_refund", "track_order"] and labels["temperature"] > 0
+    # out of scope: split like the rest, an explicit class, a score in the graph, its threshold in labels.json
+    split_labels = read_labelled_csv(version / "test_split.csv", "text", "label")[1]
+    assert split_labels.count(OUT_OF_SCOPE) == 26 and report["oos_n_in_data"] == 26
+    chosen = card["out_of_scope"]
+    assert chosen["explicit_class"] and chosen["classifier_evidence"] == "oos_logit_margin"
+    assert card["data"]["out_of_scope_rows"]["validation"] == 17 and chosen["validation"]["oos_n"] == 17
+    assert (
+        labels["oos_score"]["threshold"] == chosen["threshold"]
+        and "in-scope validation" in chosen["threshold_chosen_by"]
+    )
+    model = IntentClassifier(version)
+    assert model.oos_signal == "oos_score" and model.logits(["refund"]).shape == (1, 3), "logits stay in-scope only"
 
     again = runner.invoke(app, ["nlu", "eval", "--data", str(version / "test_split.csv"), "--model", str(version)])
     assert again.exit_code == 0, again.output

@@ -3,7 +3,8 @@
 Triton's dynamic batcher hands `execute` several requests at once; their rows are padded to the
 longest sequence (padding is masked out by `attention_mask`), run as one onnxruntime call and
 split back per request. The file is the same for every version: it loads the `model.onnx` that
-sits beside it.
+sits beside it. It answers every output the config declares and the model has (`logits`, and
+`oos_score` for models trained since issue 15), but only those a request asks for.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(
             os.path.join(version_dir, "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
+        # The config may declare outputs an older model.onnx lacks (oos_score): serve the intersection.
+        declared = [o["name"] for o in config.get("output", [])]
+        present = {o.name for o in self.session.get_outputs()}
+        self.outputs = [name for name in declared if name in present] or ["logits"]
 
     def execute(self, requests: list) -> list:
         ids, masks, rows = [], [], []
@@ -39,12 +44,17 @@ class TritonPythonModel:
         width = max(a.shape[1] for a in ids)
         input_ids = np.concatenate([_pad(a, width) for a in ids]).astype(np.int64, copy=False)
         attention_mask = np.concatenate([_pad(a, width) for a in masks]).astype(np.int64, copy=False)
-        logits = self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
-        logits = logits.astype(np.float32, copy=False)
+        results = self.session.run(self.outputs, {"input_ids": input_ids, "attention_mask": attention_mask})
+        results = [r.astype(np.float32, copy=False) for r in results]
         responses, start = [], 0
-        for n in rows:
-            out = pb_utils.Tensor("logits", logits[start : start + n])
-            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+        for request, n in zip(requests, rows, strict=True):
+            wanted = set(request.requested_output_names()) or set(self.outputs)
+            tensors = [
+                pb_utils.Tensor(name, r[start : start + n])
+                for name, r in zip(self.outputs, results, strict=True)
+                if name in wanted
+            ]
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             start += n
         return responses
 
