@@ -296,6 +296,33 @@ def stop_stack(bench: BenchStack) -> None:
     bench.stack.stop()
 
 
+def _wait_for_stage(bench: BenchStack, stage: str, timeout_s: float) -> bool:
+    """Whether `stage`'s consumer group committed up to the end of its source topic within `timeout_s`."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from connectors.kafka import consumer_config
+    from pipelines.runtime.app import consumer_group
+
+    topology = bench.stack.topology
+    if stage not in topology.stages:
+        return True
+    source = topology.stages[stage].source
+    consumer = Consumer(consumer_config(bench.settings.kafka_client_config(), consumer_group(topology, [stage])))
+    try:
+        partitions = [TopicPartition(source, p) for p in range(topology.spec.topics[source].partitions or 1)]
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=5)[1] for tp in partitions}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            committed = consumer.committed(partitions, timeout=5)
+            if all(max(tp.offset, 0) >= ends[tp.partition] for tp in committed):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+    finally:
+        consumer.close()
+
+
 def backend_state(bench: BenchStack, wait_for_sink: bool = True) -> dict[str, Any]:
     """What the agent did to the shop for the bench's customers (C100000 on), read from PostgreSQL: the writes'
     log and the orders' state, and the actions the sink stored from the events (reads included)."""
@@ -307,6 +334,9 @@ def backend_state(bench: BenchStack, wait_for_sink: bool = True) -> dict[str, An
     first = f"C{FIRST_CUSTOMER:06d}"
 
     if wait_for_sink:
+        # the actions table is filled from sf.events, which the low-priority redaction worker writes
+        # behind the replies: wait for it first, then for the sink
+        _wait_for_stage(bench, "analytics", timeout_s=120)
         wait_until_caught_up(bench.settings, bench.stack.topology, ["postgres"], timeout_s=60)
         time.sleep(2 * bench.settings.sink_batch_wait_ms / 1000)  # the batch tansu's end offset hides
 
