@@ -62,9 +62,15 @@ def bench(
     window over the long paced run (drift). The JSON records the commit, topology, settings, machine and
     text mix beside the figures, and the ratio of (b) to (a).
     """
-    from pipelines.evaluation.bench import BenchOptions, keep_previous, render_profile, run_bench
+    from pipelines.evaluation.bench import BenchOptions, keep_previous, py_spy_path, render_profile, run_bench
 
     s = settings()
+    if profile:
+        try:
+            py_spy_path()
+        except RuntimeError as exc:
+            err.print(f"[red]--profile[/red]: {exc}")
+            raise typer.Exit(2) from None
     if not s.embedded or s.database_url is not None:
         err.print("[red]bench runs on a fresh embedded stack[/red]: unset KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL")
         raise typer.Exit(2)

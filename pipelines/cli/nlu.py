@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -16,6 +15,7 @@ from pipelines.cli._common import (
     console,
     err,
 )
+from pipelines.evaluation.provenance import source_state
 
 nlu_app = typer.Typer(
     help="Train and evaluate the intent classifier (triton_models/intent_classifier).", no_args_is_help=True
@@ -192,8 +192,7 @@ def nlu_eval(
     report["data"] = {"file": str(data), "oos_file": str(oos_data) if oos_data else None, "oos_labels": labels_oos}
     # what produced the figures, for reports saved under bench/: the code's commit and the command line
     report["provenance"] = {
-        "commit": _git("rev-parse", "HEAD"),
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        **source_state(),
         "command": "supportflow " + " ".join(sys.argv[1:]),
         "model_labels_sha256": _sha256(version_dir / "labels.json"),
         "model_onnx_sha256": _sha256(version_dir / "model.onnx"),
@@ -303,15 +302,6 @@ def plot_curve(report: dict[str, Any], path: Path) -> bool:
     fig.savefig(path)
     plt.close(fig)
     return True
-
-
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(
-            ["git", *args], cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
 
 
 def _sha256(path: Path) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -40,7 +39,8 @@ from pipelines.evaluation.agent_scoring import (
     snapshot,
     summarise,
 )
-from pipelines.runtime.settings import PROJECT_DIR, Settings
+from pipelines.evaluation.provenance import source_state
+from pipelines.runtime.settings import Settings
 
 EXPECTED_DB = "sf_eval_expected"
 MAX_TURNS = 12
@@ -158,15 +158,6 @@ async def read_outcome(dsn: str) -> tuple[State, dict[str, list[tuple[str, str |
     return state, writes
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(
-            ["git", *args], cwd=PROJECT_DIR, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def provenance(settings: Settings, trials: int, concurrency: int, seed: int, tasks_dir: Path) -> dict[str, Any]:
     """What the figures were measured on: the commit, whether the tree was dirty, and the configuration."""
 
@@ -177,8 +168,7 @@ def provenance(settings: Settings, trials: int, concurrency: int, seed: int, tas
         return h.hexdigest()[:16]
 
     return {
-        "commit": _git("rev-parse", "HEAD"),
-        "dirty": bool(_git("status", "--porcelain")),
+        **source_state(),
         "command": f"supportflow eval agent --trials {trials} --concurrency {concurrency} --seed {seed}",
         "trials": trials,
         "concurrency": concurrency,

@@ -53,7 +53,8 @@ from pipelines.evaluation.bench_load import (
     plan,
     profiles_of,
 )
-from pipelines.runtime.settings import PROJECT_DIR, Settings
+from pipelines.evaluation.provenance import git, source_state
+from pipelines.runtime.settings import Settings
 
 # The earlier bench's eight texts: bench/chaos.py still sends them (its load is not this bench's mix).
 TEXTS = [
@@ -84,15 +85,6 @@ class BenchOptions:
     one_stack: bool = False  # quick runs: c/d on phase b's stack (its broker then holds b's records too)
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(
-            ["git", *args], cwd=PROJECT_DIR, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def _operators(node: Any) -> list[Any]:
     """A stage's operator chain as names, branches as {label: [...]}, as topology.yaml writes it."""
     out: list[Any] = []
@@ -112,8 +104,7 @@ def provenance(settings: Settings, options: BenchOptions, mix: Mix, command: str
     topology = load_topology(settings.topology_file)
     topology_file = Path(settings.topology_file)
     return {
-        "commit": _git("rev-parse", "HEAD"),
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        **source_state(),
         "command": command,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "topology": {
@@ -395,9 +386,7 @@ class Profiler:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self) -> None:
-        py_spy = Path(sys.executable).with_name("py-spy")
-        if not py_spy.exists():
-            raise RuntimeError("py-spy is not installed: pip install -e '.[dev]'")
+        py_spy = py_spy_path()
         for name, pid in self.targets.items():
             raw = self.out_dir / f"{name}.folded"
             # --nonblocking: py-spy would otherwise stop the process for every sample, slowing what it measures
@@ -698,6 +687,14 @@ def _latency(
     )
 
 
+def py_spy_path() -> Path:
+    """py-spy beside this interpreter (the `dev` extra); RuntimeError with the install command when missing."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    if not py_spy.exists():
+        raise RuntimeError("py-spy is not installed: pip install -e '.[dev]'")
+    return py_spy
+
+
 def run_bench(base: Settings, options: BenchOptions, console: Console, command: str = "") -> dict[str, Any]:
     """Phases a-d (see the module's docstring); the results as the JSON `bench/results.json` holds."""
     from operators.nlu_model import NluModel
@@ -705,6 +702,8 @@ def run_bench(base: Settings, options: BenchOptions, console: Console, command: 
 
     if not base.embedded or base.database_url is not None:
         raise ValueError("the bench starts its own embedded stack: unset KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL")
+    if options.profile_dir is not None:
+        py_spy_path()  # refuse now, not after minutes of phase a
     mix = load_mix()
     results: dict[str, Any] = {"measured_on": provenance(base, options, mix, command)}
     nlu = load_topology(base.topology_file).operator(NluModel)
@@ -765,7 +764,7 @@ def keep_previous(out: Path) -> Path | None:
     except (ValueError, AttributeError):
         commit = ""
     if not commit:
-        log = _git("log", "-1", "--format=%h", "--", str(out))
+        log = git("log", "-1", "--format=%h", "--", str(out))
         commit = log or "unknown"
     target = out.with_name(f"{out.stem}_{commit}_previous.json")
     out.rename(target)
