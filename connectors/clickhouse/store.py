@@ -96,20 +96,36 @@ class _Serialized:
         await self._call(self._close)
 
 
+_CHDB_LOCK = threading.Lock()
+_CHDB_HOLDER: list[ChdbEventStore | None] = [None]
+"""The shared store whose turn is held in this process, if any (a list: assigned from methods)."""
+
+
 class ChdbEventStore(_Serialized):
     """The events table in a chdb folder.
 
-    chdb lets one process at a time hold a folder. Shared (the default), each call opens the
-    folder under an exclusive file lock and closes it again (about 50 ms), so the sink, `analytics
-    report` and `replay` take turns on one folder instead of failing. Not shared, the first call
-    opens it for the store's lifetime: for one-process tools such as the benchmarks.
+    chdb lets one process at a time hold a folder. Shared (the default), a call opens the folder
+    under an exclusive file lock, so the sink, `analytics report` and `replay` take turns on one
+    folder instead of failing. Opening costs about 50 ms of CPU, which a sink inserting five
+    batches a second paid on every batch (a quarter of a core, the bench's profile showed), so a
+    turn is held for the calls that follow: released once the store has been idle `idle_release_s`,
+    and at the latest `max_hold_s` after it was taken, so another process waits a few seconds at
+    most. Not shared, the first call opens it for the store's lifetime: for one-process tools such
+    as the benchmarks.
     """
 
-    def __init__(self, path: Path, shared: bool = True) -> None:
+    def __init__(self, path: Path, shared: bool = True, idle_release_s: float = 1.0, max_hold_s: float = 5.0) -> None:
         super().__init__()
+        self._lock = _CHDB_LOCK  # one embedded chdb server per process: its stores take turns on it
         self.path = Path(path)
         self.shared = shared
+        self.idle_release_s = idle_release_s
+        self.max_hold_s = max_hold_s
         self._session: Any = None
+        self._held: Any = None  # the lock file while this process has its turn
+        self._held_since = 0.0
+        self._last_call = 0.0
+        self._release_timer: threading.Timer | None = None
 
     def _open(self) -> Any:
         if self._session is None:
@@ -133,18 +149,60 @@ class ChdbEventStore(_Serialized):
 
     @contextlib.contextmanager
     def _turn(self) -> Iterator[Any]:
-        """The session for one call: under the folder's lock and closed afterwards when shared."""
+        """The session for one call (runs under `_Serialized`'s lock): this process's turn on the folder,
+        taken now or kept from the calls before."""
         if not self.shared:
             yield self._open()
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.parent / f".{self.path.name}.lock", "a+b") as lock:
+        now = time.monotonic()
+        if self._held is not None and now - self._held_since > self.max_hold_s:
+            self._release()  # let a waiting process have its turn before this call takes another
+            time.sleep(0.05)  # flock is not fair: without a pause this call would take the lock straight back
+        if self._held is None:
+            holder = _CHDB_HOLDER[0]
+            if holder is not None and holder is not self:
+                holder._release()  # chdb serves one folder per process; another store's held turn ends
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(self.path.parent / f".{self.path.name}.lock", "a+b")  # noqa: SIM115 - held across calls
             fcntl.flock(lock, fcntl.LOCK_EX)  # blocks while another process has its turn
-            try:
-                yield self._open()
-            finally:
-                self._close()
-                fcntl.flock(lock, fcntl.LOCK_UN)
+            self._held, self._held_since = lock, time.monotonic()
+            _CHDB_HOLDER[0] = self
+        try:
+            yield self._open()
+        except BaseException:
+            self._release()  # a failed call leaves the folder to others rather than a session in doubt
+            raise
+        self._last_call = time.monotonic()
+        self._schedule_release()
+
+    def _schedule_release(self) -> None:
+        if self._release_timer is None:
+            self._release_timer = threading.Timer(self.idle_release_s, self._release_when_idle)
+            self._release_timer.daemon = True
+            self._release_timer.start()
+
+    def _release_when_idle(self) -> None:
+        with self._lock:  # chdb is not thread-safe: the release waits for a running call
+            self._release_timer = None
+            idle = time.monotonic() - self._last_call
+            if self._held is None:
+                return
+            if idle >= self.idle_release_s:
+                self._release()
+            else:
+                self._release_timer = threading.Timer(self.idle_release_s - idle, self._release_when_idle)
+                self._release_timer.daemon = True
+                self._release_timer.start()
+
+    def _release(self) -> None:
+        """Close the session and give the folder's lock back (callers hold `_Serialized`'s lock)."""
+        self._close_session()
+        if self._held is not None:
+            fcntl.flock(self._held, fcntl.LOCK_UN)
+            self._held.close()
+            self._held = None
+        if _CHDB_HOLDER[0] is self:
+            _CHDB_HOLDER[0] = None
 
     def _migrate(self) -> None:
         with self._turn() as session:
@@ -170,6 +228,12 @@ class ChdbEventStore(_Serialized):
         return [{name: _from_json(value, types[name]) for name, value in row.items()} for row in answer["data"]]
 
     def _close(self) -> None:
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
+        self._release()
+
+    def _close_session(self) -> None:
         if self._session is not None:
             self._session.close()
             self._session = None

@@ -42,6 +42,7 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from pipelines.evaluation.bench_breakdown import cpu_seconds_by_process, cpu_share, histogram_totals, mean_ms
 from pipelines.evaluation.bench_load import (
     BENCH_API_KEY_SCOPES,
     Conversation,
@@ -647,15 +648,30 @@ def _throughput(
         "ingress": "its own process (supportflow ingress), loopback, keep-alive",
     }
     profiler = Profiler(options.profile_dir, bench) if options.profile_dir is not None else None
+    metrics_urls = [w.health_url for w in bench.stack.workers if w.health_url]
+    marks: dict[str, Any] = {}
+
+    def started() -> None:
+        marks["cpu"], marks["timings"] = cpu_seconds_by_process(os.getpid()), histogram_totals(metrics_urls)
+        marks["at"] = time.monotonic()
+        if profiler is not None:
+            profiler.start()
+
     try:
         driven = _run_phase(
             bench, options, warm_up, conversations, options.messages, None, "phase b: throughput", console,
-            on_started=profiler.start if profiler is not None else lambda: None,
+            on_started=started,
         )  # fmt: skip
     finally:
         if profiler is not None:
             results["profile"] = {"dir": str(options.profile_dir), "processes": profiler.stop()}
     results["throughput"] = summarise(driven, None, options.concurrency)
+    if marks:
+        elapsed = time.monotonic() - marks["at"]
+        results["throughput"]["breakdown"] = {
+            "cores_by_process": cpu_share(marks["cpu"], cpu_seconds_by_process(os.getpid()), elapsed),
+            "mean_ms_per_record": mean_ms(marks["timings"], histogram_totals(metrics_urls)),
+        }
     results["throughput"]["backend"] = backend_state(bench)
     t = results["throughput"]
     console.print(

@@ -6,9 +6,13 @@ query are pinned on the newest engine (chdb) and the oldest server we support (D
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -192,3 +196,45 @@ async def test_a_store_migrated_before_feedback_existed_reports_no_human_figures
         assert_report_matches((await build_report(store, SINCE, UNTIL)).model_dump(mode="json"))
     finally:
         await store.close()
+
+
+async def test_a_busy_shared_store_keeps_its_turn_between_calls_and_gives_it_up_when_idle(tmp_path: Path) -> None:
+    """Reopening the folder for every sink batch cost a quarter of a core; others still get their turn."""
+    store = ChdbEventStore(tmp_path / "chdb", idle_release_s=0.5, max_hold_s=30.0)
+    await store.migrate()
+    await store.insert(known_events()[:5])
+    with open(tmp_path / ".chdb.lock", "a+b") as other:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held between calls
+        deadline = time.monotonic() + 10
+        while True:  # released once idle: another process's `analytics report` gets in
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "the idle store kept the folder"
+                await asyncio.sleep(0.05)
+        fcntl.flock(other, fcntl.LOCK_UN)
+    assert (await store.query(COUNT))[0]["n"] == 5  # and takes it again on the next call
+    await store.close()
+
+
+async def test_a_store_held_past_its_longest_turn_lets_a_waiting_process_in(tmp_path: Path) -> None:
+    store = ChdbEventStore(tmp_path / "chdb", idle_release_s=30.0, max_hold_s=0.2)
+    await store.migrate()
+    got_in = threading.Event()
+
+    def wait_for_turn() -> None:
+        with open(tmp_path / ".chdb.lock", "a+b") as other:
+            fcntl.flock(other, fcntl.LOCK_EX)  # blocks until the store lets go
+            got_in.set()
+            fcntl.flock(other, fcntl.LOCK_UN)
+
+    waiter = threading.Thread(target=wait_for_turn)
+    waiter.start()
+    await asyncio.sleep(0.3)
+    assert not got_in.is_set()  # busy and idle_release_s far off: still held
+    await store.query(COUNT)  # past max_hold_s: this call first gives the folder up
+    waiter.join(timeout=10)
+    assert got_in.is_set()
+    await store.close()
