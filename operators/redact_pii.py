@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import OrderedDict
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -76,6 +77,11 @@ class RedactPiiConfig(OperatorConfig):
         default=None, min_length=1, description="presidio entity types; unset: the redactor's own set"
     )
     score_threshold: float | None = Field(default=None, ge=0, le=1, description="unset: the redactor's own")
+    system_text_cache: int = Field(
+        default=20_000,
+        ge=0,
+        description="redacted replies and tool results remembered by text (0: none); the customer's words never are",
+    )
 
 
 class RedactPii(Operator[RawConversationEvent, ConversationEvent]):
@@ -95,6 +101,10 @@ class RedactPii(Operator[RawConversationEvent, ConversationEvent]):
         super().__init__(config)
         self.redactor: PiiRedactor | None = redactor
         self._batcher: MicroBatcher[str, str] | None = None
+        # Replies and tool results are written by templates and the backend, so the same texts come
+        # back all day; analysing each again cost the analytics stage most of its CPU (bench profile).
+        # The redactor gives the same output for the same text, so remembering it changes nothing.
+        self._system_texts: OrderedDict[str, str] = OrderedDict()
 
     def warm_up(self, ctx: OperatorContext) -> None:
         if self.redactor is None:
@@ -104,21 +114,22 @@ class RedactPii(Operator[RawConversationEvent, ConversationEvent]):
 
     async def run(self, record: RawConversationEvent, ctx: OperatorContext) -> ConversationEvent:
         data = record.model_dump(mode="json")
-        texts: list[str] = []
+        texts: list[str] = []  # the customer's words
+        system: list[str] = []  # what supportflow and the backend wrote
         if data.get("message"):
             texts.append(data["message"]["content"])
         if data.get("response"):
-            texts.append(data["response"]["content"])
+            system.append(data["response"]["content"])
         entities = (data.get("nlu") or {}).get("entities", [])
         for entity in entities:
             if placeholder_for_entity_type(entity["type"]) is None:
                 texts.append(entity["value"])
         if data.get("action"):
-            texts.extend(_strings_in(data["action"]["result"]))
+            system.extend(_strings_in(data["action"]["result"]))
 
-        unique = list(dict.fromkeys(t for t in texts if t.strip()))
-        batcher = self._batcher_for_this_loop()
-        redacted = dict(zip(unique, await asyncio.gather(*(batcher.submit(t) for t in unique)), strict=True))
+        redacted = await self._redact(
+            list(dict.fromkeys(t for t in texts if t.strip())), list(dict.fromkeys(t for t in system if t.strip()))
+        )
 
         # What was found in one field is PII in every field: spaCy may see "Jane Doe" in the
         # customer's sentence and miss it in the reply, and the NLU's regexes know some values too.
@@ -146,6 +157,23 @@ class RedactPii(Operator[RawConversationEvent, ConversationEvent]):
         if data.get("action"):
             data["action"]["result"] = _map_strings(data["action"]["result"], clean)
         return ConversationEvent.model_validate(data)
+
+    async def _redact(self, customer: list[str], system: list[str]) -> dict[str, str]:
+        """Each text redacted: the customer's every time, the system's from memory when seen before."""
+        cfg: RedactPiiConfig = self.config  # type: ignore[assignment]
+        remembered = {t: self._system_texts[t] for t in system if t in self._system_texts}
+        for text in remembered:
+            self._system_texts.move_to_end(text)
+        todo = list(dict.fromkeys([*customer, *(t for t in system if t not in remembered)]))
+        batcher = self._batcher_for_this_loop()
+        redacted = dict(zip(todo, await asyncio.gather(*(batcher.submit(t) for t in todo)), strict=True))
+        if cfg.system_text_cache:
+            for text in system:
+                if text not in remembered:
+                    self._system_texts[text] = redacted[text]
+            while len(self._system_texts) > cfg.system_text_cache:
+                self._system_texts.popitem(last=False)
+        return {**redacted, **remembered}
 
     async def close(self) -> None:
         """Finish pending batches and stop the worker thread (the runtime keeps it for the process)."""

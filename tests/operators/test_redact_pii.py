@@ -98,6 +98,40 @@ async def test_concurrent_records_share_spacy_batches(redactor):
     assert max(calls) > 1 and len(calls) < 30, f"batch sizes {calls}: the records were not batched together"
 
 
+async def test_a_repeated_reply_is_analysed_once_but_the_customers_words_every_time(redactor):
+    """Template replies and tool results repeat all day; the analytics stage fell behind analysing them again."""
+    seen: list[str] = []
+
+    class Recording:
+        def warm_up(self) -> None:
+            redactor.warm_up()
+
+        def redact_many(self, texts: Sequence[str]) -> list[str]:
+            seen.extend(texts)
+            return redactor.redact_many(texts)
+
+    operator = RedactPii(RedactPiiConfig(max_wait_ms=0), redactor=Recording())
+    fresh = RedactPii(RedactPiiConfig(max_wait_ms=0, system_text_cache=0), redactor=redactor)
+    try:
+        first = await operator.run(raw_event(TEXT, "m-1"), context())
+        again = await operator.run(raw_event(TEXT, "m-2"), context())
+        uncached = await fresh.run(raw_event(TEXT, "m-2"), context())
+    finally:
+        await operator.close()
+        await fresh.close()
+    reply = "Thanks Jane Doe, we will write to you."
+    assert seen.count(reply) == 1 and seen.count("Tom Baker") == 1  # the reply and a tool result: once
+    assert seen.count(TEXT) == 2  # the customer's message: each time
+    assert again.model_dump(exclude={"event_id", "message"}) == uncached.model_dump(exclude={"event_id", "message"})
+    assert again.response is not None and again.response.content == first.response.content  # type: ignore[union-attr]
+    assert "Jane Doe" not in again.response.content and "Tom Baker" not in str(again.action)  # type: ignore[union-attr]
+
+
+def test_the_reply_cache_is_bounded():
+    with pytest.raises(ValueError):
+        RedactPiiConfig(system_text_cache=-1)
+
+
 async def test_an_event_without_text_passes_through(redactor):
     operator = RedactPii(redactor=redactor)
     closed = RawConversationEvent(
