@@ -105,7 +105,7 @@ class ToolRegistry:
             identity_lockout=lockout,
             database_url=url.get_secret_value() if url is not None else None,
             rest_tools_file=getattr(settings, "rest_tools_file", None),
-            pool_size=getattr(settings, "database_pool_size", 5),
+            pool_size=getattr(settings, "database_pool_size", 5),  # the worker's concurrency needs the whole pool
             outbox=outbox,
         )
 

