@@ -414,6 +414,23 @@ class PgVectorStore:
             )
         return {row["chunk_id"] for row in rows}
 
+    async def version_embedded(self, index: str, doc_id: str, content_hash: str) -> bool:
+        """Whether this version has chunks and every one has a vector in `index` (a new index
+        must embed documents that did not change)."""
+        async with (await self.pool()).acquire() as conn:
+            info = await self._index(conn, index)
+            row = await conn.fetchrow(
+                f"""
+                SELECT count(*) AS chunks, count(e.chunk_id) AS embedded
+                FROM kb_version_chunks vc LEFT JOIN {_quote(info.table_name)} e ON e.chunk_id = vc.chunk_id
+                WHERE vc.doc_id = $1 AND vc.content_hash = $2
+                """,
+                doc_id,
+                content_hash,
+            )
+        assert row is not None
+        return bool(row["chunks"]) and row["chunks"] == row["embedded"]
+
     async def write_document(
         self,
         index: str,

@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Protocol
+
+from pydantic import ValidationError
 
 from schemas.knowledge import KnowledgeDocument
 
@@ -24,6 +27,8 @@ __all__ = [
     "check_text",
     "content_hash",
     "decode_text",
+    "make_document",
+    "parse_datetime",
 ]
 
 # Larger than any help-center article; a file beyond it is a dump, a video or an accident.
@@ -94,3 +99,55 @@ def check_text(text: str) -> str:
     if sample and controls / len(sample) > 0.05:
         raise BadContent(f"{controls} control characters in the first {len(sample)}: binary, not text")
     return text
+
+
+def make_document(
+    *,
+    doc_id: str,
+    title: str,
+    body: str,
+    source: str,
+    domain: str,
+    url: str | None = None,
+    section: str | None = None,
+    language: str | None = None,
+    updated_at: datetime | None = None,
+) -> KnowledgeDocument:
+    """A validated document with its content hash; a field out of bounds is BadContent naming it."""
+    body = body.strip()
+    if not body:
+        raise BadContent("no text")
+    try:
+        return KnowledgeDocument(
+            doc_id=doc_id,
+            title=title.strip() or doc_id,
+            body=body,
+            url=url or None,
+            section=section or None,
+            domain=domain,
+            language=language or "en",
+            updated_at=updated_at,
+            source=source,
+            content_hash=content_hash(title.strip() or doc_id, body, url or None, section or None),
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise BadContent(problems) from None
+
+
+def parse_datetime(value: object, field_name: str = "updated_at") -> datetime | None:
+    """A date or timestamp from YAML, JSON or CSV (ISO 8601); naive ones are taken as UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise BadContent(f"{field_name}: {value!r} is not an ISO 8601 date or timestamp") from None
+    else:
+        raise BadContent(f"{field_name}: {value!r} is not a date")
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
