@@ -35,8 +35,12 @@ MARKDOWN = {".md", ".markdown", ".mdx"}
 HTML = {".html", ".htm"}
 TEXT = {".txt", ".text"}
 PDF = {".pdf"}
-# a help center's folder holds its images and styles too; those are not documents, and not errors
+# a help center's folder holds its images, styles and data files (an intent map) too: not documents,
+# and not errors either
 ASSETS = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".ico", ".css", ".js", ".map", ".woff", ".woff2"}
+ASSETS |= {".yaml", ".yml", ".json", ".toml"}
+# the folder's own notes for its writers, not articles for customers
+META_FILES = {"readme", "license", "licence", "contributing", "changelog"}
 FRONT_MATTER_FIELDS = ("title", "section", "url", "domain", "updated_at", "language")
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
@@ -95,7 +99,7 @@ class FolderSource:
             relative = path.relative_to(self.root)
             if any(part.startswith(".") for part in relative.parts) or not path.is_file():
                 continue
-            if path.suffix.lower() in ASSETS:
+            if path.suffix.lower() in ASSETS or path.stem.lower() in META_FILES:
                 continue
             found.append(path)
         return found

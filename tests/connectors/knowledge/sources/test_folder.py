@@ -34,10 +34,13 @@ async def test_every_kind_of_file_is_found_by_what_it_says(kb_store, embedder, t
             "store-hours.txt": "Our shops open from nine in the morning to six in the evening, Monday to Saturday.",
             "manuals/kettle.pdf": minimal_pdf("Descale the kettle every month with white vinegar."),
             "gift-cards.md": "---\ntitle: Gift cards\ndomain: sales\n---\nGift cards never expire.\n",
+            # the writers' notes and a data file: neither an article nor an error
+            "README.md": "# How to write articles\n\nKeep them short.",
+            "intents.yaml": "refund: refunds/refund.md\n",
         },
     )
     report = await ingest(FolderSource(root, domain="support"), "support", embedder, paragraph_chunks, kb_store)
-    assert not report.skipped and len(report.added) == 4
+    assert not report.skipped and len(report.added) == 4 and "README.md" not in report.added
     assert sorted(report.new_releases) == ["sales@1", "support@1"]
 
     async def top(query: str) -> str:
