@@ -25,6 +25,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "pipelines.runtime": ("schemas", "connectors", "operators", "pipelines.handover"),
     "pipelines.services": ("schemas", "connectors", "operators", "pipelines.handover", "pipelines.runtime"),
     "pipelines.ml": ("schemas", "connectors", "pipelines.runtime"),
+    "pipelines.knowledge": ("schemas", "connectors"),
     "pipelines.devstack": (
         "schemas",
         "connectors",

