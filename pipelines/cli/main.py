@@ -11,7 +11,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipelines.cli import analytics, email, evaluation, nlu, profiles, services, stack, store, topology, workspace
+from pipelines.cli import (
+    analytics,
+    email,
+    evaluation,
+    knowledge,
+    nlu,
+    profiles,
+    services,
+    stack,
+    store,
+    topology,
+    workspace,
+)
 from pipelines.cli._common import cli_state
 
 app = typer.Typer(
@@ -61,6 +73,7 @@ app.add_typer(analytics.analytics_app, name="analytics")
 app.add_typer(store.feedback_app, name="feedback")
 app.add_typer(email.email_app, name="email")
 app.add_typer(nlu.nlu_app, name="nlu")
+app.add_typer(knowledge.kb_app, name="kb")
 app.add_typer(workspace.workspace_app, name="workspace")
 
 
