@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from connectors.knowledge.lexical import stopwords
 
-__all__ = ["clean_query", "content_words", "is_follow_up", "rewrite_query"]
+__all__ = ["clean_query", "content_words", "is_follow_up", "query_facets", "rewrite_query"]
 
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 _URL = re.compile(r"\bhttps?://\S+|\bwww\.\S+", re.IGNORECASE)
@@ -82,3 +82,19 @@ def rewrite_query(history: Sequence[str], current: str, max_added_words: int = 1
         if len(added) >= max_added_words:
             break
     return f"{query} {' '.join(added)}".strip() if added else query
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def query_facets(text: str, min_content_words: int = 3, max_facets: int = 8) -> list[str]:
+    """The sentences of a long message that carry a topic of their own, each a query of its own.
+
+    A customer who explains a situation touches several things at once ("I have a Gold card and an
+    EcoCard; the cash back looks wrong; I want to dispute it"); one vector of the whole message
+    blurs them, and BM25 lets the longest sentence dominate. Searching each sentence too and
+    fusing the lists finds the document for each need. A message of one sentence has no facets.
+    """
+    sentences = [s.strip() for s in _SENTENCE.split(clean_query(text)) if s.strip()]
+    facets = [s for s in sentences if len(content_words(s)) >= min_content_words]
+    return facets[:max_facets] if len(facets) > 1 else []

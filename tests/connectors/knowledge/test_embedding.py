@@ -67,7 +67,9 @@ def test_e5_style_prefixes_from_embedder_json_are_put_before_queries_and_passage
     prefixed = tmp_path / "1"
     shutil.copytree(version_dir, prefixed)
     meta = json.loads((prefixed / "embedder.json").read_text())
-    (prefixed / "embedder.json").write_text(json.dumps({**meta, "query_prefix": "query: ", "passage_prefix": "passage: "}))
+    (prefixed / "embedder.json").write_text(
+        json.dumps({**meta, "query_prefix": "query: ", "passage_prefix": "passage: "})
+    )
     e5_like = OnnxEmbedder(prefixed, intra_op_threads=1)
     assert load_embedder_meta(prefixed).query_prefix == "query: "
     text = "international shipping times"
