@@ -29,8 +29,8 @@ Ranked = Sequence[tuple[str, float]]
 
 @dataclass(frozen=True)
 class FusionConfig:
-    method: str = "rrf"
-    weights: Mapping[str, float] = field(default_factory=lambda: {"lexical": 0.3, "dense": 0.7})
+    method: str = "minmax"
+    weights: Mapping[str, float] = field(default_factory=lambda: {"lexical": 0.8, "dense": 0.2})
     rrf_k: int = 60
 
     def __post_init__(self) -> None:

@@ -49,10 +49,28 @@ def test_vectors_are_float32_and_unit_length(embedder: OnnxEmbedder):
     assert embedder.embed_queries([]).shape == (0, 384)
 
 
-def test_a_batch_gives_the_same_vectors_as_one_text_at_a_time(embedder: OnnxEmbedder):
+@pytest.fixture(scope="module")
+def fp32_version_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same model exported without quantization (torch, from the installed wheel; about 30 s)."""
+    from pipelines.ml.export_embedder import export_minilm
+
+    return export_minilm(tmp_path_factory.mktemp("fp32"), quantize=False).version_dir
+
+
+def test_a_batch_gives_the_same_vectors_as_one_text_at_a_time_in_fp32(fp32_version_dir: Path):
+    fp32 = OnnxEmbedder(fp32_version_dir, intra_op_threads=1)
+    batch = fp32.embed_passages(TEXTS)
+    single = np.vstack([fp32.embed_passages([t]) for t in TEXTS])
+    assert np.abs(batch - single).max() < 1e-5  # padding is masked out of the pooling
+
+
+def test_the_int8_model_depends_on_its_batch_only_within_the_quantization_error(embedder: OnnxEmbedder):
+    """Dynamic int8 quantization scales activations per tensor, over the whole batch: a text's vector
+    moves a little with its batch-mates (most for very short texts). Known and bounded here; see README."""
     batch = embedder.embed_passages(TEXTS)
     single = np.vstack([embedder.embed_passages([t]) for t in TEXTS])
-    assert np.abs(batch - single).max() < 1e-4  # padding is masked out of the pooling
+    assert ((batch * single).sum(axis=1) > 0.95).all()
+    assert ((batch * single).sum(axis=1)[:3] > 0.985).all()  # texts of ordinary length
 
 
 def test_meaning_decides_similarity(embedder: OnnxEmbedder):

@@ -62,10 +62,11 @@ def _passage(chunk_id: str, score: float) -> Passage:
 def test_fused_passages_keep_each_retrievers_score_and_carry_the_fused_one():
     dense = [_passage("d1#0", 0.8), _passage("d2#0", 0.7)]
     lexical = [_passage("d2#0", 7.5), _passage("d3#0", 3.0)]
-    fused = fuse_passages({"dense": dense, "lexical": lexical}, FusionConfig("rrf", {"dense": 0.5, "lexical": 0.5}))
+    config = FusionConfig("rrf", {"dense": 0.5, "lexical": 0.5})
+    fused = fuse_passages({"dense": dense, "lexical": lexical}, config)
     assert fused[0].chunk_id == "d2#0"
     assert fused[0].scores == {"dense": 0.7, "lexical": 7.5}
     assert fused[0].score == pytest.approx(0.5 / 62 + 0.5 / 61)
-    assert [p.chunk_id for p in fuse_passages({"dense": dense, "lexical": lexical}, k=2)] == [
+    assert [p.chunk_id for p in fuse_passages({"dense": dense, "lexical": lexical}, config, k=2)] == [
         p.chunk_id for p in fused[:2]
     ]
