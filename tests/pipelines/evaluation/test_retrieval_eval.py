@@ -1,0 +1,81 @@
+"""Retrieval metrics on hand-computed cases, the query split, and the evaluation on a tiny BEIR set."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from connectors.knowledge.chunking import ChunkingConfig
+from pipelines.evaluation.retrieval_eval import (
+    EvalOptions,
+    documents_by_best_chunk,
+    evaluate_rankings,
+    load_beir,
+    mrr_at_k,
+    ndcg_at_k,
+    recall_at_k,
+    run_retrieval_eval,
+    split_queries,
+)
+from tests.support.knowledge import write_tiny_beir
+
+
+def test_ndcg_of_a_perfect_ranking_is_one_and_of_no_hit_is_zero():
+    assert ndcg_at_k(["a", "b", "x"], {"a": 1, "b": 1}) == pytest.approx(1.0)
+    assert ndcg_at_k(["x", "y"], {"a": 1}) == 0.0
+
+
+def test_ndcg_by_hand_with_graded_gains():
+    # relevant: a (2), b (1); ranked: x, a, b -> DCG = 2/log2(3) + 1/log2(4); IDCG = 2/log2(2) + 1/log2(3)
+    dcg = 2 / math.log2(3) + 1 / 2
+    idcg = 2 + 1 / math.log2(3)
+    assert ndcg_at_k(["x", "a", "b"], {"a": 2, "b": 1}) == pytest.approx(dcg / idcg)
+
+
+def test_ndcg_counts_only_the_first_k_and_the_ideal_is_cut_at_k_too():
+    assert ndcg_at_k(["x", "a"], {"a": 1}, k=1) == 0.0
+    relevant = {str(i): 1 for i in range(20)}
+    assert ndcg_at_k([str(i) for i in range(10)], relevant, k=10) == pytest.approx(1.0)
+
+
+def test_recall_and_mrr_by_hand():
+    assert recall_at_k(["x", "a", "y", "b"], {"a": 1, "b": 1, "c": 1}, k=3) == pytest.approx(1 / 3)
+    assert mrr_at_k(["x", "y", "a"], {"a": 1}) == pytest.approx(1 / 3)
+    assert mrr_at_k(["x"] * 10 + ["a"], {"a": 1}) == 0.0
+
+
+def test_means_over_queries():
+    figures = evaluate_rankings({"q1": ["a"], "q2": ["x", "b"]}, {"q1": {"a": 1}, "q2": {"b": 1}})
+    assert figures["mrr@10"] == pytest.approx((1 + 0.5) / 2)
+    assert figures["recall@10"] == 1.0 and figures["queries"] == 2
+
+
+def test_a_document_ranks_where_its_best_chunk_does():
+    chunk_doc = ["d1", "d1", "d2", "d3"]
+    assert documents_by_best_chunk([(2, 0.9), (1, 0.8), (0, 0.7), (3, 0.1)], chunk_doc) == ["d2", "d1", "d3"]
+
+
+def test_the_split_is_stable_disjoint_and_independent_of_order():
+    ids = [f"q{i}" for i in range(200)]
+    dev, held = split_queries(ids)
+    assert (dev, held) == split_queries(list(reversed(ids)))
+    assert not set(dev) & set(held) and len(dev) + len(held) == 200
+    assert 70 < len(held) < 130
+
+
+def test_lexical_evaluation_of_the_tiny_set(tmp_path: Path):
+    beir = load_beir(write_tiny_beir(tmp_path / "tiny"))
+    assert set(beir.queries) == {"q1", "q2", "q3", "q4"} and beir.qrels["q2"] == {"intl": 2, "shipping": 1}
+    result = run_retrieval_eval(beir, None, ["lexical"], EvalOptions(chunking=ChunkingConfig()))
+    figures = result["results"]["lexical"]["all"]
+    assert figures["queries"] == 4
+    assert figures["mrr@10"] >= 0.75  # password, paypal and duties are word matches
+    assert result["chunks"] == 6
+
+
+def test_dense_retrieval_needs_an_embedder(tmp_path: Path):
+    beir = load_beir(write_tiny_beir(tmp_path / "tiny"))
+    with pytest.raises(ValueError, match="embedder"):
+        run_retrieval_eval(beir, None, ["dense"])
