@@ -19,6 +19,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -89,8 +90,12 @@ class EmbeddedTriton:
         http_port: int = 0,
         grpc_port: int = 0,
         metrics_port: int = 0,
+        models: Sequence[str] = (),
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
+        # Only these are loaded when given: a repository holds every model the project serves (the intent
+        # classifier, the text embedder), and each python-backend model costs a stub process and its memory.
+        self.models = tuple(models)
         self.log_file = log_file
         self.model_config_name = model_config_name
         self.cache_dir = cache_dir or _default_cache_dir()
@@ -124,6 +129,8 @@ class EmbeddedTriton:
         ]
         if self.model_config_name:
             argv.append(f"--model-config-name={self.model_config_name}")
+        if self.models:
+            argv += ["--model-control-mode=explicit", *(f"--load-model={name}" for name in self.models)]
         return argv
 
     def env(self) -> dict[str, str]:

@@ -28,7 +28,7 @@ from pipelines.devstack.embedded import EmbeddedBroker, free_port, spawn, stop
 from pipelines.devstack.supervisor import Child, Supervisor
 from pipelines.runtime.app import ensure_topics
 from pipelines.runtime.settings import Settings
-from pipelines.runtime.topology import Topology, load_topology
+from pipelines.runtime.topology import Topology, load_topology, served_models
 from pipelines.services.ingress import build_ingress
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,11 @@ class Stack:
         if self.settings.triton_url is not None or not self.settings.triton_embedded:
             return
         try:
-            self.triton = EmbeddedTriton(self.settings.model_repository, log_file=self.log_dir / "tritonserver.log")
+            self.triton = EmbeddedTriton(
+                self.settings.model_repository,
+                log_file=self.log_dir / "tritonserver.log",
+                models=served_models(self.topology) or ("intent_classifier",),
+            )
             log.info("starting tritonserver")
             self.triton.start(timeout_s=90)
         except (TritonUnavailableError, RuntimeError, TimeoutError) as exc:

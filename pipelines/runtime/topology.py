@@ -136,6 +136,16 @@ class Topology:
         return None
 
 
+def served_models(topology: Topology) -> list[str]:
+    """The served models (Triton's model names) the topology's operators call, as their `model_name` says."""
+    names = (
+        getattr(getattr(node.operator, "config", None), "model_name", None)
+        for stage in topology.stages.values()
+        for node in stage.root.walk()
+    )
+    return sorted({name for name in names if isinstance(name, str) and name})
+
+
 def _line_index(text: str) -> dict[Path_, int]:
     """Map each YAML path to its 1-based line, so errors can point at the file."""
     index: dict[Path_, int] = {}

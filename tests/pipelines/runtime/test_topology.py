@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from pipelines.cli import app
 from pipelines.runtime.settings import PROJECT_DIR
-from pipelines.runtime.topology import TopologyInvalid, load_topology, render_mermaid, render_text
+from pipelines.runtime.topology import TopologyInvalid, load_topology, render_mermaid, render_text, served_models
 
 HEADER = """
 version: 1
@@ -262,3 +262,16 @@ def test_only_a_worker_of_table_less_stages_gets_a_consumer_group_of_its_own():
     assert consumer_group(topology, list(topology.stages)) == "supportflow"
     assert consumer_group(topology, ["ingest", "agent"]) == "supportflow", "tables' changelogs are named by it"
     assert consumer_group(topology, ["analytics"]) == "supportflow-analytics"
+
+
+def test_the_stack_serves_only_the_models_its_operators_name() -> None:
+    """The repository also holds the text embedder; a stack whose topology does not call it must not load it."""
+    from connectors.triton.server import EmbeddedTriton
+
+    models = served_models(load_topology(PROJECT_DIR / "topology.yaml"))
+    assert models == ["intent_classifier"]
+    argv = EmbeddedTriton(PROJECT_DIR / "triton_models", models=models).argv()
+    assert "--model-control-mode=explicit" in argv and "--load-model=intent_classifier" in argv
+    assert not any("text_embedder" in arg for arg in argv)
+    every_model = EmbeddedTriton(PROJECT_DIR / "triton_models").argv()
+    assert not any(arg.startswith("--model-control-mode") for arg in every_model)
