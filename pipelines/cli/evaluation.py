@@ -132,7 +132,13 @@ def eval_agent(
 
 @eval_app.command("retrieval")
 def eval_retrieval(
-    corpus: Annotated[Path, typer.Option(help="BEIR corpus.jsonl, or the BEIR folder holding it.")],
+    corpus: Annotated[
+        Path,
+        typer.Option(
+            help="BEIR corpus.jsonl, the BEIR folder holding it, or a folder of articles (read as `kb ingest` "
+            "reads it; corpus-id = path without suffix; needs --queries and --qrels)."
+        ),
+    ],
     queries: Annotated[Optional[Path], typer.Option(help="queries.jsonl (default: beside the corpus).")] = None,
     qrels: Annotated[
         Optional[Path], typer.Option(help="qrels TSV (default: qrels/test.tsv beside the corpus).")
