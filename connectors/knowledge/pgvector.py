@@ -700,6 +700,29 @@ class PgVectorStore:
             for row in rows
         ]
 
+    async def nearest_vectors(self, index: str, vector: np.ndarray, limit: int) -> list[tuple[str, float]]:
+        """(chunk_id, cosine similarity) of the `limit` nearest vectors in the index by HNSW alone: no
+        release, domain or language filter, so vectors of versions no search sees are among them.
+
+        For a caller that filters by the visible chunks it already holds (the retriever's BM25 index):
+        the filtered `dense_search` computes the visible set in SQL on every query, which the planner
+        misjudges (two correlated join columns) into an exact scan of every vector, seconds a query at
+        100,000 chunks (bench/retriever_scale.py)."""
+        async with (await self.pool()).acquire() as conn, conn.transaction():
+            info = await self._index(conn, index)
+            if np.shape(vector) != (info.dimension,):
+                raise EmbeddingIndexError(
+                    f"query vector of shape {np.shape(vector)}, index {index!r} has {info.dimension}"
+                )
+            await conn.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(40, int(limit)))}")
+            rows = await conn.fetch(
+                f"SELECT chunk_id, embedding <=> $1 AS distance FROM {_quote(info.table_name)} "
+                "ORDER BY embedding <=> $1 LIMIT $2",
+                encode_vector(vector),
+                limit,
+            )
+        return [(row["chunk_id"], 1.0 - float(row["distance"])) for row in rows]
+
     async def search_generation(self) -> str:
         """Changes whenever what a live search sees may have changed: a release made live or rolled back,
         or a head written or deleted (what domains without a release show). Cheap: an in-memory index

@@ -11,7 +11,9 @@ against ts_rank_cd's 0.603, on banking 0.216 against 0.208; and the confidence b
 BM25's scores, which ts_rank_cd's do not resemble. The index is built from the store's visible
 chunks (`PgVectorStore.visible_chunks`) and rebuilt when `search_generation` changes (a release
 made live or rolled back, a head written), checked on every query with one cheap SELECT. Domain and
-language filters mask the index's scores; a named release gets an index of its own.
+language filters mask the index's scores; a named release gets an index of its own. The same
+in-memory set of visible chunks filters the dense side: the store's HNSW walk unfiltered, then the
+visible chunks kept (`_dense`), because the store's filtered search costs seconds at 100,000 chunks.
 
 The defaults below are stated once, here, and each is a measured result:
 - fusion: weighted RRF, k 5, lexical 0.4 / dense 0.6 — tuned on the help center's development half
@@ -80,6 +82,8 @@ class RetrieverStore(Protocol):
         self, index: str, vector: np.ndarray, k: int, filters: SearchFilters | None = None
     ) -> list[Passage]: ...
 
+    async def nearest_vectors(self, index: str, vector: np.ndarray, limit: int) -> list[tuple[str, float]]: ...
+
     async def visible_chunks(self, release: str | None = None) -> list[Chunk]: ...
 
     async def search_generation(self) -> str: ...
@@ -91,23 +95,39 @@ class LexicalIndex:
     def __init__(self, chunks: Sequence[Chunk], bigrams: bool = True) -> None:
         self.chunks = list(chunks)
         self.index = Bm25Index([contextual_text(c) for c in self.chunks], bigrams=bigrams)
+        self.position = {c.chunk_id: i for i, c in enumerate(self.chunks)}
         self._domains = np.asarray([c.domain for c in self.chunks], dtype=object)
         self._languages = np.asarray([c.language for c in self.chunks], dtype=object)
+
+    def allowed(self, filters: SearchFilters) -> np.ndarray:
+        """bool [len(chunks)]: the chunks that pass the domain and language filters."""
+        mask = np.ones(len(self.chunks), dtype=bool)
+        if filters.domains:
+            mask &= np.isin(self._domains, list(filters.domains))
+        if filters.language is not None:
+            mask &= self._languages == filters.language
+        return mask
 
     def search(self, query: str, k: int, filters: SearchFilters) -> list[Passage]:
         """The best `k` chunks with a positive score that pass the domain and language filters."""
         if not self.chunks:
             return []
-        scores = self.index.scores(query)
-        if filters.domains:
-            scores = np.where(np.isin(self._domains, list(filters.domains)), scores, 0.0)
-        if filters.language is not None:
-            scores = np.where(self._languages == filters.language, scores, 0.0)
+        scores = np.where(self.allowed(filters), self.index.scores(query), 0.0)
         top = np.argsort(-scores, kind="stable")[:k]
-        return [_passage(self.chunks[i], float(scores[i])) for i in top if scores[i] > 0]
+        return [_passage(self.chunks[i], "lexical", float(scores[i])) for i in top if scores[i] > 0]
+
+    def visible(self, hits: Sequence[tuple[str, float]], filters: SearchFilters) -> list[Passage]:
+        """The (chunk_id, score) hits that are among these chunks and pass the filters, in their order."""
+        allowed = self.allowed(filters)
+        found = []
+        for chunk_id, score in hits:
+            i = self.position.get(chunk_id)
+            if i is not None and allowed[i]:
+                found.append(_passage(self.chunks[i], "dense", score))
+        return found
 
 
-def _passage(chunk: Chunk, score: float) -> Passage:
+def _passage(chunk: Chunk, retriever: str, score: float) -> Passage:
     return Passage(
         chunk_id=chunk.chunk_id,
         doc_id=chunk.doc_id,
@@ -117,7 +137,7 @@ def _passage(chunk: Chunk, score: float) -> Passage:
         section=chunk.section,
         domain=chunk.domain,
         score=score,
-        scores={"lexical": score},
+        scores={retriever: score},
     )
 
 
@@ -159,6 +179,7 @@ class HybridRetriever:
         answerability: AnswerabilityModel | None = None,
         bigrams: bool = True,
         cached_indexes: int = 4,
+        overfetch: int = 4,
     ) -> None:
         model = answerability or DEFAULT_ANSWERABILITY
         if model.model_id and model.model_id != embedder.model_id:
@@ -178,8 +199,11 @@ class HybridRetriever:
         self.cached_indexes = cached_indexes
         self._lexical: OrderedDict[str | None, tuple[str, LexicalIndex]] = OrderedDict()
         self._lock = asyncio.Lock()
+        self.overfetch = overfetch
         self.builds = 0
         """Lexical indexes built so far (tests and the log read it)."""
+        self.dense_fallbacks = 0
+        """Dense searches the store's filtered search answered (see `_dense`)."""
 
     async def lexical_index(self, release: str | None = None) -> LexicalIndex:
         """The BM25 index of what a search of `release` (None: the live releases) sees, rebuilt when stale."""
@@ -209,6 +233,21 @@ class HybridRetriever:
                 self._lexical.popitem(last=False)
             return built
 
+    async def _dense(self, vector: np.ndarray, filters: SearchFilters, visible: LexicalIndex) -> list[Passage]:
+        """The `candidates` nearest visible chunks that pass the filters.
+
+        HNSW alone (`nearest_vectors`, `overfetch` times as many), filtered here by the visible chunks
+        the lexical index holds: the store's filtered `dense_search` computes visibility in SQL on every
+        query and costs seconds at 100,000 chunks. When too few of the nearest pass (a narrow domain,
+        many vectors of old versions) and more would, the store's filtered search answers instead.
+        """
+        hits = await self.store.nearest_vectors(self.index, vector, self.candidates * self.overfetch)
+        found = visible.visible(hits, filters)
+        if len(found) >= self.candidates or len(found) == int(visible.allowed(filters).sum()):
+            return found[: self.candidates]
+        self.dense_fallbacks += 1
+        return await self.store.dense_search(self.index, vector, self.candidates, filters)
+
     async def retrieve(
         self,
         query: str,
@@ -229,11 +268,14 @@ class HybridRetriever:
         timings["embed"] = (time.perf_counter() - started) * 1000
 
         started = time.perf_counter()
-        dense = await self.store.dense_search(self.index, vector, self.candidates, filters)
+        lexical_index = await self.lexical_index(filters.release)
+        timings["index"] = (time.perf_counter() - started) * 1000
+
+        started = time.perf_counter()
+        dense = await self._dense(vector, filters, lexical_index)
         timings["dense"] = (time.perf_counter() - started) * 1000
 
         started = time.perf_counter()
-        lexical_index = await self.lexical_index(filters.release)
         lexical = lexical_index.search(searched, self.candidates, filters)
         timings["lexical"] = (time.perf_counter() - started) * 1000
 

@@ -137,3 +137,18 @@ async def test_an_empty_query_finds_nothing_and_is_not_answerable(kb_store, embe
     await fill(kb_store, embedder, help_center)
     found = await HybridRetriever(kb_store, embedder, embedder.model_id).retrieve("  +44 20 7946 0958 ")
     assert found.passages == [] and not found.answerable
+
+
+async def test_the_dense_side_filters_the_hnsw_walk_by_the_visible_chunks_and_falls_back_when_too_few_pass(
+    kb_store, embedder, help_center
+):
+    await fill(kb_store, embedder, help_center)
+    only_account = SearchFilters(domains=("account",))
+    fast = HybridRetriever(kb_store, embedder, embedder.model_id)
+    found = await fast.retrieve("how long does shipping to Norway take", only_account)
+    assert {p.doc_id for p in found.dense} == {"password.md"} and fast.dense_fallbacks == 0
+
+    # two candidates from a walk of two: the nearest are shipping and returns, none in the account domain
+    narrow = HybridRetriever(kb_store, embedder, embedder.model_id, candidates=2, overfetch=1)
+    found = await narrow.retrieve("how long does shipping to Norway take", only_account)
+    assert narrow.dense_fallbacks == 1 and [p.doc_id for p in found.dense] == ["password.md"]
