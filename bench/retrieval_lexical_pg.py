@@ -1,6 +1,7 @@
 """PostgreSQL full-text search (ts_rank_cd) against in-memory BM25 (bm25s), on the same chunks of a BEIR set.
 
     python bench/retrieval_lexical_pg.py BEIR_FOLDER [--out bench/retrieval/lexical_pg_vs_bm25.json]
+    python bench/retrieval_lexical_pg.py playbooks/help_center --queries Q --qrels QRELS --out ...
 
 PostgreSQL is the project's embedded one (`connectors.postgres.EmbeddedPostgres`, started in a
 temporary folder and stopped at the end). Its side reproduces the knowledge store's lexical
@@ -94,11 +95,13 @@ def main() -> None:
     parser.add_argument("beir", type=Path)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "retrieval" / "lexical_pg_vs_bm25.json")
     parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--queries", type=Path, help="queries.jsonl (a folder of articles needs it)")
+    parser.add_argument("--qrels", type=Path, help="qrels TSV (a folder of articles needs it)")
     args = parser.parse_args()
 
     from connectors.postgres import EmbeddedPostgres
 
-    beir = load_beir(args.beir)
+    beir = load_beir(args.beir, args.queries, args.qrels)
     chunks = corpus_chunks(beir, ChunkingConfig())
     chunk_doc = [c.doc_id for c in chunks]
     queries = {q: clean_query(t) for q, t in beir.queries.items()}

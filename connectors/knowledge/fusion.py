@@ -9,9 +9,11 @@ Two methods, both weighted:
   is than the tenth, which ranks lose.
 
 The weights are not guessed: `supportflow eval retrieval` tunes them on a development split of the
-queries and reports them on the held-out rest (README, "Knowledge: retrieval quality"); the
-defaults below are what that chose. A naive equal-weight RRF scored below dense retrieval alone on
-these sets, which is why the weights exist.
+queries and reports them on the held-out rest (README, "Knowledge: retrieval quality"). The
+production retriever's setting is stated in `connectors/knowledge/retriever.py` (`DEFAULT_FUSION`,
+tuned on the help center); `FusionConfig()`'s own default here is banking's tuning (min-max, lexical
+0.8), kept for `fuse_passages` callers that pass none. A naive equal-weight RRF scored below dense
+retrieval alone on these sets, which is why the weights exist.
 """
 
 from __future__ import annotations

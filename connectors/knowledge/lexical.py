@@ -10,6 +10,7 @@ full-text search. Scoring is Lucene's BM25 (k1 1.2, b 0.75 by default; measured,
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 from collections.abc import Sequence
 from functools import lru_cache
@@ -67,6 +68,8 @@ class Bm25Index:
     def __init__(self, texts: Sequence[str], k1: float = 1.2, b: float = 0.75, bigrams: bool = False) -> None:
         import bm25s
 
+        # bm25s sets its own logger to DEBUG on import, so every build printed a line under any CLI
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
         self.size = len(texts)
         self.bigrams = bigrams
         self._model = bm25s.BM25(k1=k1, b=b, method="lucene")

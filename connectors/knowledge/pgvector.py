@@ -169,6 +169,13 @@ WITH visible AS (
 )
 """
 
+# the same with the version of each chunk, and the parameters renumbered: $1 release or NULL, $2 domains
+_VISIBLE_CHUNK_ROWS = (
+    _VISIBLE.replace("SELECT vc.chunk_id FROM", "SELECT vc.chunk_id, vc.content_hash FROM")
+    .replace("$2", "$1")
+    .replace("$3", "$2")
+)
+
 # $3 domains, $4 language or NULL
 _CHUNK_FILTER = """
 c.chunk_id IN (SELECT chunk_id FROM visible_chunks)
@@ -657,6 +664,80 @@ class PgVectorStore:
                 k,
             )
         return [_passage(row, "lexical", float(row["rank"])) for row in rows]
+
+    async def visible_chunks(self, release: str | None = None) -> list[Chunk]:
+        """Every chunk a search sees (of all domains): a named release's, or the live releases' (heads
+        where a domain has none). For a retriever that indexes them in memory (BM25); a domain or
+        language filter is applied on top of these by the caller."""
+        async with (await self.pool()).acquire() as conn:
+            if release is not None:
+                await pg_releases.get_release(conn, release)
+            rows = await conn.fetch(
+                _VISIBLE_CHUNK_ROWS
+                + """
+                SELECT c.chunk_id, c.doc_id, c.ordinal, c.text, c.headings, c.title, c.url, c.section, c.domain,
+                       c.language, v.content_hash
+                FROM kb_chunks c JOIN visible_chunks v ON v.chunk_id = c.chunk_id
+                ORDER BY c.chunk_id
+                """,
+                release,
+                [],
+            )
+        return [
+            Chunk(
+                chunk_id=row["chunk_id"],
+                doc_id=row["doc_id"],
+                ordinal=row["ordinal"],
+                text=row["text"],
+                headings=list(row["headings"] or []),
+                title=row["title"],
+                url=row["url"],
+                section=row["section"],
+                domain=row["domain"],
+                language=row["language"],
+                content_hash=row["content_hash"],
+            )
+            for row in rows
+        ]
+
+    async def nearest_vectors(self, index: str, vector: np.ndarray, limit: int) -> list[tuple[str, float]]:
+        """(chunk_id, cosine similarity) of the `limit` nearest vectors in the index by HNSW alone: no
+        release, domain or language filter, so vectors of versions no search sees are among them.
+
+        For a caller that filters by the visible chunks it already holds (the retriever's BM25 index):
+        the filtered `dense_search` computes the visible set in SQL on every query, which the planner
+        misjudges (two correlated join columns) into an exact scan of every vector, seconds a query at
+        100,000 chunks (bench/retriever_scale.py)."""
+        async with (await self.pool()).acquire() as conn, conn.transaction():
+            info = await self._index(conn, index)
+            if np.shape(vector) != (info.dimension,):
+                raise EmbeddingIndexError(
+                    f"query vector of shape {np.shape(vector)}, index {index!r} has {info.dimension}"
+                )
+            await conn.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(40, int(limit)))}")
+            rows = await conn.fetch(
+                f"SELECT chunk_id, embedding <=> $1 AS distance FROM {_quote(info.table_name)} "
+                "ORDER BY embedding <=> $1 LIMIT $2",
+                encode_vector(vector),
+                limit,
+            )
+        return [(row["chunk_id"], 1.0 - float(row["distance"])) for row in rows]
+
+    async def search_generation(self) -> str:
+        """Changes whenever what a live search sees may have changed: a release made live or rolled back,
+        or a head written or deleted (what domains without a release show). Cheap: an in-memory index
+        of the visible chunks is rebuilt when this differs from the one it was built at."""
+        async with (await self.pool()).acquire() as conn:
+            row = await conn.fetchrow(
+                """
+                SELECT (SELECT coalesce(string_agg(domain || '=' || release_id, ',' ORDER BY domain), '')
+                        FROM kb_live_releases) AS live,
+                       (SELECT count(*)::text || '/' || coalesce(max(changed_at)::text, '')
+                        FROM kb_documents) AS heads
+                """
+            )
+        assert row is not None
+        return f"{row['live']}|{row['heads']}"
 
     # ---- releases ----------------------------------------------------------------------------
 

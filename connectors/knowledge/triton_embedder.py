@@ -32,7 +32,7 @@ from connectors.knowledge.embedding import (
 )
 from connectors.triton.client import CircuitBreaker
 
-__all__ = ["TritonEmbedder"]
+__all__ = ["TritonEmbedder", "build_embedder"]
 
 log = logging.getLogger(__name__)
 
@@ -156,3 +156,26 @@ class TritonEmbedder:
                 client.close()
             except Exception:  # a dead server's channel may complain on close
                 log.debug("closing the Triton client failed", exc_info=True)
+
+
+def build_embedder(
+    model_repository: Path,
+    triton_url: str | None = None,
+    *,
+    model_name: str = EMBEDDER_MODEL_NAME,
+    model_version: str | None = None,
+    intra_op_threads: int = 0,
+) -> OnnxEmbedder | TritonEmbedder:
+    """The knowledge base's embedder, chosen as the intent model's client is (connectors/triton/client.py):
+    Triton at `triton_url` with the same `model.onnx` in process behind it, or in process only when no
+    Triton is configured. Raises FileNotFoundError (saying how to make one) when the repository has no
+    exported version."""
+    from connectors.triton.client import find_version_dir
+
+    version_dir = find_version_dir(model_repository, model_name, model_version)
+    if version_dir is None:
+        raise FileNotFoundError(f"no {model_name} model in {model_repository}: run `supportflow kb export-embedder`")
+    in_process = OnnxEmbedder(version_dir, intra_op_threads=intra_op_threads)
+    if not triton_url:
+        return in_process
+    return TritonEmbedder(triton_url, version_dir, model_name, model_version or version_dir.name, fallback=in_process)

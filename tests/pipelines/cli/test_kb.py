@@ -44,8 +44,12 @@ def test_ingest_search_and_roll_back_from_the_command_line(postgres_dsn: str, tm
 
     found = kb("search", "how do I send something back", "--k", "1", dsn=postgres_dsn)
     assert "returns.md" in found and "warranty.md" not in found
-    explained = kb("search", "warranty defects", "--explain", dsn=postgres_dsn)
-    assert "lexical (ts_rank_cd)" in explained and "dense (cosine)" in explained and "warranty.md" in explained
+    explained = kb("search", "is there a warranty against manufacturing defects", "--explain", dsn=postgres_dsn)
+    assert "lexical (BM25)" in explained and "dense (cosine)" in explained and "warranty.md" in explained
+    assert "fused lexical dense" in explained
+    assert re.search(r"confidence 0\.\d{3} \(threshold 0\.\d{3}\): the agent would answer", explained), explained
+    off_topic = kb("search", "do you sell lawn mowers", "--explain", dsn=postgres_dsn)
+    assert "the agent would hand over" in off_topic, off_topic
 
     (root / "returns.md").write_text(RETURNS.replace("30 days", "60 days"), encoding="utf-8")
     second = kb("ingest", str(root), "--domain", "support", dsn=postgres_dsn)

@@ -79,3 +79,26 @@ def test_dense_retrieval_needs_an_embedder(tmp_path: Path):
     beir = load_beir(write_tiny_beir(tmp_path / "tiny"))
     with pytest.raises(ValueError, match="embedder"):
         run_retrieval_eval(beir, None, ["dense"])
+
+
+def test_a_folder_of_articles_is_a_corpus_keyed_by_path_without_suffix_with_unanswerable_beside_the_queries(
+    tmp_path: Path,
+):
+    articles = tmp_path / "help"
+    (articles / "returns").mkdir(parents=True)
+    (articles / "returns" / "window.md").write_text(
+        "---\ntitle: The return window\n---\nYou have 30 days to send an item back.\n", encoding="utf-8"
+    )
+    (articles / "README.md").write_text("# How this folder is organised\n", encoding="utf-8")
+    evalset = tmp_path / "eval"
+    (evalset / "qrels").mkdir(parents=True)
+    (evalset / "queries.jsonl").write_text('{"_id": "q1", "text": "how long can I send it back"}\n')
+    (evalset / "unanswerable.jsonl").write_text('{"_id": "u1", "text": "do you sell lawn mowers"}\n')
+    (evalset / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\treturns/window\t1\n")
+
+    beir = load_beir(articles, evalset / "queries.jsonl", evalset / "qrels" / "test.tsv")
+
+    assert beir.corpus == {"returns/window": ("The return window", "You have 30 days to send an item back.")}
+    assert beir.qrels == {"q1": {"returns/window": 1}} and beir.unanswerable == {"u1": "do you sell lawn mowers"}
+    with pytest.raises(ValueError, match="needs --queries and --qrels"):
+        load_beir(articles)

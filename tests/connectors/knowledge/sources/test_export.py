@@ -8,8 +8,7 @@ import json
 import pytest
 
 from connectors.knowledge.sources.export import ExportSource
-from pipelines.knowledge.ingest import ingest
-from tests.support.knowledge import paragraph_chunks
+from pipelines.knowledge.ingest import default_chunker, ingest
 
 ARTICLES = [
     {
@@ -48,7 +47,7 @@ def write(path, kind: str, rows: list[dict]) -> None:
 async def test_an_export_is_ingested_and_found_by_what_its_articles_say(kind, kb_store, embedder, tmp_path):
     path = tmp_path / f"articles.{kind}"
     write(path, kind, ARTICLES)
-    report = await ingest(ExportSource(path, domain="support"), "support", embedder, paragraph_chunks, kb_store)
+    report = await ingest(ExportSource(path, domain="support"), "support", embedder, default_chunker, kb_store)
     assert sorted(report.added) == ["101", "102"] and not report.skipped
 
     (vector,) = embedder.embed_queries(["can I send my order to another address"])
@@ -72,7 +71,7 @@ async def test_bad_rows_are_reported_by_row_and_field_and_the_rest_ingested(kb_s
     path = tmp_path / "articles.json"
     path.write_text(json.dumps(rows), encoding="utf-8")
 
-    report = await ingest(ExportSource(path), "general", embedder, paragraph_chunks, kb_store)
+    report = await ingest(ExportSource(path), "general", embedder, default_chunker, kb_store)
 
     assert report.added == ["101"]
     said = [str(error) for error in report.skipped]
@@ -89,10 +88,10 @@ async def test_bad_rows_are_reported_by_row_and_field_and_the_rest_ingested(kb_s
 async def test_an_unreadable_export_deletes_nothing(kb_store, embedder, tmp_path):
     path = tmp_path / "articles.jsonl"
     write(path, "jsonl", ARTICLES)
-    await ingest(ExportSource(path), "general", embedder, paragraph_chunks, kb_store)
+    await ingest(ExportSource(path), "general", embedder, default_chunker, kb_store)
     path.write_bytes(b"\xff\xfe\x00garbage")
 
-    report = await ingest(ExportSource(path), "general", embedder, paragraph_chunks, kb_store)
+    report = await ingest(ExportSource(path), "general", embedder, default_chunker, kb_store)
 
     assert not report.complete and report.deleted == []
     assert "not valid UTF-8" in str(report.skipped[0])

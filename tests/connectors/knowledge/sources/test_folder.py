@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from connectors.knowledge.sources.folder import FolderSource
 from connectors.knowledge.sources.html_text import html_to_text
-from pipelines.knowledge.ingest import ingest
-from tests.support.knowledge import minimal_pdf, paragraph_chunks, write_files
+from pipelines.knowledge.ingest import default_chunker, ingest
+from tests.support.knowledge import minimal_pdf, write_files
 
 PAGE = """<!doctype html><html lang="en"><head><title>Loyalty | Example Shop</title>
 <style>.x { color: red }</style><script>track()</script></head>
@@ -39,7 +39,7 @@ async def test_every_kind_of_file_is_found_by_what_it_says(kb_store, embedder, t
             "intents.yaml": "refund: refunds/refund.md\n",
         },
     )
-    report = await ingest(FolderSource(root, domain="support"), "support", embedder, paragraph_chunks, kb_store)
+    report = await ingest(FolderSource(root, domain="support"), "support", embedder, default_chunker, kb_store)
     assert not report.skipped and len(report.added) == 4 and "README.md" not in report.added
     assert sorted(report.new_releases) == ["sales@1", "support@1"]
 

@@ -12,8 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from connectors.knowledge.sources.website import CrawlSettings, WebsiteSource
-from pipelines.knowledge.ingest import ingest
-from tests.support.knowledge import paragraph_chunks
+from pipelines.knowledge.ingest import default_chunker, ingest
 
 
 def page(title: str, body: str, canonical: str | None = None) -> str:
@@ -110,7 +109,7 @@ def site() -> Iterator[Site]:
 
 async def test_a_crawl_follows_links_on_one_host_and_never_fetches_what_robots_forbids(site, kb_store, embedder):
     source = WebsiteSource(f"{site.url}/help/", domain="support", settings=CrawlSettings(rate=50))
-    report = await ingest(source, "support", embedder, paragraph_chunks, kb_store)
+    report = await ingest(source, "support", embedder, default_chunker, kb_store)
 
     assert not any(path.startswith("/private/") for path in site.paths())
     assert "/logo.png" not in site.paths() and site.paths()[0] == "/robots.txt"
@@ -132,7 +131,7 @@ async def test_a_crawl_follows_links_on_one_host_and_never_fetches_what_robots_f
 
 async def test_a_sitemap_lists_the_pages_and_robots_still_rules(site, kb_store, embedder):
     source = WebsiteSource(f"{site.url}/sitemap.xml", settings=CrawlSettings(rate=50))
-    report = await ingest(source, None, embedder, paragraph_chunks, kb_store)
+    report = await ingest(source, None, embedder, default_chunker, kb_store)
 
     assert sorted(report.added) == [f"{site.url}/help/refunds", f"{site.url}/help/shipping"]
     assert "/private/staff-notes" not in site.paths()

@@ -1,0 +1,292 @@
+"""The production retriever: a customer's question in, ranked passages and an answerability confidence out.
+
+`HybridRetriever.retrieve` cleans the query (and completes a follow-up from the conversation,
+`connectors.knowledge.query`), searches the store densely (pgvector HNSW over the embedder's
+vectors) and lexically, fuses the two lists and scores whether the top passages can answer.
+
+Why the lexical side is in-memory BM25 (`connectors.knowledge.lexical`, bm25s with word pairs) and
+not the store's PostgreSQL full-text search, measured on the same chunks (README, "Knowledge:
+retrieval quality"; `bench/retrieval/lexical_pg_vs_bm25*.json`): nDCG@10 on the help center 0.631
+against ts_rank_cd's 0.603, on banking 0.216 against 0.208; and the confidence below was fitted on
+BM25's scores, which ts_rank_cd's do not resemble. The index is built from the store's visible
+chunks (`PgVectorStore.visible_chunks`) and rebuilt when `search_generation` changes (a release
+made live or rolled back, a head written), checked on every query with one cheap SELECT. Domain and
+language filters mask the index's scores; a named release gets an index of its own. The same
+in-memory set of visible chunks filters the dense side: the store's HNSW walk unfiltered, then the
+visible chunks kept (`_dense`), because the store's filtered search costs seconds at 100,000 chunks.
+
+The defaults below are stated once, here, and each is a measured result:
+- fusion: weighted RRF, k 5, lexical 0.4 / dense 0.6 — tuned on the help center's development half
+  (`supportflow eval retrieval --corpus playbooks/help_center ...`, `bench/retrieval/help_center.json`):
+  nDCG@10 0.857 against dense 0.828 and lexical 0.631 on all 135 queries. The help center is what the
+  agent answers from; on banking, whose queries favour words, this setting scores 0.20 against the
+  0.23 tuned there (`bench/retrieval/banking_production.json`).
+- candidates: 100 per retriever, as the evaluation fused them (min-max and the confidence's margin
+  read the lists at that depth).
+- answerability: the logistic model fitted on the help center's answerable questions (a relevant
+  article in the top 3) against its `unanswerable.jsonl`, threshold by balanced accuracy on the
+  development half; held-out precision and recall of "answer" in the README.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from connectors.knowledge.chunking import contextual_text
+from connectors.knowledge.confidence import AnswerabilityModel
+from connectors.knowledge.fusion import FusionConfig, fuse_passages
+from connectors.knowledge.lexical import Bm25Index
+from connectors.knowledge.protocols import Embedder, SearchFilters
+from connectors.knowledge.query import rewrite_query
+from schemas.knowledge import Chunk, Passage
+
+__all__ = [
+    "DEFAULT_ANSWERABILITY",
+    "DEFAULT_CANDIDATES",
+    "DEFAULT_FUSION",
+    "DEFAULT_K",
+    "HybridRetriever",
+    "LexicalIndex",
+    "Retrieval",
+    "RetrieverStore",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FUSION = FusionConfig("rrf", {"lexical": 0.4, "dense": 0.6}, rrf_k=5)
+DEFAULT_CANDIDATES = 100
+DEFAULT_K = 5
+DEFAULT_ANSWERABILITY = AnswerabilityModel(
+    coefficients=(1.268279, 0.151595, 0.685747),
+    intercept=1.835453,
+    mean=(0.494765, 0.113396, 1.727942),
+    scale=(0.140877, 0.066904, 0.408819),
+    threshold=0.5099,
+    model_id="sentence-transformers/all-MiniLM-L6-v2@onnx-int8-per-channel",
+)
+"""Fitted by `supportflow eval retrieval` on the help center (bench/retrieval/help_center.json, "answerability")."""
+
+
+class RetrieverStore(Protocol):
+    """What the retriever needs of the knowledge store (PgVectorStore has it)."""
+
+    async def dense_search(
+        self, index: str, vector: np.ndarray, k: int, filters: SearchFilters | None = None
+    ) -> list[Passage]: ...
+
+    async def nearest_vectors(self, index: str, vector: np.ndarray, limit: int) -> list[tuple[str, float]]: ...
+
+    async def visible_chunks(self, release: str | None = None) -> list[Chunk]: ...
+
+    async def search_generation(self) -> str: ...
+
+
+class LexicalIndex:
+    """BM25 over one set of visible chunks, with per-chunk domain and language for filtering."""
+
+    def __init__(self, chunks: Sequence[Chunk], bigrams: bool = True) -> None:
+        self.chunks = list(chunks)
+        self.index = Bm25Index([contextual_text(c) for c in self.chunks], bigrams=bigrams)
+        self.position = {c.chunk_id: i for i, c in enumerate(self.chunks)}
+        self._domains = np.asarray([c.domain for c in self.chunks], dtype=object)
+        self._languages = np.asarray([c.language for c in self.chunks], dtype=object)
+
+    def allowed(self, filters: SearchFilters) -> np.ndarray:
+        """bool [len(chunks)]: the chunks that pass the domain and language filters."""
+        mask = np.ones(len(self.chunks), dtype=bool)
+        if filters.domains:
+            mask &= np.isin(self._domains, list(filters.domains))
+        if filters.language is not None:
+            mask &= self._languages == filters.language
+        return mask
+
+    def search(self, query: str, k: int, filters: SearchFilters) -> list[Passage]:
+        """The best `k` chunks with a positive score that pass the domain and language filters."""
+        if not self.chunks:
+            return []
+        scores = np.where(self.allowed(filters), self.index.scores(query), 0.0)
+        top = np.argsort(-scores, kind="stable")[:k]
+        return [_passage(self.chunks[i], "lexical", float(scores[i])) for i in top if scores[i] > 0]
+
+    def visible(self, hits: Sequence[tuple[str, float]], filters: SearchFilters) -> list[Passage]:
+        """The (chunk_id, score) hits that are among these chunks and pass the filters, in their order."""
+        allowed = self.allowed(filters)
+        found = []
+        for chunk_id, score in hits:
+            i = self.position.get(chunk_id)
+            if i is not None and allowed[i]:
+                found.append(_passage(self.chunks[i], "dense", score))
+        return found
+
+
+def _passage(chunk: Chunk, retriever: str, score: float) -> Passage:
+    return Passage(
+        chunk_id=chunk.chunk_id,
+        doc_id=chunk.doc_id,
+        title=chunk.title,
+        text=chunk.text,
+        url=chunk.url,
+        section=chunk.section,
+        domain=chunk.domain,
+        score=score,
+        scores={retriever: score},
+    )
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """One query's result: the fused passages, each retriever's own list, and whether to answer from them."""
+
+    query: str
+    """What was searched: the customer's text cleaned, and completed from earlier turns for a follow-up."""
+    passages: list[Passage]
+    confidence: float
+    threshold: float
+    lexical: list[Passage] = field(default_factory=list)
+    dense: list[Passage] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def answerable(self) -> bool:
+        """True: answer from the passages; False: hand over (or say the help center does not cover it)."""
+        return bool(self.passages) and self.confidence >= self.threshold
+
+
+class HybridRetriever:
+    """Dense (the store) + lexical (BM25 over the store's visible chunks), fused, with a confidence.
+
+    One instance per process and embedding index; safe for concurrent `retrieve` calls on one event
+    loop (an index rebuild happens once, in a worker thread, while other queries wait for it).
+    """
+
+    def __init__(
+        self,
+        store: RetrieverStore,
+        embedder: Embedder,
+        index: str,
+        *,
+        fusion: FusionConfig = DEFAULT_FUSION,
+        candidates: int = DEFAULT_CANDIDATES,
+        k: int = DEFAULT_K,
+        answerability: AnswerabilityModel | None = None,
+        bigrams: bool = True,
+        cached_indexes: int = 4,
+        overfetch: int = 4,
+    ) -> None:
+        model = answerability or DEFAULT_ANSWERABILITY
+        if model.model_id and model.model_id != embedder.model_id:
+            # the confidence reads cosines, which sit elsewhere for another model
+            raise ValueError(
+                f"the answerability model was fitted for {model.model_id}, not {embedder.model_id}: "
+                "fit one with `supportflow eval retrieval` and pass it"
+            )
+        self.store = store
+        self.embedder = embedder
+        self.index = index
+        self.fusion = fusion
+        self.candidates = candidates
+        self.k = k
+        self.answerability = model
+        self.bigrams = bigrams
+        self.cached_indexes = cached_indexes
+        self._lexical: OrderedDict[str | None, tuple[str, LexicalIndex]] = OrderedDict()
+        self._lock = asyncio.Lock()
+        self.overfetch = overfetch
+        self.builds = 0
+        """Lexical indexes built so far (tests and the log read it)."""
+        self.dense_fallbacks = 0
+        """Dense searches the store's filtered search answered (see `_dense`)."""
+
+    async def lexical_index(self, release: str | None = None) -> LexicalIndex:
+        """The BM25 index of what a search of `release` (None: the live releases) sees, rebuilt when stale."""
+        # a named release never changes; the live view changes with its generation
+        generation = "fixed" if release is not None else await self.store.search_generation()
+        cached = self._lexical.get(release)
+        if cached is not None and cached[0] == generation:
+            self._lexical.move_to_end(release)
+            return cached[1]
+        async with self._lock:
+            cached = self._lexical.get(release)
+            if cached is not None and cached[0] == generation:
+                return cached[1]
+            started = time.perf_counter()
+            chunks = await self.store.visible_chunks(release)
+            built = await asyncio.to_thread(LexicalIndex, chunks, self.bigrams)
+            self.builds += 1
+            log.info(
+                "lexical index of %s: %d chunks in %.1f s",
+                release or "the live releases",
+                len(chunks),
+                time.perf_counter() - started,
+            )
+            self._lexical[release] = (generation, built)
+            self._lexical.move_to_end(release)
+            while len(self._lexical) > self.cached_indexes:
+                self._lexical.popitem(last=False)
+            return built
+
+    async def _dense(self, vector: np.ndarray, filters: SearchFilters, visible: LexicalIndex) -> list[Passage]:
+        """The `candidates` nearest visible chunks that pass the filters.
+
+        HNSW alone (`nearest_vectors`, `overfetch` times as many), filtered here by the visible chunks
+        the lexical index holds: the store's filtered `dense_search` computes visibility in SQL on every
+        query and costs seconds at 100,000 chunks. When too few of the nearest pass (a narrow domain,
+        many vectors of old versions) and more would, the store's filtered search answers instead.
+        """
+        hits = await self.store.nearest_vectors(self.index, vector, self.candidates * self.overfetch)
+        found = visible.visible(hits, filters)
+        if len(found) >= self.candidates or len(found) == int(visible.allowed(filters).sum()):
+            return found[: self.candidates]
+        self.dense_fallbacks += 1
+        return await self.store.dense_search(self.index, vector, self.candidates, filters)
+
+    async def retrieve(
+        self,
+        query: str,
+        filters: SearchFilters | None = None,
+        *,
+        history: Sequence[str] = (),
+        k: int | None = None,
+    ) -> Retrieval:
+        """The `k` best passages for `query` (the customer's earlier turns in `history`, oldest first)."""
+        filters = filters or SearchFilters()
+        searched = rewrite_query(history, query)
+        timings: dict[str, float] = {}
+        if not searched.strip():
+            return Retrieval(searched, [], 0.0, self.answerability.threshold, timings_ms=timings)
+
+        started = time.perf_counter()
+        vector = (await asyncio.to_thread(self.embedder.embed_queries, [searched]))[0]
+        timings["embed"] = (time.perf_counter() - started) * 1000
+
+        started = time.perf_counter()
+        lexical_index = await self.lexical_index(filters.release)
+        timings["index"] = (time.perf_counter() - started) * 1000
+
+        started = time.perf_counter()
+        dense = await self._dense(vector, filters, lexical_index)
+        timings["dense"] = (time.perf_counter() - started) * 1000
+
+        started = time.perf_counter()
+        lexical = lexical_index.search(searched, self.candidates, filters)
+        timings["lexical"] = (time.perf_counter() - started) * 1000
+
+        passages = fuse_passages({"lexical": lexical, "dense": dense}, self.fusion, k=k or self.k)
+        confidence = self.answerability.confidence([p.score for p in dense], [p.score for p in lexical])
+        return Retrieval(
+            query=searched,
+            passages=passages,
+            confidence=confidence,
+            threshold=self.answerability.threshold,
+            lexical=lexical,
+            dense=dense,
+            timings_ms=timings,
+        )
