@@ -42,7 +42,13 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipelines.evaluation.bench_breakdown import cpu_seconds_by_process, cpu_share, histogram_totals, mean_ms
+from pipelines.evaluation.bench_breakdown import (
+    CpuTimeline,
+    cpu_seconds_by_process,
+    cpu_share,
+    histogram_totals,
+    mean_ms,
+)
 from pipelines.evaluation.bench_load import (
     BENCH_API_KEY_SCOPES,
     Conversation,
@@ -691,8 +697,16 @@ def _latency(
 ) -> None:
     """Phases c and d: one paced run; its percentiles, and its windows when it is the long one."""
     messages = max(options.messages, options.drift_messages)
-    driven = _run_phase(bench, options, warm_up, conversations, messages, rate, f"phases c/d: {rate:.0f}/s", console)
+    timeline = CpuTimeline(os.getpid())
+    try:
+        driven = _run_phase(
+            bench, options, warm_up, conversations, messages, rate, f"phases c/d: {rate:.0f}/s", console,
+            on_started=timeline.start,
+        )  # fmt: skip
+    finally:
+        samples = timeline.stop()
     results["latency"] = summarise(driven, round(rate, 1), None)
+    results["latency"]["cores_timeline"] = samples
     results["latency"]["backend"] = backend_state(bench)
     if options.drift_messages:
         results["drift"] = drift(driven)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["cpu_seconds_by_process", "cpu_share", "histogram_totals", "mean_ms"]
+__all__ = ["CpuTimeline", "cpu_seconds_by_process", "cpu_share", "histogram_totals", "mean_ms"]
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _SAMPLE = re.compile(r'^(supportflow_(?:operator|stage)_seconds)_(sum|count)\{(?:operator|stage)="([^"]+)"\} (\S+)$')
@@ -101,3 +103,38 @@ def mean_ms(before: Mapping[str, tuple[float, float]], after: Mapping[str, tuple
         if count > c0:
             out[key] = {"records": int(count - c0), "mean_ms": round(1000 * (total - s0) / (count - c0), 2)}
     return out
+
+
+class CpuTimeline:
+    """Cores used by each process of the stack, interval by interval, while a long phase runs.
+
+    The paced run's latency drifts after thousands of turns; one average over the phase cannot say
+    which process grew. Sampled in a thread so the load generator's event loop is not held up.
+    """
+
+    def __init__(self, root_pid: int, interval_s: float = 30.0, top: int = 8) -> None:
+        self.root_pid = root_pid
+        self.interval_s = interval_s
+        self.top = top
+        self.samples: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-timeline", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> list[dict[str, Any]]:
+        self._stop.set()
+        if self._thread.ident is None:  # the phase failed before it started
+            return self.samples
+        self._thread.join(timeout=self.interval_s + 5)
+        return self.samples
+
+    def _run(self) -> None:
+        started = previous_at = time.monotonic()
+        previous = cpu_seconds_by_process(self.root_pid)
+        while not self._stop.wait(self.interval_s):
+            now, current = time.monotonic(), cpu_seconds_by_process(self.root_pid)
+            cores = cpu_share(previous, current, now - previous_at)
+            self.samples.append({"at_s": round(now - started, 1), "cores": dict(list(cores.items())[: self.top])})
+            previous, previous_at = current, now

@@ -42,8 +42,13 @@ def test_a_tiny_run_answers_every_turn_through_the_ingress_and_acts_on_the_shop(
     assert backend["orders_cancelled"] >= 1 and backend["writes_by_tool"].get("orders.cancel_order", 0) >= 1
     assert backend["actions_stored_by_tool"].get("orders.get_order:succeeded", 0) >= 1  # stored by the sink
     assert backend["messages_stored"] >= throughput["sent"]
+    # where the time went: the stack's processes by cores, the operators by mean ms (read off the workers)
+    breakdown = throughput["breakdown"]
+    assert {"tansu", "worker-0"} <= set(breakdown["cores_by_process"])
+    assert breakdown["mean_ms_per_record"]["operator:nlu_model"]["records"] >= 1
     latency = results["latency"]
     assert latency["answered"] == latency["sent"] >= 120 and latency["latency_ms"]["p99"] > 0
+    assert isinstance(latency["cores_timeline"], list)  # sampled every 30 s: a tiny run may end first
     assert results["targets"]["e2e_over_bare_model"] > 0
 
 
