@@ -108,6 +108,28 @@ def parse_since(text: str) -> datetime:
 
 def on_database(s: Settings, job: Callable[[Any], Awaitable[T]]) -> T:
     """Run `job(connection)` against the configured database; a clear error and exit code 1 if it fails."""
+
+    async def with_connection(dsn: str) -> T:
+        import asyncpg
+
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            return await job(conn)
+        finally:
+            await conn.close()
+
+    return on_dsn(s, with_connection)
+
+
+def on_dsn(
+    s: Settings,
+    job: Callable[[str], Awaitable[T]],
+    reported: tuple[type[Exception], ...] = (),
+    value_error_is_bad_url: bool = True,
+) -> T:
+    """Run `job(dsn)` against the configured database (or the embedded one, started for the call);
+    its failures, and the `reported` errors of the caller's own, become a message and exit code 1.
+    A job whose own ValueErrors are bugs, not a bad DATABASE_URL, passes `value_error_is_bad_url=False`."""
     import asyncpg
 
     from connectors.postgres import EmbeddedPostgresError, MigrationError, database_dsn, describe_dsn
@@ -119,19 +141,19 @@ def on_database(s: Settings, job: Callable[[Any], Awaitable[T]]) -> T:
 
     async def go() -> T:
         async with database_dsn(s) as dsn:
-            conn = await asyncpg.connect(dsn, timeout=10)
-            try:
-                return await job(conn)
-            finally:
-                await conn.close()
+            return await job(dsn)
 
     try:
         return asyncio.run(go())
+    except reported as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, EmbeddedPostgresError) as exc:
         err.print(f"[red]cannot use PostgreSQL at {escape(where)}:[/red] {escape(str(exc) or type(exc).__name__)}")
     except MigrationError as exc:
         err.print(f"[red]migrations do not match this version:[/red] {escape(str(exc))}")
     except ValueError as exc:
+        if not value_error_is_bad_url:
+            raise
         err.print(f"[red]bad DATABASE_URL:[/red] {escape(str(exc))}")
     raise typer.Exit(1)
 

@@ -6,7 +6,6 @@ Every command runs against DATABASE_URL, or the embedded PostgreSQL in the data 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional, TypeVar
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Optional, TypeVar
 import typer
 from rich.markup import escape
 
-from pipelines.cli._common import configure_logging, console, err, settings
+from pipelines.cli._common import configure_logging, console, err, on_dsn, settings
 
 if TYPE_CHECKING:
     from connectors.knowledge.pgvector import PgVectorStore
@@ -37,36 +36,19 @@ EXPORT_SUFFIXES = {".json", ".jsonl", ".ndjson", ".csv"}
 
 def _on_store(job: Callable[[PgVectorStore], Awaitable[T]]) -> T:
     """Run `job(store)` on the configured database; its errors become a message and exit code 1."""
-    import asyncpg
-
     from connectors.knowledge.pg_releases import ReleaseError
     from connectors.knowledge.pgvector import EmbeddingIndexError, PgVectorStore
-    from connectors.postgres import EmbeddedPostgresError, MigrationError, database_dsn, describe_dsn
 
-    s = settings()
     configure_logging("WARNING")
-    if s.database_url is not None:
-        where = describe_dsn(s.database_url.get_secret_value())
-    else:
-        where = f"the embedded server in {s.data_dir / 'postgres'}"
 
-    async def go() -> T:
-        async with database_dsn(s) as dsn:
-            store = await PgVectorStore.open(dsn, pool_size=4)
-            try:
-                return await job(store)
-            finally:
-                await store.close()
+    async def with_store(dsn: str) -> T:
+        store = await PgVectorStore.open(dsn, pool_size=4)
+        try:
+            return await job(store)
+        finally:
+            await store.close()
 
-    try:
-        return asyncio.run(go())
-    except (ReleaseError, EmbeddingIndexError) as exc:
-        err.print(f"[red]{escape(str(exc))}[/red]")
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, EmbeddedPostgresError) as exc:
-        err.print(f"[red]cannot use PostgreSQL at {escape(where)}:[/red] {escape(str(exc) or type(exc).__name__)}")
-    except MigrationError as exc:
-        err.print(f"[red]migrations do not match this version:[/red] {escape(str(exc))}")
-    raise typer.Exit(1)
+    return on_dsn(settings(), with_store, reported=(ReleaseError, EmbeddingIndexError), value_error_is_bad_url=False)
 
 
 def _embedder() -> Embedder:
