@@ -13,13 +13,13 @@ same `model.onnx`), so `model_id` does not change with who answered.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from connectors.knowledge.embedding import (
     EMBEDDER_MODEL_NAME,
@@ -109,22 +109,25 @@ class TritonEmbedder:
         inputs[0].set_data_from_numpy(np.ascontiguousarray(batch.input_ids, dtype=np.int64))
         inputs[1].set_data_from_numpy(np.ascontiguousarray(batch.attention_mask, dtype=np.int64))
         outputs = [InferRequestedOutput(self.meta.output)]
-        for attempt in range(self.retries + 1):
-            try:
-                result = client.infer(
-                    self.model_name,
-                    inputs,
-                    model_version=self.model_version,
-                    outputs=outputs,
-                    client_timeout=self.timeout_s,
-                )
-            except InferenceServerException as exc:
-                if exc.status() in _NOT_RETRIED or attempt == self.retries:
-                    raise
-                time.sleep(self.retry_backoff_s * 2**attempt)
-                continue
-            return np.asarray(result.as_numpy(self.meta.output), dtype=np.float32)
-        raise AssertionError("unreachable")
+
+        def retried(exc: BaseException) -> bool:
+            return isinstance(exc, InferenceServerException) and exc.status() not in _NOT_RETRIED
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retries + 1),
+            wait=wait_exponential(multiplier=self.retry_backoff_s),
+            retry=retry_if_exception(retried),
+            reraise=True,
+        )
+        result = retrying(
+            client.infer,
+            self.model_name,
+            inputs,
+            model_version=self.model_version,
+            outputs=outputs,
+            client_timeout=self.timeout_s,
+        )
+        return np.asarray(result.as_numpy(self.meta.output), dtype=np.float32)
 
     def _run(self, batch: TokenBatch) -> np.ndarray:
         if self.breaker.allow():
