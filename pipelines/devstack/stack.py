@@ -175,7 +175,9 @@ class Stack:
             for index in range(self.worker_count):
                 self.start_worker(index, main_stages if isolated else None)
             for offset, stage in enumerate(isolated):
-                self.start_worker(self.worker_count + offset, [stage], nice=self.settings.isolated_stage_nice)
+                self.start_worker(
+                    self.worker_count + offset, [stage], nice=self.settings.isolated_stage_nice, background=True
+                )
             if self.with_sinks:
                 self.sink = self.start_sink()
                 self.senders = self.start_senders()
@@ -223,6 +225,13 @@ class Stack:
         if self.settings.kafka_sasl_password is not None:
             env["SUPPORTFLOW_KAFKA_SASL_PASSWORD"] = self.settings.kafka_sasl_password.get_secret_value()
         return env
+
+    def background_env(self) -> dict[str, str]:
+        """`worker_env` for processes off the reply path: their readers fetch less often, because on tansu
+        every fetch costs time in proportion to what the partitions hold, and that slowed the reply path
+        as topics grew (`bench/tansu_growth_probe.json`)."""
+        wait = max(self.settings.fetch_max_wait_ms, self.settings.kafka_background_fetch_max_wait_ms)
+        return {**self.worker_env(), "SUPPORTFLOW_KAFKA_FETCH_MAX_WAIT_MS": str(wait)}
 
     def start_triton(self) -> None:
         """The embedded tritonserver for the NLU model, unless Triton has an address or is switched off.
@@ -313,7 +322,7 @@ class Stack:
         ready_file.unlink(missing_ok=True)
         log_file = self.log_dir / "sink.log"
         argv = [sys.executable, "-m", "pipelines.cli", "sink", "--migrate", "--ready-file", str(ready_file)]
-        return self._launch(-1, argv, ready_file, log_file, {**self.worker_env(), **self.store_env()})
+        return self._launch(-1, argv, ready_file, log_file, {**self.background_env(), **self.store_env()})
 
     def start_senders(self) -> WorkerProcess:
         """The channel senders: providers with credentials get the replies, the others the outbox table."""
@@ -347,7 +356,7 @@ class Stack:
             "--ready-file",
             str(ready_file),
         ]
-        env = {**self.worker_env(), **self.store_env(), **self.workspace_env()}
+        env = {**self.background_env(), **self.store_env(), **self.workspace_env()}
         health = f"http://{self.settings.workspace_host}:{port}/healthz"
         return self._launch(-4, argv, ready_file, log_file, env, health)
 
@@ -445,14 +454,16 @@ class Stack:
         isolated = [s for s in self.settings.isolated_stages if s in stages and not stages[s].tables]
         return [s for s in stages if s not in isolated], isolated
 
-    def start_worker(self, index: int, stages: list[str] | None = None, nice: int = 0) -> WorkerProcess:
+    def start_worker(
+        self, index: int, stages: list[str] | None = None, nice: int = 0, background: bool = False
+    ) -> WorkerProcess:
         ready_file = self.data_dir / "run" / f"worker-{index}.ready"
         ready_file.unlink(missing_ok=True)
         log_file = self.log_dir / f"worker-{index}.log"
         argv = [sys.executable, "-m", "pipelines.cli", "worker", "--ready-file", str(ready_file)]
         argv += [arg for stage in stages or [] for arg in ("--stage", stage)]
         argv += ["--nice", str(nice)] if nice else []
-        env = self.worker_env()
+        env = self.background_env() if background else self.worker_env()
         # every worker serves its metrics, so `supportflow status` can see it answer (a free port unless set)
         metrics_port = self.settings.worker_metrics_port + index if self.settings.worker_metrics_port else free_port()
         env["SUPPORTFLOW_WORKER_METRICS_PORT"] = str(metrics_port)

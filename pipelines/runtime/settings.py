@@ -62,6 +62,13 @@ class Settings(BaseSettings):
         description="longest a fetch waits for data; tansu answers a multi-partition fetch only at this deadline "
         "(auto: 10 for embedded, 500 otherwise)",
     )
+    kafka_background_fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="fetch wait of the readers off the reply path (sink, workspace, isolated stages): tansu spends "
+        "time on every fetch in proportion to the batches in the partitions read, so these poll less often",
+    )
     topology_file: Path = Field(default=PROJECT_DIR / "topology.yaml")
     data_dir: Path = Field(default=Path(".supportflow"), description="worker state and embedded servers' files")
     http_host: str = "127.0.0.1"
