@@ -41,11 +41,17 @@ def _name(pid: int) -> str:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return "?"
+    return process_name(argv)
+
+
+def process_name(argv: list[str]) -> str:
+    """The name `_name` gives a process with this command line."""
     if "pipelines.cli" in argv:
         command = argv[argv.index("pipelines.cli") + 1] if argv.index("pipelines.cli") + 1 < len(argv) else "cli"
         ready = next((a for a in argv if a.endswith(".ready")), "")
         return Path(ready).stem if command == "worker" and ready else command
-    exe = Path(argv[0]).name if argv and argv[0] else "?"
+    # PostgreSQL's backends rewrite their title ("postgres: user db 127.0.0.1(4711) idle"): one name for all
+    exe = Path(argv[0].split(":")[0].split(" ")[0]).name if argv and argv[0] else "?"
     return re.sub(r"-v?\d.*$", "", exe) or exe  # tansu-v0.6.0-510f3e2 -> tansu
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from pipelines.evaluation.bench_breakdown import CpuTimeline, cpu_seconds_by_process, cpu_share, mean_ms
+from pipelines.evaluation.bench_breakdown import CpuTimeline, cpu_seconds_by_process, cpu_share, mean_ms, process_name
 
 _BURN = "import time\nend = time.time() + 3\nwhile time.time() < end: pass"
 
@@ -58,3 +58,11 @@ def test_mean_milliseconds_come_from_the_histograms_difference_over_the_phase() 
         "operator:execute": {"records": 20, "mean_ms": 100.0},
         "operator:plan": {"records": 10, "mean_ms": 1.0},
     }  # a stage with no new records in the phase is left out
+
+
+def test_postgresql_backends_count_as_one_process_not_one_line_per_connection() -> None:
+    titles = [["postgres: postgres postgres 127.0.0.1(37490) idle"], ["postgres: checkpointer "], ["/pg/bin/postgres"]]
+    assert {process_name(argv) for argv in titles} == {"postgres"}
+    assert process_name(["/x/tansu-v0.6.0-510f3e2", "broker"]) == "tansu"
+    worker = ["/v/bin/python", "-m", "pipelines.cli", "worker", "--ready-file", "/r/worker-1.ready"]
+    assert process_name(worker) == "worker-1"
