@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from connectors.batching import MicroBatcher
 
@@ -260,25 +261,28 @@ class TritonIntentModel:
         inputs[0].set_data_from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64))
         inputs[1].set_data_from_numpy(np.ascontiguousarray(attention_mask, dtype=np.int64))
         outputs = [InferRequestedOutput("logits")] + ([InferRequestedOutput(OOS_SCORE)] if with_oos else [])
-        for attempt in range(self.retries + 1):
-            try:
-                result = await client.infer(
-                    self.model_name,
-                    inputs,
-                    model_version=self.model_version,
-                    outputs=outputs,
-                    client_timeout=self.timeout_s,
-                )
-            except InferenceServerException as exc:
-                if exc.status() in _NOT_RETRIED or attempt == self.retries:
-                    raise
-                await asyncio.sleep(self.retry_backoff_s * 2**attempt)
-                continue
-            self.answered_version = result.get_response().model_version or self.answered_version
-            logits = np.asarray(result.as_numpy("logits"), dtype=np.float32)
-            score = np.asarray(result.as_numpy(OOS_SCORE), dtype=np.float32).reshape(-1) if with_oos else None
-            return logits, score
-        raise AssertionError("unreachable")
+
+        def retried(exc: BaseException) -> bool:
+            return isinstance(exc, InferenceServerException) and exc.status() not in _NOT_RETRIED
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retries + 1),
+            wait=wait_exponential(multiplier=self.retry_backoff_s),
+            retry=retry_if_exception(retried),
+            reraise=True,
+        )
+        result = await retrying(
+            client.infer,
+            self.model_name,
+            inputs,
+            model_version=self.model_version,
+            outputs=outputs,
+            client_timeout=self.timeout_s,
+        )
+        self.answered_version = result.get_response().model_version or self.answered_version
+        logits = np.asarray(result.as_numpy("logits"), dtype=np.float32)
+        score = np.asarray(result.as_numpy(OOS_SCORE), dtype=np.float32).reshape(-1) if with_oos else None
+        return logits, score
 
     async def close(self) -> None:
         if self._client is not None:

@@ -21,6 +21,7 @@ import pytest
 
 from connectors.clickhouse import ChdbEventStore, ClickHouseEventStore, ddl, load_query, render
 from connectors.clickhouse.rows import FEEDBACK_COLUMNS
+from connectors.clickhouse.store import wait_for_turn
 from connectors.protocols import EventStore
 from pipelines.evaluation.analytics_report import build_report
 from tests.support.analytics_events import (
@@ -224,17 +225,48 @@ async def test_a_store_held_past_its_longest_turn_lets_a_waiting_process_in(tmp_
     await store.migrate()
     got_in = threading.Event()
 
-    def wait_for_turn() -> None:
+    def take_turn() -> None:
         with open(tmp_path / ".chdb.lock", "a+b") as other:
-            fcntl.flock(other, fcntl.LOCK_EX)  # blocks until the store lets go
+            wait_for_turn(tmp_path / "chdb", other)  # blocks until the store lets go
             got_in.set()
             fcntl.flock(other, fcntl.LOCK_UN)
 
-    waiter = threading.Thread(target=wait_for_turn)
+    waiter = threading.Thread(target=take_turn)
     waiter.start()
     await asyncio.sleep(0.3)
     assert not got_in.is_set()  # busy and idle_release_s far off: still held
     await store.query(COUNT)  # past max_hold_s: this call first gives the folder up
     waiter.join(timeout=10)
     assert got_in.is_set()
+    await store.close()
+
+
+async def test_a_busy_store_nobody_waits_for_keeps_its_turn_past_its_longest_hold(tmp_path: Path) -> None:
+    """Reopening the folder every `max_hold_s` cost more as the data grew: the sink's CPU doubled in a long run."""
+    store = ChdbEventStore(tmp_path / "chdb", idle_release_s=30.0, max_hold_s=0.1)
+    await store.migrate()
+    free_moments = []
+    stop = threading.Event()
+
+    def try_lock_without_asking() -> None:  # a raw flock says nothing, unlike `wait_for_turn`
+        with open(tmp_path / ".chdb.lock", "a+b") as other:
+            while not stop.is_set():
+                try:
+                    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    time.sleep(0.005)
+                    continue
+                free_moments.append(time.monotonic())
+                fcntl.flock(other, fcntl.LOCK_UN)
+                time.sleep(0.005)
+
+    prober = threading.Thread(target=try_lock_without_asking)
+    prober.start()
+    for event in known_events()[:6]:
+        await store.insert([event])
+        await asyncio.sleep(0.1)  # each call comes after max_hold_s
+    stop.set()
+    prober.join(timeout=10)
+    assert free_moments == []
+    assert (await store.query(COUNT))[0]["n"] == 6
     await store.close()
