@@ -10,6 +10,7 @@ runs in a thread, one at a time.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import fcntl
 import json
@@ -99,6 +100,7 @@ class _Serialized:
 _CHDB_LOCK = threading.Lock()
 _CHDB_HOLDER: list[ChdbEventStore | None] = [None]
 """The shared store whose turn is held in this process, if any (a list: assigned from methods)."""
+_EXIT_HOOK = [False]
 
 
 class ChdbEventStore(_Serialized):
@@ -131,6 +133,9 @@ class ChdbEventStore(_Serialized):
         if self._session is None:
             from chdb.session import Session
 
+            if not _EXIT_HOOK[0]:  # registered after chdb's import, so it runs before chdb's own exit hooks
+                atexit.register(_release_at_exit)
+                _EXIT_HOOK[0] = True
             self.path.mkdir(parents=True, exist_ok=True)
             try:
                 session = Session(str(self.path))
@@ -297,6 +302,16 @@ def open_event_store(settings: EventStoreSettings) -> EventStore:
     if settings.clickhouse_url is not None:
         return ClickHouseEventStore(settings.clickhouse_url.get_secret_value())
     return ChdbEventStore(settings.data_dir / "chdb")
+
+
+def _release_at_exit() -> None:
+    """Close a held chdb turn before the interpreter winds down: a store left open (a script without
+    `close`) was otherwise closed by its idle timer's thread during shutdown, which crashed now and
+    then (SIGSEGV)."""
+    with _CHDB_LOCK:
+        holder = _CHDB_HOLDER[0]
+        if holder is not None:
+            holder._close()
 
 
 def _want_files(folder: Path) -> Iterator[Path]:
