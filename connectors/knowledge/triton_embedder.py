@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import Retrying
 
 from connectors.knowledge.embedding import (
     EMBEDDER_MODEL_NAME,
@@ -31,12 +31,11 @@ from connectors.knowledge.embedding import (
     load_embedder_meta,
 )
 from connectors.triton.client import CircuitBreaker
+from connectors.triton.requests import retry_policy, token_inputs
 
 __all__ = ["TritonEmbedder", "build_embedder"]
 
 log = logging.getLogger(__name__)
-
-_NOT_RETRIED = ("StatusCode.INVALID_ARGUMENT", "StatusCode.NOT_FOUND", "StatusCode.UNIMPLEMENTED")
 
 
 class TritonEmbedder:
@@ -100,25 +99,12 @@ class TritonEmbedder:
 
     def infer(self, batch: TokenBatch) -> np.ndarray:
         """One batch through Triton: the `embedding` output [batch, dimension]; raises when Triton fails."""
-        from tritonclient.grpc import InferInput, InferRequestedOutput
-        from tritonclient.utils import InferenceServerException
+        from tritonclient.grpc import InferRequestedOutput
 
         client = self._connect()
-        inputs = [InferInput("input_ids", list(batch.input_ids.shape), "INT64"),
-                  InferInput("attention_mask", list(batch.attention_mask.shape), "INT64")]  # fmt: skip
-        inputs[0].set_data_from_numpy(np.ascontiguousarray(batch.input_ids, dtype=np.int64))
-        inputs[1].set_data_from_numpy(np.ascontiguousarray(batch.attention_mask, dtype=np.int64))
+        inputs = token_inputs(batch.input_ids, batch.attention_mask)
         outputs = [InferRequestedOutput(self.meta.output)]
-
-        def retried(exc: BaseException) -> bool:
-            return isinstance(exc, InferenceServerException) and exc.status() not in _NOT_RETRIED
-
-        retrying = Retrying(
-            stop=stop_after_attempt(self.retries + 1),
-            wait=wait_exponential(multiplier=self.retry_backoff_s),
-            retry=retry_if_exception(retried),
-            reraise=True,
-        )
+        retrying = Retrying(**retry_policy(self.retries, self.retry_backoff_s))
         result = retrying(
             client.infer,
             self.model_name,

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying
 
 from connectors.batching import MicroBatcher
+from connectors.triton.requests import retry_budget_s, retry_policy, token_inputs
 
 log = logging.getLogger(__name__)
 
@@ -193,9 +194,6 @@ class OnnxIntentModel:
         return None
 
 
-_NOT_RETRIED = ("StatusCode.INVALID_ARGUMENT", "StatusCode.NOT_FOUND", "StatusCode.UNIMPLEMENTED")
-
-
 class TritonIntentModel:
     """The model behind a Triton server, over gRPC (`tritonclient.grpc.aio`).
 
@@ -229,8 +227,7 @@ class TritonIntentModel:
     @property
     def budget_s(self) -> float:
         """The longest one `logits` call can take, retries included."""
-        backoff = sum(self.retry_backoff_s * 2**i for i in range(self.retries))
-        return (self.retries + 1) * self.timeout_s + backoff + 0.5
+        return retry_budget_s(self.retries, self.retry_backoff_s, self.timeout_s) + 0.5
 
     def _connect(self) -> Any:
         if self._client is None:
@@ -252,25 +249,12 @@ class TritonIntentModel:
         self, input_ids: np.ndarray, attention_mask: np.ndarray, with_oos: bool
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Logits and, with `with_oos`, the `oos_score` output of the same request."""
-        from tritonclient.grpc import InferInput, InferRequestedOutput
-        from tritonclient.utils import InferenceServerException
+        from tritonclient.grpc import InferRequestedOutput
 
         client = self._connect()
-        inputs = [InferInput("input_ids", list(input_ids.shape), "INT64"),
-                  InferInput("attention_mask", list(attention_mask.shape), "INT64")]  # fmt: skip
-        inputs[0].set_data_from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64))
-        inputs[1].set_data_from_numpy(np.ascontiguousarray(attention_mask, dtype=np.int64))
+        inputs = token_inputs(input_ids, attention_mask)
         outputs = [InferRequestedOutput("logits")] + ([InferRequestedOutput(OOS_SCORE)] if with_oos else [])
-
-        def retried(exc: BaseException) -> bool:
-            return isinstance(exc, InferenceServerException) and exc.status() not in _NOT_RETRIED
-
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.retries + 1),
-            wait=wait_exponential(multiplier=self.retry_backoff_s),
-            retry=retry_if_exception(retried),
-            reraise=True,
-        )
+        retrying = AsyncRetrying(**retry_policy(self.retries, self.retry_backoff_s))
         result = await retrying(
             client.infer,
             self.model_name,
