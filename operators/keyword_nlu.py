@@ -34,6 +34,11 @@ class NluConfig(OperatorConfig):
     keywords_file: Path | None = None
     max_batch: int = Field(default=64, ge=1, description="messages per spaCy batch at most")
     max_wait_ms: float = Field(default=2.0, ge=0, description="longest a message waits for others to share a batch")
+    names_and_places: bool = Field(
+        default=True,
+        description="spaCy NER for person and place entities (1.3 ms of CPU a message); the shaped entities "
+        "(order numbers, emails, amounts, dates...) come from rules either way",
+    )
 
 
 class Nlu(Operator[ContextTurn, NluTurn]):
@@ -47,7 +52,7 @@ class Nlu(Operator[ContextTurn, NluTurn]):
     def __init__(self, config: OperatorConfig | None = None) -> None:
         super().__init__(config)
         self._classifier: KeywordIntentClassifier | None = None
-        self._entities = EntityExtractor()
+        self._entities = EntityExtractor(use_spacy=self.config.names_and_places)  # type: ignore[attr-defined]
         self._sentiment = SentimentScorer()
         self._batcher: MicroBatcher[tuple[str, datetime | None], list[Entity]] | None = None
 

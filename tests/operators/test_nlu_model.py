@@ -174,3 +174,23 @@ async def test_a_return_or_an_exchange_reaches_its_playbook_although_the_model_h
     assert [t.nlu.intent for t in turns] == [intent for _, intent in RETURNS_AND_EXCHANGES]
     assert all(t.nlu.confidence >= 0.85 and t.nlu.model_used == "keywords-v1" for t in turns)
     assert tracked.nlu.model_used == REAL_ORT, "every other intent is still the model's"
+
+
+async def test_the_reply_path_spends_no_ner_on_names_and_places_yet_keeps_the_shaped_entities():
+    """Issue 15's profile: spaCy person/place NER was 1.3 ms of the agent worker's CPU per message,
+    and nothing after `nlu_model` reads those entities; the order number and email still come out."""
+    from pipelines.runtime.topology import load_topology
+
+    configured = load_topology(Path(__file__).resolve().parents[2] / "topology.yaml").operator(NluModel)
+    assert configured is not None and configured.config.names_and_places is False  # type: ignore[attr-defined]
+    text = "Hi, this is Mr. John Smith from Boston, order #1000123, email john.smith@example.com"
+    types: dict[bool, set[str]] = {}
+    for names_and_places in (False, True):
+        op = operator(PROJECT_REPOSITORY, None, names_and_places=names_and_places)
+        try:
+            turn = await op.run(context_turn(text), context())
+        finally:
+            await op.close()
+        types[names_and_places] = {e.type for e in turn.nlu.entities}
+    assert {"order_number", "email"} <= types[False] and not {"person", "place"} & types[False]
+    assert {"order_number", "email", "person"} <= types[True]
