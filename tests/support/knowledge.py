@@ -8,8 +8,10 @@ and the retriever use. Chunking is the real chunker (`connectors/knowledge/chunk
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +201,32 @@ def write_tiny_beir(folder: Path) -> Path:
     lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, d, s in TINY_QRELS]
     (folder / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
     return folder
+
+
+HELP_CENTER = ROOT / "playbooks" / "help_center"
+
+
+@pytest.fixture(scope="module")
+def help_center_dsn(postgres_server: str, onnx_embedder: OnnxEmbedder) -> Iterator[str]:
+    """A database holding the project's help center, ingested once per test module (embedding its 55 articles
+    takes a while on two cores) by the real ingest pipeline; the tests only read it."""
+    from connectors.knowledge.sources.folder import FolderSource
+    from pipelines.knowledge.ingest import default_chunker, ingest
+    from tests.support.postgres import _admin, with_database
+
+    name = f"sf_test_kb_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(postgres_server, f'CREATE DATABASE "{name}"'))
+    dsn = with_database(postgres_server, name)
+
+    async def fill() -> None:
+        store = await PgVectorStore.open(dsn)
+        try:
+            await ingest(FolderSource(HELP_CENTER, domain="support"), "support", onnx_embedder, default_chunker, store)
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(fill())
+        yield dsn
+    finally:
+        asyncio.run(_admin(postgres_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
