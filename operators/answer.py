@@ -50,6 +50,10 @@ _LIST_MARK = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 _EMPHASIS = re.compile(r"(\*\*|__|\*|_|`)(?=\S)(.+?)(?<=\S)\1")
 _TABLE_RULE = re.compile(r"^\|?\s*:?-{3,}")
+ELLIPSIS = "..."
+# typography outside the GSM-7 alphabet turns a whole SMS into UCS-2, with 67 characters a segment
+# instead of 153; these have plain equivalents
+SMS_PLAIN = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "–": "-", "—": "-", "…": "...", "•": "*"})
 
 
 class AnswerConfig(OperatorConfig):
@@ -169,6 +173,9 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
             return None
         channel = record.message.channel
         citation = cite(best, channel)
+        if channel == "sms":  # before measuring: "…" becomes three characters
+            sentences = [s.translate(SMS_PLAIN) for s in sentences]
+            citation = citation.translate(SMS_PLAIN)
         limit = cfg.max_chars.get(channel, cfg.max_chars.get("default", 700))
         budget = limit - len(citation) - 1
         scores = await self._retriever.similarities(retrieval.query, sentences)
@@ -231,14 +238,14 @@ def sentences_of(markdown: str) -> list[str]:
 
 
 def table_row(header: list[str], cells: list[str]) -> str:
-    """A row under its column names: 'Debit card — Refund goes to: The same card; Shows within: 5 days'.
+    """A row under its column names: 'Debit card - Refund goes to: The same card; Shows within: 5 days'.
 
     The names make a row a sentence on its own, one the question's words and meaning can match.
     """
     first, rest = cells[0], [(h, c) for h, c in zip(header[1:], cells[1:], strict=False) if c]
     if not rest:
         return first
-    return f"{first} — " + "; ".join(f"{h}: {c}" if h else c for h, c in rest)
+    return f"{first} - " + "; ".join(f"{h}: {c}" if h else c for h, c in rest)
 
 
 def extract(sentences: list[str], scores: list[float], budget: int, max_sentences: int) -> str:
@@ -252,8 +259,10 @@ def extract(sentences: list[str], scores: list[float], budget: int, max_sentence
     ranked = sorted(range(len(sentences)), key=lambda i: (-scores[i], i))
     top = ranked[0]
     if len(sentences[top]) > budget:
-        cut = sentences[top][: max(0, budget - 1)].rsplit(" ", 1)[0].rstrip(",;:")
-        return f"{cut}…" if cut else ""
+        room = budget - len(ELLIPSIS)
+        head = sentences[top][: max(0, room + 1)]  # one character more tells whether the cut falls between words
+        cut = head.rsplit(" ", 1)[0].rstrip(",;: ") if " " in head else ""
+        return f"{cut}{ELLIPSIS}" if cut else ""
     chosen = {top}
     used = len(sentences[top])
     for i in ranked[1:]:

@@ -13,6 +13,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -21,6 +22,9 @@ from connectors.knowledge.embedding import EMBEDDER_MODEL_NAME, OnnxEmbedder
 from connectors.knowledge.pgvector import PgVectorStore
 from connectors.triton.client import find_version_dir
 from schemas.knowledge import KnowledgeDocument
+
+if TYPE_CHECKING:
+    from pipelines.runtime.clients import RuntimeClients
 
 ROOT = Path(__file__).resolve().parents[2]
 INDEX = "minilm-test"
@@ -230,3 +234,18 @@ def help_center_dsn(postgres_server: str, onnx_embedder: OnnxEmbedder) -> Iterat
         yield dsn
     finally:
         asyncio.run(_admin(postgres_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def knowledge_clients(help_center_dsn: str) -> AsyncIterator[RuntimeClients]:
+    """The stream workers' clients over the help center's database: the real retriever and in-process embedder."""
+    from pydantic import SecretStr
+
+    from pipelines.runtime.clients import RuntimeClients
+    from pipelines.runtime.settings import Settings
+
+    clients = RuntimeClients(Settings(database_url=SecretStr(help_center_dsn), triton_url=None))
+    try:
+        yield clients
+    finally:
+        await clients.close()
