@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from typing import ClassVar
 
 from prometheus_client import Counter
@@ -74,6 +75,11 @@ class AnswerConfig(OperatorConfig):
     )
     max_sentences: int = Field(default=3, ge=1, le=10)
     timeout_s: float = Field(default=5.0, gt=0, description="longest the knowledge base may take for one turn")
+    retry_after_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="after a failure, the store is left alone this long (turns keep their template reply)",
+    )
     history_turns: int = Field(default=4, ge=0, description="earlier customer turns a follow-up is completed from")
     skip_intents: list[str] = Field(
         default_factory=lambda: ["contact_human_agent"], description="intents whose template always stands"
@@ -94,6 +100,7 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
         super().__init__(config)
         self._retriever: KnowledgeRetriever | None = None
         self._warmed = False
+        self._resting_until = 0.0  # time.monotonic(): a store that just failed is not asked on every turn
 
     def warm_up(self, ctx: OperatorContext) -> None:
         cfg: AnswerConfig = self.config  # type: ignore[assignment]
@@ -109,7 +116,11 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
 
     def choose_branch(self, output: PlannedTurn) -> str:
         knowledge = output.plan.knowledge
-        return "human" if knowledge is not None and not knowledge.answered else "reply"
+        if knowledge is None:
+            # not looked up (or the store failed): an out-of-scope message goes to a human as it did before
+            # `route` let it through to the knowledge base; every other turn keeps its template reply
+            return "human" if output.route.reason == "out_of_scope" else "reply"
+        return "reply" if knowledge.answered else "human"
 
     async def run(self, record: PlannedTurn, ctx: OperatorContext) -> PlannedTurn:
         if not self._warmed:
@@ -117,6 +128,9 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
         cfg: AnswerConfig = self.config  # type: ignore[assignment]
         plan = record.plan
         if plan.planner != TEMPLATE_PLANNER or plan.intent in cfg.skip_intents or self._retriever is None:
+            return record
+        if time.monotonic() < self._resting_until:
+            KNOWLEDGE_TURNS.labels("unavailable").inc()
             return record
         history = [h.text for h in record.session.history if h.role == "customer"][-cfg.history_turns :]
         if cfg.history_turns == 0:
@@ -133,6 +147,7 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
             log.warning("answer: knowledge base unavailable for %s (%s: %s)", record.message.message_id,
                         type(exc).__name__, exc)  # fmt: skip
             KNOWLEDGE_TURNS.labels("unavailable").inc()
+            self._resting_until = time.monotonic() + cfg.retry_after_s
             return record
         use = KnowledgeUse(
             query=retrieval.query,

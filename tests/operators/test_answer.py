@@ -15,7 +15,7 @@ from operators.plan import PlaybookPlanner, load_replies
 from operators.protocols import DictTable, OperatorContext
 from pipelines.runtime.clients import RuntimeClients
 from pipelines.runtime.settings import Settings
-from schemas import Entity, Escalation, HistoryTurn, OutboundMessage, PlannedTurn
+from schemas import Entity, Escalation, HistoryTurn, OutboundMessage, PlannedTurn, RouteDecision
 from tests.support.operators import T0, FixedClock, routed_turn
 
 REFUNDS_URL = "https://help.example-shop.com/refunds/refund-timelines"
@@ -112,6 +112,21 @@ async def test_with_the_store_unreachable_the_template_reply_is_sent_and_nothing
     assert KNOWLEDGE_TURNS.labels("unavailable")._value.get() == failures + 1
     template = load_replies(PlaybookPlanner().config.replies_file)["check_refund_policy"]["default"]
     assert (await reply_path(ctx, after)).text == template
+    await clients.close()
+
+
+async def test_an_out_of_scope_question_goes_to_a_human_as_before_when_the_store_is_unreachable():
+    clients = RuntimeClients(Settings(database_url=SecretStr("postgresql://sf:sf@127.0.0.1:1/kb"), triton_url=None))
+    ctx = context(clients)
+    answer = Answer()
+    turn = routed_turn(intent="out_of_scope", confidence=0.0, text=UNCOVERED)
+    turn.route = RouteDecision(branch="auto", reason="out_of_scope", detail="no known intent matched")
+
+    after = await answer.run(await PlaybookPlanner().run(turn, ctx), ctx)
+
+    assert answer.choose_branch(after) == "human" and after.plan.knowledge is None
+    (escalation,) = [r for r in (await Escalate().run(after, ctx)).records if isinstance(r, Escalation)]
+    assert (escalation.reason, escalation.passages) == ("out_of_scope", [])
     await clients.close()
 
 
