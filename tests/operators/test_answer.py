@@ -174,3 +174,24 @@ def test_extract_keeps_the_closest_sentence_and_its_close_neighbours_in_the_arti
     assert extract(sentences, [0.2, 0.9, 0.6, 0.5], budget=200, max_sentences=3) == "Cards take 5 days."
     assert extract(sentences, [0.2, 0.9, 0.75, 0.85], budget=20, max_sentences=3) == "Cards take 5 days."
     assert extract(["A long sentence about refunds."], [0.9], budget=18, max_sentences=3) == "A long sentence..."
+
+
+async def test_an_answer_may_repeat_the_contact_details_its_article_publishes_but_guard_still_checks_others(
+    knowledge_clients,
+):
+    ctx = context(knowledge_clients)
+    turn = await Answer().run(
+        await planned(ctx, "what is your customer service phone number?", "contact_customer_service"), ctx
+    )
+    assert turn.plan.knowledge is not None and turn.plan.knowledge.cited == ["contact/contact-customer-service.md"]
+    assert "+1 212 555 0142" in (await reply_path(ctx, turn)).text  # published in the article it quotes
+
+    # the same reply with a number the article does not hold is blocked, as any reply would be
+    forged = turn.plan.reply_template.replace("+1 212 555 0142", "+1 415 555 0199")
+    turn.plan.reply_template = forged
+    executed = await Execute().run(await Authorize().run(turn, ctx), ctx)
+    verdict = (await Guard().run(executed, ctx)).guard
+    assert (verdict.branch, verdict.reason) == (
+        "block",
+        "reply PII: reply contains a phone number the customer did not give",
+    )
