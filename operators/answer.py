@@ -111,6 +111,7 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
             self._retriever = ctx.clients.knowledge_retriever(KnowledgeOptions(model_name=cfg.model_name, k=cfg.k))
         except (OSError, ImportError, ValueError) as exc:  # no exported embedder: the templates answer
             log.error("answer: no knowledge base (%s); replies come from the templates", exc)
+            return
         if self._retriever is None:
             log.warning("answer: no knowledge store configured; replies come from the templates")
 
@@ -132,9 +133,8 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
         if time.monotonic() < self._resting_until:
             KNOWLEDGE_TURNS.labels("unavailable").inc()
             return record
-        history = [h.text for h in record.session.history if h.role == "customer"][-cfg.history_turns :]
-        if cfg.history_turns == 0:
-            history = []
+        said = [h.text for h in record.session.history if h.role == "customer"]
+        history = said[-cfg.history_turns :] if cfg.history_turns else []
         try:
             retrieval = await asyncio.wait_for(
                 self._retriever.retrieve(record.message.text, history=history, k=cfg.k, domains=cfg.domains),

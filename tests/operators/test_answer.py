@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from operators.answer import KNOWLEDGE_TURNS, Answer, AnswerConfig, extract, sentences_of
+from operators.answer import KNOWLEDGE_TURNS, Answer, AnswerConfig, cite, extract, sentences_of
 from operators.authorize import Authorize
 from operators.escalate import Escalate
 from operators.execute import Execute
@@ -16,6 +16,7 @@ from operators.protocols import DictTable, OperatorContext
 from pipelines.runtime.clients import RuntimeClients
 from pipelines.runtime.settings import Settings
 from schemas import Entity, Escalation, HistoryTurn, OutboundMessage, PlannedTurn, RouteDecision
+from schemas.knowledge import Passage
 from tests.support.operators import T0, FixedClock, routed_turn
 
 REFUNDS_URL = "https://help.example-shop.com/refunds/refund-timelines"
@@ -195,3 +196,13 @@ async def test_an_answer_may_repeat_the_contact_details_its_article_publishes_bu
         "block",
         "reply PII: reply contains a phone number the customer did not give",
     )
+
+
+def test_the_citation_links_where_a_link_can_be_followed_and_names_the_title_elsewhere():
+    passage = Passage(chunk_id="c", doc_id="d", title="Ways to **pay**", text="", url="https://x/pay", score=1.0)
+
+    for channel in ("webchat", "mobile", "api", "email", "slack", "teams"):
+        assert cite(passage, channel) == "Source: Ways to pay (https://x/pay)", channel
+    for channel in ("sms", "whatsapp", "voice"):
+        assert cite(passage, channel) == "(Source: Ways to pay)", channel
+    assert cite(passage.model_copy(update={"url": None}), "webchat") == "(Source: Ways to pay)"
