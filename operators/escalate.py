@@ -13,6 +13,7 @@ from schemas import (
     Emitted,
     Escalation,
     EventAction,
+    PlannedTurn,
     RawConversationEvent,
     RoutedTurn,
 )
@@ -76,6 +77,9 @@ class Escalate(Operator[RoutedTurn, Emitted]):
             session.escalation_priority = priority  # type: ignore[assignment]
         session.task = None  # the human takes it from here
         recipient, verified = reply_target(message, record.profile)
+        # what the knowledge base found for a question it could not answer well enough: the human's head start
+        knowledge = record.plan.knowledge if isinstance(record, PlannedTurn) else None
+        passages = knowledge.passages if knowledge is not None and not knowledge.answered else []
         escalation = Escalation(
             escalation_id=escalation_id,
             message_id=message.message_id,
@@ -98,6 +102,7 @@ class Escalate(Operator[RoutedTurn, Emitted]):
             recommended_actions=[f"answer intent {record.nlu.intent}"] if record.nlu.intent != "out_of_scope" else [],
             prepared_actions=prepared,
             task_intent=task_intent,
+            passages=passages,
             created_at=now,
         )
         status = "follow_up" if follow_up else "queued"

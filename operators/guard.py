@@ -2,9 +2,10 @@
 
 Blocks (and so escalates): an empty reply, an unfilled template placeholder, a turn whose action
 failed on the backend's side (a human follows up; the customer is never told it worked), a reply
-carrying an email, phone, card or IBAN the customer did not give this session and that is not
-their own (`operators/policy/__init__.py: check_reply_pii`), and a message the input screening flags
-(prompt injection, tool-call look-alikes, abuse) in case `route` was configured not to screen.
+carrying an email, phone, card or IBAN the customer did not give this session, that is not their own
+and that the help-center article the reply quotes does not publish (`operators/policy/__init__.py:
+check_reply_pii`), and a message the input screening flags (prompt injection, tool-call look-alikes,
+abuse) in case `route` was configured not to screen.
 Actions themselves were checked against policy by `authorize` before they ran.
 """
 
@@ -43,6 +44,9 @@ class Guard(Operator[ExecutedTurn, GuardedTurn]):
     def verdict(self, turn: ExecutedTurn) -> GuardVerdict:
         cfg: GuardConfig = self.config  # type: ignore[assignment]
         said = [h.text for h in turn.session.history if h.role == "customer"] + [turn.message.text]
+        # an answer quoting the tenant's own article may repeat the contact details published there
+        # (support's phone number, its email address); card numbers stay blocked whatever the source
+        said += quoted_passages(turn)
         problem = reply_problem(turn.reply.text, turn.results, turn.message.text, said, _profile_values(turn),
                                 check_pii=cfg.check_reply_pii)  # fmt: skip
         return GuardVerdict(branch="block", reason=problem) if problem else GuardVerdict(branch="pass")
@@ -73,6 +77,14 @@ def reply_problem(
         if pii is not None:
             return f"reply PII: {pii.reason}"
     return None
+
+
+def quoted_passages(turn: ExecutedTurn) -> list[str]:
+    """The text of the knowledge passages the reply quotes (`answer`'s cited articles), if it quotes any."""
+    knowledge = turn.plan.knowledge
+    if knowledge is None or not knowledge.answered:
+        return []
+    return [p.text for p in knowledge.passages if p.doc_id in knowledge.cited]
 
 
 def _profile_values(turn: ExecutedTurn) -> list[str]:

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from schemas.knowledge import Passage
+
 __all__ = [
     "Clients",
     "Clock",
@@ -21,6 +23,9 @@ __all__ = [
     "IntentModelOptions",
     "IntentPrediction",
     "KeepsSessions",
+    "KnowledgeOptions",
+    "KnowledgeRetrieval",
+    "KnowledgeRetriever",
     "OperatorContext",
     "PiiRedactor",
     "ReplyShaper",
@@ -125,6 +130,53 @@ class IntentModelOptions:
     max_length: int | None = None
 
 
+class KnowledgeRetrieval(Protocol):
+    """One query's result (`connectors.knowledge.retriever.Retrieval`)."""
+
+    @property
+    def query(self) -> str: ...
+
+    @property
+    def passages(self) -> list[Passage]: ...
+
+    @property
+    def confidence(self) -> float: ...
+
+    @property
+    def threshold(self) -> float: ...
+
+    @property
+    def answerable(self) -> bool: ...
+
+
+class KnowledgeRetriever(Protocol):
+    """The tenant's knowledge base as operators search it (`pipelines.runtime.knowledge.StoreRetriever`).
+
+    Both calls raise when the store cannot answer (unreachable, empty, another embedding model):
+    the caller decides what a turn gets instead.
+    """
+
+    async def retrieve(
+        self, query: str, *, history: Sequence[str] = (), k: int | None = None, domains: Sequence[str] = ()
+    ) -> KnowledgeRetrieval:
+        """The best passages for `query`; `history`: the customer's earlier turns, oldest first."""
+        ...
+
+    async def similarities(self, query: str, texts: Sequence[str]) -> list[float]:
+        """Cosine similarity of each text to the query, by the retriever's embedder."""
+        ...
+
+
+@dataclass(frozen=True)
+class KnowledgeOptions:
+    """What an operator asks of the knowledge base; unset fields take the application's settings."""
+
+    model_name: str = "text_embedder"
+    model_version: str | None = None
+    k: int = 5
+    pool_size: int = 2
+
+
 class Clients(Protocol):
     """The factory of outside-system clients the runtime offers operators during `warm_up`."""
 
@@ -136,6 +188,10 @@ class Clients(Protocol):
 
     def pii_redactor(self, entities: Sequence[str] | None, score_threshold: float | None) -> PiiRedactor:
         """None: the redactor's own defaults."""
+        ...
+
+    def knowledge_retriever(self, options: KnowledgeOptions) -> KnowledgeRetriever | None:
+        """The knowledge base's retriever, one per process; None when no knowledge store is configured."""
         ...
 
 

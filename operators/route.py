@@ -35,6 +35,11 @@ class RouteConfig(OperatorConfig):
     screen_input: bool = Field(
         default=True, description="prompt-injection, tool-call look-alike and abuse checks on every message"
     )
+    out_of_scope_to_auto: bool = Field(
+        default=False,
+        description="an out-of-scope message goes on to `auto`, where `answer` answers it from the knowledge base "
+        "or hands it to a human; false: straight to a human",
+    )
 
 
 class Route(Operator[NluTurn, RoutedTurn]):
@@ -117,10 +122,12 @@ class Route(Operator[NluTurn, RoutedTurn]):
             return RouteDecision(
                 branch="auto", reason="continuing_task", detail=f"{task.intent} awaiting {task.awaiting}"
             )
-        if nlu.intent == "out_of_scope":
+        out_of_scope = nlu.intent == "out_of_scope"
+        if out_of_scope and not cfg.out_of_scope_to_auto:
             return RouteDecision(branch="human", reason="out_of_scope", detail="no known intent matched")
         threshold = cfg.per_intent_threshold.get(nlu.intent, cfg.confidence_threshold)
-        if nlu.confidence < threshold:
+        # an out-of-scope verdict's confidence says how sure the model is of no intent, not of one
+        if not out_of_scope and nlu.confidence < threshold:
             return RouteDecision(
                 branch="human",
                 reason="low_confidence",
@@ -137,4 +144,6 @@ class Route(Operator[NluTurn, RoutedTurn]):
             return RouteDecision(
                 branch="human", reason="repeated_failure", detail=f"{turn.session.failed_turns} turns without progress"
             )
+        if out_of_scope:  # the knowledge base may know; `answer` hands it over (reason out_of_scope) if not
+            return RouteDecision(branch="auto", reason="out_of_scope", detail="no known intent matched")
         return RouteDecision(branch="auto", reason="confident", detail=f"{nlu.intent} at {nlu.confidence:.2f}")

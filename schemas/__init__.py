@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from schemas._base import Record
-from schemas.agent import VERIFY_TOOL, ActionCall, ActionResult, GuardVerdict, Plan, Reply, RouteDecision, RouteReason
+from schemas.agent import (
+    VERIFY_TOOL,
+    ActionCall,
+    ActionResult,
+    GuardVerdict,
+    KnowledgeUse,
+    Plan,
+    Reply,
+    RouteDecision,
+    RouteReason,
+)
 from schemas.inbound import CHANNEL_META_KEYS, CHANNELS, Channel, Message, RawInbound, utcnow
 from schemas.nlu import Entity, NluResult, Sentiment
 from schemas.outbound import (
@@ -76,6 +86,7 @@ __all__ = [
     "GuardedTurn",
     "HandOver",
     "HistoryTurn",
+    "KnowledgeUse",
     "LifetimeSummary",
     "Message",
     "NluResult",

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from schemas._base import Record
+from schemas.knowledge import Passage
 
 VERIFY_TOOL = "crm.verify_identity"
 """The identity check a plan runs before account actions: planners add it, the policy requires it,
@@ -46,6 +47,20 @@ class ActionCall(Record):
     save_as: str | None = Field(default=None, description="name under which the result's fields reach the reply")
 
 
+class KnowledgeUse(Record):
+    """What the knowledge base said about a turn: the reply quotes `cited`, or a human takes it (`answered` False).
+
+    The passages travel with the turn so an escalation carries what was found: a human starts from it.
+    """
+
+    query: str = Field(description="what was searched: the customer's text, completed from earlier turns")
+    confidence: float
+    threshold: float = Field(description="the confidence an answer needs")
+    answered: bool
+    passages: list[Passage] = Field(default_factory=list)
+    cited: list[str] = Field(default_factory=list, description="doc ids the reply quotes")
+
+
 class Plan(Record):
     """A plan is data: the steps to run and the reply to give, whoever (playbook or LLM) made it.
 
@@ -65,6 +80,9 @@ class Plan(Record):
         default_factory=list, description="write steps waiting for the customer's yes; checked by policy before asking"
     )
     awaiting: Literal["slot", "verification", "confirmation"] | None = None
+    knowledge: KnowledgeUse | None = Field(
+        default=None, description="set by `answer` when it looked the turn up in the knowledge base"
+    )
 
 
 class ActionResult(Record):

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas._base import Record
 from schemas.agent import ActionCall
 from schemas.inbound import Channel, utcnow
+from schemas.knowledge import Passage
 from schemas.nlu import NluResult
 from schemas.profile import CustomerProfile
 from schemas.session import HistoryTurn
@@ -77,6 +78,10 @@ class Escalation(Record):
     )
     task_intent: str | None = Field(
         default=None, description="the intent of the task the prepared actions belong to (the policy's allow-list)"
+    )
+    passages: list[Passage] = Field(
+        default_factory=list,
+        description="what the knowledge base found when it could not answer well enough (reason knowledge_gap)",
     )
     created_at: datetime = Field(default_factory=utcnow)
 

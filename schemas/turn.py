@@ -50,6 +50,13 @@ class RoutedTurn(NluTurn):
 class PlannedTurn(RoutedTurn):
     plan: Plan
 
+    def hand_over(self) -> HandOver:
+        knowledge = self.plan.knowledge
+        if knowledge is not None and not knowledge.answered:  # `answer` found nothing good enough to say
+            detail = f"knowledge confidence {knowledge.confidence:.2f} < {knowledge.threshold:.2f}"
+            return HandOver("knowledge_gap", detail)
+        return super().hand_over()
+
 
 class AuthorizedTurn(PlannedTurn):
     """A plan checked against the action policy before any of its steps runs."""

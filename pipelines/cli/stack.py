@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
@@ -18,6 +19,13 @@ from pipelines.cli._common import (
     refuse_open_doors,
     settings,
 )
+
+if TYPE_CHECKING:
+    from rich.status import Status
+
+    from pipelines.devstack.stack import Stack
+
+log = logging.getLogger(__name__)
 
 
 def run(
@@ -39,8 +47,13 @@ def run(
     stack = Stack(s, workers=workers)
     failure: str | None = None
     try:
-        with console.status("starting broker, Triton, stores, workers and channels…"):
-            stack.start(ingress_port=port if port is not None else s.http_port)
+        with console.status("starting broker, Triton, stores, workers and channels…") as starting:
+            knowledge: list[str] = []
+
+            def prepare(started: Stack) -> None:
+                knowledge.extend(_first_run_knowledge(started, starting))
+
+            stack.start(ingress_port=port if port is not None else s.http_port, prepare=prepare)
         assert stack.ingress is not None
         url = stack.ingress.url
         where = "embedded tansu" if s.embedded else "Kafka"
@@ -54,6 +67,8 @@ def run(
         console.print(f"  terminal chat  supportflow chat     logs: {stack.log_dir}")
         console.print("  processes      supportflow status  (restarts, health, consumer lag)")
         console.print(f"  NLU            {stack.nlu_summary()}")
+        for line in knowledge:
+            console.print(f"  knowledge      {line}", soft_wrap=True)
         if stack.with_sinks:
             console.print(f"  stores         {stack.store_summary()}")
             seeded = "seeded just now" if stack.seeded else "supportflow seed --reset to start over"
@@ -88,6 +103,50 @@ def run(
     if failure is not None:
         err.print(f"[red]supportflow run failed:[/red] {escape(failure)}")
         raise typer.Exit(1)
+
+
+def _first_run_knowledge(stack: Stack, status: Status) -> list[str]:
+    """The embedded store's first run: ingest the help center into the empty knowledge base, before any
+    worker answers (`Stack.start`'s prepare step); lines for the start-up summary.
+
+    Only the embedded PostgreSQL: a configured DATABASE_URL is the operator's, filled with `supportflow kb`.
+    A failure is reported and the run goes on: the agent then answers from its reply templates.
+    """
+    import asyncio
+
+    from connectors.knowledge.triton_embedder import build_embedder
+    from pipelines.knowledge.first_run import ingest_if_empty
+    from pipelines.knowledge.ingest import IngestProgress
+
+    s = stack.settings
+    folder = s.help_center_dir
+    if stack.postgres is None or s.database_url is None or folder is None:
+        return []
+
+    def show(step: IngestProgress) -> None:
+        total = f"/{step.estimate}" if step.estimate else ""
+        status.update(f"first run: ingesting the help center into the knowledge base… {step.done}{total}")
+
+    try:
+        report = asyncio.run(
+            ingest_if_empty(
+                s.database_url.get_secret_value(),
+                Path(folder),
+                lambda: build_embedder(s.model_repository, s.triton_url),
+                on_progress=show,
+            )
+        )
+    except Exception as exc:  # the agent still runs, on its reply templates
+        log.warning("first-run ingest of %s failed", folder, exc_info=True)
+        return [f"[yellow]the help center was not ingested ({escape(str(exc))})[/yellow]; replies use the templates"]
+    finally:
+        status.update("starting broker, Triton, stores, workers and channels…")
+    if report is None:
+        return ["answers from the knowledge base's live releases (supportflow kb releases)"]
+    documents = len(report.added) + len(report.changed) + len(report.unchanged)
+    releases = ", ".join(r.release_id for r in report.releases)
+    articles = f"{documents} help-center article{'s' if documents != 1 else ''}"
+    return [f"first run: {articles} from {escape(str(folder))} ingested ({releases})"]
 
 
 def chat(

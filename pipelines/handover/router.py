@@ -123,6 +123,10 @@ def primary_language(tag: str) -> str:
     return tag.strip().lower().replace("_", "-").split("-", 1)[0]
 
 
+KNOWLEDGE_GAP_LEAD = "I couldn't find a reliable answer to that in our help center, so I won't guess. "
+"""Leads the queued notice of an escalation `answer` made because the knowledge base did not answer well enough."""
+
+
 def notice_reply_id(escalation_id: str, kind: str) -> str:
     """The reply id of a customer notice: one per escalation and kind, so a replay sends it once."""
     return "n-" + hashlib.sha256(f"notice:{escalation_id}:{kind}".encode()).hexdigest()[:24]
@@ -684,6 +688,8 @@ class EscalationRouter:
                 f"I've passed your conversation to our team; you are number {position} in line and the expected "
                 f"wait is about {minutes} minute{'s' if minutes != 1 else ''}. You can keep writing here meanwhile."
             )
+        if entry.escalation.reason == "knowledge_gap":  # the customer hears why no answer came, not a guess
+            text = KNOWLEDGE_GAP_LEAD + text
         self._notice(entry, "queued", text, now)
 
     def _no_human_notice(self, entry: QueueEntry, now: datetime) -> None:

@@ -232,6 +232,7 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
     @app.on_before_shutdown.connect
     async def close_tools(app: faust.App, **_: Any) -> None:
         await tools.close()
+        await clients.close()
 
     for stage_name in wanted:
         stage = topology.stages[stage_name]

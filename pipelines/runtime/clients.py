@@ -2,7 +2,8 @@
 
 Operators never open connections (`operators/protocols.py`); when one needs an outside system
 during `warm_up` it asks this factory, which knows where the system lives. The NER-heavy PII
-redactor is built once per process: every stage that asks shares it.
+redactor is built once per process: every stage that asks shares it, and so is the knowledge
+base's retriever (one embedder, one PostgreSQL pool per worker process).
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ from connectors.channels.base import ReplyStyle
 from connectors.pii import DEFAULT_ENTITIES, DEFAULT_SCORE_THRESHOLD, PresidioRedactor
 from connectors.triton import build_intent_model
 from operators.format import Format
-from operators.protocols import IntentModel, IntentModelOptions, PiiRedactor, ReplyShaper
+from operators.protocols import (
+    IntentModel,
+    IntentModelOptions,
+    KnowledgeOptions,
+    KnowledgeRetriever,
+    PiiRedactor,
+    ReplyShaper,
+)
+from pipelines.runtime.knowledge import StoreRetriever
 from pipelines.runtime.settings import PROJECT_DIR, Settings
 from pipelines.runtime.topology import Topology
 
@@ -28,6 +37,7 @@ class RuntimeClients:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings
         self._redactors: dict[tuple[tuple[str, ...] | None, float | None], PiiRedactor] = {}
+        self._knowledge: dict[KnowledgeOptions, StoreRetriever] = {}
 
     def intent_model(self, options: IntentModelOptions) -> IntentModel:
         settings = self.settings
@@ -59,6 +69,36 @@ class RuntimeClients:
                 score_threshold if score_threshold is not None else DEFAULT_SCORE_THRESHOLD,
             )
         return self._redactors[key]
+
+    def knowledge_retriever(self, options: KnowledgeOptions) -> KnowledgeRetriever | None:
+        """The retriever over DATABASE_URL's knowledge base; None without a database.
+
+        The embedder goes through Triton when one is configured (the same model in process behind it),
+        in process otherwise; it is the exported `triton_models/text_embedder`, never a download.
+        """
+        settings = self.settings
+        if settings is None or settings.database_url is None:
+            return None
+        if options not in self._knowledge:
+            from connectors.knowledge.triton_embedder import build_embedder
+
+            # one onnxruntime thread: the workers share the machine's cores with the broker and the stores
+            embedder = build_embedder(
+                settings.model_repository,
+                settings.triton_url,
+                model_name=options.model_name,
+                model_version=options.model_version,
+                intra_op_threads=1,
+            )
+            dsn = settings.database_url.get_secret_value()
+            self._knowledge[options] = StoreRetriever(dsn, embedder, k=options.k, pool_size=options.pool_size)
+        return self._knowledge[options]
+
+    async def close(self) -> None:
+        """Close the pools the clients opened (the knowledge base's)."""
+        retrievers, self._knowledge = list(self._knowledge.values()), {}
+        for retriever in retrievers:
+            await retriever.close()
 
 
 def reply_shaper_for(topology: Topology, clients: RuntimeClients) -> ReplyShaper:

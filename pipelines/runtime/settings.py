@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     model_repository: Path = Field(
         default=PROJECT_DIR / "triton_models", description="the Triton model repository the NLU model is served from"
     )
+    help_center_dir: Path | None = Field(
+        default=PROJECT_DIR / "playbooks" / "help_center",
+        description="ingested into the knowledge base by `supportflow run` when the base has no release yet; unset: "
+        "nothing is ingested (`supportflow kb ingest` fills it)",
+    )
     rest_tools_file: Path | None = Field(
         default=None, description="YAML file of a tenant's REST tools (see README, Tenant backends); unset: none"
     )

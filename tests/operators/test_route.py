@@ -31,6 +31,15 @@ async def test_out_of_scope_escalates():
     assert (await decide(intent="out_of_scope", confidence=0.0)).reason == "out_of_scope"
 
 
+async def test_out_of_scope_goes_on_to_the_knowledge_base_when_configured_whatever_its_confidence():
+    config = RouteConfig(out_of_scope_to_auto=True)
+    route = await decide(intent="out_of_scope", confidence=0.0, config=config)
+    assert (route.branch, route.reason) == ("auto", "out_of_scope")
+    # the rules for a human still come first
+    text = "I will call my lawyer about this"
+    assert (await decide(intent="out_of_scope", text=text, config=config)).reason == "keyword_trigger"
+
+
 async def test_asking_for_a_human_escalates():
     assert (await decide(intent="contact_human_agent")).reason == "customer_requested_human"
 

@@ -8,9 +8,12 @@ and the retriever use. Chunking is the real chunker (`connectors/knowledge/chunk
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -19,6 +22,9 @@ from connectors.knowledge.embedding import EMBEDDER_MODEL_NAME, OnnxEmbedder
 from connectors.knowledge.pgvector import PgVectorStore
 from connectors.triton.client import find_version_dir
 from schemas.knowledge import KnowledgeDocument
+
+if TYPE_CHECKING:
+    from pipelines.runtime.clients import RuntimeClients
 
 ROOT = Path(__file__).resolve().parents[2]
 INDEX = "minilm-test"
@@ -199,3 +205,47 @@ def write_tiny_beir(folder: Path) -> Path:
     lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, d, s in TINY_QRELS]
     (folder / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
     return folder
+
+
+HELP_CENTER = ROOT / "playbooks" / "help_center"
+
+
+@pytest.fixture(scope="module")
+def help_center_dsn(postgres_server: str, onnx_embedder: OnnxEmbedder) -> Iterator[str]:
+    """A database holding the project's help center, ingested once per test module (embedding its 55 articles
+    takes a while on two cores) by the real ingest pipeline; the tests only read it."""
+    from connectors.knowledge.sources.folder import FolderSource
+    from pipelines.knowledge.ingest import default_chunker, ingest
+    from tests.support.postgres import _admin, with_database
+
+    name = f"sf_test_kb_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(postgres_server, f'CREATE DATABASE "{name}"'))
+    dsn = with_database(postgres_server, name)
+
+    async def fill() -> None:
+        store = await PgVectorStore.open(dsn)
+        try:
+            await ingest(FolderSource(HELP_CENTER, domain="support"), "support", onnx_embedder, default_chunker, store)
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(fill())
+        yield dsn
+    finally:
+        asyncio.run(_admin(postgres_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def knowledge_clients(help_center_dsn: str) -> AsyncIterator[RuntimeClients]:
+    """The stream workers' clients over the help center's database: the real retriever and in-process embedder."""
+    from pydantic import SecretStr
+
+    from pipelines.runtime.clients import RuntimeClients
+    from pipelines.runtime.settings import Settings
+
+    clients = RuntimeClients(Settings(database_url=SecretStr(help_center_dsn), triton_url=None))
+    try:
+        yield clients
+    finally:
+        await clients.close()

@@ -231,6 +231,20 @@ def test_transfers_warm_and_to_a_queue():
     assert [e.escalation_id for e in r.visible_to("cat")] == ["x1"] and r.visible_to("ann") == []
 
 
+def test_a_knowledge_gap_hand_over_tells_the_customer_the_help_center_had_no_reliable_answer():
+    r = router(agent("ann", capacity=1), default_handle_time_s=240)
+    r.on_command(online("ann"), at(0))
+    r.on_escalation(escalation("x1"), at(1))  # Ann takes it: no queued notice
+    gap = escalation("x2").model_copy(update={"reason": "knowledge_gap"})
+    r.on_escalation(gap, at(2))
+    r.on_escalation(escalation("x3"), at(3))
+
+    texts = drain_texts(r)
+    assert texts[1].startswith("I couldn't find a reliable answer to that in our help center, so I won't guess. ")
+    assert "number 1 in line" in texts[1]
+    assert texts[2].startswith("I've passed your conversation to our team"), "other reasons keep their notice"
+
+
 def test_customer_notices_once_each_with_expected_wait_and_honest_timeout():
     r = router(agent("ann", capacity=1), human_wait_timeout_s=120, default_handle_time_s=240)
     r.on_command(online("ann"), at(0))

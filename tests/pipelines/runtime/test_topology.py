@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from pipelines.cli import app
@@ -46,8 +47,8 @@ def test_the_shipped_topology_is_valid():
     assert set(topology.stages) == {"ingest", "agent", "analytics"}
     names = {node.operator.name for stage in topology.stages.values() for node in stage.root.walk()}
     assert names == {
-        "normalize", "enrich_context", "nlu_model", "route", "plan", "authorize", "execute", "guard", "format",
-        "emit", "escalate", "redact_pii",
+        "normalize", "enrich_context", "nlu_model", "route", "plan", "answer", "authorize", "execute", "guard",
+        "format", "emit", "escalate", "redact_pii",
     }  # fmt: skip
 
 
@@ -239,7 +240,7 @@ def test_check_command_exits_non_zero_with_one_line_per_error(tmp_path):
 def test_check_command_accepts_the_shipped_topology():
     result = CliRunner().invoke(app, ["topology", "check", str(PROJECT_DIR / "topology.yaml")])
     assert result.exit_code == 0, result.output
-    assert "ok — 3 stages, 14 operators, 14 topics" in result.output
+    assert "ok — 3 stages, 16 operators, 14 topics" in result.output
 
 
 def test_show_renders_text_and_mermaid():
@@ -264,11 +265,31 @@ def test_only_a_worker_of_table_less_stages_gets_a_consumer_group_of_its_own():
     assert consumer_group(topology, ["analytics"]) == "supportflow-analytics"
 
 
-def test_the_stack_serves_only_the_models_its_operators_name() -> None:
-    """The repository also holds the text embedder; a stack whose topology does not call it must not load it."""
+def without_answer(tmp_path: Path) -> Path:
+    """The shipped topology with `answer` switched off as its comment says: its `reply` chain moved up under `plan`."""
+    spec = yaml.safe_load((PROJECT_DIR / "topology.yaml").read_text())
+    (route,) = [op["route"] for op in spec["stages"]["agent"]["operators"] if isinstance(op, dict) and "route" in op]
+    plan, answer = route["branches"]["auto"]
+    route["branches"]["auto"] = [plan, *answer["answer"]["branches"]["reply"]]
+    route["config"]["out_of_scope_to_auto"] = False
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_the_topology_stays_valid_with_answer_switched_off(tmp_path) -> None:
+    topology = load_topology(without_answer(tmp_path))
+    names = {node.operator.name for node in topology.stages["agent"].root.walk()}
+    assert "answer" not in names and {"plan", "authorize", "execute", "guard", "escalate"} <= names
+
+
+def test_the_stack_serves_only_the_models_its_operators_name(tmp_path) -> None:
+    """The shipped topology's `answer` embeds questions with the text embedder, so Triton serves it too; a
+    topology without `answer` does not call it and must not load it."""
     from connectors.triton.server import EmbeddedTriton
 
-    models = served_models(load_topology(PROJECT_DIR / "topology.yaml"))
+    assert served_models(load_topology(PROJECT_DIR / "topology.yaml")) == ["intent_classifier", "text_embedder"]
+    models = served_models(load_topology(without_answer(tmp_path)))
     assert models == ["intent_classifier"]
     argv = EmbeddedTriton(PROJECT_DIR / "triton_models", models=models).argv()
     assert "--model-control-mode=explicit" in argv and "--load-model=intent_classifier" in argv

@@ -1,0 +1,291 @@
+"""answer: answer an informational turn from the tenant's knowledge base, citing the article, or hand it over.
+
+It follows `plan` and takes the turns `plan` answered from a reply template (`operators/data/replies.yaml`:
+an intent without a playbook, or out of scope); a playbook's turn passes untouched. The question (completed
+from the customer's earlier turns when it is a follow-up) goes to the knowledge base's retriever
+(`connectors/knowledge/retriever.py` through `ctx.clients`), whose calibrated confidence decides:
+
+- good enough (`Retrieval.answerable`): the reply is **extractive**, the sentences of the best article's
+  passages closest in meaning to the question, kept in the article's order and shortened to the channel's
+  limit, with the article cited in the channel's style: its title and link where a link can be followed
+  (web chat, the apps, email, Slack, Teams), its title alone where it cannot or would cost a segment (SMS,
+  WhatsApp, voice). Nothing is generated: every word of the answer is the article's.
+- not good enough: the turn takes the `human` branch (to `escalate`) with the passages it found in the plan
+  (`Plan.knowledge`), which the escalation carries, so the human starts from them; no answer is made up.
+
+A knowledge base that is not configured, unreachable, slow or empty never fails the turn: the template
+reply stays, the log says why and `supportflow_knowledge_turns_total{outcome="unavailable"}` counts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from typing import ClassVar
+
+from prometheus_client import Counter
+from pydantic import Field
+
+from operators.base import Operator, OperatorConfig
+from operators.protocols import KnowledgeOptions, KnowledgeRetrieval, KnowledgeRetriever, OperatorContext
+from schemas import KnowledgeUse, PlannedTurn
+from schemas.knowledge import Passage
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_PLANNER = "templates-v1"  # what `plan` writes for a turn it answers from a reply template
+PLANNER = "knowledge-v1"
+KNOWLEDGE_TURNS = Counter(
+    "supportflow_knowledge_turns_total",
+    "Turns the answer operator looked up, by outcome (answered, handed_over, unavailable).",
+    ["outcome"],
+)
+# a link can be followed here; elsewhere the title alone is cited (SMS and WhatsApp would spend a
+# segment's worth of characters on a URL, and a voice caller cannot click one)
+LINK_CHANNELS = frozenset({"webchat", "mobile", "api", "email", "slack", "teams"})
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(“]?[A-Z0-9])")
+_LIST_MARK = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
+_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+_EMPHASIS = re.compile(r"(\*\*|__|\*|_|`)(?=\S)(.+?)(?<=\S)\1")
+_TABLE_RULE = re.compile(r"^\|?\s*:?-{3,}")
+ELLIPSIS = "..."
+# typography outside the GSM-7 alphabet turns a whole SMS into UCS-2, with 67 characters a segment
+# instead of 153; these have plain equivalents
+SMS_PLAIN = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "–": "-", "—": "-", "…": "...", "•": "*"})
+
+
+class AnswerConfig(OperatorConfig):
+    model_name: str = Field(
+        default="text_embedder",
+        description="the embedder Triton serves for the knowledge base (triton_models/<model_name>)",
+    )
+    k: int = Field(default=5, ge=1, le=20, description="passages retrieved per question")
+    min_confidence: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="the answerability confidence an answer needs; unset: the retriever's calibrated threshold",
+    )
+    max_chars: dict[str, int] = Field(
+        default_factory=lambda: {"sms": 306, "whatsapp": 700, "voice": 400, "email": 1200, "default": 700},
+        description="longest reply per channel, citation included ('default' for the rest)",
+    )
+    max_sentences: int = Field(default=3, ge=1, le=10)
+    timeout_s: float = Field(default=5.0, gt=0, description="longest the knowledge base may take for one turn")
+    retry_after_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="after a failure, the store is left alone this long (turns keep their template reply)",
+    )
+    history_turns: int = Field(default=4, ge=0, description="earlier customer turns a follow-up is completed from")
+    skip_intents: list[str] = Field(
+        default_factory=lambda: ["contact_human_agent"], description="intents whose template always stands"
+    )
+    domains: list[str] = Field(default_factory=list, description="search only these domains (empty: all)")
+
+
+class Answer(Operator[PlannedTurn, PlannedTurn]):
+    """Replace a template reply by an extractive, cited answer; send the turn to a human when none is good enough."""
+
+    name = "answer"
+    input_type = PlannedTurn
+    output_type = PlannedTurn
+    branches = ("reply", "human")
+    Config: ClassVar[type[OperatorConfig]] = AnswerConfig
+
+    def __init__(self, config: OperatorConfig | None = None) -> None:
+        super().__init__(config)
+        self._retriever: KnowledgeRetriever | None = None
+        self._warmed = False
+        self._resting_until = 0.0  # time.monotonic(): a store that just failed is not asked on every turn
+
+    def warm_up(self, ctx: OperatorContext) -> None:
+        cfg: AnswerConfig = self.config  # type: ignore[assignment]
+        self._warmed = True
+        if ctx.clients is None:
+            return
+        try:
+            self._retriever = ctx.clients.knowledge_retriever(KnowledgeOptions(model_name=cfg.model_name, k=cfg.k))
+        except (OSError, ImportError, ValueError) as exc:  # no exported embedder: the templates answer
+            log.error("answer: no knowledge base (%s); replies come from the templates", exc)
+            return
+        if self._retriever is None:
+            log.warning("answer: no knowledge store configured; replies come from the templates")
+
+    def choose_branch(self, output: PlannedTurn) -> str:
+        knowledge = output.plan.knowledge
+        if knowledge is None:
+            # not looked up (or the store failed): an out-of-scope message goes to a human as it did before
+            # `route` let it through to the knowledge base; every other turn keeps its template reply
+            return "human" if output.route.reason == "out_of_scope" else "reply"
+        return "reply" if knowledge.answered else "human"
+
+    async def run(self, record: PlannedTurn, ctx: OperatorContext) -> PlannedTurn:
+        if not self._warmed:
+            self.warm_up(ctx)
+        cfg: AnswerConfig = self.config  # type: ignore[assignment]
+        plan = record.plan
+        if plan.planner != TEMPLATE_PLANNER or plan.intent in cfg.skip_intents or self._retriever is None:
+            return record
+        if time.monotonic() < self._resting_until:
+            KNOWLEDGE_TURNS.labels("unavailable").inc()
+            return record
+        said = [h.text for h in record.session.history if h.role == "customer"]
+        history = said[-cfg.history_turns :] if cfg.history_turns else []
+        try:
+            retrieval = await asyncio.wait_for(
+                self._retriever.retrieve(record.message.text, history=history, k=cfg.k, domains=cfg.domains),
+                cfg.timeout_s,
+            )
+            answer = None
+            if self._answerable(retrieval):
+                answer = await asyncio.wait_for(self._compose(record, retrieval), cfg.timeout_s)
+        except Exception as exc:  # the store is down, slow or empty: the template reply stands
+            log.warning("answer: knowledge base unavailable for %s (%s: %s)", record.message.message_id,
+                        type(exc).__name__, exc)  # fmt: skip
+            KNOWLEDGE_TURNS.labels("unavailable").inc()
+            self._resting_until = time.monotonic() + cfg.retry_after_s
+            return record
+        use = KnowledgeUse(
+            query=retrieval.query,
+            confidence=retrieval.confidence,
+            threshold=self._threshold(retrieval),
+            answered=answer is not None,
+            passages=list(retrieval.passages),
+            cited=[answer[1].doc_id] if answer is not None else [],
+        )
+        if answer is None:
+            KNOWLEDGE_TURNS.labels("handed_over").inc()
+            return record.model_copy(update={"plan": plan.model_copy(update={"knowledge": use})})
+        KNOWLEDGE_TURNS.labels("answered").inc()
+        # the plan's reply is a template (`execute` fills {fields} and drops [segments]): the article's
+        # own braces and brackets must come through as written
+        template = answer[0].replace("{", "{{").replace("}", "}}")
+        answered = plan.model_copy(
+            update={"planner": PLANNER, "reply_template": template, "reply_variables": {}, "knowledge": use}
+        )
+        return record.model_copy(update={"plan": answered})
+
+    def _threshold(self, retrieval: KnowledgeRetrieval) -> float:
+        cfg: AnswerConfig = self.config  # type: ignore[assignment]
+        return max(retrieval.threshold, cfg.min_confidence) if cfg.min_confidence is not None else retrieval.threshold
+
+    def _answerable(self, retrieval: KnowledgeRetrieval) -> bool:
+        return retrieval.answerable and retrieval.confidence >= self._threshold(retrieval)
+
+    async def _compose(self, record: PlannedTurn, retrieval: KnowledgeRetrieval) -> tuple[str, Passage] | None:
+        """The reply and the passage it cites, or None when the passages hold no sentence to quote."""
+        cfg: AnswerConfig = self.config  # type: ignore[assignment]
+        assert self._retriever is not None
+        best = retrieval.passages[0]
+        # the best article's passages only: sentences of two articles under one citation would misquote one
+        same_article = [p for p in retrieval.passages if p.doc_id == best.doc_id]
+        sentences = [s for p in same_article for s in sentences_of(p.text)]
+        if not sentences:
+            return None
+        channel = record.message.channel
+        citation = cite(best, channel)
+        if channel == "sms":  # before measuring: "…" becomes three characters
+            sentences = [s.translate(SMS_PLAIN) for s in sentences]
+            citation = citation.translate(SMS_PLAIN)
+        limit = cfg.max_chars.get(channel, cfg.max_chars.get("default", 700))
+        budget = limit - len(citation) - 1
+        scores = await self._retriever.similarities(retrieval.query, sentences)
+        text = extract(sentences, scores, budget, cfg.max_sentences)
+        if not text:
+            return None
+        return f"{text} {citation}", best
+
+
+def cite(passage: Passage, channel: str) -> str:
+    """The source in the channel's style: title and link where a link can be followed, else the title."""
+    title = plain(passage.title)
+    if passage.url and channel in LINK_CHANNELS:
+        return f"Source: {title} ({passage.url})"
+    return f"(Source: {title})"
+
+
+def plain(text: str) -> str:
+    """Markdown inline markup out: link texts kept, emphasis and code marks dropped, brackets made round."""
+    text = _LINK.sub(r"\1", text)
+    text = _EMPHASIS.sub(r"\2", text)
+    return " ".join(text.replace("[", "(").replace("]", ")").split())
+
+
+def sentences_of(markdown: str) -> list[str]:
+    """A chunk's Markdown as quotable sentences: headings dropped, list items and table rows made sentences."""
+    found: list[str] = []
+    header: list[str] | None = None
+    paragraph: list[str] = []
+
+    def flush() -> None:
+        if paragraph:
+            found.extend(s for s in _SENTENCE_END.split(plain(" ".join(paragraph))) if s)
+            paragraph.clear()
+
+    for line in markdown.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("|"):
+            flush()
+            if _TABLE_RULE.match(stripped):
+                continue
+            cells = [plain(c) for c in stripped.strip("|").split("|")]
+            if header is None:
+                header = cells
+                continue
+            found.append(table_row(header, cells))
+            continue
+        header = None
+        if not stripped or stripped.startswith("#"):
+            flush()
+            continue
+        if _LIST_MARK.match(stripped):
+            flush()
+            item = plain(_LIST_MARK.sub("", stripped))
+            found.extend(s for s in _SENTENCE_END.split(item) if s)
+            continue
+        paragraph.append(stripped)
+    flush()
+    return [s if s.endswith((".", "!", "?", ":")) else f"{s}." for s in (s.strip() for s in found) if len(s) > 2]
+
+
+def table_row(header: list[str], cells: list[str]) -> str:
+    """A row under its column names: 'Debit card - Refund goes to: The same card; Shows within: 5 days'.
+
+    The names make a row a sentence on its own, one the question's words and meaning can match.
+    """
+    first, rest = cells[0], [(h, c) for h, c in zip(header[1:], cells[1:], strict=False) if c]
+    if not rest:
+        return first
+    return f"{first} - " + "; ".join(f"{h}: {c}" if h else c for h, c in rest)
+
+
+def extract(sentences: list[str], scores: list[float], budget: int, max_sentences: int) -> str:
+    """The sentences closest to the question that fit `budget` characters, in the article's order.
+
+    The closest sentence leads; a sentence beside one already chosen joins while it stays within 0.2
+    cosine of it (it is the closest one's context), any other only within 0.08 (so an answer does not
+    run on into the article's other topics). A closest sentence longer than the budget is cut at a
+    word, with an ellipsis.
+    """
+    ranked = sorted(range(len(sentences)), key=lambda i: (-scores[i], i))
+    top = ranked[0]
+    if len(sentences[top]) > budget:
+        room = budget - len(ELLIPSIS)
+        head = sentences[top][: max(0, room + 1)]  # one character more tells whether the cut falls between words
+        cut = head.rsplit(" ", 1)[0].rstrip(",;: ") if " " in head else ""
+        return f"{cut}{ELLIPSIS}" if cut else ""
+    chosen = {top}
+    used = len(sentences[top])
+    for i in ranked[1:]:
+        if len(chosen) >= max_sentences:
+            break
+        beside = i - 1 in chosen or i + 1 in chosen
+        close = scores[i] >= scores[top] - (0.2 if beside else 0.08)
+        if close and used + 1 + len(sentences[i]) <= budget:
+            chosen.add(i)
+            used += 1 + len(sentences[i])
+    return " ".join(sentences[i] for i in sorted(chosen))
