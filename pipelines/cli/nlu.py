@@ -73,12 +73,6 @@ def nlu_train(
             "--extra-train", help="CSV (columns text, label) added to the training split only, never to val/test."
         ),
     ] = None,
-    typo_copies: Annotated[
-        int,
-        typer.Option(
-            min=0, max=5, help="Misspelled copies of each training text (one keyboard slip each; never val/test)."
-        ),
-    ] = 0,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch (default: all cores).")] = None,
 ) -> None:
     """Fine-tune all-MiniLM-L6-v2 on a labelled CSV and write an int8 ONNX version with its card and report."""
@@ -119,7 +113,6 @@ def nlu_train(
         oos_flag_rate=oos_flag_rate,
         oos_max_flag_rate=oos_max_flag_rate,
         oos_labels=tuple(oos_label) if oos_label else OOS_LABELS,
-        typo_copies=typo_copies,
         threads=threads,
     )
     try:

@@ -72,7 +72,6 @@ from pipelines.ml.evaluate import (
     read_labelled_csv,
     softmax,
 )
-from pipelines.ml.noise import misspell
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -94,7 +93,6 @@ class TrainConfig:
     oos_max_flag_rate: float = 0.03
     oos_labels: tuple[str, ...] = OOS_LABELS
     covariance_shrinkage: float = 0.05
-    typo_copies: int = 0
     threads: int | None = None
     base_model: str = "all-MiniLM-L6-v2"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -155,25 +153,6 @@ def add_training_rows(
         labels.append(label)
         train_idx.append(len(texts) - 1)
         added += 1
-    return added
-
-
-def add_misspelled_copies(texts: list[str], labels: list[str], train_idx: list[int], copies: int, seed: int) -> int:
-    """`copies` misspelled versions of every training text, appended to the training split only (the
-    validation and test figures stay those of the texts as written); returns how many were new."""
-    rng = random.Random(seed)
-    known = {t.lower() for t in texts}
-    added = 0
-    for i in list(train_idx):
-        for _ in range(copies):
-            slipped = misspell(texts[i], rng)
-            if slipped.lower() in known:
-                continue
-            known.add(slipped.lower())
-            texts.append(slipped)
-            labels.append(labels[i])
-            train_idx.append(len(texts) - 1)
-            added += 1
     return added
 
 
@@ -365,7 +344,6 @@ def train(
     extra_rows = add_training_rows(
         texts, labels, tr, extra_train, text_column="text", label_column="label", oos_labels=cfg.oos_labels
     )
-    typo_rows = add_misspelled_copies(texts, labels, tr, cfg.typo_copies, cfg.seed)
     has_oos_class = any(labels[i] == OUT_OF_SCOPE for i in tr)
     n_in = len(label_list)
 
@@ -678,7 +656,6 @@ def train(
             "extra_train_file": Path(extra_train).name if extra_train else None,
             "extra_train_sha256": sha256_file(extra_train) if extra_train else None,
             "extra_train_rows": extra_rows,
-            "misspelled_copies": typo_rows,
             "oos_train_file": Path(oos_train).name if oos_train else None,
             "oos_train_sha256": sha256_file(oos_train) if oos_train else None,
             "oos_train_rows": oos_train_rows,
