@@ -112,10 +112,7 @@ def _first_run_knowledge(stack: Stack, status: Status) -> list[str]:
     Only the embedded PostgreSQL: a configured DATABASE_URL is the operator's, filled with `supportflow kb`.
     A failure is reported and the run goes on: the agent then answers from its reply templates.
     """
-    import asyncio
-
-    from connectors.knowledge.triton_embedder import build_embedder
-    from pipelines.knowledge.first_run import ingest_if_empty
+    from pipelines.devstack.knowledge import ingest_help_center
     from pipelines.knowledge.ingest import IngestProgress
 
     s = stack.settings
@@ -128,14 +125,7 @@ def _first_run_knowledge(stack: Stack, status: Status) -> list[str]:
         status.update(f"first run: ingesting the help center into the knowledge base… {step.done}{total}")
 
     try:
-        report = asyncio.run(
-            ingest_if_empty(
-                s.database_url.get_secret_value(),
-                Path(folder),
-                lambda: build_embedder(s.model_repository, s.triton_url),
-                on_progress=show,
-            )
-        )
+        report = ingest_help_center(s, on_progress=show)
     except Exception as exc:  # the agent still runs, on its reply templates
         log.warning("first-run ingest of %s failed", folder, exc_info=True)
         return [f"[yellow]the help center was not ingested ({escape(str(exc))})[/yellow]; replies use the templates"]

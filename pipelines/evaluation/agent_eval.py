@@ -192,6 +192,7 @@ def run_agent_eval(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from connectors.backends.commerce import TOOL_CLASSES
+    from pipelines.devstack.knowledge import ingest_help_center
     from pipelines.devstack.stack import Stack
 
     tasks = [t for t in load_tasks(tasks_dir) if not only or t.id in only]
@@ -215,7 +216,9 @@ def run_agent_eval(
             with tempfile.TemporaryDirectory(prefix="supportflow-eval-") as tmp:
                 settings = base.model_copy(update={"data_dir": Path(tmp), "http_port": 0})
                 bar.update(progress, description=f"round {trial + 1}/{trials}: starting a fresh stack")
-                stack = Stack(settings, with_workspace=False).start()
+                # the help center, as `supportflow run` ingests it on a first start: off-topic and
+                # informational openings meet the knowledge base a user's agent answers from
+                stack = Stack(settings, with_workspace=False).start(prepare=lambda s: ingest_help_center(s.settings))
                 try:
                     assert stack.ingress is not None and stack.settings.database_url is not None
                     dsn = stack.settings.database_url.get_secret_value()

@@ -225,6 +225,7 @@ def _seed(stack: Any, conversations: Sequence[Conversation]) -> None:
     import asyncpg
 
     from connectors.backends.commerce.seed import customer_rows, insert_rows
+    from pipelines.devstack.knowledge import ingest_help_center
     from pipelines.services.profiles import publish_profiles
 
     async def write() -> None:
@@ -235,6 +236,7 @@ def _seed(stack: Any, conversations: Sequence[Conversation]) -> None:
             await conn.close()
 
     asyncio.run(write())
+    ingest_help_center(stack.settings)  # as `supportflow run` does on a first start: knowledge answers on the path
     profiles = profiles_of(conversations)
     if profiles:
         publish_profiles(stack.settings.kafka_client_config(), "sf.profiles", profiles, exact_offsets=True)

@@ -33,6 +33,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "pipelines.handover",
         "pipelines.runtime",
         "pipelines.services",
+        "pipelines.knowledge",
     ),
     "pipelines.evaluation": (
         "schemas",
@@ -40,6 +41,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "operators",
         "pipelines.runtime",
         "pipelines.services",
+        "pipelines.knowledge",
         "pipelines.devstack",
     ),
     "pipelines.cli": ("schemas", "connectors", "operators", "pipelines"),
