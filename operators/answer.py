@@ -13,6 +13,11 @@ from the customer's earlier turns when it is a follow-up) goes to the knowledge 
 - not good enough: the turn takes the `human` branch (to `escalate`) with the passages it found in the plan
   (`Plan.knowledge`), which the escalation carries, so the human starts from them; no answer is made up.
 
+A side question asked in the middle of a playbook task ("before that - how long do refunds take?", which `plan`
+answers from its template and marks as `Plan.aside`) gets the same extractive, cited answer in the template's
+place, with the task's own question after it; when the knowledge base cannot answer it, the template's answer
+stays and the task goes on: never a hand-over mid-task.
+
 A knowledge base that is not configured, unreachable, slow or empty never fails the turn: the template
 reply stays, the log says why and `supportflow_knowledge_turns_total{outcome="unavailable"}` counts it.
 """
@@ -39,7 +44,8 @@ TEMPLATE_PLANNER = "templates-v1"  # what `plan` writes for a turn it answers fr
 PLANNER = "knowledge-v1"
 KNOWLEDGE_TURNS = Counter(
     "supportflow_knowledge_turns_total",
-    "Turns the answer operator looked up, by outcome (answered, handed_over, unavailable).",
+    "Turns the answer operator looked up, by outcome (answered, handed_over, unavailable; kept_template: a "
+    "side question mid-task the knowledge base could not answer).",
     ["outcome"],
 )
 # a link can be followed here; elsewhere the title alone is cited (SMS and WhatsApp would spend a
@@ -128,7 +134,11 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
             self.warm_up(ctx)
         cfg: AnswerConfig = self.config  # type: ignore[assignment]
         plan = record.plan
-        if plan.planner != TEMPLATE_PLANNER or plan.intent in cfg.skip_intents or self._retriever is None:
+        if self._retriever is None:
+            return record
+        if plan.aside is not None and plan.reply_template.startswith(plan.aside):
+            return await self._answer_aside(record)
+        if plan.planner != TEMPLATE_PLANNER or plan.intent in cfg.skip_intents:
             return record
         if time.monotonic() < self._resting_until:
             KNOWLEDGE_TURNS.labels("unavailable").inc()
@@ -169,6 +179,47 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
         )
         return record.model_copy(update={"plan": answered})
 
+    async def _answer_aside(self, record: PlannedTurn) -> PlannedTurn:
+        """A side question asked mid-task ("before that - how long do refunds take?"): the knowledge base's
+        answer in place of the template's, the task's own question after it as before. The task goes on
+        either way: a question the knowledge base cannot answer keeps its template, never a hand-over."""
+        cfg: AnswerConfig = self.config  # type: ignore[assignment]
+        plan = record.plan
+        assert self._retriever is not None and plan.aside is not None
+        if time.monotonic() < self._resting_until:
+            KNOWLEDGE_TURNS.labels("unavailable").inc()
+            return record
+        rest = plan.reply_template[len(plan.aside) :]
+        try:
+            retrieval = await asyncio.wait_for(
+                self._retriever.retrieve(record.message.text, k=cfg.k, domains=cfg.domains), cfg.timeout_s
+            )
+            answer = None
+            if self._answerable(retrieval):
+                answer = await asyncio.wait_for(self._compose(record, retrieval, reserve=len(rest)), cfg.timeout_s)
+        except Exception as exc:  # the store is down, slow or empty: the template's answer stands
+            log.warning("answer: knowledge base unavailable for %s (%s: %s)", record.message.message_id,
+                        type(exc).__name__, exc)  # fmt: skip
+            KNOWLEDGE_TURNS.labels("unavailable").inc()
+            self._resting_until = time.monotonic() + cfg.retry_after_s
+            return record
+        if answer is None:
+            KNOWLEDGE_TURNS.labels("kept_template").inc()
+            return record
+        KNOWLEDGE_TURNS.labels("answered").inc()
+        use = KnowledgeUse(
+            query=retrieval.query,
+            confidence=retrieval.confidence,
+            threshold=self._threshold(retrieval),
+            answered=True,
+            passages=list(retrieval.passages),
+            cited=[answer[1].doc_id],
+        )
+        quoted = answer[0].replace("{", "{{").replace("}", "}}")
+        # the task's question keeps its {placeholders}: only the quoted answer is escaped
+        update = {"reply_template": f"{quoted} {rest.lstrip()}", "aside": quoted, "knowledge": use}
+        return record.model_copy(update={"plan": plan.model_copy(update=update)})
+
     def _threshold(self, retrieval: KnowledgeRetrieval) -> float:
         cfg: AnswerConfig = self.config  # type: ignore[assignment]
         return max(retrieval.threshold, cfg.min_confidence) if cfg.min_confidence is not None else retrieval.threshold
@@ -176,8 +227,12 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
     def _answerable(self, retrieval: KnowledgeRetrieval) -> bool:
         return retrieval.answerable and retrieval.confidence >= self._threshold(retrieval)
 
-    async def _compose(self, record: PlannedTurn, retrieval: KnowledgeRetrieval) -> tuple[str, Passage] | None:
-        """The reply and the passage it cites, or None when the passages hold no sentence to quote."""
+    async def _compose(
+        self, record: PlannedTurn, retrieval: KnowledgeRetrieval, reserve: int = 0
+    ) -> tuple[str, Passage] | None:
+        """The reply and the passage it cites, or None when the passages hold no sentence to quote.
+
+        `reserve`: characters of the channel's limit that text after the answer will take."""
         cfg: AnswerConfig = self.config  # type: ignore[assignment]
         assert self._retriever is not None
         best = retrieval.passages[0]
@@ -192,7 +247,7 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
             sentences = [s.translate(SMS_PLAIN) for s in sentences]
             citation = citation.translate(SMS_PLAIN)
         limit = cfg.max_chars.get(channel, cfg.max_chars.get("default", 700))
-        budget = limit - len(citation) - 1
+        budget = limit - len(citation) - 1 - reserve
         scores = await self._retriever.similarities(retrieval.query, sentences)
         text = extract(sentences, scores, budget, cfg.max_sentences)
         if not text:

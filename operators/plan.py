@@ -182,8 +182,10 @@ class PlaybookPlanner(Operator[RoutedTurn, PlannedTurn]):
         config: PlanConfig = self.config  # type: ignore[assignment]
         nlu = record.nlu
         known = nlu.intent != FALLBACK_INTENT and nlu.intent in self._replies
+        aside: str | None = None
         if nlu.intent != task.intent and known and nlu.confidence >= config.aside_confidence:
-            answer = self._replies[nlu.intent]["default"].replace("{", "{{").replace("}", "}}") + ASIDE_RESUME
+            aside = self._replies[nlu.intent]["default"].replace("{", "{{").replace("}", "}}")
+            answer = aside + ASIDE_RESUME
         elif task.awaiting == "confirmation":
             # "how much will I get back?": the confirmation carries the details (items, amount, order)
             answer = ASIDE_RECAP
@@ -191,7 +193,7 @@ class PlaybookPlanner(Operator[RoutedTurn, PlannedTurn]):
             answer = ""  # a question about the task itself: its own question says what it needs
         else:
             answer = ASIDE_UNKNOWN + ASIDE_RESUME
-        base = {"planner": "playbooks-v1", "intent": task.intent, "replies": dict(playbook.replies)}
+        base = {"planner": "playbooks-v1", "intent": task.intent, "replies": dict(playbook.replies), "aside": aside}
         session.task = task
         variables = dict(task.slots)
         if task.awaiting == "confirmation":

@@ -83,6 +83,11 @@ class Plan(Record):
     knowledge: KnowledgeUse | None = Field(
         default=None, description="set by `answer` when it looked the turn up in the knowledge base"
     )
+    aside: str | None = Field(
+        default=None,
+        description="the opening of `reply_template` that answers a side question asked mid-task from its reply "
+        "template; `answer` may put the knowledge base's answer in its place",
+    )
 
 
 class ActionResult(Record):

@@ -206,3 +206,50 @@ def test_the_citation_links_where_a_link_can_be_followed_and_names_the_title_els
     for channel in ("sms", "whatsapp", "voice"):
         assert cite(passage, channel) == "(Source: Ways to pay)", channel
     assert cite(passage.model_copy(update={"url": None}), "webchat") == "(Source: Ways to pay)"
+
+
+async def _aside(ctx: OperatorContext, question: str, intent: str) -> tuple[PlannedTurn, PlannedTurn]:
+    """A cancellation waiting for the identity check, then a side question: (the task's turn, the aside's)."""
+    text = "cancel order 1000002 please"
+    first = routed_turn(intent="cancel_order", text=text)
+    first.nlu.entities = [Entity(type="order_number", value="1000002", start=13, end=20, confidence=0.99)]
+    planner = PlaybookPlanner()
+    asked = await planner.run(first, ctx)
+    assert asked.plan.awaiting == "verification"
+    second = routed_turn(intent=intent, text=question)
+    second.session = asked.session
+    return asked, await planner.run(second, ctx)
+
+
+async def test_a_side_question_mid_task_is_answered_from_the_help_center_and_the_task_asks_again(
+    knowledge_clients,
+):
+    ctx = context(knowledge_clients)
+    asked, aside = await _aside(ctx, f"before that - {REFUND_QUESTION}", "track_refund")
+    assert aside.plan.aside is not None, "plan marks the template's answer to the side question"
+
+    answer = Answer()
+    answered = await answer.run(aside, ctx)
+
+    assert answer.choose_branch(answered) == "reply" and answered.plan.planner == "playbooks-v1"
+    assert answered.plan.knowledge is not None and answered.plan.knowledge.cited == ["refunds/refund-timelines.md"]
+    assert answered.session.task is not None and answered.session.task.intent == "cancel_order"
+    outbound = await reply_path(ctx, answered)
+    assert "5 to 10 business days" in outbound.text
+    assert f"Source: How long refunds take ({REFUNDS_URL})" in outbound.text
+    # the task's own question follows the answer, its placeholders filled as before
+    question = asked.plan.reply_template.replace("{order_number}", "1000002")
+    assert outbound.text.endswith(f"Back to your request: {question}")
+
+
+async def test_a_side_question_the_knowledge_cannot_answer_keeps_its_template_and_the_task(knowledge_clients):
+    ctx = context(knowledge_clients)
+    _, aside = await _aside(ctx, "by the way, do you sell lawn mowers?", "check_payment_methods")
+    assert aside.plan.aside is not None
+
+    answer = Answer()
+    kept = KNOWLEDGE_TURNS.labels("kept_template")._value.get()
+    after = await answer.run(aside, ctx)
+
+    assert after == aside and answer.choose_branch(after) == "reply", "no hand-over in the middle of a task"
+    assert KNOWLEDGE_TURNS.labels("kept_template")._value.get() == kept + 1
