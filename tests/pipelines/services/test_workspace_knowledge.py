@@ -19,10 +19,16 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from connectors.knowledge.pgvector import PgVectorStore
+from operators.protocols import KnowledgeOptions
 from pipelines.devstack.embedded import EmbeddedBroker, free_port
 from pipelines.handover.auth import hash_password
+from pipelines.runtime.clients import RuntimeClients
+from pipelines.runtime.settings import Settings
+from pipelines.services.workspace import WorkspaceError
+from pipelines.services.workspace.knowledge import WorkspaceKnowledge
 from schemas import Escalation, utcnow
 from schemas.knowledge import Passage
 from tests.support.handover import escalation
@@ -224,3 +230,24 @@ def test_the_search_answers_503_on_an_empty_knowledge_base(empty_knowledge_dsn, 
         article = sam.get("/workspace/api/knowledge/articles/shipping/delivery-options.md")
         assert article.status_code == 404, "an empty base has no article to preview"
         assert sam.get("/workspace/api/queue").json() == {"entries": []}, "the rest of the workspace still works"
+
+
+def test_an_unreachable_knowledge_base_is_a_503_that_says_so():
+    """Nothing listens at DATABASE_URL: the search and the preview refuse clearly instead of failing with a 500."""
+    dsn = f"postgresql://nobody@127.0.0.1:{free_port()}/kb"
+    clients = RuntimeClients(Settings(database_url=SecretStr(dsn), triton_url=None))
+    knowledge = WorkspaceKnowledge(clients, KnowledgeOptions())
+
+    async def ask() -> list[WorkspaceError]:
+        refusals = []
+        try:
+            for call in (knowledge.search(QUESTION), knowledge.article("shipping/delivery-options.md")):
+                with pytest.raises(WorkspaceError) as refused:
+                    await call
+                refusals.append(refused.value)
+        finally:
+            await clients.close()
+        return refusals
+
+    for refusal in asyncio.run(ask()):
+        assert refusal.status == 503 and "unreachable" in refusal.message, refusal.message
