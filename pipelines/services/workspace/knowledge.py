@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
@@ -21,6 +21,7 @@ from pipelines.runtime.clients import RuntimeClients
 from pipelines.runtime.knowledge import KnowledgeUnavailable, StoreRetriever
 from pipelines.runtime.topology import Topology
 from pipelines.services.workspace.requests import WorkspaceError
+from schemas.text import refused_character
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,7 @@ class WorkspaceKnowledge:
     def for_topology(cls, topology: Topology, clients: RuntimeClients) -> WorkspaceKnowledge:
         """With the topology's `answer` settings (its model, k and domains): the passages the agent would use."""
         answer = topology.operator(Answer)
-        cfg = answer.config if answer is not None else AnswerConfig()
-        assert isinstance(cfg, AnswerConfig)
+        cfg = cast(AnswerConfig, answer.config) if answer is not None else AnswerConfig()
         return cls(clients, KnowledgeOptions(model_name=cfg.model_name, k=cfg.k), cfg.domains)
 
     async def retriever(self) -> StoreRetriever:
@@ -72,6 +72,7 @@ class WorkspaceKnowledge:
             raise WorkspaceError(400, "type a question or a few words to search for (parameter q)")
         if len(text) > MAX_QUERY_CHARS:
             raise WorkspaceError(400, f"a search is at most {MAX_QUERY_CHARS} characters; this one has {len(text)}")
+        _check_characters(text, "a search")
         retriever = await self.retriever()
         try:
             result = await asyncio.wait_for(retriever.retrieve(text, domains=self.domains), SEARCH_TIMEOUT_S)
@@ -92,6 +93,7 @@ class WorkspaceKnowledge:
         """The article as the agent answers from it: the version its domain's live release holds."""
         if not doc_id or len(doc_id) > MAX_DOC_ID_CHARS:
             raise WorkspaceError(400, f"an article id has 1 to {MAX_DOC_ID_CHARS} characters")
+        _check_characters(doc_id, "an article id")
         store = (await self.retriever()).store
         try:
             view = await store.get_document(doc_id)
@@ -108,6 +110,13 @@ class WorkspaceKnowledge:
             raise WorkspaceError(404, f"article {doc_id!r} was deleted from the knowledge base")
         released = live is not None and live.release_id in view.releases
         return _article(view, live.release_id if released and live is not None else None)
+
+
+def _check_characters(text: str, what: str) -> None:
+    # PostgreSQL refuses U+0000 in text: without this it would read as an unreachable knowledge base
+    refused = refused_character(text)
+    if refused is not None:
+        raise WorkspaceError(400, f"{what} may not contain the control character {refused}")
 
 
 def _article(view: DocumentView, release: str | None) -> dict[str, Any]:

@@ -147,7 +147,7 @@ def test_knowledge_search_needs_a_signed_in_supervisor(desk):
     assert desk.client("ana").get("/workspace/api/knowledge/articles/x.md").status_code == 403
 
 
-def test_an_empty_or_too_long_query_is_a_400_that_says_why(desk):
+def test_an_empty_too_long_or_control_character_query_is_a_400_that_says_why(desk):
     sam = desk.client("sam")
     for query in ("", "   \n\t "):
         empty = search(sam, query)
@@ -156,6 +156,10 @@ def test_an_empty_or_too_long_query_is_a_400_that_says_why(desk):
     assert missing.status_code == 400 and "type a question" in missing.json()["error"]
     long = search(sam, "delivery " * 100)
     assert long.status_code == 400 and "at most 500 characters" in long.json()["error"]
+    control = search(sam, "express\x00delivery")
+    assert control.status_code == 400 and "U+0000" in control.json()["error"]
+    article = sam.get("/workspace/api/knowledge/articles/help%00.md")
+    assert article.status_code == 400 and "U+0000" in article.json()["error"]
 
 
 def test_a_supervisor_previews_the_article_a_passage_comes_from(desk):
