@@ -140,7 +140,7 @@ def build_workspace_app(workspace: Workspace, lifespan: Any = None) -> Starlette
     async def supervisor(request: Request) -> AgentSpec:
         agent, _ = await authorized(request)
         if agent.role != "supervisor":
-            raise WorkspaceError(403, "the knowledge base search is for supervisors")
+            raise WorkspaceError(403, "searching and previewing the knowledge base is for supervisors")
         return agent
 
     def knowledge() -> WorkspaceKnowledge:
