@@ -132,6 +132,7 @@
     $("logout").hidden = false;
     $("others-title").hidden = me.role !== "supervisor";
     $("queue-others").hidden = me.role !== "supervisor";
+    $("kb-pane").hidden = me.role !== "supervisor";
     call("GET", "/directory").then(function (directory) { state.directory = directory; });
     connect();
   }
@@ -327,10 +328,88 @@
     trend.textContent = "";
     trend.appendChild(trendSvg(detail.sentiment_trend || []));
     trend.appendChild(el("div", "meta", (detail.sentiment_trend || []).map(function (v) { return v.toFixed(2); }).join(" → ")));
+    renderPassages(detail);
     renderTranscript(detail);
     renderPrepared(detail);
     renderManage(detail);
   }
+
+  // ---- the knowledge base: what it found for a hand-over, and a supervisor's own searches --------
+
+  // A link only to a web page: an article's url comes from an ingested source, and a javascript: url would run here.
+  function titleNode(title, url) {
+    if (typeof url !== "string" || !/^https?:\/\//i.test(url)) return el("strong", null, title);
+    var link = el("a", null, title);
+    link.href = url;
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+    return link;
+  }
+
+  function shorten(text, limit) {
+    var flat = String(text).replace(/\s+/g, " ").trim();
+    return flat.length <= limit ? flat : flat.slice(0, limit - 1) + "…";
+  }
+
+  function passageNode(passage, cls) {
+    var div = el("div", cls);
+    var top = el("div", "top");
+    top.appendChild(titleNode(passage.title, passage.url));
+    top.appendChild(el("span", "badge", "score " + passage.score.toFixed(3)));
+    div.appendChild(top);
+    div.appendChild(el("div", "text", shorten(passage.text, 280)));
+    return div;
+  }
+
+  function renderPassages(detail) {
+    var passages = detail.passages || [];
+    $("passages-card").hidden = !passages.length;
+    var box = $("passages");
+    box.textContent = "";
+    passages.forEach(function (passage) { box.appendChild(passageNode(passage, "passage")); });
+  }
+
+  function previewArticle(docId) {
+    // doc ids are paths or URLs: one encoded segment, which the server reads back whole
+    call("GET", "/knowledge/articles/" + encodeURIComponent(docId)).then(function (article) {
+      var title = $("kb-article-title");
+      title.textContent = "";
+      title.appendChild(titleNode(article.title, article.url));
+      define($("kb-article-meta"), [
+        ["id", article.doc_id],
+        ["section", article.section],
+        ["domain", article.domain],
+        ["release", article.release || "not in a live release"],
+        ["updated", article.updated_at ? new Date(article.updated_at).toLocaleDateString() : ""],
+      ]);
+      $("kb-article-text").textContent = article.text;
+      if (!$("kb-article").open) $("kb-article").showModal();
+    }).catch(function (error) { toast(error.message, true); });
+  }
+
+  $("kb-search").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var box = $("kb-results");
+    box.textContent = "";
+    box.appendChild(el("div", "meta", "searching…"));
+    call("GET", "/knowledge/search?q=" + encodeURIComponent($("kb-query").value)).then(function (result) {
+      box.textContent = "";
+      box.appendChild(el("div", "meta", result.answerable ? "the agent would answer from these"
+        : "the agent would hand this question to a human"));
+      if (!result.passages.length) box.appendChild(el("div", "empty", "nothing found"));
+      result.passages.forEach(function (passage) {
+        var div = passageNode(passage, "kb-result");
+        var button = el("button", "kb-preview", "preview article");
+        button.type = "button";
+        button.addEventListener("click", function () { previewArticle(passage.doc_id); });
+        div.appendChild(button);
+        box.appendChild(div);
+      });
+    }).catch(function (error) {
+      box.textContent = "";
+      box.appendChild(el("div", "error", error.message));
+    });
+  });
 
   function renderTranscript(detail) {
     var box = $("conv-history");

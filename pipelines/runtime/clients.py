@@ -20,7 +20,6 @@ from operators.protocols import (
     IntentModel,
     IntentModelOptions,
     KnowledgeOptions,
-    KnowledgeRetriever,
     PiiRedactor,
     ReplyShaper,
 )
@@ -70,7 +69,7 @@ class RuntimeClients:
             )
         return self._redactors[key]
 
-    def knowledge_retriever(self, options: KnowledgeOptions) -> KnowledgeRetriever | None:
+    def knowledge_retriever(self, options: KnowledgeOptions) -> StoreRetriever | None:
         """The retriever over DATABASE_URL's knowledge base; None without a database.
 
         The embedder goes through Triton when one is configured (the same model in process behind it),

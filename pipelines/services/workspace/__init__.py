@@ -16,6 +16,10 @@ This module puts a Starlette app in front of it (`web/workspace.html`, `web/work
   queue), resolve with a code, correct an intent, rate an AI reply; and presence. Each carries a
   client-generated `action_id`: replies, commands and feedback derive their ids from it, so a
   retried request changes nothing twice.
+- **Knowledge** (`knowledge.py`): an entry shows the passages its `knowledge_gap` hand-overs carry;
+  supervisors search the knowledge base as the agent does (`GET /workspace/api/knowledge/search?q=`)
+  and preview an article (`GET /workspace/api/knowledge/articles/{doc_id}`), over the workers' own
+  retriever, built on the first search.
 - **Authorization** on every route and every frame: an agent sees and answers only entries
   assigned to them or waiting in one of their queues; a supervisor, all. Anything else is 403
   with the reason; a missing or expired token is 401.

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from connectors.channels.conversation_view import ConversationView
 from connectors.kafka import KafkaRecord
@@ -42,7 +42,11 @@ from pipelines.services.workspace.requests import (
     WorkspaceError,
 )
 from schemas import ActionCall, Escalation, Feedback, Message, OutboundMessage, utcnow
+from schemas.knowledge import Passage
 from schemas.workspace import AgentSpec, QueueEntry, RouterCommand, WorkspaceState
+
+if TYPE_CHECKING:
+    from pipelines.services.workspace.knowledge import WorkspaceKnowledge
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +134,7 @@ class Workspace:
         feedback_topic: str = "sf.feedback",
         secure_cookie: bool = False,
         queues: list[str] | None = None,
+        knowledge: WorkspaceKnowledge | None = None,
     ) -> None:
         self.agents = {agent.agent_id: agent for agent in agents}
         self.router = router
@@ -142,6 +147,7 @@ class Workspace:
         self.outbound_topic = outbound_topic
         self.feedback_topic = feedback_topic
         self.secure_cookie = secure_cookie
+        self.knowledge = knowledge
         self.view = ConversationView()
         self.decisions: dict[str, Decision] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -239,6 +245,7 @@ class Workspace:
             "transcript": await self.transcript(entry),
             "sentiment_trend": trend[-20:],
             "prepared_actions": [step.model_dump(mode="json") for step in self._prepared(entry)],
+            "passages": [passage.model_dump(mode="json") for passage in self._passages(entry)],
             "decision": decision.as_json() if decision else None,
             "position": self.router.position(entry.escalation_id),
             "expected_wait_s": self.router.expected_wait_s(entry.escalation_id),
@@ -409,6 +416,17 @@ class Workspace:
                     seen.add(step.idempotency_key)
                     steps.append(step)
         return steps
+
+    def _passages(self, entry: QueueEntry) -> list[Passage]:
+        """What the knowledge base found for the entry's hand-overs (reason knowledge_gap), each passage once."""
+        seen: set[str] = set()
+        passages = []
+        for esc in [entry.escalation, *entry.follow_ups]:
+            for passage in esc.passages:
+                if passage.chunk_id not in seen:
+                    seen.add(passage.chunk_id)
+                    passages.append(passage)
+        return passages
 
     def _task_intent(self, entry: QueueEntry) -> str | None:
         for esc in [entry.escalation, *entry.follow_ups]:

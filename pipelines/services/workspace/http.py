@@ -1,4 +1,4 @@
-"""The workspace's HTTP routes: the page, sign-in, the queue, an entry, actions, presence."""
+"""The workspace's HTTP routes: the page, sign-in, the queue, an entry, actions, presence, the knowledge base."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pipelines.handover.auth import (
     Claims,
 )
 from pipelines.services.workspace.desk import Workspace
+from pipelines.services.workspace.knowledge import WorkspaceKnowledge
 from pipelines.services.workspace.live import LiveSocket
 from pipelines.services.workspace.requests import (
     ACTION,
@@ -136,6 +137,27 @@ def build_workspace_app(workspace: Workspace, lifespan: Any = None) -> Starlette
         }
         return JSONResponse(await workspace.perform(agent, ACTION.validate_python(data)))
 
+    async def supervisor(request: Request) -> AgentSpec:
+        agent, _ = await authorized(request)
+        if agent.role != "supervisor":
+            raise WorkspaceError(403, "searching and previewing the knowledge base is for supervisors")
+        return agent
+
+    def knowledge() -> WorkspaceKnowledge:
+        if workspace.knowledge is None:
+            raise WorkspaceError(503, "no knowledge base is configured: the workspace has no DATABASE_URL")
+        return workspace.knowledge
+
+    @handler
+    async def knowledge_search(request: Request) -> Response:
+        await supervisor(request)
+        return JSONResponse(await knowledge().search(request.query_params.get("q", "")))
+
+    @handler
+    async def knowledge_article(request: Request) -> Response:
+        await supervisor(request)
+        return JSONResponse(await knowledge().article(request.path_params["doc_id"]))
+
     @handler
     async def presence(request: Request) -> Response:
         agent, _ = await authorized(request)
@@ -158,6 +180,9 @@ def build_workspace_app(workspace: Workspace, lifespan: Any = None) -> Starlette
         Route("/workspace/api/presence", presence, methods=["POST"]),
         Route("/workspace/api/entries/{escalation_id}", entry),
         Route("/workspace/api/entries/{escalation_id}/{verb}", act, methods=["POST"]),
+        Route("/workspace/api/knowledge/search", knowledge_search),
+        # doc ids are paths or URLs ("help/returns.md"): the rest of the path is the id
+        Route("/workspace/api/knowledge/articles/{doc_id:path}", knowledge_article),
         WebSocketRoute("/workspace/ws", LiveSocket(workspace).endpoint),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -30,6 +30,7 @@ from pipelines.runtime.stage import SystemClock
 from pipelines.runtime.topology import Topology
 from pipelines.services.workspace.desk import Workspace
 from pipelines.services.workspace.http import build_workspace_app
+from pipelines.services.workspace.knowledge import WorkspaceKnowledge
 from pipelines.services.workspace.requests import DEMO_AGENTS_FILE
 from schemas import Feedback, Message, OutboundMessage
 
@@ -78,6 +79,7 @@ async def run_workspace(
     await service.warm_up()
     producer = AsyncProducer(settings.kafka_client_config())
     tools = ToolRegistry.from_settings(settings)
+    clients = RuntimeClients(settings)
     store = None
     if settings.database_url is not None:
         from connectors.postgres import PostgresStore
@@ -95,12 +97,13 @@ async def run_workspace(
             max_per_agent=settings.workspace_login_max_failures_per_agent,
         ),
         _approvals(topology, playbooks, tools),
-        reply_shaper_for(topology, RuntimeClients(settings)),
+        reply_shaper_for(topology, clients),
         snapshots=store.conversation_snapshot if store is not None else None,
         outbound_topic=topology.topic_for(OutboundMessage) or "sf.outbound",
         feedback_topic=topology.topic_for(Feedback) or "sf.feedback",
         secure_cookie=(settings.public_base_url or "").startswith("https://"),
         queues=list(settings.workspace_queue_by_skill.values()),
+        knowledge=WorkspaceKnowledge.for_topology(topology, clients) if settings.database_url is not None else None,
     )
     watched = [t for t in (topology.topic_for(Message), topology.topic_for(OutboundMessage)) if t]
     reader = BackgroundReader(settings.kafka_client_config(), watched, workspace.on_record, settings.fetch_max_wait_ms)
@@ -138,6 +141,7 @@ async def run_workspace(
         reader.close()
         producer.close()
         await tools.close()
+        await clients.close()
         if store is not None:
             await store.close()
     for task in (routing, serving):  # a part that failed on its own fails the process
