@@ -39,11 +39,6 @@ class SyncOutcome:
     error: str | None = None
     next_due: datetime | None = None  # not_due: when it will be
 
-    @property
-    def changed(self) -> bool:
-        r = self.report
-        return r is not None and bool(r.added or r.changed or r.deleted)
-
 
 async def sync_due(
     specs: Sequence[KnowledgeSourceSpec],
