@@ -32,14 +32,20 @@ class SyncState:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.runs: dict[str, LastRun] = {}
+        self.load()
+
+    def load(self) -> None:
+        """Read the file again: another `kb sync` (cron's, or a `--all` by hand) may have synced meanwhile."""
         try:
-            raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            raw: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
+            self.runs = {
+                source: LastRun(datetime.fromisoformat(run["at"]), bool(run["ok"]), run.get("error"))
+                for source, run in raw.items()
+            }
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot read the sync state {path}: {exc}; delete it to start over") from exc
-        for source, run in raw.items():
-            self.runs[source] = LastRun(datetime.fromisoformat(run["at"]), bool(run["ok"]), run.get("error"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"cannot read the sync state {self.path}: {exc}; delete it to start over") from exc
 
     def next_due(self, spec: KnowledgeSourceSpec) -> datetime | None:
         """When `spec` is next due; None: it never ran, so it is due now."""
@@ -51,6 +57,7 @@ class SyncState:
         return due is None or now >= due
 
     def record(self, spec: KnowledgeSourceSpec, at: datetime, ok: bool, error: str | None = None) -> None:
+        self.load()  # keep what another sync wrote about the other sources
         self.runs[spec.source] = LastRun(at, ok, error)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = {s: {"at": r.at.isoformat(), "ok": r.ok, "error": r.error} for s, r in self.runs.items()}

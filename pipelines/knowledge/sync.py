@@ -56,6 +56,7 @@ async def sync_due(
     """
     outcomes: list[SyncOutcome] = []
     model: Embedder | None = None
+    state.load()
     for spec in specs:
         started = now()
         if not every_source and not state.is_due(spec, started):

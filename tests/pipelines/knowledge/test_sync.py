@@ -156,3 +156,21 @@ def test_a_source_listed_twice_is_refused_and_intervals_take_units() -> None:
         Settings(knowledge_sources=[{"source": "./help"}, {"source": "./help", "domain": "billing"}])
     parsed = Settings(knowledge_sources=[{"source": "./a", "every": "90m"}, {"source": "./b", "every": 86400}])
     assert [s.every for s in parsed.knowledge_sources] == [timedelta(minutes=90), timedelta(days=1)]
+
+
+async def test_a_sync_run_by_another_process_is_seen_by_the_next_pass(
+    kb_store: PgVectorStore, embedder: CountingEmbedder, tmp_path: Path
+) -> None:
+    folder = write_files(tmp_path / "help", {"returns.md": RETURNS})
+    sources = [spec(folder)]
+    watching = SyncState(tmp_path / "kb-sync.json")  # read before the other one synced
+    await sync_due(sources, kb_store, lambda: embedder, SyncState(tmp_path / "kb-sync.json"), now=Clock(T0))
+
+    [outcome] = await sync_due(sources, kb_store, lambda: embedder, watching, now=Clock(T0 + timedelta(minutes=5)))
+    assert outcome.status == "not_due" and outcome.next_due == T0 + timedelta(hours=1)
+
+
+def test_an_unreadable_schedule_says_which_file_to_delete(tmp_path: Path) -> None:
+    (tmp_path / "kb-sync.json").write_text('{"./help": {"ok": true}}', encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(f"cannot read the sync state {tmp_path / 'kb-sync.json'}")):
+        SyncState(tmp_path / "kb-sync.json")
