@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from connectors.knowledge.pgvector import PgVectorStore
     from connectors.knowledge.protocols import Embedder
     from connectors.knowledge.sources.base import Source
+    from pipelines.knowledge.ingest import IngestReport
 
 T = TypeVar("T")
 
@@ -29,9 +30,6 @@ kb_app = typer.Typer(
     ),
     no_args_is_help=True,
 )
-
-KINDS = ("folder", "export", "site")
-EXPORT_SUFFIXES = {".json", ".jsonl", ".ndjson", ".csv"}
 
 
 def _on_store(job: Callable[[PgVectorStore], Awaitable[T]]) -> T:
@@ -66,40 +64,13 @@ def _embedder() -> Embedder:
 
 def _source(where: str, kind: Optional[str], domain: str, max_pages: int, rate: float) -> Source:
     """The source SOURCE names, of the given kind or the kind its form says."""
-    from connectors.knowledge.sources.export import ExportSource
-    from connectors.knowledge.sources.folder import FolderSource
-    from connectors.knowledge.sources.website import CrawlSettings, WebsiteSource
+    from connectors.knowledge.sources.spec import make_source
 
-    if kind is None:
-        if where.startswith(("http://", "https://")):
-            kind = "site"
-        elif Path(where).is_dir():
-            kind = "folder"
-        elif Path(where).suffix.lower() in EXPORT_SUFFIXES:
-            kind = "export"
-        else:
-            err.print(
-                f"[red]cannot tell what {escape(where)} is[/red]: give a folder, a .json/.jsonl/.csv export, "
-                "or an http(s) URL (or say --kind)"
-            )
-            raise typer.Exit(2)
-    if kind not in KINDS:
-        err.print(f"[red]unknown --kind {escape(kind)}[/red]; choose {', '.join(KINDS)}")
-        raise typer.Exit(2)
-    if kind == "site":
-        try:
-            return WebsiteSource(where, domain=domain, settings=CrawlSettings(max_pages=max_pages, rate=rate))
-        except ValueError as exc:
-            err.print(f"[red]{escape(str(exc))}[/red]")
-            raise typer.Exit(2) from None
-    path = Path(where)
-    if kind == "folder" and not path.is_dir():
-        err.print(f"[red]{escape(where)} is not a folder[/red]")
-        raise typer.Exit(2)
-    if kind == "export" and not path.is_file():
-        err.print(f"[red]{escape(where)} is not a file[/red]")
-        raise typer.Exit(2)
-    return FolderSource(path, domain=domain) if kind == "folder" else ExportSource(path, domain=domain)
+    try:
+        return make_source(where, kind, domain, max_pages, rate)
+    except ValueError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
 
 
 @kb_app.command("ingest")
@@ -122,7 +93,7 @@ def ingest_command(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
-    from pipelines.knowledge.ingest import IngestProgress, IngestReport, default_chunker, ingest
+    from pipelines.knowledge.ingest import IngestProgress, default_chunker, ingest
 
     chosen = _source(source, kind, domain, max_pages, rate)
     embedder = _embedder()
@@ -138,12 +109,24 @@ def ingest_command(
 
             return await ingest(chosen, domain, embedder, default_chunker, store, on_progress=show)
 
-    report = _on_store(job)
+    _print_report(_on_store(job))
+
+
+def _print_report(report: IngestReport, changes: bool = False) -> None:
+    """What an ingest did; with `changes`, also each document added, changed or deleted (a sync's news)."""
     console.print(
         f"{escape(report.source)}: {len(report.added)} added, {len(report.changed)} changed, "
         f"{len(report.unchanged)} unchanged, {len(report.deleted)} deleted, {len(report.skipped)} skipped; "
         f"{report.embedded} chunk(s) embedded"
     )
+    if changes:
+        for label, doc_ids, colour in (
+            ("added", report.added, "green"),
+            ("changed", report.changed, "yellow"),
+            ("deleted", report.deleted, "red"),
+        ):
+            for doc_id in doc_ids:
+                console.print(f"  [{colour}]{label:8}[/{colour}] {escape(doc_id)}")
     for error in report.skipped:
         console.print(f"  [yellow]skipped[/yellow] {escape(str(error))}")
     if not report.complete:
@@ -151,6 +134,89 @@ def ingest_command(
     for release in report.releases:
         state = "new, live" if release.release_id in report.new_releases else ("live" if release.live else "kept")
         console.print(f"  release {release.release_id} ({release.document_count} documents) — {state}")
+
+
+@kb_app.command("sync")
+def sync_command(
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Keep running: sync each source again when its interval has passed.")
+    ] = False,
+    every_source: Annotated[
+        bool, typer.Option("--all", help="Sync every source now, due or not (not with --watch).")
+    ] = False,
+    ready_file: Annotated[
+        Optional[Path], typer.Option(help="--watch: written once the loop runs (for `supportflow run`).")
+    ] = None,
+    nice: Annotated[
+        int, typer.Option(min=0, max=19, help="Lower this process's CPU priority (embedding competes with replies).")
+    ] = 0,
+) -> None:
+    """Re-ingest the configured sources (setting `knowledge_sources`) that are due, and say what changed.
+
+    Each source is read again once its interval (`every`) has passed since its last attempt, on this data
+    dir's schedule (data_dir/kb-sync.json); only changed documents are written, and a domain gets a new
+    release only when its documents changed. A source that fails is reported and the others still sync;
+    the exit code is then 1.
+    """
+    import asyncio
+    import os
+    import signal
+
+    from pipelines.knowledge.schedule import SyncState
+    from pipelines.knowledge.sync import SyncOutcome, sync_due
+    from pipelines.knowledge.sync import watch as watch_sources
+
+    s = settings()
+    if not s.knowledge_sources:
+        err.print(
+            "[red]no knowledge sources configured[/red]: set knowledge_sources in the config file or "
+            'SUPPORTFLOW_KNOWLEDGE_SOURCES, e.g. [{"source": "./helpcenter", "kind": "folder", "every": "1h"}]'
+        )
+        raise typer.Exit(2)
+    if watch and every_source:
+        err.print("[red]--all syncs once; it does not go with --watch[/red]")
+        raise typer.Exit(2)
+    try:
+        state = SyncState(s.data_dir / "kb-sync.json")
+    except ValueError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    if nice:
+        os.nice(nice)
+
+    def embedder() -> Embedder:
+        # not _embedder(): its failure must be one source's failure, not the command's exit
+        from connectors.knowledge.triton_embedder import build_embedder
+
+        return build_embedder(s.model_repository, s.triton_url)
+
+    def show(outcomes: list[SyncOutcome]) -> None:
+        for outcome in outcomes:
+            spec = outcome.spec
+            if outcome.status == "synced" and outcome.report is not None:
+                _print_report(outcome.report, changes=True)
+            elif outcome.status == "failed":
+                console.print(f"[red]{escape(spec.source)}: failed[/red]: {escape(outcome.error or '')}")
+            elif outcome.next_due is not None:
+                console.print(f"{escape(spec.source)}: not due until {outcome.next_due:%Y-%m-%d %H:%M:%S} UTC")
+
+    async def job(store: PgVectorStore) -> list[SyncOutcome]:
+        if not watch:
+            return await sync_due(s.knowledge_sources, store, embedder, state, every_source=every_source)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if ready_file is not None:
+            ready_file.parent.mkdir(parents=True, exist_ok=True)
+            ready_file.write_text("syncing\n")
+        await watch_sources(s.knowledge_sources, store, embedder, state, stop, show)
+        return []
+
+    outcomes = _on_store(job)
+    show(outcomes)
+    if any(outcome.status == "failed" for outcome in outcomes):
+        raise typer.Exit(1)
 
 
 @kb_app.command("releases")

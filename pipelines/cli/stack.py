@@ -33,7 +33,8 @@ def run(
     port: Annotated[Optional[int], typer.Option(help="HTTP ingress port (default: settings.http_port).")] = None,
 ) -> None:
     """Run the whole pipeline here until Ctrl-C: broker (embedded unless configured), topics, workers, stores,
-    channel senders, the email channel (SMTP listener and sender) and the HTTP ingress.
+    channel senders, the email channel (SMTP listener and sender), the HTTP ingress, and the knowledge sync
+    when `knowledge_sources` names any.
 
     Children that crash are restarted with backoff (a crash loop gives up and says so); see them with
     `supportflow status`. Ctrl-C stops whatever has started, at any moment of the start-up too."""
@@ -69,6 +70,13 @@ def run(
         console.print(f"  NLU            {stack.nlu_summary()}")
         for line in knowledge:
             console.print(f"  knowledge      {line}", soft_wrap=True)
+        if stack.kb_sync is not None:
+            count = len(stack.settings.knowledge_sources)
+            console.print(
+                f"  knowledge sync {count} source(s) re-ingested at their intervals (supportflow kb sync; "
+                f"log: {stack.kb_sync.log_file})",
+                soft_wrap=True,
+            )
         if stack.with_sinks:
             console.print(f"  stores         {stack.store_summary()}")
             seeded = "seeded just now" if stack.seeded else "supportflow seed --reset to start over"

@@ -49,18 +49,24 @@ class WorkerProcess:
 
     @property
     def name(self) -> str:
-        names = {-1: "the sink process", -2: "the channel senders", -3: "the email channel", -4: "the agent workspace"}
+        names = {
+            -1: "the sink process",
+            -2: "the channel senders",
+            -3: "the email channel",
+            -4: "the agent workspace",
+            -5: "the knowledge sync",
+        }
         return names.get(self.index, f"worker {self.index}")
 
     @property
     def short_name(self) -> str:
-        names = {-1: "sink", -2: "senders", -3: "email", -4: "workspace"}
+        names = {-1: "sink", -2: "senders", -3: "email", -4: "workspace", -5: "kb-sync"}
         return names.get(self.index, f"worker-{self.index}")
 
     @property
     def kind(self) -> str:
         """What the chaos benchmark and `status` call it; the workspace process holds the escalation router."""
-        return {-1: "sink", -2: "senders", -3: "email", -4: "router"}.get(self.index, "worker")
+        return {-1: "sink", -2: "senders", -3: "email", -4: "router", -5: "kb-sync"}.get(self.index, "worker")
 
     def launch(self) -> subprocess.Popen[bytes]:
         """A fresh copy of the process, with the same command, environment and files."""
@@ -130,6 +136,7 @@ class Stack:
         self.sink: WorkerProcess | None = None
         self.senders: WorkerProcess | None = None
         self.email: WorkerProcess | None = None
+        self.kb_sync: WorkerProcess | None = None
         self.email_port: int | None = None
         self.worker_count = workers or settings.workers
         self.data_dir = settings.data_dir.resolve()
@@ -182,6 +189,7 @@ class Stack:
                 self.sink = self.start_sink()
                 self.senders = self.start_senders()
                 self.email = self.start_email()
+                self.kb_sync = self.start_kb_sync()
             if self.with_workspace:
                 self.workspace = self.start_workspace()
             self.wait_ready(self.ready_timeout_s)
@@ -395,6 +403,21 @@ class Stack:
         env = {**self.worker_env(), **self.store_env(), **self.email_env()}
         return self._launch(-3, argv, ready_file, log_file, env)
 
+    def start_kb_sync(self) -> WorkerProcess | None:
+        """`supportflow kb sync --watch` when `knowledge_sources` names any: a process of its own, supervised
+        like the others, at the isolated stages' lower CPU priority (embedding an edited source would
+        otherwise take the cores from the replies)."""
+        if not self.settings.knowledge_sources:
+            return None
+        ready_file = self.data_dir / "run" / "kb-sync.ready"
+        ready_file.unlink(missing_ok=True)
+        log_file = self.log_dir / "kb-sync.log"
+        argv = [sys.executable, "-m", "pipelines.cli", "kb", "sync", "--watch", "--ready-file", str(ready_file)]
+        argv += ["--nice", str(self.settings.isolated_stage_nice)]
+        sources = json.dumps([spec.model_dump(mode="json") for spec in self.settings.knowledge_sources])
+        env = {**self.worker_env(), **self.store_env(), "SUPPORTFLOW_KNOWLEDGE_SOURCES": sources}
+        return self._launch(-5, argv, ready_file, log_file, env)
+
     def _keep_email_port(self) -> None:
         """A restarted email channel listens where the first one did (it may have picked a free port)."""
         assert self.email is not None and self.email_port is not None
@@ -473,7 +496,7 @@ class Stack:
 
     def wait_ready(self, timeout_s: float = 180.0) -> None:  # warm-up takes minutes on a busy 2-core machine
         deadline = time.monotonic() + timeout_s
-        services = [self.sink, self.senders, self.email, self.workspace]
+        services = [self.sink, self.senders, self.email, self.workspace, self.kb_sync]
         for worker in [*self.workers, *(service for service in services if service is not None)]:
             while not worker.ready_file.exists():
                 if worker.process.poll() is not None:
@@ -516,6 +539,9 @@ class Stack:
             self.ingress.stop()
             self.ingress = None
             (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+        if self.kb_sync is not None:  # a pass under way is cut short; the next start picks the source up again
+            stop(self.kb_sync.process, timeout_s=15)
+            self.kb_sync = None
         if self.workspace is not None:  # first: it writes to the topics the others read
             stop(self.workspace.process, timeout_s=15)
             self.workspace = None

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -73,6 +74,17 @@ class ModelVolume(BaseModel):
 class EscalationReason(BaseModel):
     reason: str
     escalations: int
+
+
+class KnowledgeGap(BaseModel):
+    """Questions of one normalised wording that the knowledge base could not answer (`knowledge_gaps.sql`)."""
+
+    question: str = Field(description="lower case, punctuation and spacing normalised; PII already redacted")
+    handovers: int
+    conversations: int
+    intent: str = Field(description="the intent most often detected for it")
+    examples: list[str] = Field(description="up to two of its wordings, as the customers wrote them (redacted)")
+    last_seen: datetime
 
 
 class ReplyLatency(BaseModel):
@@ -144,6 +156,9 @@ class Report(BaseModel):
     escalated_turns: int
     escalation_rate: float | None = Field(description="escalated_turns / turns")
     escalation_reasons: list[EscalationReason]
+    knowledge_gaps: list[KnowledgeGap] = Field(
+        description="questions handed over as knowledge_gap, by normalised wording, most frequent first (top 100)"
+    )
     reply_latency: ReplyLatency
     sentiment_trend: list[SentimentBucket]
     total_cost_usd: float
@@ -220,6 +235,7 @@ async def build_report(store: EventStore, since: datetime, until: datetime) -> R
     (resolution,) = await run("autonomous_resolution")
     (escalation,) = await run("escalation_rate")
     reasons = await run("escalation_reasons")
+    gaps = await run("knowledge_gaps")
     (latency,) = await run("reply_latency")
     trend = await run("sentiment_trend")
     (cost,) = await run("cost_per_conversation")
@@ -238,6 +254,7 @@ async def build_report(store: EventStore, since: datetime, until: datetime) -> R
         escalated_turns=escalation["escalated"],
         escalation_rate=escalation["rate"],
         escalation_reasons=[EscalationReason(**row) for row in reasons],
+        knowledge_gaps=[KnowledgeGap(**row) for row in gaps],
         reply_latency=ReplyLatency(
             replies=latency["replies"],
             p50_ms=latency["p50_ms"] if replied else None,
@@ -321,6 +338,20 @@ def render_text(report: Report, top: int = 10) -> Group:
             "escalation reasons",
             ("reason", "escalations"),
             [(r.reason, r.escalations) for r in report.escalation_reasons],
+        ),
+        breakdown(
+            "knowledge gaps: questions handed over as knowledge_gap, the help center's missing articles",
+            ("question (examples as written)", "hand-overs", "conversations", "intent", "last seen"),
+            [
+                (
+                    escape("\n".join(g.examples or [g.question])),  # customers' words: "[x]" is not markup
+                    g.handovers,
+                    g.conversations,
+                    g.intent,
+                    f"{g.last_seen:%Y-%m-%d %H:%M}",
+                )
+                for g in report.knowledge_gaps
+            ],
         ),
         breakdown(f"sentiment per {report.bucket_seconds // 60} min", ("from", "turns", "mean", "negative"), trend),
         breakdown(

@@ -18,6 +18,7 @@ from pydantic_settings import (
 
 from connectors.backends.webhooks import WebhookSubscription
 from connectors.channels.api_keys import ApiKey
+from connectors.knowledge.sources.spec import KnowledgeSourceSpec
 from connectors.redis.rate_limit import DEFAULT_LIMITS, RateLimit
 from pipelines.handover.router import PriorityRule
 
@@ -131,6 +132,12 @@ class Settings(BaseSettings):
         default=PROJECT_DIR / "playbooks" / "help_center",
         description="ingested into the knowledge base by `supportflow run` when the base has no release yet; unset: "
         "nothing is ingested (`supportflow kb ingest` fills it)",
+    )
+    knowledge_sources: list[KnowledgeSourceSpec] = Field(
+        default_factory=list,
+        description="sources `supportflow kb sync` re-ingests, each at its interval (`supportflow run` runs the sync "
+        "when there are any): [{source, kind, domain, every}], e.g. "
+        '[{"source": "./helpcenter", "kind": "folder", "domain": "support", "every": "1h"}]',
     )
     rest_tools_file: Path | None = Field(
         default=None, description="YAML file of a tenant's REST tools (see README, Tenant backends); unset: none"
@@ -382,6 +389,17 @@ class Settings(BaseSettings):
             raise ValueError(f"expected host:port of Triton's gRPC endpoint, got {value.strip()!r}")
         return value.strip().removeprefix("grpc://")
 
+    @field_validator("knowledge_sources")
+    @classmethod
+    def _each_source_once(cls, values: list[KnowledgeSourceSpec]) -> list[KnowledgeSourceSpec]:
+        # the sync's schedule is kept per source: two entries for one would share, and fight over, it
+        seen: set[str] = set()
+        for spec in values:
+            if spec.source in seen:
+                raise ValueError(f"knowledge source {spec.source!r} is listed twice")
+            seen.add(spec.source)
+        return values
+
     @field_validator("workspace_secret")
     @classmethod
     def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
@@ -477,6 +495,8 @@ class Settings(BaseSettings):
                 value = [subscription.model_dump(mode="json") for subscription in value]  # secrets as '**********'
             elif name == "api_keys":
                 value = [{"key": "**********", "scopes": sorted(key.scopes)} for key in value]
+            elif name == "knowledge_sources":
+                value = [spec.model_dump(mode="json") for spec in value]
             elif name == "workspace_priority":
                 value = value.model_dump()
             elif name == "rate_limits":

@@ -138,6 +138,7 @@ EXPECTED = {
         {"reason": "low_confidence", "escalations": 2},
         {"reason": "customer_requested_human", "escalations": 1},
     ],
+    "knowledge_gaps": [],
     "reply_latency": {"replies": 100, "p50_ms": 500.0, "p95_ms": 950.0, "p99_ms": 990.0},
     "sentiment_trend": [
         {"bucket_start": "2025-03-01T00:00:00Z", "turns": 100, "mean_score": 0.5, "negative_share": 0.0},
@@ -263,3 +264,83 @@ def _close(actual: Any, expected: Any) -> bool:
 def assert_human_matches(actual: dict[str, Any], expected: dict[str, Any] = EXPECTED_HUMAN) -> None:
     """The feedback figures equal EXPECTED_HUMAN: counts and names exactly, floats to 1e-9."""
     assert _close(actual, expected), f"feedback figures differ:\n{actual}\nexpected:\n{expected}"
+
+
+def knowledge_gap_events() -> list[ConversationEvent]:
+    """Hand-overs whose content-gap report is known by hand (KNOWN_GAPS), in the window, with noise it must
+    ignore: another reason's hand-over, a follow-up, an answered turn, and a gap just outside the window.
+
+    "do you sell lawn mowers" four times in three conversations (one retried batch's duplicate insert is
+    the caller's to add), in three wordings; "can i pay with <PHONE_NUMBER> credit" twice; one of a kind.
+    """
+
+    def gap(
+        event_id: str, conversation: str, text: str, hours: float, intent: str = "out_of_scope"
+    ) -> ConversationEvent:
+        event = _event(
+            event_id,
+            "escalated",
+            SINCE + timedelta(hours=hours),
+            conversation,
+            intent,
+            40.0,
+            0.0,
+            ("neutral", 0.0),
+            EventAction(type="escalation", name="knowledge_gap", status="queued"),
+        )
+        assert event.message is not None
+        return event.model_copy(update={"message": event.message.model_copy(update={"content": text})})
+
+    events = [
+        gap("g1", "k1", "Do you sell lawn mowers?", 1),
+        gap("g2", "k2", "do you sell  lawn mowers", 2),
+        gap("g3", "k2", "DO YOU SELL LAWN MOWERS!!", 3, intent="product_info"),
+        gap("g4", "k3", "Do you sell lawn mowers?", 4),
+        gap("g5", "k4", "Can I pay with <PHONE_NUMBER> credit?", 5, intent="payment_methods"),
+        gap("g6", "k5", "can I pay with <PHONE_NUMBER> credit", 6, intent="payment_methods"),
+        gap("g7", "k6", "Is the café [downtown] open on Sundays?", 7),
+        gap("late", "k7", "do you sell lawn mowers", 24),  # at UNTIL: outside the window
+    ]
+    other = gap("o1", "k8", "I want to talk to a person", 8)
+    events.append(
+        other.model_copy(
+            update={"action": EventAction(type="escalation", name="customer_requested_human", status="queued")}
+        )
+    )
+    follow = gap("f1", "k1", "do you sell lawn mowers", 9)
+    events.append(
+        follow.model_copy(update={"action": EventAction(type="escalation", name="with_human", status="follow_up")})
+    )
+    answered = _event("a1", "turn_processed", SINCE + timedelta(hours=10), "k9", "faq", 30.0, 0.001, ("neutral", 0.0))
+    events.append(
+        answered.model_copy(update={"message": EventMessage(id="m-a1", content="do you sell lawn mowers", type="text")})
+    )
+    return events
+
+
+KNOWN_GAPS = [
+    {
+        "question": "do you sell lawn mowers",
+        "handovers": 4,
+        "conversations": 3,
+        "intent": "out_of_scope",
+        "examples": ["DO YOU SELL LAWN MOWERS!!", "Do you sell lawn mowers?"],  # of three wordings: the first two
+        "last_seen": "2025-03-01T04:00:00Z",
+    },
+    {
+        "question": "can i pay with phone number credit",
+        "handovers": 2,
+        "conversations": 2,
+        "intent": "payment_methods",
+        "examples": ["Can I pay with <PHONE_NUMBER> credit?", "can I pay with <PHONE_NUMBER> credit"],
+        "last_seen": "2025-03-01T06:00:00Z",
+    },
+    {
+        "question": "is the café downtown open on sundays",
+        "handovers": 1,
+        "conversations": 1,
+        "intent": "out_of_scope",
+        "examples": ["Is the café [downtown] open on Sundays?"],
+        "last_seen": "2025-03-01T07:00:00Z",
+    },
+]

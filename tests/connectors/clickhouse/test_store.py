@@ -26,9 +26,11 @@ from connectors.protocols import EventStore
 from pipelines.evaluation.analytics_report import build_report
 from tests.support.analytics_events import (
     EXPECTED_WITH_FEEDBACK,
+    KNOWN_GAPS,
     SINCE,
     UNTIL,
     assert_report_matches,
+    knowledge_gap_events,
     known_events,
     known_feedback,
 )
@@ -67,6 +69,15 @@ async def test_report_over_known_events_gives_the_numbers_worked_out_by_hand(sto
     await store.insert(known_events())
     report = await build_report(store, SINCE, UNTIL)
     assert_report_matches(report.model_dump(mode="json"))
+
+
+async def test_knowledge_gaps_group_handed_over_questions_by_wording_most_frequent_first(store: EventStore) -> None:
+    events = knowledge_gap_events()
+    await store.insert(events)
+    await store.insert(events[:2])  # a retried batch counts once
+    report = await build_report(store, SINCE, UNTIL)
+    assert report.model_dump(mode="json")["knowledge_gaps"] == KNOWN_GAPS
+    assert {"reason": "knowledge_gap", "escalations": 7} in report.model_dump()["escalation_reasons"]
 
 
 async def test_a_replayed_turn_with_a_new_timestamp_counts_once_at_its_latest_version(store: EventStore) -> None:

@@ -16,9 +16,11 @@ from pipelines.cli import app
 from pipelines.evaluation.analytics_report import parse_moment
 from tests.support.analytics_events import (
     EXPECTED_WITH_FEEDBACK,
+    KNOWN_GAPS,
     SINCE,
     UNTIL,
     assert_report_matches,
+    knowledge_gap_events,
     known_events,
     known_feedback,
 )
@@ -46,6 +48,26 @@ def data_dir(tmp_path: Path) -> Path:
 
     asyncio.run(fill())
     return tmp_path / "data"
+
+
+def test_report_shows_the_knowledge_gaps_most_frequent_first_in_text_and_json(tmp_path: Path) -> None:
+    async def fill() -> None:
+        store = ChdbEventStore(tmp_path / "data" / "chdb")
+        await store.migrate()
+        await store.insert([*known_events(), *knowledge_gap_events()])
+        await store.close()
+
+    asyncio.run(fill())
+    arguments = ["analytics", "report", "--no-png", "--data-dir", str(tmp_path / "data"), *WINDOW]
+    text = runner.invoke(app, arguments, env={"COLUMNS": "200"})
+    assert text.exit_code == 0, text.output
+    section = text.stdout[text.stdout.index("knowledge gaps") :]
+    # "[downtown]" is the customer's text, not rich markup
+    mowers, pay, cafe = (section.index(s) for s in ("Do you sell lawn mowers?", "<PHONE_NUMBER>", "café [downtown]"))
+    assert mowers < pay < cafe, section
+    as_json = runner.invoke(app, [*arguments, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout)["knowledge_gaps"] == KNOWN_GAPS
 
 
 def test_report_json_prints_the_known_metrics_and_writes_a_png(data_dir: Path, tmp_path: Path) -> None:

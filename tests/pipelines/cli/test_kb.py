@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -81,5 +82,38 @@ def test_an_unknown_release_or_source_is_a_clear_error(postgres_dsn: str, tmp_pa
 def test_help_names_every_command() -> None:
     result = runner.invoke(app, ["kb", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    for command in ("ingest", "releases", "diff", "rollback", "search", "show", "stats"):
+    for command in ("ingest", "sync", "releases", "diff", "rollback", "search", "show", "stats"):
         assert command in result.output
+
+
+def test_sync_reingests_the_configured_sources_and_says_what_changed(postgres_dsn: str, tmp_path: Path) -> None:
+    root = write_files(tmp_path / "help", {"returns.md": RETURNS, "warranty.md": WARRANTY})
+    sources = [
+        {"source": str(tmp_path / "gone"), "kind": "folder", "every": "1h"},
+        {"source": str(root), "kind": "folder", "domain": "support", "every": "1h"},
+    ]
+    env = {
+        "DATABASE_URL": postgres_dsn,
+        "SUPPORTFLOW_DATA_DIR": str(tmp_path / "data"),
+        "SUPPORTFLOW_KNOWLEDGE_SOURCES": json.dumps(sources),
+        "COLUMNS": "200",
+    }
+
+    first = runner.invoke(app, ["kb", "sync"], env=env)
+    assert first.exit_code == 1, first.output  # a source failed; the other still synced
+    assert f"{tmp_path / 'gone'}: failed: {tmp_path / 'gone'} is not a folder" in " ".join(first.output.split())
+    assert "2 added, 0 changed" in first.output and "release support@1 (2 documents) — new, live" in first.output
+
+    again = runner.invoke(app, ["kb", "sync"], env=env)
+    assert again.exit_code == 0, again.output
+    assert f"{root}: not due until" in again.output and "added" not in again.output
+
+    (root / "warranty.md").unlink()
+    forced = " ".join(runner.invoke(app, ["kb", "sync", "--all"], env=env).output.split())
+    assert "0 added, 0 changed, 1 unchanged, 1 deleted" in forced and "deleted warranty.md" in forced
+    assert "release support@2 (1 documents) — new, live" in forced
+
+
+def test_sync_without_configured_sources_says_how_to_configure_them(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["kb", "sync"], env={"SUPPORTFLOW_DATA_DIR": str(tmp_path), "COLUMNS": "200"})
+    assert result.exit_code == 2 and "no knowledge sources configured" in result.output
