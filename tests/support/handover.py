@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import yaml
+
+from pipelines.handover.auth import hash_password
 from schemas import AgentSpec, CustomerProfile, Escalation, NluResult, RouterCommand, Sentiment
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -79,3 +84,21 @@ def command(kind: str, agent_id: str, command_id: str | None = None, **fields: o
 
 def online(agent_id: str, command_id: str | None = None) -> RouterCommand:
     return command("presence", agent_id, command_id, presence="online")
+
+
+WORKSPACE_PASSWORDS = {"ana": "ana-password-1", "ben": "ben-password-2", "sam": "sam-password-3"}
+"""The demo team the workspace tests sign in as: ana and ben are agents, sam a supervisor."""
+
+
+def workspace_agents_file(path: Path, agent_ids: Iterable[str] = ("ana", "ben", "sam")) -> Path:
+    """An agents file (`SUPPORTFLOW_WORKSPACE_AGENTS_FILE`) of those of the demo team named, with hashed passwords."""
+    agents = []
+    for agent_id in agent_ids:
+        agent: dict[str, object] = {"agent_id": agent_id, "display_name": agent_id.title(), "capacity": 1}
+        if agent_id == "sam":
+            agent["role"] = "supervisor"
+        agent["queues"] = ["general"]
+        agent["password_hash"] = hash_password(WORKSPACE_PASSWORDS[agent_id])
+        agents.append(agent)
+    path.write_text(yaml.safe_dump({"agents": agents}))
+    return path

@@ -13,25 +13,23 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import websockets
-import yaml
 
 from connectors.kafka import consume_all, make_reader
 from pipelines.devstack.embedded import EmbeddedBroker, free_port
-from pipelines.handover.auth import Tokens, hash_password
+from pipelines.handover.auth import Tokens
 from schemas import utcnow
-from tests.support.handover import escalation
+from tests.support.handover import WORKSPACE_PASSWORDS, escalation, workspace_agents_file
 from tests.support.hostile import HOSTILE
 from tests.support.stream import DEFAULT_TOPOLOGY, WorkerPool
 from tests.support.stream import produce as produce_records
 
 SECRET = "w" * 40
-PASSWORDS = {"ana": "ana-password-1", "ben": "ben-password-2", "sam": "sam-password-3"}
+PASSWORDS = WORKSPACE_PASSWORDS
 MAX_FAILURES = 4
 
 
@@ -47,18 +45,6 @@ class Workspace:
     @property
     def ws_url(self) -> str:
         return self.url.replace("http://", "ws://") + "/workspace/ws"
-
-
-def _agents_file(path: Path) -> Path:
-    agents = [
-        {"agent_id": "ana", "display_name": "Ana", "capacity": 1, "queues": ["general"]},
-        {"agent_id": "ben", "display_name": "Ben", "capacity": 1, "queues": ["general"]},
-        {"agent_id": "sam", "display_name": "Sam", "role": "supervisor", "capacity": 1, "queues": ["general"]},
-    ]
-    for agent in agents:
-        agent["password_hash"] = hash_password(PASSWORDS[agent["agent_id"]])
-    path.write_text(yaml.safe_dump({"agents": agents}))
-    return path
 
 
 def _wait_for(check: Any, timeout_s: float = 20.0, what: str = "") -> Any:
@@ -85,7 +71,7 @@ def workspace(module_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFa
     port = free_port()
     env = {
         "SUPPORTFLOW_DATA_DIR": str(tmp / "data"),
-        "SUPPORTFLOW_WORKSPACE_AGENTS_FILE": str(_agents_file(tmp / "agents.yaml")),
+        "SUPPORTFLOW_WORKSPACE_AGENTS_FILE": str(workspace_agents_file(tmp / "agents.yaml")),
         "SUPPORTFLOW_WORKSPACE_SECRET": SECRET,
         "SUPPORTFLOW_WORKSPACE_LOGIN_MAX_FAILURES": str(MAX_FAILURES),
         "SUPPORTFLOW_WORKSPACE_QUEUE_BY_SKILL": json.dumps({"refund": "billing"}),

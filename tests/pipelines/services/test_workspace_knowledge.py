@@ -18,26 +18,24 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from pydantic import SecretStr
 
 from connectors.knowledge.pgvector import PgVectorStore
 from operators.protocols import KnowledgeOptions
 from pipelines.devstack.embedded import EmbeddedBroker, free_port
-from pipelines.handover.auth import hash_password
 from pipelines.runtime.clients import RuntimeClients
 from pipelines.runtime.settings import Settings
 from pipelines.services.workspace import WorkspaceError
 from pipelines.services.workspace.knowledge import WorkspaceKnowledge
 from schemas import Escalation, utcnow
 from schemas.knowledge import Passage
-from tests.support.handover import escalation
+from tests.support.handover import WORKSPACE_PASSWORDS, escalation, workspace_agents_file
 from tests.support.postgres import _admin, with_database
 from tests.support.stream import DEFAULT_TOPOLOGY, WorkerPool
 from tests.support.stream import produce as produce_records
 
 SECRET = "k" * 40
-PASSWORDS = {"ana": "ana-password-1", "sam": "sam-password-3"}
+PASSWORDS = WORKSPACE_PASSWORDS
 QUESTION = "how long does express delivery take?"
 EXPRESS = "Delivery options at checkout"
 
@@ -55,17 +53,6 @@ class Desk:
         return client
 
 
-def _agents_file(path: Path) -> Path:
-    agents = [
-        {"agent_id": "ana", "display_name": "Ana", "capacity": 1, "queues": ["general"]},
-        {"agent_id": "sam", "display_name": "Sam", "role": "supervisor", "capacity": 1, "queues": ["general"]},
-    ]
-    for agent in agents:
-        agent["password_hash"] = hash_password(PASSWORDS[agent["agent_id"]])
-    path.write_text(yaml.safe_dump({"agents": agents}))
-    return path
-
-
 @contextmanager
 def running_workspace(tmp: Path, database_url: str) -> Iterator[Desk]:
     """A broker of its own and a workspace process on it, with DATABASE_URL on `database_url`."""
@@ -75,7 +62,7 @@ def running_workspace(tmp: Path, database_url: str) -> Iterator[Desk]:
         port = free_port()
         env = {
             "SUPPORTFLOW_DATA_DIR": str(tmp / "data"),
-            "SUPPORTFLOW_WORKSPACE_AGENTS_FILE": str(_agents_file(tmp / "agents.yaml")),
+            "SUPPORTFLOW_WORKSPACE_AGENTS_FILE": str(workspace_agents_file(tmp / "agents.yaml", ("ana", "sam"))),
             "SUPPORTFLOW_WORKSPACE_SECRET": SECRET,
             "DATABASE_URL": database_url,
         }
