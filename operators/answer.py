@@ -140,40 +140,18 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
             return await self._answer_aside(record)
         if plan.planner != TEMPLATE_PLANNER or plan.intent in cfg.skip_intents:
             return record
-        if time.monotonic() < self._resting_until:
-            KNOWLEDGE_TURNS.labels("unavailable").inc()
-            return record
         said = [h.text for h in record.session.history if h.role == "customer"]
-        history = said[-cfg.history_turns :] if cfg.history_turns else []
-        try:
-            retrieval = await asyncio.wait_for(
-                self._retriever.retrieve(record.message.text, history=history, k=cfg.k, domains=cfg.domains),
-                cfg.timeout_s,
-            )
-            answer = None
-            if self._answerable(retrieval):
-                answer = await asyncio.wait_for(self._compose(record, retrieval), cfg.timeout_s)
-        except Exception as exc:  # the store is down, slow or empty: the template reply stands
-            log.warning("answer: knowledge base unavailable for %s (%s: %s)", record.message.message_id,
-                        type(exc).__name__, exc)  # fmt: skip
-            KNOWLEDGE_TURNS.labels("unavailable").inc()
-            self._resting_until = time.monotonic() + cfg.retry_after_s
+        found = await self._look_up(record, history=said[-cfg.history_turns :] if cfg.history_turns else [])
+        if found is None:
             return record
-        use = KnowledgeUse(
-            query=retrieval.query,
-            confidence=retrieval.confidence,
-            threshold=self._threshold(retrieval),
-            answered=answer is not None,
-            passages=list(retrieval.passages),
-            cited=[answer[1].doc_id] if answer is not None else [],
-        )
+        use, answer = found
         if answer is None:
             KNOWLEDGE_TURNS.labels("handed_over").inc()
             return record.model_copy(update={"plan": plan.model_copy(update={"knowledge": use})})
         KNOWLEDGE_TURNS.labels("answered").inc()
         # the plan's reply is a template (`execute` fills {fields} and drops [segments]): the article's
         # own braces and brackets must come through as written
-        template = answer[0].replace("{", "{{").replace("}", "}}")
+        template = answer.replace("{", "{{").replace("}", "}}")
         answered = plan.model_copy(
             update={"planner": PLANNER, "reply_template": template, "reply_variables": {}, "knowledge": use}
         )
@@ -183,42 +161,55 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
         """A side question asked mid-task ("before that - how long do refunds take?"): the knowledge base's
         answer in place of the template's, the task's own question after it as before. The task goes on
         either way: a question the knowledge base cannot answer keeps its template, never a hand-over."""
-        cfg: AnswerConfig = self.config  # type: ignore[assignment]
         plan = record.plan
-        assert self._retriever is not None and plan.aside is not None
-        if time.monotonic() < self._resting_until:
-            KNOWLEDGE_TURNS.labels("unavailable").inc()
-            return record
+        assert plan.aside is not None
         rest = plan.reply_template[len(plan.aside) :]
-        try:
-            retrieval = await asyncio.wait_for(
-                self._retriever.retrieve(record.message.text, k=cfg.k, domains=cfg.domains), cfg.timeout_s
-            )
-            answer = None
-            if self._answerable(retrieval):
-                answer = await asyncio.wait_for(self._compose(record, retrieval, reserve=len(rest)), cfg.timeout_s)
-        except Exception as exc:  # the store is down, slow or empty: the template's answer stands
-            log.warning("answer: knowledge base unavailable for %s (%s: %s)", record.message.message_id,
-                        type(exc).__name__, exc)  # fmt: skip
-            KNOWLEDGE_TURNS.labels("unavailable").inc()
-            self._resting_until = time.monotonic() + cfg.retry_after_s
+        found = await self._look_up(record, history=[], reserve=len(rest))
+        if found is None:
             return record
+        use, answer = found
         if answer is None:
             KNOWLEDGE_TURNS.labels("kept_template").inc()
             return record
         KNOWLEDGE_TURNS.labels("answered").inc()
+        quoted = answer.replace("{", "{{").replace("}", "}}")
+        # the task's question keeps its {placeholders}: only the quoted answer is escaped
+        update = {"reply_template": f"{quoted} {rest.lstrip()}", "aside": quoted, "knowledge": use}
+        return record.model_copy(update={"plan": plan.model_copy(update=update)})
+
+    async def _look_up(
+        self, record: PlannedTurn, history: list[str], reserve: int = 0
+    ) -> tuple[KnowledgeUse, str | None] | None:
+        """What the knowledge base found for the turn and the cited answer composed from it (None when
+        it is not good enough); None when the store is resting, down, slow or empty (counted, logged)."""
+        cfg: AnswerConfig = self.config  # type: ignore[assignment]
+        assert self._retriever is not None
+        if time.monotonic() < self._resting_until:
+            KNOWLEDGE_TURNS.labels("unavailable").inc()
+            return None
+        try:
+            retrieval = await asyncio.wait_for(
+                self._retriever.retrieve(record.message.text, history=history, k=cfg.k, domains=cfg.domains),
+                cfg.timeout_s,
+            )
+            answer = None
+            if self._answerable(retrieval):
+                answer = await asyncio.wait_for(self._compose(record, retrieval, reserve), cfg.timeout_s)
+        except Exception as exc:  # the store is down, slow or empty: the template reply stands
+            log.warning("answer: knowledge base unavailable for %s (%s: %s)", record.message.message_id,
+                        type(exc).__name__, exc)  # fmt: skip
+            KNOWLEDGE_TURNS.labels("unavailable").inc()
+            self._resting_until = time.monotonic() + cfg.retry_after_s
+            return None
         use = KnowledgeUse(
             query=retrieval.query,
             confidence=retrieval.confidence,
             threshold=self._threshold(retrieval),
-            answered=True,
+            answered=answer is not None,
             passages=list(retrieval.passages),
-            cited=[answer[1].doc_id],
+            cited=[answer[1].doc_id] if answer is not None else [],
         )
-        quoted = answer[0].replace("{", "{{").replace("}", "}}")
-        # the task's question keeps its {placeholders}: only the quoted answer is escaped
-        update = {"reply_template": f"{quoted} {rest.lstrip()}", "aside": quoted, "knowledge": use}
-        return record.model_copy(update={"plan": plan.model_copy(update=update)})
+        return use, answer[0] if answer is not None else None
 
     def _threshold(self, retrieval: KnowledgeRetrieval) -> float:
         cfg: AnswerConfig = self.config  # type: ignore[assignment]
