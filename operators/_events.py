@@ -55,10 +55,23 @@ def turn_event(
         ),
         action=action,
         response=response,
-        metadata=EventMetadata(
-            latency_ms=max(0.0, (now - message.received_at).total_seconds() * 1000.0),
-            model_used=nlu.model_used,
-        ),
+        metadata=_metadata(turn, max(0.0, (now - message.received_at).total_seconds() * 1000.0)),
+    )
+
+
+def _metadata(turn: NluTurn, latency_ms: float) -> EventMetadata:
+    """The turn's models and spend: the NLU model, and the language model(s) of its plan and reply, if any."""
+    plan, reply = getattr(turn, "plan", None), getattr(turn, "reply", None)
+    uses = [u for u in (getattr(plan, "llm", None), getattr(reply, "llm", None)) if u is not None]
+    last = uses[-1] if uses else None
+    return EventMetadata(
+        latency_ms=latency_ms,
+        model_used=turn.nlu.model_used,
+        cost_usd=sum(u.cost_usd for u in uses),
+        llm_tier="+".join(dict.fromkeys(u.tier for u in uses)),
+        llm_model=last.model if last else "",
+        llm_tokens_in=sum(u.tokens_in for u in uses),
+        llm_tokens_out=sum(u.tokens_out for u in uses),
     )
 
 

@@ -207,7 +207,8 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
             threshold=self._threshold(retrieval),
             answered=answer is not None,
             passages=list(retrieval.passages),
-            cited=[answer[1].doc_id] if answer is not None else [],
+            cited=[answer[2].doc_id] if answer is not None else [],
+            citation=answer[1] if answer is not None else "",
         )
         return use, answer[0] if answer is not None else None
 
@@ -220,8 +221,8 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
 
     async def _compose(
         self, record: PlannedTurn, retrieval: KnowledgeRetrieval, reserve: int = 0
-    ) -> tuple[str, Passage] | None:
-        """The reply and the passage it cites, or None when the passages hold no sentence to quote.
+    ) -> tuple[str, str, Passage] | None:
+        """The reply, its citation and the passage it cites, or None when the passages hold no sentence to quote.
 
         `reserve`: characters of the channel's limit that text after the answer will take."""
         cfg: AnswerConfig = self.config  # type: ignore[assignment]
@@ -243,7 +244,7 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
         text = extract(sentences, scores, budget, cfg.max_sentences)
         if not text:
             return None
-        return f"{text} {citation}", best
+        return f"{text} {citation}", citation, best
 
 
 def cite(passage: Passage, channel: str) -> str:

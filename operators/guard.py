@@ -7,17 +7,33 @@ and that the help-center article the reply quotes does not publish (`operators/p
 check_reply_pii`), and a message the input screening flags (prompt injection, tool-call look-alikes,
 abuse) in case `route` was configured not to screen.
 Actions themselves were checked against policy by `authorize` before they ran.
+
+A reply a language model generated (`compose`) is checked first on its own: every number, link and action it
+states must come from its sources (`operators/policy/grounding.py`), and the checks above apply to it. When it
+fails, the non-LLM reply it replaced (`Reply.fallback_text`) takes its place and is checked as any reply is:
+the customer gets the template's answer, never an ungrounded one, and the verdict says what was rejected
+(`kind="llm_reply_rejected"`; `supportflow_llm_replies_total` counts both outcomes).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import ClassVar
 
+from prometheus_client import Counter
+
 from operators.base import Operator, OperatorConfig
-from operators.policy import check_reply_pii, screen_input
+from operators.policy import check_grounding, check_reply_pii, screen_input
 from operators.protocols import OperatorContext
-from schemas import ActionResult, ExecutedTurn, GuardedTurn, GuardVerdict
+from schemas import ActionResult, ExecutedTurn, GuardedTurn, GuardVerdict, Reply
+
+log = logging.getLogger(__name__)
+LLM_REPLIES = Counter(
+    "supportflow_llm_replies_total",
+    "Generated replies at guard, by outcome (sent; rejected: the non-LLM reply went instead).",
+    ["outcome"],
+)
 
 PLACEHOLDER = re.compile(r"\{\{?\s*[A-Za-z_][\w .]*\}\}?")
 
@@ -39,14 +55,43 @@ class Guard(Operator[ExecutedTurn, GuardedTurn]):
         return output.guard.branch
 
     async def run(self, record: ExecutedTurn, ctx: OperatorContext) -> GuardedTurn:
-        return GuardedTurn(**dict(record), guard=self.verdict(record))
+        reply = record.reply
+        if reply.fallback_text is None:
+            return GuardedTurn(**dict(record), guard=self.verdict(record))
+        problem = self.generated_problem(record)
+        if problem is None:
+            LLM_REPLIES.labels("sent").inc()
+            return GuardedTurn(**dict(record), guard=GuardVerdict(branch="pass"))
+        LLM_REPLIES.labels("rejected").inc()
+        log.info("guard: generated reply for %s rejected (%s); the non-LLM reply goes", record.message.message_id,
+                 problem)  # fmt: skip
+        # the model's cost stays on the turn: it was spent, whatever was sent
+        fallback = Reply(text=reply.fallback_text, confidence=reply.confidence, llm=reply.llm)
+        turn = record.model_copy(update={"reply": fallback})
+        verdict = self.verdict(turn)
+        if verdict.branch == "pass":
+            verdict = GuardVerdict(
+                branch="pass", reason=f"generated reply rejected: {problem}", kind="llm_reply_rejected"
+            )
+        return GuardedTurn(**dict(turn), guard=verdict)
 
-    def verdict(self, turn: ExecutedTurn) -> GuardVerdict:
+    def generated_problem(self, turn: ExecutedTurn) -> str | None:
+        """Why a generated reply may not leave: ungrounded, or failing the checks any reply must pass."""
+        said = [h.text for h in turn.session.history if h.role == "customer"] + [turn.message.text]
+        performed = [r.name for r in turn.results if r.status == "succeeded"]
+        finding = check_grounding(turn.reply.text, [*turn.reply.sources, *said], performed)
+        if finding is not None:
+            return finding.reason
+        verdict = self.verdict(turn, extra_sources=turn.reply.sources)
+        return verdict.reason if verdict.branch == "block" else None
+
+    def verdict(self, turn: ExecutedTurn, extra_sources: list[str] | None = None) -> GuardVerdict:
         cfg: GuardConfig = self.config  # type: ignore[assignment]
         said = [h.text for h in turn.session.history if h.role == "customer"] + [turn.message.text]
         # an answer quoting the tenant's own article may repeat the contact details published there
         # (support's phone number, its email address); card numbers stay blocked whatever the source
         said += quoted_passages(turn)
+        said += extra_sources or []
         problem = reply_problem(turn.reply.text, turn.results, turn.message.text, said, _profile_values(turn),
                                 check_pii=cfg.check_reply_pii)  # fmt: skip
         return GuardVerdict(branch="block", reason=problem) if problem else GuardVerdict(branch="pass")

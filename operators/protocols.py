@@ -26,10 +26,13 @@ __all__ = [
     "KnowledgeOptions",
     "KnowledgeRetrieval",
     "KnowledgeRetriever",
+    "LanguageModel",
+    "LlmAnswer",
     "OperatorContext",
     "PiiRedactor",
     "ReplyShaper",
     "StateTable",
+    "TokenSink",
     "ToolSource",
 ]
 
@@ -177,6 +180,90 @@ class KnowledgeOptions:
     pool_size: int = 2
 
 
+class TokenSink(Protocol):
+    """Where a reply goes while it is generated (the web chat's socket); the final text still goes by `emit`."""
+
+    async def token(self, text: str) -> None: ...
+
+    async def restart(self) -> None:
+        """The tier failed mid-reply: what was shown is void, the next tier starts over."""
+        ...
+
+
+class LlmToolCall(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def arguments(self) -> str:
+        """The raw JSON the model wrote: untrusted, unparsed."""
+        ...
+
+
+class LlmTierFailure(Protocol):
+    @property
+    def tier(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+class LlmAnswer(Protocol):
+    """One model answer and its cost (`connectors.llm.Completion`)."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def tier(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def tokens_in(self) -> int: ...
+
+    @property
+    def tokens_out(self) -> int: ...
+
+    @property
+    def cost_usd(self) -> float: ...
+
+    @property
+    def latency_ms(self) -> float: ...
+
+    @property
+    def cached(self) -> bool: ...
+
+    @property
+    def truncated(self) -> bool: ...
+
+    @property
+    def tool_calls(self) -> Sequence[LlmToolCall]: ...
+
+    @property
+    def failures(self) -> Sequence[LlmTierFailure]: ...
+
+
+class LanguageModel(Protocol):
+    """The configured language models as tiers (`connectors.llm.LlmGateway`); never raises for a model."""
+
+    @property
+    def tier_names(self) -> list[str]: ...
+
+    async def chat(
+        self,
+        tiers: Sequence[str],
+        messages: Sequence[Mapping[str, str]],
+        *,
+        tools: Sequence[Mapping[str, Any]] = (),
+        sources: Sequence[str] = (),
+        sink: TokenSink | None = None,
+    ) -> LlmAnswer | None:
+        """The first of `tiers` to answer, or None when none did (the caller's non-LLM path)."""
+        ...
+
+
 class Clients(Protocol):
     """The factory of outside-system clients the runtime offers operators during `warm_up`."""
 
@@ -192,6 +279,14 @@ class Clients(Protocol):
 
     def knowledge_retriever(self, options: KnowledgeOptions) -> KnowledgeRetriever | None:
         """The knowledge base's retriever, one per process; None when no knowledge store is configured."""
+        ...
+
+    def language_model(self) -> LanguageModel | None:
+        """The configured LLM tiers, one gateway per process; None when no tier is configured."""
+        ...
+
+    def reply_stream(self, message: Any) -> TokenSink | None:
+        """Where `message`'s reply is streamed while generated (its web chat session); None: not streamed."""
         ...
 
 

@@ -59,6 +59,20 @@ class KnowledgeUse(Record):
     answered: bool
     passages: list[Passage] = Field(default_factory=list)
     cited: list[str] = Field(default_factory=list, description="doc ids the reply quotes")
+    citation: str = Field(default="", description="how the reply names its source, in the channel's style")
+
+
+class LlmUsage(Record):
+    """What a language model did for a turn: which tier and model, its tokens and cost (0 when cached)."""
+
+    tier: str
+    model: str
+    tokens_in: int = Field(ge=0)
+    tokens_out: int = Field(ge=0)
+    cost_usd: float = Field(ge=0)
+    cached: bool = False
+    latency_ms: float = Field(default=0.0, ge=0)
+    fell_back_from: list[str] = Field(default_factory=list, description="tiers tried first, as `tier: reason`")
 
 
 class Plan(Record):
@@ -88,6 +102,7 @@ class Plan(Record):
         description="the opening of `reply_template` that answers a side question asked mid-task from its reply "
         "template; `answer` may put the knowledge base's answer in its place",
     )
+    llm: LlmUsage | None = Field(default=None, description="set when a language model made this plan")
 
 
 class ActionResult(Record):
@@ -107,6 +122,13 @@ class ActionResult(Record):
 class Reply(Record):
     text: str
     confidence: float = Field(ge=0.0, le=1.0)
+    llm: LlmUsage | None = Field(default=None, description="set when `compose` generated `text`")
+    fallback_text: str | None = Field(
+        default=None, description="the non-LLM reply `compose` replaced: what `guard` sends if it rejects `text`"
+    )
+    sources: list[str] = Field(
+        default_factory=list, description="the texts a generated reply was grounded in (passages, tool results)"
+    )
 
 
 class GuardVerdict(Record):

@@ -246,8 +246,12 @@ class EventResponse(_Part):
 
 class EventMetadata(_Part):
     latency_ms: float
-    model_used: str
-    cost_usd: float = 0.0
+    model_used: str = Field(description="the NLU model that read the message")
+    cost_usd: float = Field(default=0.0, description="language-model spend on the turn (plan and reply)")
+    llm_tier: str = Field(default="", description="the tier that wrote the reply or the plan ('' without an LLM)")
+    llm_model: str = ""
+    llm_tokens_in: int = 0
+    llm_tokens_out: int = 0
 
 
 class ConversationEvent(Record):

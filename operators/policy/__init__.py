@@ -8,6 +8,7 @@ cheap enough to run on every message, and fail closed. One module per check:
   (`data/screening_patterns.yaml`, `data/profanity.txt`).
 - `actions`: the plan's steps against an `ActionPolicy` (`operators/data/action_policy.yaml`).
 - `reply_pii`: emails, phones, IBANs and card numbers in the reply.
+- `grounding`: a generated reply's numbers, links and claimed actions against its sources.
 """
 
 from operators.policy.actions import (
@@ -20,6 +21,7 @@ from operators.policy.actions import (
     check_actions,
     load_action_policy,
 )
+from operators.policy.grounding import GroundingFinding, check_grounding
 from operators.policy.reply_pii import ReplyFinding, check_reply_pii
 from operators.policy.screening import InputFinding, normalize_text, screen_input
 
@@ -29,10 +31,12 @@ __all__ = [
     "ActionFinding",
     "ActionPolicy",
     "ActionPolicyError",
+    "GroundingFinding",
     "InputFinding",
     "RefundSummary",
     "ReplyFinding",
     "check_actions",
+    "check_grounding",
     "check_reply_pii",
     "load_action_policy",
     "normalize_text",

@@ -13,6 +13,7 @@ from typing import Any
 
 from connectors.channels import ChannelShaper
 from connectors.channels.base import ReplyStyle
+from connectors.llm import LlmGateway
 from connectors.pii import DEFAULT_ENTITIES, DEFAULT_SCORE_THRESHOLD, PresidioRedactor
 from connectors.triton import build_intent_model
 from operators.format import Format
@@ -22,6 +23,7 @@ from operators.protocols import (
     KnowledgeOptions,
     PiiRedactor,
     ReplyShaper,
+    TokenSink,
 )
 from pipelines.runtime.knowledge import StoreRetriever
 from pipelines.runtime.settings import PROJECT_DIR, Settings
@@ -37,6 +39,7 @@ class RuntimeClients:
         self.settings = settings
         self._redactors: dict[tuple[tuple[str, ...] | None, float | None], PiiRedactor] = {}
         self._knowledge: dict[KnowledgeOptions, StoreRetriever] = {}
+        self._llm: LlmGateway | None = None
 
     def intent_model(self, options: IntentModelOptions) -> IntentModel:
         settings = self.settings
@@ -97,11 +100,29 @@ class RuntimeClients:
             self._knowledge[options] = StoreRetriever(dsn, cached, k=options.k, pool_size=options.pool_size)
         return self._knowledge[options]
 
+    def language_model(self) -> LlmGateway | None:
+        """One gateway per process over `llm_tiers` (shared cache, spend meters and connections); None without."""
+        settings = self.settings
+        if settings is None or not settings.llm_tiers:
+            return None
+        if self._llm is None:
+            self._llm = LlmGateway(
+                settings.llm_tiers, cache_size=settings.llm_cache_size, cache_ttl_s=settings.llm_cache_ttl_s
+            )
+        return self._llm
+
+    def reply_stream(self, message: Any) -> TokenSink | None:
+        """Not streamed: the reply reaches the customer whole, by `emit`."""
+        return None
+
     async def close(self) -> None:
-        """Close the pools the clients opened (the knowledge base's)."""
+        """Close the pools the clients opened (the knowledge base's, the model endpoints')."""
         retrievers, self._knowledge = list(self._knowledge.values()), {}
         for retriever in retrievers:
             await retriever.close()
+        if self._llm is not None:
+            llm, self._llm = self._llm, None
+            await llm.close()
 
 
 def reply_shaper_for(topology: Topology, clients: RuntimeClients) -> ReplyShaper:

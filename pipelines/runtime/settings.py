@@ -19,6 +19,7 @@ from pydantic_settings import (
 from connectors.backends.webhooks import WebhookSubscription
 from connectors.channels.api_keys import ApiKey
 from connectors.knowledge.sources.spec import KnowledgeSourceSpec
+from connectors.llm.tiers import TierSpec
 from connectors.redis.rate_limit import DEFAULT_LIMITS, RateLimit
 from pipelines.handover.router import PriorityRule
 
@@ -133,6 +134,17 @@ class Settings(BaseSettings):
         description="ingested into the knowledge base by `supportflow run` when the base has no release yet; unset: "
         "nothing is ingested (`supportflow kb ingest` fills it)",
     )
+    llm_tiers: list[TierSpec] = Field(
+        default_factory=list,
+        description="OpenAI-compatible model endpoints by tier, best first for nothing: operators name the tiers they "
+        "try, in order (`compose`: small then large). Unset: no language model; every turn takes the non-LLM path. "
+        'e.g. [{"name": "small", "base_url": "http://127.0.0.1:8000/v1", "model": "local", "timeout_s": 10, '
+        '"max_output_tokens": 200, "price_in_per_mtok": 0.15, "price_out_per_mtok": 0.6, "api_key_env": "OPENAI_KEY"}]',
+    )
+    llm_cache_size: int = Field(
+        default=2048, ge=0, le=1_000_000, description="exact-match replies kept per worker (model, prompt, sources)"
+    )
+    llm_cache_ttl_s: float = Field(default=3600.0, gt=0, description="how long a cached reply may be reused")
     knowledge_sources: list[KnowledgeSourceSpec] = Field(
         default_factory=list,
         description="sources `supportflow kb sync` re-ingests, each at its interval (`supportflow run` runs the sync "
@@ -388,6 +400,14 @@ class Settings(BaseSettings):
         if not sep or not host or not port.isdigit():
             raise ValueError(f"expected host:port of Triton's gRPC endpoint, got {value.strip()!r}")
         return value.strip().removeprefix("grpc://")
+
+    @field_validator("llm_tiers")
+    @classmethod
+    def _tier_names_unique(cls, values: list[TierSpec]) -> list[TierSpec]:
+        names = [t.name for t in values]
+        if len(set(names)) != len(names):
+            raise ValueError(f"llm_tiers: each tier name once, got {names}")
+        return values
 
     @field_validator("knowledge_sources")
     @classmethod
