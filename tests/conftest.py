@@ -24,6 +24,7 @@ pytest_plugins = [
     "tests.support.browser",
     "tests.support.clickhouse",
     "tests.support.knowledge",
+    "tests.support.llm",
     "tests.support.postgres",
     "tests.support.triton",
 ]
