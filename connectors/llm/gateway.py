@@ -73,6 +73,7 @@ class LlmGateway:
         self._clients: dict[str, TierClient] = {}
         self._meters = {t.name: _SpendMeter() for t in tiers}
         self._cache: TTLCache[str, Completion] = TTLCache(maxsize=cache_size, ttl=cache_ttl_s)
+        self._recent: deque[Completion] = deque(maxlen=10_000)  # the last calls' figures, for `call_stats`
 
     @property
     def tier_names(self) -> list[str]:
@@ -146,12 +147,23 @@ class LlmGateway:
                 failures.append(self._failed(name, "empty"))
                 continue
             self._account(completion)
-            if not completion.truncated:
+            if not completion.truncated and self._cache.maxsize > 0:
                 self._cache[key] = completion
             return dataclasses.replace(completion, failures=tuple(failures))
         if failures:
             log.info("llm: no tier answered (%s)", ", ".join(f"{f.tier}: {f.reason}" for f in failures))
         return None
+
+    def call_stats(self) -> dict[str, list[float]]:
+        """The recent model calls' time to first token (ms) and decoding speed (completion tokens a second
+        after the first token), for `supportflow llm check` and the bench; cached answers are not calls."""
+        first = [c.first_token_ms for c in self._recent if c.first_token_ms is not None]
+        rates = [
+            c.tokens_out / ((c.latency_ms - c.first_token_ms) / 1000)
+            for c in self._recent
+            if c.first_token_ms is not None and c.latency_ms - c.first_token_ms > 1 and c.tokens_out > 1
+        ]
+        return {"first_token_ms": first, "tokens_per_s": rates, "latency_ms": [c.latency_ms for c in self._recent]}
 
     def _failed(self, tier: str, reason: str) -> TierFailure:
         CALLS.labels(tier, reason).inc()
@@ -167,3 +179,4 @@ class LlmGateway:
         if completion.first_token_ms is not None:
             LATENCY.labels(tier, "first_token").observe(completion.first_token_ms / 1000)
         self._meters[tier].add(time.monotonic(), completion.cost_usd)
+        self._recent.append(completion)

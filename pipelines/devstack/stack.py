@@ -22,6 +22,7 @@ from pathlib import Path
 import uvicorn
 from pydantic import SecretStr
 
+from connectors.llm import TierSpec
 from connectors.postgres import EmbeddedPostgres
 from connectors.triton import EmbeddedTriton, TritonUnavailableError
 from pipelines.devstack.embedded import EmbeddedBroker, free_port, spawn, stop
@@ -232,6 +233,8 @@ class Stack:
             env["SUPPORTFLOW_CONFIG_FILE"] = str(self.settings.config_file)
         if self.settings.kafka_sasl_password is not None:
             env["SUPPORTFLOW_KAFKA_SASL_PASSWORD"] = self.settings.kafka_sasl_password.get_secret_value()
+        if self.settings.llm_tiers:  # keys included: the workers call the endpoints
+            env["SUPPORTFLOW_LLM_TIERS"] = json.dumps([tier_env(t) for t in self.settings.llm_tiers])
         return env
 
     def background_env(self) -> dict[str, str]:
@@ -642,3 +645,11 @@ def running_ingress_url(settings: Settings) -> str | None:
         return str(url)
     except (OSError, ValueError, KeyError, httpx.HTTPError):
         return None
+
+
+def tier_env(tier: TierSpec) -> dict[str, object]:
+    """A tier as its environment variable carries it to a child: the key in clear, as the child needs it."""
+    data = tier.model_dump(mode="json", exclude={"api_key"})
+    if tier.api_key is not None:
+        data["api_key"] = tier.api_key.get_secret_value()
+    return data
