@@ -72,6 +72,7 @@ async def in_process(settings: Any, questions: list[str], console: Console) -> d
     overhead, ttft, rates, model_ms = [], [], [], []
     outcomes = {"generated": 0, "rejected": 0, "not_knowledge": 0, "no_tier": 0}
     rejected_reasons: list[str] = []
+    samples: list[dict[str, str]] = []
     try:
         with Progress(console=console) as bar:
             task = bar.add_task("in process: compose + guard", total=len(questions))
@@ -103,6 +104,9 @@ async def in_process(settings: Any, questions: list[str], console: Console) -> d
                     continue
                 overhead.append(wall_ms - usage.latency_ms)
                 model_ms.append(usage.latency_ms)
+                if len(samples) < 8:
+                    samples.append({"question": text, "generated": composed.reply.text, "sent": guarded.reply.text,
+                                    "guard": guarded.guard.reason or "pass"})  # fmt: skip
                 if guarded.guard.kind == "llm_reply_rejected":
                     outcomes["rejected"] += 1
                     rejected_reasons.append(guarded.guard.reason.split(": ", 2)[-1][:60])
@@ -121,6 +125,7 @@ async def in_process(settings: Any, questions: list[str], console: Console) -> d
         "outcomes": outcomes,
         "guard_rejected_share": round(outcomes["rejected"] / made, 3) if made else None,
         "rejected_because": sorted(set(rejected_reasons))[:15],
+        "samples": samples,
         "overhead_excluding_model_ms": summary(overhead),
         "model_call_ms": summary(model_ms),
         "time_to_first_token_ms": summary(ttft),

@@ -77,13 +77,13 @@ class Guard(Operator[ExecutedTurn, GuardedTurn]):
 
     def generated_problem(self, turn: ExecutedTurn) -> str | None:
         """Why a generated reply may not leave: ungrounded, or failing the checks any reply must pass."""
+        verdict = self.verdict(turn, extra_sources=turn.reply.sources)
+        if verdict.branch == "block":
+            return verdict.reason
         said = [h.text for h in turn.session.history if h.role == "customer"] + [turn.message.text]
         performed = [r.name for r in turn.results if r.status == "succeeded"]
         finding = check_grounding(turn.reply.text, [*turn.reply.sources, *said], performed)
-        if finding is not None:
-            return finding.reason
-        verdict = self.verdict(turn, extra_sources=turn.reply.sources)
-        return verdict.reason if verdict.branch == "block" else None
+        return finding.reason if finding is not None else None
 
     def verdict(self, turn: ExecutedTurn, extra_sources: list[str] | None = None) -> GuardVerdict:
         cfg: GuardConfig = self.config  # type: ignore[assignment]

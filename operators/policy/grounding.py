@@ -15,6 +15,10 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import Stemmer
 
 __all__ = ["GroundingFinding", "check_grounding"]
 
@@ -34,15 +38,45 @@ _CLAIM = re.compile(
 )
 
 
+_MARKUP = re.compile(r"</?\s*untrusted|^\s*(?:sources|draft|customer message|reply)\s*(?:\(|:)", re.I | re.M)
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
+_SENTENCES = re.compile(r"(?<=[.!?])\s+")
+MIN_SUPPORT = 0.6
+MIN_CONTENT_WORDS = 4  # shorter sentences ("Happy to help!") carry no claim worth a ratio
+# function words and the words any support reply uses: a sentence is judged by the rest
+_STOP = frozenset(
+    word
+    for line in (Path(__file__).parent / "data" / "grounding_stopwords.txt").read_text(encoding="utf-8").splitlines()
+    if not line.startswith("#")
+    for word in line.split()
+)
+_STEMMER = Stemmer.Stemmer("english")
+
+
 @dataclass(frozen=True)
 class GroundingFinding:
-    kind: str  # ungrounded_number | ungrounded_link | unperformed_action
+    kind: str  # ungrounded_number | ungrounded_link | unperformed_action | unsupported_sentence | prompt_markup
     value: str
 
     @property
     def reason(self) -> str:
-        what = {"ungrounded_number": "a number", "ungrounded_link": "a link", "unperformed_action": "an action"}
-        return f"generated reply states {what[self.kind]} its sources do not: {self.value!r}"
+        what = {
+            "ungrounded_number": "states a number its sources do not",
+            "ungrounded_link": "states a link its sources do not",
+            "unperformed_action": "states an action no tool performed",
+            "unsupported_sentence": "has a sentence its sources do not support",
+            "prompt_markup": "echoes the prompt's markup",
+        }
+        return f"generated reply {what[self.kind]}: {self.value[:120]!r}"
+
+
+@cache
+def _stem(word: str) -> str:
+    return str(_STEMMER.stemWord(word))
+
+
+def _content(text: str) -> list[str]:
+    return [_stem(w) for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOP and len(w) > 1]
 
 
 def _digits(text: str) -> set[str]:
@@ -54,7 +88,7 @@ def _digits(text: str) -> set[str]:
     return runs
 
 
-def _stem(word: str) -> str:
+def _action(word: str) -> str:
     lowered = word.lower()
     for stem in _ACTIONS:
         if re.match(stem, lowered):
@@ -62,13 +96,18 @@ def _stem(word: str) -> str:
     return lowered
 
 
-def check_grounding(reply: str, sources: Sequence[str], performed: Sequence[str] = ()) -> GroundingFinding | None:
+def check_grounding(
+    reply: str, sources: Sequence[str], performed: Sequence[str] = (), min_support: float = MIN_SUPPORT
+) -> GroundingFinding | None:
     """The first fact in `reply` that `sources` do not back, or None.
 
     `performed`: the names of the tools that succeeded this turn (`payments.refund`, `orders.cancel`...).
     """
     text = unicodedata.normalize("NFKC", reply)
     known = unicodedata.normalize("NFKC", "\n".join(sources))
+    markup = _MARKUP.search(text)
+    if markup is not None:
+        return GroundingFinding("prompt_markup", markup.group(0))
     known_runs = _digits(known)
     for number in _NUMBER.findall(text):
         parts = [p.lstrip("0") or "0" for p in re.split(r"[.,:/-]", number) if p]
@@ -79,10 +118,15 @@ def check_grounding(reply: str, sources: Sequence[str], performed: Sequence[str]
     for url in _URL.findall(text):
         if url.rstrip(".,;:!?").lower() not in known_lower:
             return GroundingFinding("ungrounded_link", url)
-    done = {_stem(name.rsplit(".", 1)[-1]) for name in performed}
-    stated = {_stem(m.group(1)) for m in _CLAIM.finditer(known)}
+    done = {_action(name.rsplit(".", 1)[-1]) for name in performed}
+    stated = {_action(m.group(1)) for m in _CLAIM.finditer(known)}
     for match in _CLAIM.finditer(text):
-        stem = _stem(match.group(1))
+        stem = _action(match.group(1))
         if stem not in done and stem not in stated:
             return GroundingFinding("unperformed_action", match.group(0).strip())
+    vocabulary = set(_content(known))
+    for sentence in _SENTENCES.split(_URL.sub(" ", text)):
+        words = _content(sentence)
+        if len(words) >= MIN_CONTENT_WORDS and sum(w in vocabulary for w in words) / len(words) < min_support:
+            return GroundingFinding("unsupported_sentence", sentence.strip())
     return None

@@ -149,7 +149,7 @@ async def test_guard_sends_the_non_llm_reply_when_the_generated_one_leaks_an_ema
 async def test_guard_passes_a_grounded_generated_reply_unchanged(knowledge_clients):
     ctx = context(knowledge_clients)
     turn = await executed(ctx, REFUND_QUESTION, "check_refund_policy")
-    text = "Once we have the item back, the refund usually shows on your card within a couple of weeks."
+    text = "A refund to your credit card shows on your statement within 5 to 10 business days."
     guarded = await Guard().run(generated(turn, text), ctx)
     assert (guarded.guard.branch, guarded.guard.kind, guarded.reply.text) == ("pass", None, text)
 

@@ -40,11 +40,26 @@ def test_a_reply_whose_facts_come_from_its_sources_is_grounded(reply):
         ("Your order has been cancelled.", "unperformed_action", "has been cancelled"),
         ("We will send you a return label.", "unperformed_action", "We will send"),
         ("I'll process the exchange now.", "unperformed_action", "I'll process"),
+        ('<untrusted source="template"> Refunds reach your card. </untrusted>', "prompt_markup", "<untrusted"),
+        ("SOURCES: refunds reach your card.", "prompt_markup", "SOURCES:"),
+        (
+            "Refunds reach your card. Standard delivery to Canada and Mexico is free of charge.",
+            "unsupported_sentence",
+            "Standard delivery to Canada and Mexico is free of charge.",
+        ),
     ],
 )
 def test_a_fact_or_promise_absent_from_the_sources_is_found(reply, kind, value):
     finding = check_grounding(reply, SOURCES)
     assert finding is not None and (finding.kind, finding.value) == (kind, value)
+
+
+def test_a_close_paraphrase_of_the_sources_is_supported_and_a_changed_subject_is_not():
+    assert (
+        check_grounding("Once we receive the item, refunds reach your card in 5 to 10 business days.", SOURCES) is None
+    )
+    finding = check_grounding("Our warehouse team inspects every parcel before dispatching replacements.", SOURCES)
+    assert finding is not None and finding.kind == "unsupported_sentence"
 
 
 def test_an_action_the_turn_performed_may_be_stated():
