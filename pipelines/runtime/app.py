@@ -36,11 +36,11 @@ from pipelines.runtime.offsets import (
     sought_offset,
     track_seek_epochs,
 )
-from pipelines.runtime.reply_stream import ReplyStreams
+from pipelines.runtime.reply_stream import reply_streams_for
 from pipelines.runtime.settings import Settings
 from pipelines.runtime.stage import StageProcessor, SystemClock
 from pipelines.runtime.topology import Stage, Topology
-from schemas import ConversationEvent, EventMetadata, Record, ReplyChunk, SessionContext, record_types
+from schemas import ConversationEvent, EventMetadata, Record, SessionContext, record_types
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
         outputs.close()
 
     tools = ToolRegistry.from_settings(settings)
-    clients = RuntimeClients(settings, reply_streams=_reply_streams(app, settings, topology))
+    clients = RuntimeClients(settings, reply_streams=reply_streams_for(settings, topology))
 
     @app.on_before_shutdown.connect
     async def close_tools(app: faust.App, **_: Any) -> None:
@@ -253,26 +253,6 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
         if "sessions" in stage.tables:
             _install_session_reaper(app, raw_tables["sessions"], lanes, send, topology, settings)
     return app
-
-
-def _reply_streams(app: faust.App, settings: Settings, topology: Topology) -> ReplyStreams | None:
-    """Streamed replies on a producer of their own, fire-and-forget: a preview never queues behind the turn's
-    outputs, nor they behind it. None without a language model or without the topic in the topology."""
-    topic = topology.topic_for(ReplyChunk)
-    if topic is None or not settings.llm_tiers:
-        return None
-    producer = AsyncProducer(
-        settings.kafka_client_config(),
-        **{"linger.ms": 5, "acks": 1, "message.timeout.ms": 5000, "queue.buffering.max.messages": 10_000},
-    )
-
-    @app.on_before_shutdown.connect
-    async def close_reply_streams(app: faust.App, **_: Any) -> None:
-        producer.close(timeout_s=1.0)
-
-    return ReplyStreams(
-        producer.send_nowait, topic, flush_ms=settings.reply_stream_flush_ms, max_chars=settings.reply_stream_max_chars
-    )
 
 
 def _install_topic_table(app: faust.App, table: TopicTable) -> None:

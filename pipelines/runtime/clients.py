@@ -126,6 +126,8 @@ class RuntimeClients:
         if self._llm is not None:
             llm, self._llm = self._llm, None
             await llm.close()
+        if self.reply_streams is not None:
+            self.reply_streams.close()
 
 
 def reply_shaper_for(topology: Topology, clients: RuntimeClients) -> ReplyShaper:

@@ -18,9 +18,12 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from connectors.kafka import AsyncProducer
+from pipelines.runtime.settings import Settings
+from pipelines.runtime.topology import Topology
 from schemas import ReplyChunk
 
-__all__ = ["ChunkSink", "ReplyStreams"]
+__all__ = ["ChunkSink", "ReplyStreams", "reply_streams_for"]
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +122,11 @@ class ReplyStreams:
         channels: Collection[str] = ("webchat",),
         flush_ms: float = 50.0,
         max_chars: int = 64,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self._send = send
         self.topic = topic
+        self._on_close = on_close
         self.channels = frozenset(channels)
         self.flush_ms = flush_ms
         self.max_chars = max_chars
@@ -140,3 +145,30 @@ class ReplyStreams:
             flush_ms=self.flush_ms,
             max_chars=self.max_chars,
         )
+
+    def close(self) -> None:
+        """Release the producer (what waits is sent for a second at most); sinks made later send nothing."""
+        on_close, self._on_close = self._on_close, None
+        self._send = lambda topic, key, value: False
+        if on_close is not None:
+            on_close()
+
+
+def reply_streams_for(settings: Settings, topology: Topology) -> ReplyStreams | None:
+    """A worker's streams, on a producer of their own, fire-and-forget (acks from the leader, undelivered
+    pieces dropped after 5 s): a preview never queues behind the turn's outputs, nor they behind it.
+    None without a language model (`llm_tiers`) or without a topic for `ReplyChunk` in the topology."""
+    topic = topology.topic_for(ReplyChunk)
+    if topic is None or not settings.llm_tiers:
+        return None
+    producer = AsyncProducer(
+        settings.kafka_client_config(),
+        **{"linger.ms": 5, "acks": 1, "message.timeout.ms": 5000, "queue.buffering.max.messages": 10_000},
+    )
+    return ReplyStreams(
+        producer.send_nowait,
+        topic,
+        flush_ms=settings.reply_stream_flush_ms,
+        max_chars=settings.reply_stream_max_chars,
+        on_close=lambda: producer.close(timeout_s=1.0),
+    )

@@ -22,14 +22,13 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from connectors.kafka import AsyncProducer
 from operators.compose import Compose
 from operators.protocols import DictTable, OperatorContext
 from pipelines.devstack.embedded import free_port
 from pipelines.devstack.stack import IngressServer
 from pipelines.runtime.app import ensure_topics
 from pipelines.runtime.clients import RuntimeClients
-from pipelines.runtime.reply_stream import ReplyStreams
+from pipelines.runtime.reply_stream import reply_streams_for
 from pipelines.runtime.settings import Settings
 from pipelines.runtime.topology import load_topology
 from schemas import (
@@ -269,19 +268,19 @@ def compose_as_the_worker(bootstrap: str, tier: Any, turn: ExecutedTurn) -> Exec
     """`compose` with the worker's clients: the model tier, and the streaming sink on `sf.reply.stream`."""
 
     async def run() -> ExecutedTurn:
-        settings = Settings(kafka_bootstrap_servers=bootstrap, llm_tiers=[tier])
-        producer = AsyncProducer(settings.kafka_client_config(), **{"linger.ms": 5, "acks": 1})
-        clients = RuntimeClients(
-            settings, reply_streams=ReplyStreams(producer.send_nowait, STREAM, flush_ms=30, max_chars=8)
+        settings = Settings(
+            kafka_bootstrap_servers=bootstrap, llm_tiers=[tier], reply_stream_flush_ms=30, reply_stream_max_chars=8
         )
+        streams = reply_streams_for(settings, load_topology(settings.topology_file))  # as the worker app builds them
+        assert streams is not None and streams.topic == STREAM
+        clients = RuntimeClients(settings, reply_streams=streams)
         ctx = OperatorContext(tables={"sessions": DictTable()}, clock=FixedClock(), clients=clients)
         try:
             composed = await Compose().run(turn, ctx)
             await asyncio.sleep(0.1)  # the last pieces' timer
             return composed
         finally:
-            await clients.close()
-            producer.close()
+            await clients.close()  # the streams' producer with it
 
     return asyncio.run(run())
 

@@ -9,7 +9,7 @@ import json
 from connectors.kafka import AsyncProducer, KafkaRecord
 from pipelines.runtime.app import ensure_topics
 from pipelines.runtime.clients import RuntimeClients
-from pipelines.runtime.reply_stream import ChunkSink, ReplyStreams
+from pipelines.runtime.reply_stream import ChunkSink, ReplyStreams, reply_streams_for
 from pipelines.runtime.topology import load_topology
 from schemas import ReplyChunk
 from tests.support.operators import message
@@ -99,3 +99,24 @@ def test_only_web_chat_messages_are_streamed_and_nothing_without_streams():
     assert clients.reply_stream(message(channel="webchat")) is not None
     assert clients.reply_stream(message(channel="sms")) is None, "no gateway streams to an SMS"
     assert RuntimeClients().reply_stream(message()) is None, "no LLM or no topic: the reply comes whole"
+
+
+def test_a_worker_without_a_language_model_streams_nothing(broker):
+    settings = settings_for(broker.bootstrap)
+    assert not settings.llm_tiers
+    assert reply_streams_for(settings, load_topology(settings.topology_file)) is None
+
+
+def test_closed_streams_send_nothing():
+    sent: list[bytes] = []
+    closed: list[bool] = []
+    streams = ReplyStreams(
+        lambda t, k, v: sent.append(v) is None, TOPIC, max_chars=1, on_close=lambda: closed.append(True)
+    )
+    streams.close()
+    streams.close()
+    assert closed == [True], "the producer is closed once"
+    sink = streams.sink_for(message())
+    assert sink is not None
+    asyncio.run(sink.token("late"))
+    assert sent == []
