@@ -32,6 +32,7 @@ from pipelines.runtime.reply_stream import reply_streams_for
 from pipelines.runtime.settings import Settings
 from pipelines.runtime.topology import load_topology
 from schemas import (
+    Escalation,
     ExecutedTurn,
     GuardVerdict,
     KnowledgeUse,
@@ -213,6 +214,31 @@ def test_the_widget_grows_the_bubble_and_the_guarded_reply_replaces_it(gateway, 
     assert [b.inner_text() for b in page.query_selector_all(".sf-agent")] == [fallback]
     kinds = [f["type"] for f in received if f["type"] in ("reply.delta", "reply")]
     assert kinds == ["reply.delta", "reply.delta", "reply"], kinds
+
+
+def test_an_escalation_takes_the_previews_place(gateway, broker, browser):
+    """The generated reply was blocked and the turn handed to a human: the preview leaves, the note shows."""
+    page, _, raw = ask_in_widget(gateway, broker, browser, "I want my money back now")
+    address, message_id = raw["sender"], raw["message_id"]
+    produce(broker.bootstrap, STREAM, [("c1", chunk(address, message_id, 0, "Sure, I refunded"))])
+    page.wait_for_selector(".sf-streaming", timeout=15_000)
+
+    escalation = Escalation(
+        escalation_id=f"e-{message_id}",
+        message_id=message_id,
+        conversation_id="conv-c1",
+        customer_id="c1",
+        session_id="c1-s1",
+        channel="webchat",
+        recipient=address,
+        recipient_verified=True,
+        text=raw["text"],
+        reason="policy_block",
+    )
+    produce(broker.bootstrap, "sf.escalations", [("c1", escalation.to_bytes())])
+    page.wait_for_selector(".sf-note", timeout=15_000)
+    assert page.query_selector_all(".sf-agent") == [], "the preview left the screen"
+    assert page.inner_text(".sf-note") == "A colleague will take it from here."
 
 
 def worker_turn(raw: dict[str, Any]) -> ExecutedTurn:
