@@ -32,6 +32,7 @@ from schemas.outbound import (
     FeedbackKind,
     OutboundMessage,
     RawConversationEvent,
+    ReplyChunk,
     WebhookEvent,
 )
 from schemas.profile import ContactAddress, CustomerProfile, LifetimeSummary, contact_key
@@ -102,6 +103,7 @@ __all__ = [
     "RawInbound",
     "Record",
     "Reply",
+    "ReplyChunk",
     "RouteDecision",
     "RouteReason",
     "RoutedTurn",

@@ -47,6 +47,30 @@ class OutboundMessage(Record):
         return self.customer_id
 
 
+class ReplyChunk(Record):
+    """A piece of a reply while a model generates it (topic `sf.reply.stream`): a preview, never the reply.
+
+    The web chat gateway forwards it to the sockets of `recipient` (`reply.delta` / `reply.restart` frames,
+    connectors/channels/webchat.py); the reply itself is the `OutboundMessage` for `reply_to` on `sf.outbound`,
+    guarded, and replaces whatever was streamed. Produced fire-and-forget: a chunk lost, late (after the final
+    reply) or malformed changes nothing but the preview. `stream` names one generation (a replayed turn streams
+    anew under another), `seq` orders its chunks from 0. `kind` "restart": what was streamed is void (a tier
+    failed mid-reply and the next starts over); `text` is then empty.
+    """
+
+    reply_to: str = Field(min_length=1, max_length=200, description="the inbound message id the reply answers")
+    customer_id: str = Field(min_length=1)
+    channel: Channel
+    recipient: str = Field(min_length=1, description="the address the message came from (`web-<session id>`)")
+    stream: str = Field(min_length=1, max_length=64, description="one generation of the reply")
+    seq: int = Field(ge=0)
+    kind: Literal["token", "restart"] = "token"
+    text: str = Field(default="", max_length=8000, description="the pieces since the previous chunk, joined")
+
+    def partition_key(self) -> str:
+        return self.customer_id  # with the customer's other records: one partition, chunks in order
+
+
 class Escalation(Record):
     """A turn handed to a human, with the context they need (topic `sf.escalations`)."""
 

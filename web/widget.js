@@ -9,7 +9,8 @@
  * are documented in connectors/channels/webchat.py), keeps the session token (a JWT) in
  * localStorage so a reload or a reconnect resumes the same conversation with its history,
  * reconnects with backoff, shows a typing indicator while the agent works, and renders every text
- * as text (never as HTML). A refused session token (expired, another key) is dropped and a new
+ * as text (never as HTML). A reply a language model writes grows in its bubble as it is generated
+ * (`reply.delta` frames); the final reply takes the same bubble with its own, checked text. A refused session token (expired, another key) is dropped and a new
  * session started; a refused customer token falls back to the stored session, else to a guest one.
  *
  * Logout ("End chat" in its header, or window.supportflowChat.logout() from the host page when its
@@ -28,6 +29,7 @@
   var socket = null;
   var attempts = 0;
   var shown = {};
+  var streaming = {}; // message id -> the bubble its reply grows in, until the final reply arrives
   var outbox = [];
   var loggedOut = null; // the pending logout's resolve, until the server says logged_out
 
@@ -72,7 +74,41 @@
     log.scrollTop = log.scrollHeight;
   }
 
+  // a preview of the reply to `replyTo` as the model writes it; the final reply replaces its text
+  function grow(replyTo, text, restart) {
+    if (!replyTo || shown["answer:" + replyTo]) return; // the final reply is here: late pieces are ignored
+    var div = streaming[replyTo];
+    if (!div) {
+      div = document.createElement("div");
+      div.className = "sf-msg sf-agent sf-streaming";
+      div.setAttribute("data-reply-to", replyTo);
+      streaming[replyTo] = div;
+      log.appendChild(div);
+    }
+    if (restart) div.textContent = "";
+    else div.textContent += text; // text only, as every reply
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function settle(item) {
+    var replyTo = item.in_reply_to;
+    if (replyTo) shown["answer:" + replyTo] = true;
+    var div = replyTo && streaming[replyTo];
+    if (!div) return false;
+    delete streaming[replyTo];
+    if (item.kind !== "reply" || (item.id && shown[item.id])) {
+      div.remove(); // handed to a human instead (or already on screen): the preview goes
+      return false;
+    }
+    shown[item.id] = true;
+    div.className = "sf-msg sf-agent";
+    div.textContent = item.text; // the final, checked text: it may differ from the preview
+    div.setAttribute("data-id", item.id);
+    return true;
+  }
+
   function render(item) {
+    if (item.kind !== "message" && settle(item)) return;
     if (item.kind === "message") add("customer", item.text, item.id);
     else if (item.kind === "reply") add("agent", item.text, item.id);
     // a follow-up while a colleague has the conversation is not announced again
@@ -114,6 +150,8 @@
         shown[frame.message_id] = true;
       } else if (frame.type === "typing") {
         typing.textContent = "The agent is typing…";
+      } else if (frame.type === "reply.delta" || frame.type === "reply.restart") {
+        grow(frame.reply_to, frame.text || "", frame.type === "reply.restart");
       } else if (frame.type === "reply" || frame.type === "escalation") {
         typing.textContent = "";
         render(frame);
@@ -134,6 +172,7 @@
       customerToken = null;
       useCustomerToken = false;
       shown = {};
+      streaming = {};
       outbox = [];
       log.textContent = "";
       typing.textContent = "";

@@ -4,6 +4,10 @@ Fed from `sf.messages`, `sf.outbound` and `sf.escalations`; deduplicated by reco
 reply replayed after a worker crash is shown (and delivered) once. In memory and bounded: the
 durable conversation store is Postgres (the data-layer issue).
 
+`sf.reply.stream`'s chunks (a web chat reply while a model writes it) are passed on to the
+sessions of their recipient and kept nowhere: `add_chunk` drops a chunk whose reply (or
+escalation) is already here, and a repeated or out-of-order one of the same generation.
+
 Who may read what is the gateway's to decide (connectors/channels/http_api.py): an API key with
 `conversations:read` reads a whole conversation; a web chat session's own token reads only
 `sender_items` of that session.
@@ -16,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from schemas import Escalation, Message, OutboundMessage
+from schemas import Escalation, Message, OutboundMessage, ReplyChunk
 
 Kind = Literal["message", "reply", "escalation"]
 
@@ -51,7 +55,8 @@ class ConversationView:
         self._waiters: dict[str, list[asyncio.Future[ViewItem]]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._sender_conversation: OrderedDict[str, str] = OrderedDict()
-        self._sender_subscribers: dict[str, set[asyncio.Queue[ViewItem]]] = {}
+        self._sender_subscribers: dict[str, set[asyncio.Queue[ViewItem | ReplyChunk]]] = {}
+        self._streams: OrderedDict[str, tuple[str, int]] = OrderedDict()  # reply_to -> (generation, last seq)
         self.max_conversations, self.max_items = max_conversations, max_items
 
     def add(self, item: ViewItem) -> bool:
@@ -66,6 +71,7 @@ class ConversationView:
             queue.put_nowait(item)
         if item.in_reply_to and item.kind != "message":
             self._remember(self._answers, item.in_reply_to, item, self.max_conversations * 10)
+            self._streams.pop(item.in_reply_to, None)  # its preview is over: later chunks are dropped
             if item.kind == "escalation":
                 self._remember(self._escalations, item.in_reply_to, item, self.max_conversations * 10)
             for waiter in self._waiters.pop(item.in_reply_to, []):
@@ -93,6 +99,30 @@ class ConversationView:
                 queue.put_nowait(item)
         return added
 
+    def add_chunk(self, chunk: ReplyChunk) -> bool:
+        """Pass a streamed piece of a web chat reply to its recipient's sessions; False when it is dropped.
+
+        Dropped: the reply or escalation it previews is already here (late), it repeats or precedes one
+        already passed on, or nobody of that address is connected. A new generation of the same reply (the
+        turn replayed on another worker) is announced to the sessions as a restart before its first piece.
+        """
+        if chunk.channel != "webchat" or chunk.reply_to in self._answers:
+            return False
+        queues = self._sender_subscribers.get(chunk.recipient)
+        seen = self._streams.get(chunk.reply_to)
+        if seen is not None and seen[0] == chunk.stream and chunk.seq <= seen[1]:
+            return False
+        self._remember(self._streams, chunk.reply_to, (chunk.stream, chunk.seq), self.max_conversations)
+        if not queues:
+            return False
+        pending: list[ReplyChunk] = [chunk]
+        if seen is not None and seen[0] != chunk.stream and chunk.kind != "restart":
+            pending.insert(0, chunk.model_copy(update={"kind": "restart", "text": ""}))
+        for queue in queues:
+            for item in pending:
+                queue.put_nowait(item)
+        return True
+
     def conversation_of_sender(self, sender: str) -> str | None:
         return self._sender_conversation.get(sender)
 
@@ -102,12 +132,12 @@ class ConversationView:
         items = (self.conversation(conversation_id) or []) if conversation_id else []
         return [item for item in items if item.belongs_to(sender)]
 
-    def subscribe_sender(self, sender: str) -> asyncio.Queue[ViewItem]:
-        queue: asyncio.Queue[ViewItem] = asyncio.Queue()
+    def subscribe_sender(self, sender: str) -> asyncio.Queue[ViewItem | ReplyChunk]:
+        queue: asyncio.Queue[ViewItem | ReplyChunk] = asyncio.Queue()
         self._sender_subscribers.setdefault(sender, set()).add(queue)
         return queue
 
-    def unsubscribe_sender(self, sender: str, queue: asyncio.Queue[ViewItem]) -> None:
+    def unsubscribe_sender(self, sender: str, queue: asyncio.Queue[ViewItem | ReplyChunk]) -> None:
         queues = self._sender_subscribers.get(sender)
         if queues is not None:
             queues.discard(queue)

@@ -11,6 +11,9 @@ with pydantic; a frame that is refused gets an `error` frame and the socket stay
                       "customer_id": "..." | null, "history": [item, ...]}
     client → server  {"type": "message", "text": "...", "client_message_id": "..."?}
     server → client  {"type": "ack", "message_id": "..."}      then {"type": "typing"}
+    server → client  {"type": "reply.delta", "reply_to": "<message_id>", "seq": n, "text": "..."}
+                     {"type": "reply.restart", "reply_to": "<message_id>", "seq": n}
+                     (only while a language model writes the reply, see "Streamed replies" below)
     server → client  {"type": "reply", ...item} | {"type": "escalation", ...item}  (as they happen)
     client → server  {"type": "typing"}                          (optional keep-alive, no answer)
     client → server  {"type": "csat", "rating": 1..5, "comment": "..."?, "client_feedback_id": "..."?}
@@ -45,6 +48,17 @@ included), `missing_claim`, `not_yet_valid`, `malformed` (not a JWT), `invalid`,
 tokens `not_configured`. The client may then say `hello` again (e.g. without the stale token).
 Other codes: `invalid_frame`, `hello_first`, `rate_limited`, `nothing_to_rate`.
 
+Streamed replies: when a language model writes the reply (`compose`, with `llm_tiers` configured),
+the session sees it grow: `reply.delta` frames carry the next pieces of the reply to the message
+`reply_to` (append `text`), `reply.restart` says what was shown of it is void (the model's tier failed
+mid-reply and the next starts over: clear it, the next deltas begin again). `seq` numbers the frames
+of a reply; the gateway sends them in order, each once (a restart may share its number). The deltas
+are a preview, never the reply: the `reply` frame whose `in_reply_to` is that message id is the final,
+checked text and replaces the preview (it may differ from it: a generated reply the guard refused is
+replaced by the non-LLM one); an `escalation` for it replaces it too. No deltas follow the final
+frame, and deltas may be missing (they are sent best-effort); nothing else changes without a model.
+They come from topic `sf.reply.stream` (`schemas.ReplyChunk`), for this session's own address only.
+
 History is this session's own: the messages its sender address (`web-<session id>`) sent and the
 answers to them, as this ingress saw them. `client_message_id` makes a message resent after a
 reconnect idempotent (the message id derives from it). A `csat` frame rates the session's own
@@ -69,7 +83,7 @@ from connectors.channels.conversation_view import ConversationView, ViewItem
 from connectors.channels.session_tokens import CustomerTokens, Session, SessionTokens, TokenError
 from connectors.inbound_body import BodyRefused, JsonLimits, parse_json, receive_frame
 from connectors.protocols import RateLimiter
-from schemas import Feedback, RawInbound
+from schemas import Feedback, RawInbound, ReplyChunk
 
 __all__ = ["WebChat"]
 
@@ -124,6 +138,12 @@ class HelloRefused(Exception):
 
 def _error(code: str, message: str) -> dict[str, str]:
     return {"type": "error", "code": code, "error": message}
+
+
+def _delta_frame(chunk: ReplyChunk) -> dict[str, Any]:
+    if chunk.kind == "restart":
+        return {"type": "reply.restart", "reply_to": chunk.reply_to, "seq": chunk.seq}
+    return {"type": "reply.delta", "reply_to": chunk.reply_to, "seq": chunk.seq, "text": chunk.text}
 
 
 class WebChat:
@@ -278,7 +298,10 @@ class WebChat:
         try:
             while True:
                 item = await queue.get()
-                if item.kind in ("reply", "escalation") and item.belongs_to(sender):
+                if isinstance(item, ReplyChunk):
+                    if item.recipient == sender:
+                        await websocket.send_json(_delta_frame(item))
+                elif item.kind in ("reply", "escalation") and item.belongs_to(sender):
                     await websocket.send_json({"type": item.kind, **item.as_json()})
         except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
             pass

@@ -91,6 +91,20 @@ class AsyncProducer:
                 raise _as_exception(exc.args[0]) from None
         await done
 
+    def send_nowait(self, topic: str, key: str | None, value: bytes) -> bool:
+        """Fire and forget: hand the record to librdkafka and return at once, never waiting for the broker.
+
+        For records whose loss costs nothing (a reply's streamed preview). False when it was not even
+        queued (the local queue is full, or the record is refused before it left); a delivery that
+        fails later is logged at debug level and dropped.
+        """
+        try:
+            self._producer.produce(topic, value=value, key=key, on_delivery=_forget)
+        except (BufferError, KafkaException) as exc:
+            log.debug("dropped a fire-and-forget record for %s: %s", topic, exc)
+            return False
+        return True
+
     def close(self, timeout_s: float = 10.0) -> None:
         self._closed.set()
         self._poller.join(timeout=1)
@@ -98,6 +112,11 @@ class AsyncProducer:
         if self._delivered and self._loop is not None and not self._loop.is_closed():
             batch, self._delivered = self._delivered, []
             self._loop.call_soon_threadsafe(_resolve_all, batch)
+
+
+def _forget(err: KafkaError | None, msg: Any) -> None:
+    if err is not None:
+        log.debug("a fire-and-forget record for %s was not delivered: %s", msg.topic(), err)
 
 
 def _resolve_all(batch: list[tuple[asyncio.Future[None], KafkaError | None]]) -> None:

@@ -36,6 +36,7 @@ from pipelines.runtime.offsets import (
     sought_offset,
     track_seek_epochs,
 )
+from pipelines.runtime.reply_stream import reply_streams_for
 from pipelines.runtime.settings import Settings
 from pipelines.runtime.stage import StageProcessor, SystemClock
 from pipelines.runtime.topology import Stage, Topology
@@ -227,7 +228,7 @@ def build_app(settings: Settings, topology: Topology, stage_names: list[str] | N
         outputs.close()
 
     tools = ToolRegistry.from_settings(settings)
-    clients = RuntimeClients(settings)
+    clients = RuntimeClients(settings, reply_streams=reply_streams_for(settings, topology))
 
     @app.on_before_shutdown.connect
     async def close_tools(app: faust.App, **_: Any) -> None:

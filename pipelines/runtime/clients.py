@@ -26,6 +26,7 @@ from operators.protocols import (
     TokenSink,
 )
 from pipelines.runtime.knowledge import StoreRetriever
+from pipelines.runtime.reply_stream import ReplyStreams
 from pipelines.runtime.settings import PROJECT_DIR, Settings
 from pipelines.runtime.topology import Topology
 
@@ -35,8 +36,9 @@ __all__ = ["RuntimeClients", "reply_shaper_for"]
 class RuntimeClients:
     """`operators.protocols.Clients` for the stream workers (and for tools that run operators)."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, reply_streams: ReplyStreams | None = None) -> None:
         self.settings = settings
+        self.reply_streams = reply_streams
         self._redactors: dict[tuple[tuple[str, ...] | None, float | None], PiiRedactor] = {}
         self._knowledge: dict[KnowledgeOptions, StoreRetriever] = {}
         self._llm: LlmGateway | None = None
@@ -112,8 +114,9 @@ class RuntimeClients:
         return self._llm
 
     def reply_stream(self, message: Any) -> TokenSink | None:
-        """Not streamed: the reply reaches the customer whole, by `emit`."""
-        return None
+        """A sink that puts `message`'s reply, as generated, on `sf.reply.stream` (pipelines/runtime/reply_stream.py);
+        None (the reply reaches the customer whole, by `emit`) without streams or for a channel not streamed to."""
+        return self.reply_streams.sink_for(message) if self.reply_streams is not None else None
 
     async def close(self) -> None:
         """Close the pools the clients opened (the knowledge base's, the model endpoints')."""
@@ -123,6 +126,8 @@ class RuntimeClients:
         if self._llm is not None:
             llm, self._llm = self._llm, None
             await llm.close()
+        if self.reply_streams is not None:
+            self.reply_streams.close()
 
 
 def reply_shaper_for(topology: Topology, clients: RuntimeClients) -> ReplyShaper:

@@ -145,6 +145,15 @@ class Settings(BaseSettings):
         default=2048, ge=0, le=1_000_000, description="exact-match replies kept per worker (model, prompt, sources)"
     )
     llm_cache_ttl_s: float = Field(default=3600.0, gt=0, description="how long a cached reply may be reused")
+    reply_stream_flush_ms: float = Field(
+        default=50.0,
+        gt=0,
+        le=5000,
+        description="web chat sees a reply as a model writes it: its pieces go to `sf.reply.stream` at most this often",
+    )
+    reply_stream_max_chars: int = Field(
+        default=64, ge=1, le=4000, description="...or as soon as this many characters wait, whichever comes first"
+    )
     knowledge_sources: list[KnowledgeSourceSpec] = Field(
         default_factory=list,
         description="sources `supportflow kb sync` re-ingests, each at its interval (`supportflow run` runs the sync "

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import Counter
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -34,13 +35,29 @@ from pipelines.runtime.exposure import check_ingress_exposure
 from pipelines.runtime.settings import Settings
 from pipelines.runtime.topology import Topology
 from pipelines.services.senders import outbox_channels
-from schemas import CallRecording, DeliveryStatus, Escalation, Feedback, Message, OutboundMessage, RawInbound
+from schemas import (
+    CallRecording,
+    DeliveryStatus,
+    Escalation,
+    Feedback,
+    Message,
+    OutboundMessage,
+    RawInbound,
+    ReplyChunk,
+)
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 DEMO_TOKEN_PLACEHOLDER = "__SUPPORTFLOW_CUSTOMER_TOKEN__"
 DEMO_SIGNED_OUT_COOKIE = "sf_demo_signed_out"
 
 log = logging.getLogger(__name__)
+
+STREAM_CHUNKS = Counter(
+    "supportflow_webchat_stream_chunks_total",
+    "sf.reply.stream records the gateway read, by outcome (forwarded to a socket; dropped: late, repeated or "
+    "nobody connected; malformed: skipped).",
+    ["outcome"],
+)
 
 
 def build_ingress(settings: Settings, topology: Topology) -> Starlette:
@@ -52,6 +69,7 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
     view = ConversationView()
     shown = {t: topology.topic_for(t) for t in (Message, OutboundMessage, Escalation)}
     by_topic = {topic: record_type for record_type, topic in shown.items() if topic}
+    stream_topic = topology.topic_for(ReplyChunk)  # web chat replies while a model writes them
     ingress_topic = topology.topic_for(RawInbound) or "sf.ingress"
     feedback_topic = topology.topic_for(Feedback) or "sf.feedback"
     limits = IngressLimits(
@@ -101,7 +119,27 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
 
     reader_started = threading.Event()
 
+    def on_chunk(record: KafkaRecord) -> None:
+        if record.value is None:
+            return
+        try:
+            chunk = ReplyChunk.model_validate_json(record.value)
+        except ValueError as exc:  # a preview: skipped, never dead-lettered, never the reader's end
+            STREAM_CHUNKS.labels("malformed").inc()
+            log.warning(
+                "skipped a malformed chunk at %s[%d]@%d: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                str(exc).splitlines()[0][:200],
+            )
+            return
+        STREAM_CHUNKS.labels("forwarded" if view.add_chunk(chunk) else "dropped").inc()
+
     def on_record(record: KafkaRecord) -> None:
+        if record.topic == stream_topic:
+            on_chunk(record)
+            return
         record_type = by_topic.get(record.topic)
         if record_type is None or record.value is None:
             return
@@ -112,7 +150,8 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        reader = BackgroundReader(conf, list(by_topic), on_record, settings.fetch_max_wait_ms)
+        topics = [*by_topic, stream_topic] if stream_topic else list(by_topic)
+        reader = BackgroundReader(conf, topics, on_record, settings.fetch_max_wait_ms)
         reader.start(asyncio.get_running_loop())
         reader_started.set()
         try:

@@ -240,7 +240,7 @@ def test_check_command_exits_non_zero_with_one_line_per_error(tmp_path):
 def test_check_command_accepts_the_shipped_topology():
     result = CliRunner().invoke(app, ["topology", "check", str(PROJECT_DIR / "topology.yaml")])
     assert result.exit_code == 0, result.output
-    assert "ok — 3 stages, 16 operators, 14 topics" in result.output
+    assert "ok — 3 stages, 16 operators, 15 topics" in result.output
 
 
 def test_show_renders_text_and_mermaid():
