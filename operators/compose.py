@@ -7,6 +7,9 @@ needs no LLM. The model gets the customer's message, the sources (the cited pass
 labelled untrusted data) and the reply the template path wrote, and is asked for a natural answer with the
 same facts, in the channel's length. The article's citation is kept as `answer` wrote it, after the text.
 
+Web chat shows the reply as it is generated (`ctx.clients.reply_stream`), but only sentence by sentence as each
+passes the checks `guard` applies (`CheckedSink`): a customer never watches an ungrounded sentence appear.
+
 The generated text is only a proposal: `Reply.fallback_text` keeps the non-LLM reply and `Reply.sources` the
 texts it may draw on, and `guard` sends the fallback when the generated one states a number, link or action its
 sources do not (`operators/policy/grounding.py`), or leaks PII. No tier answering (down, slow, over budget)
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from typing import ClassVar
 
 from prometheus_client import Counter
@@ -26,6 +30,7 @@ from pydantic import Field
 
 from operators.base import Operator, OperatorConfig
 from operators.llm import load_prompt, untrusted
+from operators.policy import check_grounding, check_reply_pii
 from operators.protocols import LanguageModel, LlmAnswer, OperatorContext, TokenSink
 from schemas import ExecutedTurn, LlmUsage, Reply
 
@@ -145,7 +150,7 @@ class Compose(Operator[ExecutedTurn, ExecutedTurn]):
             sources="\n".join(untrusted("source", s) for s in sources) or "(none)",
             draft=untrusted("template", body),
         )
-        sink = self._sink(ctx, record) if channel in cfg.stream_channels else None
+        sink = self._sink(ctx, record, [*sources, draft]) if channel in cfg.stream_channels else None
         answer = await self._model.chat(cfg.tiers, messages, sources=[*sources, draft], sink=sink)
         if answer is None:
             COMPOSED.labels("no_tier").inc()
@@ -165,6 +170,57 @@ class Compose(Operator[ExecutedTurn, ExecutedTurn]):
         )
         return record.model_copy(update={"reply": reply})
 
-    def _sink(self, ctx: OperatorContext, record: ExecutedTurn) -> TokenSink | None:
+    def _sink(self, ctx: OperatorContext, record: ExecutedTurn, sources: list[str]) -> TokenSink | None:
         clients = ctx.clients
-        return clients.reply_stream(record.message) if clients is not None else None
+        inner = clients.reply_stream(record.message) if clients is not None else None
+        if inner is None:
+            return None
+        said = [h.text for h in record.session.history if h.role == "customer"] + [record.message.text]
+        own = [c.address for c in record.profile.contacts] if record.profile is not None else []
+        performed = [r.name for r in record.results if r.status == "succeeded"]
+
+        def passes(sentence: str) -> bool:
+            return (
+                check_grounding(sentence, [*sources, *said], performed) is None
+                and check_reply_pii(sentence, [*said, *sources], own) is None
+            )
+
+        return CheckedSink(inner, passes)
+
+
+class CheckedSink:
+    """A preview that shows only what `guard` would let through, sentence by sentence.
+
+    The customer watches the reply grow before `guard` has seen it whole, so each sentence is held until it
+    ends and then checked as `guard` checks a generated reply (grounding, PII); the first sentence that fails
+    stops the preview and clears what was shown, and the final, guarded reply arrives in its place. The last
+    sentence is never previewed (it has not ended): the final reply brings it.
+    """
+
+    def __init__(self, inner: TokenSink, passes: Callable[[str], bool]) -> None:
+        self._inner = inner
+        self._passes = passes
+        self._held = ""
+        self._shown = False
+        self._stopped = False
+
+    async def token(self, text: str) -> None:
+        if self._stopped:
+            return
+        self._held += text
+        while (end := _SENTENCE_END.search(self._held)) is not None:
+            sentence, self._held = self._held[: end.end()], self._held[end.end() :]
+            if not self._passes(sentence):
+                self._stopped = True
+                if self._shown:
+                    await self._inner.restart()
+                    self._shown = False
+                return
+            await self._inner.token(sentence)
+            self._shown = True
+
+    async def restart(self) -> None:
+        self._held, self._stopped = "", False
+        if self._shown:
+            await self._inner.restart()
+            self._shown = False

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from operators.answer import Answer
 from operators.authorize import Authorize
-from operators.compose import Compose, ComposeConfig, fit
+from operators.compose import CheckedSink, Compose, ComposeConfig, fit
 from operators.emit import Emit
 from operators.execute import Execute
 from operators.format import Format
@@ -158,3 +158,50 @@ def test_fit_cuts_after_a_whole_sentence_or_gives_up():
     assert fit("One. Two two. Three three three.", 14) == "One. Two two."
     assert fit("A very long first sentence.", 5) is None
     assert fit("  spaced   out  ", 20) == "spaced out"
+
+
+class Preview:
+    """The web chat's side of a streamed reply: what was shown, and how often it was cleared."""
+
+    def __init__(self) -> None:
+        self.shown: list[str] = []
+        self.restarts = 0
+
+    async def token(self, text: str) -> None:
+        self.shown.append(text)
+
+    async def restart(self) -> None:
+        self.restarts += 1
+        self.shown.clear()
+
+
+SOURCES = ["Refunds reach your card 5 to 10 business days after we receive the item."]
+
+
+def checked(preview: Preview) -> CheckedSink:
+    return CheckedSink(preview, lambda sentence: check_grounding(sentence, SOURCES) is None)
+
+
+async def test_checked_preview_shows_each_sentence_once_it_ends_and_passes():
+    preview = Preview()
+    sink = checked(preview)
+    for piece in ["Refunds reach ", "your card in 5 to", " 10 business days. ", "After we receive the item"]:
+        await sink.token(piece)
+    assert preview.shown == ["Refunds reach your card in 5 to 10 business days. "]  # the last has not ended
+
+
+async def test_checked_preview_stops_and_clears_at_the_first_sentence_guard_would_reject():
+    preview = Preview()
+    sink = checked(preview)
+    await sink.token("Refunds reach your card in 5 to 10 business days. Expect it in 2 days. ")
+    await sink.token("Refunds reach your card. ")
+    assert preview.shown == [] and preview.restarts == 1
+
+
+async def test_checked_preview_starts_over_when_the_gateway_falls_back_to_another_tier():
+    preview = Preview()
+    sink = checked(preview)
+    await sink.token("Call <untrusted> now. ")  # the first tier echoed its prompt: nothing shown
+    await sink.restart()
+    await sink.token("Refunds reach your card in 5 to 10 business days. ")
+    assert preview.shown == ["Refunds reach your card in 5 to 10 business days. "] and preview.restarts == 0

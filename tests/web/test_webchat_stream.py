@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from operators.compose import Compose
+from operators.policy import check_grounding
 from operators.protocols import DictTable, OperatorContext
 from pipelines.devstack.embedded import free_port
 from pipelines.devstack.stack import IngressServer
@@ -311,7 +313,13 @@ def compose_as_the_worker(bootstrap: str, tier: Any, turn: ExecutedTurn) -> Exec
     return asyncio.run(run())
 
 
-def test_a_real_model_streams_into_the_widget_before_the_final_reply(gateway, broker, browser, llm_server, tmp_path):
+def test_a_real_model_previews_only_sentences_guard_would_pass_and_the_final_reply_replaces_them(
+    gateway, broker, browser, llm_server, tmp_path
+):
+    """The real SmolLM2 through `compose`'s checked preview: what it streams depends on what it writes (it often
+    echoes its prompt, which the preview never shows), so this pins that every previewed sentence passes guard's
+    sentence checks and that the final reply takes the bubble; `test_checked_preview_*` in
+    tests/operators/test_compose.py pins the preview's decisions on fixed texts."""
     page, received, raw = ask_in_widget(gateway, broker, browser, "do gift cards expire?")
     tier = tier_for(llm_server, max_output_tokens=40)
     grown: list[str] = []
@@ -326,9 +334,6 @@ def test_a_real_model_streams_into_the_widget_before_the_final_reply(gateway, br
             page.wait_for_timeout(20)
         composed = composing.result(timeout=5)
     assert composed.reply.llm is not None, "the model tier answered"
-    page.wait_for_selector(".sf-streaming", timeout=10_000)
-    grown.append(bubble_text(page))
-    assert grown[-1].strip(), "the streamed bubble has the model's text"
     page.screenshot(path=str(tmp_path / "streamed.png"))
 
     final = final_reply(raw["sender"], raw["message_id"], composed.reply.text)  # what `emit` puts on sf.outbound
@@ -339,7 +344,9 @@ def test_a_real_model_streams_into_the_widget_before_the_final_reply(gateway, br
     page.screenshot(path=str(tmp_path / "final.png"))
 
     types = [f["type"] for f in received]
-    assert "reply.delta" in types and types.index("reply.delta") < types.index("reply"), types
-    streamed = "".join(f.get("text", "") for f in received if f["type"] == "reply.delta")
-    assert streamed.strip(), "the deltas carried the model's text"
+    assert types[-1] == "reply" and "reply.delta" not in types[types.index("reply") :], types
+    shown = [f["text"] for f in received if f["type"] == "reply.delta"]
+    sources = [*composed.reply.sources, raw["text"]]
+    for sentence in re.split(r"(?<=[.!?])\s+", "".join(shown).strip()):
+        assert not sentence or check_grounding(sentence, sources) is None, sentence
     print(f"bubble as it grew: {grown[:5]}... final: {final.text!r}; screenshots: {tmp_path}")
