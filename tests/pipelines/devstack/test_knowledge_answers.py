@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.support.stream import produce_messages, raw_message, read_answers
+from tests.support.stream import produce_messages, raw_message, read_answers, read_topics
 
 
 def test_an_informational_question_comes_back_with_a_help_center_citation(broker, workers, help_center_dsn):
@@ -19,3 +19,40 @@ def test_an_informational_question_comes_back_with_a_help_center_citation(broker
     assert "1 to 2 business days" in reply["text"]
     citation = "Source: Delivery options at checkout (https://help.example-shop.com/shipping/delivery-options)"
     assert reply["text"].endswith(citation)
+
+
+def test_with_a_model_tier_the_answer_is_composed_guarded_and_its_cost_is_on_the_turns_event(
+    broker, workers, help_center_dsn, llm_server
+):
+    """A real worker process with `llm_tiers` pointing at the real model server: the knowledge answer goes through
+    `compose` and `guard`; whatever SmolLM2 wrote, the reply on sf.outbound is grounded or is the extractive one,
+    it keeps the article's citation, and the turn's event carries the tier, the tokens and the cost."""
+    from operators.policy import check_grounding
+    from pipelines.devstack.stack import tier_env
+    from pipelines.runtime.settings import PROJECT_DIR
+    from tests.support.llm import tier_for
+
+    tier = tier_for(llm_server, "small", max_output_tokens=60)
+    workers.start(DATABASE_URL=help_center_dsn, SUPPORTFLOW_LLM_TIERS=json.dumps([tier_env(tier)]))
+    question = raw_message("kb-llm-1", "webchat", "web-kb-llm", "how long does express delivery take?", "kb-llm")
+    produce_messages(broker.bootstrap, [question])
+
+    records = read_topics(
+        broker.bootstrap,
+        ["sf.outbound", "sf.events.raw"],
+        until=lambda rs: {r.topic for r in rs} == {"sf.outbound", "sf.events.raw"},
+        timeout_s=180,
+    )
+
+    (reply,) = [json.loads(r.value) for r in records if r.topic == "sf.outbound"]
+    (event,) = [json.loads(r.value) for r in records if r.topic == "sf.events.raw"]
+    citation = "Source: Delivery options at checkout (https://help.example-shop.com/shipping/delivery-options)"
+    assert reply["text"].endswith(citation)
+    meta = event["metadata"]
+    assert (meta["llm_tier"], meta["llm_model"]) == ("small", "smollm2")
+    assert meta["llm_tokens_in"] > 0 and meta["llm_tokens_out"] > 0
+    assert meta["cost_usd"] == tier.cost_usd(meta["llm_tokens_in"], meta["llm_tokens_out"])
+    # sent only if grounded in what the model was given (the article's passages) or else the extractive answer,
+    # which is the article's own words: either way grounded in the article
+    article = (PROJECT_DIR / "playbooks" / "help_center" / "shipping" / "delivery-options.md").read_text()
+    assert check_grounding(reply["text"].removesuffix(citation), [article, question["text"]]) is None
