@@ -146,7 +146,9 @@ class Compose(Operator[ExecutedTurn, ExecutedTurn]):
             draft=untrusted("template", body),
         )
         sink = self._sink(ctx, record) if channel in cfg.stream_channels else None
-        answer = await self._model.chat(cfg.tiers, messages, sources=[*sources, draft], sink=sink)
+        # a reply a model already wrote (the LLM planner's) is no source: the non-generated one it keeps is
+        fallback = record.reply.fallback_text if record.reply.fallback_text is not None else draft
+        answer = await self._model.chat(cfg.tiers, messages, sources=[*sources, fallback], sink=sink)
         if answer is None:
             COMPOSED.labels("no_tier").inc()
             return record
@@ -160,8 +162,8 @@ class Compose(Operator[ExecutedTurn, ExecutedTurn]):
             text=f"{text} {citation}" if citation else text,
             confidence=record.reply.confidence,
             llm=usage,
-            fallback_text=draft,
-            sources=[*sources, draft],
+            fallback_text=fallback,
+            sources=[*sources, fallback],
         )
         return record.model_copy(update={"reply": reply})
 

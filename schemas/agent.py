@@ -103,6 +103,12 @@ class Plan(Record):
         "template; `answer` may put the knowledge base's answer in its place",
     )
     llm: LlmUsage | None = Field(default=None, description="set when a language model made this plan")
+    fallback_template: str | None = Field(
+        default=None,
+        description="set when a language model wrote `reply_template` (the LLM planner): the non-generated reply "
+        "(the template turn's) that `execute` keeps as `Reply.fallback_text`, which `guard` sends instead of an "
+        "ungrounded generated reply",
+    )
 
 
 class ActionResult(Record):
