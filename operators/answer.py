@@ -125,8 +125,10 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
         knowledge = output.plan.knowledge
         if knowledge is None:
             # not looked up (or the store failed): an out-of-scope message goes to a human as it did before
-            # `route` let it through to the knowledge base; every other turn keeps its template reply
-            return "human" if output.route.reason == "out_of_scope" else "reply"
+            # `route` let it through to the knowledge base; every other turn keeps its template reply, and a
+            # turn another planner took (`llm_plan`) keeps that planner's reply, which `guard` checks
+            planned_by_llm = output.plan.planner == "llm-plan-v1"
+            return "human" if output.route.reason == "out_of_scope" and not planned_by_llm else "reply"
         return "reply" if knowledge.answered else "human"
 
     async def run(self, record: PlannedTurn, ctx: OperatorContext) -> PlannedTurn:

@@ -127,6 +127,7 @@ class Compose(Operator[ExecutedTurn, ExecutedTurn]):
         if (
             self._model is None
             or record.plan.planner not in cfg.planners
+            or record.plan.awaiting is not None  # a question the next turn answers (a confirmation) stays as written
             or any(r.status == "failed" for r in record.results)
         ):
             return record

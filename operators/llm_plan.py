@@ -56,7 +56,8 @@ __all__ = ["Accepted", "LlmPlanner", "OfferedTool", "Parsed", "parse_tool_calls"
 TEMPLATE_PLANNER = "templates-v1"
 TURNS = Counter(
     "supportflow_llm_plan_turns_total",
-    "Turns the LLM planner was asked to plan, by outcome (planned, no_tier: no model answered, nothing_usable).",
+    "Turns the LLM planner was asked to plan, by outcome (planned, no_tier: no model answered, truncated: cut by "
+    "the token budget, nothing_usable).",
     ["outcome"],
 )
 DROPPED = Counter(
@@ -340,6 +341,9 @@ class LlmPlanner(Operator[PlannedTurn, PlannedTurn]):
         if answer is None:
             TURNS.labels("no_tier").inc()
             return record
+        if answer.truncated:  # cut by the token budget: half an answer is no plan
+            TURNS.labels("truncated").inc()
+            return self._spent(record, answer)
         orders = known_orders(record)
         parsed = parse_tool_calls(answer.tool_calls, offered, max_steps=cfg.max_steps, known_orders=orders)
         if parsed.dropped:
@@ -347,9 +351,14 @@ class LlmPlanner(Operator[PlannedTurn, PlannedTurn]):
         plan = self._plan(record, parsed, usable_text(answer, cfg.max_reply_chars), answer)
         if plan is None:
             TURNS.labels("nothing_usable").inc()
-            return record
+            return self._spent(record, answer)
         TURNS.labels("planned").inc()
         return plan
+
+    @staticmethod
+    def _spent(record: PlannedTurn, answer: LlmAnswer) -> PlannedTurn:
+        """The turn as `plan` made it, with what the unusable answer cost (the turn's event records it)."""
+        return record.model_copy(update={"plan": record.plan.model_copy(update={"llm": usage_of(answer)})})
 
     def _plan(self, record: PlannedTurn, parsed: Parsed, text: str | None, answer: LlmAnswer) -> PlannedTurn | None:
         session = record.session.model_copy(deep=True)
