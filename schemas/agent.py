@@ -130,7 +130,9 @@ class Reply(Record):
     confidence: float = Field(ge=0.0, le=1.0)
     llm: LlmUsage | None = Field(default=None, description="set when `compose` generated `text`")
     fallback_text: str | None = Field(
-        default=None, description="the non-LLM reply `compose` replaced: what `guard` sends if it rejects `text`"
+        default=None,
+        description="set when `text` was generated (by `compose`, or by the LLM planner as `Plan.fallback_template` "
+        "says): the non-LLM reply, what `guard` sends if it rejects `text`",
     )
     sources: list[str] = Field(
         default_factory=list, description="the texts a generated reply was grounded in (passages, tool results)"

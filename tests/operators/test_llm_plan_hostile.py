@@ -134,6 +134,8 @@ async def test_a_write_never_runs_in_the_turn_the_model_proposes_it_nor_without_
     assert "left everything as it is" in left
     assert await tables(shop) == before
     assert len(hostile_model.planner_requests) == 1, "the model was asked once; plan ran the rest"
+    rewrites = [json.dumps(r["messages"]) for r in hostile_model.requests if not r.get("tools")]
+    assert not any("yes or no" in r or "ZIP code" in r for r in rewrites), "questions are never rewritten"
 
 
 async def test_a_proposed_write_runs_once_after_the_identity_check_and_a_yes(agent, shop, hostile_model):
