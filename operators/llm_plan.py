@@ -68,6 +68,7 @@ DROPPED = Counter(
 )
 ORDER_NUMBER = re.compile(r"(?<!\d)#?(\d{7})(?!\d)")
 _FUNCTION_NAME = re.compile(r"[^a-zA-Z0-9_-]")
+_UNSHOWN = re.compile(r"[^\w ,'-]+")
 # what a write does, in the confirmation question's words; other tools are named as they are
 WRITE_LABELS = {
     "payments.refund": "refund {items}on order {order_number}",
@@ -240,20 +241,29 @@ def render_plan_prompt(prompt: Prompt, record: PlannedTurn, cfg: LlmPlanConfig) 
     )
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """A value the model chose, as the confirmation question may show it: words and numbers only, short (no
+    link, address or markup can ride into the question on an item's name)."""
+    return " ".join(_UNSHOWN.sub(" ", str(value)).split())[:limit]
+
+
 def describe(call: ActionCall) -> str:
     """A write step in the confirmation question's words, from its checked arguments."""
     arguments = call.arguments
     items = arguments.get("items")
     named = ""
     if isinstance(items, list) and items:
-        parts = [f"{i.get('qty')} x {i.get('name') or i.get('sku')}" if i.get("qty") else str(i.get("name") or i.get(
-            "sku")) for i in items if isinstance(i, dict)]  # fmt: skip
+        parts = []
+        for item in items:
+            if isinstance(item, dict):
+                name = shown(item.get("name") or item.get("sku") or "")
+                parts.append(f"{item['qty']} x {name}" if isinstance(item.get("qty"), int) else name)
         named = ", ".join(p for p in parts if p) + " "
     label = WRITE_LABELS.get(call.name)
     if label is not None and "order_number" in arguments:
-        return label.format(items=named or "all items ", order_number=arguments["order_number"])
-    shown = ", ".join(f"{k}: {v}" for k, v in arguments.items() if k != "reason")
-    return f"{call.name} ({shown})" if shown else call.name
+        return label.format(items=named.lstrip() or "all items ", order_number=shown(arguments["order_number"]))
+    details = ", ".join(f"{k}: {shown(v)}" for k, v in arguments.items() if k != "reason")
+    return f"{call.name} ({details})" if details else call.name
 
 
 def escape(text: str) -> str:
@@ -295,6 +305,9 @@ class LlmPlanner(Operator[PlannedTurn, PlannedTurn]):
             unknown = [t for t in cfg.tiers if t not in self._model.tier_names]
             if unknown:
                 log.warning("llm_plan: tiers %s are not configured (llm_tiers has %s)", unknown, self._model.tier_names)
+        outside = [t for t in cfg.tools or () if t not in self._policy.planners.get(LLM_PLANNER, [])]
+        if outside:
+            log.warning("llm_plan: tools %s are not offered: the action policy does not allow them", outside)
 
     def wants(self, record: PlannedTurn) -> bool:
         """Whether this turn is the LLM planner's: no playbook covers it, or its task keeps failing."""

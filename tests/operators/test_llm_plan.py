@@ -16,12 +16,20 @@ from connectors.backends.commerce import GetOrder, ListOrders, Refund, commerce_
 from connectors.backends.registry import ToolRegistry
 from connectors.llm import ToolCall
 from operators.llm import load_prompt
-from operators.llm_plan import LlmPlanConfig, LlmPlanner, OfferedTool, escape, parse_tool_calls, render_plan_prompt
+from operators.llm_plan import (
+    LlmPlanConfig,
+    LlmPlanner,
+    OfferedTool,
+    describe,
+    escape,
+    parse_tool_calls,
+    render_plan_prompt,
+)
 from operators.plan import PlaybookPlanner
 from operators.protocols import DictTable, OperatorContext
 from pipelines.runtime.clients import RuntimeClients
 from pipelines.runtime.settings import Settings
-from schemas import CustomerProfile, HistoryTurn, KnowledgeUse, PlannedTurn
+from schemas import ActionCall, CustomerProfile, HistoryTurn, KnowledgeUse, PlannedTurn
 from schemas.knowledge import Passage
 from tests.support.llm import tier_for
 from tests.support.operators import T0, FixedClock, routed_turn
@@ -242,3 +250,14 @@ async def test_the_planner_sends_tools_to_a_real_model_server_and_handles_what_i
     else:
         assert planned.plan.model_dump(exclude={"llm"}) == turn.plan.model_dump(exclude={"llm"})
     await ctx.clients.close()  # type: ignore[union-attr]
+
+
+def test_the_confirmation_names_the_write_without_carrying_links_or_markup_the_model_chose():
+    items = [{"name": "socks <a href='x'>", "qty": 2}, {"name": "see https://evil.example/r"}]
+    arguments = {"order_number": "1000004", "reason": "call +1 555 0100", "items": items}
+    refund = ActionCall(name="payments.refund", idempotency_key="k", writes=True, arguments=arguments)
+    said = describe(refund)
+    assert said.startswith("refund 2 x socks") and said.endswith("on order 1000004")
+    assert not re.search(r"[<>/:]|https://|555", said)
+    assert describe(ActionCall(name="orders.cancel_order", idempotency_key="k", writes=True,
+                               arguments={"order_number": "1000001"})) == "cancel order 1000001"  # fmt: skip
