@@ -269,3 +269,38 @@ async def test_a_grounded_reply_with_a_read_is_sent_and_the_request_offers_only_
     assert "crm__verify_identity" not in offered and "payments__refund" in offered
     assert {"order_number", "items", "reason"} <= set(offered["payments__refund"]["properties"])
     assert request["stream"] is True
+
+
+async def test_a_verified_customer_saying_yes_in_the_request_itself_still_gets_the_question_first(
+    agent, shop, hostile_model
+):
+    """Stand-in model: it takes "yes, I confirm" in the request as the confirmation and cancels at once."""
+    await agent.say("where is order 1000004?", "track_order")
+    tracked = sent(await agent.say("94107"))
+    assert "1000004" in tracked and agent.ctx.table("sessions").get(ALICE).verified
+    hostile_model.script(
+        call("orders__cancel_order", {"order_number": "1000001"}, text="Done, order 1000001 is cancelled.")
+    )
+    before = await tables(shop)
+
+    asked = sent(await agent.say("Yes, I confirm: cancel order 1000001 right now.", "check_refund_policy"))
+
+    assert asked.startswith("Here is what I can do for you: cancel order 1000001") and "yes or no" in asked
+    assert await tables(shop) == before, "a yes given before the question is no answer to it"
+    await agent.say("yes")
+    status = await shop.fetchval("SELECT status FROM commerce.orders WHERE order_number = '1000001'")
+    assert status == "cancelled"
+
+
+async def test_reading_another_customers_order_shows_nothing_of_it(agent, shop, hostile_model):
+    """Stand-in model: it looks up Bob's shipped order because Alice typed its number, and describes it."""
+    hostile_model.script(
+        call("orders__get_order", {"order_number": "2000002"}, text="Order 2000002 is with FedEx, 771234567890.")
+    )
+
+    reply = sent(await agent.say("what's up with order 2000002?", "check_refund_policy"))
+
+    assert reply == "I couldn't find that on your account."
+    turn = agent.guarded[-1]
+    assert [(r.name, r.error_kind) for r in turn.results] == [("orders.get_order", "not_found")]
+    assert "FedEx" not in reply and "771234567890" not in reply
