@@ -63,6 +63,15 @@ ELLIPSIS = "..."
 SMS_PLAIN = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "–": "-", "—": "-", "…": "...", "•": "*"})
 
 
+def knowledge_gap(turn: PlannedTurn) -> bool:
+    """A turn only a human (or a planner) can take: the knowledge base fell short, or an out-of-scope message
+    was not looked up (the store failed), which goes to a human as it did before `route` let it through."""
+    knowledge = turn.plan.knowledge
+    if knowledge is None:
+        return turn.route.reason == "out_of_scope" and turn.plan.planner == TEMPLATE_PLANNER
+    return not knowledge.answered
+
+
 class AnswerConfig(OperatorConfig):
     model_name: str = Field(
         default="text_embedder",
@@ -91,6 +100,11 @@ class AnswerConfig(OperatorConfig):
         default_factory=lambda: ["contact_human_agent"], description="intents whose template always stands"
     )
     domains: list[str] = Field(default_factory=list, description="search only these domains (empty: all)")
+    gaps_to_reply: bool = Field(
+        default=False,
+        description="a knowledge gap takes the `reply` branch too, for the planner after `answer` (`llm_plan`) to "
+        "try; that planner hands over what it cannot plan. False: gaps go to a human here",
+    )
 
 
 class Answer(Operator[PlannedTurn, PlannedTurn]):
@@ -122,12 +136,10 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
             log.warning("answer: no knowledge store configured; replies come from the templates")
 
     def choose_branch(self, output: PlannedTurn) -> str:
-        knowledge = output.plan.knowledge
-        if knowledge is None:
-            # not looked up (or the store failed): an out-of-scope message goes to a human as it did before
-            # `route` let it through to the knowledge base; every other turn keeps its template reply
-            return "human" if output.route.reason == "out_of_scope" else "reply"
-        return "reply" if knowledge.answered else "human"
+        cfg: AnswerConfig = self.config  # type: ignore[assignment]
+        if cfg.gaps_to_reply:  # a planner after `answer` tries the gaps first and hands over what it cannot plan
+            return "reply"
+        return "human" if knowledge_gap(output) else "reply"
 
     async def run(self, record: PlannedTurn, ctx: OperatorContext) -> PlannedTurn:
         if not self._warmed:

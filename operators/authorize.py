@@ -122,10 +122,12 @@ class Authorize(Operator[PlannedTurn, AuthorizedTurn]):
         # turn, after this turn's verification step (if any) has succeeded.
         verifying = any(step.name == VERIFY_TOOL for step in plan.steps)
         try:
-            finding = check_actions(plan.intent, plan.steps, self._policy, record.session.verified, refunds)
+            finding = check_actions(plan.intent, plan.steps, self._policy, record.session.verified, refunds,
+                                    planner=plan.planner)  # fmt: skip
             if finding is None and plan.pending_steps:
                 verified_then = record.session.verified or verifying
-                finding = check_actions(plan.intent, plan.pending_steps, self._policy, verified_then, refunds)
+                finding = check_actions(plan.intent, plan.pending_steps, self._policy, verified_then, refunds,
+                                        planner=plan.planner)  # fmt: skip
         except Exception as exc:  # fail closed: a policy that cannot be evaluated allows nothing
             log.exception("action policy failed on %s", record.message.message_id)
             return GuardVerdict(branch="block", reason=f"policy error: {type(exc).__name__}")

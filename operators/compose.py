@@ -132,6 +132,7 @@ class Compose(Operator[ExecutedTurn, ExecutedTurn]):
         if (
             self._model is None
             or record.plan.planner not in cfg.planners
+            or record.plan.awaiting is not None  # a question the next turn answers (a confirmation) stays as written
             or any(r.status == "failed" for r in record.results)
         ):
             return record
@@ -150,8 +151,10 @@ class Compose(Operator[ExecutedTurn, ExecutedTurn]):
             sources="\n".join(untrusted("source", s) for s in sources) or "(none)",
             draft=untrusted("template", body),
         )
-        sink = self._sink(ctx, record, [*sources, draft]) if channel in cfg.stream_channels else None
-        answer = await self._model.chat(cfg.tiers, messages, sources=[*sources, draft], sink=sink)
+        # a reply a model already wrote (the LLM planner's) is no source: the non-generated one it keeps is
+        fallback = record.reply.fallback_text if record.reply.fallback_text is not None else draft
+        sink = self._sink(ctx, record, [*sources, fallback]) if channel in cfg.stream_channels else None
+        answer = await self._model.chat(cfg.tiers, messages, sources=[*sources, fallback], sink=sink)
         if answer is None:
             COMPOSED.labels("no_tier").inc()
             return record
@@ -165,8 +168,8 @@ class Compose(Operator[ExecutedTurn, ExecutedTurn]):
             text=f"{text} {citation}" if citation else text,
             confidence=record.reply.confidence,
             llm=usage,
-            fallback_text=draft,
-            sources=[*sources, draft],
+            fallback_text=fallback,
+            sources=[*sources, fallback],
         )
         return record.model_copy(update={"reply": reply})
 

@@ -17,6 +17,7 @@ account action to a human.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import string
 from datetime import UTC, datetime
@@ -85,6 +86,13 @@ class Execute(Operator[AuthorizedTurn, ExecutedTurn]):
         text = render(template or FALLBACK_REPLIES.get(outcome, FALLBACK_REPLIES["failed"]), variables)
         confidence = record.nlu.confidence if outcome == "succeeded" else 0.0
         reply = Reply(text=text, confidence=min(1.0, max(0.0, confidence)))
+        fallback = record.plan.fallback_template
+        if outcome == "succeeded" and fallback is not None:
+            # a language model wrote the template (`llm_plan`): `guard` checks it against what the tools said
+            # and sends the non-generated reply instead when it states anything they did not
+            reply = reply.model_copy(
+                update={"fallback_text": render(fallback, variables), "sources": generated_sources(record, results)}
+            )
         return ExecutedTurn(**{**dict(record), "session": session}, results=results, reply=reply)
 
     def _update_task(self, session: SessionContext, record: AuthorizedTurn, outcome: str) -> None:
@@ -126,6 +134,20 @@ async def call_action(
         result = result.model_copy(update={"status": "failed", "error_kind": "unverified",
                                            "error": "the details do not match the account"})  # fmt: skip
     return result
+
+
+def generated_sources(record: AuthorizedTurn, results: list[ActionResult]) -> list[str]:
+    """What a generated reply may state: the tool results of the turn and the passages its plan cites."""
+    sources: list[str] = []
+    knowledge = record.plan.knowledge
+    if knowledge is not None and knowledge.answered:
+        sources += [f"{p.title}\n{p.text}" for p in knowledge.passages if p.doc_id in knowledge.cited]
+    sources += [
+        json.dumps({"tool": r.name, "status": r.status, "result": r.result}, ensure_ascii=False, default=str)
+        for r in results
+        if r.status == "succeeded"
+    ]
+    return sources
 
 
 def source_of(message: Message) -> str:

@@ -8,7 +8,8 @@ check_reply_pii`), and a message the input screening flags (prompt injection, to
 abuse) in case `route` was configured not to screen.
 Actions themselves were checked against policy by `authorize` before they ran.
 
-A reply a language model generated (`compose`) is checked first on its own: every number, link and action it
+A reply a language model generated (`compose`'s rewrite, or the LLM planner's reply, which `execute` marks by
+keeping the template turn's reply as its fallback) is checked first on its own: every number, link and action it
 states must come from its sources (`operators/policy/grounding.py`), and the checks above apply to it. When it
 fails, the non-LLM reply it replaced (`Reply.fallback_text`) takes its place and is checked as any reply is:
 the customer gets the template's answer, never an ungrounded one, and the verdict says what was rejected

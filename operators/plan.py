@@ -10,7 +10,10 @@ to run now, the write steps waiting for a yes (so policy can check them before t
 even asked), and the reply per outcome.
 
 An intent without a playbook is answered from its reply template (`operators/data/replies.yaml`),
-as before. The interface stays open for an LLM planner: it would produce the same `Plan`.
+as before. The LLM planner (`operators/llm_plan.py`) may replace such a turn's plan with the same kind
+of `Plan`; the write steps it proposes wait in the session's task (`TaskState.planner == "llm-plan-v1"`),
+and this operator, not the model, runs them: after the identity check (the same question and tool as a
+playbook's) and an unambiguous yes on a later turn, asked once more at most.
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ VERIFY_ASK = (
 REASK_PREFIX = "I need a clear yes or no before I change anything. "
 LEFT_AS_IS = "I didn't get a clear yes, so I've left everything as it is. Just ask again whenever you're ready."
 MAX_CONFIRM_REASKS = 1
+LLM_PLANNER = "llm-plan-v1"
+# the LLM planner's task: `actions` says in plain words what the pending write steps would do
+LLM_CONFIRM = "Here is what I can do for you: {actions}. Shall I go ahead? Please answer yes or no."
+LLM_DONE = "Done: {actions}."
+LLM_DECLINED = "All right, I haven't changed anything."
 # a question asked while a task waits is answered, then the task's own question comes again
 ASIDE_UNKNOWN = "I can't answer that one here, but a colleague can once we're done, if you ask for one."
 ASIDE_RESUME = " Back to your request: "
@@ -99,6 +107,11 @@ class PlaybookPlanner(Operator[RoutedTurn, PlannedTurn]):
             self.warm_up(ctx)
         session = record.session.model_copy(deep=True)
         waiting = session.task
+        if waiting is not None and waiting.planner == LLM_PLANNER:
+            llm_plan = self._continue_llm_task(record, session, waiting)
+            if llm_plan is not None:
+                return PlannedTurn(**{**dict(record), "session": session}, plan=llm_plan)
+            session.task = waiting = None  # the customer moved on: nothing it proposed runs
         if waiting is not None and waiting.intent in self._playbooks:
             playbook = self._playbooks[waiting.intent]
             if self._is_aside(waiting, playbook, record):
@@ -310,6 +323,46 @@ class PlaybookPlanner(Operator[RoutedTurn, PlannedTurn]):
             reply_template=playbook.reply_for("succeeded"),
             reply_variables=dict(task.slots),
         )
+
+    def _continue_llm_task(self, record: RoutedTurn, session: SessionContext, task: TaskState) -> Plan | None:
+        """The LLM planner's task on a later turn: the identity check, then the yes; None when the customer
+        moved on (the task is dropped, nothing it proposed runs)."""
+        config: PlanConfig = self.config  # type: ignore[assignment]
+        text, nlu = record.message.text, record.nlu
+        moved_on = nlu.intent not in (task.intent, FALLBACK_INTENT) and nlu.confidence >= config.switch_confidence
+        base: dict[str, Any] = {"planner": LLM_PLANNER, "intent": task.intent}
+        variables = dict(task.slots)
+        if task.awaiting == "verification":
+            credential = self._credential(text)
+            if credential is None:
+                if moved_on or "order_number" not in task.slots:
+                    return None
+                task.asked_turns += 1
+                session.task = task
+                return Plan(**base, reply_template=VERIFY_ASK, reply_variables=variables, awaiting="verification")
+            verify = self._call(task, VERIFY_TOOL, {"order_number": task.slots["order_number"], **credential}, False)
+            task.awaiting = "confirmation"
+            session.task = task
+            return Plan(**base, steps=[verify, *task.steps], pending_steps=list(task.pending_steps),
+                        reply_template=LLM_CONFIRM, reply_variables=variables, awaiting="confirmation")  # fmt: skip
+        if task.awaiting != "confirmation" or not task.pending_steps:
+            return None
+        answer = classify_confirmation(text)
+        if answer is Confirmation.YES:
+            session.task = None  # this turn finishes the task, whatever the outcome
+            return Plan(**base, steps=list(task.pending_steps), reply_template=LLM_DONE, reply_variables=variables)
+        if answer is Confirmation.NO:
+            session.task = None
+            return Plan(**base, reply_template=LLM_DECLINED, reply_variables=variables)
+        if moved_on:
+            return None
+        if task.confirm_reasks >= MAX_CONFIRM_REASKS:
+            session.task = None
+            return Plan(**base, reply_template=LEFT_AS_IS, reply_variables=variables)
+        task.confirm_reasks += 1
+        session.task = task
+        return Plan(**base, pending_steps=list(task.pending_steps), reply_template=REASK_PREFIX + LLM_CONFIRM,
+                    reply_variables=variables, awaiting="confirmation")  # fmt: skip
 
     @staticmethod
     def _credential(text: str) -> dict[str, str] | None:

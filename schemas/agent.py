@@ -103,6 +103,12 @@ class Plan(Record):
         "template; `answer` may put the knowledge base's answer in its place",
     )
     llm: LlmUsage | None = Field(default=None, description="set when a language model made this plan")
+    fallback_template: str | None = Field(
+        default=None,
+        description="set when a language model wrote `reply_template` (the LLM planner): the non-generated reply "
+        "(the template turn's) that `execute` keeps as `Reply.fallback_text`, which `guard` sends instead of an "
+        "ungrounded generated reply",
+    )
 
 
 class ActionResult(Record):
@@ -124,7 +130,9 @@ class Reply(Record):
     confidence: float = Field(ge=0.0, le=1.0)
     llm: LlmUsage | None = Field(default=None, description="set when `compose` generated `text`")
     fallback_text: str | None = Field(
-        default=None, description="the non-LLM reply `compose` replaced: what `guard` sends if it rejects `text`"
+        default=None,
+        description="set when `text` was generated (by `compose`, or by the LLM planner as `Plan.fallback_template` "
+        "says): the non-LLM reply, what `guard` sends if it rejects `text`",
     )
     sources: list[str] = Field(
         default_factory=list, description="the texts a generated reply was grounded in (passages, tool results)"

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from schemas._base import Record
+from schemas.agent import ActionCall
 
 
 class HistoryTurn(BaseModel):
@@ -34,6 +35,17 @@ class TaskState(BaseModel):
     asked_turns: int = 0
     confirm_reasks: int = Field(default=0, description="unclear answers to the confirmation question so far")
     started_at: datetime
+    planner: str = Field(
+        default="playbooks-v1",
+        description="who made the task: a playbook (`playbooks-v1`), or the LLM planner (`llm-plan-v1`), whose "
+        "accepted steps wait here for the identity check and the customer's yes; `plan` runs them, never the model",
+    )
+    steps: list[ActionCall] = Field(
+        default_factory=list, description="llm-plan-v1: the read steps to run once the identity check is answered"
+    )
+    pending_steps: list[ActionCall] = Field(
+        default_factory=list, description="llm-plan-v1: the write steps waiting for the customer's yes"
+    )
 
 
 class SessionContext(Record):

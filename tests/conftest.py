@@ -23,6 +23,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 pytest_plugins = [
     "tests.support.browser",
     "tests.support.clickhouse",
+    "tests.support.hostile_llm",
     "tests.support.knowledge",
     "tests.support.llm",
     "tests.support.postgres",

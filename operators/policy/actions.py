@@ -86,6 +86,11 @@ class ActionPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     intents: dict[str, list[str]] = Field(description="intent -> the tools its plan may call; [] for none")
+    planners: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="planner -> the only tools its plans may call, whatever the intent (the LLM planner answers "
+        "turns no playbook covers, whose intents allow no tools); a planner not listed is held to the intent's list",
+    )
     read_tools: list[str] = Field(default_factory=list)
     write_tools: list[str] = Field(default_factory=list)
     refund_tools: list[str] = Field(default_factory=lambda: ["payments.refund"])
@@ -118,6 +123,10 @@ class ActionPolicy(BaseModel):
             unknown = [t for t in tools if t not in declared]
             if unknown:
                 raise ValueError(f"intent {intent!r} allows {unknown}, which are in neither read_tools nor write_tools")
+        for planner, tools in self.planners.items():
+            unknown = [t for t in tools if t not in declared]
+            if unknown:
+                raise ValueError(f"planner {planner!r} allows {unknown}, in neither read_tools nor write_tools")
         undeclared_refund = [t for t in self.refund_tools if t not in self.write_tools]
         if undeclared_refund:
             raise ValueError(f"refund_tools {undeclared_refund} must also be listed in write_tools")
@@ -155,8 +164,12 @@ def check_actions(
     policy: ActionPolicy,
     verified: bool,
     refunds: Mapping[str, RefundSummary] | None = None,
+    planner: str | None = None,
 ) -> ActionFinding | None:
     """The most severe problem with the plan's steps, or None when every step may run now.
+
+    `planner`: who made the plan; a planner the policy lists (`planners:`) is held to its own tool list instead
+    of the intent's.
 
     `refunds` maps a refund step's idempotency key to the backend's summary of it. Severity: a tool off the
     intent's list, then a bad amount, then a write for an unverified customer, and only then a refund whose
@@ -165,6 +178,8 @@ def check_actions(
     without a summary needs a human.
     """
     allowed = policy.intents.get(intent) if isinstance(intent, str) else None
+    if planner is not None and planner in policy.planners:
+        allowed = policy.planners[planner]
     findings: list[ActionFinding] = []
     for step in steps:
         finding = _check_step(intent, step, allowed, policy, verified, refunds or {})

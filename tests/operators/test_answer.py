@@ -116,6 +116,23 @@ async def test_with_the_store_unreachable_the_template_reply_is_sent_and_nothing
     await clients.close()
 
 
+async def test_with_a_planner_after_it_a_gap_goes_on_and_the_planner_hands_it_over_when_no_model_plans_it(
+    knowledge_clients,
+):
+    from operators.llm_plan import LlmPlanner
+
+    ctx = context(knowledge_clients)
+    answer, planner = Answer(AnswerConfig(gaps_to_reply=True)), LlmPlanner()
+    turn = await answer.run(await planned(ctx, UNCOVERED, "out_of_scope"), ctx)
+    assert answer.choose_branch(turn) == "reply"
+
+    after = await planner.run(turn, ctx)  # no `llm_tiers`: nothing planned
+
+    assert after == turn and planner.choose_branch(after) == "human"
+    (escalation,) = [r for r in (await Escalate().run(after, ctx)).records if isinstance(r, Escalation)]
+    assert escalation.reason == "knowledge_gap" and escalation.passages
+
+
 async def test_an_out_of_scope_question_goes_to_a_human_as_before_when_the_store_is_unreachable():
     clients = RuntimeClients(Settings(database_url=SecretStr("postgresql://sf:sf@127.0.0.1:1/kb"), triton_url=None))
     ctx = context(clients)

@@ -6,9 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from operators.plan import PlaybookPlanner
+from operators.plan import LLM_PLANNER, PlaybookPlanner, idempotency_key
 from operators.playbooks import PlaybookError, load_playbooks
-from schemas import Entity, Message, NluResult, PlannedTurn, RouteDecision, RoutedTurn, Sentiment, SessionContext
+from schemas import (
+    ActionCall,
+    Entity,
+    Message,
+    NluResult,
+    PlannedTurn,
+    RouteDecision,
+    RoutedTurn,
+    Sentiment,
+    SessionContext,
+    TaskState,
+)
 from tests.support.operators import T0, context, session
 
 
@@ -323,3 +334,40 @@ async def test_a_question_naming_another_order_for_another_playbook_is_a_new_req
     moved = await step(planner, text, "track_order", asked.session, "m-2", entities=[order_entity("1000003", text)])
     assert moved.session.task is None or moved.session.task.intent == "track_order"
     assert [s.name for s in moved.plan.steps] == ["orders.get_order"]
+
+
+def llm_task(awaiting: str) -> SessionContext:
+    """A session whose task the LLM planner proposed: a cancellation waiting for the identity check or the yes."""
+    key = idempotency_key("m-1", "orders.cancel_order", {"order_number": "1234567"})
+    cancel = ActionCall(name="orders.cancel_order", arguments={"order_number": "1234567"}, writes=True,
+                        idempotency_key=key)  # fmt: skip
+    task = TaskState(task_id="m-1", intent="out_of_scope", slots={"actions": "cancel order 1234567",
+                     "order_number": "1234567"}, awaiting=awaiting, planner=LLM_PLANNER, pending_steps=[cancel],
+                     started_at=T0)  # fmt: skip
+    return session(task=task, verified=awaiting == "confirmation")
+
+
+async def test_an_llm_planned_write_runs_on_a_clear_yes_with_the_key_of_the_turn_that_proposed_it(planner):
+    done = await step(planner, "yes please", "out_of_scope", llm_task("confirmation"), "m-2", confidence=0.3)
+    assert done.plan.planner == LLM_PLANNER and [s.name for s in done.plan.steps] == ["orders.cancel_order"]
+    assert done.plan.steps[0].idempotency_key == idempotency_key("m-1", "orders.cancel_order",
+                                                                  {"order_number": "1234567"})  # fmt: skip
+    assert done.session.task is None and done.plan.pending_steps == []
+
+
+async def test_an_llm_planned_write_is_dropped_when_the_customer_moves_on(planner):
+    moved = await step(planner, "where is my order 7654321?", "track_order", llm_task("confirmation"), "m-2",
+                       entities=[order_entity("7654321", "where is my order 7654321?")])  # fmt: skip
+    assert moved.plan.planner == "playbooks-v1" and moved.plan.intent == "track_order"
+    assert all(s.name != "orders.cancel_order" for s in [*moved.plan.steps, *moved.plan.pending_steps])
+    assert moved.session.task is None or moved.session.task.planner != LLM_PLANNER
+
+
+async def test_an_llm_planned_write_waits_for_the_identity_check_as_a_playbooks_does(planner):
+    asked = await step(planner, "hm?", "out_of_scope", llm_task("verification"), "m-2", confidence=0.3)
+    assert asked.plan.awaiting == "verification" and asked.plan.steps == [] and asked.plan.pending_steps == []
+    verifying = await step(planner, "it's 94107", "out_of_scope", asked.session, "m-3", confidence=0.3)
+    assert [s.name for s in verifying.plan.steps] == ["crm.verify_identity"]
+    assert verifying.plan.steps[0].arguments == {"order_number": "1234567", "zip": "94107"}
+    assert [s.name for s in verifying.plan.pending_steps] == ["orders.cancel_order"]
+    assert verifying.plan.awaiting == "confirmation" and "yes or no" in verifying.plan.reply_template

@@ -77,6 +77,22 @@ def test_unknown_intent_allows_nothing(policy: ActionPolicy):
     assert check_actions("make_me_rich", [], policy, verified=True) is None  # no action, nothing to refuse
 
 
+def test_a_listed_planner_is_held_to_its_own_tools_whatever_the_intent(policy: ActionPolicy):
+    assert check_actions("check_refund_policy", [step("orders.get_order")], policy, True, planner="llm-plan-v1") is None
+    for name in ("crm.delete_account", "orders.modify_items"):
+        finding = check_actions("delete_account", [step(name, writes=True)], policy, True, planner="llm-plan-v1")
+        assert finding is not None and finding.kind == "not_allowed", name
+    finding = check_actions("out_of_scope", [refund("10.00")], policy, verified=False, planner="llm-plan-v1")
+    assert finding is not None and finding.kind == "unverified_write", "its writes still need a verified customer"
+    unlisted = check_actions("check_refund_policy", [step("orders.get_order")], policy, True, planner="playbooks-v1")
+    assert unlisted is not None and unlisted.kind == "not_allowed", "an unlisted planner keeps the intent's list"
+
+
+def test_a_planner_allowed_an_undeclared_tool_fails_at_load():
+    with pytest.raises(ValueError, match="planner 'llm-plan-v1' allows"):
+        ActionPolicy(intents={}, read_tools=["payments.refund_quote"], planners={"llm-plan-v1": ["admin.anything"]})
+
+
 def test_refund_above_the_limit_needs_approval_and_carries_the_step(policy: ActionPolicy):
     big = refund("100.01")
     finding = check_actions("get_refund", [step("orders.get_order"), big], policy, True, quoted("100.01"))

@@ -47,8 +47,8 @@ def test_the_shipped_topology_is_valid():
     assert set(topology.stages) == {"ingest", "agent", "analytics"}
     names = {node.operator.name for stage in topology.stages.values() for node in stage.root.walk()}
     assert names == {
-        "normalize", "enrich_context", "nlu_model", "route", "plan", "answer", "authorize", "execute", "guard",
-        "format", "emit", "escalate", "redact_pii",
+        "normalize", "enrich_context", "nlu_model", "route", "plan", "llm_plan", "answer", "authorize", "execute",
+        "compose", "guard", "format", "emit", "escalate", "redact_pii",
     }  # fmt: skip
 
 
@@ -240,7 +240,7 @@ def test_check_command_exits_non_zero_with_one_line_per_error(tmp_path):
 def test_check_command_accepts_the_shipped_topology():
     result = CliRunner().invoke(app, ["topology", "check", str(PROJECT_DIR / "topology.yaml")])
     assert result.exit_code == 0, result.output
-    assert "ok — 3 stages, 16 operators, 15 topics" in result.output
+    assert "ok — 3 stages, 19 operators, 15 topics" in result.output
 
 
 def test_show_renders_text_and_mermaid():
@@ -269,8 +269,8 @@ def without_answer(tmp_path: Path) -> Path:
     """The shipped topology with `answer` switched off as its comment says: its `reply` chain moved up under `plan`."""
     spec = yaml.safe_load((PROJECT_DIR / "topology.yaml").read_text())
     (route,) = [op["route"] for op in spec["stages"]["agent"]["operators"] if isinstance(op, dict) and "route" in op]
-    plan, answer = route["branches"]["auto"]
-    route["branches"]["auto"] = [plan, *answer["answer"]["branches"]["reply"]]
+    *planners, answer = route["branches"]["auto"]
+    route["branches"]["auto"] = [*planners, *answer["answer"]["branches"]["reply"]]
     route["config"]["out_of_scope_to_auto"] = False
     path = tmp_path / "topology.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -281,6 +281,20 @@ def test_the_topology_stays_valid_with_answer_switched_off(tmp_path) -> None:
     topology = load_topology(without_answer(tmp_path))
     names = {node.operator.name for node in topology.stages["agent"].root.walk()}
     assert "answer" not in names and {"plan", "authorize", "execute", "guard", "escalate"} <= names
+
+
+def test_the_topology_stays_valid_with_the_llm_planner_deleted_as_its_comment_says(tmp_path) -> None:
+    """Its `reply` chain moves up under `answer`'s `reply`, and `answer` hands knowledge gaps over itself again."""
+    spec = yaml.safe_load((PROJECT_DIR / "topology.yaml").read_text())
+    (route,) = [op["route"] for op in spec["stages"]["agent"]["operators"] if isinstance(op, dict) and "route" in op]
+    (answer,) = [op["answer"] for op in route["branches"]["auto"] if isinstance(op, dict) and "answer" in op]
+    ((llm_plan,),) = [[op["llm_plan"] for op in answer["branches"]["reply"] if "llm_plan" in op]]
+    answer["branches"]["reply"] = llm_plan["branches"]["reply"]
+    answer["config"]["gaps_to_reply"] = False
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    names = {node.operator.name for node in load_topology(path).stages["agent"].root.walk()}
+    assert "llm_plan" not in names and {"plan", "answer", "authorize", "execute", "compose", "guard"} <= names
 
 
 def test_the_stack_serves_only_the_models_its_operators_name(tmp_path) -> None:
