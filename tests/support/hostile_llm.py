@@ -55,6 +55,7 @@ class Turn:
     calls: tuple[Call, ...] = ()
     endless: bool = False
     stall: bool = False
+    status: int | None = None  # answer this HTTP error instead (a 429 or 503 an overloaded endpoint sends)
 
 
 def say(text: str) -> Turn:
@@ -121,6 +122,8 @@ class HostileModel:
             if not queue:
                 return JSONResponse({"error": {"message": "the script has no answer left", "type": "test"}}, 400)
             turn = queue.popleft()
+            if turn.status is not None:
+                return JSONResponse({"error": {"message": "scripted failure", "type": "test"}}, turn.status)
             return StreamingResponse(self._events(turn), media_type="text/event-stream")
 
         @asynccontextmanager

@@ -11,6 +11,7 @@ import pytest
 
 from connectors._process import free_port
 from connectors.llm import LlmGateway, LocalModelServer
+from tests.support.hostile_llm import Turn, say
 from tests.support.llm import tier_for
 
 QUESTION = [
@@ -140,3 +141,45 @@ async def test_a_prompt_longer_than_the_tiers_limit_is_not_sent_to_it(llm_server
 def test_tier_names_must_be_unique():
     with pytest.raises(ValueError, match="unique"):
         LlmGateway([dead_tier("small"), dead_tier("small")])
+
+
+# The failures below are scripted by a stand-in server (tests/support/hostile_llm.py): a real model server
+# cannot be made to answer 503 or 429 on demand.
+
+
+async def test_an_overloaded_endpoint_is_retried_before_the_first_token_and_then_answers(hostile_model):
+    hostile_model.script(compose=(Turn(status=503), Turn(status=429), say("Refunds take 5 to 10 business days.")))
+    gateway = LlmGateway([hostile_model.tier("small", retries=2)])
+    try:
+        answer = await gateway.chat(["small"], QUESTION)
+    finally:
+        await gateway.close()
+
+    assert answer is not None and answer.text.strip() == "Refunds take 5 to 10 business days."
+    assert len(hostile_model.requests) == 3
+
+
+async def test_retries_are_bounded_and_a_refused_request_is_not_retried(hostile_model):
+    hostile_model.script(compose=(Turn(status=503), Turn(status=503), Turn(status=400), say("never asked")))
+    gateway = LlmGateway([hostile_model.tier("small", retries=1)])
+    try:
+        overloaded = await gateway.chat(["small"], QUESTION)
+        refused = await gateway.chat(["small"], [*QUESTION[:1], {"role": "user", "content": "another"}])
+    finally:
+        await gateway.close()
+
+    assert overloaded is None and refused is None
+    assert len(hostile_model.requests) == 3  # 503, its one retry, then the 400 alone
+
+
+async def test_an_endless_stream_is_cut_at_the_token_budget_and_not_cached(hostile_model):
+    hostile_model.script(compose=(Turn(endless=True), Turn(endless=True)))
+    gateway = LlmGateway([hostile_model.tier("small", max_output_tokens=20, timeout_s=10)])
+    try:
+        first = await gateway.chat(["small"], QUESTION)
+        again = await gateway.chat(["small"], QUESTION)
+    finally:
+        await gateway.close()
+
+    assert first is not None and first.truncated and len(first.text) <= 20 * 8 + 64  # cut within one piece
+    assert again is not None and not again.cached  # a cut answer is asked again, never replayed
