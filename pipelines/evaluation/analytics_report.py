@@ -193,6 +193,10 @@ class Report(BaseModel):
 
 
 _HAS_FEEDBACK = "SELECT count() AS n FROM system.tables WHERE database = currentDatabase() AND name = 'feedback'"
+_HAS_LLM_COLUMNS = (
+    "SELECT count() AS n FROM system.columns WHERE database = currentDatabase() AND table = 'events' "
+    "AND name = 'llm_tier'"
+)
 _NO_FEEDBACK = HumanReport(
     csat=Csat(answers=0, mean_rating=None, satisfied_share=None),
     csat_by_channel=[],
@@ -265,7 +269,8 @@ async def build_report(store: EventStore, since: datetime, until: datetime) -> R
     (latency,) = await run("reply_latency")
     trend = await run("sentiment_trend")
     (cost,) = await run("cost_per_conversation")
-    tiers = await run("turns_by_llm_tier")
+    # a table no sink of this release has migrated yet has no LLM columns: nothing recorded, nothing shown
+    tiers = await run("turns_by_llm_tier") if (await store.query(_HAS_LLM_COLUMNS))[0]["n"] else []
     replied = latency["replies"] > 0  # 18.16 gives 0, newer servers nan, for the quantiles of nothing
     return Report(
         since=since,

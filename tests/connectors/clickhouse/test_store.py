@@ -335,6 +335,9 @@ async def test_migrating_a_table_of_an_older_release_adds_the_llm_columns_and_ke
     old_store: _Serialized,
 ) -> None:
     assert not set(LLM_COLUMNS) & set(await _event_columns(old_store))
+    unmigrated = await build_report(old_store, SINCE, UNTIL)  # `analytics report` before the new sink started
+    assert (unmigrated.turns, unmigrated.turns_by_llm_tier) == (104, [])
+    assert unmigrated.cost_per_conversation_usd == pytest.approx(0.02)
     await old_store.migrate()
     await old_store.migrate()  # nothing left to add: a no-op
     assert await _event_columns(old_store) == list(COLUMNS)  # each added after its DDL neighbour
