@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 import signal
 import socket
 import threading
@@ -59,8 +60,6 @@ def _endpoint(url: str) -> str:
 
 def _key_source(spec: TierSpec) -> str:
     """Where the key comes from, and whether it is there — never the key."""
-    import os
-
     if spec.api_key is not None:
         return "api_key (set)"
     if spec.api_key_env:
