@@ -3,7 +3,7 @@
 -- The analytics table of `sf.events`: one row per ConversationEvent (schemas/outbound.py), flattened.
 --
 -- Runs unchanged on chdb (ClickHouse 26) and on Debian's clickhouse-server 18.16, so it uses only
--- String, Float64, Array(String) and DateTime('UTC'): no DateTime64, JSON, Map, TTL, CODEC,
+-- String, Float64, UInt8, UInt32, Array(String) and DateTime('UTC'): no DateTime64, JSON, Map, TTL, CODEC,
 -- LowCardinality.
 --
 -- Dedup rule: ReplacingMergeTree keyed by event_id (ORDER BY event_id, one partition). A retried
@@ -12,6 +12,11 @@
 -- partitioned by time (ReplacingMergeTree only merges duplicates inside one partition). Duplicates
 -- live on until a background merge; every query reads `FROM events FINAL`, which keeps one row
 -- per event_id: the one with the latest `inserted_at`.
+--
+-- Migration rule: a column is only ever added, never renamed, retyped or dropped. CREATE TABLE IF NOT
+-- EXISTS leaves an older table as it is, so the store then adds each column of these statements that
+-- the table lacks (`ALTER TABLE ... ADD COLUMN ... AFTER`, read off `system.columns`: 18.16 has no
+-- ADD COLUMN IF NOT EXISTS); rows written before hold the type's default ('' or 0: no LLM).
 CREATE TABLE IF NOT EXISTS events
 (
     event_id            String,
@@ -36,7 +41,11 @@ CREATE TABLE IF NOT EXISTS events
     response_confidence Float64,
     latency_ms          Float64,         -- message received -> reply (or hand-over)
     model_used          String,
-    cost_usd            Float64,
+    cost_usd            Float64,         -- language-model spend on the turn (plan and reply), USD
+    llm_tier            String,          -- '' without an LLM; 'small', 'large', or 'large+small' (two tiers, one turn)
+    llm_model           String,          -- the model that wrote the last LLM part of the turn; '' without an LLM
+    llm_tokens_in       UInt32,          -- prompt tokens over the turn's model calls
+    llm_tokens_out      UInt32,          -- completion tokens over the turn's model calls
     inserted_at         DateTime('UTC')  -- version: the latest insert of an event_id wins
 )
 ENGINE = ReplacingMergeTree(inserted_at)

@@ -35,6 +35,10 @@ COLUMNS: tuple[str, ...] = (
     "latency_ms",
     "model_used",
     "cost_usd",
+    "llm_tier",
+    "llm_model",
+    "llm_tokens_in",
+    "llm_tokens_out",
     "inserted_at",
 )
 
@@ -73,6 +77,10 @@ def flatten(event: ConversationEvent, inserted_at: int) -> tuple[Any, ...]:
         meta.latency_ms,
         meta.model_used,
         meta.cost_usd,
+        meta.llm_tier,
+        meta.llm_model,
+        meta.llm_tokens_in,
+        meta.llm_tokens_out,
         inserted_at,
     )
 

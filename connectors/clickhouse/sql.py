@@ -31,6 +31,49 @@ def ddl() -> list[str]:
     return [statement.strip() for statement in re.split(r";[ \t]*$", text, flags=re.MULTILINE) if statement.strip()]
 
 
+_CREATE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)\s*\((.*)\)\s*ENGINE", re.DOTALL)
+_COLUMN = re.compile(r"^(\w+)\s+(.+?)\s*,?$")
+PRESENT_COLUMNS = "SELECT table, name FROM system.columns WHERE database = currentDatabase()"
+"""The columns the tables have now (the same query on 18.16 and on chdb)."""
+
+
+def table_columns() -> dict[str, list[tuple[str, str]]]:
+    """Each table of the DDL with its columns in order, as (name, type); the DDL writes one column a line."""
+    tables: dict[str, list[tuple[str, str]]] = {}
+    for statement in ddl():
+        match = _CREATE.match(statement)
+        if match is None:
+            continue
+        columns = tables.setdefault(match.group(1), [])
+        for line in match.group(2).splitlines():
+            definition = line.split("--", 1)[0].strip()
+            if definition:
+                column = _COLUMN.match(definition)
+                if column is None:
+                    raise ValueError(f"ddl.sql: cannot read the column definition {definition!r}")
+                columns.append((column.group(1), column.group(2)))
+    return tables
+
+
+def missing_columns(present: Mapping[str, set[str]]) -> list[str]:
+    """`ALTER TABLE ... ADD COLUMN` for each DDL column an existing table lacks, each after its DDL neighbour.
+
+    The migration of a table an older release created (CREATE TABLE IF NOT EXISTS leaves it as it was).
+    One statement per column, so a column another process added meanwhile fails alone (see the store).
+    Tables absent from `present` are left alone: the CREATE statements make them whole.
+    """
+    statements = []
+    for table, columns in table_columns().items():
+        have = present.get(table)
+        if not have:
+            continue
+        for i, (name, type_) in enumerate(columns):
+            if name not in have:
+                where = f" AFTER {columns[i - 1][0]}" if i > 0 else ""  # 18.16 has AFTER but no FIRST
+                statements.append(f"ALTER TABLE {table} ADD COLUMN {name} {type_}{where}")
+    return statements
+
+
 def query_names() -> list[str]:
     """The metrics shipped as SQL files, by file stem."""
     return sorted(path.stem for path in QUERIES_DIR.glob("*.sql"))

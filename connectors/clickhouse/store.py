@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from pydantic import SecretStr
 
 from connectors.clickhouse.rows import COLUMNS, FEEDBACK_COLUMNS, feedback_to_columns, to_columns
-from connectors.clickhouse.sql import ddl, render
+from connectors.clickhouse.sql import PRESENT_COLUMNS, ddl, missing_columns, render
 from schemas import ConversationEvent, Feedback
 
 if TYPE_CHECKING:
@@ -55,9 +55,30 @@ class _Serialized:
 
         return await asyncio.to_thread(locked)
 
-    # The EventStore Protocol; each backend supplies the blocking _migrate/_insert/_query/_close.
-    def _migrate(self) -> None:
+    # The EventStore Protocol; each backend supplies the blocking _execute/_insert_table/_query/_close.
+    def _execute(self, statement: str) -> None:
         raise NotImplementedError
+
+    def _present_columns(self) -> dict[str, set[str]]:
+        present: dict[str, set[str]] = {}
+        for row in self._query(PRESENT_COLUMNS, None):
+            present.setdefault(row["table"], set()).add(row["name"])
+        return present
+
+    def _migrate(self) -> None:
+        """Create the tables, then add the columns an older release's tables lack (`missing_columns`).
+
+        18.16 has no ADD COLUMN IF NOT EXISTS: a column another process (a second sink) added between the
+        look-up and the ALTER makes that ALTER fail, so a failed ALTER is forgiven when the column is there.
+        """
+        for statement in ddl():
+            self._execute(statement)
+        for statement in missing_columns(self._present_columns()):
+            try:
+                self._execute(statement)
+            except Exception:
+                if statement in missing_columns(self._present_columns()):
+                    raise
 
     def _insert_table(self, table: str, columns: tuple[str, ...], batch: dict[str, list[Any]]) -> None:
         raise NotImplementedError
@@ -214,10 +235,9 @@ class ChdbEventStore(_Serialized):
         if _CHDB_HOLDER[0] is self:
             _CHDB_HOLDER[0] = None
 
-    def _migrate(self) -> None:
+    def _execute(self, statement: str) -> None:
         with self._turn() as session:
-            for statement in ddl():
-                session.query(statement)
+            session.query(statement)
 
     def _insert_table(self, table: str, columns: tuple[str, ...], batch: dict[str, list[Any]]) -> None:
         if "entity_types" in batch:
@@ -266,9 +286,8 @@ class ClickHouseEventStore(_Serialized):
 
         self._client = Client.from_url(url)  # connects on first use, reconnects after a failure
 
-    def _migrate(self) -> None:
-        for statement in ddl():
-            self._client.execute(statement)
+    def _execute(self, statement: str) -> None:
+        self._client.execute(statement)
 
     def _insert_table(self, table: str, columns: tuple[str, ...], batch: dict[str, list[Any]]) -> None:
         for name in ("timestamp", "at", "inserted_at"):

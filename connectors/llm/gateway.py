@@ -72,7 +72,10 @@ class LlmGateway:
         self.specs = {t.name: t for t in tiers}
         self._clients: dict[str, TierClient] = {}
         self._meters = {t.name: _SpendMeter() for t in tiers}
-        self._cache: TTLCache[str, Completion] = TTLCache(maxsize=cache_size, ttl=cache_ttl_s)
+        # cache_size 0 (allowed by the settings) means no cache: TTLCache(0) refuses every item it is given
+        self._cache: TTLCache[str, Completion] | None = (
+            TTLCache(maxsize=cache_size, ttl=cache_ttl_s) if cache_size > 0 else None
+        )
         self._recent: deque[Completion] = deque(maxlen=10_000)  # the last calls' figures, for `call_stats`
 
     @property
@@ -107,6 +110,13 @@ class LlmGateway:
         self, tiers: Sequence[str], request: ChatRequest, sink: TokenSink | None = None
     ) -> Completion | None:
         """The first tier's answer that came, or None when every tier failed (the caller's non-LLM path)."""
+        completion, _ = await self.attempt(tiers, request, sink)
+        return completion
+
+    async def attempt(
+        self, tiers: Sequence[str], request: ChatRequest, sink: TokenSink | None = None
+    ) -> tuple[Completion | None, tuple[TierFailure, ...]]:
+        """`complete`, and the failures of the tiers tried, also when none answered (`supportflow llm check`)."""
         failures: list[TierFailure] = []
         streamed = False
         for name in tiers:
@@ -115,44 +125,51 @@ class LlmGateway:
                 failures.append(self._failed(name, "not_configured"))
                 continue
             if estimate_tokens(request.prompt_chars()) > spec.max_prompt_tokens:
-                failures.append(self._failed(name, "prompt_too_long"))
+                failures.append(self._failed(name, "prompt_too_long", f"over {spec.max_prompt_tokens} tokens"))
                 continue
             now = time.monotonic()
             if spec.budget_usd_per_hour is not None and self._meters[name].last_hour(now) >= spec.budget_usd_per_hour:
-                failures.append(self._failed(name, "budget"))
+                failures.append(self._failed(name, "budget", f"${spec.budget_usd_per_hour}/h spent"))
                 continue
             key = request.cache_key(f"{spec.base_url}|{spec.model}")
-            hit = self._cache.get(key)
+            hit = self._cache.get(key) if self._cache is not None else None
             if hit is not None:
                 CALLS.labels(name, "cached").inc()
                 if sink is not None:
                     if streamed:
                         await sink.restart()
                     await sink.token(hit.text)
-                return dataclasses.replace(hit, cached=True, cost_usd=0.0, latency_ms=0.0, failures=tuple(failures))
+                answer = dataclasses.replace(hit, cached=True, cost_usd=0.0, latency_ms=0.0, failures=tuple(failures))
+                return answer, tuple(failures)
             if streamed and sink is not None:
                 await sink.restart()
             try:
-                completion = await self._client(name).complete(request, sink)
+                client = self._client(name)
+            except ValueError as exc:  # its key's environment variable is not set
+                failures.append(self._failed(name, "not_configured", str(exc)))
+                continue
+            try:
+                completion = await client.complete(request, sink)
             except TimeoutError:
-                failures.append(self._failed(name, "timeout"))
+                detail = f"no first token within {spec.first_token_timeout_s}s or no reply within {spec.timeout_s}s"
+                failures.append(self._failed(name, "timeout", detail))
                 streamed = sink is not None  # pieces may have reached the sink before the deadline
                 continue
             except (openai.APIError, LlmCallError) as exc:
                 log.warning("llm tier %s failed: %s", name, exc)
-                failures.append(self._failed(name, "error"))
+                failures.append(self._failed(name, "error", _describe(exc)))
                 streamed = sink is not None
                 continue
             if not completion.text.strip() and not completion.tool_calls:
-                failures.append(self._failed(name, "empty"))
+                failures.append(self._failed(name, "empty", "the model answered nothing"))
                 continue
             self._account(completion)
-            if not completion.truncated and self._cache.maxsize > 0:
+            if not completion.truncated and self._cache is not None:
                 self._cache[key] = completion
-            return dataclasses.replace(completion, failures=tuple(failures))
+            return dataclasses.replace(completion, failures=tuple(failures)), tuple(failures)
         if failures:
             log.info("llm: no tier answered (%s)", ", ".join(f"{f.tier}: {f.reason}" for f in failures))
-        return None
+        return None, tuple(failures)
 
     def call_stats(self) -> dict[str, list[float]]:
         """The recent model calls' time to first token (ms) and decoding speed (completion tokens a second
@@ -165,9 +182,9 @@ class LlmGateway:
         ]
         return {"first_token_ms": first, "tokens_per_s": rates, "latency_ms": [c.latency_ms for c in self._recent]}
 
-    def _failed(self, tier: str, reason: str) -> TierFailure:
+    def _failed(self, tier: str, reason: str, detail: str = "") -> TierFailure:
         CALLS.labels(tier, reason).inc()
-        return TierFailure(tier, reason)
+        return TierFailure(tier, reason, detail)
 
     def _account(self, completion: Completion) -> None:
         tier = completion.tier
@@ -180,3 +197,12 @@ class LlmGateway:
             LATENCY.labels(tier, "first_token").observe(completion.first_token_ms / 1000)
         self._meters[tier].add(time.monotonic(), completion.cost_usd)
         self._recent.append(completion)
+
+
+def _describe(exc: BaseException) -> str:
+    """An endpoint's error in one line, with its cause (the SDK's "Connection error." says nothing of why)."""
+    text = f"{type(exc).__name__}: {exc}".strip()
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text += f" ({type(cause).__name__}: {cause})"
+    return " ".join(text.split())

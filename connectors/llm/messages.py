@@ -54,7 +54,8 @@ class ToolCall:
 @dataclass(frozen=True)
 class TierFailure:
     tier: str
-    reason: str  # timeout | error | budget | prompt_too_long | empty
+    reason: str  # timeout | error | budget | prompt_too_long | empty | not_configured
+    detail: str = ""  # what went wrong, for a person (`supportflow llm check`); never a key
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,20 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipelines.cli import analytics, email, evaluation, kb, nlu, profiles, services, stack, store, topology, workspace
+from pipelines.cli import (
+    analytics,
+    email,
+    evaluation,
+    kb,
+    llm,
+    nlu,
+    profiles,
+    services,
+    stack,
+    store,
+    topology,
+    workspace,
+)
 from pipelines.cli._common import cli_state
 
 app = typer.Typer(
@@ -63,6 +76,7 @@ app.add_typer(email.email_app, name="email")
 app.add_typer(nlu.nlu_app, name="nlu")
 app.add_typer(workspace.workspace_app, name="workspace")
 app.add_typer(kb.kb_app, name="kb")
+app.add_typer(llm.llm_app, name="llm")
 
 
 def entrypoint() -> None:

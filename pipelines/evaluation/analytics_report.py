@@ -71,6 +71,22 @@ class ModelVolume(BaseModel):
     turns: int
 
 
+class LlmTierVolume(BaseModel):
+    """One language-model tier's turns, tokens and spend (`turns_by_llm_tier.sql`)."""
+
+    tier: str = Field(description="small, large, large+small (two tiers on one turn), or none (no LLM)")
+    turns: int
+    share: float = Field(description="of all turns in the window")
+    tokens_in: int
+    tokens_out: int
+    total_cost_usd: float
+    cost_per_turn_usd: float
+    models: list[str] = Field(description="the models that wrote these turns")
+
+
+NO_LLM_TIER = "none (no LLM)"
+
+
 class EscalationReason(BaseModel):
     reason: str
     escalations: int
@@ -163,10 +179,24 @@ class Report(BaseModel):
     sentiment_trend: list[SentimentBucket]
     total_cost_usd: float
     cost_per_conversation_usd: float | None
+    turns_by_llm_tier: list[LlmTierVolume] = Field(
+        description="share of turns, tokens and cost by language-model tier, most turns first"
+    )
     human: HumanReport
+
+    @property
+    def llm_share(self) -> float | None:
+        """Share of the turns a language model worked on; None without turns."""
+        if not self.turns:
+            return None
+        return sum(t.turns for t in self.turns_by_llm_tier if t.tier != NO_LLM_TIER) / self.turns
 
 
 _HAS_FEEDBACK = "SELECT count() AS n FROM system.tables WHERE database = currentDatabase() AND name = 'feedback'"
+_HAS_LLM_COLUMNS = (
+    "SELECT count() AS n FROM system.columns WHERE database = currentDatabase() AND table = 'events' "
+    "AND name = 'llm_tier'"
+)
 _NO_FEEDBACK = HumanReport(
     csat=Csat(answers=0, mean_rating=None, satisfied_share=None),
     csat_by_channel=[],
@@ -239,6 +269,8 @@ async def build_report(store: EventStore, since: datetime, until: datetime) -> R
     (latency,) = await run("reply_latency")
     trend = await run("sentiment_trend")
     (cost,) = await run("cost_per_conversation")
+    # a table no sink of this release has migrated yet has no LLM columns: nothing recorded, nothing shown
+    tiers = await run("turns_by_llm_tier") if (await store.query(_HAS_LLM_COLUMNS))[0]["n"] else []
     replied = latency["replies"] > 0  # 18.16 gives 0, newer servers nan, for the quantiles of nothing
     return Report(
         since=since,
@@ -264,6 +296,7 @@ async def build_report(store: EventStore, since: datetime, until: datetime) -> R
         sentiment_trend=[SentimentBucket(**row) for row in trend],
         total_cost_usd=cost["total_cost_usd"],
         cost_per_conversation_usd=cost["cost_per_conversation_usd"],
+        turns_by_llm_tier=[LlmTierVolume(**row) for row in tiers],
         human=await build_human_report(store, since, until),
     )
 
@@ -284,6 +317,22 @@ def _rating(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f} / 5"
 
 
+def _usd(value: float | None, digits: int = 4) -> str:
+    return "—" if value is None else f"${value:,.{digits}f}"
+
+
+def llm_summary(report: Report) -> list[tuple[str, str]]:
+    """The language-model figures of the headline: cost per conversation, LLM share, tokens."""
+    tokens_in = sum(t.tokens_in for t in report.turns_by_llm_tier)
+    tokens_out = sum(t.tokens_out for t in report.turns_by_llm_tier)
+    return [
+        ("cost per conversation", _usd(report.cost_per_conversation_usd)),
+        ("total cost", _usd(report.total_cost_usd, 2)),
+        ("turns with a language model", _pct(report.llm_share)),
+        ("tokens in / out", f"{tokens_in:,} / {tokens_out:,}"),
+    ]
+
+
 def render_text(report: Report, top: int = 10) -> Group:
     """Rich tables for a terminal: headline figures first, then the breakdowns (top N rows each)."""
     window = f"supportflow analytics  {report.since:%Y-%m-%d %H:%M} → {report.until:%Y-%m-%d %H:%M} UTC"
@@ -291,7 +340,6 @@ def render_text(report: Report, top: int = 10) -> Group:
     headline = Table(title="headline", show_header=False, title_justify="left")
     headline.add_column("metric")
     headline.add_column("value", justify="right")
-    cost = "—" if report.cost_per_conversation_usd is None else f"${report.cost_per_conversation_usd:.4f}"
     for metric, value in (
         ("turns", f"{report.turns:,}"),
         ("conversations", f"{report.conversations:,}"),
@@ -300,8 +348,6 @@ def render_text(report: Report, top: int = 10) -> Group:
         ("reply latency p50", _ms(report.reply_latency.p50_ms)),
         ("reply latency p95", _ms(report.reply_latency.p95_ms)),
         ("reply latency p99", _ms(report.reply_latency.p99_ms)),
-        ("cost per conversation", cost),
-        ("total cost", f"${report.total_cost_usd:.2f}"),
         ("CSAT answers", f"{human.csat.answers:,}"),
         ("CSAT mean", _rating(human.csat.mean_rating)),
         ("CSAT 4–5", _pct(human.csat.satisfied_share)),
@@ -320,6 +366,11 @@ def render_text(report: Report, top: int = 10) -> Group:
             table.caption = f"{len(rows) - top} more not shown (--json has all)"
         return table
 
+    llm = Table(title="language models", show_header=False, title_justify="left")
+    llm.add_column("metric")
+    llm.add_column("value", justify="right")
+    for metric, value in llm_summary(report):
+        llm.add_row(metric, value)
     trend = [
         (f"{b.bucket_start:%Y-%m-%d %H:%M}", b.turns, f"{b.mean_score:+.2f}", _pct(b.negative_share))
         for b in report.sentiment_trend
@@ -333,6 +384,24 @@ def render_text(report: Report, top: int = 10) -> Group:
             [(v.channel, v.turns, v.conversations) for v in report.volume_by_channel],
         ),
         breakdown("volume by intent", ("intent", "turns"), [(v.intent, v.turns) for v in report.volume_by_intent]),
+        llm,
+        breakdown(
+            "language models: turns, tokens and cost by tier",
+            ("tier", "turns", "share", "tokens in", "tokens out", "cost", "cost / turn", "models"),
+            [
+                (
+                    t.tier,
+                    t.turns,
+                    _pct(t.share),
+                    t.tokens_in,
+                    t.tokens_out,
+                    _usd(t.total_cost_usd),
+                    _usd(t.cost_per_turn_usd, 5),
+                    escape(", ".join(t.models)) or "—",
+                )
+                for t in report.turns_by_llm_tier
+            ],
+        ),
         breakdown("turns by NLU model", ("model", "turns"), [(m.model_used, m.turns) for m in report.turns_by_model]),
         breakdown(
             "escalation reasons",
@@ -379,9 +448,9 @@ def render_png(report: Report, path: Path, top: int = 10) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(16, 9), layout="constrained")
+    fig, axes = plt.subplots(3, 3, figsize=(16, 13), layout="constrained")
     fig.suptitle(f"supportflow analytics  {report.since:%Y-%m-%d %H:%M} → {report.until:%Y-%m-%d %H:%M} UTC")
-    volume, intents, latency, headline, sentiment, reasons = axes.flat
+    volume, intents, latency, headline, sentiment, reasons, llm_share, llm_tokens, llm_cost = axes.flat
 
     def empty(ax: Any, title: str) -> None:
         ax.set_title(title)
@@ -422,6 +491,7 @@ def render_png(report: Report, path: Path, top: int = 10) -> Path:
         f"escalation rate        {_pct(report.escalation_rate)}",
         f"cost per conversation  {cost}",
         f"total cost             ${report.total_cost_usd:.2f}",
+        f"turns with an LLM      {_pct(report.llm_share)}",
         f"CSAT                   {_rating(report.human.csat.mean_rating)} ({report.human.csat.answers:,} answers)",
         f"CSAT 4–5               {_pct(report.human.csat.satisfied_share)}",
         f"human 1st response p50 {_s(report.human.first_response.p50_s)}",
@@ -447,6 +517,29 @@ def render_png(report: Report, path: Path, top: int = 10) -> Path:
         reasons.set_title("escalation reasons")
     else:
         empty(reasons, "escalation reasons")
+
+    tiers = report.turns_by_llm_tier[:top]
+    if tiers:
+        names = [t.tier for t in tiers][::-1]
+        bars = llm_share.barh(names, [t.share * 100 for t in tiers][::-1], color="tab:purple")
+        llm_share.bar_label(bars, labels=[f"{t.turns:,}" for t in tiers][::-1])
+        llm_share.set_xlabel("% of turns (label: turns)")
+        llm_share.set_title("language models: share of turns by tier")
+        positions = range(len(tiers))
+        width = 0.4
+        llm_tokens.bar([p - width / 2 for p in positions], [t.tokens_in for t in tiers], width, label="in (prompt)")
+        llm_tokens.bar([p + width / 2 for p in positions], [t.tokens_out for t in tiers], width, label="out")
+        llm_tokens.set_xticks(list(positions), [t.tier for t in tiers], rotation=30)
+        llm_tokens.legend(loc="upper right")
+        llm_tokens.set_title("language models: tokens by tier")
+        cost_bars = llm_cost.bar([t.tier for t in tiers], [t.total_cost_usd for t in tiers], color="tab:olive")
+        llm_cost.bar_label(cost_bars, labels=[f"${t.cost_per_turn_usd:.4f}/turn" for t in tiers])
+        llm_cost.set_ylabel("USD")
+        llm_cost.tick_params(axis="x", rotation=30)
+        llm_cost.set_title("language models: cost by tier")
+    else:
+        for ax, title in ((llm_share, "share of turns by tier"), (llm_tokens, "tokens by tier"), (llm_cost, "cost")):
+            empty(ax, f"language models: {title}")
 
     fig.savefig(path, dpi=100)
     plt.close(fig)

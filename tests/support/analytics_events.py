@@ -1,8 +1,11 @@
 """A small set of events whose report is known by hand, shared by the store and the CLI tests.
 
 Window [2025-03-01, 2025-03-02) UTC. Ten conversations c0..c9 (c0..c5 web chat, c6..c9 SMS) of
-ten agent replies each: latencies 10, 20, …, 1000 ms over the 100 replies, cost $0.002 each,
-sentiment +0.5, all in the first 30 minutes. Three turns handed to a human at 12:00 (c1 and c2
+ten agent replies each: latencies 10, 20, …, 1000 ms over the 100 replies, sentiment +0.5, all in
+the first 30 minutes. Language models: c0..c7's 80 replies by the `small` tier (small-model, 300
+tokens in, 50 out, $0.001 each), c8 and c9's 20 by two tiers (`large+small`: 900 in, 150 out,
+$0.006 each; the last model small-model in c8, large-model in c9): $0.20 in all, $0.02 a
+conversation. Three turns handed to a human at 12:00 (c1 and c2
 for low_confidence, c7 because the customer asked), sentiment -0.8, no cost;
 c7 then writes once more while with the human (a follow-up: a customer turn, not another
 hand-over). Noise the report
@@ -43,7 +46,9 @@ def _event(
     sentiment: tuple[str, float],
     action: EventAction | None = None,
     model_used: str = "triton:intent_classifier:1",
+    llm: tuple[str, str, int, int] = ("", "", 0, 0),
 ) -> ConversationEvent:
+    """`llm` is (tier, model, tokens in, tokens out); the default is a turn without a language model."""
     channel = "webchat" if isinstance(conversation, int) and conversation < 6 else "sms"
     return ConversationEvent(
         event_id=event_id,
@@ -62,13 +67,26 @@ def _event(
         ),
         action=action,
         response=EventResponse(content="on its way", confidence=0.9) if event_type == "turn_processed" else None,
-        metadata=EventMetadata(latency_ms=latency_ms, model_used=model_used, cost_usd=cost_usd),
+        metadata=EventMetadata(
+            latency_ms=latency_ms,
+            model_used=model_used,
+            cost_usd=cost_usd,
+            llm_tier=llm[0],
+            llm_model=llm[1],
+            llm_tokens_in=llm[2],
+            llm_tokens_out=llm[3],
+        ),
     )
 
 
 def known_events() -> list[ConversationEvent]:
     events: list[ConversationEvent] = []
     for c in range(10):
+        llm = (
+            ("small", "small-model", 300, 50)
+            if c < 8
+            else ("large+small", "small-model" if c == 8 else "large-model", 900, 150)
+        )
         for k in range(10):
             n = c * 10 + k
             events.append(
@@ -79,9 +97,10 @@ def known_events() -> list[ConversationEvent]:
                     c,
                     "track_order" if c % 2 == 0 else "get_refund",
                     latency_ms=10.0 * (n + 1),
-                    cost_usd=0.002,
+                    cost_usd=0.001 if c < 8 else 0.006,
                     sentiment=("positive", 0.5),
                     model_used="onnxruntime:intent_classifier:1" if c == 9 else "triton:intent_classifier:1",
+                    llm=llm,
                 )
             )
     for c, reason in ((1, "low_confidence"), (2, "low_confidence"), (7, "customer_requested_human")):
@@ -105,7 +124,19 @@ def known_events() -> list[ConversationEvent]:
         )
     )
     for name, at in (("early", SINCE - timedelta(seconds=1)), ("late", UNTIL)):
-        events.append(_event(name, "turn_processed", at, name, "track_order", 99_999.0, 5.0, ("negative", -1.0)))
+        events.append(
+            _event(
+                name,
+                "turn_processed",
+                at,
+                name,
+                "track_order",
+                99_999.0,
+                5.0,
+                ("negative", -1.0),
+                llm=("large", "large-model", 10_000, 1_000),
+            )
+        )
     return events
 
 
@@ -146,6 +177,38 @@ EXPECTED = {
     ],
     "total_cost_usd": 0.2,
     "cost_per_conversation_usd": 0.02,
+    "turns_by_llm_tier": [
+        {
+            "tier": "small",
+            "turns": 80,
+            "share": 80 / 104,
+            "tokens_in": 24_000,
+            "tokens_out": 4_000,
+            "total_cost_usd": 0.08,
+            "cost_per_turn_usd": 0.001,
+            "models": ["small-model"],
+        },
+        {
+            "tier": "large+small",
+            "turns": 20,
+            "share": 20 / 104,
+            "tokens_in": 18_000,
+            "tokens_out": 3_000,
+            "total_cost_usd": 0.12,
+            "cost_per_turn_usd": 0.006,
+            "models": ["large-model", "small-model"],
+        },
+        {
+            "tier": "none (no LLM)",  # the four hand-overs
+            "turns": 4,
+            "share": 4 / 104,
+            "tokens_in": 0,
+            "tokens_out": 0,
+            "total_cost_usd": 0.0,
+            "cost_per_turn_usd": 0.0,
+            "models": [],
+        },
+    ],
     "human": {  # no feedback inserted
         "csat": {"answers": 0, "mean_rating": None, "satisfied_share": None},
         "csat_by_channel": [],

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from connectors.clickhouse import ChdbEventStore, ClickHouseEventStore, ddl, load_query, render
-from connectors.clickhouse.rows import FEEDBACK_COLUMNS
-from connectors.clickhouse.store import wait_for_turn
+from connectors.clickhouse.rows import COLUMNS, FEEDBACK_COLUMNS, to_columns
+from connectors.clickhouse.sql import missing_columns, table_columns
+from connectors.clickhouse.store import _Serialized, wait_for_turn
 from connectors.protocols import EventStore
 from pipelines.evaluation.analytics_report import build_report
 from tests.support.analytics_events import (
@@ -281,3 +282,102 @@ async def test_a_busy_store_nobody_waits_for_keeps_its_turn_past_its_longest_hol
     assert free_moments == []
     assert (await store.query(COUNT))[0]["n"] == 6
     await store.close()
+
+
+LLM_COLUMNS = ("llm_tier", "llm_model", "llm_tokens_in", "llm_tokens_out")
+
+
+def _old_events_ddl() -> str:
+    """The events table as releases before the language-model columns created it."""
+    return "\n".join(line for line in ddl()[0].splitlines() if not line.strip().startswith(LLM_COLUMNS))
+
+
+@pytest.fixture(params=["chdb", "clickhouse-server"])
+async def old_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[_Serialized]:
+    """A store whose events table an older release created and filled (no LLM columns), not migrated yet."""
+    if request.param == "chdb":
+        event_store: _Serialized = ChdbEventStore(tmp_path / "chdb")
+    else:
+        server: ClickHouseServer = request.getfixturevalue("clickhouse_server")
+        event_store = ClickHouseEventStore(server.fresh_database())
+    await event_store._call(event_store._execute, _old_events_ddl())
+    old_columns = tuple(c for c in COLUMNS if c not in LLM_COLUMNS)
+    batch = {name: values for name, values in to_columns(known_events(), 1_700_000_000).items() if name in old_columns}
+    await event_store._call(event_store._insert_table, "events", old_columns, batch)
+    try:
+        yield event_store
+    finally:
+        await event_store.close()
+
+
+async def _event_columns(store: EventStore) -> list[str]:
+    """The table's columns in order (system.columns lists them in table order on both backends)."""
+    rows = await store.query("SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'events'")
+    return [row["name"] for row in rows]
+
+
+async def test_llm_usage_lands_in_its_columns_and_a_turn_without_a_model_gets_blanks(store: EventStore) -> None:
+    events = known_events()
+    small, paired, handed_over = events[0], events[95], next(e for e in events if e.event_type == "escalated")
+    await store.insert([small, paired, handed_over])
+    rows = await store.query(f"SELECT event_id, cost_usd, {', '.join(LLM_COLUMNS)} FROM events FINAL ORDER BY event_id")
+    assert rows == [
+        {"event_id": "r0", "cost_usd": 0.001, "llm_tier": "small", "llm_model": "small-model"}
+        | {"llm_tokens_in": 300, "llm_tokens_out": 50},
+        {"event_id": "r95", "cost_usd": 0.006, "llm_tier": "large+small", "llm_model": "large-model"}
+        | {"llm_tokens_in": 900, "llm_tokens_out": 150},
+        {"event_id": "x1", "cost_usd": 0.0, "llm_tier": "", "llm_model": ""}
+        | {"llm_tokens_in": 0, "llm_tokens_out": 0},
+    ]
+
+
+async def test_migrating_a_table_of_an_older_release_adds_the_llm_columns_and_keeps_its_rows(
+    old_store: _Serialized,
+) -> None:
+    assert not set(LLM_COLUMNS) & set(await _event_columns(old_store))
+    unmigrated = await build_report(old_store, SINCE, UNTIL)  # `analytics report` before the new sink started
+    assert (unmigrated.turns, unmigrated.turns_by_llm_tier) == (104, [])
+    assert unmigrated.cost_per_conversation_usd == pytest.approx(0.02)
+    await old_store.migrate()
+    await old_store.migrate()  # nothing left to add: a no-op
+    assert await _event_columns(old_store) == list(COLUMNS)  # each added after its DDL neighbour
+    assert (await old_store.query(COUNT))[0]["n"] == len(known_events())
+    blanks = await old_store.query(
+        "SELECT count() AS n FROM events FINAL WHERE llm_tier = '' AND llm_model = '' AND llm_tokens_in = 0 "
+        "AND llm_tokens_out = 0"
+    )
+    assert blanks[0]["n"] == len(known_events())  # rows written before: no LLM recorded
+    old = await build_report(old_store, SINCE, UNTIL)
+    assert (old.turns, old.total_cost_usd) == (104, pytest.approx(0.2))
+    assert [(t.tier, t.turns, t.share, t.tokens_in) for t in old.turns_by_llm_tier] == [("none (no LLM)", 104, 1.0, 0)]
+    await old_store.insert(known_events())  # the new sink writes the same events again, with their LLM usage
+    assert_report_matches((await build_report(old_store, SINCE, UNTIL)).model_dump(mode="json"))
+
+
+async def test_a_column_another_process_added_meanwhile_does_not_fail_the_migration(old_store: _Serialized) -> None:
+    """18.16 has no ADD COLUMN IF NOT EXISTS: two sinks starting together both see the column missing."""
+    stale = await old_store._call(old_store._present_columns)
+    await old_store._call(old_store._execute, "ALTER TABLE events ADD COLUMN llm_tier String AFTER cost_usd")
+    seen = iter([stale])
+    real = old_store._present_columns
+    old_store._present_columns = lambda: next(seen, None) or real()  # type: ignore[method-assign]
+    await old_store.migrate()
+    assert await _event_columns(old_store) == list(COLUMNS)
+
+
+def test_the_migration_adds_only_the_missing_columns_after_their_ddl_neighbours() -> None:
+    present = {"events": set(COLUMNS) - {"llm_model", "llm_tokens_out"}, "feedback": set(FEEDBACK_COLUMNS)}
+    assert missing_columns(present) == [
+        "ALTER TABLE events ADD COLUMN llm_model String AFTER llm_tier",
+        "ALTER TABLE events ADD COLUMN llm_tokens_out UInt32 AFTER llm_tokens_in",
+    ]
+    assert missing_columns({}) == []  # no tables yet: CREATE makes them whole
+    assert [name for name, _ in table_columns()["events"]] == list(COLUMNS)
+    assert [name for name, _ in table_columns()["feedback"]] == list(FEEDBACK_COLUMNS)
+
+
+async def test_an_empty_window_has_no_llm_tiers(store: EventStore) -> None:
+    await store.insert(known_events())
+    later = UNTIL + timedelta(days=30)
+    report = await build_report(store, later, later + timedelta(days=1))
+    assert report.turns_by_llm_tier == [] and report.llm_share is None

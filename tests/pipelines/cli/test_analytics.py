@@ -94,6 +94,20 @@ def test_report_as_text_shows_the_headline_and_no_png_writes_none(
     assert not (tmp_path / "analytics-report.png").exists()
 
 
+def test_report_as_text_has_a_language_models_section(data_dir: Path) -> None:
+    result = runner.invoke(
+        app, ["analytics", "report", "--no-png", "--data-dir", str(data_dir), *WINDOW], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    section = result.stdout[result.stdout.index("language models") :]
+    for shown in ("cost per conversation", "$0.0200", "turns with a language model", "96.2%", "42,000 / 7,000"):
+        assert shown in section, (shown, section)
+    rows = {line.split("│")[1].strip(): line for line in section.splitlines() if line.count("│") > 3}
+    assert "76.9%" in rows["small"] and "24,000" in rows["small"] and "$0.0800" in rows["small"]
+    assert "19.2%" in rows["large+small"] and "large-model, small-model" in rows["large+small"]
+    assert "3.8%" in rows["none (no LLM)"] and "$0.00000" in rows["none (no LLM)"]
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
