@@ -4,9 +4,10 @@ Three measurements, each on the help center's evaluation questions
 (`pipelines/evaluation/data/help_center_eval/queries.jsonl`, asked as customers wrote them):
 
 1. **In process, on the reply path's operators** (plan -> answer -> authorize -> execute, then compose -> guard
-   timed), over the stack's PostgreSQL with the help center ingested: the model's tokens/s and time to first
-   token, the LLM path's own overhead (compose + guard wall time minus the model call: prompt building, the
-   stream's handling, the grounding guard) p50/p99, and the share of generated replies guard rejects.
+   timed), over the stack's PostgreSQL with the help center ingested and its broker for the web chat preview:
+   the model's tokens/s and time to first token, the LLM path's own overhead (compose + guard wall time minus
+   the model call: prompt building, the checked preview streamed to `sf.reply.stream`, the grounding guard)
+   p50/p99, and the share of generated replies guard rejects.
 2. **Through the stack** (`supportflow run`'s processes, the ingress in its own): the same questions sent one at
    a time over the web chat, latency from the send to the reply on `sf.outbound`, split by whether the LLM wrote
    the reply (read from each turn's event on `sf.events.raw`).
@@ -66,7 +67,12 @@ async def in_process(settings: Any, questions: list[str], console: Console) -> d
         def now(self) -> Any:
             return utcnow()
 
-    clients = RuntimeClients(settings)
+    from pipelines.runtime.reply_stream import reply_streams_for
+    from pipelines.runtime.topology import load_topology
+
+    # the web chat preview as a worker streams it (sf.reply.stream on the stack's broker): part of the overhead
+    streams = reply_streams_for(settings, load_topology(settings.topology_file))
+    clients = RuntimeClients(settings, reply_streams=streams)
     ctx = OperatorContext(tables={"sessions": DictTable(), "profiles": DictTable()}, clock=Clock(), clients=clients)
     answer, compose, guard = Answer(), Compose(), Guard()
     overhead, ttft, rates, model_ms = [], [], [], []
