@@ -293,7 +293,7 @@ def test_a_redelivered_record_changes_nothing_and_a_malformed_one_is_dead_letter
 
 def article_body(n: int) -> str:
     """A distinct article of two sections, each long enough to be a chunk of its own."""
-    words = " ".join(f"term{n}x{i}" for i in range(40))
+    words = " ".join(f"term{n}x{i}" for i in range(130))
     return (
         f"# Article {n}\n\nThis article number {n} explains topic {n} in plain words: {words}.\n\n"
         f"## Details of {n}\n\nThe second section of article {n} adds the details: {words} again, and more.\n"
