@@ -138,10 +138,13 @@ def _publish(chosen: Source, domain: str, wait: bool, wait_timeout: float) -> No
     from pipelines.cli._common import broker_settings
     from pipelines.knowledge.ingest import IngestProgress
     from pipelines.knowledge.publish import PublishReport, publish_source
+    from pipelines.runtime.app import ensure_topics
     from pipelines.runtime.topology import load_topology
 
     s = broker_settings("kb ingest --via-stream")
-    dead_letter_topic = load_topology(s.topology_file).spec.dead_letter_topic
+    topology = load_topology(s.topology_file)
+    dead_letter_topic = topology.spec.dead_letter_topic
+    ensure_topics(s, topology)  # sf.knowledge must exist compacted before the first record creates it otherwise
 
     async def job(store: PgVectorStore) -> PublishReport:
         columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
