@@ -7,8 +7,10 @@ Documents are records on the compacted topic `sf.knowledge`, one key per documen
   written in one transaction (`pipelines/knowledge/ingest.py::apply_document`, through the indexer
   `ctx.clients.knowledge_indexer` gives this process: its embedder, its store).
 - `delete`: the document's tombstone (`apply_tombstone`): it leaves the head; releases holding it keep it.
-  An explicit record rather than a null value: the runtime decodes every value as its topic's record type
-  and dead-letters anything else, and an explicit record says who deleted the document.
+  The publishing command writes an explicit record (it says who deleted the document, and it stays on the
+  compacted topic, so a consumer replaying it from the start sees the deletion); a null value under a
+  document's key, Kafka's own tombstone, is read as one too (`KnowledgeRecord.from_null_value`, which the
+  runtime asks of a source record type when a value is null).
 - `release`: publish a release of a domain (`create_release` + the live index + garbage collection: the
   end of `ingest`), keyed `kb-release:<domain>`.
 

@@ -3,8 +3,9 @@ passages retrieval hands to the operators that answer from them.
 
 `sf.knowledge` is compacted and carries `KnowledgeRecord`s keyed by `doc_id`, so the topic holds the
 latest record of each document: its current version, or its tombstone, an explicit `delete` record
-under its key. (Not a null value: the stream runtime decodes every value as its topic's record type and
-dead-letters what is not one, and an explicit record also says who deleted the document.) A `release`
+under its key (what `kb ingest --via-stream` writes: it says who deleted the document, and a consumer
+replaying the topic from the start still sees the deletion). A null value under a document's key, Kafka's
+own tombstone, is read as a `delete` record too (`KnowledgeRecord.from_null_value`). A `release`
 record, keyed `kb-release:<domain>`, asks the `knowledge` stage to cut and publish a release of the
 domain once the documents published before it are in. The stage reports each record it applied on
 `sf.knowledge.applied` (`KnowledgeApplied`), which `supportflow kb ingest --via-stream --wait` reads.
@@ -93,6 +94,14 @@ class KnowledgeRecord(Record):
 
     def partition_key(self) -> str:
         return self.doc_id if self.doc_id is not None else f"{RELEASE_KEY_PREFIX}{self.domain}"
+
+    @classmethod
+    def from_null_value(cls, key: str) -> KnowledgeRecord | None:
+        """A null value under a document's key is its tombstone too (Kafka's own kind, which compaction
+        eventually removes with the key); under a release key it means nothing."""
+        if not key or key.startswith(RELEASE_KEY_PREFIX):
+            return None
+        return cls.tombstone(key)
 
 
 class KnowledgeApplied(Record):

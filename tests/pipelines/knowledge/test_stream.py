@@ -290,6 +290,17 @@ def test_a_redelivered_record_changes_nothing_and_a_malformed_one_is_dead_letter
     assert all(letter.stage == "knowledge" and letter.source_topic == KNOWLEDGE_TOPIC for letter in letters)
     assert searched(postgres_dsn, "two-year warranty")[0] == "warranty.md"
 
+    # Kafka's own tombstone, a null value under a document's key, deletes it too; under a release key it
+    # means nothing and is dead-lettered
+    produce(broker.bootstrap, KNOWLEDGE_TOPIC, [("warranty.md", None), ("kb-release:support", None)])
+    reports = applied_reports(
+        broker.bootstrap, until=lambda rs: any(r.kind == "delete" and r.doc_id == "warranty.md" for r in rs)
+    )
+    assert [r.action for r in reports if r.kind == "delete" and r.doc_id == "warranty.md"] == ["deleted"]
+    assert on_store(postgres_dsn, lambda store: store.document_head("warranty.md")).deleted
+    letters = read_topics(broker.bootstrap, ["sf.dlq"], until=lambda rs: len(rs) >= 4, timeout_s=30)
+    assert sorted(r.key for r in letters) == [b"broken.md", b"empty.md", b"kb-release:support", b"odd.md"]
+
 
 def article_body(n: int) -> str:
     """A distinct article of two sections, each long enough to be a chunk of its own."""
