@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from schemas.knowledge import Passage
+from schemas.knowledge import KnowledgeDocument, Passage
 
 __all__ = [
     "Clients",
@@ -23,7 +23,11 @@ __all__ = [
     "IntentModelOptions",
     "IntentPrediction",
     "KeepsSessions",
+    "KnowledgeChange",
+    "KnowledgeIndexOptions",
+    "KnowledgeIndexer",
     "KnowledgeOptions",
+    "KnowledgeRelease",
     "KnowledgeRetrieval",
     "KnowledgeRetriever",
     "LanguageModel",
@@ -180,6 +184,55 @@ class KnowledgeOptions:
     pool_size: int = 2
 
 
+@dataclass(frozen=True)
+class KnowledgeIndexOptions:
+    """What the `knowledge` stage asks of the knowledge store it writes; unset fields take the settings."""
+
+    model_name: str = "text_embedder"
+    model_version: str | None = None
+    index: str | None = None  # the embedding index written; unset: the model's id (as `kb ingest` names it)
+    max_batch: int = 32  # chunks embedded per call to the model
+    pool_size: int = 2
+
+
+class KnowledgeChange(Protocol):
+    """What applying one document or tombstone did (`pipelines.knowledge.ingest.ApplyResult`)."""
+
+    @property
+    def action(self) -> str:
+        """added, changed, unchanged, deleted or absent."""
+        ...
+
+    @property
+    def chunks(self) -> int: ...
+
+    @property
+    def embedded(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class KnowledgeRelease:
+    """A domain's release after a publish: its id (None: the domain never had a document), whether it is new."""
+
+    release_id: str | None
+    created: bool
+
+
+class KnowledgeIndexer(Protocol):
+    """The knowledge store as the `knowledge` stage writes it (`pipelines.runtime.knowledge.StoreIndexer`): the
+    idempotent units of work of an ingest with this process's embedder and store. Each call may be repeated
+    (a redelivered record) and changes nothing the second time. A store that is away is waited for; an error
+    raised is the record's own (it cannot be applied) and dead-letters it."""
+
+    async def apply_document(self, document: KnowledgeDocument) -> KnowledgeChange: ...
+
+    async def apply_tombstone(self, doc_id: str) -> KnowledgeChange: ...
+
+    async def publish_release(self, domain: str, note: str | None = None) -> KnowledgeRelease:
+        """Cut a release of `domain` from its head and make it live, unless the head equals its latest release."""
+        ...
+
+
 class TokenSink(Protocol):
     """Where a reply goes while it is generated (the web chat's socket); the final text still goes by `emit`."""
 
@@ -279,6 +332,10 @@ class Clients(Protocol):
 
     def knowledge_retriever(self, options: KnowledgeOptions) -> KnowledgeRetriever | None:
         """The knowledge base's retriever, one per process; None when no knowledge store is configured."""
+        ...
+
+    def knowledge_indexer(self, options: KnowledgeIndexOptions) -> KnowledgeIndexer | None:
+        """The knowledge store's writer, one per process; None when no knowledge store is configured."""
         ...
 
     def language_model(self) -> LanguageModel | None:

@@ -16,6 +16,7 @@ from schemas.agent import (
     RouteReason,
 )
 from schemas.inbound import CHANNEL_META_KEYS, CHANNELS, Channel, Message, RawInbound, utcnow
+from schemas.knowledge import KnowledgeApplied, KnowledgeDocument, KnowledgeRecord
 from schemas.nlu import Entity, NluResult, Sentiment
 from schemas.outbound import (
     ConversationEvent,
@@ -88,6 +89,9 @@ __all__ = [
     "GuardedTurn",
     "HandOver",
     "HistoryTurn",
+    "KnowledgeApplied",
+    "KnowledgeDocument",
+    "KnowledgeRecord",
     "KnowledgeUse",
     "LifetimeSummary",
     "LlmUsage",

@@ -26,3 +26,9 @@ class Record(BaseModel):
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode("utf-8")
+
+    @classmethod
+    def from_null_value(cls, key: str) -> Record | None:
+        """What a null value under `key` (a compacted topic's tombstone) stands for; None: nothing (the
+        stream dead-letters it, as any value that is not a record of the topic)."""
+        return None

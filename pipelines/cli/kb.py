@@ -84,18 +84,37 @@ def ingest_command(
     ] = None,
     max_pages: Annotated[int, typer.Option(min=1, help="A website: the most pages to fetch.")] = 200,
     rate: Annotated[float, typer.Option(min=0.01, help="A website: requests per second, at most.")] = 2.0,
+    via_stream: Annotated[
+        bool,
+        typer.Option(
+            "--via-stream",
+            help="Publish the documents (and tombstones, then release requests) to sf.knowledge for the workers' "
+            "`knowledge` stage to chunk, embed and write, instead of writing the store from this process.",
+        ),
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="--via-stream: wait until the stage has applied every record, and report.")
+    ] = False,
+    wait_timeout: Annotated[float, typer.Option(min=1, help="--wait: give up after this many seconds.")] = 1800,
 ) -> None:
     """Read SOURCE into the knowledge base, then publish a release of each domain it changed.
 
     Only what changed is chunked and embedded; documents a complete source no longer has are
     deleted; files that cannot be read are listed and skipped. Re-running on an unchanged source
-    writes nothing and leaves the live release (also a rolled-back one) as it is.
+    writes nothing and leaves the live release (also a rolled-back one) as it is. With --via-stream
+    the same happens in the stream workers (a running `supportflow run`, or KAFKA_BOOTSTRAP_SERVERS).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
     from pipelines.knowledge.ingest import IngestProgress, default_chunker, ingest
 
+    if wait and not via_stream:
+        err.print("[red]--wait goes with --via-stream[/red] (a direct ingest is done when the command returns)")
+        raise typer.Exit(2)
     chosen = _source(source, kind, domain, max_pages, rate)
+    if via_stream:
+        _publish(chosen, domain, wait, wait_timeout)
+        return
     embedder = _embedder()
 
     async def job(store: PgVectorStore) -> IngestReport:
@@ -110,6 +129,66 @@ def ingest_command(
             return await ingest(chosen, domain, embedder, default_chunker, store, on_progress=show)
 
     _print_report(_on_store(job))
+
+
+def _publish(chosen: Source, domain: str, wait: bool, wait_timeout: float) -> None:
+    """`kb ingest --via-stream`: the source's records to sf.knowledge (pipelines/knowledge/publish.py)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
+    from pipelines.cli._common import broker_settings
+    from pipelines.knowledge.ingest import IngestProgress
+    from pipelines.knowledge.publish import PublishReport, publish_source
+    from pipelines.runtime.app import ensure_topics
+    from pipelines.runtime.topology import load_topology
+
+    s = broker_settings("kb ingest --via-stream")
+    topology = load_topology(s.topology_file)
+    dead_letter_topic = topology.spec.dead_letter_topic
+    ensure_topics(s, topology)  # sf.knowledge must exist compacted before the first record creates it otherwise
+
+    async def job(store: PgVectorStore) -> PublishReport:
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, console=err, transient=True) as progress:
+            task = progress.add_task("reading", total=chosen.estimate())
+
+            def show(step: IngestProgress) -> None:
+                label = step.label if len(step.label) <= 50 else "…" + step.label[-49:]
+                done = "published" if step.kind == "document" else step.kind
+                progress.update(task, completed=step.done, total=step.estimate, description=f"{done} {escape(label)}")
+
+            return await publish_source(
+                chosen,
+                domain,
+                store,
+                s.kafka_client_config(),
+                exact_offsets=s.exact_offsets,
+                wait=wait,
+                wait_timeout_s=wait_timeout,
+                dead_letter_topic=dead_letter_topic,
+                on_progress=show,
+            )
+
+    report = _on_store(job)
+    console.print(
+        f"{escape(report.source)}: published {len(report.documents)} document(s) and {len(report.tombstones)} "
+        f"tombstone(s) to sf.knowledge, then release requests for {escape(', '.join(report.domains) or 'no domain')}"
+        f" (publish {report.publish_id})"
+    )
+    if report.applied is None:
+        for error in report.skipped:
+            console.print(f"  [yellow]skipped[/yellow] {escape(str(error))}")
+        console.print("  the workers' `knowledge` stage applies them; `--wait` waits for it")
+        return
+    _print_report(report.applied, changes=True)
+    for key, reason in sorted(report.failed.items()):
+        console.print(f"  [red]dead-lettered[/red] {escape(key)}: {escape(reason)}")
+    if report.pending:
+        console.print(
+            f"  [red]{len(report.pending)} record(s) not applied after {wait_timeout:g}s[/red] "
+            "(is a worker running the `knowledge` stage, with DATABASE_URL?)"
+        )
+    if report.failed or report.pending:
+        raise typer.Exit(1)
 
 
 def _print_report(report: IngestReport, changes: bool = False) -> None:

@@ -6,9 +6,10 @@ embedded (a paragraph untouched by an edit keeps its chunk_id and its vector). D
 complete source no longer lists become deletions; those it reported but could not read keep
 their stored version.
 
-`apply_document` and `apply_tombstone` are the unit of work, each idempotent: the stream stage
-that will consume the compacted `sf.knowledge` topic calls them per record, and a redelivered
-record changes nothing.
+`apply_document` and `apply_tombstone` are the unit of work, each idempotent: the `knowledge`
+stream stage that consumes the compacted `sf.knowledge` topic calls them per record
+(`operators/index_document.py`, through `pipelines/runtime/knowledge.py::StoreIndexer`), and a
+redelivered record changes nothing; `publish.py` puts a source on that topic.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class ApplyResult:
 class IngestProgress:
     """One step of an ingest, for a progress bar: a document done, skipped, or deleted."""
 
-    kind: Literal["document", "skipped", "deleted", "releasing"]
+    kind: Literal["document", "skipped", "deleted", "releasing", "applied"]  # applied: the stream stage's
     label: str
     done: int
     estimate: int | None
@@ -154,7 +155,7 @@ async def apply_document(
 
 
 async def apply_tombstone(doc_id: str, *, index: str, store: KnowledgeStore) -> ApplyResult:
-    """Delete `doc_id` from the head (a null record on the topic); releases that hold it keep it."""
+    """Delete `doc_id` from the head (a delete record on the topic); releases that hold it keep it."""
     removed = await store.delete_document(index, doc_id)
     return ApplyResult(doc_id, "deleted" if removed else "absent", removed)
 

@@ -2,8 +2,8 @@
 
 Operators never open connections (`operators/protocols.py`); when one needs an outside system
 during `warm_up` it asks this factory, which knows where the system lives. The NER-heavy PII
-redactor is built once per process: every stage that asks shares it, and so is the knowledge
-base's retriever (one embedder, one PostgreSQL pool per worker process).
+redactor is built once per process: every stage that asks shares it, and so are the knowledge
+base's retriever and its indexer (one embedder model per process, shared by both).
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from operators.format import Format
 from operators.protocols import (
     IntentModel,
     IntentModelOptions,
+    KnowledgeIndexOptions,
     KnowledgeOptions,
     PiiRedactor,
     ReplyShaper,
     TokenSink,
 )
-from pipelines.runtime.knowledge import StoreRetriever
+from pipelines.runtime.knowledge import StoreIndexer, StoreRetriever
 from pipelines.runtime.reply_stream import ReplyStreams
 from pipelines.runtime.settings import PROJECT_DIR, Settings
 from pipelines.runtime.topology import Topology
@@ -41,6 +42,8 @@ class RuntimeClients:
         self.reply_streams = reply_streams
         self._redactors: dict[tuple[tuple[str, ...] | None, float | None], PiiRedactor] = {}
         self._knowledge: dict[KnowledgeOptions, StoreRetriever] = {}
+        self._indexers: dict[KnowledgeIndexOptions, StoreIndexer] = {}
+        self._embedders: dict[tuple[str, str | None], Any] = {}
         self._llm: LlmGateway | None = None
 
     def intent_model(self, options: IntentModelOptions) -> IntentModel:
@@ -85,22 +88,51 @@ class RuntimeClients:
             return None
         if options not in self._knowledge:
             from connectors.knowledge.embedding import CachedQueryEmbedder
-            from connectors.knowledge.triton_embedder import build_embedder
 
-            # one onnxruntime thread: the workers share the machine's cores with the broker and the stores
-            embedder = build_embedder(
-                settings.model_repository,
-                settings.triton_url,
-                model_name=options.model_name,
-                model_version=options.model_version,
-                intra_op_threads=1,
-            )
+            embedder = self._embedder(options.model_name, options.model_version)
             dsn = settings.database_url.get_secret_value()
             # the articles' sentences `answer` compares with each question are the same all day: each is
             # embedded once per process, not on every question
             cached = CachedQueryEmbedder(embedder)
             self._knowledge[options] = StoreRetriever(dsn, cached, k=options.k, pool_size=options.pool_size)
         return self._knowledge[options]
+
+    def knowledge_indexer(self, options: KnowledgeIndexOptions) -> StoreIndexer | None:
+        """The writer of DATABASE_URL's knowledge base (the `knowledge` stage's); None without a database.
+
+        It embeds with the retriever's model (one copy per process); its store is opened on the first record.
+        """
+        settings = self.settings
+        if settings is None or settings.database_url is None:
+            return None
+        if options not in self._indexers:
+            embedder = self._embedder(options.model_name, options.model_version)
+            self._indexers[options] = StoreIndexer(
+                settings.database_url.get_secret_value(),
+                embedder,
+                index=options.index,
+                max_batch=options.max_batch,
+                pool_size=options.pool_size,
+            )
+        return self._indexers[options]
+
+    def _embedder(self, model_name: str, model_version: str | None) -> Any:
+        """The exported text embedder, through Triton when one is configured (the same model in process behind
+        it), in process otherwise; never a download. One per model per process."""
+        key = (model_name, model_version)
+        if key not in self._embedders:
+            from connectors.knowledge.triton_embedder import build_embedder
+
+            assert self.settings is not None
+            # one onnxruntime thread: the workers share the machine's cores with the broker and the stores
+            self._embedders[key] = build_embedder(
+                self.settings.model_repository,
+                self.settings.triton_url,
+                model_name=model_name,
+                model_version=model_version,
+                intra_op_threads=1,
+            )
+        return self._embedders[key]
 
     def language_model(self) -> LlmGateway | None:
         """One gateway per process over `llm_tiers` (shared cache, spend meters and connections); None without."""
@@ -123,6 +155,9 @@ class RuntimeClients:
         retrievers, self._knowledge = list(self._knowledge.values()), {}
         for retriever in retrievers:
             await retriever.close()
+        indexers, self._indexers = list(self._indexers.values()), {}
+        for indexer in indexers:
+            await indexer.close()
         if self._llm is not None:
             llm, self._llm = self._llm, None
             await llm.close()

@@ -140,8 +140,10 @@ class StageProcessor:
     async def process(self, value: bytes | None, key: bytes | None, topic: str, partition: int, offset: int) -> str:
         """Handle one source record end to end; return its outcome for metrics and tests."""
         started = time.perf_counter()
+        # a null value (a compacted topic's tombstone) is a record only where the record type says what it means
+        tombstone = self.source_type.from_null_value(key.decode("utf-8", "replace")) if value is None and key else None
         try:
-            record = decode_record(self.source_type, value or b"")
+            record = tombstone or decode_record(self.source_type, value or b"")
         except (ValidationError, BodyRefused) as exc:
             await self.dead_letter(value, key, topic, partition, offset, "decode", exc)
             return "dead_lettered"

@@ -22,7 +22,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "connectors": ("schemas",),
     "operators": ("schemas", "connectors.protocols", "connectors.batching"),
     "pipelines.handover": ("schemas", "operators"),
-    "pipelines.runtime": ("schemas", "connectors", "operators", "pipelines.handover"),
+    # the runtime's knowledge indexer runs the ingest's units of work (pipelines.knowledge sits below it)
+    "pipelines.runtime": ("schemas", "connectors", "operators", "pipelines.handover", "pipelines.knowledge"),
     "pipelines.services": ("schemas", "connectors", "operators", "pipelines.handover", "pipelines.runtime"),
     "pipelines.ml": ("schemas", "connectors", "pipelines.runtime"),
     "pipelines.knowledge": ("schemas", "connectors"),

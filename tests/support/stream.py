@@ -47,10 +47,13 @@ class WorkerPool:
     def ensure_topics(self, topology: Path = DEFAULT_TOPOLOGY) -> None:
         ensure_topics(settings_for(self.bootstrap, topology), load_topology(topology))
 
-    def start(self, topology: Path = DEFAULT_TOPOLOGY, wait: bool = True, **env: str) -> subprocess.Popen[bytes]:
-        """A `supportflow worker` process running every stage of `topology`."""
+    def start(
+        self, topology: Path = DEFAULT_TOPOLOGY, wait: bool = True, stages: tuple[str, ...] = (), **env: str
+    ) -> subprocess.Popen[bytes]:
+        """A `supportflow worker` process running `stages` of `topology` (default: every stage)."""
         self.ensure_topics(topology)
-        return self._spawn("worker", ["worker"], topology, wait, env)
+        command = ["worker", *(arg for stage in stages for arg in ("--stage", stage))]
+        return self._spawn("worker", command, topology, wait, env)
 
     def start_sink(self, *targets: str, group: str, wait: bool = True, **env: str) -> subprocess.Popen[bytes]:
         """A `supportflow sink` process (its stores from `env`: DATABASE_URL, CLICKHOUSE_URL, data dir)."""

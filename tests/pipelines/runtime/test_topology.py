@@ -44,11 +44,11 @@ def issues(path: Path) -> list[str]:
 
 def test_the_shipped_topology_is_valid():
     topology = load_topology(PROJECT_DIR / "topology.yaml")
-    assert set(topology.stages) == {"ingest", "agent", "analytics"}
+    assert set(topology.stages) == {"ingest", "agent", "analytics", "knowledge"}
     names = {node.operator.name for stage in topology.stages.values() for node in stage.root.walk()}
     assert names == {
         "normalize", "enrich_context", "nlu_model", "route", "plan", "llm_plan", "answer", "authorize", "execute",
-        "compose", "guard", "format", "emit", "escalate", "redact_pii",
+        "compose", "guard", "format", "emit", "escalate", "redact_pii", "index_document",
     }  # fmt: skip
 
 
@@ -240,7 +240,7 @@ def test_check_command_exits_non_zero_with_one_line_per_error(tmp_path):
 def test_check_command_accepts_the_shipped_topology():
     result = CliRunner().invoke(app, ["topology", "check", str(PROJECT_DIR / "topology.yaml")])
     assert result.exit_code == 0, result.output
-    assert "ok — 3 stages, 19 operators, 15 topics" in result.output
+    assert "ok — 4 stages, 20 operators, 17 topics" in result.output
 
 
 def test_show_renders_text_and_mermaid():
@@ -263,11 +263,15 @@ def test_only_a_worker_of_table_less_stages_gets_a_consumer_group_of_its_own():
     assert consumer_group(topology, list(topology.stages)) == "supportflow"
     assert consumer_group(topology, ["ingest", "agent"]) == "supportflow", "tables' changelogs are named by it"
     assert consumer_group(topology, ["analytics"]) == "supportflow-analytics"
+    assert consumer_group(topology, ["knowledge"]) == "supportflow-knowledge"
 
 
-def without_answer(tmp_path: Path) -> Path:
-    """The shipped topology with `answer` switched off as its comment says: its `reply` chain moved up under `plan`."""
+def without_answer(tmp_path: Path, knowledge_stage: bool = True) -> Path:
+    """The shipped topology with `answer` switched off as its comment says: its `reply` chain moved up under `plan`;
+    without `knowledge_stage`, the stage that writes the knowledge base is gone too."""
     spec = yaml.safe_load((PROJECT_DIR / "topology.yaml").read_text())
+    if not knowledge_stage:
+        del spec["stages"]["knowledge"]
     (route,) = [op["route"] for op in spec["stages"]["agent"]["operators"] if isinstance(op, dict) and "route" in op]
     *planners, answer = route["branches"]["auto"]
     route["branches"]["auto"] = [*planners, *answer["answer"]["branches"]["reply"]]
@@ -298,12 +302,13 @@ def test_the_topology_stays_valid_with_the_llm_planner_deleted_as_its_comment_sa
 
 
 def test_the_stack_serves_only_the_models_its_operators_name(tmp_path) -> None:
-    """The shipped topology's `answer` embeds questions with the text embedder, so Triton serves it too; a
-    topology without `answer` does not call it and must not load it."""
+    """The shipped topology's `answer` embeds questions with the text embedder (and its `knowledge` stage embeds
+    documents), so Triton serves it too; a topology with neither does not call it and must not load it."""
     from connectors.triton.server import EmbeddedTriton
 
     assert served_models(load_topology(PROJECT_DIR / "topology.yaml")) == ["intent_classifier", "text_embedder"]
-    models = served_models(load_topology(without_answer(tmp_path)))
+    assert served_models(load_topology(without_answer(tmp_path))) == ["intent_classifier", "text_embedder"]
+    models = served_models(load_topology(without_answer(tmp_path, knowledge_stage=False)))
     assert models == ["intent_classifier"]
     argv = EmbeddedTriton(PROJECT_DIR / "triton_models", models=models).argv()
     assert "--model-control-mode=explicit" in argv and "--load-model=intent_classifier" in argv
