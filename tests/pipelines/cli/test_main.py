@@ -117,11 +117,14 @@ def test_demo_plays_the_script_and_prints_a_json_summary(tmp_path):
     assert 0 < summary["latency_ms_p50"] <= summary["latency_ms_p99"]
 
 
-def wait_until_healthy(process: subprocess.Popen, port: int, timeout_s: float = 120) -> None:
-    """Until the HTTP ingress the process serves answers /healthz; fail if the process dies first."""
+def wait_until_healthy(process: subprocess.Popen, port: int, timeout_s: float = 120, log: Path | None = None) -> None:
+    """Until the HTTP ingress the process serves answers /healthz; fail if the process dies first (with the end
+    of its `log`, when it writes one)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        assert process.poll() is None, f"exited with {process.returncode} before serving"
+        if process.poll() is not None:
+            said = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
+            raise AssertionError(f"exited with {process.returncode} before serving:\n{said}")
         assert time.monotonic() < deadline, f"nothing answered on port {port} within {timeout_s:.0f}s"
         try:
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).raise_for_status()
@@ -153,9 +156,8 @@ def descendants(pid: int) -> set[int]:
 
 def test_run_serves_chat_and_ctrl_c_leaves_no_process_behind(tmp_path):
     port = free_port()
-    env = clean_env(
-        SUPPORTFLOW_DATA_DIR=str(tmp_path), SUPPORTFLOW_HTTP_PORT=str(port), SUPPORTFLOW_SMTP_LISTEN_PORT="0"
-    )
+    env = clean_env(SUPPORTFLOW_DATA_DIR=str(tmp_path), SUPPORTFLOW_HTTP_PORT=str(port),
+                    SUPPORTFLOW_WORKSPACE_PORT="0", SUPPORTFLOW_SMTP_LISTEN_PORT="0")  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "run"],
         env=env,
@@ -309,11 +311,13 @@ def test_chat_starts_the_embedded_stack_when_none_is_running(tmp_path):
 
 def test_children_die_with_run_even_when_it_is_killed(tmp_path):
     port = free_port()
-    env = clean_env(SUPPORTFLOW_DATA_DIR=str(tmp_path), SUPPORTFLOW_HTTP_PORT=str(port))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    wait_until_healthy(process, port)
+    # every port its own: another test's stack may hold the defaults (8081, 2525) on this machine
+    env = clean_env(SUPPORTFLOW_DATA_DIR=str(tmp_path), SUPPORTFLOW_HTTP_PORT=str(port),
+                    SUPPORTFLOW_WORKSPACE_PORT="0", SUPPORTFLOW_SMTP_LISTEN_PORT="0")  # fmt: skip
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run"], env=env, stdout=out, stderr=out)
+    wait_until_healthy(process, port, log=log)
     children = descendants(process.pid)
     assert len(children) >= 2
     process.kill()
