@@ -215,9 +215,9 @@ def main() -> None:
         console.print(f"starting the stack in {data_dir} (help center ingested on first start)")
         bench = start_stack(base, data_dir, [])
         try:
-            settings = base.model_copy(
-                update={"database_url": SecretStr(bench.settings.database_url.get_secret_value())}
-            )
+            dsn = bench.settings.database_url.get_secret_value()
+            broker = bench.settings.kafka_bootstrap_servers
+            settings = base.model_copy(update={"database_url": SecretStr(dsn), "kafka_bootstrap_servers": broker})
             results: dict[str, Any] = {}
             results["in_process"] = asyncio.run(in_process(settings, questions, console))
             results["through_stack"] = asyncio.run(through_stack(bench, questions, console))
