@@ -146,7 +146,8 @@ async def through_stack(bench: Any, questions: list[str], console: Console) -> d
     answers = Answers(bench.settings.kafka_client_config())
     answers.wait_assigned()
     answers.start(asyncio.get_running_loop())
-    clients = ChannelClients(bench.url, bench.credentials, run=f"llm{int(time.time())}", connections=4)
+    # one web chat socket per question stays open, and each holds one of the pool's connections
+    clients = ChannelClients(bench.url, bench.credentials, run=f"llm{int(time.time())}", connections=len(questions) + 4)
     latencies: dict[str, float] = {}
     kinds: dict[str, str] = {}
     try:
