@@ -212,9 +212,10 @@ class Settings(BaseSettings):
     embedded_broker_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
     workers: int = Field(default=1, ge=1, le=16, description="stream workers started by `supportflow run`")
     isolated_stages: list[str] = Field(
-        default_factory=lambda: ["analytics"],
+        default_factory=lambda: ["analytics", "knowledge"],
         description="stages `supportflow run` gives a worker process of their own at lower CPU priority, so they "
-        "never slow a reply (table-less stages only); empty: every worker runs every stage",
+        "never slow a reply (table-less stages only); empty: every worker runs every stage. `knowledge` embeds "
+        "documents in bursts, and its topic would add a partition to every reply worker's fetches",
     )
     isolated_stage_nice: int = Field(default=10, ge=0, le=19, description="the niceness of those workers")
     worker_metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port per worker; 0: off")

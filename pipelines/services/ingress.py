@@ -69,7 +69,9 @@ def build_ingress(settings: Settings, topology: Topology) -> Starlette:
     view = ConversationView()
     shown = {t: topology.topic_for(t) for t in (Message, OutboundMessage, Escalation)}
     by_topic = {topic: record_type for record_type, topic in shown.items() if topic}
-    stream_topic = topology.topic_for(ReplyChunk)  # web chat replies while a model writes them
+    # web chat replies while a model writes them; without `llm_tiers` no worker streams, and on tansu every
+    # partition a fetch reads costs time on every fetch, so the gateway reads the topic only when there can be some
+    stream_topic = topology.topic_for(ReplyChunk) if settings.llm_tiers else None
     ingress_topic = topology.topic_for(RawInbound) or "sf.ingress"
     feedback_topic = topology.topic_for(Feedback) or "sf.feedback"
     limits = IngressLimits(

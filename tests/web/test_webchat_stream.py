@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
+from connectors.llm import TierSpec
 from operators.compose import Compose
 from operators.policy import check_grounding
 from operators.protocols import DictTable, OperatorContext
@@ -55,9 +56,24 @@ from tests.support.stream import produce, read_topics
 STREAM = "sf.reply.stream"
 
 
+# the gateway reads sf.reply.stream only when tiers are configured (no worker streams otherwise); this one is
+# never called by the gateway, only named
+A_TIER = TierSpec(name="small", base_url="http://127.0.0.1:9/v1", model="any")
+
+
 @pytest.fixture
 def gateway(broker) -> Iterator[IngressServer]:
-    settings = Settings(kafka_bootstrap_servers=broker.bootstrap, kafka_exact_offsets=True, http_host="127.0.0.1")
+    yield from serve_gateway(broker, llm_tiers=[A_TIER])
+
+
+@pytest.fixture
+def gateway_without_llm(broker) -> Iterator[IngressServer]:
+    yield from serve_gateway(broker, llm_tiers=[])
+
+
+def serve_gateway(broker, llm_tiers: list[TierSpec]) -> Iterator[IngressServer]:
+    settings = Settings(kafka_bootstrap_servers=broker.bootstrap, kafka_exact_offsets=True, http_host="127.0.0.1",
+                        llm_tiers=llm_tiers)  # fmt: skip
     topology = load_topology(settings.topology_file)
     ensure_topics(settings, topology)
     server = IngressServer(settings, topology, free_port())
@@ -153,6 +169,17 @@ def test_chunks_reach_only_their_sessions_socket_and_none_after_the_final_reply(
         )
         with pytest.raises(TimeoutError):
             alice.recv(timeout=1)  # and none of Bob's reached hers
+
+
+def test_without_a_language_model_the_gateway_reads_no_stream_and_the_final_reply_still_arrives(
+    gateway_without_llm, broker
+):
+    with open_socket(gateway_without_llm) as (alice, alice_address):
+        produce(broker.bootstrap, STREAM, [("c1", chunk(alice_address, "m-a", 0, "Hel"))])
+        final = final_reply(alice_address, "m-a", "Hello.")
+        produce(broker.bootstrap, "sf.outbound", [("c1", final.to_bytes())])
+        [reply] = frames(alice, 1)
+        assert (reply["type"], reply["text"]) == ("reply", "Hello.")
 
 
 def test_a_new_generation_of_the_same_reply_is_announced_as_a_restart(gateway, broker):
