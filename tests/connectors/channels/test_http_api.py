@@ -243,7 +243,7 @@ def test_a_conversation_snapshot_comes_from_the_store_and_is_reused_from_redis(h
     finally:
         reader.close()
     assert message_id in {e["message"]["id"] for e in events if e.get("message")}
-    assert "analytics" in stack.describe_workers() and len(stack.workers) == 2
+    assert "analytics, knowledge" in stack.describe_workers() and len(stack.workers) == 3
 
 
 def _chat(stack: Stack) -> Any:

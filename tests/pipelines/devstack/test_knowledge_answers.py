@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
-from tests.support.stream import produce_messages, raw_message, read_answers, read_topics
+import yaml
+
+from tests.support.stream import DEFAULT_TOPOLOGY, produce_messages, raw_message, read_answers, read_topics
 
 
 def test_an_informational_question_comes_back_with_a_help_center_citation(broker, workers, help_center_dsn):
@@ -22,7 +24,7 @@ def test_an_informational_question_comes_back_with_a_help_center_citation(broker
 
 
 def test_with_a_model_tier_the_answer_is_composed_guarded_and_its_cost_is_on_the_turns_event(
-    broker, workers, help_center_dsn, llm_server
+    broker, workers, help_center_dsn, llm_server, tmp_path
 ):
     """A real worker process with `llm_tiers` pointing at the real model server: the knowledge answer goes through
     `compose` and `guard`; whatever SmolLM2 wrote, the reply on sf.outbound is grounded or is the extractive one,
@@ -33,7 +35,14 @@ def test_with_a_model_tier_the_answer_is_composed_guarded_and_its_cost_is_on_the
     from tests.support.llm import tier_for
 
     tier = tier_for(llm_server, "small", max_output_tokens=60)
-    workers.start(DATABASE_URL=help_center_dsn, SUPPORTFLOW_LLM_TIERS=json.dumps([tier_env(tier)]))
+    # the model shares the two cores with the worker: the knowledge look-up gets more than its 5 s, so that a
+    # slow look-up (a template reply, or a hand-over) does not stand in for what is under test
+    spec = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
+    text = yaml.safe_dump(spec, sort_keys=False).replace("timeout_s: 5\n", "timeout_s: 60\n")
+    assert "timeout_s: 60" in text
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(text)
+    workers.start(topology, DATABASE_URL=help_center_dsn, SUPPORTFLOW_LLM_TIERS=json.dumps([tier_env(tier)]))
     question = raw_message("kb-llm-1", "webchat", "web-kb-llm", "how long does express delivery take?", "kb-llm")
     produce_messages(broker.bootstrap, [question])
 
