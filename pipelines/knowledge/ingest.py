@@ -15,7 +15,7 @@ redelivered record changes nothing; `publish.py` puts a source on that topic.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -32,11 +32,13 @@ __all__ = [
     "Chunker",
     "IngestProgress",
     "IngestReport",
+    "Removed",
     "apply_document",
     "apply_tombstone",
     "default_chunker",
     "embedding_text",
     "ingest",
+    "source_changes",
 ]
 
 Chunker = Callable[[KnowledgeDocument], Sequence[Chunk]]
@@ -160,6 +162,32 @@ async def apply_tombstone(doc_id: str, *, index: str, store: KnowledgeStore) -> 
     return ApplyResult(doc_id, "deleted" if removed else "absent", removed)
 
 
+@dataclass(frozen=True)
+class Removed:
+    """A document this source wrote before and no longer lists: it gets a tombstone."""
+
+    doc_id: str
+
+
+async def source_changes(
+    source: Source, heads: Mapping[str, DocumentHead]
+) -> AsyncIterator[KnowledgeDocument | SourceError | Removed]:
+    """What one reading of `source` changes: each document it reads (or could not read), then, only
+    when it was read completely, a `Removed` for each stored document of it that it did not list.
+
+    Ingest writes these to the store and publish sends them to the stream, so both delete alike.
+    """
+    seen: set[str] = set()
+    async for item in source.documents():
+        if item.doc_id is not None:
+            seen.add(item.doc_id)  # unreadable now is not deleted: its stored version stays
+        yield item
+    if source.complete:
+        for doc_id, head in sorted(heads.items()):
+            if not head.deleted and doc_id not in seen:
+                yield Removed(doc_id)
+
+
 async def ingest(
     source: Source,
     domain: str | None,
@@ -181,7 +209,6 @@ async def ingest(
     report = IngestReport(source=source.name, index=index)
     heads = await store.document_heads(source=source.name)
     domains = {head.domain for head in heads.values()} | ({domain} if domain else set())
-    seen: set[str] = set()
     estimate = source.estimate()
     done = 0
 
@@ -189,29 +216,24 @@ async def ingest(
         if on_progress is not None:
             on_progress(IngestProgress(kind, label, done, estimate))
 
-    async for item in source.documents():
-        done += 1
-        if isinstance(item, SourceError):
-            report.skipped.append(item)
-            if item.doc_id is not None:
-                seen.add(item.doc_id)  # unreadable now is not deleted: its stored version stays
-            progress("skipped", item.location)
+    async for change in source_changes(source, heads):
+        if isinstance(change, Removed):
+            result = await apply_tombstone(change.doc_id, index=index, store=store)
+            if result.action == "deleted":
+                report.deleted.append(change.doc_id)
+            progress("deleted", change.doc_id)
             continue
-        seen.add(item.doc_id)
-        domains.add(item.domain)
-        result = await apply_document(item, index=index, embedder=embedder, chunker=chunker, store=store)
+        done += 1
+        if isinstance(change, SourceError):
+            report.skipped.append(change)
+            progress("skipped", change.location)
+            continue
+        domains.add(change.domain)
+        result = await apply_document(change, index=index, embedder=embedder, chunker=chunker, store=store)
         report.embedded += result.embedded
-        getattr(report, result.action).append(item.doc_id)
-        progress("document", item.doc_id)
-
+        getattr(report, result.action).append(change.doc_id)
+        progress("document", change.doc_id)
     report.complete = source.complete
-    if report.complete:
-        for doc_id, head in sorted(heads.items()):
-            if not head.deleted and doc_id not in seen:
-                result = await apply_tombstone(doc_id, index=index, store=store)
-                if result.action == "deleted":
-                    report.deleted.append(doc_id)
-                progress("deleted", doc_id)
 
     for name in sorted(domains):
         progress("releasing", name)

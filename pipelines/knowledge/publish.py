@@ -27,7 +27,7 @@ from typing import Any
 
 from connectors.kafka import AsyncProducer, DeliveryRejected, consume_all, make_reader
 from connectors.knowledge.sources.base import Source, SourceError
-from pipelines.knowledge.ingest import IngestProgress, IngestReport, KnowledgeStore
+from pipelines.knowledge.ingest import IngestProgress, IngestReport, KnowledgeStore, Removed, source_changes
 from schemas import DeadLetter
 from schemas.knowledge import KnowledgeApplied, KnowledgeRecord
 
@@ -72,7 +72,6 @@ async def publish_source(
     report = PublishReport(source=source.name, publish_id=publish_id)
     heads = await store.document_heads(source=source.name)
     domains = {head.domain for head in heads.values()} | ({domain} if domain else set())
-    seen: set[str] = set()
     estimate = source.estimate()
     done = 0
 
@@ -106,26 +105,22 @@ async def publish_source(
             if len(window) >= SEND_WINDOW:
                 await settle()
 
-        async for item in source.documents():
-            done += 1
-            if isinstance(item, SourceError):
-                report.skipped.append(item)
-                if item.doc_id is not None:
-                    seen.add(item.doc_id)  # unreadable now is not deleted: its stored version stays
-                progress("skipped", item.location)
+        async for change in source_changes(source, heads):
+            if isinstance(change, Removed):
+                report.tombstones.append(change.doc_id)
+                await send(KnowledgeRecord.tombstone(change.doc_id, source=source.name, publish_id=publish_id))
+                progress("deleted", change.doc_id)
                 continue
-            seen.add(item.doc_id)
-            domains.add(item.domain)
-            report.documents.append(item.doc_id)
-            await send(KnowledgeRecord.of(item, publish_id))
-            progress("document", item.doc_id)
+            done += 1
+            if isinstance(change, SourceError):
+                report.skipped.append(change)
+                progress("skipped", change.location)
+                continue
+            domains.add(change.domain)
+            report.documents.append(change.doc_id)
+            await send(KnowledgeRecord.of(change, publish_id))
+            progress("document", change.doc_id)
         report.complete = source.complete
-        if report.complete:
-            for doc_id, head in sorted(heads.items()):
-                if not head.deleted and doc_id not in seen:
-                    report.tombstones.append(doc_id)
-                    await send(KnowledgeRecord.tombstone(doc_id, source=source.name, publish_id=publish_id))
-                    progress("deleted", doc_id)
         await settle()  # every document and tombstone is on the topic before any release request
         report.domains = sorted(domains)
         for name in report.domains:
