@@ -142,30 +142,15 @@ async def in_process(settings: Any, questions: list[str], console: Console) -> d
 
 async def through_stack(bench: Any, questions: list[str], console: Console) -> dict[str, Any]:
     from connectors.kafka import make_reader
-    from pipelines.evaluation.bench_load import Answers, ChannelClients, Conversation, bench_customer
+    from pipelines.evaluation.bench_load import ask_one_at_a_time
 
-    answers = Answers(bench.settings.kafka_client_config())
-    answers.wait_assigned()
-    answers.start(asyncio.get_running_loop())
-    # one web chat socket per question stays open, and each holds one of the pool's connections
-    clients = ChannelClients(bench.url, bench.credentials, run=f"llm{int(time.time())}", connections=len(questions) + 4)
-    latencies: dict[str, float] = {}
-    kinds: dict[str, str] = {}
-    try:
-        with Progress(console=console) as bar:
-            task = bar.add_task("through the stack (web chat)", total=len(questions))
-            for i, text in enumerate(questions):
-                conversation = Conversation(index=i, channel="webchat", script="knowledge", texts=[text],
-                                            customer=bench_customer(i, []))  # fmt: skip
-                sent = time.perf_counter()
-                message_id = await clients.send(conversation, 0, text)
-                at, kind = await asyncio.wait_for(answers.expect(message_id), timeout=120)
-                latencies[message_id] = (at - sent) * 1000
-                kinds[message_id] = kind
-                bar.advance(task)
-    finally:
-        await clients.close()
-        answers.close()
+    with Progress(console=console) as bar:
+        task = bar.add_task("through the stack (web chat)", total=len(questions))
+        conf = bench.settings.kafka_client_config()
+        asked = await ask_one_at_a_time(bench.url, bench.credentials, conf, questions, run=f"llm{int(time.time())}",
+                                        on_answer=lambda _: bar.advance(task))  # fmt: skip
+    latencies = {a.message_id: a.latency_ms for a in asked}
+    kinds = {a.message_id: a.kind for a in asked}
     reader = make_reader(bench.settings.kafka_client_config(), ["sf.events.raw"], from_beginning=True)
     tiers: dict[str, str] = {}
     deadline = time.monotonic() + 20

@@ -420,6 +420,51 @@ class Driven:
     answer_times: list[float] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Asked:
+    """One question asked alone over web chat and what came back (reply or escalation) after how long."""
+
+    text: str
+    message_id: str
+    latency_ms: float
+    kind: str
+
+
+async def ask_one_at_a_time(
+    base_url: str,
+    credentials: Credentials,
+    kafka_conf: dict[str, Any],
+    questions: Sequence[str],
+    *,
+    run: str,
+    timeout_s: float = 120.0,
+    on_answer: Callable[[Asked], None] | None = None,
+) -> list[Asked]:
+    """Each question as the opening of a new web chat conversation, the next only once the last was
+    answered: the latency of one turn on an otherwise idle stack, from the send to its answer on
+    `sf.outbound` or `sf.escalations`."""
+    answers = Answers(kafka_conf)
+    answers.wait_assigned()
+    answers.start(asyncio.get_running_loop())
+    # each question's web chat socket stays open, and holds one of the pool's connections
+    clients = ChannelClients(base_url, credentials, run=run, connections=len(questions) + 4)
+    asked: list[Asked] = []
+    try:
+        for i, text in enumerate(questions):
+            conversation = Conversation(index=i, channel="webchat", script="knowledge", texts=[text],
+                                        customer=bench_customer(i, []))  # fmt: skip
+            sent = time.perf_counter()
+            message_id = await clients.send(conversation, 0, text)
+            at, kind = await asyncio.wait_for(answers.expect(message_id), timeout=timeout_s)
+            asked.append(Asked(text, message_id, (at - sent) * 1000.0, kind))
+            if on_answer is not None:
+                on_answer(asked[-1])
+    finally:
+        await clients.close()
+        answers.close()
+    return asked
+
+
 class _Pacer:
     """Send slots at `rate`/s (open loop); a turn waiting for one gets it, else a new conversation starts."""
 
