@@ -3,7 +3,7 @@
 Three measurements, each on the help center's evaluation questions
 (`pipelines/evaluation/data/help_center_eval/queries.jsonl`, asked as customers wrote them):
 
-1. **In process, on the reply path's operators** (plan -> answer -> authorize -> execute, then compose -> guard
+1. **In process, on the reply path's operators** (plan -> retrieve -> answer -> authorize -> execute, then compose -> guard
    timed), over the stack's PostgreSQL with the help center ingested and its broker for the web chat preview:
    the model's tokens/s and time to first token, the LLM path's own overhead (compose + guard wall time minus
    the model call: prompt building, the checked preview streamed to `sf.reply.stream`, the grounding guard)
@@ -61,6 +61,7 @@ async def in_process(settings: Any, questions: list[str], console: Console) -> d
     from operators.guard import Guard
     from operators.plan import PlaybookPlanner
     from operators.protocols import DictTable, OperatorContext
+    from operators.retrieve import Retrieve
     from pipelines.runtime.clients import RuntimeClients
     from schemas import Message, NluResult, RouteDecision, RoutedTurn, Sentiment, SessionContext, utcnow
 
@@ -75,7 +76,7 @@ async def in_process(settings: Any, questions: list[str], console: Console) -> d
     streams = reply_streams_for(settings, load_topology(settings.topology_file))
     clients = RuntimeClients(settings, reply_streams=streams)
     ctx = OperatorContext(tables={"sessions": DictTable(), "profiles": DictTable()}, clock=Clock(), clients=clients)
-    answer, compose, guard = Answer(), Compose(), Guard()
+    retrieve, answer, compose, guard = Retrieve(), Answer(), Compose(), Guard()
     overhead, ttft, rates, model_ms = [], [], [], []
     outcomes = {"generated": 0, "rejected": 0, "not_knowledge": 0, "no_tier": 0}
     rejected_reasons: list[str] = []
@@ -94,7 +95,8 @@ async def in_process(settings: Any, questions: list[str], console: Console) -> d
                                 model_used="bench")  # fmt: skip
                 routed = RoutedTurn(message=message, session=session, nlu=nlu,
                                     route=RouteDecision(branch="auto", reason="out_of_scope"))  # fmt: skip
-                planned = await answer.run(await PlaybookPlanner().run(routed, ctx), ctx)
+                looked_up = await retrieve.run(await PlaybookPlanner().run(routed, ctx), ctx)
+                planned = await answer.run(looked_up, ctx)
                 executed = await Execute().run(await Authorize().run(planned, ctx), ctx)
                 if executed.plan.planner != "knowledge-v1":
                     outcomes["not_knowledge"] += 1

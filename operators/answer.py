@@ -1,25 +1,24 @@
-"""answer: answer an informational turn from the tenant's knowledge base, citing the article, or hand it over.
+"""answer: answer a turn from the passages `retrieve` attached, quoting the article and citing it, or hand it over.
 
-It follows `plan` and takes the turns `plan` answered from a reply template (`operators/data/replies.yaml`:
-an intent without a playbook, or out of scope); a playbook's turn passes untouched. The question (completed
-from the customer's earlier turns when it is a follow-up) goes to the knowledge base's retriever
-(`connectors/knowledge/retriever.py` through `ctx.clients`), whose calibrated confidence decides:
+It follows `retrieve` and takes the turns that carry `Plan.knowledge` (a templated question, or a side
+question asked mid-task); every other turn passes untouched. `retrieve`'s calibrated confidence decides:
 
-- good enough (`Retrieval.answerable`): the reply is **extractive**, the sentences of the best article's
+- good enough (`KnowledgeUse.answerable`): the reply is **extractive**, the sentences of the best article's
   passages closest in meaning to the question, kept in the article's order and shortened to the channel's
   limit, with the article cited in the channel's style: its title and link where a link can be followed
   (web chat, the apps, email, Slack, Teams), its title alone where it cannot or would cost a segment (SMS,
   WhatsApp, voice). Nothing is generated: every word of the answer is the article's.
-- not good enough: the turn takes the `human` branch (to `escalate`) with the passages it found in the plan
-  (`Plan.knowledge`), which the escalation carries, so the human starts from them; no answer is made up.
+- not good enough: the turn takes the `human` branch (to `escalate`) with the passages in the plan, which
+  the escalation carries, so the human starts from them; no answer is made up. With `gaps_to_reply`, it
+  takes `reply` instead, for a planner after it (`llm_plan`) to try first.
 
 A side question asked in the middle of a playbook task ("before that - how long do refunds take?", which `plan`
 answers from its template and marks as `Plan.aside`) gets the same extractive, cited answer in the template's
 place, with the task's own question after it; when the knowledge base cannot answer it, the template's answer
 stays and the task goes on: never a hand-over mid-task.
 
-A knowledge base that is not configured, unreachable, slow or empty never fails the turn: the template
-reply stays, the log says why and `supportflow_knowledge_turns_total{outcome="unavailable"}` counts it.
+The closest sentences are found with the knowledge base's embedder (`ctx.clients`); without one (no store
+configured) the template reply stays.
 """
 
 from __future__ import annotations
@@ -27,27 +26,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from typing import ClassVar
 
-from prometheus_client import Counter
 from pydantic import Field
 
 from operators.base import Operator, OperatorConfig
-from operators.protocols import KnowledgeOptions, KnowledgeRetrieval, KnowledgeRetriever, OperatorContext
+from operators.protocols import KnowledgeOptions, KnowledgeRetriever, OperatorContext
+from operators.retrieve import KNOWLEDGE_TURNS, TEMPLATE_PLANNER, looked_up_as
 from schemas import KnowledgeUse, PlannedTurn
 from schemas.knowledge import Passage
 
 log = logging.getLogger(__name__)
 
-TEMPLATE_PLANNER = "templates-v1"  # what `plan` writes for a turn it answers from a reply template
 PLANNER = "knowledge-v1"
-KNOWLEDGE_TURNS = Counter(
-    "supportflow_knowledge_turns_total",
-    "Turns the answer operator looked up, by outcome (answered, handed_over, unavailable; kept_template: a "
-    "side question mid-task the knowledge base could not answer).",
-    ["outcome"],
-)
 # a link can be followed here; elsewhere the title alone is cited (SMS and WhatsApp would spend a
 # segment's worth of characters on a URL, and a voice caller cannot click one)
 LINK_CHANNELS = frozenset({"webchat", "mobile", "api", "email", "slack", "teams"})
@@ -75,31 +66,17 @@ def knowledge_gap(turn: PlannedTurn) -> bool:
 class AnswerConfig(OperatorConfig):
     model_name: str = Field(
         default="text_embedder",
-        description="the embedder Triton serves for the knowledge base (triton_models/<model_name>)",
-    )
-    k: int = Field(default=5, ge=1, le=20, description="passages retrieved per question")
-    min_confidence: float | None = Field(
-        default=None,
-        ge=0.0,
-        le=1.0,
-        description="the answerability confidence an answer needs; unset: the retriever's calibrated threshold",
+        description="the embedder that finds the sentences closest to the question (triton_models/<model_name>)",
     )
     max_chars: dict[str, int] = Field(
         default_factory=lambda: {"sms": 306, "whatsapp": 700, "voice": 400, "email": 1200, "default": 700},
         description="longest reply per channel, citation included ('default' for the rest)",
     )
     max_sentences: int = Field(default=3, ge=1, le=10)
-    timeout_s: float = Field(default=5.0, gt=0, description="longest the knowledge base may take for one turn")
-    retry_after_s: float = Field(
-        default=30.0,
-        ge=0,
-        description="after a failure, the store is left alone this long (turns keep their template reply)",
-    )
-    history_turns: int = Field(default=4, ge=0, description="earlier customer turns a follow-up is completed from")
+    timeout_s: float = Field(default=5.0, gt=0, description="longest choosing the sentences may take for one turn")
     skip_intents: list[str] = Field(
         default_factory=lambda: ["contact_human_agent"], description="intents whose template always stands"
     )
-    domains: list[str] = Field(default_factory=list, description="search only these domains (empty: all)")
     gaps_to_reply: bool = Field(
         default=False,
         description="a knowledge gap takes the `reply` branch too, for the planner after `answer` (`llm_plan`) to "
@@ -118,9 +95,8 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
 
     def __init__(self, config: OperatorConfig | None = None) -> None:
         super().__init__(config)
-        self._retriever: KnowledgeRetriever | None = None
+        self._embedder: KnowledgeRetriever | None = None
         self._warmed = False
-        self._resting_until = 0.0  # time.monotonic(): a store that just failed is not asked on every turn
 
     def warm_up(self, ctx: OperatorContext) -> None:
         cfg: AnswerConfig = self.config  # type: ignore[assignment]
@@ -128,12 +104,9 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
         if ctx.clients is None:
             return
         try:
-            self._retriever = ctx.clients.knowledge_retriever(KnowledgeOptions(model_name=cfg.model_name, k=cfg.k))
+            self._embedder = ctx.clients.knowledge_retriever(KnowledgeOptions(model_name=cfg.model_name))
         except (OSError, ImportError, ValueError) as exc:  # no exported embedder: the templates answer
-            log.error("answer: no knowledge base (%s); replies come from the templates", exc)
-            return
-        if self._retriever is None:
-            log.warning("answer: no knowledge store configured; replies come from the templates")
+            log.error("answer: no embedder for the knowledge base (%s); replies come from the templates", exc)
 
     def choose_branch(self, output: PlannedTurn) -> str:
         cfg: AnswerConfig = self.config  # type: ignore[assignment]
@@ -145,103 +118,73 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
         if not self._warmed:
             self.warm_up(ctx)
         cfg: AnswerConfig = self.config  # type: ignore[assignment]
-        plan = record.plan
-        if self._retriever is None:
+        plan, use = record.plan, record.plan.knowledge
+        kind = looked_up_as(plan, cfg.skip_intents)
+        if use is None or use.answered or kind is None:
             return record
-        if plan.aside is not None and plan.reply_template.startswith(plan.aside):
-            return await self._answer_aside(record)
-        if plan.planner != TEMPLATE_PLANNER or plan.intent in cfg.skip_intents:
-            return record
-        said = [h.text for h in record.session.history if h.role == "customer"]
-        found = await self._look_up(record, history=said[-cfg.history_turns :] if cfg.history_turns else [])
+        rest = plan.reply_template[len(plan.aside) :] if kind == "aside" and plan.aside is not None else ""
+        try:
+            found = await self._quote(record, use, reserve=len(rest)) if use.answerable else None
+        except Exception as exc:  # the embedder is down or slow: as if the knowledge base were, the template stands
+            log.warning("answer: could not choose sentences for %s (%s: %s)", record.message.message_id,
+                        type(exc).__name__, exc)  # fmt: skip
+            KNOWLEDGE_TURNS.labels("unavailable").inc()
+            return record.model_copy(update={"plan": plan.model_copy(update={"knowledge": None})})
+        if kind == "aside":
+            return self._answer_aside(record, found, rest)
         if found is None:
-            return record
-        use, answer = found
-        if answer is None:
             KNOWLEDGE_TURNS.labels("handed_over").inc()
-            return record.model_copy(update={"plan": plan.model_copy(update={"knowledge": use})})
+            return record
         KNOWLEDGE_TURNS.labels("answered").inc()
+        answer, answered = found
         # the plan's reply is a template (`execute` fills {fields} and drops [segments]): the article's
         # own braces and brackets must come through as written
         template = answer.replace("{", "{{").replace("}", "}}")
-        answered = plan.model_copy(
-            update={"planner": PLANNER, "reply_template": template, "reply_variables": {}, "knowledge": use}
-        )
-        return record.model_copy(update={"plan": answered})
-
-    async def _answer_aside(self, record: PlannedTurn) -> PlannedTurn:
-        """A side question asked mid-task ("before that - how long do refunds take?"): the knowledge base's
-        answer in place of the template's, the task's own question after it as before. The task goes on
-        either way: a question the knowledge base cannot answer keeps its template, never a hand-over."""
-        plan = record.plan
-        assert plan.aside is not None
-        rest = plan.reply_template[len(plan.aside) :]
-        found = await self._look_up(record, history=[], reserve=len(rest))
-        if found is None:
-            return record
-        use, answer = found
-        if answer is None:
-            KNOWLEDGE_TURNS.labels("kept_template").inc()
-            return record
-        KNOWLEDGE_TURNS.labels("answered").inc()
-        quoted = answer.replace("{", "{{").replace("}", "}}")
-        # the task's question keeps its {placeholders}: only the quoted answer is escaped
-        update = {"reply_template": f"{quoted} {rest.lstrip()}", "aside": quoted, "knowledge": use}
+        update = {"planner": PLANNER, "reply_template": template, "reply_variables": {}, "knowledge": answered}
         return record.model_copy(update={"plan": plan.model_copy(update=update)})
 
-    async def _look_up(
-        self, record: PlannedTurn, history: list[str], reserve: int = 0
-    ) -> tuple[KnowledgeUse, str | None] | None:
-        """What the knowledge base found for the turn and the cited answer composed from it (None when
-        it is not good enough); None when the store is resting, down, slow or empty (counted, logged)."""
-        cfg: AnswerConfig = self.config  # type: ignore[assignment]
-        assert self._retriever is not None
-        if time.monotonic() < self._resting_until:
-            KNOWLEDGE_TURNS.labels("unavailable").inc()
-            return None
-        try:
-            retrieval = await asyncio.wait_for(
-                self._retriever.retrieve(record.message.text, history=history, k=cfg.k, domains=cfg.domains),
-                cfg.timeout_s,
-            )
-            answer = None
-            if self._answerable(retrieval):
-                answer = await asyncio.wait_for(self._compose(record, retrieval, reserve), cfg.timeout_s)
-        except Exception as exc:  # the store is down, slow or empty: the template reply stands
-            log.warning("answer: knowledge base unavailable for %s (%s: %s)", record.message.message_id,
-                        type(exc).__name__, exc)  # fmt: skip
-            KNOWLEDGE_TURNS.labels("unavailable").inc()
-            self._resting_until = time.monotonic() + cfg.retry_after_s
-            return None
-        use = KnowledgeUse(
-            query=retrieval.query,
-            confidence=retrieval.confidence,
-            threshold=self._threshold(retrieval),
-            answered=answer is not None,
-            passages=list(retrieval.passages),
-            cited=[answer[2].doc_id] if answer is not None else [],
-            citation=answer[1] if answer is not None else "",
-        )
-        return use, answer[0] if answer is not None else None
+    @staticmethod
+    def _answer_aside(record: PlannedTurn, found: tuple[str, KnowledgeUse] | None, rest: str) -> PlannedTurn:
+        """A side question asked mid-task ("before that - how long do refunds take?"): the knowledge base's
+        answer in place of the template's, the task's own question (`rest`) after it as before. The task goes
+        on either way: a question the knowledge base cannot answer keeps its template, never a hand-over."""
+        plan = record.plan
+        if found is None:
+            KNOWLEDGE_TURNS.labels("kept_template").inc()
+            # not a gap: the task's turn goes on as `plan` made it
+            return record.model_copy(update={"plan": plan.model_copy(update={"knowledge": None})})
+        KNOWLEDGE_TURNS.labels("answered").inc()
+        answer, answered = found
+        quoted = answer.replace("{", "{{").replace("}", "}}")
+        # the task's question keeps its {placeholders}: only the quoted answer is escaped
+        update = {"reply_template": f"{quoted} {rest.lstrip()}", "aside": quoted, "knowledge": answered}
+        return record.model_copy(update={"plan": plan.model_copy(update=update)})
 
-    def _threshold(self, retrieval: KnowledgeRetrieval) -> float:
+    async def _quote(self, record: PlannedTurn, use: KnowledgeUse, reserve: int = 0) -> tuple[str, KnowledgeUse] | None:
+        """The cited answer and the knowledge use that records it; None when the passages hold nothing to quote.
+        Raises when the embedder cannot choose the sentences (none configured, down, slow)."""
+        if self._embedder is None:
+            raise LookupError("no embedder for the knowledge base is configured")
         cfg: AnswerConfig = self.config  # type: ignore[assignment]
-        return max(retrieval.threshold, cfg.min_confidence) if cfg.min_confidence is not None else retrieval.threshold
-
-    def _answerable(self, retrieval: KnowledgeRetrieval) -> bool:
-        return retrieval.answerable and retrieval.confidence >= self._threshold(retrieval)
+        composed = await asyncio.wait_for(self._compose(record, use, reserve), cfg.timeout_s)
+        if composed is None:
+            return None
+        text, citation, cited = composed
+        return text, use.model_copy(update={"answered": True, "cited": [cited.doc_id], "citation": citation})
 
     async def _compose(
-        self, record: PlannedTurn, retrieval: KnowledgeRetrieval, reserve: int = 0
+        self, record: PlannedTurn, use: KnowledgeUse, reserve: int = 0
     ) -> tuple[str, str, Passage] | None:
         """The reply, its citation and the passage it cites, or None when the passages hold no sentence to quote.
 
         `reserve`: characters of the channel's limit that text after the answer will take."""
         cfg: AnswerConfig = self.config  # type: ignore[assignment]
-        assert self._retriever is not None
-        best = retrieval.passages[0]
+        assert self._embedder is not None
+        if not use.passages:
+            return None
+        best = use.passages[0]
         # the best article's passages only: sentences of two articles under one citation would misquote one
-        same_article = [p for p in retrieval.passages if p.doc_id == best.doc_id]
+        same_article = [p for p in use.passages if p.doc_id == best.doc_id]
         sentences = [s for p in same_article for s in sentences_of(p.text)]
         if not sentences:
             return None
@@ -252,7 +195,7 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
             citation = citation.translate(SMS_PLAIN)
         limit = cfg.max_chars.get(channel, cfg.max_chars.get("default", 700))
         budget = limit - len(citation) - 1 - reserve
-        scores = await self._retriever.similarities(retrieval.query, sentences)
+        scores = await self._embedder.similarities(use.query, sentences)
         text = extract(sentences, scores, budget, cfg.max_sentences)
         if not text:
             return None

@@ -56,7 +56,10 @@ class KnowledgeUse(Record):
     query: str = Field(description="what was searched: the customer's text, completed from earlier turns")
     confidence: float
     threshold: float = Field(description="the confidence an answer needs")
-    answered: bool
+    answerable: bool = Field(
+        default=False, description="passages were found and their confidence reaches the threshold"
+    )
+    answered: bool = Field(description="the reply quotes the passages (False: a human, or a planner, takes the turn)")
     passages: list[Passage] = Field(default_factory=list)
     cited: list[str] = Field(default_factory=list, description="doc ids the reply quotes")
     citation: str = Field(default="", description="how the reply names its source, in the channel's style")

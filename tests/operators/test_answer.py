@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from operators.answer import KNOWLEDGE_TURNS, Answer, AnswerConfig, cite, extract, sentences_of
+from operators.answer import Answer, AnswerConfig, cite, extract, sentences_of
 from operators.authorize import Authorize
+from operators.base import Operator
 from operators.escalate import Escalate
 from operators.execute import Execute
 from operators.format import Format
 from operators.guard import Guard
 from operators.plan import PlaybookPlanner, load_replies
 from operators.protocols import DictTable, OperatorContext
+from operators.retrieve import KNOWLEDGE_TURNS, Retrieve, RetrieveConfig
 from pipelines.runtime.clients import RuntimeClients
 from pipelines.runtime.settings import Settings
-from schemas import Entity, Escalation, HistoryTurn, OutboundMessage, PlannedTurn, RouteDecision
+from schemas import Entity, Escalation, HistoryTurn, KnowledgeUse, OutboundMessage, PlannedTurn, RouteDecision
 from schemas.knowledge import Passage
 from tests.support.operators import T0, FixedClock, routed_turn
 
@@ -35,6 +37,11 @@ async def planned(ctx: OperatorContext, text: str, intent: str, channel: str = "
     return await PlaybookPlanner().run(turn, ctx)
 
 
+async def looked_up(ctx: OperatorContext, turn: PlannedTurn, answer: Answer | None = None) -> PlannedTurn:
+    """retrieve → answer, as the topology runs them."""
+    return await (answer or Answer()).run(await Retrieve().run(turn, ctx), ctx)
+
+
 async def reply_path(ctx: OperatorContext, turn: PlannedTurn) -> OutboundMessage:
     """authorize → execute → guard → format, as the `reply` branch runs them; guard must pass."""
     executed = await Execute().run(await Authorize().run(turn, ctx), ctx)
@@ -46,7 +53,7 @@ async def reply_path(ctx: OperatorContext, turn: PlannedTurn) -> OutboundMessage
 async def test_a_covered_question_on_web_chat_gets_the_articles_fact_and_a_link_to_it(knowledge_clients):
     ctx = context(knowledge_clients)
     answer = Answer()
-    turn = await answer.run(await planned(ctx, REFUND_QUESTION, "check_refund_policy"), ctx)
+    turn = await looked_up(ctx, await planned(ctx, REFUND_QUESTION, "check_refund_policy"), answer)
 
     assert answer.choose_branch(turn) == "reply"
     assert turn.plan.planner == "knowledge-v1" and turn.plan.knowledge is not None
@@ -59,7 +66,7 @@ async def test_a_covered_question_on_web_chat_gets_the_articles_fact_and_a_link_
 
 async def test_a_covered_question_by_sms_cites_the_title_only_and_fits_the_sms_limit(knowledge_clients):
     ctx = context(knowledge_clients)
-    turn = await Answer().run(await planned(ctx, REFUND_QUESTION, "check_refund_policy", channel="sms"), ctx)
+    turn = await looked_up(ctx, await planned(ctx, REFUND_QUESTION, "check_refund_policy", channel="sms"))
 
     outbound = await reply_path(ctx, turn)
     assert "5 to 10 business days" in outbound.text
@@ -73,7 +80,7 @@ async def test_a_follow_up_is_answered_from_the_topic_of_the_earlier_turns(knowl
     earlier = HistoryTurn(role="customer", text="how long do refunds take to show up?", at=T0, message_id="m-0")
     turn = await planned(ctx, "and with PayPal?", "check_refund_policy", history=[earlier])
 
-    answered = await Answer().run(turn, ctx)
+    answered = await looked_up(ctx, turn)
 
     assert answered.plan.knowledge is not None and answered.plan.knowledge.answered
     assert "refund" in answered.plan.knowledge.query.lower()
@@ -86,7 +93,7 @@ async def test_a_question_the_knowledge_does_not_cover_goes_to_a_human_with_the_
 ):
     ctx = context(knowledge_clients)
     answer = Answer()
-    turn = await answer.run(await planned(ctx, UNCOVERED, "out_of_scope"), ctx)
+    turn = await looked_up(ctx, await planned(ctx, UNCOVERED, "out_of_scope"), answer)
 
     assert answer.choose_branch(turn) == "human"
     knowledge = turn.plan.knowledge
@@ -107,7 +114,7 @@ async def test_with_the_store_unreachable_the_template_reply_is_sent_and_nothing
     answer = Answer()
     before = await planned(ctx, REFUND_QUESTION, "check_refund_policy")
 
-    after = await answer.run(before, ctx)
+    after = await looked_up(ctx, before, answer)
 
     assert after == before and answer.choose_branch(after) == "reply"
     assert KNOWLEDGE_TURNS.labels("unavailable")._value.get() == failures + 1
@@ -123,7 +130,7 @@ async def test_with_a_planner_after_it_a_gap_goes_on_and_the_planner_hands_it_ov
 
     ctx = context(knowledge_clients)
     answer, planner = Answer(AnswerConfig(gaps_to_reply=True)), LlmPlanner()
-    turn = await answer.run(await planned(ctx, UNCOVERED, "out_of_scope"), ctx)
+    turn = await looked_up(ctx, await planned(ctx, UNCOVERED, "out_of_scope"), answer)
     assert answer.choose_branch(turn) == "reply"
 
     after = await planner.run(turn, ctx)  # no `llm_tiers`: nothing planned
@@ -140,7 +147,7 @@ async def test_an_out_of_scope_question_goes_to_a_human_as_before_when_the_store
     turn = routed_turn(intent="out_of_scope", confidence=0.0, text=UNCOVERED)
     turn.route = RouteDecision(branch="auto", reason="out_of_scope", detail="no known intent matched")
 
-    after = await answer.run(await PlaybookPlanner().run(turn, ctx), ctx)
+    after = await looked_up(ctx, await PlaybookPlanner().run(turn, ctx), answer)
 
     assert answer.choose_branch(after) == "human" and after.plan.knowledge is None
     (escalation,) = [r for r in (await Escalate().run(after, ctx)).records if isinstance(r, Escalation)]
@@ -152,7 +159,7 @@ async def test_without_a_knowledge_store_configured_the_template_reply_stands():
     ctx = context(RuntimeClients())  # no settings, so no database
     before = await planned(ctx, REFUND_QUESTION, "check_refund_policy")
 
-    assert await Answer().run(before, ctx) == before
+    assert await looked_up(ctx, before) == before
 
 
 async def test_a_playbook_turn_passes_untouched(knowledge_clients):
@@ -162,7 +169,7 @@ async def test_a_playbook_turn_passes_untouched(knowledge_clients):
     before = await PlaybookPlanner().run(turn, ctx)
     answered = KNOWLEDGE_TURNS.labels("answered")._value.get()
 
-    after = await Answer().run(before, ctx)
+    after = await looked_up(ctx, before)
 
     assert before.plan.planner == "playbooks-v1"
     assert after == before and after.plan.knowledge is None
@@ -198,8 +205,8 @@ async def test_an_answer_may_repeat_the_contact_details_its_article_publishes_bu
     knowledge_clients,
 ):
     ctx = context(knowledge_clients)
-    turn = await Answer().run(
-        await planned(ctx, "what is your customer service phone number?", "contact_customer_service"), ctx
+    turn = await looked_up(
+        ctx, await planned(ctx, "what is your customer service phone number?", "contact_customer_service")
     )
     assert turn.plan.knowledge is not None and turn.plan.knowledge.cited == ["contact/contact-customer-service.md"]
     assert "+1 212 555 0142" in (await reply_path(ctx, turn)).text  # published in the article it quotes
@@ -246,7 +253,7 @@ async def test_a_side_question_mid_task_is_answered_from_the_help_center_and_the
     assert aside.plan.aside is not None, "plan marks the template's answer to the side question"
 
     answer = Answer()
-    answered = await answer.run(aside, ctx)
+    answered = await looked_up(ctx, aside, answer)
 
     assert answer.choose_branch(answered) == "reply" and answered.plan.planner == "playbooks-v1"
     assert answered.plan.knowledge is not None and answered.plan.knowledge.cited == ["refunds/refund-timelines.md"]
@@ -266,7 +273,56 @@ async def test_a_side_question_the_knowledge_cannot_answer_keeps_its_template_an
 
     answer = Answer()
     kept = KNOWLEDGE_TURNS.labels("kept_template")._value.get()
-    after = await answer.run(aside, ctx)
+    after = await looked_up(ctx, aside, answer)
 
     assert after == aside and answer.choose_branch(after) == "reply", "no hand-over in the middle of a task"
     assert KNOWLEDGE_TURNS.labels("kept_template")._value.get() == kept + 1
+
+
+async def test_retrieve_attaches_the_passages_and_its_verdict_and_leaves_the_reply_to_answer(knowledge_clients):
+    ctx = context(knowledge_clients)
+    before = await planned(ctx, REFUND_QUESTION, "check_refund_policy")
+
+    after = await Retrieve().run(before, ctx)
+
+    knowledge = after.plan.knowledge
+    assert knowledge is not None and knowledge.answerable and not knowledge.answered
+    assert knowledge.passages[0].doc_id == "refunds/refund-timelines.md" and knowledge.cited == []
+    assert after.plan.reply_template == before.plan.reply_template and after.plan.planner == "templates-v1"
+
+
+async def test_a_stricter_min_confidence_on_retrieve_makes_answer_hand_over(knowledge_clients):
+    ctx = context(knowledge_clients)
+    turn = await planned(ctx, REFUND_QUESTION, "check_refund_policy")
+    answer = Answer()
+
+    after = await answer.run(await Retrieve(RetrieveConfig(min_confidence=1.0)).run(turn, ctx), ctx)
+
+    assert after.plan.knowledge is not None and after.plan.knowledge.threshold == 1.0
+    assert not after.plan.knowledge.answered and answer.choose_branch(after) == "human"
+
+
+class OnePassageRetriever(Operator[PlannedTurn, PlannedTurn]):
+    """A data engineer's own retriever in `retrieve`'s place: it fills the plan's knowledge from elsewhere."""
+
+    name = "one_passage_retriever"
+    input_type = PlannedTurn
+    output_type = PlannedTurn
+
+    async def run(self, record: PlannedTurn, ctx: OperatorContext) -> PlannedTurn:
+        passage = Passage(chunk_id="faq-7#0", doc_id="faq-7", title="Gift wrapping", url="https://wiki.example/faq-7",
+                          text="Gift wrapping costs $4 per item. Choose it at checkout.", score=1.0)  # fmt: skip
+        use = KnowledgeUse(query=record.message.text, confidence=0.9, threshold=0.5, answerable=True, answered=False,
+                           passages=[passage])  # fmt: skip
+        return record.model_copy(update={"plan": record.plan.model_copy(update={"knowledge": use})})
+
+
+async def test_answer_quotes_the_passages_any_retriever_put_on_the_plan(knowledge_clients):
+    ctx = context(knowledge_clients)
+    turn = await planned(ctx, "how much does gift wrapping cost?", "check_payment_methods")
+
+    after = await Answer().run(await OnePassageRetriever().run(turn, ctx), ctx)
+
+    assert after.plan.knowledge is not None and after.plan.knowledge.cited == ["faq-7"]
+    text = (await reply_path(ctx, after)).text
+    assert "Gift wrapping costs $4 per item." in text and text.endswith("(https://wiki.example/faq-7)")

@@ -18,6 +18,7 @@ from operators.guard import Guard
 from operators.plan import PlaybookPlanner
 from operators.policy import check_grounding
 from operators.protocols import DictTable, OperatorContext
+from operators.retrieve import Retrieve
 from pipelines.runtime.clients import RuntimeClients
 from schemas import ExecutedTurn, LlmUsage, PlannedTurn, RawConversationEvent, Reply
 from tests.support.llm import tier_for
@@ -34,7 +35,8 @@ def context(clients: RuntimeClients) -> OperatorContext:
 async def executed(ctx: OperatorContext, text: str, intent: str, channel: str = "webchat") -> ExecutedTurn:
     turn = routed_turn(intent=intent, text=text)
     turn.message.channel = channel  # type: ignore[assignment]
-    planned: PlannedTurn = await Answer().run(await PlaybookPlanner().run(turn, ctx), ctx)
+    looked_up = await Retrieve().run(await PlaybookPlanner().run(turn, ctx), ctx)
+    planned: PlannedTurn = await Answer().run(looked_up, ctx)
     return await Execute().run(await Authorize().run(planned, ctx), ctx)
 
 

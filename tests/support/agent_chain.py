@@ -24,6 +24,7 @@ from operators.guard import Guard
 from operators.llm_plan import LlmPlanner
 from operators.plan import PlaybookPlanner
 from operators.protocols import DictTable, OperatorContext
+from operators.retrieve import Retrieve
 from operators.route import Route, RouteConfig
 from pipelines.runtime.clients import RuntimeClients
 from pipelines.runtime.settings import Settings
@@ -102,8 +103,9 @@ class LlmAgent(Agent):
         self.route = Route(RouteConfig(confidence_threshold=0.85, out_of_scope_to_auto=True))
         names = [t.name for t in tiers]
         # one instance each for the conversation, as a stream worker keeps them
-        self.plan, self.answer, self.llm_plan = (
+        self.plan, self.retrieve, self.answer, self.llm_plan = (
             PlaybookPlanner(),
+            Retrieve(),
             Answer(AnswerConfig(gaps_to_reply=True)),
             LlmPlanner(),
         )
@@ -113,7 +115,8 @@ class LlmAgent(Agent):
 
     async def auto(self, routed: RoutedTurn) -> OutboundMessage | Escalation:
         ctx = self.ctx
-        looked_up = await self.answer.run(await self.plan.run(routed, ctx), ctx)
+        templated = await self.plan.run(routed, ctx)
+        looked_up = await self.answer.run(await self.retrieve.run(templated, ctx), ctx)
         if self.answer.choose_branch(looked_up) == "human":
             return _only(await Escalate().run(looked_up, ctx), Escalation)
         planned = await self.llm_plan.run(looked_up, ctx)

@@ -15,7 +15,7 @@ from typing import Any, cast
 import asyncpg
 
 from connectors.knowledge.pgvector import DocumentView
-from operators.answer import Answer, AnswerConfig
+from operators.retrieve import Retrieve, RetrieveConfig
 from operators.protocols import KnowledgeOptions
 from pipelines.runtime.clients import RuntimeClients
 from pipelines.runtime.knowledge import KnowledgeUnavailable, StoreRetriever
@@ -33,7 +33,7 @@ UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceEr
 
 
 class WorkspaceKnowledge:
-    """Search and article preview over the knowledge base the `answer` operator answers from."""
+    """Search and article preview over the knowledge base the `retrieve` operator searches."""
 
     def __init__(self, clients: RuntimeClients, options: KnowledgeOptions, domains: Sequence[str] = ()) -> None:
         self.clients = clients
@@ -44,9 +44,9 @@ class WorkspaceKnowledge:
 
     @classmethod
     def for_topology(cls, topology: Topology, clients: RuntimeClients) -> WorkspaceKnowledge:
-        """With the topology's `answer` settings (its model, k and domains): the passages the agent would use."""
-        answer = topology.operator(Answer)
-        cfg = cast(AnswerConfig, answer.config) if answer is not None else AnswerConfig()
+        """With the topology's `retrieve` settings (its model, k and domains): the passages the agent would use."""
+        retrieve = topology.operator(Retrieve)
+        cfg = cast(RetrieveConfig, retrieve.config) if retrieve is not None else RetrieveConfig()
         return cls(clients, KnowledgeOptions(model_name=cfg.model_name, k=cfg.k), cfg.domains)
 
     async def retriever(self) -> StoreRetriever:

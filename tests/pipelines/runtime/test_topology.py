@@ -47,7 +47,8 @@ def test_the_shipped_topology_is_valid():
     assert set(topology.stages) == {"ingest", "agent", "analytics", "knowledge"}
     names = {node.operator.name for stage in topology.stages.values() for node in stage.root.walk()}
     assert names == {
-        "normalize", "enrich_context", "nlu_model", "route", "plan", "llm_plan", "answer", "authorize", "execute",
+        "normalize", "enrich_context", "nlu_model", "route", "plan", "retrieve", "llm_plan", "answer", "authorize",
+        "execute",
         "compose", "guard", "format", "emit", "escalate", "redact_pii", "index_document",
     }  # fmt: skip
 
@@ -240,7 +241,7 @@ def test_check_command_exits_non_zero_with_one_line_per_error(tmp_path):
 def test_check_command_accepts_the_shipped_topology():
     result = CliRunner().invoke(app, ["topology", "check", str(PROJECT_DIR / "topology.yaml")])
     assert result.exit_code == 0, result.output
-    assert "ok — 4 stages, 20 operators, 17 topics" in result.output
+    assert "ok — 4 stages, 21 operators, 17 topics" in result.output
 
 
 def test_show_renders_text_and_mermaid():
@@ -267,13 +268,15 @@ def test_only_a_worker_of_table_less_stages_gets_a_consumer_group_of_its_own():
 
 
 def without_answer(tmp_path: Path, knowledge_stage: bool = True) -> Path:
-    """The shipped topology with `answer` switched off as its comment says: its `reply` chain moved up under `plan`;
+    """The shipped topology with `answer` switched off as its comment says: `retrieve` gone too, and `answer`'s
+    `reply` chain moved up under `plan`;
     without `knowledge_stage`, the stage that writes the knowledge base is gone too."""
     spec = yaml.safe_load((PROJECT_DIR / "topology.yaml").read_text())
     if not knowledge_stage:
         del spec["stages"]["knowledge"]
     (route,) = [op["route"] for op in spec["stages"]["agent"]["operators"] if isinstance(op, dict) and "route" in op]
-    *planners, answer = route["branches"]["auto"]
+    *planners, retrieve, answer = route["branches"]["auto"]
+    assert "retrieve" in retrieve
     route["branches"]["auto"] = [*planners, *answer["answer"]["branches"]["reply"]]
     route["config"]["out_of_scope_to_auto"] = False
     path = tmp_path / "topology.yaml"
@@ -284,7 +287,7 @@ def without_answer(tmp_path: Path, knowledge_stage: bool = True) -> Path:
 def test_the_topology_stays_valid_with_answer_switched_off(tmp_path) -> None:
     topology = load_topology(without_answer(tmp_path))
     names = {node.operator.name for node in topology.stages["agent"].root.walk()}
-    assert "answer" not in names and {"plan", "authorize", "execute", "guard", "escalate"} <= names
+    assert not {"retrieve", "answer"} & names and {"plan", "authorize", "execute", "guard", "escalate"} <= names
 
 
 def test_the_topology_stays_valid_with_the_llm_planner_deleted_as_its_comment_says(tmp_path) -> None:
@@ -302,7 +305,7 @@ def test_the_topology_stays_valid_with_the_llm_planner_deleted_as_its_comment_sa
 
 
 def test_the_stack_serves_only_the_models_its_operators_name(tmp_path) -> None:
-    """The shipped topology's `answer` embeds questions with the text embedder (and its `knowledge` stage embeds
+    """The shipped topology's `retrieve` and `answer` embed questions with the text embedder (and its `knowledge` stage embeds
     documents), so Triton serves it too; a topology with neither does not call it and must not load it."""
     from connectors.triton.server import EmbeddedTriton
 
