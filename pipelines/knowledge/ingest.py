@@ -230,7 +230,8 @@ async def apply_document(
             if attempt == attempts - 1:
                 raise
             continue
-        action: Action = "changed" if head is not None and not head.deleted else "added"
+        # the same version only filled an index that lacked it (one being built): not a change of the document
+        action: Action = "unchanged" if same else "changed" if head is not None and not head.deleted else "added"
         return ApplyResult(document.doc_id, action, len(chunks), embedded)
     raise AssertionError("unreachable")  # the loop returns or raises
 
