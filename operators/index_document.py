@@ -3,8 +3,9 @@
 Documents are records on the compacted topic `sf.knowledge`, one key per document (`KnowledgeRecord`):
 
 - `document`: the document's current version. It is chunked (structure-aware, the ingest's chunker), the
-  chunks the index lacks are embedded in batches (`max_batch` per call to the model) and the version is
-  written in one transaction (`pipelines/knowledge/ingest.py::apply_document`, through the indexer
+  chunks the live index and any index being built (`supportflow kb reembed`) lack are embedded in batches
+  (`max_batch` per call), each with its index's model, and the version is written into all of them in one
+  transaction (`pipelines/knowledge/ingest.py::apply_document`, through the indexer
   `ctx.clients.knowledge_indexer` gives this process: its embedder, its store).
 - `delete`: the document's tombstone (`apply_tombstone`): it leaves the head; releases holding it keep it.
   The publishing command writes an explicit record (it says who deleted the document, and it stays on the
@@ -51,7 +52,11 @@ class IndexDocumentConfig(OperatorConfig):
     model_name: str = Field(
         default="text_embedder", description="the embedder Triton serves (triton_models/<model_name>)"
     )
-    index: str | None = Field(default=None, description="the embedding index written; unset: the model's id")
+    index: str | None = Field(
+        default=None,
+        description="an embedding index written besides the live one and those being built (each with its own "
+        "model); unset: those only (before anything is live, the model's id)",
+    )
     max_batch: int = Field(default=32, ge=1, le=1024, description="chunks embedded per call to the model")
     pool_size: int = Field(default=2, ge=1, le=16, description="PostgreSQL connections of the writer")
 

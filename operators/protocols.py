@@ -190,7 +190,7 @@ class KnowledgeIndexOptions:
 
     model_name: str = "text_embedder"
     model_version: str | None = None
-    index: str | None = None  # the embedding index written; unset: the model's id (as `kb ingest` names it)
+    index: str | None = None  # also written besides the live and building indexes; unset: those only
     max_batch: int = 32  # chunks embedded per call to the model
     pool_size: int = 2
 

