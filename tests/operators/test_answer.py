@@ -7,6 +7,7 @@ from pydantic import SecretStr
 
 from operators.answer import KNOWLEDGE_TURNS, Answer, AnswerConfig, cite, extract, sentences_of
 from operators.authorize import Authorize
+from operators.emit import Emit
 from operators.escalate import Escalate
 from operators.execute import Execute
 from operators.format import Format
@@ -15,7 +16,7 @@ from operators.plan import PlaybookPlanner, load_replies
 from operators.protocols import DictTable, OperatorContext
 from pipelines.runtime.clients import RuntimeClients
 from pipelines.runtime.settings import Settings
-from schemas import Entity, Escalation, HistoryTurn, OutboundMessage, PlannedTurn, RouteDecision
+from schemas import ConversationEvent, Entity, Escalation, HistoryTurn, OutboundMessage, PlannedTurn, RouteDecision
 from schemas.knowledge import Passage
 from tests.support.operators import T0, FixedClock, routed_turn
 
@@ -55,6 +56,26 @@ async def test_a_covered_question_on_web_chat_gets_the_articles_fact_and_a_link_
     assert "5 to 10 business days" in outbound.text  # the article's table, not the template's wording
     assert outbound.text.endswith(f"Source: How long refunds take ({REFUNDS_URL})")
     assert len(outbound.text) <= AnswerConfig().max_chars["default"]
+
+
+async def test_the_turns_events_say_which_article_a_reply_cited_and_which_a_hand_over_carried(knowledge_clients):
+    ctx = context(knowledge_clients)
+    answered = await Answer().run(await planned(ctx, REFUND_QUESTION, "check_refund_policy"), ctx)
+    guarded = await Guard().run(await Execute().run(await Authorize().run(answered, ctx), ctx), ctx)
+    emitted = await Emit().run(await Format().run(guarded, ctx), ctx)
+    (event,) = [r for r in emitted.records if isinstance(r, ConversationEvent)]
+    assert event.knowledge is not None and event.knowledge.answered
+    assert (
+        event.knowledge.cited == ["refunds/refund-timelines.md"] and event.knowledge.domain == "billing"
+    )  # its front matter's domain
+    assert event.knowledge.confidence >= event.knowledge.threshold
+
+    gap = await Answer().run(await planned(ctx, UNCOVERED, "out_of_scope"), ctx)
+    (handed,) = [r for r in (await Escalate().run(gap, ctx)).records if isinstance(r, ConversationEvent)]
+    knowledge = handed.knowledge
+    assert knowledge is not None and not knowledge.answered and knowledge.cited == []
+    assert gap.plan.knowledge is not None
+    assert knowledge.found == list(dict.fromkeys(p.doc_id for p in gap.plan.knowledge.passages))
 
 
 async def test_a_covered_question_by_sms_cites_the_title_only_and_fits_the_sms_limit(knowledge_clients):
