@@ -12,12 +12,14 @@ from datetime import datetime
 from schemas import (
     EventAction,
     EventEntity,
+    EventKnowledge,
     EventMessage,
     EventMetadata,
     EventNlu,
     EventResponse,
     EventSentiment,
     HistoryTurn,
+    KnowledgeUse,
     NluTurn,
     RawConversationEvent,
     SessionContext,
@@ -56,6 +58,26 @@ def turn_event(
         action=action,
         response=response,
         metadata=_metadata(turn, max(0.0, (now - message.received_at).total_seconds() * 1000.0)),
+        knowledge=_knowledge(turn, event_type),
+    )
+
+
+def _knowledge(turn: NluTurn, event_type: str) -> EventKnowledge | None:
+    """What the knowledge base said about the turn, if `answer` asked it (plan.knowledge)."""
+    plan = getattr(turn, "plan", None)
+    used: KnowledgeUse | None = getattr(plan, "knowledge", None)
+    if used is None:
+        return None
+    # a hand-over sends no reply: nothing was cited to the customer, even if guard blocked a cited answer
+    cited = list(dict.fromkeys(used.cited)) if event_type == "turn_processed" else []
+    best = next((p for p in used.passages if p.doc_id in cited), used.passages[0] if used.passages else None)
+    return EventKnowledge(
+        confidence=used.confidence,
+        threshold=used.threshold,
+        answered=used.answered,
+        cited=cited,
+        found=list(dict.fromkeys(p.doc_id for p in used.passages)),
+        domain=best.domain if best is not None else "",
     )
 
 

@@ -268,6 +268,21 @@ class EventResponse(_Part):
     confidence: float
 
 
+class EventKnowledge(_Part):
+    """What the knowledge base said about the turn, without the passages' text (articles are not PII, the query
+    is the message): the workspace lists the conversations that used an article from it, analytics the gaps."""
+
+    confidence: float = Field(description="the retriever's calibrated answerability confidence")
+    threshold: float = Field(description="the confidence an answer needed")
+    answered: bool = Field(description="the knowledge base answered (a cited reply), else a human or the template")
+    cited: list[str] = Field(default_factory=list, description="doc ids the reply sent to the customer quotes")
+    found: list[str] = Field(
+        default_factory=list,
+        description="doc ids of the passages found, best first, each once; a knowledge_gap hand-over carries them",
+    )
+    domain: str = Field(default="", description="the cited article's domain, else the best passage's ('' if none)")
+
+
 class EventMetadata(_Part):
     latency_ms: float
     model_used: str = Field(description="the NLU model that read the message")
@@ -293,6 +308,7 @@ class ConversationEvent(Record):
     action: EventAction | None = None
     response: EventResponse | None = None
     metadata: EventMetadata
+    knowledge: EventKnowledge | None = Field(default=None, description="set when the turn searched the knowledge base")
 
     def partition_key(self) -> str:
         return self.customer_id

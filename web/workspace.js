@@ -383,8 +383,49 @@
         ["updated", article.updated_at ? new Date(article.updated_at).toLocaleDateString() : ""],
       ]);
       $("kb-article-text").textContent = article.text;
+      $("kb-article-uses").textContent = "";
+      $("kb-article-more").hidden = true;
       if (!$("kb-article").open) $("kb-article").showModal();
+      loadArticleUses(docId, 0);
     }).catch(function (error) { toast(error.message, true); });
+  }
+
+  // The conversations whose replies cited the article or whose hand-overs carried it, newest first, a page
+  // at a time; one that went to a human opens its hand-over here (the workspace knows conversations by those).
+  function loadArticleUses(docId, offset) {
+    var box = $("kb-article-uses"), more = $("kb-article-more");
+    more.hidden = true;
+    var path = "/knowledge/articles/" + encodeURIComponent(docId) + "/conversations?offset=" + offset;
+    call("GET", path).then(function (page) {
+      if (!page.total) box.appendChild(el("div", "empty", "no conversation used it yet"));
+      page.conversations.forEach(function (use) { box.appendChild(articleUseNode(use)); });
+      if (page.next_offset !== null) {
+        more.hidden = false;
+        more.textContent = "more (" + (page.total - page.next_offset) + ")";
+        more.onclick = function () { loadArticleUses(docId, page.next_offset); };
+      }
+    }).catch(function (error) { box.appendChild(el("div", "error", error.message)); });
+  }
+
+  function articleUseNode(use) {
+    var div = el("div", "kb-use");
+    div.setAttribute("data-conversation-id", use.conversation_id);
+    div.appendChild(el("span", "when", new Date(use.at).toLocaleString()));
+    div.appendChild(el("span", "badge " + use.outcome, use.outcome === "answered" ? "answered" : "handed over"));
+    div.appendChild(el("span", "meta", use.channel + " · " + (use.intent || "—")));
+    if (use.escalation_id) {
+      var link = el("a", "open-conversation", use.conversation_id);
+      link.href = "#";
+      link.addEventListener("click", function (event) {
+        event.preventDefault();
+        $("kb-article").close();
+        openEntry(use.escalation_id);
+      });
+      div.appendChild(link);
+    } else {
+      div.appendChild(el("span", "conversation", use.conversation_id));
+    }
+    return div;
   }
 
   $("kb-search").addEventListener("submit", function (event) {

@@ -16,7 +16,7 @@
 -- Migration rule: a column is only ever added, never renamed, retyped or dropped. CREATE TABLE IF NOT
 -- EXISTS leaves an older table as it is, so the store then adds each column of these statements that
 -- the table lacks (`ALTER TABLE ... ADD COLUMN ... AFTER`, read off `system.columns`: 18.16 has no
--- ADD COLUMN IF NOT EXISTS); rows written before hold the type's default ('' or 0: no LLM).
+-- ADD COLUMN IF NOT EXISTS); rows written before hold the type's default ('' or 0: no LLM, no knowledge base search).
 CREATE TABLE IF NOT EXISTS events
 (
     event_id            String,
@@ -46,6 +46,12 @@ CREATE TABLE IF NOT EXISTS events
     llm_model           String,          -- the model that wrote the last LLM part of the turn; '' without an LLM
     llm_tokens_in       UInt32,          -- prompt tokens over the turn's model calls
     llm_tokens_out      UInt32,          -- completion tokens over the turn's model calls
+    knowledge_used      UInt8,           -- 1 when the turn searched the knowledge base (`answer`); 0: the rest are blank
+    knowledge_confidence Float64,        -- the retriever's calibrated answerability confidence
+    knowledge_threshold Float64,         -- the confidence an answer needed
+    knowledge_answered  UInt8,           -- 1: a cited answer; 0: a knowledge_gap hand-over, or the template kept
+    knowledge_domain    String,          -- the cited article's domain, else the best passage's ('' when none)
+    knowledge_cited     Array(String),   -- doc ids the reply quoted (none on a hand-over)
     inserted_at         DateTime('UTC')  -- version: the latest insert of an event_id wins
 )
 ENGINE = ReplacingMergeTree(inserted_at)

@@ -39,6 +39,12 @@ COLUMNS: tuple[str, ...] = (
     "llm_model",
     "llm_tokens_in",
     "llm_tokens_out",
+    "knowledge_used",
+    "knowledge_confidence",
+    "knowledge_threshold",
+    "knowledge_answered",
+    "knowledge_domain",
+    "knowledge_cited",
     "inserted_at",
 )
 
@@ -53,6 +59,7 @@ def epoch_seconds(moment: datetime) -> int:
 def flatten(event: ConversationEvent, inserted_at: int) -> tuple[Any, ...]:
     """One row in COLUMNS order; absent parts become '' / 0.0 / [] (the table has no Nullable)."""
     message, nlu, action, response, meta = event.message, event.nlu, event.action, event.response, event.metadata
+    knowledge = event.knowledge
     return (
         event.event_id,
         event.event_type,
@@ -81,6 +88,12 @@ def flatten(event: ConversationEvent, inserted_at: int) -> tuple[Any, ...]:
         meta.llm_model,
         meta.llm_tokens_in,
         meta.llm_tokens_out,
+        1 if knowledge else 0,
+        knowledge.confidence if knowledge else 0.0,
+        knowledge.threshold if knowledge else 0.0,
+        1 if knowledge and knowledge.answered else 0,
+        knowledge.domain if knowledge else "",
+        list(knowledge.cited) if knowledge else [],
         inserted_at,
     )
 

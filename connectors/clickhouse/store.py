@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 AnalyticsRecord = ConversationEvent | Feedback
 
-_ENTITY_SEPARATOR = "\x1f"  # entity types travel to chdb as one joined string per row (see ChdbEventStore)
+_ENTITY_SEPARATOR = "\x1f"  # array columns travel to chdb as one joined string per row (see ChdbEventStore)
+_ARRAY_COLUMNS = ("entity_types", "knowledge_cited")
 
 
 class EventStoreLocked(RuntimeError):
@@ -240,8 +241,9 @@ class ChdbEventStore(_Serialized):
             session.query(statement)
 
     def _insert_table(self, table: str, columns: tuple[str, ...], batch: dict[str, list[Any]]) -> None:
-        if "entity_types" in batch:
-            batch["entity_types"] = [_ENTITY_SEPARATOR.join(types) for types in batch["entity_types"]]
+        for name in _ARRAY_COLUMNS:
+            if name in batch:
+                batch[name] = [_ENTITY_SEPARATOR.join(values) for values in batch[name]]
         select = ", ".join(_CHDB_SELECT.get(name, name) for name in columns)
         with self._turn() as session:
             # Python(batch) reads the local variable `batch` of this frame: a dict of columns, no copy to text.
@@ -274,6 +276,7 @@ _CHDB_SELECT = {
     "at": "toDateTime(at, 'UTC')",
     "inserted_at": "toDateTime(inserted_at, 'UTC')",
     "entity_types": "arrayFilter(t -> t != '', splitByChar('\\x1F', entity_types))",
+    "knowledge_cited": "arrayFilter(t -> t != '', splitByChar('\\x1F', knowledge_cited))",
 }
 
 

@@ -122,6 +122,36 @@ ORDER BY 1
 ON CONFLICT (feedback_id) DO NOTHING
 """
 
+_KNOWLEDGE_USES = """
+INSERT INTO knowledge_uses (doc_id, event_id, use, conversation_id, session_id, customer_id, message_id, channel,
+                            intent, confidence, at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                     $9::text[], $10::float8[], $11::timestamptz[])
+ORDER BY 1, 2
+ON CONFLICT (doc_id, event_id) DO NOTHING
+"""
+
+# An article's conversations, newest use first: per conversation its latest use (time, channel, intent,
+# confidence), whether a reply cited the article and whether a hand-over carried it, and the conversation's
+# latest escalation, which the workspace opens it by (a conversation the agent answered alone may have none).
+_ARTICLE_CONVERSATIONS = """
+SELECT u.conversation_id, u.customer_id, u.last_used_at, u.channel, u.intent, u.confidence, u.cited, u.handed_over,
+       u.uses,
+       (SELECT e.escalation_id FROM escalations e WHERE e.conversation_id = u.conversation_id
+        ORDER BY e.created_at DESC, e.escalation_id DESC LIMIT 1) AS escalation_id
+FROM (
+    SELECT conversation_id, min(customer_id) AS customer_id, max(at) AS last_used_at,
+           (array_agg(channel ORDER BY at DESC, event_id DESC))[1] AS channel,
+           (array_agg(intent ORDER BY at DESC, event_id DESC))[1] AS intent,
+           (array_agg(confidence ORDER BY at DESC, event_id DESC))[1] AS confidence,
+           bool_or(use = 'cited') AS cited, bool_or(use = 'handed_over') AS handed_over, count(*) AS uses
+    FROM knowledge_uses WHERE doc_id = $1
+    GROUP BY conversation_id
+) u
+ORDER BY u.last_used_at DESC, u.conversation_id
+LIMIT $2 OFFSET $3
+"""
+
 # Training rows for the intent model: each corrected message's text with its latest correction.
 _INTENT_CORRECTIONS = """
 SELECT DISTINCT ON (f.message_id) m.text, f.corrected_intent AS label, f.original_intent, f.message_id, f.at
@@ -235,6 +265,7 @@ class _Batch:
     escalations: list[tuple[Any, ...]] = field(default_factory=list)
     actions: list[tuple[Any, ...]] = field(default_factory=list)
     feedback: list[tuple[Any, ...]] = field(default_factory=list)
+    knowledge_uses: list[tuple[Any, ...]] = field(default_factory=list)
     profiles: dict[str, CustomerProfile] = field(default_factory=dict)
     # per message sid: the furthest status (the first of its rank), the earliest arrival, an error code
     statuses: dict[str, tuple[DeliveryStatus, datetime, int | None]] = field(default_factory=dict)
@@ -287,6 +318,7 @@ class _Batch:
                     record.event_id, record.conversation_id, record.session_id, record.customer_id, action.type,
                     action.name, action.status, json.dumps(action.result, sort_keys=True, default=str), at,
                 ))  # fmt: skip
+            self.knowledge_uses.extend(_knowledge_uses(record, at))
         elif isinstance(record, Feedback):
             self.feedback.append((
                 record.feedback_id, record.conversation_id, record.message_id, record.escalation_id, record.kind,
@@ -333,6 +365,28 @@ class _Batch:
              _utc(r.received_at))
             for r in sorted(self.recordings.values(), key=lambda r: r.recording_sid)
         ]  # fmt: skip
+
+
+def _knowledge_uses(event: ConversationEvent, at: datetime) -> list[tuple[Any, ...]]:
+    """The articles a turn used: those its reply cited, or those its knowledge_gap hand-over carried."""
+    knowledge = event.knowledge
+    if knowledge is None or event.message is None:
+        return []
+    if event.event_type == "turn_processed":
+        uses = [(doc_id, "cited") for doc_id in knowledge.cited]
+    elif event.event_type == "escalated" and not knowledge.answered:
+        # escalate carries the passages only when the knowledge base could not answer (a gap); a follow-up
+        # to a human holding the conversation carries none, so it uses no article either
+        follow_up = event.action is not None and event.action.status == "follow_up"
+        uses = [] if follow_up else [(doc_id, "handed_over") for doc_id in knowledge.found]
+    else:
+        uses = []
+    intent = event.nlu.intent if event.nlu else None
+    return [
+        (doc_id, event.event_id, use, event.conversation_id, event.session_id, event.customer_id, event.message.id,
+         event.channel, intent, knowledge.confidence, at)
+        for doc_id, use in uses
+    ]  # fmt: skip
 
 
 async def intent_corrections(conn: asyncpg.Connection, since: datetime | None = None) -> list[dict[str, Any]]:
@@ -395,6 +449,8 @@ class PostgresStore:
                 await conn.execute(_ESCALATIONS, *_columns(batch.escalations, 14))
             if batch.actions:
                 await conn.execute(_ACTIONS, *_columns(batch.actions, 9))
+            if batch.knowledge_uses:
+                await conn.execute(_KNOWLEDGE_USES, *_columns(batch.knowledge_uses, 11))
             if batch.statuses:
                 await conn.execute(_DELIVERY_STATUSES, *_columns(batch.status_rows(), 8))
             if batch.recordings:
@@ -435,6 +491,18 @@ class PostgresStore:
         async with (await self.pool()).acquire() as conn:
             text = await conn.fetchval(_SNAPSHOT, conversation_id)
         return None if text is None else json.loads(text)
+
+    async def article_conversations(self, doc_id: str, limit: int = 20, offset: int = 0) -> dict[str, Any]:
+        """The conversations that used article `doc_id` (cited by a reply, carried by a hand-over), newest first.
+
+        Keys: total (conversations in all), conversations (this page: see `_ARTICLE_CONVERSATIONS`).
+        """
+        async with (await self.pool()).acquire() as conn:
+            total = await conn.fetchval(
+                "SELECT count(DISTINCT conversation_id) FROM knowledge_uses WHERE doc_id = $1", doc_id
+            )
+            rows = await conn.fetch(_ARTICLE_CONVERSATIONS, doc_id, limit, offset)
+        return {"total": total, "conversations": [dict(row) for row in rows]}
 
     async def intent_corrections(self, since: datetime | None = None) -> list[dict[str, Any]]:
         """Corrected messages as training rows: see `intent_corrections`."""

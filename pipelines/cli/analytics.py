@@ -33,11 +33,18 @@ def analytics_report(
         Optional[str], typer.Option(help="clickhouse://user:password@host:9000/db (default: settings.clickhouse_url).")
     ] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Where the embedded chdb folder is (data_dir/chdb).")] = None,
+    low_confidence_margin: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Content gaps: an answer less than this above its confidence threshold is weak."
+        ),
+    ] = 0.1,
 ) -> None:
     """Volume, resolution and escalation rates, reply latency, sentiment and cost over a window (default 7 days)."""
 
     from connectors.clickhouse import EventStoreLocked, open_event_store
     from pipelines.evaluation.analytics_report import build_report, parse_moment, render_png, render_text
+    from pipelines.evaluation.question_groups import default_embedder
 
     def fail(message: str, code: int = 2) -> typer.Exit:
         err.print(f"[red]analytics report:[/red] {escape(message)}")
@@ -67,7 +74,9 @@ def analytics_report(
     async def collect() -> object:
         store = open_event_store(s)
         try:
-            return await build_report(store, start, end)
+            # the knowledge base's embedder groups reworded gap questions by meaning; none: by shared words
+            embed = default_embedder(s.model_repository)
+            return await build_report(store, start, end, embed, low_confidence_margin)
         finally:
             await store.close()
 

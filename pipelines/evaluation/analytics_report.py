@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from rich.text import Text
 
 from connectors.clickhouse import load_query
 from connectors.protocols import EventStore
+from pipelines.evaluation.question_groups import Embed, group_questions
 
 MAX_BUCKETS = 48
 _BUCKET_WIDTHS_S = (60, 300, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 7 * 86400)
@@ -93,14 +95,72 @@ class EscalationReason(BaseModel):
 
 
 class KnowledgeGap(BaseModel):
-    """Questions of one normalised wording that the knowledge base could not answer (`knowledge_gaps.sql`)."""
+    """One question the knowledge base could not answer, its rewordings merged (`knowledge_gaps.sql`, then
+    `question_groups.py`): a missing article."""
 
-    question: str = Field(description="lower case, punctuation and spacing normalised; PII already redacted")
-    handovers: int
-    conversations: int
-    intent: str = Field(description="the intent most often detected for it")
-    examples: list[str] = Field(description="up to two of its wordings, as the customers wrote them (redacted)")
+    domain: str = Field(description="the knowledge domain of the best passage found ('' when nothing was found)")
+    question: str = Field(description="its most frequent wording, normalised (lower case, punctuation and spacing)")
+    handovers: int = Field(description="over all its wordings")
+    conversations: int = Field(description="summed over its wordings (a conversation asking two counts twice)")
+    wordings: int = Field(description="distinct normalised wordings merged into it")
+    intent: str = Field(description="the intent most often detected for its most frequent wording")
+    examples: list[str] = Field(
+        description="up to three spellings as the customers wrote them (PII-redacted), most frequent wording first"
+    )
     last_seen: datetime
+
+
+class LowConfidenceAnswer(BaseModel):
+    """A question the knowledge base answered with a confidence just above its threshold, rewordings merged
+    (`knowledge_low_confidence.sql`): an article that probably answers it badly."""
+
+    domain: str
+    question: str
+    answers: int
+    conversations: int = Field(description="summed over its wordings")
+    wordings: int
+    intent: str
+    article: str = Field(description="the doc id its most frequent wording's answers cited most")
+    mean_confidence: float = Field(description="over all its answers")
+    mean_threshold: float
+    examples: list[str]
+    last_seen: datetime
+
+
+class KnowledgeDomain(BaseModel):
+    """The knowledge base's use in one domain (`knowledge_by_domain.sql`)."""
+
+    domain: str
+    searched: int = Field(description="turns `answer` looked up")
+    answered: int
+    low_confidence: int = Field(description="answered with a confidence less than the margin above the threshold")
+    handed_over: int = Field(description="knowledge_gap hand-overs: retrieval fell short")
+    template_kept: int = Field(description="side questions mid-task it could not answer: the template's reply stayed")
+    mean_confidence: float
+
+
+class KnowledgeArticle(BaseModel):
+    """An article the replies cited (`knowledge_articles.sql`)."""
+
+    article: str
+    domain: str
+    answers: int
+    conversations: int
+    low_confidence: int
+    mean_confidence: float
+
+
+class ContentGaps(BaseModel):
+    """The content-gap report for the knowledge owners: per domain, what the knowledge base answered, where
+    retrieval fell short, and the questions with no good article, reworded ones grouped."""
+
+    low_confidence_margin: float = Field(description="an answer this close above its threshold counts as low")
+    grouping: str = Field(
+        description="how reworded questions were grouped: by meaning (the embedder) or by shared words (without one)"
+    )
+    by_domain: list[KnowledgeDomain]
+    articles: list[KnowledgeArticle] = Field(description="the articles that answered, most cited first (top 100)")
+    low_confidence: list[LowConfidenceAnswer] = Field(description="most answers first")
 
 
 class ReplyLatency(BaseModel):
@@ -173,8 +233,9 @@ class Report(BaseModel):
     escalation_rate: float | None = Field(description="escalated_turns / turns")
     escalation_reasons: list[EscalationReason]
     knowledge_gaps: list[KnowledgeGap] = Field(
-        description="questions handed over as knowledge_gap, by normalised wording, most frequent first (top 100)"
+        description="questions handed over as knowledge_gap, reworded ones grouped, per domain, most frequent first"
     )
+    knowledge: ContentGaps
     reply_latency: ReplyLatency
     sentiment_trend: list[SentimentBucket]
     total_cost_usd: float
@@ -197,6 +258,11 @@ _HAS_LLM_COLUMNS = (
     "SELECT count() AS n FROM system.columns WHERE database = currentDatabase() AND table = 'events' "
     "AND name = 'llm_tier'"
 )
+_HAS_KNOWLEDGE_COLUMNS = (
+    "SELECT count() AS n FROM system.columns WHERE database = currentDatabase() AND table = 'events' "
+    "AND name = 'knowledge_used'"
+)
+LOW_CONFIDENCE_MARGIN = 0.1
 _NO_FEEDBACK = HumanReport(
     csat=Csat(answers=0, mean_rating=None, satisfied_share=None),
     csat_by_channel=[],
@@ -251,10 +317,79 @@ async def build_human_report(store: EventStore, since: datetime, until: datetime
     )
 
 
-async def build_report(store: EventStore, since: datetime, until: datetime) -> Report:
-    """Run every query file over the window and assemble their answers."""
+def _merged(rows: list[dict[str, Any]], count: str, embed: Embed | None) -> tuple[list[list[dict[str, Any]]], str]:
+    """The query's wordings (most frequent first) grouped per domain, reworded ones together; most frequent
+    group first, ties by domain and leading wording. Returns the groups and how they were grouped."""
+    by_domain: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_domain.setdefault(row["domain"], []).append(row)
+    groups: list[list[dict[str, Any]]] = []
+    described = "nothing to group"
+    for domain in sorted(by_domain):
+        members = sorted(by_domain[domain], key=lambda r: (-r[count], r["question"]))
+        indexes, grouping = group_questions([r["question"] for r in members], embed)
+        groups.extend([members[i] for i in group] for group in indexes)
+        described = grouping.describe()
+    groups.sort(key=lambda g: (-sum(r[count] for r in g), g[0]["domain"], g[0]["question"]))
+    return groups, described
+
+
+def _examples(group: list[dict[str, Any]], limit: int = 3) -> list[str]:
+    # one spelling per wording first (the most frequent wordings'), so the reader sees the rewordings
+    firsts = [r["examples"][0] for r in group if r["examples"]]
+    rest = [e for r in group for e in r["examples"][1:]]
+    return list(dict.fromkeys(firsts + rest))[:limit]
+
+
+def _gap(group: list[dict[str, Any]]) -> KnowledgeGap:
+    lead = group[0]
+    return KnowledgeGap(
+        domain=lead["domain"],
+        question=lead["question"],
+        handovers=sum(r["handovers"] for r in group),
+        conversations=sum(r["conversations"] for r in group),
+        wordings=len(group),
+        intent=lead["intent"],
+        examples=_examples(group),
+        last_seen=max(r["last_seen"] for r in group),
+    )
+
+
+def _low(group: list[dict[str, Any]]) -> LowConfidenceAnswer:
+    lead, answers = group[0], sum(r["answers"] for r in group)
+    return LowConfidenceAnswer(
+        domain=lead["domain"],
+        question=lead["question"],
+        answers=answers,
+        conversations=sum(r["conversations"] for r in group),
+        wordings=len(group),
+        intent=lead["intent"],
+        article=lead["article"],
+        mean_confidence=sum(r["mean_confidence"] * r["answers"] for r in group) / answers,
+        mean_threshold=sum(r["mean_threshold"] * r["answers"] for r in group) / answers,
+        examples=_examples(group),
+        last_seen=max(r["last_seen"] for r in group),
+    )
+
+
+async def build_report(
+    store: EventStore,
+    since: datetime,
+    until: datetime,
+    embed: Embed | None = None,
+    low_confidence_margin: float = LOW_CONFIDENCE_MARGIN,
+) -> Report:
+    """Run every query file over the window and assemble their answers.
+
+    `embed` groups reworded questions by meaning (`question_groups.py`); without it, by shared words.
+    """
     bucket = bucket_seconds_for(since, until)
-    parameters: dict[str, Any] = {"since": since, "until": until, "bucket_seconds": bucket}
+    parameters: dict[str, Any] = {
+        "since": since,
+        "until": until,
+        "bucket_seconds": bucket,
+        "margin": low_confidence_margin,
+    }
 
     async def run(name: str) -> list[dict[str, Any]]:
         return await store.query(load_query(name), parameters)
@@ -265,7 +400,12 @@ async def build_report(store: EventStore, since: datetime, until: datetime) -> R
     (resolution,) = await run("autonomous_resolution")
     (escalation,) = await run("escalation_rate")
     reasons = await run("escalation_reasons")
-    gaps = await run("knowledge_gaps")
+    # a table no sink of this release has migrated yet has no knowledge columns: nothing recorded, nothing shown
+    knows = (await store.query(_HAS_KNOWLEDGE_COLUMNS))[0]["n"] > 0
+    gaps, gap_grouping = _merged(await run("knowledge_gaps") if knows else [], "handovers", embed)
+    lows, low_grouping = _merged(await run("knowledge_low_confidence") if knows else [], "answers", embed)
+    domains = await run("knowledge_by_domain") if knows else []
+    articles = await run("knowledge_articles") if knows else []
     (latency,) = await run("reply_latency")
     trend = await run("sentiment_trend")
     (cost,) = await run("cost_per_conversation")
@@ -286,7 +426,14 @@ async def build_report(store: EventStore, since: datetime, until: datetime) -> R
         escalated_turns=escalation["escalated"],
         escalation_rate=escalation["rate"],
         escalation_reasons=[EscalationReason(**row) for row in reasons],
-        knowledge_gaps=[KnowledgeGap(**row) for row in gaps],
+        knowledge_gaps=[_gap(group) for group in gaps][:100],
+        knowledge=ContentGaps(
+            low_confidence_margin=low_confidence_margin,
+            grouping=gap_grouping if gaps else low_grouping,
+            by_domain=[KnowledgeDomain(**row) for row in domains],
+            articles=[KnowledgeArticle(**row) for row in articles],
+            low_confidence=[_low(group) for group in lows][:100],
+        ),
         reply_latency=ReplyLatency(
             replies=latency["replies"],
             p50_ms=latency["p50_ms"] if replied else None,
@@ -408,20 +555,7 @@ def render_text(report: Report, top: int = 10) -> Group:
             ("reason", "escalations"),
             [(r.reason, r.escalations) for r in report.escalation_reasons],
         ),
-        breakdown(
-            "knowledge gaps: questions handed over as knowledge_gap, the help center's missing articles",
-            ("question (examples as written)", "hand-overs", "conversations", "intent", "last seen"),
-            [
-                (
-                    escape("\n".join(g.examples or [g.question])),  # customers' words: "[x]" is not markup
-                    g.handovers,
-                    g.conversations,
-                    g.intent,
-                    f"{g.last_seen:%Y-%m-%d %H:%M}",
-                )
-                for g in report.knowledge_gaps
-            ],
-        ),
+        *knowledge_tables(report, breakdown),
         breakdown(f"sentiment per {report.bucket_seconds // 60} min", ("from", "turns", "mean", "negative"), trend),
         breakdown(
             "CSAT by channel",
@@ -441,6 +575,84 @@ def render_text(report: Report, top: int = 10) -> Group:
     )
 
 
+def knowledge_tables(
+    report: Report, breakdown: Callable[[str, tuple[str, ...], list[tuple[Any, ...]]], Table]
+) -> list[Any]:
+    """The content-gap report's tables: per domain, the articles that answered, the gaps, the weak answers."""
+    knowledge = report.knowledge
+    margin = f"{knowledge.low_confidence_margin:.2f}"
+    gaps = breakdown(
+        "knowledge gaps: questions handed over as knowledge_gap, the help center's missing articles",
+        ("question (examples as written)", "domain", "hand-overs", "conversations", "wordings", "intent", "last seen"),
+        [
+            (
+                escape("\n".join(g.examples or [g.question])),  # customers' words: "[x]" is not markup
+                escape(g.domain) or "—",
+                g.handovers,
+                g.conversations,
+                g.wordings,
+                g.intent,
+                f"{g.last_seen:%Y-%m-%d %H:%M}",
+            )
+            for g in report.knowledge_gaps
+        ],
+    )
+    low = breakdown(
+        f"answered with low confidence (less than {margin} above the threshold): articles that answer weakly",
+        ("question (examples as written)", "domain", "answers", "wordings", "article", "confidence", "threshold"),
+        [
+            (
+                escape("\n".join(a.examples or [a.question])),
+                escape(a.domain) or "—",
+                a.answers,
+                a.wordings,
+                escape(a.article),
+                f"{a.mean_confidence:.2f}",
+                f"{a.mean_threshold:.2f}",
+            )
+            for a in knowledge.low_confidence
+        ],
+    )
+    for table in (gaps, low):
+        note = f"reworded questions grouped {knowledge.grouping}"
+        table.caption = f"{table.caption}; {note}" if table.caption else note
+    return [
+        breakdown(
+            f"knowledge base by domain (low confidence: less than {margin} above the threshold)",
+            ("domain", "searched", "answered", "low confidence", "handed over", "template kept", "mean confidence"),
+            [
+                (
+                    escape(d.domain) or "—",
+                    d.searched,
+                    d.answered,
+                    d.low_confidence,
+                    d.handed_over,
+                    d.template_kept,
+                    f"{d.mean_confidence:.2f}",
+                )
+                for d in knowledge.by_domain
+            ],
+        ),
+        breakdown(
+            "articles that answered",
+            ("article", "domain", "answers", "conversations", "low confidence", "mean confidence"),
+            [
+                (
+                    escape(a.article),
+                    escape(a.domain),
+                    a.answers,
+                    a.conversations,
+                    a.low_confidence,
+                    f"{a.mean_confidence:.2f}",
+                )
+                for a in knowledge.articles
+            ],
+        ),
+        gaps,
+        low,
+    ]
+
+
 def render_png(report: Report, path: Path, top: int = 10) -> Path:
     """A one-page chart of the report (matplotlib, Agg: no display needed)."""
     import matplotlib
@@ -448,9 +660,10 @@ def render_png(report: Report, path: Path, top: int = 10) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(3, 3, figsize=(16, 13), layout="constrained")
+    fig, axes = plt.subplots(4, 3, figsize=(16, 17), layout="constrained")
     fig.suptitle(f"supportflow analytics  {report.since:%Y-%m-%d %H:%M} → {report.until:%Y-%m-%d %H:%M} UTC")
-    volume, intents, latency, headline, sentiment, reasons, llm_share, llm_tokens, llm_cost = axes.flat
+    volume, intents, latency, headline, sentiment, reasons, llm_share, llm_tokens, llm_cost = axes.flat[:9]
+    kb_domains, kb_gaps, kb_low = axes.flat[9:]
 
     def empty(ax: Any, title: str) -> None:
         ax.set_title(title)
@@ -541,6 +754,47 @@ def render_png(report: Report, path: Path, top: int = 10) -> Path:
         for ax, title in ((llm_share, "share of turns by tier"), (llm_tokens, "tokens by tier"), (llm_cost, "cost")):
             empty(ax, f"language models: {title}")
 
+    knowledge = report.knowledge
+    if knowledge.by_domain:
+        names = [d.domain or "(none)" for d in knowledge.by_domain[:top]]
+        confident = [d.answered - d.low_confidence for d in knowledge.by_domain[:top]]
+        low = [d.low_confidence for d in knowledge.by_domain[:top]]
+        short = [d.handed_over + d.template_kept for d in knowledge.by_domain[:top]]
+        kb_domains.bar(names, confident, label="answered", color="tab:green")
+        kb_domains.bar(names, low, bottom=confident, label="answered, low confidence", color="tab:orange")
+        kb_domains.bar(
+            names,
+            short,
+            bottom=[a + b for a, b in zip(confident, low, strict=True)],
+            label="fell short",
+            color="tab:red",
+        )
+        kb_domains.legend(loc="upper right")
+        kb_domains.tick_params(axis="x", rotation=30)
+        kb_domains.set_title("knowledge base by domain (turns)")
+    else:
+        empty(kb_domains, "knowledge base by domain")
+    for ax, rows, title, color in (
+        (kb_gaps, [(g.question, g.handovers, g.domain) for g in report.knowledge_gaps], "knowledge gaps", "tab:red"),
+        (
+            kb_low,
+            [(a.question, a.answers, a.domain) for a in knowledge.low_confidence],
+            "low-confidence answers",
+            "tab:orange",
+        ),
+    ):
+        if rows:
+            shown_rows = rows[:top][::-1]
+            labels = [f"{_clip(q, 38)} [{d or '—'}]" for q, _, d in shown_rows]
+            ax.barh(labels, [n for _, n, _ in shown_rows], color=color)
+            ax.set_title(f"{title}, reworded ones grouped")
+        else:
+            empty(ax, title)
+
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -8,6 +8,7 @@ from pydantic import SecretStr
 from operators.answer import Answer, AnswerConfig, cite, extract, sentences_of
 from operators.authorize import Authorize
 from operators.base import Operator
+from operators.emit import Emit
 from operators.escalate import Escalate
 from operators.execute import Execute
 from operators.format import Format
@@ -17,7 +18,16 @@ from operators.protocols import DictTable, OperatorContext
 from operators.retrieve import KNOWLEDGE_TURNS, Retrieve, RetrieveConfig
 from pipelines.runtime.clients import RuntimeClients
 from pipelines.runtime.settings import Settings
-from schemas import Entity, Escalation, HistoryTurn, KnowledgeUse, OutboundMessage, PlannedTurn, RouteDecision
+from schemas import (
+    ConversationEvent,
+    Entity,
+    Escalation,
+    HistoryTurn,
+    KnowledgeUse,
+    OutboundMessage,
+    PlannedTurn,
+    RouteDecision,
+)
 from schemas.knowledge import Passage
 from tests.support.operators import T0, FixedClock, routed_turn
 
@@ -62,6 +72,26 @@ async def test_a_covered_question_on_web_chat_gets_the_articles_fact_and_a_link_
     assert "5 to 10 business days" in outbound.text  # the article's table, not the template's wording
     assert outbound.text.endswith(f"Source: How long refunds take ({REFUNDS_URL})")
     assert len(outbound.text) <= AnswerConfig().max_chars["default"]
+
+
+async def test_the_turns_events_say_which_article_a_reply_cited_and_which_a_hand_over_carried(knowledge_clients):
+    ctx = context(knowledge_clients)
+    answered = await looked_up(ctx, await planned(ctx, REFUND_QUESTION, "check_refund_policy"))
+    guarded = await Guard().run(await Execute().run(await Authorize().run(answered, ctx), ctx), ctx)
+    emitted = await Emit().run(await Format().run(guarded, ctx), ctx)
+    (event,) = [r for r in emitted.records if isinstance(r, ConversationEvent)]
+    assert event.knowledge is not None and event.knowledge.answered
+    assert (
+        event.knowledge.cited == ["refunds/refund-timelines.md"] and event.knowledge.domain == "billing"
+    )  # its front matter's domain
+    assert event.knowledge.confidence >= event.knowledge.threshold
+
+    gap = await looked_up(ctx, await planned(ctx, UNCOVERED, "out_of_scope"))
+    (handed,) = [r for r in (await Escalate().run(gap, ctx)).records if isinstance(r, ConversationEvent)]
+    knowledge = handed.knowledge
+    assert knowledge is not None and not knowledge.answered and knowledge.cited == []
+    assert gap.plan.knowledge is not None
+    assert knowledge.found == list(dict.fromkeys(p.doc_id for p in gap.plan.knowledge.passages))
 
 
 async def test_a_covered_question_by_sms_cites_the_title_only_and_fits_the_sms_limit(knowledge_clients):

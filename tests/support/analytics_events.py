@@ -23,6 +23,7 @@ from schemas import (
     ConversationEvent,
     EventAction,
     EventEntity,
+    EventKnowledge,
     EventMessage,
     EventMetadata,
     EventNlu,
@@ -170,6 +171,13 @@ EXPECTED = {
         {"reason": "customer_requested_human", "escalations": 1},
     ],
     "knowledge_gaps": [],
+    "knowledge": {  # no turn searched the knowledge base
+        "low_confidence_margin": 0.1,
+        "grouping": "nothing to group",
+        "by_domain": [],
+        "articles": [],
+        "low_confidence": [],
+    },
     "reply_latency": {"replies": 100, "p50_ms": 500.0, "p95_ms": 950.0, "p99_ms": 990.0},
     "sentiment_trend": [
         {"bucket_start": "2025-03-01T00:00:00Z", "turns": 100, "mean_score": 0.5, "negative_share": 0.0},
@@ -383,27 +391,169 @@ def knowledge_gap_events() -> list[ConversationEvent]:
 
 KNOWN_GAPS = [
     {
+        "domain": "",  # these hand-overs carry no knowledge part (as before the knowledge columns)
         "question": "do you sell lawn mowers",
         "handovers": 4,
         "conversations": 3,
+        "wordings": 1,
         "intent": "out_of_scope",
         "examples": ["DO YOU SELL LAWN MOWERS!!", "Do you sell lawn mowers?"],  # of three wordings: the first two
         "last_seen": "2025-03-01T04:00:00Z",
     },
     {
+        "domain": "",
         "question": "can i pay with phone number credit",
         "handovers": 2,
         "conversations": 2,
+        "wordings": 1,
         "intent": "payment_methods",
         "examples": ["Can I pay with <PHONE_NUMBER> credit?", "can I pay with <PHONE_NUMBER> credit"],
         "last_seen": "2025-03-01T06:00:00Z",
     },
     {
+        "domain": "",
         "question": "is the café downtown open on sundays",
         "handovers": 1,
         "conversations": 1,
+        "wordings": 1,
         "intent": "out_of_scope",
         "examples": ["Is the café [downtown] open on Sundays?"],
         "last_seen": "2025-03-01T07:00:00Z",
+    },
+]
+
+
+def content_gap_events() -> list[ConversationEvent]:
+    """Turns that searched the knowledge base, whose content-gap report is known by hand (KNOWN_CONTENT_GAPS).
+
+    Domain `shop`: "Do you sell lawn mowers?" and its rewording "Can I buy a lawn mower from you?" handed over
+    (one gap, count 2, by meaning and by shared words alike), "Is the café open on Sundays?" handed over once;
+    "How long do refunds take?" answered from returns.md at 0.55 against a 0.50 threshold (low confidence),
+    "Where do I send a return?" answered from it at 0.90 (confident: not a weak answer); a side question
+    whose template was kept. Domain `billing`: "Can I pay with <PHONE_NUMBER> credit?" handed over.
+    """
+
+    def turn(
+        event_id: str,
+        event_type: str,
+        conversation: str,
+        text: str,
+        hours: float,
+        knowledge: EventKnowledge,
+        intent: str = "out_of_scope",
+    ) -> ConversationEvent:
+        reason = EventAction(type="escalation", name="knowledge_gap", status="queued")
+        event = _event(
+            event_id,
+            event_type,
+            SINCE + timedelta(hours=hours),
+            conversation,
+            intent,
+            40.0,
+            0.0,
+            ("neutral", 0.0),
+            reason if event_type == "escalated" else None,
+        )
+        assert event.message is not None
+        message = event.message.model_copy(update={"content": text})
+        return event.model_copy(update={"message": message, "knowledge": knowledge})
+
+    def gap(domain: str, found: list[str]) -> EventKnowledge:
+        return EventKnowledge(confidence=0.2, threshold=0.5, answered=False, found=found, domain=domain)
+
+    def answered(confidence: float) -> EventKnowledge:
+        return EventKnowledge(
+            confidence=confidence, threshold=0.5, answered=True, cited=[RETURNS], found=[RETURNS], domain="shop"
+        )
+
+    return [
+        turn("q1", "escalated", "n1", "Do you sell lawn mowers?", 1, gap("shop", ["garden.md"])),
+        turn("q2", "escalated", "n2", "Can I buy a lawn mower from you?", 2, gap("shop", ["garden.md"])),
+        turn("q3", "escalated", "n3", "Is the café open on Sundays?", 3, gap("shop", ["stores.md"])),
+        turn("q4", "escalated", "n4", "Can I pay with <PHONE_NUMBER> credit?", 4, gap("billing", [])),
+        turn("q5", "turn_processed", "n5", "How long do refunds take?", 5, answered(0.55), "faq"),
+        turn("q6", "turn_processed", "n6", "Where do I send a return?", 6, answered(0.90), "faq"),
+        turn("q7", "turn_processed", "n7", "and is there a fee?", 7, gap("shop", ["fees.md"]), "track_order"),
+    ]
+
+
+RETURNS = "returns.md"
+KNOWN_CONTENT_GAPS = {
+    "by_domain": [
+        {
+            "domain": "shop",
+            "searched": 6,
+            "answered": 2,
+            "low_confidence": 1,
+            "handed_over": 3,
+            "template_kept": 1,
+            "mean_confidence": (0.2 * 4 + 0.55 + 0.9) / 6,
+        },
+        {
+            "domain": "billing",
+            "searched": 1,
+            "answered": 0,
+            "low_confidence": 0,
+            "handed_over": 1,
+            "template_kept": 0,
+            "mean_confidence": 0.2,
+        },
+    ],
+    "articles": [
+        {
+            "article": RETURNS,
+            "domain": "shop",
+            "answers": 2,
+            "conversations": 2,
+            "low_confidence": 1,
+            "mean_confidence": 0.725,
+        }
+    ],
+    "low_confidence": [
+        {
+            "domain": "shop",
+            "question": "how long do refunds take",
+            "answers": 1,
+            "conversations": 1,
+            "wordings": 1,
+            "intent": "faq",
+            "article": RETURNS,
+            "mean_confidence": 0.55,
+            "mean_threshold": 0.5,
+            "examples": ["How long do refunds take?"],
+            "last_seen": "2025-03-01T05:00:00Z",
+        }
+    ],
+}
+KNOWN_CONTENT_GAP_GROUPS = [
+    {
+        "domain": "shop",
+        "question": "can i buy a lawn mower from you",  # one hand-over each: the first in text order leads
+        "handovers": 2,
+        "conversations": 2,
+        "wordings": 2,
+        "intent": "out_of_scope",
+        "examples": ["Can I buy a lawn mower from you?", "Do you sell lawn mowers?"],
+        "last_seen": "2025-03-01T02:00:00Z",
+    },
+    {
+        "domain": "billing",
+        "question": "can i pay with phone number credit",
+        "handovers": 1,
+        "conversations": 1,
+        "wordings": 1,
+        "intent": "out_of_scope",
+        "examples": ["Can I pay with <PHONE_NUMBER> credit?"],
+        "last_seen": "2025-03-01T04:00:00Z",
+    },
+    {
+        "domain": "shop",
+        "question": "is the café open on sundays",
+        "handovers": 1,
+        "conversations": 1,
+        "wordings": 1,
+        "intent": "out_of_scope",
+        "examples": ["Is the café open on Sundays?"],
+        "last_seen": "2025-03-01T03:00:00Z",
     },
 ]

@@ -159,6 +159,15 @@ def build_workspace_app(workspace: Workspace, lifespan: Any = None) -> Starlette
         return JSONResponse(await knowledge().article(request.path_params["doc_id"]))
 
     @handler
+    async def knowledge_article_conversations(request: Request) -> Response:
+        await supervisor(request)
+        params = request.query_params
+        found = await knowledge().conversations(
+            request.path_params["doc_id"], params.get("limit"), params.get("offset")
+        )
+        return JSONResponse(found)
+
+    @handler
     async def presence(request: Request) -> Response:
         agent, _ = await authorized(request)
         data = {**await body(request), "type": "presence"}
@@ -181,7 +190,9 @@ def build_workspace_app(workspace: Workspace, lifespan: Any = None) -> Starlette
         Route("/workspace/api/entries/{escalation_id}", entry),
         Route("/workspace/api/entries/{escalation_id}/{verb}", act, methods=["POST"]),
         Route("/workspace/api/knowledge/search", knowledge_search),
-        # doc ids are paths or URLs ("help/returns.md"): the rest of the path is the id
+        # doc ids are paths or URLs ("help/returns.md"): the rest of the path is the id. The conversations
+        # route comes first: "{doc_id:path}" alone would read ".../conversations" as part of the id.
+        Route("/workspace/api/knowledge/articles/{doc_id:path}/conversations", knowledge_article_conversations),
         Route("/workspace/api/knowledge/articles/{doc_id:path}", knowledge_article),
         WebSocketRoute("/workspace/ws", LiveSocket(workspace).endpoint),
     ]

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import asyncpg
 
 from connectors.knowledge.pgvector import DocumentView
-from operators.retrieve import Retrieve, RetrieveConfig
 from operators.protocols import KnowledgeOptions
+from operators.retrieve import Retrieve, RetrieveConfig
 from pipelines.runtime.clients import RuntimeClients
 from pipelines.runtime.knowledge import KnowledgeUnavailable, StoreRetriever
 from pipelines.runtime.topology import Topology
@@ -27,27 +27,42 @@ log = logging.getLogger(__name__)
 
 MAX_QUERY_CHARS = 500
 MAX_DOC_ID_CHARS = 512  # KnowledgeDocument.doc_id's limit
+MAX_PAGE = 100  # conversations per page of an article's uses
+DEFAULT_PAGE = 20
+USES_TIMEOUT_S = 10.0
 SEARCH_TIMEOUT_S = 15.0  # the first search also builds the lexical index over every visible chunk
 # what a database that is down, restarting or not migrated raises through asyncpg
 UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+ArticleUses = Callable[[str, int, int], Awaitable[dict[str, Any]]]
+"""(doc_id, limit, offset) → {"total", "conversations"}: `PostgresStore.article_conversations`."""
 
 
 class WorkspaceKnowledge:
     """Search and article preview over the knowledge base the `retrieve` operator searches."""
 
-    def __init__(self, clients: RuntimeClients, options: KnowledgeOptions, domains: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        clients: RuntimeClients,
+        options: KnowledgeOptions,
+        domains: Sequence[str] = (),
+        uses: ArticleUses | None = None,
+    ) -> None:
         self.clients = clients
         self.options = options
         self.domains = tuple(domains)
+        self.uses = uses
         self._retriever: StoreRetriever | None = None
         self._lock = asyncio.Lock()
 
     @classmethod
-    def for_topology(cls, topology: Topology, clients: RuntimeClients) -> WorkspaceKnowledge:
+    def for_topology(
+        cls, topology: Topology, clients: RuntimeClients, uses: ArticleUses | None = None
+    ) -> WorkspaceKnowledge:
         """With the topology's `retrieve` settings (its model, k and domains): the passages the agent would use."""
         retrieve = topology.operator(Retrieve)
         cfg = cast(RetrieveConfig, retrieve.config) if retrieve is not None else RetrieveConfig()
-        return cls(clients, KnowledgeOptions(model_name=cfg.model_name, k=cfg.k), cfg.domains)
+        return cls(clients, KnowledgeOptions(model_name=cfg.model_name, k=cfg.k), cfg.domains, uses)
 
     async def retriever(self) -> StoreRetriever:
         if self._retriever is not None:
@@ -110,6 +125,66 @@ class WorkspaceKnowledge:
             raise WorkspaceError(404, f"article {doc_id!r} was deleted from the knowledge base")
         released = live is not None and live.release_id in view.releases
         return _article(view, live.release_id if released and live is not None else None)
+
+    async def conversations(self, doc_id: str, limit: str | None, offset: str | None) -> dict[str, Any]:
+        """The conversations whose replies cited the article or whose hand-overs carried it, newest first, paged.
+
+        Read from the conversation store (`knowledge_uses`), not the knowledge base: an article deleted or
+        edited since keeps the conversations that used it, so an unknown id is an empty list, not a 404.
+        """
+        if not doc_id or len(doc_id) > MAX_DOC_ID_CHARS:
+            raise WorkspaceError(400, f"an article id has 1 to {MAX_DOC_ID_CHARS} characters")
+        _check_characters(doc_id, "an article id")
+        page = _whole(limit, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        start = _whole(offset, "offset", 0, 0, 10**9)
+        if self.uses is None:
+            raise WorkspaceError(503, "no conversation store is configured: the workspace has no DATABASE_URL")
+        try:
+            found = await asyncio.wait_for(self.uses(doc_id, page, start), USES_TIMEOUT_S)
+        except UNREACHABLE as exc:
+            log.warning("workspace: conversations of article %r not read: %r", doc_id, exc)
+            raise WorkspaceError(503, "the conversation store is unreachable just now; try again shortly") from None
+        rows = found["conversations"]
+        following = start + len(rows)
+        return {
+            "doc_id": doc_id,
+            "total": found["total"],
+            "limit": page,
+            "offset": start,
+            "next_offset": following if following < found["total"] else None,
+            "conversations": [_use(row) for row in rows],
+        }
+
+
+def _whole(text: str | None, name: str, default: int, low: int, high: int) -> int:
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise WorkspaceError(400, f"{name} is a whole number from {low} to {high}; got {text[:40]!r}") from None
+    if not low <= value <= high:
+        raise WorkspaceError(400, f"{name} is a whole number from {low} to {high}; got {value}")
+    return value
+
+
+def _use(row: dict[str, Any]) -> dict[str, Any]:
+    # handed over wins: a conversation whose reply cited the article and that later went to a human with it
+    # needed the human in the end
+    outcome = "handed_over" if row["handed_over"] else "answered"
+    return {
+        "conversation_id": row["conversation_id"],
+        "customer_id": row["customer_id"],
+        "at": row["last_used_at"].isoformat(),
+        "channel": row["channel"],
+        "intent": row["intent"],
+        "confidence": row["confidence"],
+        "outcome": outcome,
+        "cited": row["cited"],
+        "handed_over": row["handed_over"],
+        "uses": row["uses"],
+        "escalation_id": row["escalation_id"],
+    }
 
 
 def _check_characters(text: str, what: str) -> None:

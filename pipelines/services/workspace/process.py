@@ -103,7 +103,11 @@ async def run_workspace(
         feedback_topic=topology.topic_for(Feedback) or "sf.feedback",
         secure_cookie=(settings.public_base_url or "").startswith("https://"),
         queues=list(settings.workspace_queue_by_skill.values()),
-        knowledge=WorkspaceKnowledge.for_topology(topology, clients) if settings.database_url is not None else None,
+        knowledge=(
+            WorkspaceKnowledge.for_topology(topology, clients, store.article_conversations)
+            if store is not None
+            else None
+        ),
     )
     watched = [t for t in (topology.topic_for(Message), topology.topic_for(OutboundMessage)) if t]
     reader = BackgroundReader(settings.kafka_client_config(), watched, workspace.on_record, settings.fetch_max_wait_ms)

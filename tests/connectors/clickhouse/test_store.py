@@ -25,12 +25,16 @@ from connectors.clickhouse.sql import missing_columns, table_columns
 from connectors.clickhouse.store import _Serialized, wait_for_turn
 from connectors.protocols import EventStore
 from pipelines.evaluation.analytics_report import build_report
+from pipelines.evaluation.question_groups import group_questions
 from tests.support.analytics_events import (
     EXPECTED_WITH_FEEDBACK,
+    KNOWN_CONTENT_GAP_GROUPS,
+    KNOWN_CONTENT_GAPS,
     KNOWN_GAPS,
     SINCE,
     UNTIL,
     assert_report_matches,
+    content_gap_events,
     knowledge_gap_events,
     known_events,
     known_feedback,
@@ -285,11 +289,20 @@ async def test_a_busy_store_nobody_waits_for_keeps_its_turn_past_its_longest_hol
 
 
 LLM_COLUMNS = ("llm_tier", "llm_model", "llm_tokens_in", "llm_tokens_out")
+KNOWLEDGE_COLUMNS = (
+    "knowledge_used",
+    "knowledge_confidence",
+    "knowledge_threshold",
+    "knowledge_answered",
+    "knowledge_domain",
+    "knowledge_cited",
+)
+ADDED_COLUMNS = LLM_COLUMNS + KNOWLEDGE_COLUMNS  # what releases before the LLM layer did not have
 
 
 def _old_events_ddl() -> str:
-    """The events table as releases before the language-model columns created it."""
-    return "\n".join(line for line in ddl()[0].splitlines() if not line.strip().startswith(LLM_COLUMNS))
+    """The events table as releases before the language-model and knowledge columns created it."""
+    return "\n".join(line for line in ddl()[0].splitlines() if not line.strip().startswith(ADDED_COLUMNS))
 
 
 @pytest.fixture(params=["chdb", "clickhouse-server"])
@@ -301,7 +314,7 @@ async def old_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         server: ClickHouseServer = request.getfixturevalue("clickhouse_server")
         event_store = ClickHouseEventStore(server.fresh_database())
     await event_store._call(event_store._execute, _old_events_ddl())
-    old_columns = tuple(c for c in COLUMNS if c not in LLM_COLUMNS)
+    old_columns = tuple(c for c in COLUMNS if c not in ADDED_COLUMNS)
     batch = {name: values for name, values in to_columns(known_events(), 1_700_000_000).items() if name in old_columns}
     await event_store._call(event_store._insert_table, "events", old_columns, batch)
     try:
@@ -331,10 +344,10 @@ async def test_llm_usage_lands_in_its_columns_and_a_turn_without_a_model_gets_bl
     ]
 
 
-async def test_migrating_a_table_of_an_older_release_adds_the_llm_columns_and_keeps_its_rows(
+async def test_migrating_a_table_of_an_older_release_adds_the_llm_and_knowledge_columns_and_keeps_its_rows(
     old_store: _Serialized,
 ) -> None:
-    assert not set(LLM_COLUMNS) & set(await _event_columns(old_store))
+    assert not set(ADDED_COLUMNS) & set(await _event_columns(old_store))
     unmigrated = await build_report(old_store, SINCE, UNTIL)  # `analytics report` before the new sink started
     assert (unmigrated.turns, unmigrated.turns_by_llm_tier) == (104, [])
     assert unmigrated.cost_per_conversation_usd == pytest.approx(0.02)
@@ -347,6 +360,11 @@ async def test_migrating_a_table_of_an_older_release_adds_the_llm_columns_and_ke
         "AND llm_tokens_out = 0"
     )
     assert blanks[0]["n"] == len(known_events())  # rows written before: no LLM recorded
+    unsearched = await old_store.query(
+        "SELECT count() AS n FROM events FINAL WHERE knowledge_used = 0 AND knowledge_domain = '' "
+        "AND empty(knowledge_cited)"
+    )
+    assert unsearched[0]["n"] == len(known_events())  # and no knowledge base search
     old = await build_report(old_store, SINCE, UNTIL)
     assert (old.turns, old.total_cost_usd) == (104, pytest.approx(0.2))
     assert [(t.tier, t.turns, t.share, t.tokens_in) for t in old.turns_by_llm_tier] == [("none (no LLM)", 104, 1.0, 0)]
@@ -381,3 +399,57 @@ async def test_an_empty_window_has_no_llm_tiers(store: EventStore) -> None:
     later = UNTIL + timedelta(days=30)
     report = await build_report(store, later, later + timedelta(days=1))
     assert report.turns_by_llm_tier == [] and report.llm_share is None
+
+
+@pytest.mark.parametrize("by", ["meaning", "shared words"])
+async def test_the_content_gap_report_groups_rewordings_flags_weak_answers_and_splits_by_domain(
+    store: EventStore, by: str, request: pytest.FixtureRequest
+) -> None:
+    embed = request.getfixturevalue("onnx_embedder").embed_queries if by == "meaning" else None
+    events = content_gap_events()
+    await store.insert(events)
+    await store.insert(events[:3])  # a retried batch counts once
+    report = await build_report(store, SINCE, UNTIL, embed)
+    as_json = report.model_dump(mode="json")
+    assert as_json["knowledge_gaps"] == KNOWN_CONTENT_GAP_GROUPS
+    knowledge = as_json["knowledge"]
+    assert knowledge["grouping"].startswith(f"by {by}")
+    assert knowledge["low_confidence"] == KNOWN_CONTENT_GAPS["low_confidence"]
+    assert [a["question"] for a in knowledge["low_confidence"]] == ["how long do refunds take"], (
+        "the confident answer (0.90 against 0.50) is not a weak one"
+    )
+    assert knowledge["by_domain"] == [
+        {**row, "mean_confidence": pytest.approx(row["mean_confidence"])} for row in KNOWN_CONTENT_GAPS["by_domain"]
+    ]
+    assert knowledge["articles"] == [
+        {**row, "mean_confidence": pytest.approx(row["mean_confidence"])} for row in KNOWN_CONTENT_GAPS["articles"]
+    ]
+
+
+async def test_a_wider_margin_counts_the_confident_answer_as_weak_too(store: EventStore) -> None:
+    await store.insert(content_gap_events())
+    report = await build_report(store, SINCE, UNTIL, low_confidence_margin=0.5)
+    assert [(a.question, a.answers) for a in report.knowledge.low_confidence] == [
+        ("how long do refunds take", 1),
+        ("where do i send a return", 1),
+    ]
+    assert report.knowledge.low_confidence_margin == 0.5
+
+
+async def test_the_knowledge_columns_carry_the_turns_search_and_blanks_without_one(store: EventStore) -> None:
+    answered = content_gap_events()[4]
+    await store.insert([answered, known_events()[0]])
+    rows = await store.query(f"SELECT event_id, {', '.join(KNOWLEDGE_COLUMNS)} FROM events FINAL ORDER BY event_id")
+    assert rows == [
+        {"event_id": "q5", "knowledge_used": 1, "knowledge_confidence": 0.55, "knowledge_threshold": 0.5}
+        | {"knowledge_answered": 1, "knowledge_domain": "shop", "knowledge_cited": ["returns.md"]},
+        {"event_id": "r0", "knowledge_used": 0, "knowledge_confidence": 0.0, "knowledge_threshold": 0.0}
+        | {"knowledge_answered": 0, "knowledge_domain": "", "knowledge_cited": []},
+    ]
+
+
+def test_grouping_is_the_same_whatever_order_the_wordings_come_in() -> None:
+    questions = ["do you sell lawn mowers", "can i buy a lawn mower from you", "is the café open on sundays"]
+    groups, grouping = group_questions(questions)
+    assert (groups, grouping.method) == ([[0, 1], [2]], "jaccard")
+    assert group_questions(questions) == (groups, grouping)

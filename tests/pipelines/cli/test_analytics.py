@@ -16,10 +16,12 @@ from pipelines.cli import app
 from pipelines.evaluation.analytics_report import parse_moment
 from tests.support.analytics_events import (
     EXPECTED_WITH_FEEDBACK,
+    KNOWN_CONTENT_GAP_GROUPS,
     KNOWN_GAPS,
     SINCE,
     UNTIL,
     assert_report_matches,
+    content_gap_events,
     knowledge_gap_events,
     known_events,
     known_feedback,
@@ -68,6 +70,33 @@ def test_report_shows_the_knowledge_gaps_most_frequent_first_in_text_and_json(tm
     as_json = runner.invoke(app, [*arguments, "--json"])
     assert as_json.exit_code == 0, as_json.output
     assert json.loads(as_json.stdout)["knowledge_gaps"] == KNOWN_GAPS
+
+
+def test_report_shows_the_content_gaps_per_domain_with_rewordings_grouped_by_meaning(tmp_path: Path) -> None:
+    async def fill() -> None:
+        store = ChdbEventStore(tmp_path / "data" / "chdb")
+        await store.migrate()
+        await store.insert(content_gap_events())
+        await store.close()
+
+    asyncio.run(fill())
+    png = tmp_path / "chart.png"
+    arguments = ["analytics", "report", "--png", str(png), "--data-dir", str(tmp_path / "data"), *WINDOW]
+    text = runner.invoke(app, arguments, env={"COLUMNS": "220"})
+    assert text.exit_code == 0, text.output
+    out = text.stdout
+    assert "knowledge base by domain" in out and "articles that answered" in out
+    gaps = out[out.index("knowledge gaps") : out.index("answered with low confidence")]
+    assert "Can I buy a lawn mower from you?" in gaps and "Do you sell lawn mowers?" in gaps
+    assert "by meaning: sentence-transformers/all-MiniLM-L6-v2" in " ".join(gaps.split())
+    weak = out[out.index("answered with low confidence") :]
+    assert "How long do refunds take?" in weak and "Where do I send a return?" not in weak
+    assert png.read_bytes().startswith(PNG_SIGNATURE)
+    as_json = json.loads(runner.invoke(app, [*arguments, "--no-png", "--json"]).stdout)
+    assert as_json["knowledge_gaps"] == KNOWN_CONTENT_GAP_GROUPS
+    assert [d["domain"] for d in as_json["knowledge"]["by_domain"]] == ["shop", "billing"]
+    wide = runner.invoke(app, [*arguments, "--no-png", "--json", "--low-confidence-margin", "0.5"])
+    assert len(json.loads(wide.stdout)["knowledge"]["low_confidence"]) == 2
 
 
 def test_report_json_prints_the_known_metrics_and_writes_a_png(data_dir: Path, tmp_path: Path) -> None:

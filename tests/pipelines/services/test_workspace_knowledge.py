@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -21,13 +22,24 @@ import pytest
 from pydantic import SecretStr
 
 from connectors.knowledge.pgvector import PgVectorStore
+from connectors.postgres import PostgresStore
 from operators.protocols import KnowledgeOptions
 from pipelines.devstack.embedded import EmbeddedBroker, free_port
 from pipelines.runtime.clients import RuntimeClients
 from pipelines.runtime.settings import Settings
 from pipelines.services.workspace import WorkspaceError
 from pipelines.services.workspace.knowledge import WorkspaceKnowledge
-from schemas import Escalation, utcnow
+from schemas import (
+    ConversationEvent,
+    Escalation,
+    EventAction,
+    EventKnowledge,
+    EventMessage,
+    EventMetadata,
+    EventNlu,
+    EventSentiment,
+    utcnow,
+)
 from schemas.knowledge import Passage
 from tests.support.handover import WORKSPACE_PASSWORDS, escalation, workspace_agents_file
 from tests.support.postgres import _admin, with_database
@@ -111,6 +123,112 @@ def knowledge_gap(escalation_id: str, passages: list[Passage]) -> Escalation:
     """A hand-over as `escalate` writes it when `answer` found passages it could not answer from."""
     handed = escalation(escalation_id, intent="out_of_scope", created=utcnow(), text=QUESTION)
     return handed.model_copy(update={"reason": "knowledge_gap", "passages": passages})
+
+
+ARTICLE = "shipping/delivery-options.md"
+
+
+def turn_event(
+    n: int, event_type: str, conversation: str, channel: str, intent: str, minutes: int
+) -> ConversationEvent:
+    """A turn's redacted event as the sink receives it: a reply citing ARTICLE, or a knowledge_gap hand-over
+    that carried it among its passages."""
+    answered = event_type == "turn_processed"
+    gap = None if answered else EventAction(type="escalation", name="knowledge_gap", status="queued")
+    return ConversationEvent(
+        event_id=f"e-art-{n}",
+        event_type=event_type,  # type: ignore[arg-type]
+        timestamp=datetime(2026, 1, 5, 9, tzinfo=UTC) + timedelta(minutes=minutes),
+        conversation_id=conversation,
+        session_id=f"s-{conversation}",
+        customer_id=f"u-{conversation}",
+        channel=channel,
+        message=EventMessage(id=f"m-art-{n}", content=QUESTION, type="text"),
+        nlu=EventNlu(intent=intent, confidence=0.9, sentiment=EventSentiment(label="neutral", score=0.0)),
+        action=gap,
+        metadata=EventMetadata(latency_ms=20.0, model_used="keyword"),
+        knowledge=EventKnowledge(
+            confidence=0.8 if answered else 0.3,
+            threshold=0.5,
+            answered=answered,
+            cited=[ARTICLE] if answered else [],
+            found=[ARTICLE, "shipping/tracking.md"],
+            domain="support",
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def article_uses(help_center_dsn: str) -> list[str]:
+    """Three conversations used ARTICLE, written by the sink's own store: c-old's reply cited it, c-new's
+    reply cited it, c-gap handed it over last (its escalation in the store); another article's use and a
+    follow-up are noise. Written twice (a replayed batch). Returns the conversations newest first."""
+    events = [
+        turn_event(1, "turn_processed", "c-old", "email", "delivery_period", 0),
+        turn_event(2, "escalated", "c-gap", "webchat", "out_of_scope", 25),
+        turn_event(3, "turn_processed", "c-new", "sms", "delivery_period", 20),
+        turn_event(4, "turn_processed", "c-old", "email", "delivery_period", 5),  # the same conversation again
+    ]
+    other = turn_event(5, "turn_processed", "c-other", "webchat", "faq", 30)
+    assert other.knowledge is not None
+    events.append(other.model_copy(update={"knowledge": other.knowledge.model_copy(update={"cited": ["x.md"]})}))
+    follow = turn_event(6, "escalated", "c-gap", "webchat", "out_of_scope", 40)
+    events.append(
+        follow.model_copy(update={"action": EventAction(type="escalation", name="with_human", status="follow_up")})
+    )
+    handed = escalation("x-art-gap", intent="out_of_scope", created=datetime(2026, 1, 5, 9, 25, tzinfo=UTC))
+    handed = handed.model_copy(update={"conversation_id": "c-gap", "customer_id": "u-c-gap", "reason": "knowledge_gap"})
+
+    async def write() -> None:
+        store = PostgresStore(help_center_dsn)
+        try:
+            for _ in range(2):
+                await store.write("sf.events", [*events, handed])
+        finally:
+            await store.close()
+
+    asyncio.run(write())
+    return ["c-gap", "c-new", "c-old"]
+
+
+def conversations(client: httpx.Client, doc_id: str, **params: object) -> httpx.Response:
+    return client.get(f"/workspace/api/knowledge/articles/{doc_id}/conversations", params=params)
+
+
+def test_a_supervisor_sees_the_conversations_that_used_an_article_newest_first(desk, article_uses):
+    found = conversations(desk.client("sam"), ARTICLE)
+    assert found.status_code == 200, found.text
+    body = found.json()
+    assert (body["doc_id"], body["total"], body["next_offset"]) == (ARTICLE, 3, None)
+    rows = body["conversations"]
+    assert [r["conversation_id"] for r in rows] == article_uses
+    gap, new, old = rows
+    assert (gap["outcome"], gap["channel"], gap["intent"]) == ("handed_over", "webchat", "out_of_scope")
+    assert gap["escalation_id"] == "x-art-gap" and gap["at"] == "2026-01-05T09:25:00+00:00"
+    assert gap["uses"] == 1, "the follow-up to the human carried no passages"
+    assert (new["outcome"], new["channel"], new["escalation_id"]) == ("answered", "sms", None)
+    assert (old["outcome"], old["uses"], old["at"]) == ("answered", 2, "2026-01-05T09:05:00+00:00")
+
+
+def test_an_articles_conversations_come_a_page_at_a_time(desk, article_uses):
+    sam = desk.client("sam")
+    first = conversations(sam, ARTICLE, limit=2).json()
+    assert [r["conversation_id"] for r in first["conversations"]] == article_uses[:2]
+    assert (first["total"], first["limit"], first["next_offset"]) == (3, 2, 2)
+    rest = conversations(sam, ARTICLE, limit=2, offset=first["next_offset"]).json()
+    assert [r["conversation_id"] for r in rest["conversations"]] == article_uses[2:]
+    assert rest["next_offset"] is None
+    unused = conversations(sam, "shipping/never-cited.md").json()
+    assert (unused["total"], unused["conversations"]) == (0, [])
+    for bad in ({"limit": 0}, {"limit": 101}, {"offset": -1}, {"limit": "ten"}):
+        refused = conversations(sam, ARTICLE, **bad)
+        assert refused.status_code == 400 and "whole number" in refused.json()["error"], bad
+
+
+def test_an_articles_conversations_are_for_supervisors_only(desk, article_uses):
+    assert conversations(desk.client(), ARTICLE).status_code == 401
+    refused = conversations(desk.client("ana"), ARTICLE)
+    assert refused.status_code == 403 and "supervisors" in refused.json()["error"]
 
 
 def test_a_supervisor_searches_the_help_center_as_the_agent_would(desk):
@@ -211,6 +329,33 @@ def test_a_supervisor_sees_the_passages_searches_and_previews_in_the_page(desk, 
     page.fill("#kb-query", " ")
     page.press("#kb-query", "Enter")
     page.wait_for_selector("#kb-results .error:has-text('type a question')")
+
+
+def test_the_article_preview_lists_the_conversations_that_used_it_and_opens_a_hand_over(desk, browser, article_uses):
+    sam = desk.client("sam")
+    handed = knowledge_gap("x-art-gap", []).model_copy(update={"conversation_id": "c-gap", "customer_id": "u-c-gap"})
+    produce_records(desk.bootstrap, "sf.escalations", [(handed.partition_key(), handed.to_bytes())])
+    wait_for(lambda: sam.get("/workspace/api/entries/x-art-gap").status_code == 200, "the hand-over in the workspace")
+
+    page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    page.goto(desk.url + "/workspace")
+    page.fill("#login-agent", "sam")
+    page.fill("#login-password", PASSWORDS["sam"])
+    page.click("#login-submit")
+    page.fill("#kb-query", QUESTION)
+    page.press("#kb-query", "Enter")
+    page.wait_for_selector("#kb-results .kb-result", timeout=30_000)
+    page.click(f"#kb-results .kb-result:has-text('{EXPRESS}') button.kb-preview")
+    page.wait_for_selector("#kb-article[open] #kb-article-uses .kb-use >> nth=2", timeout=15_000)
+    uses = page.query_selector_all("#kb-article-uses .kb-use")
+    assert [u.get_attribute("data-conversation-id") for u in uses] == article_uses
+    assert "handed over" in uses[0].inner_text() and "webchat · out_of_scope" in uses[0].inner_text()
+    assert "answered" in uses[1].inner_text() and "sms · delivery_period" in uses[1].inner_text()
+    assert uses[1].query_selector("a.open-conversation") is None, "answered alone: no hand-over to open"
+    uses[0].query_selector("a.open-conversation").click()  # type: ignore[union-attr]
+    page.wait_for_selector("#kb-article:not([open])", state="attached")
+    page.wait_for_selector(".queue-row.open[data-escalation-id='x-art-gap']", timeout=15_000)
+    page.wait_for_selector("#conv-why dd:has-text('knowledge_gap')", timeout=15_000)
 
 
 def test_the_search_answers_503_on_an_empty_knowledge_base(empty_knowledge_dsn, tmp_path):
