@@ -63,7 +63,7 @@ def turn_event(
 
 
 def _knowledge(turn: NluTurn, event_type: str) -> EventKnowledge | None:
-    """What the knowledge base said about the turn, if `answer` asked it (plan.knowledge)."""
+    """What the knowledge base said about the turn, if `retrieve` looked it up (plan.knowledge)."""
     plan = getattr(turn, "plan", None)
     used: KnowledgeUse | None = getattr(plan, "knowledge", None)
     if used is None:
