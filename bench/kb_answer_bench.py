@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -32,16 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 EVAL = ROOT / "pipelines" / "evaluation" / "data" / "help_center_eval"
 
 
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
-
-
 def summary(values: list[float]) -> dict[str, Any]:
-    return {"n": len(values), "p50": pct(values, 0.5), "p95": pct(values, 0.95), "p99": pct(values, 0.99),
-            "mean": round(statistics.fmean(values), 1) if values else None}  # fmt: skip
+    from pipelines.evaluation.bench import latency_summary
+
+    return {"n": len(values), **latency_summary(values)}
 
 
 def load_questions(limit: int | None) -> list[tuple[str, bool]]:

@@ -439,22 +439,7 @@ class PgVectorStore:
                 """,
                 limit,
             )
-        return [
-            Chunk(
-                chunk_id=row["chunk_id"],
-                doc_id=row["doc_id"],
-                ordinal=row["ordinal"],
-                text=row["text"],
-                headings=list(row["headings"] or []),
-                title=row["title"],
-                url=row["url"],
-                section=row["section"],
-                domain=row["domain"],
-                language=row["language"],
-                content_hash=row["content_hash"] or "",
-            )
-            for row in rows
-        ]
+        return [_chunk(row) for row in rows]
 
     async def write_vectors(self, index: str, vectors: Mapping[str, np.ndarray]) -> int:
         """Store vectors of chunks already in the store (a re-embedding's batch); chunks collected meanwhile
@@ -880,22 +865,7 @@ class PgVectorStore:
                 release,
                 [],
             )
-        return [
-            Chunk(
-                chunk_id=row["chunk_id"],
-                doc_id=row["doc_id"],
-                ordinal=row["ordinal"],
-                text=row["text"],
-                headings=list(row["headings"] or []),
-                title=row["title"],
-                url=row["url"],
-                section=row["section"],
-                domain=row["domain"],
-                language=row["language"],
-                content_hash=row["content_hash"],
-            )
-            for row in rows
-        ]
+        return [_chunk(row) for row in rows]
 
     async def nearest_vectors(self, index: str, vector: np.ndarray, limit: int) -> list[tuple[str, float]]:
         """(chunk_id, cosine similarity) of the `limit` nearest vectors in the index by HNSW alone: no
@@ -1042,6 +1012,22 @@ class PgVectorStore:
             chunks=chunks,
             indexes=await self.indexes(),
         )
+
+
+def _chunk(row: asyncpg.Record) -> Chunk:
+    return Chunk(
+        chunk_id=row["chunk_id"],
+        doc_id=row["doc_id"],
+        ordinal=row["ordinal"],
+        text=row["text"],
+        headings=list(row["headings"] or []),
+        title=row["title"],
+        url=row["url"],
+        section=row["section"],
+        domain=row["domain"],
+        language=row["language"],
+        content_hash=row["content_hash"] or "",
+    )
 
 
 def _passage(row: asyncpg.Record, retriever: str, score: float) -> Passage:
