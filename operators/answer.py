@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from typing import ClassVar
@@ -33,6 +34,7 @@ from typing import ClassVar
 from prometheus_client import Counter
 from pydantic import Field
 
+from connectors.knowledge.lexical import analyse
 from operators.base import Operator, OperatorConfig
 from operators.protocols import KnowledgeOptions, KnowledgeRetrieval, KnowledgeRetriever, OperatorContext
 from schemas import KnowledgeUse, PlannedTurn
@@ -89,6 +91,13 @@ class AnswerConfig(OperatorConfig):
         description="longest reply per channel, citation included ('default' for the rest)",
     )
     max_sentences: int = Field(default=3, ge=1, le=10)
+    word_weight: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="how much a sentence's share of the question's rarer words adds to its cosine when choosing "
+        "what to quote (`word_overlap`); 0: meaning alone",
+    )
     timeout_s: float = Field(default=5.0, gt=0, description="longest the knowledge base may take for one turn")
     retry_after_s: float = Field(
         default=30.0,
@@ -240,8 +249,13 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
         cfg: AnswerConfig = self.config  # type: ignore[assignment]
         assert self._retriever is not None
         best = retrieval.passages[0]
-        # the best article's passages only: sentences of two articles under one citation would misquote one
-        same_article = [p for p in retrieval.passages if p.doc_id == best.doc_id]
+        # the best article only (sentences of two articles under one citation would misquote one), and all of
+        # it: the retrieved passages are the chunks the question matched best, which can be a side note ("a
+        # refund above the limit is paid once approved, within 1 business day") while the answer itself, a
+        # table of timelines, sits in a chunk of the same article that ranked lower or not at all
+        same_article = await self._retriever.article(best.doc_id) or [
+            p for p in retrieval.passages if p.doc_id == best.doc_id
+        ]
         sentences = [s for p in same_article for s in sentences_of(p.text)]
         if not sentences:
             return None
@@ -252,7 +266,9 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
             citation = citation.translate(SMS_PLAIN)
         limit = cfg.max_chars.get(channel, cfg.max_chars.get("default", 700))
         budget = limit - len(citation) - 1 - reserve
-        scores = await self._retriever.similarities(retrieval.query, sentences)
+        meaning = await self._retriever.similarities(retrieval.query, sentences)
+        words = word_overlap(retrieval.query, sentences)
+        scores = [m + cfg.word_weight * w for m, w in zip(meaning, words, strict=True)]
         text = extract(sentences, scores, budget, cfg.max_sentences)
         if not text:
             return None
@@ -320,6 +336,23 @@ def table_row(header: list[str], cells: list[str]) -> str:
     if not rest:
         return first
     return f"{first} - " + "; ".join(f"{h}: {c}" if h else c for h, c in rest)
+
+
+def word_overlap(query: str, sentences: list[str]) -> list[float]:
+    """Each sentence's share of the question's words (stemmed, stop words out), each word weighted by how rare
+    it is among these sentences (idf): 1.0 when a sentence has them all.
+
+    Meaning alone blurs a short question: "and with PayPal? (how long do refunds take)" is about as close to
+    the article's general sentences as to its PayPal row; the rare word the customer typed tells them apart,
+    as it does for the retriever's lexical side.
+    """
+    terms = set(analyse(query))
+    if not terms or not sentences:
+        return [0.0] * len(sentences)
+    bags = [set(analyse(s)) & terms for s in sentences]
+    idf = {t: math.log(1 + len(sentences) / (1 + sum(t in b for b in bags))) for t in terms}
+    total = sum(idf.values())
+    return [sum(idf[t] for t in b) / total for b in bags]
 
 
 def extract(sentences: list[str], scores: list[float], budget: int, max_sentences: int) -> str:

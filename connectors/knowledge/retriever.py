@@ -96,6 +96,9 @@ class LexicalIndex:
         self.chunks = list(chunks)
         self.index = Bm25Index([contextual_text(c) for c in self.chunks], bigrams=bigrams)
         self.position = {c.chunk_id: i for i, c in enumerate(self.chunks)}
+        self._by_doc: dict[str, list[int]] = {}
+        for i, c in enumerate(self.chunks):
+            self._by_doc.setdefault(c.doc_id, []).append(i)
         self._domains = np.asarray([c.domain for c in self.chunks], dtype=object)
         self._languages = np.asarray([c.language for c in self.chunks], dtype=object)
 
@@ -115,6 +118,11 @@ class LexicalIndex:
         scores = np.where(self.allowed(filters), self.index.scores(query), 0.0)
         top = np.argsort(-scores, kind="stable")[:k]
         return [_passage(self.chunks[i], "lexical", float(scores[i])) for i in top if scores[i] > 0]
+
+    def article(self, doc_id: str) -> list[Passage]:
+        """Every chunk of `doc_id` these chunks hold, in the document's order (score 0: nothing was searched)."""
+        rows = sorted(self._by_doc.get(doc_id, []), key=lambda i: self.chunks[i].ordinal)
+        return [_passage(self.chunks[i], "article", 0.0) for i in rows]
 
     def visible(self, hits: Sequence[tuple[str, float]], filters: SearchFilters) -> list[Passage]:
         """The (chunk_id, score) hits that are among these chunks and pass the filters, in their order."""
@@ -232,6 +240,12 @@ class HybridRetriever:
             while len(self._lexical) > self.cached_indexes:
                 self._lexical.popitem(last=False)
             return built
+
+    async def article(self, doc_id: str, release: str | None = None) -> list[Passage]:
+        """The whole of a document as a search of `release` (None: the live releases) sees it: its chunks in
+        order. A retrieval returns the best chunks only; an answer quoted from one article reads all of it
+        (its table may sit in a chunk the question's words matched less well than a side note's)."""
+        return (await self.lexical_index(release)).article(doc_id)
 
     async def _dense(self, vector: np.ndarray, filters: SearchFilters, visible: LexicalIndex) -> list[Passage]:
         """The `candidates` nearest visible chunks that pass the filters.

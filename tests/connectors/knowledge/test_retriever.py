@@ -152,3 +152,23 @@ async def test_the_dense_side_filters_the_hnsw_walk_by_the_visible_chunks_and_fa
     narrow = HybridRetriever(kb_store, embedder, embedder.model_id, candidates=2, overfetch=1)
     found = await narrow.retrieve("how long does shipping to Norway take", only_account)
     assert narrow.dense_fallbacks == 1 and [p.doc_id for p in found.dense] == ["password.md"]
+
+
+async def test_an_article_is_read_whole_in_its_order_and_a_document_that_is_not_live_has_none(
+    kb_store, embedder, tmp_path
+):
+    sections = "\n\n".join(
+        f"## Part {n}\n\n" + " ".join(f"Sentence {n}.{i} about part {n} of the guide." for i in range(12))
+        for n in range(1, 4)
+    )
+    root = write_files(tmp_path / "guide", {"guide.md": f"---\ntitle: A long guide\n---\n{sections}\n"})
+    await fill(kb_store, embedder, root)
+    retriever = HybridRetriever(kb_store, embedder, embedder.model_id)
+
+    article = await retriever.article("guide.md")
+
+    text = "\n".join(p.text for p in article)
+    assert len(article) >= 3 and {p.doc_id for p in article} == {"guide.md"}
+    assert text.index("## Part 1") < text.index("## Part 2") < text.index("## Part 3")
+    assert text.index("Sentence 3.0") < text.index("Sentence 3.11")
+    assert await retriever.article("missing.md") == []
