@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 from typing import ClassVar
 
 from pydantic import Field
 
+from connectors.knowledge.lexical import analyse
 from operators.base import Operator, OperatorConfig
 from operators.protocols import KnowledgeOptions, KnowledgeRetriever, OperatorContext
 from operators.retrieve import KNOWLEDGE_TURNS, TEMPLATE_PLANNER, looked_up_as
@@ -73,6 +75,13 @@ class AnswerConfig(OperatorConfig):
         description="longest reply per channel, citation included ('default' for the rest)",
     )
     max_sentences: int = Field(default=3, ge=1, le=10)
+    word_weight: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="how much a sentence's share of the question's rarer words adds to its cosine when choosing "
+        "what to quote (`word_overlap`); 0: meaning alone",
+    )
     timeout_s: float = Field(default=5.0, gt=0, description="longest choosing the sentences may take for one turn")
     skip_intents: list[str] = Field(
         default_factory=lambda: ["contact_human_agent"], description="intents whose template always stands"
@@ -95,7 +104,7 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
 
     def __init__(self, config: OperatorConfig | None = None) -> None:
         super().__init__(config)
-        self._embedder: KnowledgeRetriever | None = None
+        self._knowledge: KnowledgeRetriever | None = None
         self._warmed = False
 
     def warm_up(self, ctx: OperatorContext) -> None:
@@ -104,7 +113,7 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
         if ctx.clients is None:
             return
         try:
-            self._embedder = ctx.clients.knowledge_retriever(KnowledgeOptions(model_name=cfg.model_name))
+            self._knowledge = ctx.clients.knowledge_retriever(KnowledgeOptions(model_name=cfg.model_name))
         except (OSError, ImportError, ValueError) as exc:  # no exported embedder: the templates answer
             log.error("answer: no embedder for the knowledge base (%s); replies come from the templates", exc)
 
@@ -163,7 +172,7 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
     async def _quote(self, record: PlannedTurn, use: KnowledgeUse, reserve: int = 0) -> tuple[str, KnowledgeUse] | None:
         """The cited answer and the knowledge use that records it; None when the passages hold nothing to quote.
         Raises when the embedder cannot choose the sentences (none configured, down, slow)."""
-        if self._embedder is None:
+        if self._knowledge is None:
             raise LookupError("no embedder for the knowledge base is configured")
         cfg: AnswerConfig = self.config  # type: ignore[assignment]
         composed = await asyncio.wait_for(self._compose(record, use, reserve), cfg.timeout_s)
@@ -179,12 +188,17 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
 
         `reserve`: characters of the channel's limit that text after the answer will take."""
         cfg: AnswerConfig = self.config  # type: ignore[assignment]
-        assert self._embedder is not None
+        assert self._knowledge is not None
         if not use.passages:
             return None
         best = use.passages[0]
-        # the best article's passages only: sentences of two articles under one citation would misquote one
-        same_article = [p for p in use.passages if p.doc_id == best.doc_id]
+        # the best article only (sentences of two articles under one citation would misquote one), and all of
+        # it: the retrieved passages are the chunks the question matched best, which can be a side note ("a
+        # refund above the limit is paid once approved, within 1 business day") while the answer itself, a
+        # table of timelines, sits in a chunk of the same article that ranked lower or not at all
+        same_article = await self._knowledge.article(best.doc_id) or [
+            p for p in use.passages if p.doc_id == best.doc_id
+        ]
         sentences = [s for p in same_article for s in sentences_of(p.text)]
         if not sentences:
             return None
@@ -195,7 +209,9 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
             citation = citation.translate(SMS_PLAIN)
         limit = cfg.max_chars.get(channel, cfg.max_chars.get("default", 700))
         budget = limit - len(citation) - 1 - reserve
-        scores = await self._embedder.similarities(use.query, sentences)
+        meaning = await self._knowledge.similarities(use.query, sentences)
+        words = word_overlap(use.query, sentences)
+        scores = [m + cfg.word_weight * w for m, w in zip(meaning, words, strict=True)]
         text = extract(sentences, scores, budget, cfg.max_sentences)
         if not text:
             return None
@@ -263,6 +279,23 @@ def table_row(header: list[str], cells: list[str]) -> str:
     if not rest:
         return first
     return f"{first} - " + "; ".join(f"{h}: {c}" if h else c for h, c in rest)
+
+
+def word_overlap(query: str, sentences: list[str]) -> list[float]:
+    """Each sentence's share of the question's words (stemmed, stop words out), each word weighted by how rare
+    it is among these sentences (idf): 1.0 when a sentence has them all.
+
+    Meaning alone blurs a short question: "and with PayPal? (how long do refunds take)" is about as close to
+    the article's general sentences as to its PayPal row; the rare word the customer typed tells them apart,
+    as it does for the retriever's lexical side.
+    """
+    terms = set(analyse(query))
+    if not terms or not sentences:
+        return [0.0] * len(sentences)
+    bags = [set(analyse(s)) & terms for s in sentences]
+    idf = {t: math.log(1 + len(sentences) / (1 + sum(t in b for b in bags))) for t in terms}
+    total = sum(idf.values())
+    return [sum(idf[t] for t in b) / total for b in bags]
 
 
 def extract(sentences: list[str], scores: list[float], budget: int, max_sentences: int) -> str:

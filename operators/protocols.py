@@ -169,6 +169,10 @@ class KnowledgeRetriever(Protocol):
         """The best passages for `query`; `history`: the customer's earlier turns, oldest first."""
         ...
 
+    async def article(self, doc_id: str) -> list[Passage]:
+        """Every passage of a live document, in its order (empty when it is not live)."""
+        ...
+
     async def similarities(self, query: str, texts: Sequence[str]) -> list[float]:
         """Cosine similarity of each text to the query, by the retriever's embedder."""
         ...

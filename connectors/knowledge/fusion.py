@@ -11,9 +11,16 @@ Two methods, both weighted:
 The weights are not guessed: `supportflow eval retrieval` tunes them on a development split of the
 queries and reports them on the held-out rest (README, "Knowledge: retrieval quality"). The
 production retriever's setting is stated in `connectors/knowledge/retriever.py` (`DEFAULT_FUSION`,
-tuned on the help center); `FusionConfig()`'s own default here is banking's tuning (min-max, lexical
-0.8), kept for `fuse_passages` callers that pass none. A naive equal-weight RRF scored below dense
-retrieval alone on these sets, which is why the weights exist.
+chosen on the help center and banking together); `FusionConfig()`'s own default here is banking's
+tuning without titles (min-max, lexical 0.8), kept for `fuse_passages` callers that pass none. A naive
+equal-weight RRF scored below dense retrieval alone on these sets, which is why the weights exist.
+
+Document lists (`DOCUMENT_LISTS`: "title", BM25 over the documents' titles, and "title_dense", the query's
+cosine to each title's embedding) rank documents, not chunks: each adds its weight's share to every
+candidate chunk of a document it ranks (its rank in RRF, its scaled score in min-max), so a chunk of an
+article whose title names what the customer asks about rises with it. They only lift chunks the chunk
+retrievers found; a weight of 0 (or no list) is the plain fusion of chunks. Measured in the README
+("Knowledge: retrieval quality").
 """
 
 from __future__ import annotations
@@ -23,10 +30,21 @@ from dataclasses import dataclass, field
 
 from schemas.knowledge import Passage
 
-__all__ = ["DEFAULT_FUSION", "FusionConfig", "fuse", "fuse_passages", "minmax_fusion", "reciprocal_rank_fusion"]
+__all__ = [
+    "DEFAULT_FUSION",
+    "DOCUMENT_LISTS",
+    "FusionConfig",
+    "fuse",
+    "fuse_passages",
+    "minmax_fusion",
+    "reciprocal_rank_fusion",
+]
 
 Ranked = Sequence[tuple[str, float]]
 """One retriever's answer: (id, score) pairs, best first."""
+
+DOCUMENT_LISTS = ("title", "title_dense")
+"""Lists that rank document ids; they score the chunks of those documents (`fuse`'s `doc_of`)."""
 
 
 @dataclass(frozen=True)
@@ -79,29 +97,55 @@ def minmax_fusion(rankings: Mapping[str, Ranked], weights: Mapping[str, float]) 
     return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def fuse(rankings: Mapping[str, Ranked], config: FusionConfig = DEFAULT_FUSION) -> list[tuple[str, float]]:
+def fuse(
+    rankings: Mapping[str, Ranked], config: FusionConfig = DEFAULT_FUSION, doc_of: Mapping[str, str] | None = None
+) -> list[tuple[str, float]]:
+    """The chunk lists of `rankings` fused; its `DOCUMENT_LISTS` (document ids) lift the chunks `doc_of` maps
+    to their documents."""
+    chunks = {name: ranked for name, ranked in rankings.items() if name not in DOCUMENT_LISTS}
     if config.method == "rrf":
-        return reciprocal_rank_fusion(rankings, config.weights, config.rrf_k)
-    return minmax_fusion(rankings, config.weights)
+        fused = dict(reciprocal_rank_fusion(chunks, config.weights, config.rrf_k))
+    else:
+        fused = dict(minmax_fusion(chunks, config.weights))
+    documents = {n: r for n, r in rankings.items() if n in DOCUMENT_LISTS and r and config.weights.get(n, 0) > 0}
+    if documents and doc_of is not None:
+        lift: dict[str, float] = {}
+        for name, ranked in documents.items():
+            weight = config.weights[name]
+            if config.method == "rrf":
+                for rank, (doc, _) in enumerate(ranked, start=1):
+                    lift[doc] = lift.get(doc, 0.0) + weight / (config.rrf_k + rank)
+            else:
+                for doc, scaled in minmax_fusion({name: ranked}, {name: weight}):
+                    lift[doc] = lift.get(doc, 0.0) + scaled
+        fused = {item: score + lift.get(doc_of.get(item, ""), 0.0) for item, score in fused.items()}
+    return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def fuse_passages(
-    results: Mapping[str, Sequence[Passage]], config: FusionConfig = DEFAULT_FUSION, k: int | None = None
+    results: Mapping[str, Sequence[Passage]],
+    config: FusionConfig = DEFAULT_FUSION,
+    k: int | None = None,
+    documents: Mapping[str, Ranked] | None = None,
 ) -> list[Passage]:
     """The store's per-retriever passages (`dense_search`, `lexical_search`) as one fused list.
 
     Each passage keeps every retriever's own score in `scores` (by retriever name) and gets the
-    fused one in `score`.
+    fused one in `score`. `documents`: `DOCUMENT_LISTS` (doc id, score) that lift their documents' passages.
     """
     by_id: dict[str, Passage] = {}
     own: dict[str, dict[str, float]] = {}
-    rankings: dict[str, list[tuple[str, float]]] = {}
+    rankings: dict[str, Ranked] = {}
     for name, passages in results.items():
         rankings[name] = [(p.chunk_id, p.score) for p in passages]
         for p in passages:
             by_id.setdefault(p.chunk_id, p)
             own.setdefault(p.chunk_id, {})[name] = p.score
-    fused = fuse(rankings, config)
+    for name, ranked in (documents or {}).items():
+        if name not in DOCUMENT_LISTS:
+            raise ValueError(f"{name!r} is not a document list ({', '.join(DOCUMENT_LISTS)})")
+        rankings[name] = ranked
+    fused = fuse(rankings, config, {item: p.doc_id for item, p in by_id.items()})
     if k is not None:
         fused = fused[:k]
     return [

@@ -16,11 +16,14 @@ in-memory set of visible chunks filters the dense side: the store's HNSW walk un
 visible chunks kept (`_dense`), because the store's filtered search costs seconds at 100,000 chunks.
 
 The defaults below are stated once, here, and each is a measured result:
-- fusion: weighted RRF, k 5, lexical 0.4 / dense 0.6 — tuned on the help center's development half
-  (`supportflow eval retrieval --corpus playbooks/help_center ...`, `bench/retrieval/help_center.json`):
-  nDCG@10 0.857 against dense 0.828 and lexical 0.631 on all 135 queries. The help center is what the
-  agent answers from; on banking, whose queries favour words, this setting scores 0.20 against the
-  0.23 tuned there (`bench/retrieval/banking_production.json`).
+- fusion: weighted RRF, k 5, lexical 0.5 / dense 0.5, plus the document lists of `connectors.knowledge.fusion`:
+  BM25 over the documents' titles 0.25 and the query's cosine to each title's vector 0.125 (each lifts the
+  candidate chunks of the documents it ranks). Chosen on the development halves of both sets at once
+  (`python bench/retrieval_fusion_both_sets.py`, `bench/retrieval/fusion_both_sets.json`, "production_choice"):
+  the highest sum of the two sets' development nDCG@10 among the settings that lower neither below the
+  previous default's (RRF k 5, lexical 0.4 / dense 0.6, the help center's own tuning). Titles are embedded
+  when the lexical index is built, each distinct title once per process (`_embed_titles`). Pass
+  `fusion=FusionConfig("rrf", {"lexical": 0.4, "dense": 0.6}, rrf_k=5)` for the fusion without titles.
 - candidates: 100 per retriever, as the evaluation fused them (min-max and the confidence's margin
   read the lists at that depth).
 - answerability: the logistic model fitted on the help center's answerable questions (a relevant
@@ -63,7 +66,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FUSION = FusionConfig("rrf", {"lexical": 0.4, "dense": 0.6}, rrf_k=5)
+DEFAULT_FUSION = FusionConfig("rrf", {"lexical": 0.5, "dense": 0.5, "title": 0.25, "title_dense": 0.125}, rrf_k=5)
 DEFAULT_CANDIDATES = 100
 DEFAULT_K = 5
 DEFAULT_ANSWERABILITY = AnswerabilityModel(
@@ -117,7 +120,17 @@ class LexicalIndex:
     def __init__(self, chunks: Sequence[Chunk], bigrams: bool = True) -> None:
         self.chunks = list(chunks)
         self.index = Bm25Index([contextual_text(c) for c in self.chunks], bigrams=bigrams)
+        # the documents' titles, one entry per document: the "title" and "title_dense" lists of the fusion
+        titles = {c.doc_id: c.title for c in self.chunks}
+        self.title_docs = [d for d, t in titles.items() if t]
+        self.titles = [titles[d] for d in self.title_docs]
+        self.title_index = Bm25Index(self.titles, bigrams=bigrams)
+        self.title_vectors: np.ndarray | None = None
+        """Unit vectors of `titles` (the retriever embeds them when its fusion weighs "title_dense")."""
         self.position = {c.chunk_id: i for i, c in enumerate(self.chunks)}
+        self._by_doc: dict[str, list[int]] = {}
+        for i, c in enumerate(self.chunks):
+            self._by_doc.setdefault(c.doc_id, []).append(i)
         self._domains = np.asarray([c.domain for c in self.chunks], dtype=object)
         self._languages = np.asarray([c.language for c in self.chunks], dtype=object)
 
@@ -137,6 +150,23 @@ class LexicalIndex:
         scores = np.where(self.allowed(filters), self.index.scores(query), 0.0)
         top = np.argsort(-scores, kind="stable")[:k]
         return [_passage(self.chunks[i], "lexical", float(scores[i])) for i in top if scores[i] > 0]
+
+    def title_search(self, query: str, k: int) -> list[tuple[str, float]]:
+        """Documents whose titles BM25 matches, best first: (doc_id, score)."""
+        return [(self.title_docs[i], s) for i, s in self.title_index.search(query, k)]
+
+    def title_nearest(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """Documents by the cosine of their title's vector to `vector`, best first (empty without vectors)."""
+        if self.title_vectors is None or not len(self.title_docs):
+            return []
+        scores = self.title_vectors @ vector
+        top = np.argsort(-scores, kind="stable")[:k]
+        return [(self.title_docs[i], float(scores[i])) for i in top]
+
+    def article(self, doc_id: str) -> list[Passage]:
+        """Every chunk of `doc_id` these chunks hold, in the document's order (score 0: nothing was searched)."""
+        rows = sorted(self._by_doc.get(doc_id, []), key=lambda i: self.chunks[i].ordinal)
+        return [_passage(self.chunks[i], "article", 0.0) for i in rows]
 
     def visible(self, hits: Sequence[tuple[str, float]], filters: SearchFilters) -> list[Passage]:
         """The (chunk_id, score) hits that are among these chunks and pass the filters, in their order."""
@@ -231,6 +261,8 @@ class HybridRetriever:
         """Lexical indexes built so far (tests and the log read it)."""
         self.dense_fallbacks = 0
         """Dense searches the store's filtered search answered (see `_dense`)."""
+        self._title_vectors: dict[str, np.ndarray] = {}
+        """Title -> unit vector: a rebuild embeds only titles it has not seen."""
 
     def adopt_lexical(self, other: HybridRetriever) -> None:
         """Take `other`'s BM25 indexes: they hold the visible chunks' text, which no embedding model changes,
@@ -253,6 +285,8 @@ class HybridRetriever:
             started = time.perf_counter()
             chunks = await self.store.visible_chunks(release)
             built = await asyncio.to_thread(LexicalIndex, chunks, self.bigrams)
+            if self.fusion.weights.get("title_dense", 0) > 0:
+                await asyncio.to_thread(self._embed_titles, built)
             self.builds += 1
             log.info(
                 "lexical index of %s: %d chunks in %.1f s",
@@ -265,6 +299,25 @@ class HybridRetriever:
             while len(self._lexical) > self.cached_indexes:
                 self._lexical.popitem(last=False)
             return built
+
+    async def article(self, doc_id: str, release: str | None = None) -> list[Passage]:
+        """The whole of a document as a search of `release` (None: the live releases) sees it: its chunks in
+        order. A retrieval returns the best chunks only; an answer quoted from one article reads all of it
+        (its table may sit in a chunk the question's words matched less well than a side note's)."""
+        return (await self.lexical_index(release)).article(doc_id)
+
+    def _embed_titles(self, index: LexicalIndex) -> None:
+        missing = list(dict.fromkeys(t for t in index.titles if t not in self._title_vectors))
+        for start in range(0, len(missing), 64):
+            part = missing[start : start + 64]
+            for title, vector in zip(part, self.embedder.embed_passages(part), strict=True):
+                self._title_vectors[title] = np.asarray(vector, dtype=np.float32)
+        dimension = self.embedder.dimension
+        index.title_vectors = (
+            np.stack([self._title_vectors[t] for t in index.titles])
+            if index.titles
+            else np.zeros((0, dimension), dtype=np.float32)
+        )
 
     async def _dense(self, vector: np.ndarray, filters: SearchFilters, visible: LexicalIndex) -> list[Passage]:
         """The `candidates` nearest visible chunks that pass the filters.
@@ -312,7 +365,15 @@ class HybridRetriever:
         lexical = lexical_index.search(searched, self.candidates, filters)
         timings["lexical"] = (time.perf_counter() - started) * 1000
 
-        passages = fuse_passages({"lexical": lexical, "dense": dense}, self.fusion, k=k or self.k)
+        started = time.perf_counter()
+        documents: dict[str, list[tuple[str, float]]] = {}
+        if self.fusion.weights.get("title", 0) > 0:
+            documents["title"] = lexical_index.title_search(searched, self.candidates)
+        if self.fusion.weights.get("title_dense", 0) > 0:
+            documents["title_dense"] = lexical_index.title_nearest(vector, self.candidates)
+        timings["titles"] = (time.perf_counter() - started) * 1000
+
+        passages = fuse_passages({"lexical": lexical, "dense": dense}, self.fusion, k=k or self.k, documents=documents)
         confidence = self.answerability.confidence([p.score for p in dense], [p.score for p in lexical])
         return Retrieval(
             query=searched,

@@ -157,6 +157,10 @@ def eval_retrieval(
         bool, typer.Option(help="Strip ids, e-mails, phone numbers and URLs from queries.")
     ] = True,
     bigrams: Annotated[bool, typer.Option(help="BM25 on adjacent word pairs too.")] = True,
+    title_lists: Annotated[
+        bool,
+        typer.Option(help="Rank documents by their titles too (BM25, dense) and tune those lists' fusion weights."),
+    ] = True,
     bm25_k1: Annotated[float, typer.Option(help="BM25 k1.")] = 1.2,
     bm25_b: Annotated[float, typer.Option(help="BM25 b.")] = 0.75,
     threads: Annotated[int, typer.Option(min=0, help="Embedding threads (0: onnxruntime's choice).")] = 0,
@@ -214,6 +218,7 @@ def eval_retrieval(
         titles=titles,
         clean_queries=clean_queries,
         bigrams=bigrams,
+        title_lists=title_lists,
         bm25_k1=bm25_k1,
         bm25_b=bm25_b,
         # a grid of one is no tuning: the production setting scored as it is
@@ -251,6 +256,7 @@ def eval_retrieval(
             "titles": titles,
             "clean_queries": clean_queries,
             "bigrams": bigrams,
+            "title_lists": title_lists,
             "bm25_k1": bm25_k1,
             "bm25_b": bm25_b,
             "fusion": fusion,

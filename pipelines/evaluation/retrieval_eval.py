@@ -236,17 +236,33 @@ class EvalOptions:
     query, in a per-retriever RRF; 0: the whole query only."""
     fusion_grid: tuple[FusionConfig, ...] = ()
     """Fusion settings to tune over; empty: the default grid."""
+    title_lists: bool = True
+    """Rank documents by their titles too (BM25 and dense), for the fusion's "title" and "title_dense" lists;
+    the default grid then tunes their weights (0 included)."""
     held_out_share: float = 0.5
 
 
-def default_fusion_grid() -> tuple[FusionConfig, ...]:
+TITLE_SHARES = (0.0, 0.25, 0.5, 1.0)
+"""The document lists' weights in the grid, as shares of the chunk retriever they mirror: "title" (BM25 over
+titles) of the lexical weight, "title_dense" (cosine to the titles' vectors) of the dense weight."""
+
+
+def default_fusion_grid(titles: bool = True) -> tuple[FusionConfig, ...]:
     grid: list[FusionConfig] = []
+    shares = [(t, d) for t in TITLE_SHARES for d in TITLE_SHARES] if titles else [(0.0, 0.0)]
     for w in [round(0.1 * i, 1) for i in range(11)]:
         weights = {"lexical": round(1 - w, 1), "dense": w}
         if not any(v > 0 for v in weights.values()):
             continue
-        grid.extend(FusionConfig("rrf", weights, k) for k in (5, 20, 60))
-        grid.append(FusionConfig("minmax", weights))
+        seen: set[tuple[float, float]] = set()
+        for title, title_dense in shares:
+            extra = (round(title * weights["lexical"], 3), round(title_dense * weights["dense"], 3))
+            if extra in seen:
+                continue
+            seen.add(extra)
+            full = {**weights, **{n: v for n, v in zip(("title", "title_dense"), extra, strict=True) if v > 0}}
+            grid.extend(FusionConfig("rrf", full, k) for k in (5, 20, 60))
+            grid.append(FusionConfig("minmax", full))
     return tuple(grid)
 
 
@@ -262,10 +278,14 @@ class RetrievalRun:
     dense_scores: dict[str, np.ndarray]
     lexical_scores: dict[str, np.ndarray]
     timings: dict[str, float]
+    titles: dict[str, dict[str, list[tuple[str, float]]]] = field(default_factory=dict)
+    """Query id -> the document lists ("title", "title_dense"): (doc id, score), best first."""
 
-    def doc_rankings(self, retriever: str, fusion: FusionConfig | None = None) -> dict[str, list[str]]:
+    def doc_rankings(
+        self, retriever: str, fusion: FusionConfig | None = None, qids: Iterable[str] | None = None
+    ) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
-        for qid in self.beir.queries:
+        for qid in self.beir.queries if qids is None else qids:
             out[qid] = documents_by_best_chunk(self.ranked_chunks(qid, retriever, fusion), self.chunk_doc)
         return out
 
@@ -275,11 +295,13 @@ class RetrievalRun:
         if retriever == "dense":
             return self.dense[qid]
         assert fusion is not None
-        rankings = {
+        rankings: dict[str, list[tuple[str, float]]] = {
             "lexical": [(str(i), s) for i, s in self.lexical[qid]],
             "dense": [(str(i), s) for i, s in self.dense[qid]],
+            **self.titles.get(qid, {}),
         }
-        return [(int(i), s) for i, s in fuse(rankings, fusion)]
+        doc_of = {i: self.chunk_doc[int(i)] for name in ("lexical", "dense") for i, _ in rankings[name]}
+        return [(int(i), s) for i, s in fuse(rankings, fusion, doc_of)]
 
 
 def _top(scores: np.ndarray, k: int, positive_only: bool) -> list[tuple[int, float]]:
@@ -364,7 +386,34 @@ def retrieve(
                 per_query.setdefault(qid, []).append(_top(vectors @ fvec, options.candidates, positive_only=False))
             for qid, lists in per_query.items():
                 dense[qid] = _with_facets(dense[qid], lists, options.facets, options.candidates)
-    return RetrievalRun(beir, chunks, [c.doc_id for c in chunks], lexical, dense, dense_scores, lexical_scores, timings)
+    titles = _title_lists(chunks, every_query, embedder, options, cache_dir) if options.title_lists else {}
+    return RetrievalRun(
+        beir, chunks, [c.doc_id for c in chunks], lexical, dense, dense_scores, lexical_scores, timings, titles
+    )
+
+
+def _title_lists(
+    chunks: Sequence[Chunk],
+    queries: Mapping[str, str],
+    embedder: Embedder | None,
+    options: EvalOptions,
+    cache_dir: Path | None,
+) -> dict[str, dict[str, list[tuple[str, float]]]]:
+    """Each query's document lists, as `HybridRetriever` makes them: BM25 over the documents' titles and, with
+    an embedder, the cosine to each title's vector (`connectors.knowledge.fusion.DOCUMENT_LISTS`)."""
+    by_doc = {c.doc_id: c.title for c in chunks}
+    docs = [d for d, t in by_doc.items() if t]
+    titles = [by_doc[d] for d in docs]
+    index = Bm25Index(titles, k1=options.bm25_k1, b=options.bm25_b, bigrams=options.bigrams)
+    out: dict[str, dict[str, list[tuple[str, float]]]] = {}
+    for qid, text in queries.items():
+        out[qid] = {"title": [(docs[i], s) for i, s in index.search(text, options.candidates)]}
+    if embedder is not None and titles:
+        vectors = _cached(cache_dir, embedder.model_id, titles, lambda: embed_texts(embedder, titles, True))
+        qids = list(queries)
+        for qid, qvec in zip(qids, embed_texts(embedder, [queries[q] for q in qids], passages=False), strict=True):
+            out[qid]["title_dense"] = [(docs[i], s) for i, s in _top(vectors @ qvec, options.candidates, False)]
+    return out
 
 
 def _cached(
@@ -397,7 +446,7 @@ def tune_fusion(
     scored: list[dict[str, Any]] = []
     best: tuple[float, int] | None = None
     for n, config in enumerate(grid):
-        rankings = _subset(run.doc_rankings("hybrid", config), dev)
+        rankings = run.doc_rankings("hybrid", config, dev)
         ndcg = evaluate_rankings(rankings, run.beir.qrels, k)[f"ndcg@{k}"]
         scored.append({**config.describe(), f"dev_ndcg@{k}": round(ndcg, 4)})
         if best is None or ndcg > best[0] + 1e-12:
@@ -508,7 +557,8 @@ def run_retrieval_eval(
     for retriever in retrievers:
         config = None
         if retriever == "hybrid":
-            fusion, grid_scores = tune_fusion(run, dev, options.fusion_grid or default_fusion_grid(), k)
+            grid = options.fusion_grid or default_fusion_grid(options.title_lists)
+            fusion, grid_scores = tune_fusion(run, dev, grid, k)
             config = fusion
         rankings = run.doc_rankings(retriever, config)
         results[retriever] = {
@@ -522,6 +572,7 @@ def run_retrieval_eval(
         "queries": len(beir.queries),
         "chunks": len(run.chunks),
         "document_score": "the best chunk's (a document ranks where its first chunk does)",
+        "title_lists": options.title_lists,
         "split": {"dev": len(dev), "held_out": len(held), "by": "sha256 of the query id"},
         "results": results,
         "timings": {key: round(v, 3) for key, v in run.timings.items()},

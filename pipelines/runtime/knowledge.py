@@ -43,7 +43,7 @@ from pipelines.knowledge.ingest import (
     default_chunker,
     default_index_name,
 )
-from schemas.knowledge import KnowledgeDocument
+from schemas.knowledge import KnowledgeDocument, Passage
 
 __all__ = ["BatchedEmbedder", "KnowledgeUnavailable", "StoreIndexer", "StoreRetriever"]
 
@@ -123,6 +123,9 @@ class StoreRetriever:
     ) -> Retrieval:
         retriever = await self.retriever()
         return await retriever.retrieve(query, SearchFilters(domains=tuple(domains)), history=history, k=k)
+
+    async def article(self, doc_id: str) -> list[Passage]:
+        return await (await self.retriever()).article(doc_id)
 
     async def similarities(self, query: str, texts: Sequence[str]) -> list[float]:
         if not texts:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from operators.answer import Answer, AnswerConfig, cite, extract, sentences_of
+from operators.answer import Answer, AnswerConfig, cite, extract, sentences_of, word_overlap
 from operators.authorize import Authorize
 from operators.base import Operator
 from operators.emit import Emit
@@ -92,6 +92,20 @@ async def test_the_turns_events_say_which_article_a_reply_cited_and_which_a_hand
     assert knowledge is not None and not knowledge.answered and knowledge.cited == []
     assert gap.plan.knowledge is not None
     assert knowledge.found == list(dict.fromkeys(p.doc_id for p in gap.plan.knowledge.passages))
+
+
+async def test_asked_how_long_refunds_take_the_answer_quotes_the_articles_timeline_table_not_only_its_side_note(
+    knowledge_clients,
+):
+    # the question matches the article's note on approvals ("within 1 business day") better than its table of
+    # timelines, which is in a chunk the retrieval did not return: the answer reads the whole cited article
+    ctx = context(knowledge_clients)
+    turn = await looked_up(ctx, await planned(ctx, "how long do refunds take?", "check_refund_policy"))
+
+    assert turn.plan.knowledge is not None and turn.plan.knowledge.cited == ["refunds/refund-timelines.md"]
+    outbound = await reply_path(ctx, turn)
+    assert "Shows on your statement within: 5 to 10 business days" in outbound.text  # a row of the table
+    assert len(outbound.text) <= AnswerConfig().max_chars["default"]
 
 
 async def test_a_covered_question_by_sms_cites_the_title_only_and_fits_the_sms_limit(knowledge_clients):
@@ -229,6 +243,19 @@ def test_extract_keeps_the_closest_sentence_and_its_close_neighbours_in_the_arti
     assert extract(sentences, [0.2, 0.9, 0.6, 0.5], budget=200, max_sentences=3) == "Cards take 5 days."
     assert extract(sentences, [0.2, 0.9, 0.75, 0.85], budget=20, max_sentences=3) == "Cards take 5 days."
     assert extract(["A long sentence about refunds."], [0.9], budget=18, max_sentences=3) == "A long sentence..."
+
+
+def test_a_sentence_with_the_questions_rare_word_overlaps_more_than_ones_sharing_only_its_common_words():
+    sentences = [
+        "Card - Refund goes to: The same card; Shows within: 5 days.",
+        "PayPal - Refund goes to: Your PayPal account; Shows within: 3 days.",
+        "What takes time is your bank.",
+    ]
+
+    card, paypal, bank = word_overlap("and with PayPal? refund", sentences)
+
+    assert paypal > card > bank == 0.0
+    assert word_overlap("", sentences) == [0.0, 0.0, 0.0]
 
 
 async def test_an_answer_may_repeat_the_contact_details_its_article_publishes_but_guard_still_checks_others(

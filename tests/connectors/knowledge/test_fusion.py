@@ -70,3 +70,32 @@ def test_fused_passages_keep_each_retrievers_score_and_carry_the_fused_one():
     assert [p.chunk_id for p in fuse_passages({"dense": dense, "lexical": lexical}, config, k=2)] == [
         p.chunk_id for p in fused[:2]
     ]
+
+
+@pytest.mark.parametrize("method", ["rrf", "minmax"])
+def test_a_title_list_lifts_every_candidate_chunk_of_the_documents_it_ranks_and_adds_no_chunk(method):
+    doc_of = {"a": "doc1", "b": "doc2", "c": "doc3", "d": "doc2"}
+    chunks = {"lexical": LEXICAL, "dense": DENSE}
+    plain = fuse(chunks, FusionConfig(method, {"lexical": 0.5, "dense": 0.5}))
+    weights = {"lexical": 0.5, "dense": 0.5, "title": 0.5}
+    titled = dict(fuse({**chunks, "title": [("doc2", 3.0), ("doc9", 1.0)]}, FusionConfig(method, weights, 5), doc_of))
+
+    assert set(titled) == {i for i, _ in plain}  # doc9 has no candidate chunk: nothing is added
+    assert [i for i, _ in fuse(chunks, FusionConfig(method, weights, 5), doc_of)] == [i for i, _ in plain]
+    lifted = {i: titled[i] - s for i, s in fuse(chunks, FusionConfig(method, weights, 5))}
+    assert lifted["b"] == pytest.approx(lifted["d"]) and lifted["b"] > 0  # both chunks of doc2, by the same
+    assert lifted["a"] == pytest.approx(0.0) and lifted["c"] == pytest.approx(0.0)
+
+
+def test_fused_passages_rise_with_their_documents_title():
+    def passage(chunk_id: str, doc_id: str, score: float) -> Passage:
+        return Passage(chunk_id=chunk_id, doc_id=doc_id, title=doc_id, text="t", score=score)
+
+    lexical = [passage("x#0", "x", 9.0), passage("y#0", "y", 8.0)]
+    config = FusionConfig("rrf", {"lexical": 1.0, "title": 1.0}, rrf_k=5)
+
+    assert [p.doc_id for p in fuse_passages({"lexical": lexical}, config)] == ["x", "y"]
+    titled = fuse_passages({"lexical": lexical}, config, documents={"title": [("y", 2.0)]})
+    assert [p.doc_id for p in titled] == ["y", "x"]
+    with pytest.raises(ValueError, match="not a document list"):
+        fuse_passages({"lexical": lexical}, config, documents={"dense": [("y", 2.0)]})

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from connectors.knowledge.confidence import AnswerabilityModel
+from connectors.knowledge.fusion import FusionConfig
 from connectors.knowledge.pgvector import PgVectorStore
 from connectors.knowledge.protocols import SearchFilters
 from connectors.knowledge.retriever import DEFAULT_ANSWERABILITY, HybridRetriever
@@ -152,3 +153,47 @@ async def test_the_dense_side_filters_the_hnsw_walk_by_the_visible_chunks_and_fa
     narrow = HybridRetriever(kb_store, embedder, embedder.model_id, candidates=2, overfetch=1)
     found = await narrow.retrieve("how long does shipping to Norway take", only_account)
     assert narrow.dense_fallbacks == 1 and [p.doc_id for p in found.dense] == ["password.md"]
+
+
+async def test_an_article_is_read_whole_in_its_order_and_a_document_that_is_not_live_has_none(
+    kb_store, embedder, tmp_path
+):
+    sections = "\n\n".join(
+        f"## Part {n}\n\n" + " ".join(f"Sentence {n}.{i} about part {n} of the guide." for i in range(12))
+        for n in range(1, 4)
+    )
+    root = write_files(tmp_path / "guide", {"guide.md": f"---\ntitle: A long guide\n---\n{sections}\n"})
+    await fill(kb_store, embedder, root)
+    retriever = HybridRetriever(kb_store, embedder, embedder.model_id)
+
+    article = await retriever.article("guide.md")
+
+    text = "\n".join(p.text for p in article)
+    assert len(article) >= 3 and {p.doc_id for p in article} == {"guide.md"}
+    assert text.index("## Part 1") < text.index("## Part 2") < text.index("## Part 3")
+    assert text.index("Sentence 3.0") < text.index("Sentence 3.11")
+    assert await retriever.article("missing.md") == []
+
+
+async def test_the_titles_lists_lift_the_titled_article_and_a_rebuild_embeds_only_titles_not_seen_before(
+    kb_store, embedder, help_center
+):
+    await fill(kb_store, embedder, help_center)
+    chunks_only = FusionConfig("rrf", {"lexical": 0.5, "dense": 0.5}, rrf_k=5)
+    retriever = HybridRetriever(kb_store, embedder, embedder.model_id)  # the default fusion weighs the titles
+    before = embedder.passages_embedded
+
+    found = await retriever.retrieve("shipping to norway")
+
+    assert found.passages[0].doc_id == "shipping.md" and "titles" in found.timings_ms
+    assert embedder.passages_embedded - before == 4  # the four articles' titles, once
+    plain = await HybridRetriever(kb_store, embedder, embedder.model_id, fusion=chunks_only).retrieve(
+        "shipping to norway"
+    )
+    assert found.passages[0].score > plain.passages[0].score  # the titles' share on top of the chunks'
+
+    (help_center / "returns.md").write_text(RETURNS.replace("post office", "parcel locker"), encoding="utf-8")
+    await fill(kb_store, embedder, help_center)  # a new release: the index is rebuilt, the titles are the same
+    before = embedder.passages_embedded
+    await retriever.retrieve("parcel locker")
+    assert retriever.builds == 2 and embedder.passages_embedded - before == 0

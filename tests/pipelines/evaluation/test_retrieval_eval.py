@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from connectors.knowledge.chunking import ChunkingConfig
 from pipelines.evaluation.retrieval_eval import (
     EvalOptions,
+    default_fusion_grid,
     documents_by_best_chunk,
     evaluate_rankings,
     load_beir,
@@ -102,3 +104,11 @@ def test_a_folder_of_articles_is_a_corpus_keyed_by_path_without_suffix_with_unan
     assert beir.qrels == {"q1": {"returns/window": 1}} and beir.unanswerable == {"u1": "do you sell lawn mowers"}
     with pytest.raises(ValueError, match="needs --queries and --qrels"):
         load_beir(articles)
+
+
+def test_the_default_grid_tunes_the_title_lists_from_zero_and_can_leave_them_out():
+    with_titles = default_fusion_grid()
+    assert any(set(c.weights) == {"lexical", "dense"} for c in with_titles)  # the plain fusion stays a choice
+    assert any(c.weights.get("title", 0) > 0 and c.weights.get("title_dense", 0) > 0 for c in with_titles)
+    assert len({json.dumps(c.describe(), sort_keys=True) for c in with_titles}) == len(with_titles)
+    assert all(set(c.weights) <= {"lexical", "dense"} for c in default_fusion_grid(titles=False))
