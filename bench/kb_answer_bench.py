@@ -6,7 +6,7 @@ own. The help center's evaluation questions (`pipelines/evaluation/data/help_cen
 customers write, kept apart from the articles) are asked one at a time over web chat, each as a new
 conversation; the latency is from the send to the answer on `sf.outbound` (a cited reply) or
 `sf.escalations` (a hand-over with the passages). A question with an article in the qrels should be
-answered, one without should be handed over; the JSON reports both counts beside the latencies, with the
+answered, one from `unanswerable.jsonl` handed over; the JSON reports both counts beside the latencies, with the
 commit, the settings and the machine's load.
 """
 
@@ -38,20 +38,32 @@ def summary(values: list[float]) -> dict[str, Any]:
 
 
 def load_questions(limit: int | None) -> list[tuple[str, bool]]:
-    """(text, whether an article answers it), in the file's order."""
+    """(text, whether an article answers it): the questions with an article in the qrels, then those the help
+    center does not cover (`unanswerable.jsonl`), interleaved so a shortened run keeps both kinds."""
     answerable = set()
     for line in (EVAL / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]:
         query_id, _, score = line.split("\t")
         if int(score) > 0:
             answerable.add(query_id)
-    rows = [json.loads(line) for line in (EVAL / "queries.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    return [(r["text"], r["_id"] in answerable) for r in rows][:limit]
+
+    def rows(name: str) -> list[dict[str, str]]:
+        return [json.loads(line) for line in (EVAL / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    covered = [(r["text"], r["_id"] in answerable) for r in rows("queries.jsonl")]
+    uncovered = [(r["text"], False) for r in rows("unanswerable.jsonl")]
+    step = max(1, len(covered) // max(1, len(uncovered)))
+    mixed: list[tuple[str, bool]] = []
+    for i in range(0, len(covered), step):
+        mixed += covered[i : i + step]
+        if uncovered:
+            mixed.append(uncovered.pop(0))
+    return (mixed + uncovered)[:limit]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=int, default=None, help="ask only the first N questions (default: all)")
-    parser.add_argument("--warm-up", type=int, default=5, help="questions asked first and not counted (default 5)")
+    parser.add_argument("--warm-up", type=int, default=5, help="questions of its own asked first, not counted (default 5)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "retrieval" / "kb_answer_latency.json")
     args = parser.parse_args()
     console = Console()
@@ -63,7 +75,9 @@ def main() -> None:
     from pipelines.runtime.settings import Settings
 
     questions = load_questions(args.questions)
-    warm_up = [text for text, _ in questions[: args.warm_up]]
+    # warm-up questions of their own (the articles' titles), so no measured question is asked twice
+    titles = sorted(ROOT.glob("playbooks/help_center/*/*.md"))[: args.warm_up]
+    warm_up = [f"tell me about {path.stem.replace('-', ' ')}" for path in titles]
     data_dir = Path(tempfile.mkdtemp(prefix="kb-answer-bench-"))
     console.print(f"starting the stack in {data_dir} (help center ingested on first start)")
     base = Settings()
@@ -101,7 +115,7 @@ def main() -> None:
         **source_state(),
         "command": " ".join(["python", *sys.argv]),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "questions_file": str((EVAL / "queries.jsonl").relative_to(ROOT)),
+        "questions_files": [str((EVAL / name).relative_to(ROOT)) for name in ("queries.jsonl", "unanswerable.jsonl")],
         "warm_up": len(warm_up),
         "language_model": None,
         "settings": {k: settings[k] for k in sorted(settings) if k.startswith(("knowledge", "triton", "isolated"))},
