@@ -63,7 +63,7 @@ def load_questions(limit: int | None) -> list[tuple[str, bool]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=int, default=None, help="ask only the first N questions (default: all)")
-    parser.add_argument("--warm-up", type=int, default=5, help="questions of its own asked first, not counted (default 5)")
+    parser.add_argument("--warm-up", type=int, default=5, help="questions of its own first, not counted (default 5)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "retrieval" / "kb_answer_latency.json")
     args = parser.parse_args()
     console = Console()
