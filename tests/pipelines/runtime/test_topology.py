@@ -305,8 +305,9 @@ def test_the_topology_stays_valid_with_the_llm_planner_deleted_as_its_comment_sa
 
 
 def test_the_stack_serves_only_the_models_its_operators_name(tmp_path) -> None:
-    """The shipped topology's `retrieve` and `answer` embed questions with the text embedder (and its `knowledge` stage embeds
-    documents), so Triton serves it too; a topology with neither does not call it and must not load it."""
+    """The shipped topology's `retrieve` and `answer` embed questions with the text embedder (and its `knowledge`
+    stage embeds documents), so Triton serves it too; a topology with none of them does not call it and must not
+    load it."""
     from connectors.triton.server import EmbeddedTriton
 
     assert served_models(load_topology(PROJECT_DIR / "topology.yaml")) == ["intent_classifier", "text_embedder"]
