@@ -4,7 +4,8 @@ Three measurements, each on the help center's evaluation questions
 (`pipelines/evaluation/data/help_center_eval/queries.jsonl`, asked as customers wrote them):
 
 1. **In process, on the reply path's operators** (plan -> retrieve -> answer -> authorize -> execute, then
-   compose -> guard timed), over the stack's PostgreSQL with the help center ingested and its broker for the web chat preview:
+   compose -> guard timed), over the stack's PostgreSQL with the help center ingested and its broker for the web
+   chat preview:
    the model's tokens/s and time to first token, the LLM path's own overhead (compose + guard wall time minus
    the model call: prompt building, the checked preview streamed to `sf.reply.stream`, the grounding guard)
    p50/p99, and the share of generated replies guard rejects.
