@@ -27,11 +27,11 @@ import asyncio
 import logging
 import math
 import re
+from collections.abc import Callable
 from typing import ClassVar
 
 from pydantic import Field
 
-from connectors.knowledge.lexical import analyse
 from operators.base import Operator, OperatorConfig
 from operators.protocols import KnowledgeOptions, KnowledgeRetriever, OperatorContext
 from operators.retrieve import KNOWLEDGE_TURNS, TEMPLATE_PLANNER, looked_up_as
@@ -210,7 +210,7 @@ class Answer(Operator[PlannedTurn, PlannedTurn]):
         limit = cfg.max_chars.get(channel, cfg.max_chars.get("default", 700))
         budget = limit - len(citation) - 1 - reserve
         meaning = await self._knowledge.similarities(use.query, sentences)
-        words = word_overlap(use.query, sentences)
+        words = word_overlap(use.query, sentences, self._knowledge.terms)
         scores = [m + cfg.word_weight * w for m, w in zip(meaning, words, strict=True)]
         text = extract(sentences, scores, budget, cfg.max_sentences)
         if not text:
@@ -281,7 +281,7 @@ def table_row(header: list[str], cells: list[str]) -> str:
     return f"{first} - " + "; ".join(f"{h}: {c}" if h else c for h, c in rest)
 
 
-def word_overlap(query: str, sentences: list[str]) -> list[float]:
+def word_overlap(query: str, sentences: list[str], terms: Callable[[str], list[str]]) -> list[float]:
     """Each sentence's share of the question's words (stemmed, stop words out), each word weighted by how rare
     it is among these sentences (idf): 1.0 when a sentence has them all.
 
@@ -289,11 +289,11 @@ def word_overlap(query: str, sentences: list[str]) -> list[float]:
     the article's general sentences as to its PayPal row; the rare word the customer typed tells them apart,
     as it does for the retriever's lexical side.
     """
-    terms = set(analyse(query))
-    if not terms or not sentences:
+    asked = set(terms(query))
+    if not asked or not sentences:
         return [0.0] * len(sentences)
-    bags = [set(analyse(s)) & terms for s in sentences]
-    idf = {t: math.log(1 + len(sentences) / (1 + sum(t in b for b in bags))) for t in terms}
+    bags = [set(terms(s)) & asked for s in sentences]
+    idf = {t: math.log(1 + len(sentences) / (1 + sum(t in b for b in bags))) for t in asked}
     total = sum(idf.values())
     return [sum(idf[t] for t in b) / total for b in bags]
 

@@ -177,6 +177,10 @@ class KnowledgeRetriever(Protocol):
         """Cosine similarity of each text to the query, by the retriever's embedder."""
         ...
 
+    def terms(self, text: str) -> list[str]:
+        """The words a search matches `text` on (lower-cased, stop words out, stemmed), as its lexical side reads it."""
+        ...
+
 
 @dataclass(frozen=True)
 class KnowledgeOptions:

@@ -30,6 +30,7 @@ import asyncpg
 import numpy as np
 
 from connectors.knowledge.embedding import EmbedderWrapper
+from connectors.knowledge.lexical import analyse
 from connectors.knowledge.models import EmbedderFor, EmbeddingModelUnavailable
 from connectors.knowledge.pgvector import PgVectorStore
 from connectors.knowledge.protocols import Embedder, SearchFilters
@@ -126,6 +127,9 @@ class StoreRetriever:
 
     async def article(self, doc_id: str) -> list[Passage]:
         return await (await self.retriever()).article(doc_id)
+
+    def terms(self, text: str) -> list[str]:
+        return analyse(text)
 
     async def similarities(self, query: str, texts: Sequence[str]) -> list[float]:
         if not texts:

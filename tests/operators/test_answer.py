@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
+from connectors.knowledge.lexical import analyse
 from operators.answer import Answer, AnswerConfig, cite, extract, sentences_of, word_overlap
 from operators.authorize import Authorize
 from operators.base import Operator
@@ -252,10 +253,10 @@ def test_a_sentence_with_the_questions_rare_word_overlaps_more_than_ones_sharing
         "What takes time is your bank.",
     ]
 
-    card, paypal, bank = word_overlap("and with PayPal? refund", sentences)
+    card, paypal, bank = word_overlap("and with PayPal? refund", sentences, analyse)
 
     assert paypal > card > bank == 0.0
-    assert word_overlap("", sentences) == [0.0, 0.0, 0.0]
+    assert word_overlap("", sentences, analyse) == [0.0, 0.0, 0.0]
 
 
 async def test_an_answer_may_repeat_the_contact_details_its_article_publishes_but_guard_still_checks_others(

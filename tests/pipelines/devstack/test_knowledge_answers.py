@@ -37,9 +37,11 @@ def test_with_a_model_tier_the_answer_is_composed_guarded_and_its_cost_is_on_the
     from tests.support.llm import tier_for
 
     tier = tier_for(llm_server, "small", max_output_tokens=60)
-    # the model shares the two cores with the worker: the knowledge look-up gets more than its 5 s, so that a
-    # slow look-up (a template reply, or a hand-over) does not stand in for what is under test
+    # the model shares the two cores with the worker (and the rest of the suite): the knowledge look-up gets
+    # more than its 5 s and each operator more than the stage's 30 s, so that a slow look-up (a template reply,
+    # a hand-over) or a slow model call (a dead letter) does not stand in for what is under test
     spec = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
+    spec["stages"]["agent"]["operator_timeout_s"] = 240
     text = yaml.safe_dump(spec, sort_keys=False).replace("timeout_s: 5\n", "timeout_s: 60\n")
     assert "timeout_s: 60" in text
     topology = tmp_path / "topology.yaml"
@@ -52,7 +54,7 @@ def test_with_a_model_tier_the_answer_is_composed_guarded_and_its_cost_is_on_the
         broker.bootstrap,
         ["sf.outbound", "sf.events.raw"],
         until=lambda rs: {r.topic for r in rs} == {"sf.outbound", "sf.events.raw"},
-        timeout_s=180,
+        timeout_s=300,  # the look-up and the model call, each on a machine the whole suite shares
     )
 
     (reply,) = [json.loads(r.value) for r in records if r.topic == "sf.outbound"]
