@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from connectors.postgres.pools import keep_no_session_state
 from connectors.protocols import Tool, ToolCall
 from schemas import WebhookEvent
 
@@ -135,7 +136,7 @@ class ToolRegistry:
                     from connectors.backends.commerce import commerce_tools
 
                     self._pool = await asyncpg.create_pool(
-                        self.database_url, min_size=1, max_size=self.pool_size, reset=_keeps_no_session_state
+                        self.database_url, min_size=1, max_size=self.pool_size, reset=keep_no_session_state
                     )
                     self._tools.update(commerce_tools(self._pool, lockout=self.identity_lockout))
                 except Exception:
@@ -161,14 +162,3 @@ class ToolRegistry:
         if self._rest is not None:
             rest, self._rest = self._rest, None
             await rest.aclose()
-
-
-async def _keeps_no_session_state(_conn: Any) -> None:
-    """The pool's reset for the commerce tools: none, beyond the rollback asyncpg always does.
-
-    asyncpg's default sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every
-    release: one more round trip per tool call, the largest single source of the agent worker's socket
-    writes in `bench --profile`, and work for the server. The tools keep no session state: their locks are
-    transaction-scoped, and they never SET, LISTEN or leave a cursor open; a transaction left open
-    is still rolled back by asyncpg before this runs.
-    """

@@ -28,6 +28,7 @@ from connectors.knowledge.pg_releases import ReleaseDiff, ReleaseError, ReleaseI
 from connectors.knowledge.pgvector_codec import encode_vector, register_vector
 from connectors.knowledge.protocols import SearchFilters
 from connectors.postgres.migrator import migrate as apply_migrations
+from connectors.postgres.pools import keep_no_session_state
 from schemas.knowledge import Chunk, KnowledgeDocument, Passage
 
 __all__ = [
@@ -306,6 +307,8 @@ class PgVectorStore:
                         min_size=1,
                         max_size=self.pool_size,
                         init=register_vector,
+                        # its settings are SET LOCAL and its locks transaction-scoped: no reset round trip
+                        reset=keep_no_session_state,
                         server_settings={"timezone": "UTC", "application_name": "supportflow-kb"},
                     )
         return self._pool

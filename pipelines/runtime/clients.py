@@ -101,6 +101,7 @@ class RuntimeClients:
                 k=options.k,
                 pool_size=options.pool_size,
                 embedder_for=lambda model_id: CachedQueryEmbedder(self.embedder_for_model(model_id)),
+                refresh_s=settings.knowledge_refresh_s,
             )
         return self._knowledge[options]
 

@@ -1,9 +1,10 @@
 """The knowledge base as the stream's operators search and write it: one retriever, one indexer per worker.
 
 `StoreRetriever` opens its PostgreSQL pool on the first question, not at start, so a worker whose
-database is down still starts and answers from its templates. On every question it asks the store
-which embedding index is live (one small SELECT, as the retriever asks `search_generation` for the
-releases) and, when that changed (a blue/green switch, `supportflow kb reembed` or `kb switch-index`),
+database is down still starts and answers from its templates. It asks the store which embedding index is
+live (one small SELECT, as the retriever asks `search_generation` for the releases) on every question, or
+at most once per `refresh_s` (`knowledge_refresh_s` in a worker: `retrieve` and `answer` ask four times a
+question otherwise) and, when that changed (a blue/green switch, `supportflow kb reembed` or `kb switch-index`),
 builds a new `HybridRetriever` over it with an embedder of that index's model (`embedder_for`, the
 installed models; loaded once, off the event loop) and the answerability model fitted for it; the BM25
 index of the visible chunks does not depend on the model and is carried over. Until the knowledge base
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -32,7 +34,7 @@ import numpy as np
 from connectors.knowledge.embedding import EmbedderWrapper
 from connectors.knowledge.lexical import analyse
 from connectors.knowledge.models import EmbedderFor, EmbeddingModelUnavailable
-from connectors.knowledge.pgvector import PgVectorStore
+from connectors.knowledge.pgvector import IndexInfo, PgVectorStore
 from connectors.knowledge.protocols import Embedder, SearchFilters
 from connectors.knowledge.retriever import HybridRetriever, Retrieval
 from connectors.postgres.errors import is_data_error
@@ -72,19 +74,24 @@ class StoreRetriever:
         k: int = 5,
         pool_size: int = 2,
         embedder_for: EmbedderFor | None = None,
+        refresh_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.embedder = embedder
         self.embedder_for = embedder_for
         self.k = k
         self.store = PgVectorStore(dsn, pool_size=pool_size)
+        self.refresh_s = refresh_s
+        self.clock = clock
         self._retriever: HybridRetriever | None = None
+        self._live: tuple[IndexInfo | None, float] | None = None  # (the live index, when it was read)
         self._lock = asyncio.Lock()
         self.switches = 0
         """Retrievers built for a newly live index so far (tests and the log read it)."""
 
     async def retriever(self) -> HybridRetriever:
         """The retriever over the live index, rebuilt when another index went live since the last call."""
-        index = await self.store.live_index()
+        index = await self._live_index()
         if index is None:
             raise KnowledgeUnavailable("the knowledge base has no live index: nothing was ingested yet")
         current = self._retriever
@@ -96,7 +103,9 @@ class StoreRetriever:
                 return current
             embedder = await self._embedder_for(index.model_id)
             try:
-                built = HybridRetriever(self.store, embedder, index.name, k=self.k)
+                built = HybridRetriever(
+                    self.store, embedder, index.name, k=self.k, refresh_s=self.refresh_s, clock=self.clock
+                )
             except ValueError as exc:  # no answerability model fitted for this embedding model
                 raise KnowledgeUnavailable(f"index {index.name}: {exc}") from exc
             if current is not None:
@@ -105,6 +114,15 @@ class StoreRetriever:
             self._retriever = built
             log.info("knowledge: answering from index %s (%s)", index.name, index.model_id)
             return built
+
+    async def _live_index(self) -> IndexInfo | None:
+        now = self.clock()
+        seen = self._live
+        if seen is not None and seen[0] is not None and now - seen[1] < self.refresh_s:
+            return seen[0]
+        index = await self.store.live_index()
+        self._live = (index, now)
+        return index
 
     async def _embedder_for(self, model_id: str) -> Embedder:
         if model_id == self.embedder.model_id:

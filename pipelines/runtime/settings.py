@@ -154,6 +154,13 @@ class Settings(BaseSettings):
     reply_stream_max_chars: int = Field(
         default=64, ge=1, le=4000, description="...or as soon as this many characters wait, whichever comes first"
     )
+    knowledge_refresh_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="how stale a worker's view of the knowledge base's live index and releases may be: a publish, "
+        "rollback or index switch reaches answers within this; 0: two SELECTs on every question to check",
+    )
     knowledge_sources: list[KnowledgeSourceSpec] = Field(
         default_factory=list,
         description="sources `supportflow kb sync` re-ingests, each at its interval (`supportflow run` runs the sync "

@@ -197,3 +197,34 @@ async def test_the_titles_lists_lift_the_titled_article_and_a_rebuild_embeds_onl
     before = embedder.passages_embedded
     await retriever.retrieve("parcel locker")
     assert retriever.builds == 2 and embedder.passages_embedded - before == 0
+
+
+async def test_with_a_refresh_window_a_new_release_is_seen_once_the_window_has_passed_and_not_asked_before(
+    kb_store, embedder, help_center
+):
+    await fill(kb_store, embedder, help_center)
+    now = [100.0]
+    retriever = HybridRetriever(kb_store, embedder, embedder.model_id, refresh_s=1.0, clock=lambda: now[0])
+    asked = 0
+    generation = kb_store.search_generation
+
+    async def counted() -> str:
+        nonlocal asked
+        asked += 1
+        return await generation()
+
+    kb_store.search_generation = counted  # type: ignore[method-assign]
+    await retriever.retrieve("parcel post office label")
+    (help_center / "returns.md").write_text(RETURNS.replace("post office", "parcel locker"), encoding="utf-8")
+    await fill(kb_store, embedder, help_center)  # support@2 goes live
+
+    now[0] += 0.5
+    within = await retriever.retrieve("parcel locker")
+    await retriever.article("returns.md")
+    assert asked == 1 and retriever.builds == 1, "inside the window the store is not asked again"
+    assert all("parcel locker" not in p.text for p in within.lexical)
+
+    now[0] += 0.6
+    after = await retriever.retrieve("parcel locker")
+    assert asked == 2 and retriever.builds == 2
+    assert "parcel locker" in after.lexical[0].text

@@ -269,3 +269,26 @@ async def test_a_workers_retriever_follows_the_live_index_without_a_restart(
         assert (await worker.retriever()).index == embedder.model_id and worker.switches == 2
     finally:
         await worker.close()
+
+
+async def test_with_a_refresh_window_a_worker_sees_an_index_switch_once_the_window_has_passed(
+    postgres_dsn, kb_store, embedder, e5_embedder, tmp_path
+):
+    await fill(kb_store, embedder, write_files(tmp_path / "help", ARTICLES))
+    now = [100.0]
+    worker = StoreRetriever(
+        postgres_dsn, embedder, embedder_for=models(e5_embedder), refresh_s=1.0, clock=lambda: now[0]
+    )
+    try:
+        await worker.retrieve("how long does shipping take")
+        await reembed(kb_store, e5_embedder)  # e5 goes live
+        now[0] += 0.5
+        await worker.retrieve("how long does shipping take")
+        assert (await worker.retriever()).index == embedder.model_id and worker.switches == 0
+
+        now[0] += 0.6
+        switched = await worker.retrieve("how long does shipping take")
+        assert (await worker.retriever()).index == e5_embedder.model_id and worker.switches == 1
+        assert switched.passages[0].doc_id == "shipping.md"
+    finally:
+        await worker.close()
