@@ -190,6 +190,24 @@ def test_alternatives_are_the_top_three_winner_first_with_confidences_in_range(
     assert len({name for name, _ in alternatives}) == len(alternatives)
 
 
+def test_a_new_token_is_checked_against_the_first_words_of_its_letters_only_with_the_same_matches(
+    classifier: KeywordIntentClassifier, bitext_rows: list[dict[str, str]]
+) -> None:
+    from operators.nlu.keywords import _word_matches
+
+    first_words = list(classifier._rules_by_first)
+    vocabulary = {t for row in bitext_rows[:1500] for t in row["instruction"].lower().split()}
+    # typos of the rules' own words: one letter dropped, the first two swapped, one changed
+    alternatives = {alt.rstrip("*") for w in first_words for alt in w.split("|") if len(alt) > 2}
+    typos = {a[1:] for a in alternatives} | {a[1] + a[0] + a[2:] for a in alternatives}
+    typos |= {a[:-1] + "x" for a in alternatives} | {a + "s" for a in alternatives}
+    tokens = vocabulary | typos | {"1000123", "#1000123", "94107", "x", "", "zq7x", "ćancel", "refundé"}
+    for token in tokens:
+        everything = tuple(w for w in first_words if _word_matches(w, token))
+        assert classifier._first_words(token) == everything, token
+    assert len(classifier._first_word_candidates("zq7x")) < len(first_words) / 4
+
+
 def test_load_accepts_an_explicit_rule_file(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text('greet:\n  "hello|hi": 3\nbye:\n  "goodbye": 3\n  "hello": -1\n', encoding="utf-8")
