@@ -700,15 +700,26 @@ def _latency(
     """Phases c and d: one paced run; its percentiles, and its windows when it is the long one."""
     messages = max(options.messages, options.drift_messages)
     timeline = CpuTimeline(os.getpid())
+    metrics_urls = [w.health_url for w in bench.stack.workers if w.health_url]
+    marks: dict[str, Any] = {}
+
+    def started() -> None:
+        marks["timings"] = histogram_totals(metrics_urls)
+        timeline.start()
+
     try:
         driven = _run_phase(
             bench, options, warm_up, conversations, messages, rate, f"phases c/d: {rate:.0f}/s", console,
-            on_started=timeline.start,
+            on_started=started,
         )  # fmt: skip
     finally:
         samples = timeline.stop()
     results["latency"] = summarise(driven, round(rate, 1), None)
     results["latency"]["cores_timeline"] = samples
+    if marks:  # where a turn's time goes when the stack is not saturated
+        results["latency"]["breakdown"] = {
+            "mean_ms_per_record": mean_ms(marks["timings"], histogram_totals(metrics_urls))
+        }
     results["latency"]["backend"] = backend_state(bench)
     if options.drift_messages:
         results["drift"] = drift(driven)

@@ -49,6 +49,7 @@ def test_a_tiny_run_answers_every_turn_through_the_ingress_and_acts_on_the_shop(
     latency = results["latency"]
     assert latency["answered"] == latency["sent"] >= 120 and latency["latency_ms"]["p99"] > 0
     assert isinstance(latency["cores_timeline"], list)  # sampled every 30 s: a tiny run may end first
+    assert latency["breakdown"]["mean_ms_per_record"]["operator:nlu_model"]["records"] >= latency["sent"]
     assert results["targets"]["e2e_over_bare_model"] > 0
 
 
