@@ -21,6 +21,12 @@ candidate chunk of a document it ranks (its rank in RRF, its scaled score in min
 article whose title names what the customer asks about rises with it. They only lift chunks the chunk
 retrievers found; a weight of 0 (or no list) is the plain fusion of chunks. Measured in the README
 ("Knowledge: retrieval quality").
+
+"prior" is a document list that does not depend on the query: documents ranked by how often they were used
+(a usage prior, the same list for every query; `supportflow eval retrieval --prior-from dev-qrels` learns it from
+the development half's qrels). Its scores are counts, so equal counts share a rank in RRF (the best of theirs)
+and min-max scales by the largest count (a count of 1 still lifts; nothing is the list's floor). Not in the
+production retriever's `DEFAULT_FUSION`.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from schemas.knowledge import Passage
 __all__ = [
     "DEFAULT_FUSION",
     "DOCUMENT_LISTS",
+    "PRIOR_LIST",
     "FusionConfig",
     "fuse",
     "fuse_passages",
@@ -43,8 +50,11 @@ __all__ = [
 Ranked = Sequence[tuple[str, float]]
 """One retriever's answer: (id, score) pairs, best first."""
 
-DOCUMENT_LISTS = ("title", "title_dense")
+DOCUMENT_LISTS = ("title", "title_dense", "prior")
 """Lists that rank document ids; they score the chunks of those documents (`fuse`'s `doc_of`)."""
+
+PRIOR_LIST = "prior"
+"""The query-independent usage prior among `DOCUMENT_LISTS` (counts: ties share a rank, scaled by the largest)."""
 
 
 @dataclass(frozen=True)
@@ -111,15 +121,29 @@ def fuse(
     if documents and doc_of is not None:
         lift: dict[str, float] = {}
         for name, ranked in documents.items():
-            weight = config.weights[name]
-            if config.method == "rrf":
-                for rank, (doc, _) in enumerate(ranked, start=1):
-                    lift[doc] = lift.get(doc, 0.0) + weight / (config.rrf_k + rank)
-            else:
-                for doc, scaled in minmax_fusion({name: ranked}, {name: weight}):
-                    lift[doc] = lift.get(doc, 0.0) + scaled
+            for doc, value in _document_lift(name, ranked, config).items():
+                lift[doc] = lift.get(doc, 0.0) + value
         fused = {item: score + lift.get(doc_of.get(item, ""), 0.0) for item, score in fused.items()}
     return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _document_lift(name: str, ranked: Ranked, config: FusionConfig) -> dict[str, float]:
+    """What one document list adds to each of its documents' chunks (see the module's docstring)."""
+    weight = config.weights[name]
+    if name == PRIOR_LIST:
+        if config.method == "rrf":
+            # equal counts share the best rank of theirs: 1 + the number of documents with a larger count
+            ordered = sorted((float(s) for _, s in ranked), reverse=True)
+            rank_of = {s: n for n, s in reversed(list(enumerate(ordered, start=1)))}
+            return {doc: weight / (config.rrf_k + rank_of[float(s)]) for doc, s in ranked}
+        top = max((float(s) for _, s in ranked), default=0.0)
+        return {doc: weight * float(s) / top for doc, s in ranked} if top > 0 else {}
+    if config.method == "rrf":
+        lift: dict[str, float] = {}
+        for rank, (doc, _) in enumerate(ranked, start=1):
+            lift[doc] = lift.get(doc, 0.0) + weight / (config.rrf_k + rank)
+        return lift
+    return dict(minmax_fusion({name: ranked}, {name: weight}))
 
 
 def fuse_passages(

@@ -174,6 +174,13 @@ def eval_retrieval(
             "retriever's fixed setting (connectors/knowledge/retriever.py DEFAULT_FUSION), as it runs."
         ),
     ] = "tune",
+    prior_from: Annotated[
+        Optional[str],
+        typer.Option(
+            help="dev-qrels: fuse a usage prior (documents ranked by how many development queries' qrels list "
+            'them; never the held-out half\'s) as the "prior" document list, its weight tuned with the fusion.'
+        ),
+    ] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the JSON results here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
 ) -> None:
@@ -187,7 +194,13 @@ def eval_retrieval(
 
     from connectors.knowledge.chunking import ChunkingConfig
     from pipelines.evaluation.provenance import source_state
-    from pipelines.evaluation.retrieval_eval import EvalOptions, load_beir, load_embedder, run_retrieval_eval
+    from pipelines.evaluation.retrieval_eval import (
+        PRIOR_SOURCES,
+        EvalOptions,
+        load_beir,
+        load_embedder,
+        run_retrieval_eval,
+    )
 
     choices = {"lexical": ["lexical"], "dense": ["dense"], "hybrid": ["hybrid"], "all": ["lexical", "dense", "hybrid"]}
     if retriever not in choices:
@@ -211,6 +224,12 @@ def eval_retrieval(
     if fusion not in ("tune", "production"):
         err.print("[red]eval retrieval:[/red] --fusion must be tune or production")
         raise typer.Exit(2)
+    if prior_from is not None and prior_from not in PRIOR_SOURCES:
+        err.print(f"[red]eval retrieval:[/red] --prior-from must be {' or '.join(PRIOR_SOURCES)}")
+        raise typer.Exit(2)
+    if prior_from is not None and fusion == "production":
+        err.print("[red]eval retrieval:[/red] --prior-from tunes the prior's weight: it needs --fusion tune")
+        raise typer.Exit(2)
     from connectors.knowledge.retriever import DEFAULT_FUSION
 
     options = EvalOptions(
@@ -223,6 +242,7 @@ def eval_retrieval(
         bm25_b=bm25_b,
         # a grid of one is no tuning: the production setting scored as it is
         fusion_grid=(DEFAULT_FUSION,) if fusion == "production" else (),
+        prior_from=prior_from,
     )
     shown = err if as_json else console
     with Progress(
@@ -260,6 +280,7 @@ def eval_retrieval(
             "bm25_k1": bm25_k1,
             "bm25_b": bm25_b,
             "fusion": fusion,
+            "prior_from": prior_from,
         },
         **result,
     }
@@ -291,5 +312,11 @@ def eval_retrieval(
                 f"answerability threshold: {threshold}; held-out precision of answering {held.get('precision')}, "
                 f"recall {held.get('recall')} ({held.get('examples')} questions)"
             )
+    for row in result.get("prior", {}).get("by_weight", []):
+        f = row["ndcg@10"]
+        console.print(
+            f"prior weight {row['prior_weight']}: nDCG@10 all {f['all']}, development {f['dev']}, "
+            f"held-out {f['held_out']} (best setting at that weight on the development half)"
+        )
     if out is not None:
         console.print(f"results written to {out}")

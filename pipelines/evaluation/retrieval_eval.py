@@ -13,6 +13,12 @@ the best is reported on the held-out half and on all queries. The grid includes 
 retrievers (a weight of zero), so on the development half the hybrid can never score below the
 better of them; on the held-out half that is measured.
 
+With `EvalOptions.prior_from = "dev-qrels"` the fusion gets one more document list, "prior": a usage prior,
+the documents ranked by how many **development** queries' qrels list them (`usage_prior`; held-out qrels are
+never read for it), the same list for every query; its weight is tuned on the development half with the rest
+(`PRIOR_WEIGHTS`, 0 included) and the figures are reported on the held-out half. In production the same list
+would come from the articles that actually answered conversations (the `knowledge_uses` table).
+
 The "good enough to answer" confidence (connectors.knowledge.confidence) is fitted here too, on
 answerable queries (a relevant document among the top passages) against the same queries with
 their relevant documents removed from the index, or against a set's `unanswerable.jsonl` when it
@@ -34,7 +40,7 @@ import numpy as np
 
 from connectors.knowledge.chunking import ChunkingConfig, chunk_document, contextual_text
 from connectors.knowledge.confidence import AnswerabilityModel, answer_features, fit_answerability
-from connectors.knowledge.fusion import FusionConfig, fuse, reciprocal_rank_fusion
+from connectors.knowledge.fusion import PRIOR_LIST, FusionConfig, fuse, reciprocal_rank_fusion
 from connectors.knowledge.lexical import Bm25Index
 from connectors.knowledge.protocols import Embedder
 from connectors.knowledge.query import clean_query, query_facets
@@ -42,6 +48,8 @@ from schemas.knowledge import Chunk, KnowledgeDocument
 
 __all__ = [
     "MODEL_CHOICES",
+    "PRIOR_SOURCES",
+    "PRIOR_WEIGHTS",
     "BeirSet",
     "EvalOptions",
     "RetrievalRun",
@@ -54,6 +62,8 @@ __all__ = [
     "recall_at_k",
     "run_retrieval_eval",
     "split_queries",
+    "usage_prior",
+    "with_prior_weights",
 ]
 
 Progress = Callable[[int, int], None]
@@ -145,6 +155,17 @@ def split_queries(query_ids: Iterable[str], held_out_share: float = 0.5) -> tupl
         bucket = int(hashlib.sha256(qid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         (held if bucket < held_out_share else dev).append(qid)
     return dev, held
+
+
+def usage_prior(qrels: Mapping[str, Mapping[str, int]], query_ids: Iterable[str]) -> list[tuple[str, float]]:
+    """The fusion's "prior" list: documents by how many of `query_ids`' qrels list them (relevant, grade > 0),
+    most first, ties by id. Only `query_ids` are read: pass the development half, never the held-out one."""
+    counts: dict[str, int] = {}
+    for qid in query_ids:
+        for doc, grade in qrels.get(qid, {}).items():
+            if grade > 0:
+                counts[doc] = counts.get(doc, 0) + 1
+    return sorted(((d, float(c)) for d, c in counts.items()), key=lambda kv: (-kv[1], kv[0]))
 
 
 def corpus_chunks(beir: BeirSet, config: ChunkingConfig | None) -> list[Chunk]:
@@ -240,6 +261,18 @@ class EvalOptions:
     """Rank documents by their titles too (BM25 and dense), for the fusion's "title" and "title_dense" lists;
     the default grid then tunes their weights (0 included)."""
     held_out_share: float = 0.5
+    prior_from: str | None = None
+    """"dev-qrels": a usage prior learned from the development half's qrels is fused as the "prior" document list
+    and its weight tuned with the grid (`PRIOR_WEIGHTS`); None: no prior."""
+    prior_weights: tuple[float, ...] = ()
+    """The prior's weights to tune over (0 included); empty: `PRIOR_WEIGHTS`."""
+
+
+PRIOR_SOURCES = ("dev-qrels",)
+"""Where `EvalOptions.prior_from` may learn the usage prior: the development half's qrels only."""
+
+PRIOR_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
+"""The "prior" list's weights in the grid (absolute: the chunk retrievers' weights sum to 1)."""
 
 
 TITLE_SHARES = (0.0, 0.25, 0.5, 1.0)
@@ -266,6 +299,16 @@ def default_fusion_grid(titles: bool = True) -> tuple[FusionConfig, ...]:
     return tuple(grid)
 
 
+def with_prior_weights(grid: Sequence[FusionConfig], weights: Sequence[float]) -> tuple[FusionConfig, ...]:
+    """Every setting of `grid` at each of the "prior" list's `weights` (a weight of 0: the setting unchanged)."""
+    out: list[FusionConfig] = []
+    for weight in weights:
+        for config in grid:
+            extra = {PRIOR_LIST: weight} if weight > 0 else {}
+            out.append(FusionConfig(config.method, {**config.weights, **extra}, config.rrf_k))
+    return tuple(out)
+
+
 @dataclass
 class RetrievalRun:
     """Per-query chunk rankings of each retriever, and what is needed to fuse and score them."""
@@ -280,6 +323,8 @@ class RetrievalRun:
     timings: dict[str, float]
     titles: dict[str, dict[str, list[tuple[str, float]]]] = field(default_factory=dict)
     """Query id -> the document lists ("title", "title_dense"): (doc id, score), best first."""
+    prior: list[tuple[str, float]] = field(default_factory=list)
+    """The query-independent "prior" document list (`usage_prior`), fused with every query; empty: none."""
 
     def doc_rankings(
         self, retriever: str, fusion: FusionConfig | None = None, qids: Iterable[str] | None = None
@@ -300,6 +345,8 @@ class RetrievalRun:
             "dense": [(str(i), s) for i, s in self.dense[qid]],
             **self.titles.get(qid, {}),
         }
+        if self.prior:
+            rankings[PRIOR_LIST] = self.prior
         doc_of = {i: self.chunk_doc[int(i)] for name in ("lexical", "dense") for i, _ in rankings[name]}
         return [(int(i), s) for i, s in fuse(rankings, fusion, doc_of)]
 
@@ -535,6 +582,55 @@ def _classification(model: AnswerabilityModel, xs: list[list[float]], ys: list[i
     }
 
 
+GRID_KEPT = 1000
+"""At most this many settings of the tuning grid are saved (the best by development nDCG)."""
+
+
+def _prior_report(
+    run: RetrievalRun,
+    source: str,
+    dev: Sequence[str],
+    held: Sequence[str],
+    grid_scores: Sequence[Mapping[str, Any]],
+    weights: Sequence[float],
+    k: int,
+) -> dict[str, Any]:
+    """What the usage prior was learned from, what it ranks, and the hybrid's figures at each of its weights (the
+    best setting by development nDCG at that weight); popularity alone (the prior's order for every query) too."""
+    beir = run.beir
+
+    def figures(rankings: Mapping[str, list[str]]) -> dict[str, float]:
+        return {
+            part: round(evaluate_rankings(_subset(rankings, ids), beir.qrels, k)[f"ndcg@{k}"], 4)
+            for part, ids in (("all", list(beir.queries)), ("dev", dev), ("held_out", held))
+        }
+
+    alone = [d for d, _ in run.prior]
+    report: dict[str, Any] = {
+        "from": source,
+        "learned_on": {"queries": len(dev), "half": "dev"},
+        "documents": len(run.prior),
+        "top": [{"doc": d, "uses": int(c)} for d, c in run.prior[:10]],
+        f"popularity_alone_ndcg@{k}": figures({q: alone for q in beir.queries}),
+    }
+    sweep: list[dict[str, Any]] = []
+    for weight in weights:
+        at = [e for e in grid_scores if e["weights"].get(PRIOR_LIST, 0.0) == weight]
+        if not at:
+            continue
+        best = max(at, key=lambda e: e[f"dev_ndcg@{k}"])  # max keeps the earliest of equals, as tune_fusion
+        config = FusionConfig(best["method"], best["weights"], best["rrf_k"])
+        sweep.append(
+            {
+                "prior_weight": weight,
+                "fusion": config.describe(),
+                f"ndcg@{k}": figures(run.doc_rankings("hybrid", config)),
+            }
+        )
+    report["by_weight"] = sweep
+    return report
+
+
 def run_retrieval_eval(
     beir: BeirSet,
     embedder: Embedder | None,
@@ -548,16 +644,23 @@ def run_retrieval_eval(
     wants_dense = any(r in ("dense", "hybrid") for r in retrievers)
     if wants_dense and embedder is None:
         raise ValueError("dense and hybrid retrieval need an embedder")
+    if options.prior_from is not None and options.prior_from not in PRIOR_SOURCES:
+        raise ValueError(f"unknown prior source {options.prior_from!r} ({', '.join(PRIOR_SOURCES)})")
     run = retrieve(beir, embedder if wants_dense else None, options, progress, cache_dir)
     dev, held = split_queries(beir.queries, options.held_out_share)
+    if options.prior_from == "dev-qrels":
+        run.prior = usage_prior(beir.qrels, dev)  # the development half only: held-out qrels stay unseen
     k = options.k
     results: dict[str, Any] = {}
     fusion: FusionConfig | None = None
     grid_scores: list[dict[str, Any]] = []
+    prior_weights = options.prior_weights or PRIOR_WEIGHTS
     for retriever in retrievers:
         config = None
         if retriever == "hybrid":
             grid = options.fusion_grid or default_fusion_grid(options.title_lists)
+            if run.prior:
+                grid = with_prior_weights(grid, prior_weights)
             fusion, grid_scores = tune_fusion(run, dev, grid, k)
             config = fusion
         rankings = run.doc_rankings(retriever, config)
@@ -577,8 +680,14 @@ def run_retrieval_eval(
         "results": results,
         "timings": {key: round(v, 3) for key, v in run.timings.items()},
     }
+    if options.prior_from is not None:
+        out["prior"] = _prior_report(run, options.prior_from, dev, held, grid_scores, prior_weights, k)
     if fusion is not None:
         out["fusion"] = fusion.describe()
+        if len(grid_scores) > GRID_KEPT:
+            # a grid times the prior's weights is thousands of settings: the best by development nDCG are kept
+            out["fusion_grid_size"] = len(grid_scores)
+            grid_scores = sorted(grid_scores, key=lambda e: -e[f"dev_ndcg@{k}"])[:GRID_KEPT]
         out["fusion_grid"] = grid_scores
         out["answerability"] = answerability(run, fusion, dev, held, model_id=embedder.model_id if embedder else "")
     return out

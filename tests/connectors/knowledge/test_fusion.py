@@ -99,3 +99,28 @@ def test_fused_passages_rise_with_their_documents_title():
     assert [p.doc_id for p in titled] == ["y", "x"]
     with pytest.raises(ValueError, match="not a document list"):
         fuse_passages({"lexical": lexical}, config, documents={"dense": [("y", 2.0)]})
+
+
+def test_the_usage_prior_lifts_its_documents_chunks_and_equal_counts_share_a_rank():
+    doc_of = {"a": "doc1", "b": "doc2", "c": "doc3", "d": "doc2"}
+    chunks = {"lexical": LEXICAL, "dense": DENSE}
+    prior = [("doc2", 3.0), ("doc1", 1.0), ("doc3", 1.0), ("doc9", 1.0)]
+    plain = dict(fuse(chunks, FusionConfig("rrf", {"lexical": 0.5, "dense": 0.5}, 5)))
+    weights = {"lexical": 0.5, "dense": 0.5, "prior": 0.4}
+    fused = dict(fuse({**chunks, "prior": prior}, FusionConfig("rrf", weights, 5), doc_of))
+    assert set(fused) == set(plain)  # doc9 has no candidate chunk: nothing is added
+    assert fused["b"] - plain["b"] == pytest.approx(0.4 / 6) and fused["d"] - plain["d"] == pytest.approx(0.4 / 6)
+    assert fused["a"] - plain["a"] == pytest.approx(0.4 / 7) == pytest.approx(fused["c"] - plain["c"])  # a tie
+    minmax = dict(fuse({**chunks, "prior": prior}, FusionConfig("minmax", weights), doc_of))
+    plain_minmax = dict(fuse(chunks, FusionConfig("minmax", {"lexical": 0.5, "dense": 0.5})))
+    assert minmax["a"] - plain_minmax["a"] == pytest.approx(0.4 * 1 / 3)  # a count of 1 still lifts
+
+
+@pytest.mark.parametrize("method", ["rrf", "minmax"])
+def test_a_zero_prior_weight_changes_nothing(method):
+    doc_of = {"a": "doc1", "b": "doc2", "c": "doc3", "d": "doc2"}
+    rankings = {"lexical": LEXICAL, "dense": DENSE, "title": [("doc3", 2.0)]}
+    weights = {"lexical": 0.5, "dense": 0.5, "title": 0.25}
+    without = fuse(rankings, FusionConfig(method, weights, 5), doc_of)
+    zero = fuse({**rankings, "prior": [("doc2", 5.0)]}, FusionConfig(method, {**weights, "prior": 0.0}, 5), doc_of)
+    assert zero == without

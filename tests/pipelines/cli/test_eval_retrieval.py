@@ -55,3 +55,16 @@ def test_production_fusion_scores_the_retrievers_fixed_setting_without_tuning(tm
     assert saved["config"]["fusion"] == "production"
     bad = runner.invoke(app, ["eval", "retrieval", "--corpus", str(folder), "--fusion", "best"])
     assert bad.exit_code == 2 and "--fusion must be tune or production" in bad.output
+
+
+def test_a_prior_is_learned_from_development_qrels_only_and_needs_the_tuned_fusion(tmp_path: Path):
+    folder = write_tiny_beir(tmp_path / "tiny")
+    lexical = ["eval", "retrieval", "--corpus", str(folder), "--retriever", "lexical"]
+    bad = runner.invoke(app, [*lexical, "--prior-from", "all-qrels"])
+    assert bad.exit_code == 2 and "--prior-from must be dev-qrels" in bad.output
+    fixed = runner.invoke(app, [*lexical, "--fusion", "production", "--prior-from", "dev-qrels"])
+    assert fixed.exit_code == 2 and "needs --fusion tune" in fixed.output
+    result = runner.invoke(app, [*lexical, "--prior-from", "dev-qrels", "--json"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(result.stdout)
+    assert saved["config"]["prior_from"] == "dev-qrels" and saved["prior"]["learned_on"]["half"] == "dev"

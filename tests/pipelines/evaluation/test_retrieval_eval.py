@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from connectors.knowledge.chunking import ChunkingConfig
 from pipelines.evaluation.retrieval_eval import (
+    BeirSet,
     EvalOptions,
     default_fusion_grid,
     documents_by_best_chunk,
@@ -20,6 +24,7 @@ from pipelines.evaluation.retrieval_eval import (
     recall_at_k,
     run_retrieval_eval,
     split_queries,
+    usage_prior,
 )
 from tests.support.knowledge import write_tiny_beir
 
@@ -112,3 +117,81 @@ def test_the_default_grid_tunes_the_title_lists_from_zero_and_can_leave_them_out
     assert any(c.weights.get("title", 0) > 0 and c.weights.get("title_dense", 0) > 0 for c in with_titles)
     assert len({json.dumps(c.describe(), sort_keys=True) for c in with_titles}) == len(with_titles)
     assert all(set(c.weights) <= {"lexical", "dense"} for c in default_fusion_grid(titles=False))
+
+
+class _WordHashEmbedder:
+    """Bags of hashed words, unit length: a deterministic stand-in for a model (no weights to load)."""
+
+    model_id = "test/word-hash"
+    dimension = 64
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in text.lower().split():
+                out[row, int(hashlib.sha256(word.encode()).hexdigest()[:6], 16) % self.dimension] += 1.0
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embed(texts)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embed(texts)
+
+
+TOPICS = ["refund card", "transfer limit", "loan interest", "account closure", "cash back", "branch hours"]
+
+
+def _prior_set(held_extra: bool) -> BeirSet:
+    """40 queries; every query needs the "general" document (a usage prior's favourite) and its topic's. With
+    `held_extra` the held-out queries' qrels also list a document no development query needs."""
+    corpus = {
+        f"doc{n}": (f"About {topic}", f"How {topic} works for customers, {topic} rules.")
+        for n, topic in enumerate(TOPICS)
+    }
+    corpus["general"] = ("General account terms", "Terms that apply to every account and every card.")
+    corpus["held_only"] = ("Branch hours", "When branches open.")
+    queries = {f"q{n}": f"question about {TOPICS[n % len(TOPICS)]} please" for n in range(40)}
+    _, held = split_queries(queries)
+    qrels = {q: {"general": 1, f"doc{n % len(TOPICS)}": 1} for n, q in enumerate(queries)}
+    if held_extra:
+        for q in held:
+            qrels[q]["held_only"] = 1
+    return BeirSet("prior", corpus, queries, qrels)
+
+
+def test_the_usage_prior_counts_only_the_queries_it_is_given():
+    qrels = {"a": {"x": 1, "y": 1}, "b": {"x": 2, "z": 0}, "c": {"w": 1}}
+    assert usage_prior(qrels, ["a", "b"]) == [("x", 2.0), ("y", 1.0)]  # c unread; a grade of 0 is not a use
+
+
+def test_the_prior_is_learned_from_the_development_half_only_and_held_out_qrels_change_no_choice():
+    options = EvalOptions(chunking=ChunkingConfig(), prior_from="dev-qrels", prior_weights=(0.0, 0.5, 2.0))
+    plain = run_retrieval_eval(_prior_set(False), _WordHashEmbedder(), ["hybrid"], options)
+    extra = run_retrieval_eval(_prior_set(True), _WordHashEmbedder(), ["hybrid"], options)
+
+    dev, _ = split_queries(_prior_set(False).queries)
+    assert plain["prior"]["learned_on"] == {"queries": len(dev), "half": "dev"}
+    assert plain["prior"]["top"][0] == {"doc": "general", "uses": len(dev)}
+    assert "held_only" not in {row["doc"] for row in extra["prior"]["top"]}
+    # what the held-out half needs changes neither the prior, nor the tuned fusion, nor a development figure
+    assert extra["prior"]["top"] == plain["prior"]["top"] and extra["prior"]["documents"] == 7
+    assert extra["fusion"] == plain["fusion"]
+    assert extra["results"]["hybrid"]["dev"] == plain["results"]["hybrid"]["dev"]
+    assert extra["results"]["hybrid"]["held_out"] != plain["results"]["hybrid"]["held_out"]
+    assert [row["prior_weight"] for row in plain["prior"]["by_weight"]] == [0.0, 0.5, 2.0]
+
+
+def test_a_zero_prior_weight_is_the_evaluation_without_a_prior():
+    beir = _prior_set(False)
+    without = run_retrieval_eval(beir, _WordHashEmbedder(), ["hybrid"], EvalOptions(chunking=ChunkingConfig()))
+    zero = run_retrieval_eval(
+        beir,
+        _WordHashEmbedder(),
+        ["hybrid"],
+        EvalOptions(chunking=ChunkingConfig(), prior_from="dev-qrels", prior_weights=(0.0,)),
+    )
+    assert zero["fusion"] == without["fusion"] and "prior" not in zero["fusion"]["weights"]
+    assert zero["results"] == without["results"] and zero["fusion_grid"] == without["fusion_grid"]
+    with pytest.raises(ValueError, match="prior source"):
+        run_retrieval_eval(beir, None, ["lexical"], EvalOptions(prior_from="all-qrels"))
