@@ -26,7 +26,8 @@ retrievers found; a weight of 0 (or no list) is the plain fusion of chunks. Meas
 (a usage prior, the same list for every query; `supportflow eval retrieval --prior-from dev-qrels` learns it from
 the development half's qrels). Its scores are counts, so equal counts share a rank in RRF (the best of theirs)
 and min-max scales by the largest count (a count of 1 still lifts; nothing is the list's floor). Not in the
-production retriever's `DEFAULT_FUSION`.
+production retriever's `DEFAULT_FUSION`: a tenant turns it on with `knowledge_prior_weight`, after `supportflow
+kb prior import` (the retriever reads the counts from the store).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "fuse",
     "fuse_passages",
     "minmax_fusion",
+    "prior_ranking",
     "reciprocal_rank_fusion",
 ]
 
@@ -55,6 +57,11 @@ DOCUMENT_LISTS = ("title", "title_dense", "prior")
 
 PRIOR_LIST = "prior"
 """The query-independent usage prior among `DOCUMENT_LISTS` (counts: ties share a rank, scaled by the largest)."""
+
+
+def prior_ranking(uses: Mapping[str, int]) -> list[tuple[str, float]]:
+    """The "prior" list from counts of use (doc_id -> uses > 0): most used first, ties by id."""
+    return sorted(((doc, float(n)) for doc, n in uses.items() if n > 0), key=lambda kv: (-kv[1], kv[0]))
 
 
 @dataclass(frozen=True)

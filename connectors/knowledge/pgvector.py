@@ -903,11 +903,35 @@ class PgVectorStore:
                 SELECT (SELECT coalesce(string_agg(domain || '=' || release_id, ',' ORDER BY domain), '')
                         FROM kb_live_releases) AS live,
                        (SELECT count(*)::text || '/' || coalesce(max(changed_at)::text, '')
-                        FROM kb_documents) AS heads
+                        FROM kb_documents) AS heads,
+                       (SELECT count(*)::text || '/' || coalesce(max(imported_at)::text, '')
+                        FROM kb_usage_prior) AS prior
                 """
             )
         assert row is not None
-        return f"{row['live']}|{row['heads']}"
+        return f"{row['live']}|{row['heads']}|{row['prior']}"
+
+    # ---- usage prior ---------------------------------------------------------------------------
+
+    async def usage_prior(self) -> dict[str, int]:
+        """How often each article was needed (`kb prior import`): doc_id -> uses; empty when never imported."""
+        async with (await self.pool()).acquire() as conn:
+            rows = await conn.fetch("SELECT doc_id, uses FROM kb_usage_prior")
+        return {row["doc_id"]: row["uses"] for row in rows}
+
+    async def set_usage_prior(self, uses: Mapping[str, int]) -> int:
+        """Replace the usage prior with `uses` (doc_id -> a positive count) in one transaction; the rows written.
+        Workers see it on their next generation check (`search_generation` covers it)."""
+        bad = [doc for doc, n in uses.items() if not doc or isinstance(n, bool) or not 0 < n <= 2**31 - 1]
+        if bad:
+            raise ValueError(f"a usage prior needs a document id and a count from 1 to 2^31-1: {bad[:3]}")
+        async with (await self.pool()).acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM kb_usage_prior")
+            await conn.executemany(
+                "INSERT INTO kb_usage_prior (doc_id, uses, imported_at) VALUES ($1, $2, clock_timestamp())",
+                list(uses.items()),
+            )
+        return len(uses)
 
     # ---- releases ----------------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ The defaults below are stated once, here, and each is a measured result:
   previous default's (RRF k 5, lexical 0.4 / dense 0.6, the help center's own tuning). Titles are embedded
   when the lexical index is built, each distinct title once per process (`_embed_titles`). Pass
   `fusion=FusionConfig("rrf", {"lexical": 0.4, "dense": 0.6}, rrf_k=5)` for the fusion without titles.
+  A fusion that weighs "prior" (`knowledge_prior_weight`) also fuses the store's usage prior (`kb prior
+  import`), read when the lexical index is built and kept to the documents it holds; off by default.
 - candidates: 100 per retriever, as the evaluation fused them (min-max and the confidence's margin
   read the lists at that depth).
 - answerability: the logistic model fitted on the help center's answerable questions (a relevant
@@ -46,7 +48,7 @@ import numpy as np
 
 from connectors.knowledge.chunking import contextual_text
 from connectors.knowledge.confidence import AnswerabilityModel
-from connectors.knowledge.fusion import FusionConfig, fuse_passages
+from connectors.knowledge.fusion import PRIOR_LIST, FusionConfig, fuse_passages, prior_ranking
 from connectors.knowledge.lexical import Bm25Index
 from connectors.knowledge.protocols import Embedder, SearchFilters
 from connectors.knowledge.query import rewrite_query
@@ -63,6 +65,7 @@ __all__ = [
     "Retrieval",
     "RetrieverStore",
     "answerability_for",
+    "fusion_with_prior",
 ]
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,13 @@ ANSWERABILITY_BY_MODEL = {m.model_id: m for m in (DEFAULT_ANSWERABILITY, E5_ANSW
 """The confidence fitted for each embedding model an index may hold (the retriever picks by the index's model)."""
 
 
+def fusion_with_prior(weight: float, base: FusionConfig = DEFAULT_FUSION) -> FusionConfig:
+    """`base` with the usage prior weighted `weight` (`knowledge_prior_weight`); 0 returns `base` itself."""
+    if weight <= 0:
+        return base
+    return FusionConfig(base.method, {**base.weights, PRIOR_LIST: weight}, base.rrf_k)
+
+
 def answerability_for(model_id: str) -> AnswerabilityModel | None:
     """The answerability model fitted for `model_id`'s cosines, or None when none was."""
     return ANSWERABILITY_BY_MODEL.get(model_id)
@@ -116,6 +126,8 @@ class RetrieverStore(Protocol):
 
     async def search_generation(self) -> str: ...
 
+    async def usage_prior(self) -> dict[str, int]: ...
+
 
 class LexicalIndex:
     """BM25 over one set of visible chunks, with per-chunk domain and language for filtering."""
@@ -130,12 +142,18 @@ class LexicalIndex:
         self.title_index = Bm25Index(self.titles, bigrams=bigrams)
         self.title_vectors: np.ndarray | None = None
         """Unit vectors of `titles` (the retriever embeds them when its fusion weighs "title_dense")."""
+        self.prior: list[tuple[str, float]] = []
+        """The usage prior of these chunks' documents, most used first (read when the fusion weighs "prior")."""
         self.position = {c.chunk_id: i for i, c in enumerate(self.chunks)}
         self._by_doc: dict[str, list[int]] = {}
         for i, c in enumerate(self.chunks):
             self._by_doc.setdefault(c.doc_id, []).append(i)
         self._domains = np.asarray([c.domain for c in self.chunks], dtype=object)
         self._languages = np.asarray([c.language for c in self.chunks], dtype=object)
+
+    def use_prior(self, uses: dict[str, int]) -> None:
+        """Rank these chunks' documents by `uses` (doc_id -> count) as the fusion's "prior" list."""
+        self.prior = prior_ranking({doc: n for doc, n in uses.items() if doc in self._by_doc})
 
     def allowed(self, filters: SearchFilters) -> np.ndarray:
         """bool [len(chunks)]: the chunks that pass the domain and language filters."""
@@ -300,6 +318,10 @@ class HybridRetriever:
             built = await asyncio.to_thread(LexicalIndex, chunks, self.bigrams)
             if self.fusion.weights.get("title_dense", 0) > 0:
                 await asyncio.to_thread(self._embed_titles, built)
+            if self.fusion.weights.get(PRIOR_LIST, 0) > 0:
+                # read with the chunks it ranks: `search_generation` changes with an import, so one rebuild
+                # brings both
+                built.use_prior(await self.store.usage_prior())
             self.builds += 1
             log.info(
                 "lexical index of %s: %d chunks in %.1f s",
@@ -395,6 +417,8 @@ class HybridRetriever:
             documents["title"] = lexical_index.title_search(searched, self.candidates)
         if self.fusion.weights.get("title_dense", 0) > 0:
             documents["title_dense"] = lexical_index.title_nearest(vector, self.candidates)
+        if lexical_index.prior:
+            documents[PRIOR_LIST] = lexical_index.prior
         timings["titles"] = (time.perf_counter() - started) * 1000
 
         passages = fuse_passages({"lexical": lexical, "dense": dense}, self.fusion, k=k or self.k, documents=documents)

@@ -1,5 +1,5 @@
-"""`supportflow kb`: the knowledge base — ingest sources, search, releases, diff, rollback, stats, and the
-embedding indexes: re-embed with another model (blue/green), list, switch, drop.
+"""`supportflow kb`: the knowledge base — ingest sources, search, releases, diff, rollback, stats, the
+embedding indexes (re-embed with another model (blue/green), list, switch, drop) and the usage prior.
 
 Every command runs against DATABASE_URL, or the embedded PostgreSQL in the data dir (the one
 `supportflow run` uses), and applies pending migrations first (the knowledge tables are 0010).
@@ -394,7 +394,7 @@ def search_command(
     from connectors.knowledge.models import EmbeddingModelUnavailable
     from connectors.knowledge.pgvector import IndexInfo
     from connectors.knowledge.protocols import SearchFilters
-    from connectors.knowledge.retriever import HybridRetriever, Retrieval
+    from connectors.knowledge.retriever import HybridRetriever, Retrieval, fusion_with_prior
 
     filters = SearchFilters(release=release, domains=tuple(domain or ()), language=language)
     models = _registry()
@@ -406,7 +406,8 @@ def search_command(
             raise typer.Exit(1)
         try:
             embedder = models(index.model_id)
-            retriever = HybridRetriever(store, embedder, index.name, k=k)
+            fusion = fusion_with_prior(settings().knowledge_prior_weight)
+            retriever = HybridRetriever(store, embedder, index.name, k=k, fusion=fusion)
         except (EmbeddingModelUnavailable, OSError, ImportError, ValueError) as exc:
             err.print(f"[red]the live index {escape(index.name)} cannot be searched here[/red]: {escape(str(exc))}")
             raise typer.Exit(1) from None
@@ -583,6 +584,87 @@ def reembed_command(
         )
     else:
         console.print(f"  complete and building: `supportflow kb switch-index {escape(report.index)}` makes it live")
+
+
+prior_app = typer.Typer(
+    help=(
+        "The usage prior: how often each article was needed, fused into retrieval as a document list when "
+        "SUPPORTFLOW_KNOWLEDGE_PRIOR_WEIGHT is above 0 (off by default). It helps when questions concentrate on a "
+        "few articles and hurts a long tail: measure with `supportflow eval retrieval --prior-from dev-qrels`."
+    ),
+    no_args_is_help=True,
+)
+kb_app.add_typer(prior_app, name="prior")
+
+
+@prior_app.command("import")
+def prior_import_command(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            help="CSV (or .tsv): `doc_id,uses`, or the articles your tickets needed: a document column (doc_id, "
+            "corpus-id) and a question column (ticket_id, conversation_id, query_id, query-id), optionally score "
+            "(a benchmark's qrels). Count only tickets you do not evaluate with.",
+        ),
+    ],
+) -> None:
+    """Replace the usage prior with the counts in PATH; workers use it within a second (when its weight is set)."""
+    from pipelines.knowledge.usage import UsageFileError, read_usage
+
+    try:
+        uses = read_usage(path)
+    except UsageFileError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    if not uses:
+        err.print(f"[red]{escape(str(path))} counts no article[/red]: nothing imported (`kb prior clear` empties it)")
+        raise typer.Exit(2)
+
+    async def job(store: PgVectorStore) -> tuple[int, int]:
+        written = await store.set_usage_prior(uses)
+        known = {doc for doc, head in (await store.document_heads()).items() if not head.deleted}
+        return written, sum(1 for doc in uses if doc in known)
+
+    written, known = _on_store(job)
+    console.print(f"usage prior: {written} articles, {sum(uses.values())} uses ({known} of them in the knowledge base)")
+    if known < written:
+        console.print(f"[yellow]{written - known} articles are not in the knowledge base[/yellow]: they lift nothing")
+    if settings().knowledge_prior_weight <= 0:
+        console.print("[yellow]not used yet[/yellow]: set SUPPORTFLOW_KNOWLEDGE_PRIOR_WEIGHT (e.g. 1.0) to fuse it")
+
+
+@prior_app.command("show")
+def prior_show_command(
+    top: Annotated[int, typer.Option("--top", min=1, help="Articles to list, most used first.")] = 20,
+) -> None:
+    """The usage prior, most used articles first, and its weight in the retriever's fusion."""
+    from rich.table import Table
+
+    from connectors.knowledge.fusion import prior_ranking
+
+    async def job(store: PgVectorStore) -> tuple[dict[str, int], set[str]]:
+        heads = await store.document_heads()
+        return await store.usage_prior(), {doc for doc, head in heads.items() if not head.deleted}
+
+    uses, known = _on_store(job)
+    weight = settings().knowledge_prior_weight
+    console.print(f"weight in the fusion: {weight:g}" + (" (off)" if weight <= 0 else ""))
+    if not uses:
+        console.print("no usage prior: `supportflow kb prior import FILE`")
+        return
+    table = Table("article", "uses", "in the knowledge base", title=f"{len(uses)} articles, {sum(uses.values())} uses")
+    for doc, count in prior_ranking(uses)[:top]:
+        table.add_row(escape(doc), str(int(count)), "yes" if doc in known else "[yellow]no[/yellow]")
+    console.print(table)
+
+
+@prior_app.command("clear")
+def prior_clear_command() -> None:
+    """Empty the usage prior (retrieval then fuses no prior, whatever its weight)."""
+    _on_store(lambda store: store.set_usage_prior({}))
+    console.print("usage prior cleared")
 
 
 @kb_app.command("indexes")

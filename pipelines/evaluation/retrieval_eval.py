@@ -40,7 +40,7 @@ import numpy as np
 
 from connectors.knowledge.chunking import ChunkingConfig, chunk_document, contextual_text
 from connectors.knowledge.confidence import AnswerabilityModel, answer_features, fit_answerability
-from connectors.knowledge.fusion import PRIOR_LIST, FusionConfig, fuse, reciprocal_rank_fusion
+from connectors.knowledge.fusion import PRIOR_LIST, FusionConfig, fuse, prior_ranking, reciprocal_rank_fusion
 from connectors.knowledge.lexical import Bm25Index
 from connectors.knowledge.protocols import Embedder
 from connectors.knowledge.query import clean_query, query_facets
@@ -165,7 +165,7 @@ def usage_prior(qrels: Mapping[str, Mapping[str, int]], query_ids: Iterable[str]
         for doc, grade in qrels.get(qid, {}).items():
             if grade > 0:
                 counts[doc] = counts.get(doc, 0) + 1
-    return sorted(((d, float(c)) for d, c in counts.items()), key=lambda kv: (-kv[1], kv[0]))
+    return prior_ranking(counts)
 
 
 def corpus_chunks(beir: BeirSet, config: ChunkingConfig | None) -> list[Chunk]:

@@ -89,6 +89,7 @@ class RuntimeClients:
             return None
         if options not in self._knowledge:
             from connectors.knowledge.embedding import CachedQueryEmbedder
+            from connectors.knowledge.retriever import fusion_with_prior
 
             embedder = self._embedder(options.model_name, options.model_version)
             dsn = settings.database_url.get_secret_value()
@@ -102,6 +103,7 @@ class RuntimeClients:
                 pool_size=options.pool_size,
                 embedder_for=lambda model_id: CachedQueryEmbedder(self.embedder_for_model(model_id)),
                 refresh_s=settings.knowledge_refresh_s,
+                fusion=fusion_with_prior(settings.knowledge_prior_weight),
             )
         return self._knowledge[options]
 

@@ -32,11 +32,12 @@ import asyncpg
 import numpy as np
 
 from connectors.knowledge.embedding import EmbedderWrapper
+from connectors.knowledge.fusion import FusionConfig
 from connectors.knowledge.lexical import analyse
 from connectors.knowledge.models import EmbedderFor, EmbeddingModelUnavailable
 from connectors.knowledge.pgvector import IndexInfo, PgVectorStore
 from connectors.knowledge.protocols import Embedder, SearchFilters
-from connectors.knowledge.retriever import HybridRetriever, Retrieval
+from connectors.knowledge.retriever import DEFAULT_FUSION, HybridRetriever, Retrieval
 from connectors.postgres.errors import is_data_error
 from operators.protocols import KnowledgeRelease
 from pipelines.knowledge.ingest import (
@@ -76,10 +77,12 @@ class StoreRetriever:
         embedder_for: EmbedderFor | None = None,
         refresh_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        fusion: FusionConfig = DEFAULT_FUSION,
     ) -> None:
         self.embedder = embedder
         self.embedder_for = embedder_for
         self.k = k
+        self.fusion = fusion
         self.store = PgVectorStore(dsn, pool_size=pool_size)
         self.refresh_s = refresh_s
         self.clock = clock
@@ -104,7 +107,13 @@ class StoreRetriever:
             embedder = await self._embedder_for(index.model_id)
             try:
                 built = HybridRetriever(
-                    self.store, embedder, index.name, k=self.k, refresh_s=self.refresh_s, clock=self.clock
+                    self.store,
+                    embedder,
+                    index.name,
+                    k=self.k,
+                    fusion=self.fusion,
+                    refresh_s=self.refresh_s,
+                    clock=self.clock,
                 )
             except ValueError as exc:  # no answerability model fitted for this embedding model
                 raise KnowledgeUnavailable(f"index {index.name}: {exc}") from exc

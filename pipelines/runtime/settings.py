@@ -161,6 +161,14 @@ class Settings(BaseSettings):
         description="how stale a worker's view of the knowledge base's live index and releases may be: a publish, "
         "rollback or index switch reaches answers within this; 0: two SELECTs on every question to check",
     )
+    knowledge_prior_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=5,
+        description="weight of the usage prior (`supportflow kb prior import`: how often each article was needed) in "
+        "the retriever's fusion; 0: off. It helps when questions concentrate on a few articles and hurts a long "
+        "tail: tune it on your own questions with `supportflow eval retrieval --prior-from dev-qrels`",
+    )
     knowledge_sources: list[KnowledgeSourceSpec] = Field(
         default_factory=list,
         description="sources `supportflow kb sync` re-ingests, each at its interval (`supportflow run` runs the sync "

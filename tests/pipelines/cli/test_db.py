@@ -25,9 +25,9 @@ def test_migrate_twice_applies_then_says_up_to_date(postgres_dsn):
     assert first.exit_code == 0, first.output
     applied = " ".join(first.output.split())  # rich wraps long lines at the terminal's width
     assert (
-        "applied 11 migration(s): 0001_initial, 0002_commerce, 0003_outbox, 0004_outbox_email, 0005_feedback, "
+        "applied 12 migration(s): 0001_initial, 0002_commerce, 0003_outbox, 0004_outbox_email, 0005_feedback, "
         "0006_voice_and_delivery, 0007_identity_lockout, 0008_refund_policy, 0009_exchanges, 0010_knowledge, "
-        "0011_knowledge_uses" in applied
+        "0011_knowledge_uses, 0012_kb_usage_prior" in applied
     )
 
     second = runner.invoke(app, ["db", "migrate"], env=env)

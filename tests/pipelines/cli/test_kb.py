@@ -185,3 +185,56 @@ def test_switch_index_refuses_an_index_that_lacks_vectors_and_says_how_to_fill_i
     assert f"kb reembed --model {E5} --index e5" in " ".join(refused.output.split())
     caught_up = kb("reembed", "--model", E5, "--index", "e5", dsn=postgres_dsn)
     assert "1 chunk(s) embedded, 1 already there, 2 in all" in caught_up and "live now" in caught_up
+
+
+CARD_REFUNDS = """---
+title: Refunds to a card
+---
+A refund to a debit or credit card takes 5 to 10 business days to show on your statement.
+"""
+
+PAYPAL_REFUNDS = """---
+title: Refunds to PayPal
+---
+A refund to PayPal takes 3 to 5 business days to show in your PayPal balance.
+"""
+
+
+def top_document(query: str, dsn: str, **env: str) -> str:
+    result = runner.invoke(app, ["kb", "search", query, "--k", "1"], env={"DATABASE_URL": dsn, "COLUMNS": "200", **env})
+    assert result.exit_code == 0, result.output
+    return "card.md" if "card.md" in result.output else "paypal.md" if "paypal.md" in result.output else "?"
+
+
+def test_an_imported_usage_prior_lifts_the_articles_tickets_needed_only_when_its_weight_is_set(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    root = write_files(tmp_path / "help", {"card.md": CARD_REFUNDS, "paypal.md": PAYPAL_REFUNDS})
+    kb("ingest", str(root), "--domain", "support", dsn=postgres_dsn)
+    question = "how long until my refund shows up"
+    plain = top_document(question, postgres_dsn)
+    assert plain in {"card.md", "paypal.md"}
+    needed = "paypal.md" if plain == "card.md" else "card.md"
+    links = tmp_path / "ticket_articles.csv"
+    rows = [f"t{i},{needed}" for i in range(6)] + ["t9,retired.md", f"t1,{plain}"]
+    links.write_text("ticket_id,doc_id\n" + "\n".join(rows) + "\n", encoding="utf-8")
+
+    imported = kb("prior", "import", str(links), dsn=postgres_dsn)
+    assert "usage prior: 3 articles, 8 uses (2 of them in the knowledge base)" in imported
+    assert "1 articles are not in the knowledge base" in imported and "not used yet" in imported
+    shown = kb("prior", "show", dsn=postgres_dsn)
+    assert f"{needed} 6 yes" in shown and "retired.md 1 no" in shown and "(off)" in shown
+
+    assert top_document(question, postgres_dsn) == plain, "weight 0: the prior changes nothing"
+    assert top_document(question, postgres_dsn, SUPPORTFLOW_KNOWLEDGE_PRIOR_WEIGHT="2") == needed
+
+    assert "usage prior cleared" in kb("prior", "clear", dsn=postgres_dsn)
+    assert top_document(question, postgres_dsn, SUPPORTFLOW_KNOWLEDGE_PRIOR_WEIGHT="2") == plain
+    assert "no usage prior" in kb("prior", "show", dsn=postgres_dsn)
+
+
+def test_a_usage_file_in_neither_layout_is_refused_with_its_reason(postgres_dsn: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("article,count\nreturns.md,3\n", encoding="utf-8")
+    result = runner.invoke(app, ["kb", "prior", "import", str(bad)], env={"DATABASE_URL": postgres_dsn})
+    assert result.exit_code == 2 and "no document column" in result.output

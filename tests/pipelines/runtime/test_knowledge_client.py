@@ -35,3 +35,44 @@ async def test_an_empty_base_is_unavailable_until_an_ingest_makes_an_index_live(
         assert closeness[0] > closeness[1]
     finally:
         await client.close()
+
+
+CARD = """---
+title: Refunds to a card
+---
+A refund to a debit or credit card takes 5 to 10 business days to show on your statement.
+"""
+
+PAYPAL = """---
+title: Refunds to PayPal
+---
+A refund to PayPal takes 3 to 5 business days to show in your PayPal balance.
+"""
+
+
+async def test_a_worker_with_a_prior_weight_follows_an_imported_usage_prior_without_a_restart(
+    kb_store, postgres_dsn, embedder, tmp_path
+):
+    from pydantic import SecretStr
+
+    from operators.protocols import KnowledgeOptions
+    from pipelines.runtime.clients import RuntimeClients
+    from pipelines.runtime.settings import Settings
+
+    folder = write_files(tmp_path / "help", {"card.md": CARD, "paypal.md": PAYPAL})
+    await ingest(FolderSource(folder, domain="support"), "support", embedder, default_chunker, kb_store)
+    settings = Settings(database_url=SecretStr(postgres_dsn), triton_url=None, knowledge_prior_weight=2.0)
+    clients = RuntimeClients(settings)
+    worker = clients.knowledge_retriever(KnowledgeOptions())
+    assert worker is not None and worker.fusion.weights["prior"] == 2.0
+    worker.refresh_s = 0.0  # the test's writes are seen on the next question
+    question = "how long until my refund shows up"
+    try:
+        plain = (await worker.retrieve(question)).passages[0].doc_id
+        needed = "paypal.md" if plain == "card.md" else "card.md"
+        await kb_store.set_usage_prior({needed: 6, plain: 1})
+        assert (await worker.retrieve(question)).passages[0].doc_id == needed
+        await kb_store.set_usage_prior({})
+        assert (await worker.retrieve(question)).passages[0].doc_id == plain
+    finally:
+        await worker.close()
