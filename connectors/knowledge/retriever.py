@@ -241,7 +241,8 @@ class HybridRetriever:
     """Dense (the store) + lexical (BM25 over the store's visible chunks), fused, with a confidence.
 
     One instance per process and embedding index; safe for concurrent `retrieve` calls on one event
-    loop (an index rebuild happens once, in a worker thread, while other queries wait for it).
+    loop (an index rebuild happens once, in a worker thread, while other queries wait for it; a query
+    that stops waiting leaves it running for the next).
     """
 
     def __init__(
@@ -282,6 +283,8 @@ class HybridRetriever:
         self.bigrams = bigrams
         self.cached_indexes = cached_indexes
         self._lexical: OrderedDict[str | None, tuple[str, LexicalIndex]] = OrderedDict()
+        self._building: dict[tuple[str | None, str], asyncio.Task[LexicalIndex]] = {}
+        """(release, generation) -> the build in flight, shared by every query that needs it."""
         self._lock = asyncio.Lock()
         self.overfetch = overfetch
         self.builds = 0
@@ -309,6 +312,29 @@ class HybridRetriever:
         if cached is not None and cached[0] == generation:
             self._lexical.move_to_end(release)
             return cached[1]
+        loop = asyncio.get_running_loop()
+        key = (release, generation)
+        building = self._building.get(key)
+        if building is None or building.get_loop() is not loop:
+            building = loop.create_task(self._build(release, generation), name=f"lexical index {key}")
+            self._building[key] = building
+            building.add_done_callback(lambda task: self._built(key, task))
+        # A caller that gives up (a turn's time limit) leaves the build running for the next question: at
+        # 100,000 chunks a build takes longer than a turn may wait, and cancelled with it, it never finished.
+        return await asyncio.shield(building)
+
+    def _built(self, key: tuple[str | None, str], task: asyncio.Task[LexicalIndex]) -> None:
+        if self._building.get(key) is task:
+            del self._building[key]
+        if not task.cancelled() and task.exception() is not None:  # retrieved here: every caller may have left
+            log.warning("lexical index build failed: %s", task.exception())
+
+    def cancel_builds(self) -> None:
+        """Stop the index builds in flight (the process is closing the retriever)."""
+        for task in list(self._building.values()):
+            task.cancel()
+
+    async def _build(self, release: str | None, generation: str) -> LexicalIndex:
         async with self._lock:
             cached = self._lexical.get(release)
             if cached is not None and cached[0] == generation:

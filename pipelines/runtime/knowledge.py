@@ -170,6 +170,8 @@ class StoreRetriever:
         return await asyncio.to_thread(embed)
 
     async def close(self) -> None:
+        if self._retriever is not None:
+            self._retriever.cancel_builds()
         self._retriever = None
         await self.store.close()
 

@@ -161,6 +161,21 @@ def article(
     )
 
 
+REFUND_ARTICLES = {
+    "card.md": """---
+title: Refunds to a card
+---
+A refund to a debit or credit card takes 5 to 10 business days to show on your statement.
+""",
+    "paypal.md": """---
+title: Refunds to PayPal
+---
+A refund to PayPal takes 3 to 5 business days to show in your PayPal balance.
+""",
+}
+"""Two articles a refund-timing question finds both of, closely ranked: what a usage prior can reorder."""
+
+
 TINY_CORPUS = [
     {
         "_id": "returns",

@@ -228,3 +228,28 @@ async def test_with_a_refresh_window_a_new_release_is_seen_once_the_window_has_p
     after = await retriever.retrieve("parcel locker")
     assert asked == 2 and retriever.builds == 2
     assert "parcel locker" in after.lexical[0].text
+
+
+async def test_a_question_that_stops_waiting_leaves_the_index_build_running_for_the_next(
+    kb_store, embedder, help_center
+):
+    import asyncio
+
+    await fill(kb_store, embedder, help_center)
+    retriever = HybridRetriever(kb_store, embedder, embedder.model_id)
+    reads = 0
+    visible_chunks = kb_store.visible_chunks
+
+    async def slow(release=None):  # a store with 100,000 chunks: the build outlasts a turn's time limit
+        nonlocal reads
+        reads += 1
+        await asyncio.sleep(0.5)
+        return await visible_chunks(release)
+
+    kb_store.visible_chunks = slow  # type: ignore[method-assign]
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(retriever.retrieve("parcel post office label"), 0.1)
+    found = await retriever.retrieve("parcel post office label")
+
+    assert found.passages[0].doc_id == "returns.md"
+    assert (reads, retriever.builds) == (1, 1), "the second question waited for the first one's build"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from tests.support.knowledge import write_files
+from tests.support.knowledge import REFUND_ARTICLES, write_files
 
 runner = CliRunner()
 
@@ -187,19 +187,6 @@ def test_switch_index_refuses_an_index_that_lacks_vectors_and_says_how_to_fill_i
     assert "1 chunk(s) embedded, 1 already there, 2 in all" in caught_up and "live now" in caught_up
 
 
-CARD_REFUNDS = """---
-title: Refunds to a card
----
-A refund to a debit or credit card takes 5 to 10 business days to show on your statement.
-"""
-
-PAYPAL_REFUNDS = """---
-title: Refunds to PayPal
----
-A refund to PayPal takes 3 to 5 business days to show in your PayPal balance.
-"""
-
-
 def top_document(query: str, dsn: str, **env: str) -> str:
     result = runner.invoke(app, ["kb", "search", query, "--k", "1"], env={"DATABASE_URL": dsn, "COLUMNS": "200", **env})
     assert result.exit_code == 0, result.output
@@ -209,7 +196,7 @@ def top_document(query: str, dsn: str, **env: str) -> str:
 def test_an_imported_usage_prior_lifts_the_articles_tickets_needed_only_when_its_weight_is_set(
     postgres_dsn: str, tmp_path: Path
 ) -> None:
-    root = write_files(tmp_path / "help", {"card.md": CARD_REFUNDS, "paypal.md": PAYPAL_REFUNDS})
+    root = write_files(tmp_path / "help", REFUND_ARTICLES)
     kb("ingest", str(root), "--domain", "support", dsn=postgres_dsn)
     question = "how long until my refund shows up"
     plain = top_document(question, postgres_dsn)

@@ -8,7 +8,7 @@ import pytest
 from connectors.knowledge.sources.folder import FolderSource
 from pipelines.knowledge.ingest import default_chunker, ingest
 from pipelines.runtime.knowledge import KnowledgeUnavailable, StoreRetriever
-from tests.support.knowledge import write_files
+from tests.support.knowledge import REFUND_ARTICLES, write_files
 
 ARTICLE = """---
 title: Gift cards
@@ -37,19 +37,6 @@ async def test_an_empty_base_is_unavailable_until_an_ingest_makes_an_index_live(
         await client.close()
 
 
-CARD = """---
-title: Refunds to a card
----
-A refund to a debit or credit card takes 5 to 10 business days to show on your statement.
-"""
-
-PAYPAL = """---
-title: Refunds to PayPal
----
-A refund to PayPal takes 3 to 5 business days to show in your PayPal balance.
-"""
-
-
 async def test_a_worker_with_a_prior_weight_follows_an_imported_usage_prior_without_a_restart(
     kb_store, postgres_dsn, embedder, tmp_path
 ):
@@ -59,7 +46,7 @@ async def test_a_worker_with_a_prior_weight_follows_an_imported_usage_prior_with
     from pipelines.runtime.clients import RuntimeClients
     from pipelines.runtime.settings import Settings
 
-    folder = write_files(tmp_path / "help", {"card.md": CARD, "paypal.md": PAYPAL})
+    folder = write_files(tmp_path / "help", REFUND_ARTICLES)
     await ingest(FolderSource(folder, domain="support"), "support", embedder, default_chunker, kb_store)
     settings = Settings(database_url=SecretStr(postgres_dsn), triton_url=None, knowledge_prior_weight=2.0)
     clients = RuntimeClients(settings)
