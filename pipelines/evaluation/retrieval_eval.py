@@ -17,7 +17,7 @@ With `EvalOptions.prior_from = "dev-qrels"` the fusion gets one more document li
 the documents ranked by how many **development** queries' qrels list them (`usage_prior`; held-out qrels are
 never read for it), the same list for every query; its weight is tuned on the development half with the rest
 (`PRIOR_WEIGHTS`, 0 included) and the figures are reported on the held-out half. In production the same list
-would come from the articles that actually answered conversations (the `knowledge_uses` table).
+comes from the tenant's tickets (`supportflow kb prior import`), weighted by `knowledge_prior_weight`.
 
 The "good enough to answer" confidence (connectors.knowledge.confidence) is fitted here too, on
 answerable queries (a relevant document among the top passages) against the same queries with
@@ -44,6 +44,7 @@ from connectors.knowledge.fusion import PRIOR_LIST, FusionConfig, fuse, prior_ra
 from connectors.knowledge.lexical import Bm25Index
 from connectors.knowledge.protocols import Embedder
 from connectors.knowledge.query import clean_query, query_facets
+from connectors.knowledge.retriever import fusion_with_prior
 from schemas.knowledge import Chunk, KnowledgeDocument
 
 __all__ = [
@@ -301,12 +302,7 @@ def default_fusion_grid(titles: bool = True) -> tuple[FusionConfig, ...]:
 
 def with_prior_weights(grid: Sequence[FusionConfig], weights: Sequence[float]) -> tuple[FusionConfig, ...]:
     """Every setting of `grid` at each of the "prior" list's `weights` (a weight of 0: the setting unchanged)."""
-    out: list[FusionConfig] = []
-    for weight in weights:
-        for config in grid:
-            extra = {PRIOR_LIST: weight} if weight > 0 else {}
-            out.append(FusionConfig(config.method, {**config.weights, **extra}, config.rrf_k))
-    return tuple(out)
+    return tuple(fusion_with_prior(weight, config) for weight in weights for config in grid)
 
 
 @dataclass
