@@ -223,6 +223,8 @@ class Stack:
                 "SUPPORTFLOW_MODEL_REPOSITORY": str(Path(self.settings.model_repository).resolve()),
             }
         )
+        if self.settings.max_partitions is not None:  # every process must see the same partition counts
+            env["SUPPORTFLOW_KAFKA_MAX_PARTITIONS"] = str(self.settings.max_partitions)
         if self.settings.triton_url is not None:
             env["SUPPORTFLOW_TRITON_URL"] = self.settings.triton_url
         if self.settings.database_url is not None:  # the commerce backend the agent's tools act on

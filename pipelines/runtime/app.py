@@ -145,6 +145,7 @@ class SupportflowApp(faust.App):
 def build_app(settings: Settings, topology: Topology, stage_names: list[str] | None = None) -> SupportflowApp:
     """A faust app running the named stages (all by default) against `settings`' Kafka."""
     assert settings.kafka_bootstrap_servers, "the broker address is known before workers start"
+    topology = topology.with_partitions_at_most(settings.max_partitions)
     spec = topology.spec
     _use_fetch_max_wait(settings.fetch_max_wait_ms)
     commit_from_ledger()
@@ -424,4 +425,4 @@ def ensure_topics(settings: Settings, topology: Topology) -> list[str]:
 
     conf = settings.kafka_client_config()
     wait_for_broker(conf)
-    return create_topics(conf, topic_plans(topology))
+    return create_topics(conf, topic_plans(topology.with_partitions_at_most(settings.max_partitions)))

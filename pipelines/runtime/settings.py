@@ -72,6 +72,13 @@ class Settings(BaseSettings):
         description="fetch wait of the readers off the reply path (sink, workspace, isolated stages): tansu spends "
         "time on every fetch in proportion to the batches in the partitions read, so these poll less often",
     )
+    kafka_max_partitions: int | None = Field(
+        default=None,
+        ge=1,
+        description="cap every topic's partition count at this (auto: 2 for embedded, none otherwise); tansu spends "
+        "CPU on every partition a fetch names, and one machine's workers need no more than two (README, "
+        "\"Why the embedded broker slows down\")",
+    )
     topology_file: Path = Field(default=PROJECT_DIR / "topology.yaml")
     data_dir: Path = Field(default=Path(".supportflow"), description="worker state and embedded servers' files")
     http_host: str = "127.0.0.1"
@@ -516,6 +523,13 @@ class Settings(BaseSettings):
         # (README, "Why the embedded broker slows down"), but the first full test run at 25 ms failed two
         # rebalance/replacement tests that pass at 10 in every run; 25 stays opt-in until that is understood
         return 10 if self.exact_offsets else 500
+
+    @property
+    def max_partitions(self) -> int | None:
+        """The topics' partition cap; every process of one stack must agree on it (topics, tables, changelogs)."""
+        if self.kafka_max_partitions is not None:
+            return self.kafka_max_partitions
+        return 2 if self.exact_offsets else None
 
     def kafka_client_config(self) -> dict[str, Any]:
         """librdkafka settings shared by every confluent-kafka client."""

@@ -7,7 +7,7 @@ of them at once, so a data engineer fixes a topology in one pass.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -113,6 +113,19 @@ class Topology:
     spec: TopologySpec
     stages: dict[str, Stage]
     file: str
+
+    def with_partitions_at_most(self, limit: int | None) -> Topology:
+        """The same topology with every topic's partition count capped at `limit` (None: unchanged).
+
+        Topics with equal counts keep equal counts, so whatever was co-partitioned stays so.
+        """
+        if limit is None:
+            return self
+        topics = {
+            name: topic.model_copy(update={"partitions": min(topic.partitions or 1, limit)})
+            for name, topic in self.spec.topics.items()
+        }
+        return replace(self, spec=self.spec.model_copy(update={"topics": topics}))
 
     def topic_for(self, record_type: type[Record]) -> str | None:
         for name, topic in self.spec.topics.items():
