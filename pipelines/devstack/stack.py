@@ -145,7 +145,7 @@ class Stack:
         self.broker: EmbeddedBroker | None = None
         self.workers: list[WorkerProcess] = []
         self.ingress: IngressServer | None = None
-        self.topology: Topology = load_topology(settings.topology_file)
+        self.topology: Topology = load_topology(settings.topology_file).with_partitions_at_most(settings.max_partitions)
         self.supervisor = Supervisor(self.data_dir, extra_state=self._shared_state)
         self.ready_timeout_s = 180.0  # warm-up takes minutes on a busy 2-core machine
 

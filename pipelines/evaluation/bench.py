@@ -309,7 +309,8 @@ def _wait_for_stage(bench: BenchStack, stage: str, timeout_s: float) -> bool:
     source = topology.stages[stage].source
     consumer = Consumer(consumer_config(bench.settings.kafka_client_config(), consumer_group(topology, [stage])))
     try:
-        partitions = [TopicPartition(source, p) for p in range(topology.spec.topics[source].partitions or 1)]
+        found = consumer.list_topics(source, timeout=10).topics[source].partitions  # the broker's count, capped
+        partitions = [TopicPartition(source, p) for p in sorted(found)]
         ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=5)[1] for tp in partitions}
         deadline = time.monotonic() + timeout_s
         while True:

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         ge=1,
         description="cap every topic's partition count at this (auto: 2 for embedded, none otherwise); tansu spends "
         "CPU on every partition a fetch names, and one machine's workers need no more than two (README, "
-        "\"Why the embedded broker slows down\")",
+        '"Why the embedded broker slows down")',
     )
     topology_file: Path = Field(default=PROJECT_DIR / "topology.yaml")
     data_dir: Path = Field(default=Path(".supportflow"), description="worker state and embedded servers' files")

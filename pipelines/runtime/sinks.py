@@ -110,10 +110,10 @@ def wait_until_caught_up(
         group = f"{group_prefix or topology.spec.app_id + '-sink'}-{target}"
         consumer = Consumer(consumer_config(conf, group))
         try:
-            partitions = [
+            partitions = [  # the broker's count: the embedded stack caps the topology's (max_partitions)
                 TopicPartition(topic, p)
                 for topic in sink_topics(topology, target)
-                for p in range(topology.spec.topics[topic].partitions or 1)
+                for p in sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
             ]
             ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=5)[1] for tp in partitions}
             while True:

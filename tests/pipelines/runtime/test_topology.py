@@ -319,3 +319,14 @@ def test_the_stack_serves_only_the_models_its_operators_name(tmp_path) -> None:
     assert not any("text_embedder" in arg for arg in argv)
     every_model = EmbeddedTriton(PROJECT_DIR / "triton_models").argv()
     assert not any(arg.startswith("--model-control-mode") for arg in every_model)
+
+
+def test_capping_partitions_keeps_equal_counts_equal_and_changes_nothing_else():
+    topology = load_topology(PROJECT_DIR / "topology.yaml")
+    capped = topology.with_partitions_at_most(2)
+    before = {name: t.partitions for name, t in topology.spec.topics.items()}
+    after = {name: t.partitions for name, t in capped.spec.topics.items()}
+    assert after == {name: min(count or 1, 2) for name, count in before.items()}
+    assert {after[a] == after[b] for a in before for b in before if before[a] == before[b]} == {True}
+    assert capped.stages is topology.stages and topology.with_partitions_at_most(None) is topology
+    assert before["sf.ingress"] == 8, "capping makes a copy"
