@@ -5,16 +5,15 @@
 
 `supportflow eval retrieval --prior-from dev-qrels` learns the prior and tunes the fusion on one fixed half
 (by a hash of the query ids) and reports the other. Here the queries are split at random `--splits` times
-(seeded); for each split the prior is learned from half A's qrels only, the fusion is tuned on A twice (the
-evaluation's grid without the prior, and the grid times `PRIOR_WEIGHTS`) and both are scored on half B. Same
-chunks, BM25 with word pairs, title lists and MiniLM as the evaluation.
+(seeded: `random_halves`); for each split the prior is learned from half A's qrels only, the fusion is tuned on A
+twice (the evaluation's grid without the prior, and the grid times `PRIOR_WEIGHTS`) and both are scored on half B.
+Same chunks, BM25 with word pairs, title lists and MiniLM as the evaluation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ from pipelines.evaluation.retrieval_eval import (  # noqa: E402
     evaluate_rankings,
     load_beir,
     load_embedder,
+    random_halves,
     retrieve,
     tune_fusion,
     usage_prior,
@@ -52,12 +52,8 @@ def main() -> None:
     run = retrieve(beir, embedder, EvalOptions(bigrams=True), cache_dir=args.cache)
     grid = default_fusion_grid()
     with_prior = with_prior_weights(grid, PRIOR_WEIGHTS)
-    ids = sorted(beir.queries)
     rows: list[dict[str, Any]] = []
-    for seed in range(args.splits):
-        shuffled = ids[:]
-        random.Random(seed).shuffle(shuffled)
-        a, b = sorted(shuffled[: len(ids) // 2]), sorted(shuffled[len(ids) // 2 :])
+    for seed, (a, b) in enumerate(random_halves(beir.queries, args.splits)):
 
         def ndcg(config: Any, qids: list[str]) -> float:
             return round(evaluate_rankings(run.doc_rankings("hybrid", config, qids), beir.qrels)["ndcg@10"], 4)

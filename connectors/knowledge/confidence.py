@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FEATURES", "AnswerabilityModel", "answer_features", "fit_answerability"]
+__all__ = ["FEATURES", "AnswerabilityModel", "answer_features", "fit_answerability", "fit_logistic"]
 
 FEATURES = ("dense_top1", "dense_margin_top5", "lexical_top1_log")
 
@@ -70,10 +70,12 @@ class AnswerabilityModel:
         }
 
 
-def fit_answerability(
-    features: np.ndarray, labels: np.ndarray, l2: float = 1.0, iterations: int = 50, model_id: str = ""
-) -> AnswerabilityModel:
-    """L2-regularised logistic regression by Newton's method, then the balanced-accuracy threshold."""
+def fit_logistic(
+    features: np.ndarray, labels: np.ndarray, l2: float = 1.0, iterations: int = 50
+) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """L2-regularised logistic regression by Newton's method on standardised features (the intercept is not
+    shrunk): (coefficients, intercept, mean, scale); a row's score is ((x - mean) / scale) @ coefficients +
+    intercept."""
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     if x.ndim != 2 or len(x) != len(y) or len(x) == 0:
@@ -92,13 +94,22 @@ def fit_answerability(
         w -= step
         if np.abs(step).max() < 1e-8:
             break
-    p = 1.0 / (1.0 + np.exp(-(z @ w)))
+    return w[:-1], float(w[-1]), mean, scale
+
+
+def fit_answerability(
+    features: np.ndarray, labels: np.ndarray, l2: float = 1.0, iterations: int = 50, model_id: str = ""
+) -> AnswerabilityModel:
+    """`fit_logistic`, then the balanced-accuracy threshold."""
+    coefficients, intercept, mean, scale = fit_logistic(features, labels, l2, iterations)
+    z = np.hstack([(np.asarray(features, dtype=np.float64) - mean) / scale, np.ones((len(features), 1))])
+    p = 1.0 / (1.0 + np.exp(-(z @ np.append(coefficients, intercept))))  # as the fit computed it
     return AnswerabilityModel(
-        coefficients=tuple(float(c) for c in w[:-1]),
-        intercept=float(w[-1]),
+        coefficients=tuple(float(c) for c in coefficients),
+        intercept=intercept,
         mean=tuple(float(m) for m in mean),
         scale=tuple(float(s) for s in scale),
-        threshold=_balanced_threshold(p, y),
+        threshold=_balanced_threshold(p, np.asarray(labels, dtype=np.float64)),
         model_id=model_id,
     )
 

@@ -30,6 +30,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
+import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,14 +55,20 @@ __all__ = [
     "PRIOR_WEIGHTS",
     "BeirSet",
     "EvalOptions",
+    "FusionTable",
     "RetrievalRun",
     "evaluate_rankings",
+    "fusion_table",
     "load_beir",
     "load_embedder",
     "load_folder_corpus",
     "mrr_at_k",
     "ndcg_at_k",
+    "per_query_ndcg",
+    "random_halves",
     "recall_at_k",
+    "resplit_fusion",
+    "resplit_summary",
     "run_retrieval_eval",
     "split_queries",
     "usage_prior",
@@ -156,6 +164,19 @@ def split_queries(query_ids: Iterable[str], held_out_share: float = 0.5) -> tupl
         bucket = int(hashlib.sha256(qid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         (held if bucket < held_out_share else dev).append(qid)
     return dev, held
+
+
+def random_halves(query_ids: Iterable[str], splits: int) -> list[tuple[list[str], list[str]]]:
+    """`splits` random halves (A, B) of the queries, the n-th seeded with n: the sorted ids shuffled by
+    `random.Random(n)`, A the first len // 2 of them, B the rest (each sorted). The same ids give the same halves on
+    any machine; `split_queries`' fixed half is another split, by hash."""
+    ids = sorted(query_ids)
+    out: list[tuple[list[str], list[str]]] = []
+    for seed in range(splits):
+        shuffled = ids[:]
+        random.Random(seed).shuffle(shuffled)
+        out.append((sorted(shuffled[: len(ids) // 2]), sorted(shuffled[len(ids) // 2 :])))
+    return out
 
 
 def usage_prior(qrels: Mapping[str, Mapping[str, int]], query_ids: Iterable[str]) -> list[tuple[str, float]]:
@@ -496,6 +517,117 @@ def tune_fusion(
             best = (ndcg, n)
     assert best is not None
     return grid[best[1]], scored
+
+
+@dataclass(frozen=True)
+class FusionTable:
+    """nDCG@k of every setting of a fusion grid on every query, computed once: tuning the grid on any subset of
+    the queries is then a lookup, with the same choice as `tune_fusion` on that subset."""
+
+    grid: tuple[FusionConfig, ...]
+    qids: tuple[str, ...]
+    ndcg: np.ndarray
+    """[setting, query]: the setting's nDCG@k on the query (`qids` order)."""
+
+    def _columns(self, ids: Sequence[str]) -> list[int]:
+        position = {q: n for n, q in enumerate(self.qids)}
+        return [position[q] for q in ids]
+
+    def mean(self, setting: int, ids: Sequence[str]) -> float:
+        """The setting's mean nDCG@k over `ids` (summed in their order, as `evaluate_rankings` does)."""
+        row = self.ndcg[setting]
+        return sum(float(row[c]) for c in self._columns(ids)) / len(ids)
+
+    def tune(self, ids: Sequence[str]) -> int:
+        """The index of the grid's best setting by mean nDCG@k on `ids` (ties: the earlier, as `tune_fusion`)."""
+        best: tuple[float, int] | None = None
+        columns = self._columns(ids)
+        for n, row in enumerate(self.ndcg):
+            value = sum(float(row[c]) for c in columns) / len(columns)
+            if best is None or value > best[0] + 1e-12:
+                best = (value, n)
+        assert best is not None
+        return best[1]
+
+
+def fusion_table(
+    run: RetrievalRun, grid: Sequence[FusionConfig], qids: Sequence[str] | None = None, k: int = 10
+) -> FusionTable:
+    """`FusionTable` of `grid` on `qids` (default: every query of the run's set)."""
+    ids = tuple(sorted(run.beir.queries) if qids is None else qids)
+    values = np.zeros((len(grid), len(ids)))
+    for n, config in enumerate(grid):
+        rankings = run.doc_rankings("hybrid", config, ids)
+        values[n] = [ndcg_at_k(rankings[q], run.beir.qrels[q], k) for q in ids]
+    return FusionTable(tuple(grid), ids, values)
+
+
+def resplit_fusion(
+    run: RetrievalRun,
+    table: FusionTable,
+    halves: Sequence[tuple[Sequence[str], Sequence[str]]],
+    fixed: Mapping[str, FusionConfig] | None = None,
+    k: int = 10,
+) -> list[dict[str, Any]]:
+    """For each (A, B) of `halves` (seed = its index): the table's grid tuned on A, then on B the tuned hybrid,
+    every `fixed` setting (e.g. production's), lexical and dense; the better of the two single retrievers on B
+    ("best single") and the hybrid's margin over it. Nothing of B is read before the choice."""
+    single = {
+        r: dict(zip(table.qids, per_query_ndcg(run, r, None, table.qids, k), strict=True)) for r in ("lexical", "dense")
+    }
+    fixed_scores = {
+        name: dict(zip(table.qids, per_query_ndcg(run, "hybrid", config, table.qids, k), strict=True))
+        for name, config in (fixed or {}).items()
+    }
+    rows: list[dict[str, Any]] = []
+    for seed, (a, b) in enumerate(halves):
+        chosen = table.tune(a)
+        on_b: dict[str, float] = {"hybrid": table.mean(chosen, b)}
+        for name, scores in {**fixed_scores, **single}.items():
+            on_b[name] = sum(scores[q] for q in b) / len(b)
+        best_single = max(("lexical", "dense"), key=lambda r: on_b[r])
+        margin = on_b["hybrid"] - on_b[best_single]
+        rows.append(
+            {
+                "seed": seed,
+                "queries": {"a": len(a), "b": len(b)},
+                "fusion": table.grid[chosen].describe(),
+                f"hybrid_ndcg@{k}_a": round(table.mean(chosen, a), 4),
+                f"ndcg@{k}_b": {name: round(v, 4) for name, v in on_b.items()},
+                "best_single_b": best_single,
+                "hybrid_minus_best_single_b": round(margin, 4),
+                "hybrid_at_least_best_single_b": margin >= -1e-12,
+            }
+        )
+    return rows
+
+
+def resplit_summary(rows: Sequence[Mapping[str, Any]], margins: Mapping[str, str], k: int = 10) -> dict[str, Any]:
+    """Means over the splits of every figure on B, and for each `margins` entry (name -> the key of a row holding
+    a margin over the best single retriever, rounded) its mean, min, max and the splits where it is >= 0."""
+    names = list(rows[0][f"ndcg@{k}_b"])
+    out: dict[str, Any] = {
+        "splits": len(rows),
+        f"ndcg@{k}_b_mean": {n: round(statistics.mean(r[f"ndcg@{k}_b"][n] for r in rows), 4) for n in names},
+        "best_single_b": {n: sum(r["best_single_b"] == n for r in rows) for n in ("lexical", "dense")},
+    }
+    for name, key in margins.items():
+        values = [r[key] for r in rows]
+        out[name] = {
+            "mean": round(statistics.mean(values), 4),
+            "min": min(values),
+            "max": max(values),
+            "splits_at_least_0": sum(v >= 0 for v in values),
+        }
+    return out
+
+
+def per_query_ndcg(
+    run: RetrievalRun, retriever: str, fusion: FusionConfig | None, qids: Sequence[str], k: int = 10
+) -> list[float]:
+    """nDCG@k of one retriever (or fusion setting) on each of `qids`, in their order."""
+    rankings = run.doc_rankings(retriever, fusion, qids)
+    return [ndcg_at_k(rankings[q], run.beir.qrels[q], k) for q in qids]
 
 
 def answerability(

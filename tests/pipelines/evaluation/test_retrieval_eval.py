@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,18 +13,25 @@ import numpy as np
 import pytest
 
 from connectors.knowledge.chunking import ChunkingConfig
+from connectors.knowledge.fusion import FusionConfig
 from pipelines.evaluation.retrieval_eval import (
     BeirSet,
     EvalOptions,
     default_fusion_grid,
     documents_by_best_chunk,
     evaluate_rankings,
+    fusion_table,
     load_beir,
     mrr_at_k,
     ndcg_at_k,
+    random_halves,
     recall_at_k,
+    resplit_fusion,
+    resplit_summary,
+    retrieve,
     run_retrieval_eval,
     split_queries,
+    tune_fusion,
     usage_prior,
 )
 from tests.support.knowledge import write_tiny_beir
@@ -195,3 +203,55 @@ def test_a_zero_prior_weight_is_the_evaluation_without_a_prior():
     assert zero["results"] == without["results"] and zero["fusion_grid"] == without["fusion_grid"]
     with pytest.raises(ValueError, match="prior source"):
         run_retrieval_eval(beir, None, ["lexical"], EvalOptions(prior_from="all-qrels"))
+
+
+def test_random_halves_are_seeded_disjoint_halves_whatever_the_order_of_the_ids():
+    ids = [f"q{i}" for i in range(41)]
+    halves = random_halves(reversed(ids), 3)
+    assert halves == random_halves(ids, 3) and len(halves) == 3
+    for a, b in halves:
+        assert len(a) == 20 and len(b) == 21 and sorted(a + b) == sorted(ids) and a == sorted(a) and b == sorted(b)
+    assert halves[0] != halves[1]
+    shuffled = sorted(ids)
+    random.Random(2).shuffle(shuffled)  # what bench/retrieval_prior_resplits.py did before the function existed
+    assert halves[2] == (sorted(shuffled[:20]), sorted(shuffled[20:]))
+
+
+def _hybrid_run():
+    beir = _prior_set(False)
+    return retrieve(beir, _WordHashEmbedder(), EvalOptions(chunking=ChunkingConfig()))
+
+
+def test_the_fusion_table_chooses_and_scores_as_tune_fusion_and_the_evaluation_do():
+    run = _hybrid_run()
+    grid = default_fusion_grid()[::7]
+    table = fusion_table(run, grid)
+    assert table.ndcg.shape == (len(grid), 40)
+    for a, b in random_halves(run.beir.queries, 4):
+        config, _ = tune_fusion(run, a, grid)
+        chosen = table.tune(a)
+        assert grid[chosen] == config
+        expected = evaluate_rankings(run.doc_rankings("hybrid", config, b), run.beir.qrels)["ndcg@10"]
+        assert table.mean(chosen, b) == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_resplit_tunes_on_half_a_and_compares_the_hybrid_with_the_better_single_retriever_on_half_b():
+    run = _hybrid_run()
+    grid = default_fusion_grid()[::7]
+    table = fusion_table(run, grid)
+    halves = random_halves(run.beir.queries, 3)
+    production = FusionConfig("rrf", {"lexical": 0.5, "dense": 0.5}, rrf_k=5)
+    rows = resplit_fusion(run, table, halves, {"production": production})
+    for seed, (row, (a, b)) in enumerate(zip(rows, halves, strict=True)):
+        on_b = row["ndcg@10_b"]
+        assert row["seed"] == seed and row["queries"] == {"a": len(a), "b": len(b)}
+        assert set(on_b) == {"hybrid", "production", "lexical", "dense"}
+        assert row["fusion"] == grid[table.tune(a)].describe()
+        assert on_b[row["best_single_b"]] == max(on_b["lexical"], on_b["dense"])
+        assert row["hybrid_minus_best_single_b"] == pytest.approx(on_b["hybrid"] - on_b[row["best_single_b"]], abs=2e-4)
+        dense_b = evaluate_rankings(run.doc_rankings("dense", qids=b), run.beir.qrels)["ndcg@10"]
+        assert on_b["dense"] == round(dense_b, 4)
+    summary = resplit_summary(rows, {"hybrid_minus_best_single_b": "hybrid_minus_best_single_b"})
+    margins = [r["hybrid_minus_best_single_b"] for r in rows]
+    assert summary["splits"] == 3 and summary["hybrid_minus_best_single_b"]["min"] == min(margins)
+    assert summary["hybrid_minus_best_single_b"]["splits_at_least_0"] == sum(m >= 0 for m in margins)
