@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from operators.format import reply_id_for
+from operators.nlu_model import NluModel
 from pipelines.evaluation.floor import FixedReply
 from pipelines.runtime.topology import load_topology
 from schemas import ContextTurn, OutboundMessage, SessionContext
 from tests.support.operators import context, message, session
 
-FLOOR = Path(__file__).resolve().parents[3] / "bench" / "floor" / "topology.yaml"
+ROOT = Path(__file__).resolve().parents[3]
+FLOOR, FLOOR_NLU = ROOT / "bench" / "floor" / "topology.yaml", ROOT / "bench" / "floor" / "topology_nlu.yaml"
 
 
 async def test_the_floor_replies_to_every_turn_with_its_text_and_records_the_turn_in_the_session():
@@ -27,8 +29,12 @@ async def test_the_floor_replies_to_every_turn_with_its_text_and_records_the_tur
 
 
 def test_the_floor_topology_keeps_the_default_topics_and_replaces_only_the_agents_middle():
-    floor, default = load_topology(FLOOR), load_topology(Path(__file__).resolve().parents[3] / "topology.yaml")
-    assert floor.spec.topics == default.spec.topics, "the same topics and partitions as the default's"
-    assert set(floor.stages) == {"ingest", "agent"}
-    assert floor.operator(FixedReply) is not None
-    assert [node.operator.name for node in floor.stages["agent"].root.walk()] == ["enrich_context", "fixed_reply"]
+    default = load_topology(ROOT / "topology.yaml")
+    for file, agent in ((FLOOR, ["enrich_context"]), (FLOOR_NLU, ["enrich_context", "nlu_model"])):
+        floor = load_topology(file)
+        assert floor.spec.topics == default.spec.topics, "the same topics and partitions as the default's"
+        assert set(floor.stages) == {"ingest", "agent"}
+        assert [node.operator.name for node in floor.stages["agent"].root.walk()] == [*agent, "fixed_reply"]
+    nlu, default_nlu = load_topology(FLOOR_NLU).operator(NluModel), default.operator(NluModel)
+    assert nlu is not None and default_nlu is not None
+    assert nlu.config == default_nlu.config, "the model served as the default topology serves it"
