@@ -1,9 +1,10 @@
-"""The help-center retrieval evaluation set stays well-formed and honest.
+"""The help-center retrieval evaluation sets stay well-formed and honest.
 
-`pipelines/evaluation/data/help_center_eval/` (BEIR layout) labels customer questions with the
-articles of `playbooks/help_center/` that answer them. These checks keep the labels pointing at real
-articles, keep every question labelled, and keep the questions apart from what they grade: no
-question quotes an article's title, and none is a training text of the intent model.
+`pipelines/evaluation/data/help_center_eval/` and `help_center_fresh/` (BEIR layout) label customer
+questions with the articles of `playbooks/help_center/` that answer them. These checks keep the labels
+pointing at real articles, keep every question labelled, and keep the questions apart from what they
+grade: no question quotes an article's title, none is a training text of the intent model, and the
+fresh set (scored once, by `bench/retrieval_help_center_fresh.py`) repeats no question of the older one.
 """
 
 from __future__ import annotations
@@ -18,20 +19,21 @@ import pytest
 from tests.support.text_overlap import csv_texts, near_duplicates, normalise
 
 ROOT = Path(__file__).resolve().parents[3]
-DATA = ROOT / "pipelines" / "evaluation" / "data" / "help_center_eval"
+SETS = ROOT / "pipelines" / "evaluation" / "data"
+OLDER, FRESH = "help_center_eval", "help_center_fresh"
 HELP_CENTER = ROOT / "playbooks" / "help_center"
 DATASETS = ROOT / "datasets"
 
 MIN_QUERIES = 110
-MIN_UNANSWERABLE = 25
+MIN_UNANSWERABLE = {OLDER: 25, FRESH: 0}  # the fresh set measures ranking only: no answerability to fit
 
 
 def read_jsonl(path: Path) -> list[dict[str, str]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def read_qrels() -> tuple[list[str], list[tuple[str, str, int]]]:
-    header, *lines = (DATA / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()
+def read_qrels(name: str) -> tuple[list[str], list[tuple[str, str, int]]]:
+    header, *lines = (SETS / name / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()
     rows = []
     for line in lines:
         query_id, corpus_id, score = line.split("\t")
@@ -39,19 +41,25 @@ def read_qrels() -> tuple[list[str], list[tuple[str, str, int]]]:
     return header.split("\t"), rows
 
 
-@pytest.fixture(scope="module")
-def queries() -> list[dict[str, str]]:
-    return read_jsonl(DATA / "queries.jsonl")
+@pytest.fixture(scope="module", params=[OLDER, FRESH])
+def eval_set(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
-def unanswerable() -> list[dict[str, str]]:
-    return read_jsonl(DATA / "unanswerable.jsonl")
+def queries(eval_set: str) -> list[dict[str, str]]:
+    return read_jsonl(SETS / eval_set / "queries.jsonl")
 
 
 @pytest.fixture(scope="module")
-def qrels() -> list[tuple[str, str, int]]:
-    return read_qrels()[1]
+def unanswerable(eval_set: str) -> list[dict[str, str]]:
+    path = SETS / eval_set / "unanswerable.jsonl"
+    return read_jsonl(path) if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def qrels(eval_set: str) -> list[tuple[str, str, int]]:
+    return read_qrels(eval_set)[1]
 
 
 def article_ids() -> set[str]:
@@ -68,9 +76,9 @@ def article_titles() -> list[str]:
     return titles
 
 
-def test_the_set_is_large_enough(queries, unanswerable):
+def test_the_set_is_large_enough(eval_set, queries, unanswerable):
     assert len(queries) >= MIN_QUERIES
-    assert len(unanswerable) >= MIN_UNANSWERABLE
+    assert len(unanswerable) >= MIN_UNANSWERABLE[eval_set]
 
 
 def test_records_have_an_id_and_a_text_only(queries, unanswerable):
@@ -92,8 +100,8 @@ def test_no_question_is_asked_twice(queries, unanswerable):
     assert [text for text, n in texts.items() if n > 1] == []
 
 
-def test_qrels_file_has_the_beir_header():
-    assert read_qrels()[0] == ["query-id", "corpus-id", "score"]
+def test_qrels_file_has_the_beir_header(eval_set):
+    assert read_qrels(eval_set)[0] == ["query-id", "corpus-id", "score"]
 
 
 def test_every_qrel_names_an_existing_article(qrels):
@@ -155,3 +163,11 @@ def test_no_question_is_a_text_the_intent_model_trains_on(queries, unanswerable)
         for text in csv_texts(DATASETS / "bitext-customer-support" / "bitext_customer_support_4514.csv", "instruction")
     }
     assert [text for text in texts if normalise(text) in bitext] == []
+
+
+def test_the_fresh_set_shares_no_id_and_no_question_with_the_older_one():
+    # the fresh set tests a fusion tuned on the older one: a repeated question would be graded on its own tuning
+    older = read_jsonl(SETS / OLDER / "queries.jsonl") + read_jsonl(SETS / OLDER / "unanswerable.jsonl")
+    fresh = read_jsonl(SETS / FRESH / "queries.jsonl")
+    assert {r["_id"] for r in older} & {r["_id"] for r in fresh} == set()
+    assert near_duplicates([r["text"] for r in fresh], [r["text"] for r in older]) == []
