@@ -138,13 +138,7 @@ def main() -> None:
         "command": "python bench/retrieval_help_center_fresh.py " + " ".join(sys.argv[1:]),
         "model": embedder.model_id,
         "configuration": {
-            "retrieval": {
-                "chunking": "the evaluation's default (ChunkingConfig())",
-                "bm25_word_pairs": OPTIONS.bigrams,
-                "title_lists": OPTIONS.title_lists,
-                "candidates": OPTIONS.candidates,
-                "clean_queries": OPTIONS.clean_queries,
-            },
+            "retrieval": OPTIONS.describe_retrieval(),
             "grid": f"default_fusion_grid(): {len(grid)} settings",
             "tuning": "the grid's best mean nDCG@10 on all older questions, ties: the earlier setting",
             "production": DEFAULT_FUSION.describe(),

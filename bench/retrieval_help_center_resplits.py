@@ -130,13 +130,7 @@ def main() -> None:
         "command": "python bench/retrieval_help_center_resplits.py " + " ".join(sys.argv[1:]),
         "model": embedder.model_id,
         "configuration": {
-            "retrieval": {
-                "chunking": "the evaluation's default (ChunkingConfig())",
-                "bm25_word_pairs": OPTIONS.bigrams,
-                "title_lists": OPTIONS.title_lists,
-                "candidates": OPTIONS.candidates,
-                "clean_queries": OPTIONS.clean_queries,
-            },
+            "retrieval": OPTIONS.describe_retrieval(),
             "grid": f"default_fusion_grid(): {len(grid)} settings (RRF k 5/20/60 and min-max, lexical 0-1 by 0.1,"
             " title lists at 0/0.25/0.5/1 of the weight they mirror)",
             "tuning": "the grid's best mean nDCG@10 on half A, ties: the earlier setting (tune_fusion's rule)",

@@ -18,7 +18,7 @@ from operators.base import Operator, OperatorConfig
 from operators.protocols import OperatorContext, ReplyShaper
 from schemas import CustomerProfile, FormattedTurn, GuardedTurn, Message, OutboundMessage, contact_key, utcnow
 
-__all__ = ["Format", "FormatConfig", "outbound_reply", "reply_id_for", "reply_target"]
+__all__ = ["Format", "FormatConfig", "agent_reply", "outbound_reply", "reply_id_for", "reply_target"]
 
 
 def reply_target(message: Message, profile: CustomerProfile | None) -> tuple[str, bool]:
@@ -45,6 +45,25 @@ def reply_target(message: Message, profile: CustomerProfile | None) -> tuple[str
 def reply_id_for(message_id: str) -> str:
     """Derived from the inbound id, so a replayed turn yields the same reply id and is sent once."""
     return "r-" + hashlib.sha256(f"reply:{message_id}".encode()).hexdigest()[:24]
+
+
+def agent_reply(
+    shaper: ReplyShaper, message: Message, profile: CustomerProfile | None, text: str, now: datetime
+) -> OutboundMessage:
+    """The agent's reply to `message`: its id derived from the message's, sent where `reply_target` says."""
+    recipient, verified = reply_target(message, profile)
+    return outbound_reply(
+        shaper,
+        reply_id=reply_id_for(message.message_id),
+        in_reply_to=message.message_id,
+        conversation_id=message.conversation_id,
+        customer_id=message.customer_id,
+        channel=message.channel,
+        recipient=recipient,
+        recipient_verified=verified,
+        text=text,
+        created_at=now,
+    )
 
 
 class FormatConfig(OperatorConfig):
@@ -103,18 +122,5 @@ class Format(Operator[GuardedTurn, FormattedTurn]):
         if self._shaper is None:
             self.warm_up(ctx)
         assert self._shaper is not None
-        message = record.message
-        recipient, verified = reply_target(message, record.profile)
-        outbound = outbound_reply(
-            self._shaper,
-            reply_id=reply_id_for(message.message_id),
-            in_reply_to=message.message_id,
-            conversation_id=message.conversation_id,
-            customer_id=message.customer_id,
-            channel=message.channel,
-            recipient=recipient,
-            recipient_verified=verified,
-            text=record.reply.text,
-            created_at=ctx.clock.now(),
-        )
+        outbound = agent_reply(self._shaper, record.message, record.profile, record.reply.text, ctx.clock.now())
         return FormattedTurn(**dict(record), outbound=outbound)

@@ -14,7 +14,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from operators.base import Operator, OperatorConfig
-from operators.format import outbound_reply, reply_id_for, reply_target
+from operators.format import agent_reply
 from operators.protocols import OperatorContext, ReplyShaper
 from schemas import ContextTurn, Emitted, HistoryTurn, OutboundMessage
 
@@ -47,19 +47,7 @@ class FixedReply(Operator[ContextTurn, Emitted]):
         assert self._shaper is not None
         config: FixedReplyConfig = self.config  # type: ignore[assignment]
         message, now = record.message, ctx.clock.now()
-        recipient, verified = reply_target(message, record.profile)
-        outbound = outbound_reply(
-            self._shaper,
-            reply_id=reply_id_for(message.message_id),
-            in_reply_to=message.message_id,
-            conversation_id=message.conversation_id,
-            customer_id=message.customer_id,
-            channel=message.channel,
-            recipient=recipient,
-            recipient_verified=verified,
-            text=config.text,
-            created_at=now,
-        )
+        outbound = agent_reply(self._shaper, message, record.profile, config.text, now)
         session = record.session.model_copy()
         session.history = [
             *session.history,

@@ -289,6 +289,19 @@ class EvalOptions:
     prior_weights: tuple[float, ...] = ()
     """The prior's weights to tune over (0 included); empty: `PRIOR_WEIGHTS`."""
 
+    def describe_retrieval(self) -> dict[str, Any]:
+        """How passages were found, as a result file records it beside its figures."""
+        chunking = "whole documents" if self.chunking is None else repr(self.chunking)
+        if self.chunking == ChunkingConfig():
+            chunking = "the evaluation's default (ChunkingConfig())"
+        return {
+            "chunking": chunking,
+            "bm25_word_pairs": self.bigrams,
+            "title_lists": self.title_lists,
+            "candidates": self.candidates,
+            "clean_queries": self.clean_queries,
+        }
+
 
 PRIOR_SOURCES = ("dev-qrels",)
 """Where `EvalOptions.prior_from` may learn the usage prior: the development half's qrels only."""
