@@ -35,6 +35,7 @@ sys.path.insert(0, str(PROJECT_DIR))
 
 from connectors._process import free_port, spawn, stop  # noqa: E402
 from pipelines.devstack.embedded import EmbeddedBroker  # noqa: E402
+from pipelines.evaluation.provenance import source_state  # noqa: E402
 from pipelines.runtime.app import ensure_topics  # noqa: E402
 from pipelines.runtime.settings import Settings  # noqa: E402
 from pipelines.runtime.topology import load_topology  # noqa: E402
@@ -191,6 +192,7 @@ def main() -> None:
             )
         finally:
             stop(gateway)
+    results["measured_on"] = {**source_state(), "command": "python bench/gateway_bench.py " + " ".join(sys.argv[1:])}
     results["setup"] = {
         "cpus": os.cpu_count(),
         "machine": platform.machine(),

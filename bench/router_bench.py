@@ -49,6 +49,7 @@ sys.path.insert(0, str(PROJECT_DIR))
 from connectors._process import spawn, stop  # noqa: E402
 from connectors.kafka import consumer_config, make_producer  # noqa: E402
 from pipelines.devstack.embedded import EmbeddedBroker  # noqa: E402
+from pipelines.evaluation.provenance import source_state  # noqa: E402
 from pipelines.runtime.app import ensure_topics  # noqa: E402
 from pipelines.runtime.settings import Settings  # noqa: E402
 from pipelines.runtime.topology import load_topology  # noqa: E402
@@ -349,6 +350,7 @@ def main() -> None:
         measured = run(args, Path(tmp))
     results = {
         "benchmark": "escalation router: escalation -> assignment with a waiting backlog",
+        "measured_on": {**source_state(), "command": "python bench/router_bench.py " + " ".join(sys.argv[1:])},
         "setup": {
             "agents": args.agents,
             "capacity_each": 3,

@@ -36,6 +36,7 @@ sys.path.insert(0, str(PROJECT_DIR))
 from connectors._process import free_port, spawn, stop  # noqa: E402
 from connectors.kafka import make_producer  # noqa: E402
 from pipelines.devstack.embedded import EmbeddedBroker  # noqa: E402
+from pipelines.evaluation.provenance import source_state  # noqa: E402
 from pipelines.handover.auth import hash_password  # noqa: E402
 from pipelines.runtime.app import ensure_topics  # noqa: E402
 from pipelines.runtime.settings import Settings  # noqa: E402
@@ -131,6 +132,10 @@ def main() -> None:
             result = measure(f"http://127.0.0.1:{port}", broker.bootstrap, args, sync_playwright)
         finally:
             stop(process)
+    result["measured_on"] = {
+        **source_state(),
+        "command": "python bench/workspace_latency.py " + " ".join(sys.argv[1:]),
+    }
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                          "load_average_1m": round(os.getloadavg()[0], 2)}  # fmt: skip
     args.out.write_text(json.dumps(result, indent=2) + "\n")
