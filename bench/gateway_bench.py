@@ -6,7 +6,8 @@ Starts an embedded tansu and one `supportflow ingress` process (the gateway as d
 process, publishing to the broker; no workers, so only the gateway is measured) and drives it
 from this process with httpx (HTTP/1.1 keep-alive connections) and the `websockets` client:
 
-- REST: `POST /v1/messages` (validated, rate-limited per sender, published; answered 202);
+- REST: `POST /v1/messages` with an API key (`messages:write`): validated, rate-limited per sender, published;
+  answered 202;
 - webhook: `POST /webhooks/twilio/messages` signed the way Twilio signs (when that route exists);
 - WebSocket: `--sessions` web chat sessions opened (`hello` → `welcome`) and held together, then
   one message sent on each (→ `ack`), with the gateway process's resident memory.
@@ -21,6 +22,7 @@ import asyncio
 import json
 import os
 import platform
+import secrets
 import statistics
 import sys
 import tempfile
@@ -40,7 +42,8 @@ from pipelines.runtime.app import ensure_topics  # noqa: E402
 from pipelines.runtime.settings import Settings  # noqa: E402
 from pipelines.runtime.topology import load_topology  # noqa: E402
 
-TWILIO_TOKEN = "bench-twilio-auth-token"
+TWILIO_TOKEN = secrets.token_hex(16)
+API_KEY = secrets.token_urlsafe(32)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -81,7 +84,7 @@ async def hammer(base: str, seconds: float, concurrency: int, make_request: Any)
 
 async def rest(client: httpx.AsyncClient, n: int) -> httpx.Response:
     body = {"channel": "webchat", "sender": f"bench-{n}", "text": "where is my order 1234567?"}
-    return await client.post("/v1/messages", json=body)
+    return await client.post("/v1/messages", json=body, headers={"Authorization": f"Bearer {API_KEY}"})
 
 
 def twilio_request(base: str) -> Any:
@@ -157,6 +160,41 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+def gateway_env(bootstrap: str, port: int) -> dict[str, str]:
+    """A gateway as deployed: API keys, a Twilio token and a web chat secret from the environment; the per-address
+    allowance raised, since every request here comes from 127.0.0.1 (a real gateway sees thousands of addresses);
+    the per-channel-and-sender limits kept; the embedded broker's partition cap, as `ensure_topics` made them."""
+    limits = {name: limit.model_dump() for name, limit in Settings().rate_limits.items()}
+    limits["source"] = {"requests": 10_000_000, "per_seconds": 60}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTFLOW_")}
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        SUPPORTFLOW_KAFKA_EXACT_OFFSETS="true",
+        SUPPORTFLOW_HTTP_PORT=str(port),
+        SUPPORTFLOW_API_KEYS=json.dumps([{"key": API_KEY, "scopes": ["messages:write"]}]),
+        SUPPORTFLOW_TWILIO_AUTH_TOKEN=TWILIO_TOKEN,
+        SUPPORTFLOW_WEBCHAT_SECRET=secrets.token_urlsafe(32),
+        SUPPORTFLOW_RATE_LIMITS=json.dumps(limits),
+        SUPPORTFLOW_LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def wait_ready(base: str, gateway: Any, log: Path, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if gateway.poll() is not None:
+            raise SystemExit(f"the gateway exited with {gateway.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the gateway was not ready after {timeout_s:.0f} s; see {log}")
+        time.sleep(0.1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15)
@@ -169,18 +207,11 @@ def main() -> None:
         settings = Settings(kafka_bootstrap_servers=broker.bootstrap, kafka_exact_offsets=True)
         ensure_topics(settings, load_topology(settings.topology_file))
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTFLOW_")}
-        env.update(KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, SUPPORTFLOW_HTTP_PORT=str(port),
-                   SUPPORTFLOW_TWILIO_AUTH_TOKEN=TWILIO_TOKEN, SUPPORTFLOW_LOG_LEVEL="WARNING")  # fmt: skip
-        gateway = spawn([sys.executable, "-m", "pipelines.cli", "ingress"], Path(tmp) / "ingress.log", env=env)
+        gateway = spawn([sys.executable, "-m", "pipelines.cli", "ingress"], Path(tmp) / "ingress.log",
+                        env=gateway_env(broker.bootstrap, port))  # fmt: skip
         base = f"http://127.0.0.1:{port}"
         try:
-            for _ in range(200):
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            wait_ready(base, gateway, Path(tmp) / "ingress.log")
             results["rest_post_messages"] = asyncio.run(hammer(base, args.seconds, args.concurrency, rest))
             probe = httpx.post(f"{base}/webhooks/twilio/messages", data={}, timeout=5)
             if probe.status_code != 404:
