@@ -6,8 +6,8 @@ Starts an embedded tansu and one `supportflow ingress` process (the gateway as d
 process, publishing to the broker; no workers, so only the gateway is measured) and drives it
 from this process with httpx (HTTP/1.1 keep-alive connections) and the `websockets` client:
 
-- REST: `POST /v1/messages` with an API key (`messages:write`): validated, rate-limited per sender, published;
-  answered 202;
+- REST: `POST /v1/messages` on the `api` channel with an API key (`messages:write`): validated, rate-limited per
+  sender, published; answered 202;
 - webhook: `POST /webhooks/twilio/messages` signed the way Twilio signs (when that route exists);
 - WebSocket: `--sessions` web chat sessions opened (`hello` → `welcome`) and held together, then
   one message sent on each (→ `ack`), with the gateway process's resident memory.
@@ -83,7 +83,7 @@ async def hammer(base: str, seconds: float, concurrency: int, make_request: Any)
 
 
 async def rest(client: httpx.AsyncClient, n: int) -> httpx.Response:
-    body = {"channel": "webchat", "sender": f"bench-{n}", "text": "where is my order 1234567?"}
+    body = {"channel": "api", "sender": f"bench-{n}", "text": "where is my order 1234567?"}
     return await client.post("/v1/messages", json=body, headers={"Authorization": f"Bearer {API_KEY}"})
 
 
@@ -234,6 +234,13 @@ def main() -> None:
     }
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+    refused = {
+        name: part["statuses"]
+        for name, part in results.items()
+        if isinstance(part, dict) and any(not 200 <= int(code) < 300 for code in part.get("statuses", {}))
+    }
+    if refused:
+        raise SystemExit(f"the gateway refused requests, so these figures measure refusals: {refused}")
 
 
 if __name__ == "__main__":
