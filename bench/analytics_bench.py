@@ -20,6 +20,7 @@ import logging
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from bench.generate_events import END, SPAN, generate_events
 from connectors.clickhouse import ChdbEventStore, ClickHouseEventStore, load_query, query_names
 from connectors.protocols import EventStore
 from pipelines.evaluation.analytics_report import bucket_seconds_for, build_report
+from pipelines.evaluation.provenance import source_state
 from schemas import ConversationEvent
 
 console = Console(stderr=True)
@@ -133,6 +135,7 @@ def main() -> None:
                 results["clickhouse_server"] = {"engine": f"ClickHouse {version} ({where})", **server_result}
                 console.print(results["clickhouse_server"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    results["measured_on"] = {**source_state(), "command": "python bench/analytics_bench.py " + " ".join(sys.argv[1:])}
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     console.print(f"results written to {args.out}")
 

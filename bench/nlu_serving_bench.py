@@ -26,12 +26,14 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from importlib.metadata import version
 from pathlib import Path
 
 from connectors.triton import EmbeddedTriton, FallbackIntentModel, build_intent_model
+from pipelines.evaluation.provenance import source_state
 from pipelines.runtime.settings import PROJECT_DIR
 
 DATA = PROJECT_DIR / "datasets" / "bitext-customer-support" / "bitext_customer_support_4514.csv"
@@ -219,6 +221,10 @@ def main() -> None:
         "python": platform.python_version(),
         "onnxruntime": version("onnxruntime"),
         "tritonclient": version("tritonclient"),
+    }
+    results["measured_on"] = {
+        **source_state(),
+        "command": "python bench/nlu_serving_bench.py " + " ".join(sys.argv[1:]),
     }
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

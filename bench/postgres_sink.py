@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from connectors.postgres import EmbeddedPostgres, PostgresStore
+from pipelines.evaluation.provenance import source_state
 from schemas import ConversationEvent, EventAction, EventMessage, EventMetadata, Message, OutboundMessage
 
 TABLES = ["customers", "conversations", "messages", "sessions", "actions"]
@@ -188,6 +190,7 @@ def main() -> None:
     args = parser.parse_args()
     results = asyncio.run(run(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    results["measured_on"] = {**source_state(), "command": "python bench/postgres_sink.py " + " ".join(sys.argv[1:])}
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     console.print(
         f"[bold]{results['rows_per_s']:,} rows/s[/bold] — {results['records']:,} records in {results['seconds']} s "

@@ -15,11 +15,13 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
 
 from connectors.pii import PresidioRedactor
+from pipelines.evaluation.provenance import source_state
 from pipelines.runtime.settings import PROJECT_DIR
 
 DATA = PROJECT_DIR / "datasets" / "bitext-customer-support" / "bitext_customer_support_4514.csv"
@@ -93,6 +95,7 @@ def main() -> None:
         "warm_up_s": round(warm_up_s, 2),
         "results": results,
     }
+    report["measured_on"] = {**source_state(), "command": "python bench/redaction_bench.py " + " ".join(sys.argv[1:])}
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from bench.generate_events import generate_events
 from connectors.kafka import create_topics, make_producer
 from connectors.postgres import EmbeddedPostgres
 from pipelines.devstack.embedded import EmbeddedBroker
+from pipelines.evaluation.provenance import source_state
 from pipelines.runtime.app import topic_plans
 from pipelines.runtime.consumer_loop import ConsumerLoop, TopicWriterSink
 from pipelines.runtime.settings import PROJECT_DIR, Settings
@@ -111,6 +113,7 @@ def main() -> None:
             results["postgres"] = asyncio.run(time_sink(with_pg, "postgres", "bench-postgres", args.events))
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    results["measured_on"] = {**source_state(), "command": "python bench/sink_bench.py " + " ".join(sys.argv[1:])}
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     console.print_json(json.dumps(results))
 
