@@ -34,7 +34,7 @@ from rich.progress import track
 from bench.generate_events import END, SPAN, generate_events
 from connectors.clickhouse import ChdbEventStore, ClickHouseEventStore, load_query, query_names
 from connectors.protocols import EventStore
-from pipelines.evaluation.analytics_report import bucket_seconds_for, build_report
+from pipelines.evaluation.analytics_report import build_report, report_parameters
 from pipelines.evaluation.provenance import source_state
 from schemas import ConversationEvent
 
@@ -57,7 +57,7 @@ async def measure(store: EventStore, events: list[ConversationEvent], batch: int
         started = time.perf_counter()
         report = await build_report(store, since, END)
         report_s.append(time.perf_counter() - started)
-    parameters = {"since": since, "until": END, "bucket_seconds": bucket_seconds_for(since, END)}
+    parameters = report_parameters(since, END)
     per_query_s = {}
     for name in query_names():
         started = time.perf_counter()

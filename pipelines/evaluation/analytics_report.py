@@ -372,6 +372,18 @@ def _low(group: list[dict[str, Any]]) -> LowConfidenceAnswer:
     )
 
 
+def report_parameters(
+    since: datetime, until: datetime, low_confidence_margin: float = LOW_CONFIDENCE_MARGIN
+) -> dict[str, Any]:
+    """The values every report query's parameters take for a window."""
+    return {
+        "since": since,
+        "until": until,
+        "bucket_seconds": bucket_seconds_for(since, until),
+        "margin": low_confidence_margin,
+    }
+
+
 async def build_report(
     store: EventStore,
     since: datetime,
@@ -383,13 +395,8 @@ async def build_report(
 
     `embed` groups reworded questions by meaning (`question_groups.py`); without it, by shared words.
     """
-    bucket = bucket_seconds_for(since, until)
-    parameters: dict[str, Any] = {
-        "since": since,
-        "until": until,
-        "bucket_seconds": bucket,
-        "margin": low_confidence_margin,
-    }
+    parameters = report_parameters(since, until, low_confidence_margin)
+    bucket = parameters["bucket_seconds"]
 
     async def run(name: str) -> list[dict[str, Any]]:
         return await store.query(load_query(name), parameters)
