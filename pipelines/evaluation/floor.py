@@ -14,6 +14,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from operators.base import Operator, OperatorConfig
+from operators.enrich_context import HISTORY_KEPT
 from operators.format import agent_reply
 from operators.protocols import OperatorContext, ReplyShaper
 from schemas import ContextTurn, Emitted, HistoryTurn, OutboundMessage
@@ -52,6 +53,6 @@ class FixedReply(Operator[ContextTurn, Emitted]):
         session.history = [
             *session.history,
             HistoryTurn(role="agent", text=config.text, at=now, message_id=message.message_id),
-        ][-20:]
+        ][-HISTORY_KEPT:]
         ctx.table("sessions").set(message.customer_id, session)
         return Emitted(records=[outbound])
