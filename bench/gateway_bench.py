@@ -37,6 +37,7 @@ sys.path.insert(0, str(PROJECT_DIR))
 
 from connectors._process import free_port, spawn, stop  # noqa: E402
 from pipelines.devstack.embedded import EmbeddedBroker  # noqa: E402
+from pipelines.evaluation.bench import wait_for_ingress  # noqa: E402
 from pipelines.evaluation.provenance import source_state  # noqa: E402
 from pipelines.runtime.app import ensure_topics  # noqa: E402
 from pipelines.runtime.settings import Settings  # noqa: E402
@@ -180,21 +181,6 @@ def gateway_env(bootstrap: str, port: int) -> dict[str, str]:
     return env
 
 
-def wait_ready(base: str, gateway: Any, log: Path, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if gateway.poll() is not None:
-            raise SystemExit(f"the gateway exited with {gateway.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"the gateway was not ready after {timeout_s:.0f} s; see {log}")
-        time.sleep(0.1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15)
@@ -211,7 +197,7 @@ def main() -> None:
                         env=gateway_env(broker.bootstrap, port))  # fmt: skip
         base = f"http://127.0.0.1:{port}"
         try:
-            wait_ready(base, gateway, Path(tmp) / "ingress.log")
+            wait_for_ingress(base, gateway, Path(tmp) / "ingress.log", timeout_s=60)
             results["rest_post_messages"] = asyncio.run(hammer(base, args.seconds, args.concurrency, rest))
             probe = httpx.post(f"{base}/webhooks/twilio/messages", data={}, timeout=5)
             if probe.status_code != 404:

@@ -242,10 +242,27 @@ def _seed(stack: Any, conversations: Sequence[Conversation]) -> None:
         publish_profiles(stack.settings.kafka_client_config(), "sf.profiles", profiles, exact_offsets=True)
 
 
+def wait_for_ingress(url: str, process: Any, log: Path, timeout_s: float) -> None:
+    """Until the ingress at `url` answers /readyz; an error naming its log if it exits or takes too long."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the ingress exited with {process.returncode}; see {log}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the ingress was not ready after {timeout_s:.0f} s; see {log}")
+        time.sleep(0.2)
+
+
 def start_stack(base: Settings, data_dir: Path, conversations: Sequence[Conversation]) -> BenchStack:
     """`supportflow run`'s stack, with the ingress as a process of its own (`supportflow ingress`): in this
     one it would share a GIL with the load generator, which is no part of what is measured."""
-    import httpx
 
     from connectors._process import free_port, spawn
     from pipelines.devstack.stack import Stack
@@ -271,18 +288,7 @@ def start_stack(base: Settings, data_dir: Path, conversations: Sequence[Conversa
         argv = [sys.executable, "-m", "pipelines.cli", "ingress", "--port", str(port)]
         ingress = spawn(argv, stack.log_dir / "ingress.log", env=env)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            if ingress.poll() is not None:
-                raise RuntimeError(f"the ingress exited with {ingress.returncode}; see {stack.log_dir / 'ingress.log'}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the ingress was not ready after 120 s; see {stack.log_dir / 'ingress.log'}")
-            time.sleep(0.2)
+        wait_for_ingress(url, ingress, stack.log_dir / "ingress.log", timeout_s=120)
     except BaseException:
         stack.stop()
         raise
